@@ -1,0 +1,42 @@
+# Two entry points a newcomer needs (see README):
+#   make demo   set up (when needed) and run the main job
+#   make test   set up (when needed) and run lint + the whole test suite, notebooks included
+# Both are safe to rerun; the virtual environment is rebuilt only when the
+# dependency files change.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+export MPLBACKEND := Agg
+
+.PHONY: demo test setup lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch is pinned (constraints.txt) and installed in the same command as pyro-ppl,
+	# so pip never pulls a CUDA build of torch.
+	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pyro-moe demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check pyro_moe models tests benchmarks
+	$(BIN)/ruff format --check pyro_moe models tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests --nbmake notebooks
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -c constraints.txt -e ".[bench]"
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,50 @@
+"""Mixture of linear experts with a neural gate (the study's "mixture of experts").
+
+    w_k           ~ N(w0_k, A_k)                                  k = 1..K
+    z_i | x_i     ~ Cat(g(x_i)),  g(x) = softmax(V1^T sigma(V2^T x))
+    y_i | z_i = k ~ N(w_k^T x_i, 1/beta)
+
+Hyperparameters w0_k, A_k, beta and the gate V = (V1, V2) are point estimates
+(type-II maximum likelihood), learned or held fixed as the fit's ``learn`` setting says.
+"""
+
+import pyro
+import pyro.distributions as dist
+from torch import nn
+
+from pyro_moe import parts
+
+SETTINGS = {
+    "gate_hidden": 8,  # width of the gate's hidden layer
+}
+
+
+# ---- Priors and gate: the one place to edit -------------------------------------------
+def weight_prior(prior_mean, prior_cov):
+    """p(w_k) = N(w0_k, A_k)."""
+    return dist.MultivariateNormal(prior_mean, covariance_matrix=prior_cov)
+
+
+def noise_prior():
+    """p(beta): None makes beta a point estimate; e.g. ``dist.Gamma(1.0, 0.1)`` a latent."""
+    return None
+
+
+def make_gate(features, experts, hidden):
+    """Gate logits V1^T sigma(V2^T x) (both layers with a bias); softmax gives g(x)."""
+    return nn.Sequential(nn.Linear(features, hidden), nn.Sigmoid(), nn.Linear(hidden, experts))
+
+
+# ---- Model and mean-field guide q(Z) q(W) [q(beta)] -----------------------------------
+def model(X, y, config, subsample=None):
+    beta = parts.noise_precision(config, noise_prior())
+    with pyro.plate(parts.EXPERTS_PLATE, config.experts):
+        w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), config.hyper("prior_cov")))
+    gate = config.gate_logits
+    parts.observe_targets(X, y, w, beta, lambda x: dist.Categorical(logits=gate(x)), subsample)
+
+
+def guide(X, y, config, subsample=None):
+    parts.noise_guide(config, noise_prior())
+    parts.weights_guide(config)
+    parts.assignments_guide(X, config, subsample)

@@ -1,0 +1,55 @@
+"""Mixture of linear models (the study's "mixture of models").
+
+    pi          ~ Dirichlet(mu 1_K)
+    w_k         ~ N(w0_k, A_k)                      k = 1..K
+    z_i | pi    ~ Cat(pi)                           i = 1..N
+    y_i | z_i=k ~ N(w_k^T x_i, 1/beta)
+
+Hyperparameters w0_k, A_k and beta are point estimates (``config.hyper``): learned by the
+M-step of variational EM or by SVI, or held fixed, as the fit's ``learn`` setting says.
+
+Copy this file and edit the priors below to try another model: SVI fits any edit; CAVI
+fits the conjugate ones and refuses the rest with a message that names the site.
+"""
+
+import pyro
+import pyro.distributions as dist
+
+from pyro_moe import parts
+
+# Defaults of this model's settings; ``pyro_moe.fit(..., **settings)`` overrides them.
+SETTINGS = {
+    "concentration": 1.0,  # mu of Dirichlet(mu 1_K)
+}
+
+
+# ---- Priors: the one place to edit ----------------------------------------------------
+def weight_prior(prior_mean, prior_cov):
+    """p(w_k) = N(w0_k, A_k)."""
+    return dist.MultivariateNormal(prior_mean, covariance_matrix=prior_cov)
+
+
+def mixing_prior(concentration):
+    """p(pi) = Dir(mu)."""
+    return dist.Dirichlet(concentration)
+
+
+def noise_prior():
+    """p(beta): None makes beta a point estimate; e.g. ``dist.Gamma(1.0, 0.1)`` a latent."""
+    return None
+
+
+# ---- Model and mean-field guide q(Z) q(W) q(pi) [q(beta)] -----------------------------
+def model(X, y, config, subsample=None):
+    beta = parts.noise_precision(config, noise_prior())
+    pi = pyro.sample("pi", mixing_prior(config.concentration))
+    with pyro.plate(parts.EXPERTS_PLATE, config.experts):
+        w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), config.hyper("prior_cov")))
+    parts.observe_targets(X, y, w, beta, lambda x: dist.Categorical(pi), subsample)
+
+
+def guide(X, y, config, subsample=None):
+    parts.noise_guide(config, noise_prior())
+    parts.mixing_guide(config)
+    parts.weights_guide(config)
+    parts.assignments_guide(X, config, subsample)

@@ -1,0 +1,39 @@
+"""pyro_moe: Bayesian mixtures of linear models and mixtures of experts on Pyro.
+
+Fit a model file two ways, on the same model: Pyro SVI and closed-form variational EM.
+
+    >>> import pyro_moe
+    >>> model = pyro_moe.load_model("mixture_of_experts")
+    >>> result = pyro_moe.fit(model, X, y, experts=2, method="cavi")   # doctest: +SKIP
+"""
+
+from .config import Config
+from .errors import (
+    ConvergenceWarning,
+    ImageError,
+    InputError,
+    ModelFileError,
+    NonConjugateError,
+    PyroMoeError,
+)
+from .fitting import fit
+from .model_file import Model, builtin_models, load_model
+from .result import FitResult, Prediction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "ConvergenceWarning",
+    "FitResult",
+    "ImageError",
+    "InputError",
+    "Model",
+    "ModelFileError",
+    "NonConjugateError",
+    "Prediction",
+    "PyroMoeError",
+    "builtin_models",
+    "fit",
+    "load_model",
+]

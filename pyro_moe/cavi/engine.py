@@ -1,0 +1,319 @@
+"""Closed-form variational EM (CAVI) for the model files, with restarts.
+
+One iteration (derivation section 6), each step the exact maximiser of the objective over
+its block with the others fixed, so the recorded objective never decreases:
+
+    q(W) -> q(pi) -> [w0] -> [A] -> [beta or q(beta)] -> [gate V] -> q(Z) -> record F
+
+F = ELBO (+ R(w0) for the regularized model) is the total in nats. The gate step is a few
+L-BFGS iterations on sum_ik r_ik log g_ik(V), rejected if it does not increase that term.
+
+Floors for noise-free data (which drive beta -> inf and A_k -> 0, where an unguarded
+implementation fails in its Cholesky): beta <= ``noise_precision_max`` (default
+1e10 / Var(y)) and every eigenvalue of A_k >= ``prior_var_min`` (default 1e-10). Both are
+exact constrained maximisers, so monotonicity holds with them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..errors import ConvergenceWarning, InputError
+from ..model_file import Model
+from ..result import FitResult
+from . import updates as U
+from .conjugacy import Conjugate, read_model
+from .init import initial_log_responsibilities
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class Options:
+    """Settings of a CAVI fit (see :func:`fit_cavi`)."""
+
+    n_init: int = 5
+    init: str | list[str] = "auto"
+    tol: float = 1e-8
+    max_iter: int = 1000
+    seed: int = 0
+    responsibilities: torch.Tensor | None = None
+    prior_var_min: float = 1e-10
+    noise_precision_max: float | None = None
+    gate_steps: int = 10
+    progress: bool | None = None
+
+    # Converged when |F_t - F_{t-1}| <= tol * max(|F_t|, N): a relative change, measured
+    # against N when F is near zero (F is a sum over N points).
+
+
+@dataclass
+class _Run:
+    objective: list[float] = field(default_factory=list)
+    elbo: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    converged: bool = False
+    state: dict = field(default_factory=dict)
+
+
+def fit_cavi(
+    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, options: Options
+) -> FitResult:
+    """Fit ``model`` to (X, y) by CAVI, ``options.n_init`` restarts, best objective kept.
+
+    X (N, n) and y (N,) must be float64 tensors on the device to compute on.
+    """
+    conj = read_model(model, X, y, config)
+    inits = _init_schedule(options, conj)
+    start = time.perf_counter()
+    best: _Run | None = None
+    summaries = []
+    for i, how in enumerate(inits):
+        run = _run(X, y, config, conj, options, how, options.seed + i, i, len(inits))
+        summaries.append(
+            {
+                "init": how,
+                "seed": options.seed + i,
+                "objective": run.objective[-1],
+                "iterations": len(run.objective),
+                "converged": run.converged,
+            }
+        )
+        if best is None or run.objective[-1] > best.objective[-1]:
+            best = run
+    assert best is not None
+    if not best.converged:
+        warnings.warn(
+            f"CAVI did not converge in max_iter={options.max_iter} iterations (tol={options.tol}); "
+            "raise max_iter or loosen tol",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return _result(model, X, y, config, conj, best, summaries, time.perf_counter() - start)
+
+
+def _init_schedule(options: Options, conj: Conjugate) -> list[str]:
+    if options.n_init < 1:
+        raise InputError(f"n_init must be at least 1, got {options.n_init}")
+    if options.responsibilities is not None:
+        return ["given"]
+    if isinstance(options.init, list | tuple):
+        return list(options.init)
+    if options.init != "auto":
+        return [options.init] * options.n_init
+    distinct = not torch.allclose(conj.prior_mean, conj.prior_mean[:1].expand_as(conj.prior_mean))
+    first = ["prior"] if distinct else []
+    return (first + ["subsets"] * options.n_init)[: options.n_init]
+
+
+def _fresh_gate(config: Config, seed: int, restart: int):
+    if config.gate is None:
+        return None
+    gate = copy.deepcopy(config.gate)
+    if restart > 0:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for module in gate.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    return gate
+
+
+def gate_step(gate: torch.nn.Module, X: torch.Tensor, r: torch.Tensor, steps: int) -> torch.Tensor:
+    """Increase sum_ik r_ik log g_ik(V) by L-BFGS; reject the step if it lowered the term.
+
+    Returns the new log g (N, K), detached.
+    """
+    params = [p for p in gate.parameters() if p.requires_grad]
+    N = X.shape[0]
+
+    def term() -> torch.Tensor:
+        return (r * torch.log_softmax(gate(X), -1)).sum()
+
+    with torch.no_grad():
+        before = term()
+    saved = [p.detach().clone() for p in params]
+    opt = torch.optim.LBFGS(
+        params,
+        max_iter=steps,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-10,
+        tolerance_change=1e-14,
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = -term() / N
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        if not term() >= before:
+            for p, s in zip(params, saved, strict=True):
+                p.copy_(s)
+    return torch.log_softmax(gate(X), -1).detach()
+
+
+def _run(
+    X,
+    y,
+    config: Config,
+    conj: Conjugate,
+    options: Options,
+    how: str,
+    seed: int,
+    restart: int,
+    restarts: int,
+) -> _Run:
+    N = X.shape[0]
+    K = config.experts
+    learn = config.learn
+    w0, A = conj.prior_mean.clone(), conj.prior_cov.clone()
+    xi = conj.regularization_cov
+    mu = conj.concentration
+    var_y = float(y.var()) if N > 1 else 1.0
+    beta_max = options.noise_precision_max or 1e10 / max(var_y, 1e-300)
+    latent_beta = conj.noise_prior is not None
+    if latent_beta:
+        a0, b0 = conj.noise_prior
+        a, b = a0 + 0.5 * N, b0 + 0.5 * N / config.noise_precision
+        e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
+    else:
+        beta = conj.noise_precision.clamp(max=beta_max)
+        e_beta, e_log_beta = beta, torch.log(beta)
+    gate = _fresh_gate(config, seed, restart)
+    learn_gate = gate is not None and "gate" in learn
+    if gate is not None:
+        for p in gate.parameters():
+            p.requires_grad_(learn_gate)
+        with torch.no_grad():
+            log_gate = torch.log_softmax(gate(X), -1)
+    alpha = None
+
+    def log_prior_of(alpha_):
+        return U.dirichlet_expected_log(alpha_).expand(N, K) if conj.mixture else log_gate
+
+    log_r = initial_log_responsibilities(
+        how, X, y, K, seed,
+        prior=U.prior_from(w0, A),
+        log_prior=(U.dirichlet_expected_log(mu).expand(N, K) if conj.mixture else log_gate),
+        e_beta=e_beta, e_log_beta=e_log_beta, given=options.responsibilities,
+    )  # fmt: skip
+
+    run = _Run()
+    t0 = time.perf_counter()
+    show = (
+        options.progress
+        if options.progress is not None
+        else (sys.stderr.isatty() and N * K > 10**6)
+    )
+    bar = tqdm(
+        total=options.max_iter, disable=not show, desc=f"CAVI {restart + 1}/{restarts}", leave=False
+    )
+    for _ in range(options.max_iter):
+        r = log_r.exp()
+        stats = U.sufficient_stats(X, y, r)
+        q = U.update_weights(stats, A, w0, e_beta)
+        if conj.mixture:
+            alpha = mu + stats.Nk
+        if "prior_mean" in learn:
+            w0 = U.update_prior_mean(q, A, xi)
+        if "prior_cov" in learn:
+            A = U.update_prior_cov(q, w0, options.prior_var_min)
+        total_sq = U.summed_sq_residuals(stats, q).sum()
+        if latent_beta:
+            a, b = U.update_noise_gamma(total_sq, N, a0, b0)
+            e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
+        elif "noise_precision" in learn:
+            beta = U.update_noise_precision(total_sq, N, beta_max)
+            e_beta, e_log_beta = beta, torch.log(beta)
+        if learn_gate:
+            log_gate = gate_step(gate, X, r, options.gate_steps)
+        e = U.expected_sq_residuals(X, y, q)
+        log_prior = log_prior_of(alpha)
+        log_r = U.responsibilities(log_prior, e, e_log_beta, e_beta)
+        r = log_r.exp()
+        like = (torch.where(r > 0, r * log_prior, 0.0)).sum() + (
+            r * (0.5 * e_log_beta - 0.5 * LOG_2PI - 0.5 * e_beta * e)
+        ).sum()
+        elbo = like - torch.special.xlogy(r, r).sum() - U.weights_kl(q, w0, A)
+        if conj.mixture:
+            elbo = elbo - U.dirichlet_kl(alpha, mu)
+        if latent_beta:
+            elbo = elbo - U.gamma_kl(a, b, a0, b0)
+        F = elbo + (U.regularizer(w0, xi) if xi is not None else 0.0)
+        if not torch.isfinite(F):
+            raise FloatingPointError(
+                "CAVI produced a non-finite objective; please report this data set"
+            )
+        run.elbo.append(float(elbo))
+        run.objective.append(float(F))
+        run.times.append(time.perf_counter() - t0)
+        bar.update()
+        if len(run.objective) % 10 == 0:
+            bar.set_postfix(objective=f"{run.objective[-1]:.6g}")
+        if len(run.objective) > 1:
+            prev, cur = run.objective[-2], run.objective[-1]
+            if abs(cur - prev) <= options.tol * max(abs(cur), N):
+                run.converged = True
+                break
+    bar.close()
+    run.state = dict(
+        log_r=log_r, q=q, w0=w0, A=A, alpha=alpha, e_beta=e_beta,
+        qbeta=(a, b) if latent_beta else None, gate=gate,
+        log_gate=log_gate if gate is not None else None, xi=xi, mu=mu,
+    )  # fmt: skip
+    return run
+
+
+def _result(
+    model: Model, X, y, config: Config, conj: Conjugate, run: _Run, summaries, wall: float
+) -> FitResult:
+    s = run.state
+    gate = s["gate"]
+    return FitResult(
+        method="cavi",
+        model_name=model.name,
+        model_path=str(model.path),
+        X=X,
+        y=y,
+        responsibilities=s["log_r"].exp(),
+        mean=s["q"].mean,
+        cov=s["q"].cov,
+        prior_mean=s["w0"],
+        prior_cov=s["A"],
+        noise_precision=torch.as_tensor(s["e_beta"], dtype=X.dtype).reshape(()),
+        concentration=s["mu"] if s["mu"] is not None else config.concentration,
+        objective_history=torch.tensor(run.objective, dtype=torch.float64),
+        elbo_history=torch.tensor(run.elbo, dtype=torch.float64),
+        time_history=torch.tensor(run.times, dtype=torch.float64),
+        iterations=len(run.objective),
+        wall_time=wall,
+        converged=run.converged,
+        learn=tuple(sorted(config.learn)),
+        alpha=s["alpha"],
+        log_gate=s["log_gate"],
+        noise_shape=s["qbeta"][0] if s["qbeta"] else None,
+        noise_rate=s["qbeta"][1] if s["qbeta"] else None,
+        regularization_cov=s["xi"],
+        gate_state={k: v.detach().clone() for k, v in gate.state_dict().items()} if gate else None,
+        gate_hidden=_hidden_width(gate),
+        restarts=summaries,
+    )
+
+
+def _hidden_width(gate) -> int | None:
+    if gate is None:
+        return None
+    first = next((m for m in gate.modules() if isinstance(m, torch.nn.Linear)), None)
+    return first.out_features if first is not None else None

@@ -1,0 +1,115 @@
+"""Initial responsibilities q(Z) for CAVI (and, through it, SVI).
+
+Strategies (``init=``):
+
+* ``"prior"``: q(W) set to the prior N(w0_k, A_k), then the q(Z) update. Breaks the
+  symmetry when the prior means differ (the study's w0_1 = [0, 0, 0.1], w0_2 = [0, 0, 2]).
+* ``"subsets"``: RANSAC-like least quantile of squares. For each expert in turn, many
+  random minimal subsets (n rows) are solved exactly; the candidate whose
+  1/(2K)-quantile of |residual| over the still unclaimed rows is smallest wins, claims
+  the rows within 2.5 times that quantile, and is refitted on them. Initial
+  responsibilities are softmax_k(-beta0/2 res_ik^2) with 1/beta0 the mean smallest
+  squared residual. Does not depend on the prior.
+* ``"random"``: soft random responsibilities r_i ~ Dir(1). Measured to stall in the
+  symmetric solution (every expert the same average curve); never the default.
+* ``"given"``: user-given responsibilities (N, K), rows summing to one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from . import updates as U
+
+CANDIDATES = 256
+SCORING_ROWS = 2000
+
+
+def initial_log_responsibilities(
+    how: str,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    K: int,
+    seed: int,
+    *,
+    prior: U.WeightPosterior,
+    log_prior: torch.Tensor,
+    e_beta,
+    e_log_beta,
+    given: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log r (N, K) for strategy ``how``."""
+    gen = torch.Generator(device=X.device).manual_seed(int(seed))
+    if how == "prior":
+        e = U.expected_sq_residuals(X, y, prior)
+        return U.responsibilities(log_prior, e, e_log_beta, e_beta)
+    if how == "subsets":
+        W = subset_weights(X, y, K, gen)
+        res2 = (y.unsqueeze(-1) - X @ W.T) ** 2
+        beta0 = 1.0 / res2.min(-1).values.mean().clamp_min(1e-12 * float(y.var()) + 1e-300)
+        return torch.log_softmax(-0.5 * beta0 * res2, -1)
+    if how == "random":
+        # normalised Exp(1) draws are Dir(1) rows
+        g = torch.empty(X.shape[0], K, dtype=X.dtype, device=X.device).exponential_(generator=gen)
+        return torch.log(g / g.sum(-1, keepdim=True))
+    if how == "given":
+        return _given(given, X.shape[0], K, X)
+    raise InputError(
+        f"unknown init {how!r}; use 'prior', 'subsets', 'random' or given responsibilities"
+    )
+
+
+def _given(r, N: int, K: int, X: torch.Tensor) -> torch.Tensor:
+    r = torch.as_tensor(r, dtype=X.dtype, device=X.device)
+    if tuple(r.shape) != (N, K):
+        raise InputError(f"responsibilities must have shape ({N}, {K}), got {tuple(r.shape)}")
+    if not torch.isfinite(r).all() or (r < 0).any():
+        raise InputError("responsibilities must be finite and non-negative")
+    if not torch.allclose(r.sum(-1), torch.ones(N, dtype=X.dtype, device=X.device), atol=1e-6):
+        raise InputError("each row of the responsibilities must sum to one")
+    return torch.log(r)
+
+
+def _solve(Xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Ridge-stabilised least squares for a batch: (C, m, n), (C, m) -> (C, n)."""
+    n = Xs.shape[-1]
+    G = Xs.transpose(-1, -2) @ Xs
+    G = G + 1e-10 * (
+        G.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True).unsqueeze(-1) + 1e-12
+    ) * torch.eye(n, dtype=Xs.dtype, device=Xs.device)
+    L, info = torch.linalg.cholesky_ex(G)
+    rhs = Xs.transpose(-1, -2) @ ys.unsqueeze(-1)
+    w = torch.cholesky_solve(rhs, L).squeeze(-1)
+    return torch.where((info == 0).unsqueeze(-1), w, torch.zeros_like(w))
+
+
+def subset_weights(X: torch.Tensor, y: torch.Tensor, K: int, gen: torch.Generator) -> torch.Tensor:
+    """Greedy least-quantile-of-squares experts from random minimal subsets, (K, n)."""
+    N, n = X.shape
+    dev = X.device
+    rows = torch.randperm(N, generator=gen, device=dev)[: min(N, SCORING_ROWS)]
+    Xs, ys = X[rows], y[rows]
+    free = torch.ones(len(rows), dtype=torch.bool, device=dev)
+    quantile = 1.0 / (2 * K)
+    out = []
+    for _ in range(K):  # K is small; each pass is vectorised over candidates and rows
+        pool = free.nonzero().squeeze(-1)
+        if len(pool) < n:
+            pool = torch.arange(len(rows), device=dev)
+        pick = torch.randint(len(pool), (CANDIDATES, n), generator=gen, device=dev)
+        idx = pool[pick]
+        W = _solve(Xs[idx], ys[idx])  # (C, n)
+        res = (ys[pool].unsqueeze(0) - W @ Xs[pool].T).abs()  # (C, |pool|)
+        k = max(1, int(quantile * len(rows)))
+        k = min(k, res.shape[1])
+        score = res.kthvalue(k, dim=-1).values
+        best = int(score.argmin())
+        thresh = 2.5 * score[best]
+        inliers = pool[res[best] <= thresh]
+        w = W[best]
+        if len(inliers) >= n:
+            w = _solve(Xs[inliers].unsqueeze(0), ys[inliers].unsqueeze(0))[0]
+        free[inliers] = False
+        out.append(w)
+    return torch.stack(out)

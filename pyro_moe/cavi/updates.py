@@ -1,0 +1,200 @@
+"""Closed-form coordinate-ascent updates and the ELBO (``docs/derivation.md``).
+
+Every function is vectorised over points (N) and experts (K); nothing is N x N. Shapes:
+X (N, n), y (N,), r (N, K), m (K, n), B and A (K, n, n).
+
+Notation: r_ik = q(z_i = k); N_k = sum_i r_ik; S_k = sum_i r_ik x_i x_i^T;
+s_k = sum_i r_ik y_i x_i; e_ik = E_q (y_i - w_k^T x_i)^2 = (y_i - m_k^T x_i)^2 + x_i^T B_k x_i;
+D_k = B_k + (m_k - w0_k)(m_k - w0_k)^T.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class Stats:
+    """Sufficient statistics of q(Z): N_k, S_k, s_k and sum_i r_ik y_i^2."""
+
+    Nk: torch.Tensor  # (K,)
+    S: torch.Tensor  # (K, n, n)
+    s: torch.Tensor  # (K, n)
+    yy: torch.Tensor  # (K,)
+
+
+def sufficient_stats(X: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> Stats:
+    """N_k = sum_i r_ik, S_k = sum_i r_ik x_i x_i^T, s_k = sum_i r_ik y_i x_i (O(N K n^2))."""
+    rX = r.T.unsqueeze(-1) * X  # (K, N, n)
+    return Stats(
+        Nk=r.sum(0), S=rX.transpose(-1, -2) @ X, s=rX.transpose(-1, -2) @ y, yy=r.T @ (y * y)
+    )
+
+
+@dataclass
+class WeightPosterior:
+    """q(w_k) = N(m_k, B_k), with log|B_k| from the Cholesky factor of the precision."""
+
+    mean: torch.Tensor  # (K, n)
+    cov: torch.Tensor  # (K, n, n)
+    logdet: torch.Tensor  # (K,)
+
+
+def precision_of(A: torch.Tensor) -> torch.Tensor:
+    """A^{-1} through A's Cholesky factor (A is n x n per expert)."""
+    return torch.cholesky_inverse(torch.linalg.cholesky(A))
+
+
+def update_weights(
+    stats: Stats, A: torch.Tensor, w0: torch.Tensor, beta: torch.Tensor
+) -> WeightPosterior:
+    """q(w_k): B_k = (A_k^{-1} + beta S_k)^{-1}, m_k = B_k (A_k^{-1} w0_k + beta s_k).
+
+    ``beta`` is E_q[beta] when beta has a Gamma posterior. Solved through the Cholesky
+    factor of the precision A_k^{-1} + beta S_k.
+    """
+    A_inv = precision_of(A)
+    L = torch.linalg.cholesky(A_inv + beta * stats.S)
+    rhs = (A_inv @ w0.unsqueeze(-1)).squeeze(-1) + beta * stats.s
+    mean = torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
+    cov = torch.cholesky_inverse(L)
+    logdet = -2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    return WeightPosterior(mean, cov, logdet)
+
+
+def prior_from(w0: torch.Tensor, A: torch.Tensor) -> WeightPosterior:
+    """q(w_k) set to the prior N(w0_k, A_k) (the "prior" initialisation)."""
+    L = torch.linalg.cholesky(A)
+    return WeightPosterior(
+        w0.clone(), A.clone(), 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    )
+
+
+def expected_sq_residuals(X: torch.Tensor, y: torch.Tensor, q: WeightPosterior) -> torch.Tensor:
+    """e_ik = (y_i - m_k^T x_i)^2 + x_i^T B_k x_i, shape (N, K)."""
+    resid = y.unsqueeze(-1) - X @ q.mean.T
+    quad = ((X @ q.cov) * X).sum(-1).T  # (K, N, n) -> (N, K)
+    return resid * resid + quad
+
+
+def summed_sq_residuals(stats: Stats, q: WeightPosterior) -> torch.Tensor:
+    """sum_i r_ik e_ik = sum_i r_ik y_i^2 - 2 m_k^T s_k + tr(E[w_k w_k^T] S_k), shape (K,)."""
+    Eww = q.cov + q.mean.unsqueeze(-1) * q.mean.unsqueeze(-2)
+    return stats.yy - 2.0 * (q.mean * stats.s).sum(-1) + (Eww * stats.S).sum((-1, -2))
+
+
+def scatter_about_prior(q: WeightPosterior, w0: torch.Tensor) -> torch.Tensor:
+    """D_k = B_k + (m_k - w0_k)(m_k - w0_k)^T."""
+    d = q.mean - w0
+    return q.cov + d.unsqueeze(-1) * d.unsqueeze(-2)
+
+
+def update_prior_cov(q: WeightPosterior, w0: torch.Tensor, min_var: float) -> torch.Tensor:
+    """M-step A_k = argmax_{A >= min_var I} E_q log N(w_k | w0_k, A) = U max(Lambda, min_var) U^T.
+
+    With D_k = U Lambda U^T, the objective -1/2 log|A| - 1/2 tr(A^{-1} D) separates over
+    eigenvalues a of A in D's eigenbasis as -1/2 (log a + lambda/a), maximised at
+    a = max(lambda, min_var) on [min_var, inf): the exact constrained maximiser, so the
+    floor keeps the ascent monotone while noise-free data drive A_k -> 0.
+    """
+    D = scatter_about_prior(q, w0)
+    D = 0.5 * (D + D.transpose(-1, -2))
+    lam, U = torch.linalg.eigh(D)
+    return (U * lam.clamp_min(min_var).unsqueeze(-2)) @ U.transpose(-1, -2)
+
+
+def update_noise_precision(total_sq: torch.Tensor, N: int, max_precision: float) -> torch.Tensor:
+    """M-step 1/beta = (1/N) sum_ik r_ik e_ik, capped at ``max_precision``.
+
+    The objective N/2 log beta - beta/2 sum r e is concave in beta, so the cap gives the
+    exact maximiser over (0, max_precision].
+    """
+    return (N / total_sq).clamp(max=max_precision)
+
+
+def update_noise_gamma(total_sq: torch.Tensor, N: int, a0: torch.Tensor, b0: torch.Tensor):
+    """q(beta) = Gamma(a, b): a = a0 + N/2, b = b0 + 1/2 sum_ik r_ik e_ik (repo docs/derivation.md)."""
+    return a0 + 0.5 * N, b0 + 0.5 * total_sq
+
+
+def dirichlet_expected_log(alpha: torch.Tensor) -> torch.Tensor:
+    """l_k = E log pi_k = psi(alpha_k) - psi(alpha_0)."""
+    return torch.digamma(alpha) - torch.digamma(alpha.sum())
+
+
+def update_prior_mean(q: WeightPosterior, A: torch.Tensor, xi: torch.Tensor | None) -> torch.Tensor:
+    """M-step for w0.
+
+    Without a regulariser: w0_k = m_k. With R(w0) = sum_{k != k'} log N(w0_k - w0_k' | 0, Xi)
+    and P = Xi^{-1}: the joint maximiser of the concave quadratic L + R, solving
+    (A_k^{-1} + 2(K-1) P) w0_k - 2 P sum_{j != k} w0_j = A_k^{-1} m_k for all k at once,
+    i.e. [blockdiag(A_k^{-1}) + 2 (K I - 1 1^T) kron P] w0 = [A_k^{-1} m_k] (a Kn x Kn
+    Cholesky solve; section 5.3 of the derivation).
+    """
+    if xi is None:
+        return q.mean.clone()
+    K, n = q.mean.shape
+    A_inv = precision_of(A)
+    P = precision_of(xi)
+    lap = K * torch.eye(K, dtype=P.dtype, device=P.device) - 1.0
+    H = 2.0 * torch.kron(lap, P.contiguous())
+    H = H + torch.block_diag(*A_inv)
+    rhs = (A_inv @ q.mean.unsqueeze(-1)).reshape(K * n, 1)
+    return torch.cholesky_solve(rhs, torch.linalg.cholesky(H)).reshape(K, n)
+
+
+def regularizer(w0: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+    """R(w0) = -K(K-1)/2 [n log 2pi + log|Xi|] - (K sum_k w0_k^T P w0_k - wbar^T P wbar)."""
+    K, n = w0.shape
+    if K < 2:
+        return w0.new_zeros(())
+    L = torch.linalg.cholesky(xi)
+    logdet = 2.0 * torch.log(torch.diagonal(L)).sum()
+    P = torch.cholesky_inverse(L)
+    wbar = w0.sum(0)
+    quad = K * torch.einsum("ki,ij,kj->", w0, P, w0) - wbar @ P @ wbar
+    return -0.5 * K * (K - 1) * (n * LOG_2PI + logdet) - quad
+
+
+def responsibilities(log_prior: torch.Tensor, e: torch.Tensor, e_log_beta, e_beta) -> torch.Tensor:
+    """log r_ik = log_prior_ik + 1/2 E log beta - E beta/2 e_ik + const_i, normalised by log-sum-exp.
+
+    ``log_prior`` is l_k = E log pi_k (mixture of models) or log g_ik (mixture of experts).
+    Returns log r (N, K).
+    """
+    logits = log_prior - 0.5 * e_beta * e + 0.5 * e_log_beta
+    return torch.log_softmax(logits, dim=-1)
+
+
+def weights_kl(q: WeightPosterior, w0: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """sum_k KL(q(w_k) || p(w_k)) = sum_k 1/2 [tr(A^{-1} D_k) - n + log|A_k| - log|B_k|]."""
+    n = w0.shape[-1]
+    L = torch.linalg.cholesky(A)
+    logdet_A = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    D = scatter_about_prior(q, w0)
+    tr = torch.cholesky_solve(D, L).diagonal(dim1=-2, dim2=-1).sum(-1)
+    return 0.5 * (tr - n + logdet_A - q.logdet).sum()
+
+
+def dirichlet_kl(alpha: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """KL(Dir(alpha) || Dir(mu)) = -(E log p(pi) + H[q(pi)]), general alpha (section 3)."""
+    l = dirichlet_expected_log(alpha)
+    e_log_p = torch.lgamma(mu.sum()) - torch.lgamma(mu).sum() + ((mu - 1) * l).sum()
+    neg_h = torch.lgamma(alpha.sum()) - torch.lgamma(alpha).sum() + ((alpha - 1) * l).sum()
+    return neg_h - e_log_p
+
+
+def gamma_kl(a, b, a0, b0) -> torch.Tensor:
+    """KL(Gamma(a, b) || Gamma(a0, b0)) (shape-rate)."""
+    return (
+        (a - a0) * torch.digamma(a)
+        - torch.lgamma(a)
+        + torch.lgamma(a0)
+        + a0 * (torch.log(b) - torch.log(b0))
+        + a * (b0 - b) / b
+    )

@@ -1,0 +1,143 @@
+"""Hyperparameters and settings handed to a model file's ``model`` and ``guide``.
+
+A model file reads its hyperparameters through :meth:`Config.hyper`: a hyperparameter
+that is *learned* becomes a ``pyro.param`` (the point estimate of the M-step, or of SVI's
+type-II maximum likelihood), one that is *held fixed* is a constant tensor. Both engines
+(CAVI and SVI) see the same model through the same object.
+
+Names of the hyperparameters (each file uses a subset):
+
+=====================  ===========  ==========================================
+name                   shape        meaning
+=====================  ===========  ==========================================
+``prior_mean``         (K, n)       w0_k, prior mean of expert k's weights
+``prior_cov``          (K, n, n)    A_k, prior covariance of expert k's weights
+``noise_precision``    ()           beta, precision of y_i | z_i = k
+``concentration``      (K,)         mu, Dirichlet concentration of pi (never learned)
+``regularization_cov`` (n, n)       Xi, covariance of w0_k - w0_k' (never learned)
+``gate``               module       the gate network V (mixtures of experts)
+=====================  ===========  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pyro
+import torch
+from pyro.distributions import constraints
+
+from .errors import InputError
+
+LEARNABLE = ("prior_mean", "prior_cov", "noise_precision", "gate")
+
+_CONSTRAINTS = {
+    "prior_mean": constraints.real,
+    "prior_cov": constraints.positive_definite,
+    "noise_precision": constraints.positive,
+}
+
+
+@dataclass
+class Config:
+    """Hyperparameter values and settings of one fit.
+
+    Attributes:
+        experts: number of experts K (the noise expert, when on, is not counted).
+        features: dimension n of the design rows x_i.
+        prior_mean: w0, shape (K, n).
+        prior_cov: A, shape (K, n, n), positive definite.
+        noise_precision: beta > 0 (a 0-dim tensor).
+        concentration: mu, shape (K,), the Dirichlet concentration of the mixture weights.
+        regularization_cov: Xi, shape (n, n), or None when the model has no regularizer.
+        gate: the gate network (``torch.nn.Module`` mapping (N, n) to (N, K) logits) or None.
+        learn: names of the hyperparameters that are point-estimated; the rest are fixed.
+    """
+
+    experts: int
+    features: int
+    prior_mean: torch.Tensor
+    prior_cov: torch.Tensor
+    noise_precision: torch.Tensor
+    concentration: torch.Tensor
+    regularization_cov: torch.Tensor | None = None
+    gate: torch.nn.Module | None = None
+    learn: frozenset[str] = field(default_factory=lambda: frozenset(LEARNABLE))
+
+    def __post_init__(self) -> None:
+        unknown = set(self.learn) - set(LEARNABLE)
+        if unknown:
+            raise InputError(
+                f"cannot learn {sorted(unknown)}: learnable hyperparameters are {list(LEARNABLE)}"
+            )
+        self.learn = frozenset(self.learn)
+        K, n = self.experts, self.features
+        _check_shape("prior_mean", self.prior_mean, (K, n))
+        _check_shape("prior_cov", self.prior_cov, (K, n, n))
+        _check_shape("concentration", self.concentration, (K,))
+        _check_pd("prior_cov (A)", self.prior_cov)
+        if float(self.noise_precision) <= 0 or not torch.isfinite(self.noise_precision):
+            raise InputError(
+                f"noise_precision must be positive and finite, got {self.noise_precision}"
+            )
+        if (self.concentration <= 0).any():
+            raise InputError("the Dirichlet concentration must be positive")
+        if self.regularization_cov is not None:
+            _check_shape("regularization_cov", self.regularization_cov, (n, n))
+            _check_pd("regularization_cov (Xi)", self.regularization_cov)
+
+    def learns(self, name: str) -> bool:
+        """True when hyperparameter ``name`` is point-estimated rather than held fixed."""
+        return name in self.learn
+
+    def hyper(self, name: str) -> torch.Tensor:
+        """The value a model file uses for hyperparameter ``name``.
+
+        A learned one is registered as ``pyro.param(name)`` (initialised from this config);
+        a fixed one is returned as a constant.
+        """
+        value = getattr(self, name)
+        if name in self.learn:
+            return pyro.param(name, value.detach().clone(), constraint=_CONSTRAINTS[name])
+        return value
+
+    def gate_logits(self, X: torch.Tensor) -> torch.Tensor:
+        """Gate logits (N, K); registers the gate with ``pyro.module`` when it is learned."""
+        if self.gate is None:
+            raise InputError("this model needs a gate network, but the config has none")
+        gate = pyro.module("gate", self.gate) if "gate" in self.learn else self.gate
+        return gate(X)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.prior_mean.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.prior_mean.device
+
+
+def learn_set(learn: str | Iterable[str] | None) -> frozenset[str]:
+    """Normalise a ``learn`` argument: None or "all" → everything, "none" → nothing."""
+    if learn is None or learn == "all":
+        return frozenset(LEARNABLE)
+    if learn == "none":
+        return frozenset()
+    if isinstance(learn, str):
+        learn = [s.strip() for s in learn.split(",") if s.strip()]
+    return frozenset(learn)
+
+
+def _check_shape(name: str, value: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if tuple(value.shape) != shape:
+        raise InputError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
+    if not torch.isfinite(value).all():
+        raise InputError(f"{name} contains NaN or inf")
+
+
+def _check_pd(name: str, value: torch.Tensor) -> None:
+    sym = torch.allclose(value, value.transpose(-1, -2), rtol=1e-8, atol=1e-12)
+    _, info = torch.linalg.cholesky_ex(value)
+    if not sym or bool((info != 0).any()):
+        raise InputError(f"{name} must be symmetric positive definite")

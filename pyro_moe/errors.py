@@ -1,0 +1,34 @@
+"""Exception types of pyro_moe.
+
+Every error the library raises on purpose derives from :class:`PyroMoeError`, so a
+caller (and the CLI) can tell "you gave me something wrong" from a bug.
+"""
+
+from __future__ import annotations
+
+
+class PyroMoeError(Exception):
+    """Base class of every error pyro_moe raises on purpose."""
+
+
+class InputError(PyroMoeError, ValueError):
+    """Bad input data or arguments: says what is wrong and what to do."""
+
+
+class ImageError(InputError):
+    """An image that cannot be read, or that holds no usable foreground."""
+
+
+class ModelFileError(PyroMoeError):
+    """A model file that cannot be found, loaded, or understood."""
+
+
+class NonConjugateError(PyroMoeError):
+    """CAVI was asked to fit a model with a site that has no closed-form update.
+
+    The message names the site and its distribution and suggests ``method="svi"``.
+    """
+
+
+class ConvergenceWarning(UserWarning):
+    """The best run stopped at ``max_iter`` before meeting its tolerance."""

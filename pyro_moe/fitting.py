@@ -1,0 +1,151 @@
+"""``pyro_moe.fit``: one entry point for every engine and model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .model_file import Model, load_model
+from .result import FitResult
+
+METHODS = ("cavi", "svi")
+
+
+def as_data(X, y, *, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate and convert a design (N, n) and targets (N,) to tensors."""
+    try:
+        X = torch.as_tensor(
+            np.asarray(X) if not torch.is_tensor(X) else X, dtype=dtype, device=device
+        )
+        y = torch.as_tensor(
+            np.asarray(y) if not torch.is_tensor(y) else y, dtype=dtype, device=device
+        )
+    except (TypeError, ValueError) as e:
+        raise InputError(f"X and y must be numeric arrays: {e}") from e
+    if X.dim() != 2:
+        raise InputError(
+            f"X must be a 2-d array (N points x n features), got shape {tuple(X.shape)}"
+        )
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.dim() != 1:
+        raise InputError(f"y must be a 1-d array of N targets, got shape {tuple(y.shape)}")
+    if X.shape[0] != y.shape[0]:
+        raise InputError(f"X has {X.shape[0]} rows but y has {y.shape[0]} entries")
+    if X.shape[0] == 0:
+        raise InputError("no data: X and y are empty")
+    for name, t in (("X", X), ("y", y)):
+        bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(-1)
+        if bad.any():
+            raise InputError(
+                f"{name} has NaN or inf in {int(bad.sum())} row(s), first at row {int(bad.nonzero()[0])}"
+            )
+    return X, y
+
+
+def fit(
+    model: str | Path | Model,
+    X,
+    y,
+    *,
+    experts: int = 2,
+    method: str = "cavi",
+    n_init: int = 5,
+    init: str | list[str] = "auto",
+    responsibilities=None,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    seed: int = 0,
+    learn=None,
+    prior_mean=None,
+    prior_cov=None,
+    noise_precision=None,
+    concentration=None,
+    regularization_cov=None,
+    gate_hidden: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+    shapes: dict | None = None,
+    **engine_options,
+) -> FitResult:
+    """Fit a model file to a design X (N, n) and targets y (N,).
+
+    Args:
+        model: a built-in model name (``"mixture_of_models"``, ``"mixture_of_experts"``,
+            ``"regularized_experts"``), a path to a model file, or a loaded :class:`Model`.
+        experts: K, the number of experts (1 <= K <= N).
+        method: ``"cavi"`` (closed-form variational EM) or ``"svi"`` (Pyro SVI).
+        n_init: restarts; the run with the best final objective is kept.
+        init: ``"auto"`` ("prior" first when the prior means differ, then "subsets"),
+            ``"prior"``, ``"subsets"``, ``"random"``, or a list, one per restart.
+        responsibilities: initial q(Z) (N, K); overrides ``init``.
+        tol: relative change of the objective that counts as converged.
+        max_iter: iteration (CAVI) or step (SVI) limit.
+        learn: hyperparameters to point-estimate ("all", "none", or names among
+            prior_mean, prior_cov, noise_precision, gate); the rest stay fixed.
+        prior_mean, prior_cov, noise_precision, concentration, regularization_cov,
+            gate_hidden: hyperparameter values (initial values when learned).
+        device: where to compute ("cpu", "cuda"); CAVI computes in float64.
+        progress: show a progress bar (default: only on a terminal for long runs).
+        shapes: standardization info attached to the result (set by the shape helpers).
+        engine_options: passed to the engine (e.g. ``prior_var_min``, ``gate_steps``).
+
+    Returns:
+        A :class:`FitResult` whose objective history is the total ELBO in nats (plus the
+        regularizer R(w0) for the regularized model).
+    """
+    model = load_model(model)
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    X, y = as_data(X, y, device=device)
+    N = X.shape[0]
+    if not isinstance(experts, int | np.integer) or isinstance(experts, bool) or experts < 1:
+        raise InputError(f"experts must be an integer >= 1, got {experts!r}")
+    if experts > N:
+        raise InputError(f"experts = {experts} is more than the number of points ({N})")
+    config = model.config(
+        X,
+        y,
+        int(experts),
+        prior_mean=prior_mean,
+        prior_cov=prior_cov,
+        noise_precision=noise_precision,
+        concentration=concentration,
+        regularization_cov=regularization_cov,
+        gate_hidden=gate_hidden,
+        learn=learn,
+        seed=seed,
+    )
+    if method == "cavi":
+        from .cavi import Options, fit_cavi
+
+        opts = Options(
+            n_init=n_init,
+            init=init,
+            seed=seed,
+            responsibilities=responsibilities,
+            progress=progress,
+            **({"tol": tol} if tol is not None else {}),
+            **({"max_iter": max_iter} if max_iter is not None else {}),
+            **engine_options,
+        )
+        result = fit_cavi(model, X, y, config, opts)
+    else:
+        from .svi import SVIOptions, fit_svi
+
+        opts = SVIOptions(
+            n_init=n_init,
+            init=init,
+            seed=seed,
+            responsibilities=responsibilities,
+            progress=progress,
+            **({"tol": tol} if tol is not None else {}),
+            **({"max_steps": max_iter} if max_iter is not None else {}),
+            **engine_options,
+        )
+        result = fit_svi(model, X, y, config, opts)
+    result.shapes = shapes
+    return result

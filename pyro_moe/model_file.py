@@ -1,0 +1,181 @@
+"""Loading model files, by name (``models/<name>.py``) or by path (a user's edited copy).
+
+A model file is a plain Python module defining ``model(X, y, config, subsample=None)``,
+``guide(X, y, config, subsample=None)``, a ``SETTINGS`` dict of defaults and, for gated
+models, ``make_gate(features, experts, hidden)``. See ``models/mixture_of_models.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from .config import Config, learn_set
+from .errors import InputError, ModelFileError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def builtin_models() -> list[str]:
+    """Names of the model files shipped in ``models/``."""
+    return sorted(p.stem for p in MODELS_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+@dataclass
+class Model:
+    """A loaded model file: its ``model``/``guide`` pair, settings and gate factory."""
+
+    name: str
+    path: Path
+    module: ModuleType
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> Callable:
+        return self.module.model
+
+    @property
+    def guide(self) -> Callable:
+        return self.module.guide
+
+    @property
+    def gated(self) -> bool:
+        """True for a mixture of experts (the file defines ``make_gate``)."""
+        return hasattr(self.module, "make_gate")
+
+    @property
+    def regularized(self) -> bool:
+        return "regularization_cov" in self.settings
+
+    def config(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        experts: int,
+        *,
+        prior_mean=None,
+        prior_cov=None,
+        noise_precision=None,
+        concentration=None,
+        regularization_cov=None,
+        gate_hidden: int | None = None,
+        learn=None,
+        seed: int = 0,
+    ) -> Config:
+        """Build the :class:`Config` of a fit; ``None`` arguments take the file's defaults.
+
+        Defaults: w0_k = 0; A_k = I; beta = 1 / Var(y); mu from SETTINGS (1.0).
+        A scalar or vector ``prior_cov``/``regularization_cov`` means a multiple of I or a
+        diagonal; a single (n,)-vector or (n, n)-matrix prior is shared by all experts.
+        """
+        K, n = int(experts), X.shape[1]
+        dt = dict(dtype=X.dtype, device=X.device)
+        s = self.settings
+        mean = torch.zeros(K, n, **dt) if prior_mean is None else _as(prior_mean, dt)
+        if mean.dim() == 1:
+            mean = mean.expand(K, n)
+        cov = _as_cov(1.0 if prior_cov is None else prior_cov, n, dt)
+        if cov.dim() == 2:
+            cov = cov.expand(K, n, n)
+        if noise_precision is None:
+            var = float(y.var()) if y.numel() > 1 else 1.0
+            noise_precision = 1.0 / var if var > 0 else 1.0
+        mu = s.get("concentration", 1.0) if concentration is None else concentration
+        mu = _as(mu, dt)
+        mu = mu.expand(K) if mu.dim() == 0 else mu
+        xi = None
+        if self.regularized:
+            xi = _as_cov(
+                s["regularization_cov"] if regularization_cov is None else regularization_cov, n, dt
+            )
+        elif regularization_cov is not None:
+            raise InputError(f"model {self.name!r} has no prior regularization (no Xi to set)")
+        gate = None
+        if self.gated:
+            hidden = int(s.get("gate_hidden", 8) if gate_hidden is None else gate_hidden)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                gate = self.module.make_gate(n, K, hidden).to(**dt)
+        learned = learn_set(learn)
+        if not self.gated:
+            learned = learned - {"gate"}
+        return Config(
+            experts=K,
+            features=n,
+            prior_mean=mean.clone(),
+            prior_cov=cov.clone(),
+            noise_precision=_as(noise_precision, dt).reshape(()),
+            concentration=mu.clone(),
+            regularization_cov=xi,
+            gate=gate,
+            learn=learned,
+        )
+
+
+def load_model(name_or_path: str | Path | Model) -> Model:
+    """Load a model file by built-in name (``"mixture_of_experts"``) or by path.
+
+    Raises :class:`ModelFileError` for an unknown name, a missing file, a syntax error or a
+    file that lacks ``model``/``guide``.
+    """
+    if isinstance(name_or_path, Model):
+        return name_or_path
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith(".py") or path.exists() or "/" in text:
+        if not path.is_file():
+            raise ModelFileError(f"no such model file: {text}")
+        name = path.stem
+    else:
+        path = MODELS_DIR / f"{text}.py"
+        if not path.is_file():
+            raise ModelFileError(
+                f"unknown model {text!r}; built-in models: {', '.join(builtin_models())} "
+                "(or give the path of a model file)"
+            )
+        name = text
+    path = path.resolve()
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    module_name = f"pyro_moe_models.{name}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ModelFileError(f"cannot load model file {path}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ModelFileError(f"syntax error in model file {path}, line {e.lineno}: {e.msg}") from e
+    except Exception as e:
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        raise ModelFileError(
+            f"model file {path} failed to import (line {where.lineno}): {type(e).__name__}: {e}"
+        ) from e
+    sys.modules[module_name] = module
+    for required in ("model", "guide"):
+        if not callable(getattr(module, required, None)):
+            raise ModelFileError(f"model file {path} does not define a function {required}()")
+    settings = dict(getattr(module, "SETTINGS", {}))
+    return Model(name=name, path=path, module=module, settings=settings)
+
+
+def _as(value, dt) -> torch.Tensor:
+    return torch.as_tensor(value, **dt) if not torch.is_tensor(value) else value.to(**dt)
+
+
+def _as_cov(value, n: int, dt) -> torch.Tensor:
+    """A scalar → c I, a vector → diag, a matrix (or stack of matrices) as is."""
+    t = _as(value, dt)
+    if t.dim() == 0:
+        return t * torch.eye(n, **dt)
+    if t.dim() == 1:
+        return torch.diag(t)
+    return t

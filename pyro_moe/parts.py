@@ -1,0 +1,110 @@
+"""Building blocks the model files share: the mean-field guide factors and the likelihood.
+
+The model files under ``models/`` compose these, so that each file shows its priors and
+its structure while the plumbing lives here once. Site and parameter names are the
+contract between the model files, the CAVI engine (:mod:`pyro_moe.cavi`) and the SVI
+engine; change them in one place only.
+
+Sites: ``pi`` (mixture weights), ``w`` (expert weights, in plate ``experts``), ``z`` and
+``y`` (in plate ``data``), ``noise_precision`` (when beta has a prior),
+``prior_regularization`` (observed pairwise differences of prior means).
+
+Guide parameters: ``assignment_probs`` (N, K) for q(z_i) = Cat(r_i); ``weight_mean``
+(K, n) and ``weight_scale_tril`` (K, n, n) for q(w_k) = N(m_k, L_k L_k^T);
+``mixing_concentration`` (K,) for q(pi) = Dir(alpha); ``noise_shape``, ``noise_rate`` for
+q(beta) = Gamma(a, b).
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.ops.indexing import Vindex
+
+from .config import Config
+
+EXPERTS_PLATE = "experts"
+DATA_PLATE = "data"
+
+
+def noise_precision(config: Config, prior: dist.Distribution | None) -> torch.Tensor:
+    """beta: a point estimate (``prior is None``) or a latent site ``noise_precision``."""
+    if prior is None:
+        return config.hyper("noise_precision")
+    return pyro.sample("noise_precision", prior)
+
+
+def observe_targets(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor,
+    beta: torch.Tensor,
+    assignment_prior,
+    subsample: torch.Tensor | None = None,
+) -> None:
+    """z_i ~ assignment_prior(x_i), y_i | z_i = k ~ N(w_k^T x_i, 1/beta), in plate ``data``.
+
+    ``assignment_prior`` maps the rows of X in the (sub)sample to a Categorical
+    distribution: constant pi for a mixture of models, the gate for a mixture of experts.
+    """
+    with pyro.plate(DATA_PLATE, X.shape[0], subsample=subsample) as idx:
+        x = X[idx]
+        z = pyro.sample("z", assignment_prior(x))
+        loc = Vindex(x @ weights.transpose(-1, -2))[..., z]
+        pyro.sample("y", dist.Normal(loc, beta.rsqrt()), obs=y[idx])
+
+
+def assignments_guide(X: torch.Tensor, config: Config, subsample: torch.Tensor | None = None):
+    """q(z_i) = Cat(r_i), each point with its own probabilities; enumerated exactly."""
+    N, K = X.shape[0], config.experts
+    probs = pyro.param(
+        "assignment_probs",
+        lambda: torch.full((N, K), 1.0 / K, dtype=X.dtype, device=X.device),
+        constraint=constraints.simplex,
+    )
+    with pyro.plate(DATA_PLATE, N, subsample=subsample) as idx:
+        pyro.sample("z", dist.Categorical(probs[idx]), infer={"enumerate": "parallel"})
+
+
+def weights_guide(config: Config) -> torch.Tensor:
+    """q(w_k) = N(m_k, L_k L_k^T), a full-covariance Gaussian per expert."""
+    mean = pyro.param("weight_mean", lambda: config.prior_mean.detach().clone())
+    scale_tril = pyro.param(
+        "weight_scale_tril",
+        lambda: 0.1 * torch.linalg.cholesky(config.prior_cov.detach()),
+        constraint=constraints.lower_cholesky,
+    )
+    with pyro.plate(EXPERTS_PLATE, config.experts):
+        return pyro.sample("w", dist.MultivariateNormal(mean, scale_tril=scale_tril))
+
+
+def mixing_guide(config: Config) -> torch.Tensor:
+    """q(pi) = Dir(alpha)."""
+    alpha = pyro.param(
+        "mixing_concentration",
+        lambda: config.concentration.detach().clone() + 1.0,
+        constraint=constraints.positive,
+    )
+    return pyro.sample("pi", dist.Dirichlet(alpha))
+
+
+def noise_guide(config: Config, prior: dist.Distribution | None) -> None:
+    """q(beta) = Gamma(a, b) when beta has a prior; nothing when it is a point estimate."""
+    if prior is None:
+        return
+    one = torch.ones((), dtype=config.dtype, device=config.device)
+    shape = pyro.param("noise_shape", lambda: one.clone(), constraint=constraints.positive)
+    rate = pyro.param(
+        "noise_rate", lambda: 1.0 / config.noise_precision.detach(), constraint=constraints.positive
+    )
+    pyro.sample("noise_precision", dist.Gamma(shape, rate))
+
+
+def pairwise_differences(prior_mean: torch.Tensor) -> torch.Tensor:
+    """d_kk' = w0_k - w0_k' over the K(K-1) ordered pairs k != k', shape (K(K-1), n)."""
+    K = prior_mean.shape[0]
+    i, j = torch.triu_indices(K, K, offset=1, device=prior_mean.device)
+    first, second = torch.cat([i, j]), torch.cat([j, i])
+    return prior_mean[first] - prior_mean[second]

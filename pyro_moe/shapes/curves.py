@@ -1,0 +1,399 @@
+"""Circles and conics as linear regressions, and back.
+
+Circle. :math:`(x - x_0)^2 + (y - y_0)^2 = r^2` is the linear regression
+
+.. math:: t = x^2 + y^2 = w_1 x + w_2 y + w_3,\\qquad X = [x, y, 1],
+
+with :math:`w = (2x_0,\\ 2y_0,\\ r^2 - x_0^2 - y_0^2)`. Inverse:
+:math:`x_0 = w_1/2,\\ y_0 = w_2/2,\\ r = \\sqrt{w_3 + x_0^2 + y_0^2}`; the circle is
+*invalid* (no real points) when :math:`w_3 + x_0^2 + y_0^2 < 0`.
+
+Conic (the study's form). :math:`x^2 = B'xy + C'y^2 + D'x + E'y + F'`, i.e.
+
+.. math:: t = x^2,\\qquad X = [xy,\\ y^2,\\ x,\\ y,\\ 1],\\qquad w = (B', C', D', E', F'),
+
+which is the general conic :math:`A x^2 + B xy + C y^2 + D x + E y + F = 0` with
+:math:`A = 1,\\ B = -B',\\ C = -C',\\ D = -D',\\ E = -E',\\ F = -F'`. (Conics with
+:math:`A = 0`, e.g. :math:`y = x^2` rotated by 90°, cannot be written in this form.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pyro_moe.errors import InputError
+from pyro_moe.shapes.points import Standardization, validate_points
+
+__all__ = [
+    "CONIC_KINDS",
+    "Circle",
+    "Conic",
+    "circle_design",
+    "circle_from_weights",
+    "circle_to_pixels",
+    "circle_weights",
+    "circles_from_weights",
+    "conic_design",
+    "conic_from_coefficients",
+    "conic_from_weights",
+    "conic_to_pixels",
+    "conic_weights_from_geometry",
+]
+
+CONIC_KINDS = ("ellipse", "parabola", "hyperbola", "degenerate")
+
+# Relative tolerances of the conic classification (see conic_from_coefficients).
+DEGENERATE_RTOL = 1e-9
+PARABOLA_RTOL = 1e-9
+
+
+def _weights(w: object, k: int, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(w, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} weights must be {k} numbers: {exc}") from None
+    if arr.shape != (k,):
+        raise InputError(f"{what} weights must be {k} numbers, got shape {np.shape(w)}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{what} weights contain NaN or infinite values: {arr.tolist()}")
+    return arr
+
+
+# --------------------------------------------------------------------------- circles
+
+
+def circle_design(xy: object) -> tuple[np.ndarray, np.ndarray]:
+    """Design of the circle regression: :math:`X = [x, y, 1]` (N, 3), :math:`t = x^2 + y^2`.
+
+    Needs at least 3 finite points (3 unknowns); raises InputError otherwise.
+    """
+    pts = validate_points(xy, 0)
+    if pts.shape[0] < 3:
+        raise InputError(f"need at least 3 points to fit a circle (3 unknowns), got {pts.shape[0]}")
+    x, y = pts[:, 0], pts[:, 1]
+    X = np.column_stack([x, y, np.ones_like(x)])
+    return X, x * x + y * y
+
+
+@dataclass(frozen=True)
+class Circle:
+    """A circle :math:`(x - x_0)^2 + (y - y_0)^2 = r^2`.
+
+    ``valid`` is False when the weights it came from give :math:`r^2 < 0`; then ``r`` is
+    0.0 (never NaN) and :meth:`as_dict` / ``str`` show ``"invalid"``.
+    """
+
+    x0: float
+    y0: float
+    r: float
+    valid: bool = True
+
+    def as_dict(self) -> dict[str, float | bool | str]:
+        """``{"x0", "y0", "r", "valid"}``; ``r`` is the string ``"invalid"`` for an invalid
+        circle, so a table never shows NaN or a misleading 0."""
+        return {
+            "x0": float(self.x0),
+            "y0": float(self.y0),
+            "r": float(self.r) if self.valid else "invalid",
+            "valid": bool(self.valid),
+        }
+
+    def __str__(self) -> str:
+        if not self.valid:
+            return f"Circle(invalid: centre ({self.x0:.4g}, {self.y0:.4g}), r^2 < 0)"
+        return f"Circle(x0={self.x0:.4g}, y0={self.y0:.4g}, r={self.r:.4g})"
+
+    def weights(self) -> np.ndarray:
+        """The regression weights :math:`(2x_0, 2y_0, r^2 - x_0^2 - y_0^2)`."""
+        return circle_weights(self.x0, self.y0, self.r)
+
+    def to_pixels(self, standardization: Standardization) -> Circle:
+        """This circle (in standard units) in pixel units; see :func:`circle_to_pixels`."""
+        return circle_to_pixels(self, standardization)
+
+    def to_standard(self, standardization: Standardization) -> Circle:
+        """This circle (in pixel units) in standard units."""
+        x0, y0, r = standardization.circle_to_standard(self.x0, self.y0, self.r)
+        return Circle(x0, y0, r if self.valid else 0.0, self.valid)
+
+
+def circle_weights(x0: float, y0: float, r: float) -> np.ndarray:
+    """Weights of a circle: :math:`w = (2x_0,\\ 2y_0,\\ r^2 - x_0^2 - y_0^2)`."""
+    return np.array([2.0 * x0, 2.0 * y0, r * r - x0 * x0 - y0 * y0], dtype=np.float64)
+
+
+def circle_from_weights(w: object) -> Circle:
+    """Circle from weights: :math:`x_0 = w_1/2,\\ y_0 = w_2/2,\\
+    r = \\sqrt{w_3 + x_0^2 + y_0^2}`; ``valid=False, r=0.0`` when the radicand is < 0.
+
+    Raises InputError for non-finite weights or a wrong length.
+    """
+    arr = _weights(w, 3, "circle")
+    x0, y0 = 0.5 * arr[0], 0.5 * arr[1]
+    r2 = arr[2] + x0 * x0 + y0 * y0
+    if r2 < 0.0:
+        return Circle(float(x0), float(y0), 0.0, False)
+    return Circle(float(x0), float(y0), float(math.sqrt(r2)), True)
+
+
+def circles_from_weights(W: object) -> list[Circle]:
+    """One :class:`Circle` per row of a (K, 3) weight matrix."""
+    try:
+        arr = np.asarray(W, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"circle weight matrix must be numeric (K, 3): {exc}") from None
+    if arr.ndim == 1 and arr.shape == (3,):
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(f"circle weight matrix must have shape (K, 3), got {arr.shape}")
+    return [circle_from_weights(row) for row in arr]
+
+
+def circle_to_pixels(circle: Circle, standardization: Standardization) -> Circle:
+    """Circle in standard units → pixel units:
+    :math:`(c_x + \\sigma x_0,\\ c_y + \\sigma y_0,\\ \\sigma r)`; validity is kept."""
+    x0, y0, r = standardization.circle_to_pixels(circle.x0, circle.y0, circle.r)
+    return Circle(x0, y0, r if circle.valid else 0.0, circle.valid)
+
+
+# --------------------------------------------------------------------------- conics
+
+
+def conic_design(xy: object) -> tuple[np.ndarray, np.ndarray]:
+    """Design of the conic regression: :math:`X = [xy,\\ y^2,\\ x,\\ y,\\ 1]` (N, 5),
+    :math:`t = x^2`. Needs at least 5 finite points (5 unknowns)."""
+    pts = validate_points(xy, 0)
+    if pts.shape[0] < 5:
+        raise InputError(f"need at least 5 points to fit a conic (5 unknowns), got {pts.shape[0]}")
+    x, y = pts[:, 0], pts[:, 1]
+    X = np.column_stack([x * y, y * y, x, y, np.ones_like(x)])
+    return X, x * x
+
+
+def _wrap_angle(theta: float) -> float:
+    """Map an axis direction to (-pi/2, pi/2] (an axis is a line: theta ~ theta + pi).
+
+    Directions within 1e-12 rad of -pi/2 are mapped to +pi/2 (round-off in the
+    eigenvectors must not flip a vertical axis between the two ends of the interval).
+    """
+    t = math.fmod(theta, math.pi)
+    if t > math.pi / 2:
+        t -= math.pi
+    if t <= -math.pi / 2 + 1e-12:
+        t += math.pi
+    return float(min(t, math.pi / 2))
+
+
+@dataclass(frozen=True, eq=False)
+class Conic:
+    """A conic :math:`A x^2 + B xy + C y^2 + D x + E y + F = 0`.
+
+    Attributes:
+        kind: ``"ellipse"`` (circles included), ``"parabola"``, ``"hyperbola"`` or
+            ``"degenerate"`` (line pairs, single points, and imaginary ellipses).
+        coefficients: (6,) array ``(A, B, C, D, E, F)``, normalized so ``A = 1``.
+        center: ``(x_c, y_c)`` for ellipses and hyperbolas, else None.
+        semi_axes: ellipse ``(major, minor)``; hyperbola ``(transverse, conjugate)``;
+            else None.
+        angle: radians in (-pi/2, pi/2], from +x to the major (ellipse) or transverse
+            (hyperbola) axis, or to the symmetry axis of a parabola; 0.0 for a circle;
+            None for degenerate conics. With pixel coordinates (y down) a positive
+            angle turns clockwise on screen.
+    """
+
+    kind: str
+    coefficients: np.ndarray
+    center: tuple[float, float] | None = None
+    semi_axes: tuple[float, float] | None = None
+    angle: float | None = None
+    matrix: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        coef = np.asarray(self.coefficients, dtype=np.float64).reshape(-1).copy()
+        coef.setflags(write=False)
+        object.__setattr__(self, "coefficients", coef)
+        A, B, C, D, E, F = coef
+        M = np.array([[A, B / 2, D / 2], [B / 2, C, E / 2], [D / 2, E / 2, F]])
+        M.setflags(write=False)
+        object.__setattr__(self, "matrix", M)
+
+    def weights(self) -> np.ndarray:
+        """The study-form weights :math:`(B', C', D', E', F') = -(B, C, D, E, F)/A`."""
+        A = self.coefficients[0]
+        return -self.coefficients[1:] / A
+
+    def evaluate(self, xy: object) -> np.ndarray:
+        """Algebraic value :math:`A x^2 + Bxy + Cy^2 + Dx + Ey + F` at (N, 2) points."""
+        pts = validate_points(xy, 0)
+        x, y = pts[:, 0], pts[:, 1]
+        A, B, C, D, E, F = self.coefficients
+        return A * x * x + B * x * y + C * y * y + D * x + E * y + F
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain-python summary (no NaN): kind, coefficients, centre, semi-axes, angle."""
+        return {
+            "kind": self.kind,
+            "coefficients": [float(c) for c in self.coefficients],
+            "center": self.center,
+            "semi_axes": self.semi_axes,
+            "angle": self.angle,
+        }
+
+    def to_pixels(self, standardization: Standardization) -> Conic:
+        """This conic (standard units) in pixel units; see :func:`conic_to_pixels`."""
+        return conic_to_pixels(self, standardization)
+
+
+def conic_from_coefficients(
+    coefficients: object,
+    *,
+    degenerate_rtol: float = DEGENERATE_RTOL,
+    parabola_rtol: float = PARABOLA_RTOL,
+) -> Conic:
+    """Classify the general conic :math:`(A, B, C, D, E, F)` and compute its geometry.
+
+    With :math:`Q = \\begin{pmatrix}A & B/2\\\\ B/2 & C\\end{pmatrix}` and
+    :math:`M = \\begin{pmatrix}A & B/2 & D/2\\\\ B/2 & C & E/2\\\\ D/2 & E/2 & F
+    \\end{pmatrix}` (coefficients first scaled so that :math:`\\max|M_{ij}| = 1`):
+
+    * degenerate when :math:`|\\det M| \\le \\text{degenerate\\_rtol}` (a relative test,
+      since :math:`\\max|M_{ij}| = 1`); the test is not invariant to the units of x and y,
+      so classify in standardized coordinates (which this library does);
+    * else, with the eigenvalues :math:`\\lambda_{1,2}` of :math:`Q` and the discriminant
+      :math:`\\Delta = B^2 - 4AC = -4\\det Q = -4\\lambda_1\\lambda_2`: parabola when
+      :math:`\\min|\\lambda_i| \\le \\text{parabola\\_rtol}\\,\\max|\\lambda_i|`, ellipse when
+      :math:`\\Delta < 0` and :math:`(A + C)\\det M < 0`, *degenerate* (imaginary ellipse,
+      no real points) when :math:`\\Delta < 0` and :math:`(A + C)\\det M > 0`, hyperbola
+      when :math:`\\Delta > 0`.
+
+    Geometry: the centre solves :math:`Q c = -(D, E)/2`; in centred coordinates the conic
+    is :math:`q^\\top Q q + F_c = 0` with :math:`F_c = \\det M / \\det Q`. With the
+    eigen-decomposition :math:`Q = \\sum_i \\lambda_i v_i v_i^\\top`, the semi-axis along
+    :math:`v_i` is :math:`\\sqrt{|F_c/\\lambda_i|}`; for an ellipse the major axis has the
+    smallest :math:`|\\lambda_i|`; for a hyperbola the transverse axis is the one with
+    :math:`-F_c/\\lambda_i > 0`. The angle is that of the chosen eigenvector.
+    Coefficients are returned normalized so :math:`A = 1` when :math:`A \\ne 0`.
+    """
+    coef = _weights(coefficients, 6, "conic")
+    if not np.any(coef[:3]):
+        raise InputError("not a conic: the quadratic coefficients A, B, C are all zero")
+    if coef[0] != 0.0:
+        coef = coef / coef[0]
+    A, B, C, D, E, F = coef
+    M = np.array([[A, B / 2, D / 2], [B / 2, C, E / 2], [D / 2, E / 2, F]])
+    Mn = M / np.abs(M).max()
+    det_n = float(np.linalg.det(Mn))
+    if abs(det_n) <= degenerate_rtol:
+        return Conic("degenerate", coef)
+    Q = M[:2, :2]
+    disc = B * B - 4.0 * A * C
+    evals, evecs = np.linalg.eigh(Q)
+    if np.abs(evals).min() <= parabola_rtol * np.abs(evals).max():
+        axis = evecs[:, int(np.argmin(np.abs(evals)))]
+        return Conic("parabola", coef, angle=_wrap_angle(math.atan2(axis[1], axis[0])))
+    det_Q = float(np.linalg.det(Q))
+    det_M = float(np.linalg.det(M))
+    center = np.linalg.solve(Q, -0.5 * np.array([D, E]))
+    Fc = det_M / det_Q
+    if disc < 0.0:
+        if (A + C) * det_M > 0.0:
+            return Conic("degenerate", coef)  # imaginary ellipse: no real points
+        axes = np.sqrt(-Fc / evals)
+        order = np.argsort(-axes)
+        major, minor = axes[order]
+        if math.isclose(major, minor, rel_tol=1e-12):
+            angle = 0.0
+        else:
+            v = evecs[:, order[0]]
+            angle = _wrap_angle(math.atan2(v[1], v[0]))
+        return Conic(
+            "ellipse",
+            coef,
+            center=(float(center[0]), float(center[1])),
+            semi_axes=(float(major), float(minor)),
+            angle=angle,
+        )
+    ratio = -Fc / evals
+    i_t = int(np.argmax(ratio))  # transverse: the one with -Fc/lambda > 0
+    i_c = 1 - i_t
+    v = evecs[:, i_t]
+    return Conic(
+        "hyperbola",
+        coef,
+        center=(float(center[0]), float(center[1])),
+        semi_axes=(float(math.sqrt(ratio[i_t])), float(math.sqrt(-ratio[i_c]))),
+        angle=_wrap_angle(math.atan2(v[1], v[0])),
+    )
+
+
+def conic_from_weights(w: object, **tolerances: float) -> Conic:
+    """Conic from the study-form weights :math:`w = (B', C', D', E', F')`:
+    coefficients :math:`(1, -B', -C', -D', -E', -F')`, then
+    :func:`conic_from_coefficients` (keyword tolerances are passed on)."""
+    arr = _weights(w, 5, "conic")
+    return conic_from_coefficients(np.concatenate([[1.0], -arr]), **tolerances)
+
+
+def conic_weights_from_geometry(
+    center: Sequence[float],
+    semi_axes: Sequence[float],
+    angle: float,
+    kind: str = "ellipse",
+) -> np.ndarray:
+    """Study-form weights :math:`(B', C', D', E', F')` of an ellipse (or hyperbola).
+
+    With :math:`R = R(\\theta)`, :math:`Q = R\\,\\mathrm{diag}(1/a^2, \\pm 1/b^2)R^\\top`
+    (``-`` for a hyperbola, ``a`` transverse) the conic is
+    :math:`(p - c)^\\top Q (p - c) = 1`, i.e. :math:`A = Q_{11}, B = 2Q_{12}, C = Q_{22},
+    (D, E) = -2Qc, F = c^\\top Q c - 1`; then :math:`w = -(B, C, D, E, F)/A`.
+    Raises InputError when :math:`A = 0` (the study form cannot hold that conic).
+    """
+    if kind not in ("ellipse", "hyperbola"):
+        raise InputError(f"kind must be 'ellipse' or 'hyperbola', got {kind!r}")
+    c = np.asarray(center, dtype=np.float64).reshape(-1)
+    ab = np.asarray(semi_axes, dtype=np.float64).reshape(-1)
+    if c.shape != (2,) or ab.shape != (2,) or not (np.isfinite(c).all() and np.isfinite(ab).all()):
+        raise InputError("center and semi_axes must be 2 finite numbers each")
+    if not (ab > 0).all():
+        raise InputError(f"semi-axes must be positive, got {ab.tolist()}")
+    ct, st = math.cos(angle), math.sin(angle)
+    R = np.array([[ct, -st], [st, ct]])
+    sign = 1.0 if kind == "ellipse" else -1.0
+    Q = R @ np.diag([1.0 / ab[0] ** 2, sign / ab[1] ** 2]) @ R.T
+    A, B, C = Q[0, 0], 2.0 * Q[0, 1], Q[1, 1]
+    D, E = -2.0 * (Q @ c)
+    F = float(c @ Q @ c) - 1.0
+    if abs(A) <= 1e-12 * np.abs(Q).max():
+        raise InputError(
+            "the x^2 coefficient of this conic is zero; the study form x^2 = ... "
+            "cannot represent it"
+        )
+    return -np.array([B, C, D, E, F]) / A
+
+
+def conic_to_pixels(conic: Conic, standardization: Standardization) -> Conic:
+    """Conic in standard units → pixel units (kind kept).
+
+    With :math:`s = (p - c)/\\sigma`, i.e. homogeneous :math:`\\tilde s = T\\tilde p`,
+    :math:`T = \\begin{pmatrix} I/\\sigma & -c/\\sigma\\\\ 0 & 1\\end{pmatrix}`, the conic
+    matrix becomes :math:`T^\\top M T` (renormalized to :math:`A = 1`). Centre
+    :math:`\\mapsto c + \\sigma\\,\\text{centre}`, semi-axes :math:`\\times\\sigma`, angle
+    unchanged (the map is isotropic). The kind is not re-classified.
+    """
+    s, (cx, cy) = standardization.scale, standardization.center
+    T = np.array([[1.0 / s, 0.0, -cx / s], [0.0, 1.0 / s, -cy / s], [0.0, 0.0, 1.0]])
+    P = T.T @ conic.matrix @ T
+    coef = np.array([P[0, 0], 2 * P[0, 1], P[1, 1], 2 * P[0, 2], 2 * P[1, 2], P[2, 2]])
+    if coef[0] != 0.0:
+        coef = coef / coef[0]
+    center = None
+    if conic.center is not None:
+        center = (float(cx + s * conic.center[0]), float(cy + s * conic.center[1]))
+    semi = None
+    if conic.semi_axes is not None:
+        semi = (float(s * conic.semi_axes[0]), float(s * conic.semi_axes[1]))
+    return Conic(conic.kind, coef, center=center, semi_axes=semi, angle=conic.angle)

@@ -1,0 +1,284 @@
+"""From an image file (or array) to foreground points in pixel coordinates.
+
+Pixel convention: x = column, y = row, origin at the top-left pixel (scikit-image, OpenCV).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from pyro_moe.errors import ImageError, InputError
+from pyro_moe.shapes.points import PointSet, Standardization
+
+__all__ = [
+    "edge_mask",
+    "foreground_mask",
+    "image_to_points",
+    "otsu_threshold",
+    "read_image",
+    "to_gray",
+]
+
+# ITU-R BT.601 luma weights (the same as Pillow's "L" conversion).
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """:math:`Y = 0.299 R + 0.587 G + 0.114 B` (ITU-R BT.601)."""
+    return rgb[..., :3] @ _LUMA
+
+
+def _unit_range(arr: np.ndarray) -> np.ndarray:
+    """Integers → [0, 1] by the maximum of their type's bit depth (uint8 / 255,
+    uint16 / 65535, other integers / 65535 when they fit in 16 bits, else / max);
+    booleans → 0/1; floats kept when already in [0, 1], else divided by their maximum
+    (negative values clipped to 0)."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float64)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float64) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float64) / 65535.0
+    if np.issubdtype(arr.dtype, np.integer):
+        out = np.clip(arr.astype(np.float64), 0.0, None)
+        top = out.max() if out.size else 0.0
+        if top <= 255:
+            return out / 255.0
+        return out / (65535.0 if top <= 65535 else top)
+    if np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(np.float64)
+        if not np.isfinite(out).all():
+            raise ImageError("image contains NaN or infinite pixel values")
+        if out.size and (out.min() < 0.0 or out.max() > 1.0):
+            out = np.clip(out, 0.0, None)
+            top = out.max()
+            out = out / top if top > 0 else out
+        return out
+    raise ImageError(f"unsupported pixel type {arr.dtype}")
+
+
+def to_gray(image: object) -> np.ndarray:
+    """Convert an image array to (H, W) float64 gray levels in [0, 1].
+
+    (H, W) arrays are scaled by :func:`_unit_range`; (H, W, 3) RGB → luminance
+    :math:`0.299R + 0.587G + 0.114B`; (H, W, 4) RGBA → luminance of RGB when alpha is
+    fully opaque everywhere, otherwise luminance × alpha (composited on black);
+    (H, W, 2) gray+alpha the same way; (H, W, 1) squeezed.
+    """
+    try:
+        arr = np.asarray(image)
+    except (TypeError, ValueError) as exc:
+        raise ImageError(f"image must be an array of pixels: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ImageError(f"image must hold numeric pixels, got dtype {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        gray = _unit_range(arr)
+    elif arr.ndim == 3 and arr.shape[2] in (2, 3, 4):
+        chans = _unit_range(arr)
+        has_alpha = arr.shape[2] in (2, 4)
+        base = chans[..., 0] if arr.shape[2] == 2 else _luminance(chans)
+        if has_alpha:
+            alpha = chans[..., -1]
+            gray = base if np.all(alpha >= 1.0) else base * alpha
+        else:
+            gray = base
+    else:
+        raise ImageError(f"image must be (H, W) gray or (H, W, 3|4) colour, got shape {arr.shape}")
+    if gray.size == 0:
+        raise ImageError(f"image is empty (shape {arr.shape})")
+    return np.clip(gray, 0.0, 1.0)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read PNG / JPEG / TIFF (anything Pillow opens) as (H, W) float64 gray in [0, 1].
+
+    Gray images are kept as they are; 8-bit values are divided by 255 and 16-bit ones by
+    65535; colour → luminance :math:`Y = 0.299R + 0.587G + 0.114B`. Images with an alpha
+    channel: if alpha is fully opaque, the luminance of the colour channels; otherwise
+    luminance × alpha, i.e. composited on black (transparent = background). Palette
+    images are expanded first; multi-frame files give their first frame.
+
+    Raises ImageError: "no such image file" for a missing path, "not a readable image"
+    for a directory, an empty, corrupt or non-image file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"no such image file: {p}")
+    if not p.is_file():
+        raise ImageError(f"not a readable image: {p} is not a file")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P" or mode == "PA":
+                im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                im = im.convert("RGB")
+            elif mode == "1":
+                im = im.convert("L")
+            elif mode == "La":
+                im = im.convert("LA")
+            elif mode == "RGBa":
+                im = im.convert("RGBA")
+            arr = np.array(im)
+    except UnidentifiedImageError:
+        raise ImageError(f"not a readable image: {p} (unknown or unsupported format)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"not a readable image: {p} ({exc})") from None
+    if arr.size == 0:
+        raise ImageError(f"not a readable image: {p} has no pixels")
+    return to_gray(arr)
+
+
+def otsu_threshold(gray: object) -> float:
+    """Otsu's threshold from a 256-bin histogram over [min, max] of the image.
+
+    With bin probabilities :math:`p_i`, centres :math:`c_i`, :math:`\\omega(k) =
+    \\sum_{i\\le k} p_i`, :math:`\\mu(k) = \\sum_{i\\le k} p_i c_i`, :math:`\\mu_T = \\mu(255)`,
+    the bin :math:`k^*` maximizes the between-class variance
+
+    .. math:: \\sigma_B^2(k) = \\frac{(\\mu_T\\,\\omega(k) - \\mu(k))^2}{\\omega(k)(1-\\omega(k))}
+
+    (first maximizer on ties). The returned threshold is the midpoint between the largest
+    pixel value in bins :math:`\\le k^*` and the smallest one above, so ``gray > t``
+    selects exactly Otsu's upper class.
+
+    Raises ImageError when all pixels have the same value.
+    """
+    g = np.asarray(gray, dtype=np.float64)
+    if g.size == 0:
+        raise ImageError("image is empty")
+    if not np.isfinite(g).all():
+        raise ImageError("image contains NaN or infinite pixel values")
+    lo, hi = float(g.min()), float(g.max())
+    if not hi > lo:
+        raise ImageError("image has no foreground: all pixels have the same value")
+    counts, edges = np.histogram(g, bins=256, range=(lo, hi))
+    p = counts / counts.sum()
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    omega = np.cumsum(p)[:-1]
+    mu = np.cumsum(p * centers)[:-1]
+    mu_t = float(np.sum(p * centers))
+    denom = omega * (1.0 - omega)
+    valid = denom > 1e-15
+    sigma_b = np.zeros_like(omega)
+    sigma_b[valid] = (mu_t * omega[valid] - mu[valid]) ** 2 / denom[valid]
+    k = int(np.argmax(sigma_b))
+    edge = edges[k + 1]
+    below = g[g < edge]
+    above = g[g >= edge]
+    if below.size == 0 or above.size == 0:  # pragma: no cover - guarded by valid
+        return float(edge)
+    return float(0.5 * (below.max() + above.min()))
+
+
+def foreground_mask(
+    gray: object,
+    threshold: float | str | None = "otsu",
+    invert: bool | None = None,
+) -> np.ndarray:
+    """Boolean foreground mask of a gray image.
+
+    ``threshold``: a number, or ``"otsu"`` / None for :func:`otsu_threshold`. Foreground is
+    ``gray > threshold`` (bright on dark). ``invert=True`` takes the dark side instead,
+    ``gray <= threshold``; ``invert=None`` (auto) inverts when the bright side would cover
+    more than half of the image (dark strokes on white paper).
+    """
+    g = to_gray(gray) if not isinstance(gray, np.ndarray) or gray.dtype != np.float64 else gray
+    if g.ndim != 2:
+        raise ImageError(f"gray image must be 2-D, got shape {g.shape}")
+    if threshold is None or (isinstance(threshold, str) and threshold.lower() == "otsu"):
+        t = otsu_threshold(g)
+    elif isinstance(threshold, str):
+        raise InputError(f"threshold must be a number or 'otsu', got {threshold!r}")
+    else:
+        try:
+            t = float(threshold)
+        except (TypeError, ValueError):
+            raise InputError(f"threshold must be a number or 'otsu', got {threshold!r}") from None
+        if not np.isfinite(t):
+            raise InputError(f"threshold must be finite, got {threshold!r}")
+    bright = g > t
+    if invert is None:
+        invert = bool(bright.mean() > 0.5)
+    return ~bright if invert else bright
+
+
+def edge_mask(mask: object) -> np.ndarray:
+    """Boundary pixels of filled shapes: foreground pixels with at least one background
+    4-neighbour, :math:`E = M \\wedge \\lnot\\,\\mathrm{erode}_4(M)`; outside the image
+    counts as background."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ImageError(f"mask must be 2-D, got shape {m.shape}")
+    eroded = ndimage.binary_erosion(
+        m, structure=ndimage.generate_binary_structure(2, 1), border_value=0
+    )
+    return m & ~eroded
+
+
+def image_to_points(
+    source: str | os.PathLike[str] | np.ndarray,
+    *,
+    threshold: float | str | None = "otsu",
+    invert: bool | None = None,
+    edges: bool = False,
+    max_points: int | None = None,
+    seed: int = 0,
+) -> PointSet:
+    """Foreground pixels of an image as a :class:`PointSet` (x = column, y = row).
+
+    ``source`` is a path (read with :func:`read_image`) or an array. A *boolean* array is
+    taken as the foreground mask itself (``threshold`` ignored; ``invert=True`` flips it);
+    other arrays go through :func:`to_gray` and :func:`foreground_mask`. ``edges=True``
+    keeps only the boundary (:func:`edge_mask`). ``max_points`` subsamples without
+    replacement with ``np.random.default_rng(seed)`` (kept in raster order). The
+    standardization is :meth:`Standardization.fit` on the returned points.
+
+    Raises ImageError when there is no foreground or fewer than 3 foreground points.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        gray = read_image(source)
+        mask = foreground_mask(gray, threshold, invert)
+    else:
+        arr = np.asarray(source)
+        if arr.dtype == np.bool_ and arr.ndim == 2:
+            mask = ~arr if invert else arr.copy()
+        else:
+            gray = to_gray(arr)
+            mask = foreground_mask(gray, threshold, invert)
+    if edges:
+        mask = edge_mask(mask)
+    rows, cols = np.nonzero(mask)
+    n = rows.size
+    if n == 0:
+        raise ImageError(
+            f"image has no foreground pixels (threshold {threshold!r}, invert={invert!r}); "
+            "try --threshold or --invert"
+        )
+    if n < 3:
+        raise ImageError(
+            f"image has only {n} foreground pixel(s); need at least 3 points to fit a circle "
+            "(3 unknowns); try --threshold or --invert"
+        )
+    xy = np.column_stack([cols, rows]).astype(np.float64)
+    if max_points is not None:
+        if int(max_points) != max_points or max_points < 3:
+            raise InputError(f"max_points must be an integer >= 3, got {max_points!r}")
+        if n > max_points:
+            rng = np.random.default_rng(seed)
+            keep = np.sort(rng.choice(n, size=int(max_points), replace=False))
+            xy = xy[keep]
+    return PointSet(
+        xy=xy,
+        standardization=Standardization.fit(xy),
+        image_shape=(int(mask.shape[0]), int(mask.shape[1])),
+    )

@@ -1,0 +1,157 @@
+"""Point sets in pixel coordinates and their isotropic standardization.
+
+Pixel convention (as scikit-image and OpenCV): ``x`` is the column, ``y`` the row, the
+origin is the top-left pixel centre, so ``y`` grows downwards.
+
+The models are fitted on *standardized* coordinates
+
+.. math:: s = (p - c) / \\sigma,
+
+with one centre :math:`c \\in \\mathbb{R}^2` and ONE scale :math:`\\sigma > 0` for both
+axes, so a circle stays a circle: a circle :math:`(x_0, y_0, r)` in pixels is the circle
+:math:`((x_0 - c_x)/\\sigma, (y_0 - c_y)/\\sigma, r/\\sigma)` in standard units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pyro_moe.errors import InputError
+
+__all__ = ["PointSet", "Standardization", "validate_points"]
+
+
+def validate_points(xy: object, min_points: int = 1, *, what: str = "points") -> np.ndarray:
+    """Check and convert a point array to float64 of shape (N, 2).
+
+    Raises :class:`~pyro_moe.errors.InputError` (never a raw numpy error) when the array is
+    not (N, 2), holds NaN or infinite values (the message says how many rows), or has fewer
+    than ``min_points`` rows.
+    """
+    try:
+        arr = np.asarray(xy, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be a numeric array of shape (N, 2): {exc}") from None
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise InputError(
+            f"{what} must have shape (N, 2) (one row per point: x, y), got shape {arr.shape}"
+        )
+    bad = ~np.isfinite(arr).all(axis=1)
+    n_bad = int(bad.sum())
+    if n_bad:
+        first = np.flatnonzero(bad)[:5].tolist()
+        raise InputError(
+            f"{what} contain NaN or infinite values in {n_bad} of {arr.shape[0]} rows "
+            f"(first rows: {first}); drop or fix them first"
+        )
+    if arr.shape[0] < min_points:
+        raise InputError(f"need at least {min_points} {what}, got {arr.shape[0]}")
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Standardization:
+    """Isotropic affine map between pixel and standard coordinates.
+
+    ``to_standard``: :math:`s = (p - c)/\\sigma`; ``to_pixels``: :math:`p = c + \\sigma s`.
+    """
+
+    center: np.ndarray
+    scale: float
+
+    def __post_init__(self) -> None:
+        center = np.asarray(self.center, dtype=np.float64).reshape(-1)
+        if center.shape != (2,) or not np.isfinite(center).all():
+            raise InputError(f"standardization centre must be 2 finite numbers, got {center}")
+        scale = float(self.scale)
+        if not np.isfinite(scale) or scale <= 0.0:
+            raise InputError(f"standardization scale must be a positive number, got {scale}")
+        center.setflags(write=False)
+        object.__setattr__(self, "center", center)
+        object.__setattr__(self, "scale", scale)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Standardization):
+            return NotImplemented
+        return bool(np.array_equal(self.center, other.center)) and self.scale == other.scale
+
+    def __hash__(self) -> int:
+        return hash((float(self.center[0]), float(self.center[1]), self.scale))
+
+    def __repr__(self) -> str:
+        return (
+            f"Standardization(center=({self.center[0]:.6g}, {self.center[1]:.6g}), "
+            f"scale={self.scale:.6g})"
+        )
+
+    @classmethod
+    def fit(cls, xy: object) -> Standardization:
+        """Centre = mean point; scale :math:`\\sigma = \\sqrt{(\\mathrm{var}\\,x +
+        \\mathrm{var}\\,y)/2}` (population variances).
+
+        Raises InputError when all points coincide (zero scale).
+        """
+        pts = validate_points(xy, 1)
+        center = pts.mean(axis=0)
+        scale = float(np.sqrt(0.5 * (pts[:, 0].var() + pts[:, 1].var())))
+        if not scale > 0.0:
+            raise InputError(
+                f"cannot standardize {pts.shape[0]} point(s) that all coincide (zero spread)"
+            )
+        return cls(center=center, scale=scale)
+
+    @classmethod
+    def identity(cls) -> Standardization:
+        """The identity map: centre (0, 0), scale 1."""
+        return cls(center=np.zeros(2), scale=1.0)
+
+    def to_standard(self, xy: object) -> np.ndarray:
+        """Map (N, 2) pixel coordinates to standard ones: :math:`(p - c)/\\sigma`."""
+        pts = validate_points(xy, 0)
+        return (pts - self.center) / self.scale
+
+    def to_pixels(self, xy: object) -> np.ndarray:
+        """Map (N, 2) standard coordinates to pixels: :math:`c + \\sigma s`."""
+        pts = validate_points(xy, 0)
+        return pts * self.scale + self.center
+
+    def circle_to_pixels(self, x0: float, y0: float, r: float) -> tuple[float, float, float]:
+        """Circle in standard units → pixels: :math:`(c_x + \\sigma x_0, c_y + \\sigma y_0,
+        \\sigma r)`."""
+        return (
+            float(self.center[0] + self.scale * x0),
+            float(self.center[1] + self.scale * y0),
+            float(self.scale * r),
+        )
+
+    def circle_to_standard(self, x0: float, y0: float, r: float) -> tuple[float, float, float]:
+        """Circle in pixels → standard units: :math:`((x_0 - c_x)/\\sigma, (y_0 - c_y)/\\sigma,
+        r/\\sigma)`."""
+        return (
+            float((x0 - self.center[0]) / self.scale),
+            float((y0 - self.center[1]) / self.scale),
+            float(r / self.scale),
+        )
+
+
+@dataclass(eq=False)
+class PointSet:
+    """Points in pixel coordinates (x = column, y = row, origin top-left) with the
+    standardization fitted to them and, when they came from an image, its (H, W) shape."""
+
+    xy: np.ndarray
+    standardization: Standardization
+    image_shape: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.xy = validate_points(self.xy, 0)
+
+    @property
+    def standard(self) -> np.ndarray:
+        """The points in standard coordinates, :math:`(p - c)/\\sigma`."""
+        return self.standardization.to_standard(self.xy)
+
+    def __len__(self) -> int:
+        return int(self.xy.shape[0])

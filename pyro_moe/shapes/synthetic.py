@@ -1,0 +1,305 @@
+"""Seeded generators of points on circles / conics and of binary images.
+
+Every generator draws from ``np.random.default_rng(seed)``: the same seed gives the same
+data. Point coordinates use x = column, y = row when rasterized.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pyro_moe.errors import InputError
+from pyro_moe.shapes.curves import Circle
+
+__all__ = [
+    "SyntheticData",
+    "circle_image",
+    "circle_points",
+    "demo_image",
+    "ellipse_points",
+    "hyperbola_points",
+    "noise_sweep",
+    "rasterize",
+    "synthetic_1",
+    "synthetic_2",
+    "synthetic_3",
+]
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(eq=False)
+class SyntheticData:
+    """Points ``xy`` (N, 2), ``labels`` (N,) int (circle index, -1 for outliers) and the
+    true ``circles``."""
+
+    xy: np.ndarray
+    labels: np.ndarray
+    circles: list[Circle]
+    name: str = ""
+
+    def __len__(self) -> int:
+        return int(self.xy.shape[0])
+
+
+def _centers_radii(centers: object, radii: object) -> tuple[np.ndarray, np.ndarray]:
+    c = np.asarray(centers, dtype=np.float64)
+    if c.ndim == 1 and c.shape == (2,):
+        c = c[None, :]
+    r = np.atleast_1d(np.asarray(radii, dtype=np.float64))
+    if c.ndim != 2 or c.shape[1] != 2:
+        raise InputError(f"centers must have shape (K, 2), got {c.shape}")
+    if r.ndim != 1 or r.shape[0] != c.shape[0]:
+        raise InputError(f"need one radius per centre: {c.shape[0]} centres, {r.shape} radii")
+    if not (np.isfinite(c).all() and np.isfinite(r).all()) or (r <= 0).any():
+        raise InputError("centres must be finite and radii finite and positive")
+    return c, r
+
+
+def _uniform_box(rng: np.random.Generator, n: int, box: Box) -> np.ndarray:
+    xmin, xmax, ymin, ymax = (float(v) for v in box)
+    if not (xmax > xmin and ymax > ymin):
+        raise InputError(f"box must be (xmin, xmax, ymin, ymax) with min < max, got {box}")
+    return np.column_stack([rng.uniform(xmin, xmax, n), rng.uniform(ymin, ymax, n)])
+
+
+def circle_points(
+    centers: object,
+    radii: object,
+    n_per_circle: int | Sequence[int],
+    *,
+    jitter: float = 0.0,
+    outlier_fraction: float = 0.0,
+    box: Box | None = None,
+    even: bool = False,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points on circles, with jitter and uniform outliers.
+
+    Circle k gets ``n_k`` points :math:`(x_{0k} + r_k\\cos\\phi, y_{0k} + r_k\\sin\\phi)`
+    with :math:`\\phi_j = 2\\pi j / n_k` (``even=True``) or :math:`\\phi \\sim U[0, 2\\pi)`,
+    then :math:`\\varepsilon \\sim N(0, \\text{jitter}^2)` added to x and y. Then
+    :math:`n_o = \\mathrm{round}(f\\,n_c/(1 - f))` outliers uniform on ``box`` so that the
+    outliers are a share ``f = outlier_fraction`` of the final set; the default box is the
+    circles' bounding box widened by 10% (5% on each side), about its centre.
+
+    Returns ``(xy (N, 2), labels (N,))``: circle points first (label k), outliers last
+    (label -1). Random draws are: angles, jitter, outliers, in this order.
+    """
+    c, r = _centers_radii(centers, radii)
+    k = c.shape[0]
+    counts = np.broadcast_to(np.asarray(n_per_circle), (k,)).astype(int)
+    if (counts < 0).any():
+        raise InputError(f"n_per_circle must be >= 0, got {n_per_circle}")
+    if not 0.0 <= outlier_fraction < 1.0:
+        raise InputError(f"outlier_fraction must be in [0, 1), got {outlier_fraction}")
+    if jitter < 0:
+        raise InputError(f"jitter must be >= 0, got {jitter}")
+    rng = np.random.default_rng(seed)
+    pts, labels = [], []
+    for i in range(k):
+        n = int(counts[i])
+        if even:
+            phi = 2.0 * np.pi * np.arange(n) / max(n, 1)
+        else:
+            phi = rng.uniform(0.0, 2.0 * np.pi, n)
+        pts.append(c[i] + r[i] * np.column_stack([np.cos(phi), np.sin(phi)]))
+        labels.append(np.full(n, i, dtype=np.int64))
+    xy = np.concatenate(pts) if pts else np.zeros((0, 2))
+    lab = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    if jitter > 0:
+        xy = xy + rng.normal(0.0, jitter, size=xy.shape)
+    n_out = round(outlier_fraction * xy.shape[0] / (1.0 - outlier_fraction))
+    if n_out > 0:
+        if box is None:
+            lo = (c - r[:, None]).min(axis=0)
+            hi = (c + r[:, None]).max(axis=0)
+            mid, half = 0.5 * (lo + hi), 0.55 * (hi - lo)
+            box = (mid[0] - half[0], mid[0] + half[0], mid[1] - half[1], mid[1] + half[1])
+        xy = np.concatenate([xy, _uniform_box(rng, n_out, box)])
+        lab = np.concatenate([lab, np.full(n_out, -1, dtype=np.int64)])
+    return xy, lab
+
+
+_STUDY_CENTERS = ((0.0, 0.0), (0.0, 0.0))
+_STUDY_RADII = (0.5, 1.5)
+_STUDY_BOX: Box = (-2.0, 2.0, -2.0, 2.0)
+
+
+def _study(jitter: float, n_noise: int, seed: int, name: str) -> SyntheticData:
+    """Two concentric circles r = 0.5, 1.5 at the origin, 100 evenly spaced points each,
+    N(0, jitter^2) on x and y, then ``n_noise`` points uniform on [-2, 2]^2 (label -1)."""
+    rng = np.random.default_rng(seed)
+    phi = 2.0 * np.pi * np.arange(100) / 100
+    ring = np.column_stack([np.cos(phi), np.sin(phi)])
+    xy = np.concatenate([r * ring for r in _STUDY_RADII])
+    labels = np.repeat(np.arange(2, dtype=np.int64), 100)
+    if jitter > 0:
+        xy = xy + rng.normal(0.0, jitter, size=xy.shape)
+    if n_noise > 0:
+        xy = np.concatenate([xy, _uniform_box(rng, n_noise, _STUDY_BOX)])
+        labels = np.concatenate([labels, np.full(n_noise, -1, dtype=np.int64)])
+    circles = [Circle(0.0, 0.0, r, True) for r in _STUDY_RADII]
+    return SyntheticData(xy=xy, labels=labels, circles=circles, name=name)
+
+
+def synthetic_1() -> SyntheticData:
+    """Study data set 1: circles r = 0.5 and 1.5 at (0, 0), 100 evenly spaced points each,
+    no noise (200 points)."""
+    return _study(0.0, 0, 0, "synthetic_1")
+
+
+def synthetic_2(seed: int = 0) -> SyntheticData:
+    """Study data set 2: synthetic 1 with :math:`N(0, 0.1^2)` jitter on x and y
+    (200 points)."""
+    return _study(0.1, 0, seed, "synthetic_2")
+
+
+def synthetic_3(seed: int = 0) -> SyntheticData:
+    """Study data set 3: synthetic 2 (same seed → same first 200 points) plus 200 points
+    uniform on :math:`[-2, 2]^2` (400 points, noise labelled -1)."""
+    return _study(0.1, 200, seed, "synthetic_3")
+
+
+def noise_sweep(level: float, seed: int = 0) -> SyntheticData:
+    """Synthetic 2 plus :math:`\\mathrm{round}(200\\,\\text{level})` uniform points on
+    :math:`[-2, 2]^2`, level in [0, 1] (level 1 equals :func:`synthetic_3`)."""
+    if not 0.0 <= level <= 1.0:
+        raise InputError(f"noise level must be in [0, 1], got {level}")
+    return _study(0.1, round(level * 200), seed, f"noise_sweep({level:g})")
+
+
+def _rotate(uv: np.ndarray, center: Sequence[float], angle: float) -> np.ndarray:
+    ct, st = math.cos(angle), math.sin(angle)
+    R = np.array([[ct, -st], [st, ct]])
+    return uv @ R.T + np.asarray(center, dtype=np.float64)
+
+
+def ellipse_points(
+    center: Sequence[float],
+    semi_axes: Sequence[float],
+    angle: float,
+    n: int,
+    *,
+    jitter: float = 0.0,
+    even: bool = False,
+    seed: int = 0,
+) -> np.ndarray:
+    """n points :math:`c + R(\\theta)(a\\cos\\phi, b\\sin\\phi)` on an ellipse (``a`` along
+    the axis at angle θ from +x), φ evenly spaced or uniform, plus N(0, jitter²)."""
+    a, b = (float(v) for v in semi_axes)
+    if a <= 0 or b <= 0:
+        raise InputError(f"semi-axes must be positive, got {semi_axes}")
+    rng = np.random.default_rng(seed)
+    phi = 2 * np.pi * np.arange(n) / max(n, 1) if even else rng.uniform(0, 2 * np.pi, n)
+    xy = _rotate(np.column_stack([a * np.cos(phi), b * np.sin(phi)]), center, angle)
+    if jitter > 0:
+        xy = xy + rng.normal(0.0, jitter, size=xy.shape)
+    return xy
+
+
+def hyperbola_points(
+    center: Sequence[float],
+    semi_axes: Sequence[float],
+    angle: float,
+    n: int,
+    *,
+    t_max: float = 2.0,
+    jitter: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """n points :math:`c + R(\\theta)(\\pm a\\cosh u, b\\sinh u)`, u ~ U[-t_max, t_max],
+    alternating between the two branches (``a`` transverse, along angle θ), plus
+    N(0, jitter²)."""
+    a, b = (float(v) for v in semi_axes)
+    if a <= 0 or b <= 0:
+        raise InputError(f"semi-axes must be positive, got {semi_axes}")
+    rng = np.random.default_rng(seed)
+    u = rng.uniform(-t_max, t_max, n)
+    sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    xy = _rotate(np.column_stack([sign * a * np.cosh(u), b * np.sinh(u)]), center, angle)
+    if jitter > 0:
+        xy = xy + rng.normal(0.0, jitter, size=xy.shape)
+    return xy
+
+
+def _disk_offsets(thickness: int) -> np.ndarray:
+    rad = thickness / 2.0
+    k = math.ceil(rad)
+    dy, dx = np.mgrid[-k : k + 1, -k : k + 1]
+    keep = dx * dx + dy * dy <= rad * rad
+    return np.column_stack([dy[keep], dx[keep]])
+
+
+def rasterize(xy: object, shape: tuple[int, int], *, thickness: int = 1) -> np.ndarray:
+    """Boolean (H, W) image with pixel (row = round(y), col = round(x)) set for each point
+    (points outside are dropped). ``thickness`` t > 1 stamps a disk of radius t/2 (in
+    pixels, offsets with :math:`d_x^2 + d_y^2 \\le (t/2)^2`) at each point."""
+    from pyro_moe.shapes.points import validate_points
+
+    pts = validate_points(xy, 0)
+    h, w = (int(s) for s in shape)
+    if h <= 0 or w <= 0:
+        raise InputError(f"shape must be positive (H, W), got {shape}")
+    if int(thickness) != thickness or thickness < 1:
+        raise InputError(f"thickness must be an integer >= 1, got {thickness}")
+    img = np.zeros((h, w), dtype=bool)
+    rc = np.floor(pts[:, ::-1] + 0.5).astype(np.int64)
+    for dr, dc in _disk_offsets(int(thickness)):
+        rr, cc = rc[:, 0] + dr, rc[:, 1] + dc
+        ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        img[rr[ok], cc[ok]] = True
+    return img
+
+
+def circle_image(
+    centers: object,
+    radii: object,
+    shape: tuple[int, int] = (128, 128),
+    *,
+    thickness: int = 1,
+    outlier_fraction: float = 0.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[Circle]]:
+    """Boolean image of full circles (pixel units, x = column, y = row) drawn with
+    :math:`\\lceil 8\\pi r\\rceil + 16` angular samples each (so the curve is 8-connected),
+    plus :math:`\\mathrm{round}(f\\,n_{fg})` outlier pixels drawn uniformly without
+    replacement among the background pixels, :math:`n_{fg}` = number of curve pixels.
+
+    Returns ``(image, circles)`` with the true circles in pixel units.
+    """
+    c, r = _centers_radii(centers, radii)
+    if outlier_fraction < 0:
+        raise InputError(f"outlier_fraction must be >= 0, got {outlier_fraction}")
+    pts = []
+    for ci, ri in zip(c, r, strict=True):
+        m = math.ceil(8 * math.pi * ri) + 16
+        phi = 2 * np.pi * np.arange(m) / m
+        pts.append(ci + ri * np.column_stack([np.cos(phi), np.sin(phi)]))
+    img = rasterize(np.concatenate(pts), shape, thickness=thickness)
+    n_out = round(outlier_fraction * int(img.sum()))
+    if n_out > 0:
+        rng = np.random.default_rng(seed)
+        bg = np.flatnonzero(~img.ravel())
+        n_out = min(n_out, bg.size)
+        img.flat[rng.choice(bg, size=n_out, replace=False)] = True
+    return img, [
+        Circle(float(ci[0]), float(ci[1]), float(ri), True) for ci, ri in zip(c, r, strict=True)
+    ]
+
+
+DEMO_SHAPE = (160, 160)
+DEMO_CIRCLES = ((62.0, 64.0, 20.0), (62.0, 64.0, 42.0), (124.0, 122.0, 22.0))
+
+
+def demo_image() -> tuple[np.ndarray, list[Circle]]:
+    """The built-in demo: a 160×160 boolean image with two concentric circles
+    (centre (62, 64), r = 20 and 42) and a separate circle (centre (124, 122), r = 22),
+    1 px thick, no outliers. Returns ``(image, true circles in pixel units)``."""
+    centers = [(x, y) for x, y, _ in DEMO_CIRCLES]
+    radii = [r for _, _, r in DEMO_CIRCLES]
+    return circle_image(centers, radii, DEMO_SHAPE)

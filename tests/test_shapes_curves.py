@@ -1,0 +1,216 @@
+"""Circles and conics: exact least-squares round trips and classification."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pyro_moe.errors import InputError
+from pyro_moe.shapes import (
+    Circle,
+    Standardization,
+    circle_design,
+    circle_from_weights,
+    circle_to_pixels,
+    circle_weights,
+    circles_from_weights,
+    conic_design,
+    conic_from_coefficients,
+    conic_from_weights,
+    conic_to_pixels,
+    conic_weights_from_geometry,
+    ellipse_points,
+    hyperbola_points,
+)
+
+
+def _lstsq(X: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.linalg.lstsq(X, t, rcond=None)[0]
+
+
+@pytest.mark.parametrize(
+    ("x0", "y0", "r"),
+    [(0.0, 0.0, 0.5), (0.0, 0.0, 1.5), (2.5, -1.25, 0.75), (-3.0, 4.0, 10.0), (0.1, 0.2, 0.01)],
+)
+def test_circle_round_trip(x0: float, y0: float, r: float) -> None:
+    rng = np.random.default_rng(1)
+    phi = rng.uniform(0, 2 * np.pi, 40)
+    xy = np.column_stack([x0 + r * np.cos(phi), y0 + r * np.sin(phi)])
+    X, t = circle_design(xy)
+    assert X.shape == (40, 3) and t.shape == (40,)
+    np.testing.assert_allclose(X[:, 2], 1.0)
+    c = circle_from_weights(_lstsq(X, t))
+    assert c.valid
+    assert c.x0 == pytest.approx(x0, abs=1e-9)
+    assert c.y0 == pytest.approx(y0, abs=1e-9)
+    assert c.r == pytest.approx(r, abs=1e-9)
+    np.testing.assert_allclose(circle_weights(x0, y0, r), c.weights(), atol=1e-9)
+
+
+def test_circles_from_weights_matrix() -> None:
+    W = np.stack([circle_weights(0, 0, 0.5), circle_weights(1, -2, 3)])
+    cs = circles_from_weights(W)
+    assert [round(c.r, 12) for c in cs] == [0.5, 3.0]
+    assert cs[1].x0 == pytest.approx(1) and cs[1].y0 == pytest.approx(-2)
+    with pytest.raises(InputError, match=r"\(K, 3\)"):
+        circles_from_weights(np.zeros((2, 4)))
+
+
+def test_invalid_circle_has_no_nan() -> None:
+    c = circle_from_weights([0.2, -0.4, -5.0])  # r^2 = -5 + 0.01 + 0.04 < 0
+    assert not c.valid
+    assert c.r == 0.0
+    d = c.as_dict()
+    assert d["r"] == "invalid" and d["valid"] is False
+    for v in d.values():
+        assert not (isinstance(v, float) and math.isnan(v))
+    assert "invalid" in str(c)
+    assert "nan" not in str(c).lower()
+    p = circle_to_pixels(c, Standardization(np.array([10.0, 20.0]), 3.0))
+    assert not p.valid and p.r == 0.0
+
+
+def test_circle_weights_bad_input() -> None:
+    with pytest.raises(InputError, match="NaN"):
+        circle_from_weights([np.nan, 0, 1])
+    with pytest.raises(InputError, match="3 numbers"):
+        circle_from_weights([1, 2])
+
+
+def test_circle_to_pixels_matches_standardization() -> None:
+    s = Standardization(np.array([70.0, 50.0]), 25.0)
+    c = Circle(0.2, -0.4, 0.8)
+    p = c.to_pixels(s)
+    assert (p.x0, p.y0, p.r) == pytest.approx((75.0, 40.0, 20.0))
+    back = p.to_standard(s)
+    assert (back.x0, back.y0, back.r) == pytest.approx((0.2, -0.4, 0.8))
+
+
+ELLIPSES = [
+    ((0.0, 0.0), (1.0, 0.5), 0.0),
+    ((0.3, -0.2), (1.2, 0.5), 0.7),
+    ((-1.0, 2.0), (2.0, 1.5), -1.2),
+    ((0.5, 0.5), (0.8, 0.3), math.pi / 2),
+    ((0.0, 1.0), (1.5, 0.4), -0.3),
+]
+
+
+@pytest.mark.parametrize(("center", "axes", "angle"), ELLIPSES)
+def test_ellipse_round_trip(center, axes, angle) -> None:
+    xy = ellipse_points(center, axes, angle, 60, seed=3)
+    X, t = conic_design(xy)
+    assert X.shape == (60, 5)
+    conic = conic_from_weights(_lstsq(X, t))
+    assert conic.kind == "ellipse"
+    np.testing.assert_allclose(conic.center, center, atol=1e-8)
+    np.testing.assert_allclose(conic.semi_axes, axes, atol=1e-8)
+    expected = math.atan2(math.sin(2 * angle), math.cos(2 * angle)) / 2  # axis angle
+    if expected <= -math.pi / 2 + 1e-12:
+        expected += math.pi
+    assert conic.angle == pytest.approx(expected, abs=1e-8)
+    assert -math.pi / 2 < conic.angle <= math.pi / 2
+    assert np.abs(conic.evaluate(xy)).max() < 1e-8
+    # the geometric inverse map gives the same weights
+    w = conic_weights_from_geometry(center, axes, angle)
+    np.testing.assert_allclose(w, conic.weights(), atol=1e-8)
+    assert conic.coefficients[0] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("center", "axes", "angle"),
+    [
+        ((0.0, 0.0), (0.5, 0.8), 0.0),
+        ((0.3, -0.2), (0.6, 0.9), 0.4),
+        ((1.0, -1.0), (1.0, 0.5), -0.6),
+    ],
+)
+def test_hyperbola_round_trip(center, axes, angle) -> None:
+    xy = hyperbola_points(center, axes, angle, 60, seed=5)
+    X, t = conic_design(xy)
+    conic = conic_from_weights(_lstsq(X, t))
+    assert conic.kind == "hyperbola"
+    np.testing.assert_allclose(conic.center, center, atol=1e-8)
+    np.testing.assert_allclose(conic.semi_axes, axes, atol=1e-8)  # transverse first
+    assert conic.angle == pytest.approx(angle, abs=1e-8)
+    w = conic_weights_from_geometry(center, axes, angle, kind="hyperbola")
+    np.testing.assert_allclose(w, conic.weights(), atol=1e-7)
+
+
+def test_circle_is_an_ellipse_with_zero_angle() -> None:
+    conic = conic_from_weights(conic_weights_from_geometry((0.5, -0.5), (1.0, 1.0), 0.3))
+    assert conic.kind == "ellipse"
+    assert conic.semi_axes == pytest.approx((1.0, 1.0))
+    assert conic.angle == 0.0
+
+
+def test_parabola() -> None:
+    # x^2 = y  (B'=0, C'=0, D'=0, E'=1, F'=0), shifted: (x-1)^2 = 2(y+3)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, 30)
+    y = (x - 1) ** 2 / 2 - 3
+    X, t = conic_design(np.column_stack([x, y]))
+    conic = conic_from_weights(_lstsq(X, t))
+    assert conic.kind == "parabola"
+    assert conic.center is None and conic.semi_axes is None
+    assert conic.angle == pytest.approx(math.pi / 2)  # symmetry axis is vertical
+
+
+def test_rotated_parabola() -> None:
+    # x^2 - 2xy + y^2 + x + y = 0  : B^2 - 4AC = 0, axis along (1, 1)/sqrt 2
+    conic = conic_from_coefficients([1, -2, 1, 1, 1, 0])
+    assert conic.kind == "parabola"
+    assert conic.angle == pytest.approx(math.pi / 4)
+
+
+@pytest.mark.parametrize(
+    "coef",
+    [
+        [1, 0, -1, 0, 0, 0],  # x^2 - y^2 = 0: two lines
+        [1, 0, 0, 0, 0, -1],  # x^2 = 1: two parallel lines
+        [1, 0, 1, 0, 0, 0],  # a single point
+        [1, 0, 1, 0, 0, 1],  # x^2 + y^2 = -1: imaginary ellipse
+        [2, 0, 3, -4, 0, 10],  # shifted imaginary ellipse
+    ],
+)
+def test_degenerate(coef) -> None:
+    conic = conic_from_coefficients(coef)
+    assert conic.kind == "degenerate"
+    assert conic.center is None and conic.semi_axes is None and conic.angle is None
+    assert conic.coefficients[0] == 1.0
+
+
+def test_conic_bad_inputs() -> None:
+    with pytest.raises(InputError, match="5 numbers"):
+        conic_from_weights([1, 2, 3])
+    with pytest.raises(InputError, match="all zero"):
+        conic_from_coefficients([0, 0, 0, 1, 1, 1])
+    with pytest.raises(InputError, match="at least 5 points"):
+        conic_design(np.zeros((4, 2)))
+    with pytest.raises(InputError, match="x\\^2 coefficient"):
+        # hyperbola with cos^2/a^2 = sin^2/b^2
+        conic_weights_from_geometry((0, 0), (1.0, 1.0), math.pi / 4, kind="hyperbola")
+
+
+def test_conic_to_pixels() -> None:
+    s = Standardization(np.array([80.0, 60.0]), 20.0)
+    center, axes, angle = (0.25, -0.5), (1.2, 0.4), 0.5
+    conic = conic_from_weights(conic_weights_from_geometry(center, axes, angle))
+    pix = conic_to_pixels(conic, s)
+    assert pix.kind == "ellipse"
+    assert pix.center == pytest.approx((85.0, 50.0))
+    assert pix.semi_axes == pytest.approx((24.0, 8.0))
+    assert pix.angle == pytest.approx(angle)
+    # points on the standard-units ellipse, mapped to pixels, satisfy the pixel conic
+    xy = s.to_pixels(ellipse_points(center, axes, angle, 20, seed=0))
+    assert np.abs(pix.evaluate(xy)).max() < 1e-8 * np.abs(pix.coefficients).max()
+    # and classifying the pixel coefficients independently agrees
+    again = conic_from_coefficients(pix.coefficients)
+    assert again.kind == "ellipse"
+    np.testing.assert_allclose(again.semi_axes, (24.0, 8.0), rtol=1e-9)
+
+
+def test_circle_design_too_few_points() -> None:
+    with pytest.raises(InputError, match=r"need at least 3 points to fit a circle \(3 unknowns\)"):
+        circle_design([[0, 0], [1, 1]])

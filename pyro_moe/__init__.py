@@ -8,6 +8,7 @@ Fit a model file two ways, on the same model: Pyro SVI and closed-form variation
 """
 
 from .config import Config
+from .curve_fitting import fit_circles, fit_conics, fit_curves
 from .errors import (
     ConvergenceWarning,
     ImageError,
@@ -35,5 +36,8 @@ __all__ = [
     "PyroMoeError",
     "builtin_models",
     "fit",
+    "fit_circles",
+    "fit_conics",
+    "fit_curves",
     "load_model",
 ]

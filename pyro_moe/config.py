@@ -52,6 +52,7 @@ class Config:
         concentration: mu, shape (K,), the Dirichlet concentration of the mixture weights.
         regularization_cov: Xi, shape (n, n), or None when the model has no regularizer.
         gate: the gate network (``torch.nn.Module`` mapping (N, n) to (N, K) logits) or None.
+        gate_hidden: the hidden width the gate was built with (to rebuild it from the file).
         learn: names of the hyperparameters that are point-estimated; the rest are fixed.
     """
 
@@ -63,6 +64,7 @@ class Config:
     concentration: torch.Tensor
     regularization_cov: torch.Tensor | None = None
     gate: torch.nn.Module | None = None
+    gate_hidden: int | None = None
     learn: frozenset[str] = field(default_factory=lambda: frozenset(LEARNABLE))
 
     def __post_init__(self) -> None:

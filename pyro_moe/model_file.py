@@ -99,7 +99,7 @@ class Model:
             )
         elif regularization_cov is not None:
             raise InputError(f"model {self.name!r} has no prior regularization (no Xi to set)")
-        gate = None
+        gate = hidden = None
         if self.gated:
             hidden = int(s.get("gate_hidden", 8) if gate_hidden is None else gate_hidden)
             with torch.random.fork_rng(devices=[]):
@@ -117,6 +117,7 @@ class Model:
             concentration=mu.clone(),
             regularization_cov=xi,
             gate=gate,
+            gate_hidden=hidden,
             learn=learned,
         )
 

@@ -187,12 +187,12 @@ class FitResult:
 
     def circles(self) -> list:
         """One circle per expert, in pixel units (x = column, y = row), from E_q[w_k]."""
-        from .shapes import circle_from_weights
+        from .shapes import circle_from_weights, circle_to_pixels
 
         st = self._standardization()
         if self.shapes["design"] != "circle":
             raise InputError(f"the design is {self.shapes['design']!r}, not a circle design")
-        return [st.circle_to_pixels(circle_from_weights(w)) for w in self.mean.cpu().numpy()]
+        return [circle_to_pixels(circle_from_weights(w), st) for w in self.mean.cpu().numpy()]
 
     def conics(self) -> list:
         """One conic per expert, in pixel units, from E_q[w_k]."""

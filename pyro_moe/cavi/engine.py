@@ -242,16 +242,11 @@ def _run(
         e = U.expected_sq_residuals(X, y, q)
         log_prior = log_prior_of(alpha)
         log_r = U.responsibilities(log_prior, e, e_log_beta, e_beta)
-        r = log_r.exp()
-        like = (torch.where(r > 0, r * log_prior, 0.0)).sum() + (
-            r * (0.5 * e_log_beta - 0.5 * LOG_2PI - 0.5 * e_beta * e)
-        ).sum()
-        elbo = like - torch.special.xlogy(r, r).sum() - U.weights_kl(q, w0, A)
-        if conj.mixture:
-            elbo = elbo - U.dirichlet_kl(alpha, mu)
-        if latent_beta:
-            elbo = elbo - U.gamma_kl(a, b, a0, b0)
-        F = elbo + (U.regularizer(w0, xi) if xi is not None else 0.0)
+        elbo, F = U.objective(
+            log_r, e, q, log_prior=log_prior, e_beta=e_beta, e_log_beta=e_log_beta, w0=w0, A=A,
+            alpha=alpha, mu=mu if conj.mixture else None,
+            qbeta=(a, b) if latent_beta else None, beta_prior=conj.noise_prior, xi=xi,
+        )  # fmt: skip
         if not torch.isfinite(F):
             raise FloatingPointError(
                 "CAVI produced a non-finite objective; please report this data set"
@@ -307,13 +302,6 @@ def _result(
         noise_rate=s["qbeta"][1] if s["qbeta"] else None,
         regularization_cov=s["xi"],
         gate_state={k: v.detach().clone() for k, v in gate.state_dict().items()} if gate else None,
-        gate_hidden=_hidden_width(gate),
+        gate_hidden=config.gate_hidden,
         restarts=summaries,
     )
-
-
-def _hidden_width(gate) -> int | None:
-    if gate is None:
-        return None
-    first = next((m for m in gate.modules() if isinstance(m, torch.nn.Linear)), None)
-    return first.out_features if first is not None else None

@@ -198,3 +198,42 @@ def gamma_kl(a, b, a0, b0) -> torch.Tensor:
         + a0 * (torch.log(b) - torch.log(b0))
         + a * (b0 - b) / b
     )
+
+
+def objective(
+    log_r: torch.Tensor,
+    e: torch.Tensor,
+    q: WeightPosterior,
+    *,
+    log_prior: torch.Tensor,
+    e_beta,
+    e_log_beta,
+    w0: torch.Tensor,
+    A: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    mu: torch.Tensor | None = None,
+    qbeta=None,
+    beta_prior=None,
+    xi: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closed-form ELBO and objective F = ELBO + R(w0), in nats (derivation sections 3-5).
+
+        ELBO = sum_ik r_ik [log_prior_ik + 1/2 E log beta - 1/2 log 2pi - E beta/2 e_ik]
+               - sum_ik r_ik log r_ik - sum_k KL(q(w_k) || p(w_k))
+               [- KL(q(pi) || p(pi))] [- KL(q(beta) || p(beta))]
+
+    ``log_prior`` is l_k = psi(alpha_k) - psi(alpha_0) (mixture of models, with ``alpha``
+    and ``mu`` given) or log g_ik (experts); r_ik log g_ik counts as 0 where r_ik = 0.
+    """
+    r = log_r.exp()
+    like = (
+        torch.where(r > 0, r * log_prior, 0.0).sum()
+        + (r * (0.5 * e_log_beta - 0.5 * LOG_2PI - 0.5 * e_beta * e)).sum()
+    )
+    elbo = like - torch.special.xlogy(r, r).sum() - weights_kl(q, w0, A)
+    if alpha is not None and mu is not None:
+        elbo = elbo - dirichlet_kl(alpha, mu)
+    if qbeta is not None:
+        elbo = elbo - gamma_kl(qbeta[0], qbeta[1], beta_prior[0], beta_prior[1])
+    F = elbo + regularizer(w0, xi) if xi is not None else elbo
+    return elbo, F

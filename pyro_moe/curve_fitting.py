@@ -1,0 +1,87 @@
+"""Curves from points or binary images: the showcase application in one call.
+
+Each expert is one curve. A circle (x - x0)^2 + (y - y0)^2 = r^2 is the regression
+t = x^2 + y^2 on X = [x, y, 1] with w = (2 x0, 2 y0, r^2 - x0^2 - y0^2); a conic
+x^2 = B'xy + C'y^2 + D'x + E'y + F' is the regression t = x^2 on X = [xy, y^2, x, y, 1].
+Points are standardized (one centre, one scale) before fitting, and the result maps the
+curves back to pixel units (x = column, y = row from the top-left).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .fitting import fit
+from .result import FitResult
+from .shapes import (
+    PointSet,
+    Standardization,
+    circle_design,
+    conic_design,
+    image_to_points,
+    validate_points,
+)
+
+DESIGNS = {"circle": (circle_design, 3), "conic": (conic_design, 5)}
+
+
+def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_options) -> PointSet:
+    """A :class:`PointSet` from a PointSet, an (N, 2) array of (x, y), or an image (path/array)."""
+    if isinstance(source, PointSet):
+        ps = source
+    elif isinstance(source, str | Path):
+        ps = image_to_points(source, max_points=max_points, seed=seed, **image_options)
+    else:
+        arr = np.asarray(source)
+        if arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype != bool:
+            xy = validate_points(arr)
+            if max_points is not None and len(xy) > max_points:
+                keep = np.sort(
+                    np.random.default_rng(seed).choice(len(xy), max_points, replace=False)
+                )
+                xy = xy[keep]
+            ps = PointSet(xy, Standardization.fit(xy), None)
+        else:
+            ps = image_to_points(arr, max_points=max_points, seed=seed, **image_options)
+    return ps
+
+
+def fit_curves(
+    source,
+    *,
+    design: str = "circle",
+    experts: int = 2,
+    model="mixture_of_models",
+    max_points: int | None = None,
+    seed: int = 0,
+    image_options: dict | None = None,
+    **fit_options,
+) -> FitResult:
+    """Fit ``experts`` curves of kind ``design`` ("circle" or "conic") to points or an image.
+
+    ``fit_options`` go to :func:`pyro_moe.fit` (method, n_init, learn, priors, ...).
+    Priors are in standardized units. Use ``result.circles()`` / ``result.conics()``.
+    """
+    if design not in DESIGNS:
+        raise InputError(f"unknown design {design!r}; use one of {', '.join(DESIGNS)}")
+    ps = as_points(source, max_points=max_points, seed=seed, **(image_options or {}))
+    make, unknowns = DESIGNS[design]
+    if len(ps) < unknowns:
+        raise InputError(f"need at least {unknowns} points to fit a {design}, got {len(ps)}")
+    X, t = make(ps.standard)
+    st = ps.standardization
+    shapes = {"design": design, "center": [float(c) for c in st.center], "scale": float(st.scale)}
+    return fit(model, X, t, experts=experts, seed=seed, shapes=shapes, **fit_options)
+
+
+def fit_circles(source, *, experts: int = 2, **options) -> FitResult:
+    """Circles: ``fit_curves(source, design="circle", ...)``."""
+    return fit_curves(source, design="circle", experts=experts, **options)
+
+
+def fit_conics(source, *, experts: int = 2, **options) -> FitResult:
+    """Conics: ``fit_curves(source, design="conic", ...)``."""
+    return fit_curves(source, design="conic", experts=experts, **options)

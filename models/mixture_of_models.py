@@ -34,14 +34,15 @@ def mixing_prior(concentration):
     return dist.Dirichlet(concentration)
 
 
-def noise_prior():
-    """p(beta): None makes beta a point estimate; e.g. ``dist.Gamma(1.0, 0.1)`` a latent."""
+def noise_prior(config):
+    """p(beta): None makes beta a point estimate (type-II ML). For a latent beta with
+    q(beta) = Gamma, return e.g. ``dist.Gamma(config.const(1.0), config.const(0.1))``."""
     return None
 
 
 # ---- Model and mean-field guide q(Z) q(W) q(pi) [q(beta)] -----------------------------
 def model(X, y, config, subsample=None):
-    beta = parts.noise_precision(config, noise_prior())
+    beta = parts.noise_precision(config, noise_prior(config))
     pi = pyro.sample("pi", mixing_prior(config.concentration))
     with pyro.plate(parts.EXPERTS_PLATE, config.experts):
         w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), config.hyper("prior_cov")))
@@ -49,7 +50,7 @@ def model(X, y, config, subsample=None):
 
 
 def guide(X, y, config, subsample=None):
-    parts.noise_guide(config, noise_prior())
+    parts.noise_guide(config, noise_prior(config))
     parts.mixing_guide(config)
     parts.weights_guide(config)
     parts.assignments_guide(X, config, subsample)

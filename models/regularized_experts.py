@@ -29,8 +29,9 @@ def weight_prior(prior_mean, prior_cov):
     return dist.MultivariateNormal(prior_mean, covariance_matrix=prior_cov)
 
 
-def noise_prior():
-    """p(beta): None makes beta a point estimate; e.g. ``dist.Gamma(1.0, 0.1)`` a latent."""
+def noise_prior(config):
+    """p(beta): None makes beta a point estimate (type-II ML). For a latent beta with
+    q(beta) = Gamma, return e.g. ``dist.Gamma(config.const(1.0), config.const(0.1))``."""
     return None
 
 
@@ -46,7 +47,7 @@ def make_gate(features, experts, hidden):
 
 # ---- Model and mean-field guide q(Z) q(W) [q(beta)] -----------------------------------
 def model(X, y, config, subsample=None):
-    beta = parts.noise_precision(config, noise_prior())
+    beta = parts.noise_precision(config, noise_prior(config))
     prior_mean = config.hyper("prior_mean")
     if config.experts > 1:
         d = parts.pairwise_differences(prior_mean)
@@ -59,6 +60,6 @@ def model(X, y, config, subsample=None):
 
 
 def guide(X, y, config, subsample=None):
-    parts.noise_guide(config, noise_prior())
+    parts.noise_guide(config, noise_prior(config))
     parts.weights_guide(config)
     parts.assignments_guide(X, config, subsample)

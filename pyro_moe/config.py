@@ -111,6 +111,15 @@ class Config:
         gate = pyro.module("gate", self.gate) if "gate" in self.learn else self.gate
         return gate(X)
 
+    def const(self, value) -> torch.Tensor:
+        """A constant on this fit's dtype and device, for numbers in a model file's priors.
+
+        Write ``dist.Gamma(config.const(1.0), config.const(0.1))`` rather than
+        ``dist.Gamma(1.0, 0.1)``: plain floats become float32 CPU tensors, which mix badly
+        with float64 data (Pyro's ELBO refuses them) and with CUDA.
+        """
+        return torch.as_tensor(value, dtype=self.dtype, device=self.device)
+
     @property
     def dtype(self) -> torch.dtype:
         return self.prior_mean.dtype

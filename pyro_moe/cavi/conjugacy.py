@@ -122,7 +122,7 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
 
     concentration = None
     if "pi" in sites:
-        concentration = _unwrap(sites["pi"]["fn"]).concentration.detach().clone()
+        concentration = _unwrap(sites["pi"]["fn"]).concentration.detach().to(X.dtype).clone()
     noise_prior = noise_precision = None
     if "noise_precision" in sites:
         g = _unwrap(sites["noise_precision"]["fn"])

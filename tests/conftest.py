@@ -1,0 +1,42 @@
+"""Shared fixtures: small problems, the study's priors, and edited copies of model files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_moe.model_file import MODELS_DIR
+
+STUDY_PRIOR_MEAN = [[0.0, 0.0, 0.1], [0.0, 0.0, 2.0]]
+STUDY_XI = [0.01, 0.01, 1.0]
+
+
+def edited_model(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    """Copy ``models/<name>.py`` to tmp_path with one text edit (which must apply)."""
+    text = (MODELS_DIR / f"{name}.py").read_text()
+    assert old in text, f"edit target not found in {name}.py: {old!r}"
+    path = tmp_path / f"{name}_edited.py"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def two_circles(n: int = 60, jitter: float = 0.1, seed: int = 0):
+    """X = [x, y, 1], t = x^2 + y^2 for points near circles r = 0.5 and 1.5."""
+    rng = np.random.default_rng(seed)
+    th = rng.uniform(0, 2 * np.pi, n)
+    rad = np.where(rng.random(n) < 0.5, 0.5, 1.5)
+    xy = np.c_[rad * np.cos(th), rad * np.sin(th)] + rng.normal(0, jitter, (n, 2))
+    return np.c_[xy, np.ones(n)], (xy**2).sum(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_clean_param_store():
+    import pyro
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    yield
+    pyro.clear_param_store()

@@ -1,0 +1,174 @@
+"""Model files: loading by name and path, CAVI's refusals, the Gamma-beta swap, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import STUDY_PRIOR_MEAN, edited_model
+
+import pyro_moe
+from pyro_moe.shapes import circle_design, circle_error, circles_from_weights, synthetic_1
+
+W_PRIOR = "dist.MultivariateNormal(prior_mean, covariance_matrix=prior_cov)"
+
+
+def _circles():
+    return circle_design(synthetic_1().xy)
+
+
+def test_builtin_models_load_by_name_and_path():
+    names = pyro_moe.builtin_models()
+    assert names == ["mixture_of_experts", "mixture_of_models", "regularized_experts"]
+    for name in names:
+        by_name = pyro_moe.load_model(name)
+        by_path = pyro_moe.load_model(by_name.path)
+        assert by_name.path == by_path.path
+        assert callable(by_path.model) and callable(by_path.guide)
+    assert pyro_moe.load_model("mixture_of_experts").gated
+    assert not pyro_moe.load_model("mixture_of_models").gated
+    assert pyro_moe.load_model("regularized_experts").regularized
+
+
+def test_an_edited_copy_works_everywhere_a_builtin_does(tmp_path):
+    path = edited_model(
+        tmp_path, "mixture_of_models", '"concentration": 1.0', '"concentration": 3.0'
+    )
+    X, t = _circles()
+    res = pyro_moe.fit(
+        str(path), X, t, experts=2, prior_mean=STUDY_PRIOR_MEAN, learn="noise_precision"
+    )
+    assert res.model_name == "mixture_of_models_edited"
+    assert float(res.concentration[0]) == 3.0
+    assert circle_error(synthetic_1().circles, circles_from_weights(res.mean.numpy())) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "new, dist_name",
+    [
+        ("dist.Laplace(prior_mean, 1.0).to_event(1)", "Laplace"),
+        ("dist.StudentT(3.0, prior_mean, 1.0).to_event(1)", "StudentT"),
+    ],
+)
+def test_cavi_refuses_a_non_conjugate_weight_prior_by_name(tmp_path, new, dist_name):
+    path = edited_model(tmp_path, "mixture_of_experts", W_PRIOR, new)
+    X, t = _circles()
+    with pytest.raises(pyro_moe.NonConjugateError) as err:
+        pyro_moe.fit(path, X, t, experts=2)
+    msg = str(err.value)
+    assert "'w'" in msg and dist_name in msg and "method='svi'" in msg
+
+
+def test_cavi_refuses_a_non_gamma_noise_prior(tmp_path):
+    path = edited_model(
+        tmp_path,
+        "mixture_of_models",
+        "    return None\n",
+        "    return dist.LogNormal(config.const(0.0), config.const(1.0))\n",
+    )
+    X, t = _circles()
+    with pytest.raises(pyro_moe.NonConjugateError, match="'noise_precision'.*LogNormal"):
+        pyro_moe.fit(path, X, t, experts=2)
+
+
+def test_cavi_refuses_an_unknown_site(tmp_path):
+    path = edited_model(
+        tmp_path,
+        "mixture_of_models",
+        "    beta = parts.noise_precision",
+        "    pyro.sample('scale', dist.HalfCauchy(config.const(1.0)))\n    beta = parts.noise_precision",
+    )
+    X, t = _circles()
+    with pytest.raises(pyro_moe.NonConjugateError, match="'scale'.*HalfCauchy"):
+        pyro_moe.fit(path, X, t, experts=2)
+
+
+def test_cavi_refuses_a_transformed_learned_hyperparameter(tmp_path):
+    path = edited_model(
+        tmp_path,
+        "mixture_of_models",
+        "covariance_matrix=prior_cov)",
+        "covariance_matrix=10 * prior_cov)",
+    )
+    X, t = _circles()
+    with pytest.raises(pyro_moe.NonConjugateError, match="prior_cov"):
+        pyro_moe.fit(path, X, t, experts=2, learn="all")
+    # held fixed, the edit is read from the model file and used as written
+    res = pyro_moe.fit(path, X, t, experts=2, learn="noise_precision", prior_mean=STUDY_PRIOR_MEAN)
+    np.testing.assert_allclose(res.prior_cov.numpy(), 10 * np.eye(3)[None].repeat(2, 0))
+
+
+@pytest.mark.parametrize("name", ["mixture_of_models", "mixture_of_experts", "regularized_experts"])
+def test_gamma_noise_prior_fits_with_cavi(tmp_path, name):
+    path = edited_model(
+        tmp_path,
+        name,
+        "    return None\n",
+        "    return dist.Gamma(config.const(1.0), config.const(0.01))\n",
+    )
+    X, t = _circles()
+    res = pyro_moe.fit(
+        path,
+        X,
+        t,
+        experts=2,
+        prior_mean=STUDY_PRIOR_MEAN,
+        regularization_cov=[0.01, 0.01, 1] if "reg" in name else None,
+    )
+    assert res.noise_shape is not None and res.noise_rate is not None
+    assert float(res.noise_shape) == pytest.approx(1.0 + 0.5 * len(t))
+    assert float(res.noise_precision) == pytest.approx(float(res.noise_shape / res.noise_rate))
+    assert circle_error(synthetic_1().circles, circles_from_weights(res.mean.numpy())) < 1e-6
+    h = res.objective_history
+    assert (h[1:] - h[:-1]).min() > -1e-9 * abs(float(h[-1]))
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("def model(X, y, config\n", "syntax error.*line"),
+        ("import not_a_module_xyz\n", "failed to import.*ModuleNotFoundError"),
+        ("x = 1\n", "does not define a function model"),
+    ],
+)
+def test_broken_model_files_raise_model_file_error(tmp_path, text, match):
+    path = tmp_path / "broken.py"
+    path.write_text(text)
+    with pytest.raises(pyro_moe.ModelFileError, match=match):
+        pyro_moe.load_model(path)
+
+
+def test_unknown_model_name_lists_the_builtins():
+    with pytest.raises(pyro_moe.ModelFileError, match="unknown model 'nope'.*mixture_of_models"):
+        pyro_moe.load_model("nope")
+    with pytest.raises(pyro_moe.ModelFileError, match="no such model file"):
+        pyro_moe.load_model("missing/model.py")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"y": np.zeros(5)}, "X has 200 rows but y has 5"),
+        ({"X": np.zeros(200)}, "2-d array"),
+        ({"X": np.full((200, 3), np.nan)}, "NaN or inf in 200 row"),
+        ({"y": np.r_[np.inf, np.zeros(199)]}, "y has NaN or inf in 1 row"),
+        ({"experts": 0}, "experts must be an integer >= 1"),
+        ({"experts": 201}, "more than the number of points"),
+        ({"prior_cov": -1.0}, "positive definite"),
+        ({"prior_cov": [[1, 2, 0], [2, 1, 0], [0, 0, 1]]}, "positive definite"),
+        (
+            {"model": "regularized_experts", "regularization_cov": [1.0, -1.0, 1.0]},
+            "Xi.*positive definite",
+        ),
+        ({"model": "mixture_of_models", "regularization_cov": 1.0}, "no prior regularization"),
+        ({"method": "gibbs"}, "unknown method"),
+        ({"learn": ["beta"]}, "cannot learn"),
+        ({"prior_mean": np.zeros((3, 3))}, r"prior_mean must have shape \(2, 3\)"),
+        ({"init": "kmeans"}, "unknown init"),
+        ({"n_init": 0}, "n_init must be at least 1"),
+    ],
+)
+def test_bad_input_raises_clear_errors(kwargs, match):
+    X, t = _circles()
+    args = {"model": "mixture_of_models", "X": X, "y": t, "experts": 2, **kwargs}
+    with pytest.raises(pyro_moe.InputError, match=match):
+        pyro_moe.fit(args.pop("model"), args.pop("X"), args.pop("y"), **args)

@@ -15,6 +15,8 @@ from torch import nn
 from pyro_moe import parts
 
 SETTINGS = {
+    # point-estimated hyperparameters unless fit(learn=...) says otherwise
+    "learn": ("noise_precision", "gate"),
     "gate_hidden": 8,  # width of the gate's hidden layer
 }
 

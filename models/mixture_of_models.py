@@ -19,6 +19,8 @@ from pyro_moe import parts
 
 # Defaults of this model's settings; ``pyro_moe.fit(..., **settings)`` overrides them.
 SETTINGS = {
+    # point-estimated hyperparameters unless fit(learn=...) says otherwise
+    "learn": ("noise_precision",),
     "concentration": 1.0,  # mu of Dirichlet(mu 1_K)
 }
 

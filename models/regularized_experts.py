@@ -18,6 +18,8 @@ from torch import nn
 from pyro_moe import parts
 
 SETTINGS = {
+    # point-estimated hyperparameters unless fit(learn=...) says otherwise
+    "learn": ("prior_mean", "noise_precision", "gate"),
     "gate_hidden": 8,
     "regularization_cov": 1.0,  # Xi: a scalar (times I), a vector (diagonal) or a matrix
 }

@@ -86,6 +86,7 @@ def fit(
         max_iter: iteration (CAVI) or step (SVI) limit.
         learn: hyperparameters to point-estimate ("all", "none", or names among
             prior_mean, prior_cov, noise_precision, gate); the rest stay fixed.
+            Default: the model file's ``SETTINGS["learn"]``.
         prior_mean, prior_cov, noise_precision, concentration, regularization_cov,
             gate_hidden: hyperparameter values (initial values when learned).
         device: where to compute ("cpu", "cuda"); CAVI computes in float64.

@@ -73,9 +73,11 @@ class Model:
     ) -> Config:
         """Build the :class:`Config` of a fit; ``None`` arguments take the file's defaults.
 
-        Defaults: w0_k = 0; A_k = I; beta = 1 / Var(y); mu from SETTINGS (1.0).
-        A scalar or vector ``prior_cov``/``regularization_cov`` means a multiple of I or a
-        diagonal; a single (n,)-vector or (n, n)-matrix prior is shared by all experts.
+        Defaults: w0_k = 0; A_k = I; beta = 1 / Var(y); mu and ``learn`` from SETTINGS.
+        Learning A_k is type-II ML of a full covariance from a single draw w_k: A_k collapses
+        towards rank one (and, with w0_k learned too, onto the posterior: w0_k -> m_k,
+        A_k -> B_k -> 0), which CAVI approaches only sublinearly, stopping at the floors.
+        So the model files hold A_k fixed by default; ``learn="all"`` is the study's variant.
         """
         K, n = int(experts), X.shape[1]
         dt = dict(dtype=X.dtype, device=X.device)
@@ -105,7 +107,7 @@ class Model:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 gate = self.module.make_gate(n, K, hidden).to(**dt)
-        learned = learn_set(learn)
+        learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:
             learned = learned - {"gate"}
         return Config(

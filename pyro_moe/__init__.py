@@ -7,6 +7,7 @@ Fit a model file two ways, on the same model: Pyro SVI and closed-form variation
     >>> result = pyro_moe.fit(model, X, y, experts=2, method="cavi")   # doctest: +SKIP
 """
 
+from .compare import Comparison, compare, compare_circles
 from .config import Config
 from .curve_fitting import fit_circles, fit_conics, fit_curves
 from .errors import (
@@ -24,6 +25,7 @@ from .result import FitResult, Prediction
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparison",
     "Config",
     "ConvergenceWarning",
     "FitResult",
@@ -35,6 +37,8 @@ __all__ = [
     "Prediction",
     "PyroMoeError",
     "builtin_models",
+    "compare",
+    "compare_circles",
     "fit",
     "fit_circles",
     "fit_conics",

@@ -123,6 +123,7 @@ def fit(
     if method == "cavi":
         from .cavi import Options, fit_cavi
 
+        _check_options(Options, engine_options, method)
         opts = Options(
             n_init=n_init,
             init=init,
@@ -137,6 +138,7 @@ def fit(
     else:
         from .svi import SVIOptions, fit_svi
 
+        _check_options(SVIOptions, engine_options, method)
         opts = SVIOptions(
             n_init=n_init,
             init=init,
@@ -150,3 +152,15 @@ def fit(
         result = fit_svi(model, X, y, config, opts)
     result.shapes = shapes
     return result
+
+
+def _check_options(options_type, given: dict, method: str) -> None:
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(options_type)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise InputError(
+            f"unknown option(s) {', '.join(unknown)} for method={method!r}; "
+            f"known: {', '.join(sorted(known))}"
+        )

@@ -165,6 +165,8 @@ def test_unknown_model_name_lists_the_builtins():
         ({"prior_mean": np.zeros((3, 3))}, r"prior_mean must have shape \(2, 3\)"),
         ({"init": "kmeans"}, "unknown init"),
         ({"n_init": 0}, "n_init must be at least 1"),
+        ({"gate_stepz": 3}, "unknown option.*gate_stepz.*method='cavi'"),
+        ({"method": "svi", "batch_sise": 3}, "unknown option.*batch_sise.*method='svi'"),
     ],
 )
 def test_bad_input_raises_clear_errors(kwargs, match):

@@ -73,7 +73,7 @@ def fit_cavi(
     X (N, n) and y (N,) must be float64 tensors on the device to compute on.
     """
     conj = read_model(model, X, y, config)
-    inits = _init_schedule(options, conj)
+    inits = init_schedule(options, conj.prior_mean)
     start = time.perf_counter()
     best: _Run | None = None
     summaries = []
@@ -101,7 +101,12 @@ def fit_cavi(
     return _result(model, X, y, config, conj, best, summaries, time.perf_counter() - start)
 
 
-def _init_schedule(options: Options, conj: Conjugate) -> list[str]:
+def init_schedule(options, prior_mean: torch.Tensor) -> list[str]:
+    """The initialisation of each restart (shared by CAVI and SVI).
+
+    ``init="auto"``: "prior" first when the prior means differ between experts (it breaks
+    the symmetry), then "subsets"; given responsibilities make a single "given" run.
+    """
     if options.n_init < 1:
         raise InputError(f"n_init must be at least 1, got {options.n_init}")
     if options.responsibilities is not None:
@@ -110,7 +115,7 @@ def _init_schedule(options: Options, conj: Conjugate) -> list[str]:
         return list(options.init)
     if options.init != "auto":
         return [options.init] * options.n_init
-    distinct = not torch.allclose(conj.prior_mean, conj.prior_mean[:1].expand_as(conj.prior_mean))
+    distinct = not torch.allclose(prior_mean, prior_mean[:1].expand_as(prior_mean))
     first = ["prior"] if distinct else []
     return (first + ["subsets"] * options.n_init)[: options.n_init]
 

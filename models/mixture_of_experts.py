@@ -15,6 +15,7 @@ from torch import nn
 from pyro_moe import parts
 
 SETTINGS = {
+    "noise_expert": False,  # a uniform background component for stray points (outliers)
     # point-estimated hyperparameters unless fit(learn=...) says otherwise
     "learn": ("noise_precision", "gate"),
     "gate_hidden": 8,  # width of the gate's hidden layer
@@ -44,7 +45,9 @@ def model(X, y, config, subsample=None):
     with pyro.plate(parts.EXPERTS_PLATE, config.experts):
         w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), config.hyper("prior_cov")))
     gate = config.gate_logits
-    parts.observe_targets(X, y, w, beta, lambda x: dist.Categorical(logits=gate(x)), subsample)
+    parts.observe_targets(
+        X, y, w, beta, lambda x: dist.Categorical(logits=gate(x)), config, subsample
+    )
 
 
 def guide(X, y, config, subsample=None):

@@ -19,6 +19,7 @@ from pyro_moe import parts
 
 # Defaults of this model's settings; ``pyro_moe.fit(..., **settings)`` overrides them.
 SETTINGS = {
+    "noise_expert": False,  # a uniform background component for stray points (outliers)
     # point-estimated hyperparameters unless fit(learn=...) says otherwise
     "learn": ("noise_precision",),
     "concentration": 1.0,  # mu of Dirichlet(mu 1_K)
@@ -48,7 +49,7 @@ def model(X, y, config, subsample=None):
     pi = pyro.sample("pi", mixing_prior(config.concentration))
     with pyro.plate(parts.EXPERTS_PLATE, config.experts):
         w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), config.hyper("prior_cov")))
-    parts.observe_targets(X, y, w, beta, lambda x: dist.Categorical(pi), subsample)
+    parts.observe_targets(X, y, w, beta, lambda x: dist.Categorical(pi), config, subsample)
 
 
 def guide(X, y, config, subsample=None):

@@ -66,6 +66,7 @@ def fit(
     concentration=None,
     regularization_cov=None,
     gate_hidden: int | None = None,
+    noise_expert: bool | None = None,
     device: str | torch.device | None = None,
     progress: bool | None = None,
     shapes: dict | None = None,
@@ -89,6 +90,9 @@ def fit(
             Default: the model file's ``SETTINGS["learn"]``.
         prior_mean, prior_cov, noise_precision, concentration, regularization_cov,
             gate_hidden: hyperparameter values (initial values when learned).
+        noise_expert: add a uniform background component over the observed target range
+            (outliers; default: the model file's ``SETTINGS["noise_expert"]``). The result's
+            responsibilities then have K + 1 columns, the noise expert last.
         device: where to compute ("cpu", "cuda"); CAVI computes in float64.
         progress: show a progress bar (default: only on a terminal for long runs).
         shapes: standardization info attached to the result (set by the shape helpers).
@@ -117,6 +121,7 @@ def fit(
         concentration=concentration,
         regularization_cov=regularization_cov,
         gate_hidden=gate_hidden,
+        noise_expert=noise_expert,
         learn=learn,
         seed=seed,
     )

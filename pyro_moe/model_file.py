@@ -69,6 +69,7 @@ class Model:
         regularization_cov=None,
         gate_hidden: int | None = None,
         learn=None,
+        noise_expert: bool | None = None,
         seed: int = 0,
     ) -> Config:
         """Build the :class:`Config` of a fit; ``None`` arguments take the file's defaults.
@@ -91,9 +92,12 @@ class Model:
         if noise_precision is None:
             var = float(y.var()) if y.numel() > 1 else 1.0
             noise_precision = 1.0 / var if var > 0 else 1.0
+        noise = s.get("noise_expert", False) if noise_expert is None else noise_expert
+        bounds = noise_bounds(y) if noise else None
+        C = K + int(noise)
         mu = s.get("concentration", 1.0) if concentration is None else concentration
         mu = _as(mu, dt)
-        mu = mu.expand(K) if mu.dim() == 0 else mu
+        mu = mu.expand(C) if mu.dim() == 0 else mu
         xi = None
         if self.regularized:
             xi = _as_cov(
@@ -120,8 +124,20 @@ class Model:
             regularization_cov=xi,
             gate=gate,
             gate_hidden=hidden,
+            noise_bounds=bounds,
+            noise_weight=_as(s.get("noise_weight", 0.1), dt).reshape(()) if noise else None,
             learn=learned,
         )
+
+
+def noise_bounds(y: torch.Tensor, margin: float = 1e-6) -> torch.Tensor:
+    """(lo, hi): the observed target range, widened by ``margin`` of its width on each side.
+
+    The noise expert's density is 1 / (hi - lo) on [lo, hi): constant over the targets seen.
+    """
+    lo, hi = float(y.min()), float(y.max())
+    width = max(hi - lo, 1e-12 * max(abs(lo), abs(hi), 1.0))
+    return torch.tensor([lo - margin * width, hi + margin * width], dtype=y.dtype, device=y.device)
 
 
 def load_model(name_or_path: str | Path | Model) -> Model:

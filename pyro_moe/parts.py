@@ -42,23 +42,35 @@ def observe_targets(
     weights: torch.Tensor,
     beta: torch.Tensor,
     assignment_prior,
+    config: Config,
     subsample: torch.Tensor | None = None,
 ) -> None:
     """z_i ~ assignment_prior(x_i), y_i | z_i = k ~ N(w_k^T x_i, 1/beta), in plate ``data``.
 
     ``assignment_prior`` maps the rows of X in the (sub)sample to a Categorical
     distribution: constant pi for a mixture of models, the gate for a mixture of experts.
+    With the noise expert (component K), y_i | z_i = K ~ Uniform(lo, hi) instead: the two
+    observed sites ``y`` and ``y_noise`` are masked by z so each point has one density.
     """
+    K = config.experts
     with pyro.plate(DATA_PLATE, X.shape[0], subsample=subsample) as idx:
         x = X[idx]
         z = pyro.sample("z", assignment_prior(x))
-        loc = Vindex(x @ weights.transpose(-1, -2))[..., z]
-        pyro.sample("y", dist.Normal(loc, beta.rsqrt()), obs=y[idx])
+        means = x @ weights.transpose(-1, -2)
+        if not config.noise_expert:
+            pyro.sample("y", dist.Normal(Vindex(means)[..., z], beta.rsqrt()), obs=y[idx])
+            return
+        means = torch.cat([means, torch.zeros_like(means[..., :1])], -1)
+        noise = z == K
+        likelihood = dist.Normal(Vindex(means)[..., z], beta.rsqrt())
+        pyro.sample("y", likelihood.mask(~noise), obs=y[idx])
+        lo, hi = config.noise_bounds.unbind(-1)
+        pyro.sample("y_noise", dist.Uniform(lo, hi).mask(noise), obs=y[idx])
 
 
 def assignments_guide(X: torch.Tensor, config: Config, subsample: torch.Tensor | None = None):
-    """q(z_i) = Cat(r_i), each point with its own probabilities; enumerated exactly."""
-    N, K = X.shape[0], config.experts
+    """q(z_i) = Cat(r_i) over the C components, each point with its own probabilities; enumerated."""
+    N, K = X.shape[0], config.components
     probs = pyro.param(
         "assignment_probs",
         lambda: torch.full((N, K), 1.0 / K, dtype=X.dtype, device=X.device),

@@ -36,7 +36,9 @@ class Prediction:
     """Posterior predictive of y at new rows x (a mixture of Gaussians over experts).
 
     Expert k predicts N(m_k^T x, 1/beta + x^T B_k x); with weights g_k(x) the mixture has
-    mean sum_k g_k mu_k and variance sum_k g_k (s_k^2 + mu_k^2) - mean^2.
+    mean sum_k g_k mu_k and variance sum_k g_k (s_k^2 + mu_k^2) - mean^2. A noise expert adds
+    a component Uniform(lo, hi) with its weight g_0(x) (mean (lo+hi)/2, second moment
+    (lo^2 + lo hi + hi^2)/3).
     """
 
     mean: torch.Tensor  # (N,)
@@ -44,6 +46,8 @@ class Prediction:
     expert_weights: torch.Tensor  # (N, K)
     expert_means: torch.Tensor  # (N, K)
     expert_variances: torch.Tensor  # (N, K)
+    noise_weight: torch.Tensor | None = None  # (N,) weight of the noise expert
+    noise_bounds: torch.Tensor | None = None  # (lo, hi) of its uniform density
 
     def interval(self, level: float = 0.95) -> torch.Tensor:
         """Central prediction interval of the mixture, (N, 2), from mixture quantiles.
@@ -56,19 +60,29 @@ class Prediction:
         lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
         lo = (self.expert_means - 10 * sd).min(-1).values
         hi = (self.expert_means + 10 * sd).max(-1).values
+        if self.noise_weight is not None:
+            lo = lo.clamp(max=float(self.noise_bounds[0]))
+            hi = hi.clamp(min=float(self.noise_bounds[1]))
         out = []
         for q in (lo_q, hi_q):
             a, b = lo.clone(), hi.clone()
             for _ in range(80):
                 mid = 0.5 * (a + b)
-                cdf = (
-                    self.expert_weights * _normal_cdf((mid.unsqueeze(-1) - self.expert_means) / sd)
-                ).sum(-1)
+                cdf = self.cdf(mid)
                 below = cdf < q
                 a = torch.where(below, mid, a)
                 b = torch.where(below, b, mid)
             out.append(0.5 * (a + b))
         return torch.stack(out, -1)
+
+    def cdf(self, y: torch.Tensor) -> torch.Tensor:
+        """The predictive CDF at y (one value per row)."""
+        z = (y.unsqueeze(-1) - self.expert_means) / self.expert_variances.sqrt()
+        out = (self.expert_weights * _normal_cdf(z)).sum(-1)
+        if self.noise_weight is not None:
+            lo, hi = self.noise_bounds.unbind(-1)
+            out = out + self.noise_weight * ((y - lo) / (hi - lo)).clamp(0, 1)
+        return out
 
 
 def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
@@ -107,6 +121,8 @@ class FitResult:
     gate_hidden: int | None = None
     restarts: list[dict[str, Any]] = field(default_factory=list)
     shapes: dict[str, Any] | None = None  # {"design": "circle"|"conic", "center", "scale"}
+    noise_bounds: torch.Tensor | None = None  # (lo, hi) of the noise expert, if any
+    noise_weight: torch.Tensor | None = None  # rho, the noise share of a gated model
 
     # ---- summaries ---------------------------------------------------------------------
     @property
@@ -128,8 +144,19 @@ class FitResult:
         return self.objective - self.elbo
 
     @property
+    def noise_expert(self) -> bool:
+        return self.noise_bounds is not None
+
+    @property
+    def outliers(self) -> torch.Tensor:
+        """Boolean mask (N,): points most responsibly explained by the noise expert."""
+        if not self.noise_expert:
+            return torch.zeros(len(self.y), dtype=torch.bool, device=self.y.device)
+        return self.responsibilities.argmax(-1) == self.experts
+
+    @property
     def weights(self) -> torch.Tensor:
-        """Mixture weights: E_q[pi] (mixture of models) or the average gate (experts)."""
+        """Mixture weights (C,): E_q[pi] or the average responsibility; noise expert last."""
         if self.alpha is not None:
             return self.alpha / self.alpha.sum()
         return self.responsibilities.mean(0)
@@ -156,12 +183,14 @@ class FitResult:
         return gate
 
     def expert_weights(self, X: torch.Tensor) -> torch.Tensor:
-        """g_k(x) for rows of X: the gate's softmax, or E_q[pi] for a mixture of models."""
+        """g_k(x) (N, C) for rows of X: the gate's softmax, or E_q[pi]; noise expert last."""
         gate = self.gate_network()
         if gate is None:
             return self.weights.expand(X.shape[0], -1)
+        from .config import log_gate
+
         with torch.no_grad():
-            return torch.softmax(gate(X), -1)
+            return log_gate(gate, X, self.noise_weight).exp()
 
     def predict(self, X) -> Prediction:
         """Posterior predictive mean and variance at the rows of X (a mixture over experts)."""
@@ -169,11 +198,19 @@ class FitResult:
         if X.dim() != 2 or X.shape[1] != self.X.shape[1]:
             raise InputError(f"X must have shape (N, {self.X.shape[1]}), got {tuple(X.shape)}")
         g = self.expert_weights(X)
+        K = self.experts
         mu = X @ self.mean.T
         var = 1.0 / self.noise_precision + ((X @ self.cov) * X).sum(-1).T
-        mean = (g * mu).sum(-1)
-        second = (g * (var + mu * mu)).sum(-1)
-        return Prediction(mean, (second - mean * mean).clamp_min(0), g, mu, var)
+        mean = (g[:, :K] * mu).sum(-1)
+        second = (g[:, :K] * (var + mu * mu)).sum(-1)
+        g0 = None
+        if self.noise_expert:
+            g0 = g[:, K]
+            lo, hi = self.noise_bounds.unbind(-1)
+            mean = mean + g0 * (lo + hi) / 2
+            second = second + g0 * (lo * lo + lo * hi + hi * hi) / 3
+        variance = (second - mean * mean).clamp_min(0)
+        return Prediction(mean, variance, g[:, :K], mu, var, g0, self.noise_bounds)
 
     # ---- shapes ------------------------------------------------------------------------
     def _standardization(self):
@@ -207,7 +244,7 @@ class FitResult:
     _ARRAYS = (
         "X y responsibilities mean cov prior_mean prior_cov noise_precision concentration "
         "objective_history elbo_history time_history alpha log_gate noise_shape noise_rate "
-        "regularization_cov"
+        "regularization_cov noise_bounds noise_weight"
     ).split()
 
     def save(self, path: str | Path) -> Path:

@@ -54,5 +54,7 @@ def test_objective_never_decreases(model, N, n, K, learn, init, seed, noise):
     h = result.objective_history.numpy()
     assert np.isfinite(h).all()
     drops = h[:-1] - h[1:]
-    # round-off only: relative to the size of the objective's terms
-    assert drops.max(initial=0.0) <= 1e-9 * (np.abs(h).max() + N), (drops.max(), h)
+    # round-off only. On exact data the floors (beta <= 1e10/Var y, eig A >= 1e-10) make
+    # precisions of 1e10 next to O(1) terms; drops of 3e-8 at |F| = 27 were seen there. An
+    # update out of order or off its maximiser drops the objective by far more (> 1e-4).
+    assert drops.max(initial=0.0) <= 1e-8 * (np.abs(h).max() + N), (drops.max(), h)

@@ -91,3 +91,9 @@ def test_closed_form_elbo_matches_pyro_with_gamma_noise_prior(tmp_path, name):
 
 def test_asymmetric_dirichlet_matches_pyro():
     _check(pyro_moe.load_model("mixture_of_models"), concentration=[0.3, 2.0])
+
+
+@pytest.mark.parametrize("name", ["mixture_of_models", "mixture_of_experts", "regularized_experts"])
+def test_closed_form_elbo_matches_pyro_with_noise_expert(name):
+    kw = {"regularization_cov": [0.01, 0.01, 1.0]} if name == "regularized_experts" else {}
+    _check(pyro_moe.load_model(name), noise_expert=True, **kw)

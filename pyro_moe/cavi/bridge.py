@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..config import Config
+from ..config import Config, log_gate
 from ..model_file import Model
 from ..result import FitResult
 from . import updates as U
@@ -32,6 +32,8 @@ def guide_params(result: FitResult) -> dict[str, torch.Tensor]:
     }
     if result.alpha is not None:
         out["mixing_concentration"] = result.alpha
+    if result.noise_weight is not None:
+        out["noise_weight"] = result.noise_weight
     if result.noise_shape is not None:
         out["noise_shape"] = result.noise_shape
         out["noise_rate"] = result.noise_rate
@@ -48,6 +50,8 @@ def config_at(result: FitResult, config: Config) -> Config:
     new.noise_precision = result.noise_precision.clone().reshape(())
     if new.gate is not None and result.gate_state is not None:
         new.gate.load_state_dict(result.gate_state)
+    if result.noise_weight is not None:
+        new.noise_weight = result.noise_weight.clone().reshape(())
     return new
 
 
@@ -81,12 +85,15 @@ def closed_form_objective(
         if conj.mixture:
             log_prior = U.dirichlet_expected_log(alpha).expand(X.shape[0], -1)
         else:
-            log_prior = torch.log_softmax(config.gate(X), -1)
+            log_prior = log_gate(
+                config.gate, X, config.noise_weight if config.noise_expert else None
+            )
         e = U.expected_sq_residuals(X, y, q)
         elbo, F = U.objective(
             log_r, e, q, log_prior=log_prior, e_beta=e_beta, e_log_beta=e_log_beta,
             w0=conj.prior_mean, A=conj.prior_cov, alpha=alpha,
             mu=conj.concentration if conj.mixture else None,
             qbeta=qbeta, beta_prior=conj.noise_prior, xi=conj.regularization_cov,
+            noise_log_density=conj.noise_log_density,
         )  # fmt: skip
     return float(elbo), float(F)

@@ -13,6 +13,7 @@ site                       distribution CAVI can update    closed form
 ``y`` (observed)           Normal                          Gaussian likelihood
 ``noise_precision``        Gamma                           q(beta) Gamma
 ``prior_regularization``   MultivariateNormal(0, Xi), obs  exact w0 M-step
+``y_noise`` (observed)     Uniform(lo, hi)                 constant log-density (noise expert)
 =========================  ==============================  ===========================
 
 Anything else raises :class:`~pyro_moe.errors.NonConjugateError`, which names the site and
@@ -42,6 +43,7 @@ SUPPORTED = {
     "y": dist.Normal,
     "noise_precision": dist.Gamma,
     "prior_regularization": dist.MultivariateNormal,
+    "y_noise": dist.Uniform,
 }
 
 
@@ -57,6 +59,7 @@ class Conjugate:
     noise_precision: torch.Tensor | None  # beta used by y when it is not latent
     noise_prior: tuple[torch.Tensor, torch.Tensor] | None  # (a0, b0) of Gamma
     regularization_cov: torch.Tensor | None
+    noise_log_density: torch.Tensor | None = None  # -log(hi - lo) of the noise expert
 
 
 def _unwrap(fn):
@@ -146,7 +149,12 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
         raise ModelFileError(
             f"model {model.name!r} was given Xi but has no 'prior_regularization' site"
         )
+    noise_log_density = None
+    if "y_noise" in sites:
+        u = _unwrap(sites["y_noise"]["fn"])
+        noise_log_density = -torch.log(u.high - u.low).detach().to(X.dtype).reshape(-1)[0]
     return Conjugate(
+        noise_log_density=noise_log_density,
         mixture="pi" in sites,
         gated=config.gate is not None,
         prior_mean=prior_mean,

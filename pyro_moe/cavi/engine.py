@@ -24,8 +24,9 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
+from .. import config as C
 from ..config import Config
 from ..errors import ConvergenceWarning, InputError
 from ..model_file import Model
@@ -133,11 +134,10 @@ def _fresh_gate(config: Config, seed: int, restart: int):
     return gate
 
 
-def gate_step(gate: torch.nn.Module, X: torch.Tensor, r: torch.Tensor, steps: int) -> torch.Tensor:
-    """Increase sum_ik r_ik log g_ik(V) by L-BFGS; reject the step if it lowered the term.
-
-    Returns the new log g (N, K), detached.
-    """
+def gate_step(gate: torch.nn.Module, X: torch.Tensor, r: torch.Tensor, steps: int) -> None:
+    """Increase sum_ik r_ik log softmax_k(V(x_i)) by L-BFGS (k over the K experts; with a
+    noise expert the term separates from rho's, see :func:`pyro_moe.config.log_gate`);
+    reject the step if it lowered the term."""
     params = [p for p in gate.parameters() if p.requires_grad]
     N = X.shape[0]
 
@@ -166,7 +166,6 @@ def gate_step(gate: torch.nn.Module, X: torch.Tensor, r: torch.Tensor, steps: in
         if not term() >= before:
             for p, s in zip(params, saved, strict=True):
                 p.copy_(s)
-    return torch.log_softmax(gate(X), -1).detach()
 
 
 def _run(
@@ -181,7 +180,8 @@ def _run(
     restarts: int,
 ) -> _Run:
     N = X.shape[0]
-    K = config.experts
+    K, n_comp = config.experts, config.components
+    noise = conj.noise_log_density
     learn = config.learn
     w0, A = conj.prior_mean.clone(), conj.prior_cov.clone()
     xi = conj.regularization_cov
@@ -201,18 +201,20 @@ def _run(
     if gate is not None:
         for p in gate.parameters():
             p.requires_grad_(learn_gate)
+        rho = config.noise_weight
         with torch.no_grad():
-            log_gate = torch.log_softmax(gate(X), -1)
+            log_gate = C.log_gate(gate, X, rho)
     alpha = None
 
     def log_prior_of(alpha_):
-        return U.dirichlet_expected_log(alpha_).expand(N, K) if conj.mixture else log_gate
+        return U.dirichlet_expected_log(alpha_).expand(N, n_comp) if conj.mixture else log_gate
 
     log_r = initial_log_responsibilities(
         how, X, y, K, seed,
         prior=U.prior_from(w0, A),
-        log_prior=(U.dirichlet_expected_log(mu).expand(N, K) if conj.mixture else log_gate),
+        log_prior=(U.dirichlet_expected_log(mu).expand(N, n_comp) if conj.mixture else log_gate),
         e_beta=e_beta, e_log_beta=e_log_beta, given=options.responsibilities,
+        noise_log_density=noise,
     )  # fmt: skip
 
     run = _Run()
@@ -227,30 +229,36 @@ def _run(
     )
     for _ in range(options.max_iter):
         r = log_r.exp()
-        stats = U.sufficient_stats(X, y, r)
+        stats = U.sufficient_stats(X, y, r[:, :K])  # the noise expert has no weights
         q = U.update_weights(stats, A, w0, e_beta)
         if conj.mixture:
-            alpha = mu + stats.Nk
+            alpha = mu + r.sum(0)
         if "prior_mean" in learn:
             w0 = U.update_prior_mean(q, A, xi)
         if "prior_cov" in learn:
             A = U.update_prior_cov(q, w0, options.prior_var_min)
         total_sq = U.summed_sq_residuals(stats, q).sum()
+        n_gauss = stats.Nk.sum()  # points explained by the Gaussian experts (N without noise)
         if latent_beta:
-            a, b = U.update_noise_gamma(total_sq, N, a0, b0)
+            a, b = U.update_noise_gamma(total_sq, n_gauss, a0, b0)
             e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
         elif "noise_precision" in learn:
-            beta = U.update_noise_precision(total_sq, N, beta_max)
+            beta = U.update_noise_precision(total_sq, n_gauss, beta_max)
             e_beta, e_log_beta = beta, torch.log(beta)
         if learn_gate:
-            log_gate = gate_step(gate, X, r, options.gate_steps)
+            gate_step(gate, X, r[:, :K], options.gate_steps)
+            if rho is not None:  # M-step for the noise share: rho = (1/N) sum_i r_iK
+                rho = r[:, K].mean().clamp(1e-12, 1 - 1e-12)
+            with torch.no_grad():
+                log_gate = C.log_gate(gate, X, rho)
         e = U.expected_sq_residuals(X, y, q)
         log_prior = log_prior_of(alpha)
-        log_r = U.responsibilities(log_prior, e, e_log_beta, e_beta)
+        log_r = U.responsibilities(log_prior, e, e_log_beta, e_beta, noise)
         elbo, F = U.objective(
             log_r, e, q, log_prior=log_prior, e_beta=e_beta, e_log_beta=e_log_beta, w0=w0, A=A,
             alpha=alpha, mu=mu if conj.mixture else None,
             qbeta=(a, b) if latent_beta else None, beta_prior=conj.noise_prior, xi=xi,
+            noise_log_density=noise,
         )  # fmt: skip
         if not torch.isfinite(F):
             raise FloatingPointError(
@@ -272,6 +280,7 @@ def _run(
         log_r=log_r, q=q, w0=w0, A=A, alpha=alpha, e_beta=e_beta,
         qbeta=(a, b) if latent_beta else None, gate=gate,
         log_gate=log_gate if gate is not None else None, xi=xi, mu=mu,
+        rho=rho if gate is not None else None,
     )  # fmt: skip
     return run
 
@@ -305,6 +314,8 @@ def _result(
         log_gate=s["log_gate"],
         noise_shape=s["qbeta"][0] if s["qbeta"] else None,
         noise_rate=s["qbeta"][1] if s["qbeta"] else None,
+        noise_bounds=config.noise_bounds,
+        noise_weight=s["rho"],
         regularization_cov=s["xi"],
         gate_state={k: v.detach().clone() for k, v in gate.state_dict().items()} if gate else None,
         gate_hidden=config.gate_hidden,

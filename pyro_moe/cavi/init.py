@@ -38,23 +38,30 @@ def initial_log_responsibilities(
     e_beta,
     e_log_beta,
     given: torch.Tensor | None = None,
+    noise_log_density=None,
 ) -> torch.Tensor:
-    """log r (N, K) for strategy ``how``."""
+    """log r (N, C) for strategy ``how``; C = K, or K + 1 with a noise expert (last column).
+
+    With a noise expert, "subsets" compares each point's Gaussian density under the
+    subset fits (precision beta0) with the uniform density u: stray points start in it.
+    """
     gen = torch.Generator(device=X.device).manual_seed(int(seed))
+    C = K + int(noise_log_density is not None)
     if how == "prior":
         e = U.expected_sq_residuals(X, y, prior)
-        return U.responsibilities(log_prior, e, e_log_beta, e_beta)
+        return U.responsibilities(log_prior, e, e_log_beta, e_beta, noise_log_density)
     if how == "subsets":
         W = subset_weights(X, y, K, gen)
         res2 = (y.unsqueeze(-1) - X @ W.T) ** 2
         beta0 = 1.0 / res2.min(-1).values.mean().clamp_min(1e-12 * float(y.var()) + 1e-300)
-        return torch.log_softmax(-0.5 * beta0 * res2, -1)
+        flat = torch.zeros(X.shape[0], C, dtype=X.dtype, device=X.device)
+        return U.responsibilities(flat, res2, torch.log(beta0), beta0, noise_log_density)
     if how == "random":
         # normalised Exp(1) draws are Dir(1) rows
-        g = torch.empty(X.shape[0], K, dtype=X.dtype, device=X.device).exponential_(generator=gen)
+        g = torch.empty(X.shape[0], C, dtype=X.dtype, device=X.device).exponential_(generator=gen)
         return torch.log(g / g.sum(-1, keepdim=True))
     if how == "given":
-        return _given(given, X.shape[0], K, X)
+        return _given(given, X.shape[0], C, X)
     raise InputError(
         f"unknown init {how!r}; use 'prior', 'subsets', 'random' or given responsibilities"
     )

@@ -108,8 +108,10 @@ def update_prior_cov(q: WeightPosterior, w0: torch.Tensor, min_var: float) -> to
     return (U * lam.clamp_min(min_var).unsqueeze(-2)) @ U.transpose(-1, -2)
 
 
-def update_noise_precision(total_sq: torch.Tensor, N: int, max_precision: float) -> torch.Tensor:
+def update_noise_precision(total_sq: torch.Tensor, N, max_precision: float) -> torch.Tensor:
     """M-step 1/beta = (1/N) sum_ik r_ik e_ik, capped at ``max_precision``.
+
+    N = sum over the Gaussian experts of N_k (all points, unless a noise expert takes some).
 
     The objective N/2 log beta - beta/2 sum r e is concave in beta, so the cap gives the
     exact maximiser over (0, max_precision].
@@ -117,7 +119,7 @@ def update_noise_precision(total_sq: torch.Tensor, N: int, max_precision: float)
     return (N / total_sq).clamp(max=max_precision)
 
 
-def update_noise_gamma(total_sq: torch.Tensor, N: int, a0: torch.Tensor, b0: torch.Tensor):
+def update_noise_gamma(total_sq: torch.Tensor, N, a0: torch.Tensor, b0: torch.Tensor):
     """q(beta) = Gamma(a, b): a = a0 + N/2, b = b0 + 1/2 sum_ik r_ik e_ik (repo docs/derivation.md)."""
     return a0 + 0.5 * N, b0 + 0.5 * total_sq
 
@@ -161,13 +163,20 @@ def regularizer(w0: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
     return -0.5 * K * (K - 1) * (n * LOG_2PI + logdet) - quad
 
 
-def responsibilities(log_prior: torch.Tensor, e: torch.Tensor, e_log_beta, e_beta) -> torch.Tensor:
-    """log r_ik = log_prior_ik + 1/2 E log beta - E beta/2 e_ik + const_i, normalised by log-sum-exp.
+def responsibilities(
+    log_prior: torch.Tensor, e: torch.Tensor, e_log_beta, e_beta, noise_log_density=None
+) -> torch.Tensor:
+    """log r_ik = log_prior_ik + 1/2 E log beta - 1/2 log 2pi - E beta/2 e_ik + const_i.
 
-    ``log_prior`` is l_k = E log pi_k (mixture of models) or log g_ik (mixture of experts).
-    Returns log r (N, K).
+    ``log_prior`` is l_k = E log pi_k (mixture of models) or log g_ik (mixture of experts),
+    shape (N, C). With the noise expert (C = K + 1) its column is
+    log r_iK = log_prior_iK + log u, u = 1/(hi - lo) the uniform density over the targets.
+    Normalised by log-sum-exp; returns log r (N, C).
     """
-    logits = log_prior - 0.5 * e_beta * e + 0.5 * e_log_beta
+    K = e.shape[-1]
+    logits = log_prior[..., :K] - 0.5 * e_beta * e + 0.5 * e_log_beta - 0.5 * LOG_2PI
+    if noise_log_density is not None:
+        logits = torch.cat([logits, log_prior[..., K:] + noise_log_density], -1)
     return torch.log_softmax(logits, dim=-1)
 
 
@@ -215,6 +224,7 @@ def objective(
     qbeta=None,
     beta_prior=None,
     xi: torch.Tensor | None = None,
+    noise_log_density=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The closed-form ELBO and objective F = ELBO + R(w0), in nats (derivation sections 3-5).
 
@@ -224,12 +234,16 @@ def objective(
 
     ``log_prior`` is l_k = psi(alpha_k) - psi(alpha_0) (mixture of models, with ``alpha``
     and ``mu`` given) or log g_ik (experts); r_ik log g_ik counts as 0 where r_ik = 0.
+    With the noise expert (column K of r), its likelihood term is sum_i r_iK log u.
     """
     r = log_r.exp()
+    K = e.shape[-1]
     like = (
         torch.where(r > 0, r * log_prior, 0.0).sum()
-        + (r * (0.5 * e_log_beta - 0.5 * LOG_2PI - 0.5 * e_beta * e)).sum()
+        + (r[..., :K] * (0.5 * e_log_beta - 0.5 * LOG_2PI - 0.5 * e_beta * e)).sum()
     )
+    if noise_log_density is not None:
+        like = like + r[..., K:].sum() * noise_log_density
     elbo = like - torch.special.xlogy(r, r).sum() - weights_kl(q, w0, A)
     if alpha is not None and mu is not None:
         elbo = elbo - dirichlet_kl(alpha, mu)

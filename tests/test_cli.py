@@ -1,0 +1,440 @@
+"""End-to-end tests of the ``pyro-moe`` command line (:mod:`pyro_moe.cli`).
+
+Most tests call ``main(argv)`` in-process (fast); a few run ``python -m pyro_moe`` in a
+subprocess to check the real entry point and its exit statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pyro_moe
+from pyro_moe.cli import main
+from pyro_moe.model_file import MODELS_DIR
+from pyro_moe.shapes import circle_image, match_circles
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TRUE_CENTERS = [(40.0, 40.0), (90.0, 85.0)]
+TRUE_RADII = [18.0, 25.0]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def save_png(path: Path, mask: np.ndarray) -> Path:
+    """Save a boolean mask as an 8-bit gray PNG (foreground white)."""
+    Image.fromarray((np.asarray(mask) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def circles_png(tmp_path: Path) -> Path:
+    """A 128x128 PNG with two rasterized circles (TRUE_CENTERS, TRUE_RADII)."""
+    img, _ = circle_image(TRUE_CENTERS, TRUE_RADII, (128, 128))
+    return save_png(tmp_path / "circles.png", img)
+
+
+@pytest.fixture
+def table_csv(tmp_path: Path) -> Path:
+    """A CSV with two linear regimes: y = 1 + 2 a (first half) and y = -1 - 3 b."""
+    rng = np.random.default_rng(0)
+    n = 120
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    first = np.arange(n) < n // 2
+    y = np.where(first, 1 + 2 * a, -1 - 3 * b) + 0.05 * rng.normal(size=n)
+    path = tmp_path / "table.csv"
+    lines = ["a,b,y", *(f"{ai:.6f},{bi:.6f},{yi:.6f}" for ai, bi, yi in zip(a, b, y, strict=True))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``main(argv)`` in-process; returns (exit status, stdout, stderr)."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(err: str, status: int, code: int, *, internal: bool = False) -> None:
+    """Exactly one stderr line of the expected kind, no traceback, the expected status."""
+    lines = err.splitlines()
+    assert code == status, err
+    assert len(lines) == 1, err
+    prefix = "pyro-moe: internal error: " if internal else "pyro-moe: error: "
+    assert lines[0].startswith(prefix), err
+    assert "Traceback" not in err
+
+
+def leftovers(directory: Path, before: set[str]) -> set[str]:
+    """Files that appeared in ``directory`` (outputs or temporaries)."""
+    return {p.name for p in directory.iterdir()} - before
+
+
+def non_conjugate_model(tmp_path: Path) -> Path:
+    """mixture_of_models with a Laplace prior on the weights: SVI only."""
+    text = (MODELS_DIR / "mixture_of_models.py").read_text()
+    old = "dist.MultivariateNormal(prior_mean, covariance_matrix=prior_cov)"
+    assert old in text
+    path = tmp_path / "laplace_model.py"
+    path.write_text(text.replace(old, "dist.Laplace(prior_mean, 1.0).to_event(1)"))
+    return path
+
+
+# --------------------------------------------------------------------------- successes
+
+
+def test_demo_prints_true_and_recovered_circles(capsys):
+    code, out, err = run_cli(capsys, "demo")
+    assert code == 0, err
+    assert "true x0" in out and "found x0" in out
+    assert "S = " in out
+    for word in ("objective", "iterations", "seconds"):
+        assert word in out
+    s = float(out.split("S = ")[1].split()[0])
+    assert s < 1.0
+
+
+def test_demo_json(capsys):
+    code, out, _ = run_cli(capsys, "demo", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert len(data["circles"]) == 3
+    assert data["S"] < 1.0
+    assert all(c["recovered"]["valid"] for c in data["circles"])
+
+
+def test_circles_recovered_within_one_pixel(capsys, circles_png):
+    code, out, err = run_cli(capsys, "circles", circles_png, "--experts", "2")
+    assert code == 0, err
+    assert err == ""
+    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    assert len(rows) == 2
+    found = [pyro_moe.shapes.Circle(float(r[1]), float(r[2]), float(r[3])) for r in rows]
+    _check_recovered(found)
+    assert sum(float(r[4]) for r in rows) == pytest.approx(1.0, abs=2e-3)
+    for word in ("objective", "ELBO", "iterations", "seconds"):
+        assert word in out
+
+
+def _check_recovered(found) -> None:
+    true = [
+        pyro_moe.shapes.Circle(x, y, r) for (x, y), r in zip(TRUE_CENTERS, TRUE_RADII, strict=True)
+    ]
+    pairs = match_circles(true, found)
+    assert len(pairs) == len(true)
+    for i, j in pairs:
+        assert abs(found[j].x0 - true[i].x0) < 1
+        assert abs(found[j].y0 - true[i].y0) < 1
+        assert abs(found[j].r - true[i].r) < 1
+
+
+def test_circles_json(capsys, circles_png):
+    code, out, _ = run_cli(capsys, "circles", circles_png, "-k", "2", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) >= {
+        "circles",
+        "objective",
+        "elbo",
+        "iterations",
+        "seconds",
+        "method",
+        "model",
+        "converged",
+    }
+    assert data["method"] == "cavi" and data["model"] == "mixture_of_models"
+    found = [pyro_moe.shapes.Circle(c["x0"], c["y0"], c["r"], c["valid"]) for c in data["circles"]]
+    _check_recovered(found)
+    assert sum(c["share"] for c in data["circles"]) == pytest.approx(1.0)
+
+
+def test_circles_plot_and_save(capsys, circles_png, tmp_path):
+    plot, save = tmp_path / "fit.png", tmp_path / "fit.npz"
+    before = {p.name for p in tmp_path.iterdir()}
+    code, out, err = run_cli(
+        capsys, "circles", circles_png, "-k", "2", "--json", "--plot", plot, "--save", save
+    )
+    assert code == 0, err
+    assert leftovers(tmp_path, before) == {"fit.png", "fit.npz"}  # no temporaries left
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(plot) as im:
+        im.verify()
+    loaded = pyro_moe.FitResult.load(save)
+    printed = json.loads(out)["circles"]
+    for c, p in zip(loaded.circles(), printed, strict=True):
+        assert (c.x0, c.y0, c.r) == pytest.approx((p["x0"], p["y0"], p["r"]), abs=1e-9)
+
+
+def test_conics_of_circles(capsys, circles_png, tmp_path):
+    plot = tmp_path / "conics.png"
+    code, out, err = run_cli(capsys, "conics", circles_png, "-k", "2", "--json", "--plot", plot)
+    assert code == 0, err
+    conics = json.loads(out)["conics"]
+    assert [c["kind"] for c in conics] == ["ellipse", "ellipse"]
+    centres = sorted(tuple(c["center"]) for c in conics)
+    assert np.allclose(centres, sorted(TRUE_CENTERS), atol=1.5)
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    code, out, _ = run_cli(capsys, "conics", circles_png, "-k", "2")
+    assert code == 0 and "angle (deg)" in out and "ellipse" in out
+
+
+def test_fit_csv(capsys, table_csv, tmp_path):
+    save = tmp_path / "fit.npz"
+    code, out, err = run_cli(
+        capsys, "fit", table_csv, "--target", "y", "-k", "2", "--json", "--save", save
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["features"] == ["a", "b", "(intercept)"]
+    weights = sorted(
+        (round(e["weights"]["a"]), round(e["weights"]["b"]), round(e["weights"]["(intercept)"]))
+        for e in data["experts"]
+    )
+    assert weights == [(0, -3, -1), (2, 0, 1)]
+    assert sum(e["share"] for e in data["experts"]) == pytest.approx(1.0)
+    assert all(e["noise_precision"] > 0 for e in data["experts"])
+    loaded = pyro_moe.FitResult.load(save)
+    assert loaded.mean.shape == (2, 3)
+
+    code, out, _ = run_cli(
+        capsys, "fit", table_csv, "--target", "y", "--features", "a", "--no-intercept"
+    )
+    assert code == 0
+    header = out.splitlines()[2].split()
+    assert header[:2] == ["expert", "a"] and "(intercept)" not in out
+    assert "noise precision" in out and "objective" in out
+
+
+def test_convergence_warning_is_one_line_and_exit_zero(capsys, circles_png):
+    code, out, err = run_cli(capsys, "circles", circles_png, "-k", "2", "--max-iter", "2")
+    assert code == 0
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyro-moe: warning: "), err
+    assert "circle" in out
+
+
+def test_help_shows_defaults(capsys):
+    for command in ("circles", "conics", "fit", "demo"):
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "default" in out
+    assert "(default: otsu)" in " ".join(_help(capsys, "circles").split())
+
+
+def _help(capsys, command: str) -> str:
+    main([command, "--help"])
+    return capsys.readouterr().out
+
+
+def test_threads_option(capsys, circles_png):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        code, _, err = run_cli(capsys, "--threads", "1", "circles", circles_png, "--restarts", "1")
+        assert code == 0, err
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _expect_failure(capsys, tmp_path, status, *argv, internal=False):
+    """Run with --save/--plot into tmp_path and check the error contract."""
+    outdir = tmp_path / "out"
+    outdir.mkdir(exist_ok=True)
+    before = {p.name for p in outdir.iterdir()}
+    code, out, err = run_cli(capsys, *argv)
+    assert_one_error_line(err, status, code, internal=internal)
+    assert out == ""
+    assert leftovers(outdir, before) == set()
+    return err
+
+
+@pytest.fixture
+def image_outputs(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    return ["--save", out / "r.npz", "--plot", out / "r.png"]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.png", "no such image"),
+        (lambda d: _write(d / "corrupt.png", b"\x89PNG garbage"), "not a readable image"),
+        (lambda d: _write(d / "empty.png", b""), "not a readable image"),
+        (lambda d: save_png(d / "black.png", np.zeros((32, 32), bool)), "no foreground"),
+    ],
+    ids=["missing", "corrupt", "empty", "no-foreground"],
+)
+def test_bad_images_fail_with_status_1(capsys, tmp_path, image_outputs, make, message):
+    image = make(tmp_path)
+    err = _expect_failure(capsys, tmp_path, 1, "circles", image, *image_outputs)
+    assert message in err
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--experts", "0"], "--experts"),
+        (["--experts", "auto"], "auto is not available yet"),
+        (["--experts", "two"], "integer"),
+        (["--model", "no_such_model"], "unknown model"),
+        (["--threshold", "dark"], "--threshold"),
+        (["--learn", "everything"], "--learn"),
+        (["--method", "mcmc"], "--method"),
+    ],
+)
+def test_usage_errors_exit_2(capsys, tmp_path, circles_png, image_outputs, args, message):
+    err = _expect_failure(capsys, tmp_path, 2, "circles", circles_png, *image_outputs, *args)
+    assert message in err.replace("'auto'", "auto")
+
+
+def test_model_file_with_syntax_error_exits_2(capsys, tmp_path, circles_png, image_outputs):
+    bad = tmp_path / "broken_model.py"
+    bad.write_text("def model(X, y, config:\n    pass\n")
+    err = _expect_failure(
+        capsys, tmp_path, 2, "circles", circles_png, "--model", bad, *image_outputs
+    )
+    assert "syntax error" in err
+
+
+def test_non_conjugate_model_with_cavi_exits_1(capsys, tmp_path, circles_png, image_outputs):
+    model = non_conjugate_model(tmp_path)
+    err = _expect_failure(
+        capsys, tmp_path, 1, "circles", circles_png, "--model", model, "--method", "cavi",
+        *image_outputs,
+    )  # fmt: skip
+    assert "Laplace" in err and "svi" in err
+
+
+def test_more_experts_than_points_exits_1(capsys, tmp_path, circles_png, image_outputs):
+    err = _expect_failure(
+        capsys, tmp_path, 1, "circles", circles_png, "--max-points", "5", "-k", "6", *image_outputs
+    )
+    assert "more than the number of points" in err
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, args, message",
+    [
+        ("a,b,y\n1,2,3\n4,5,6\n", ["--target", "z"], "no column 'z'"),
+        ("a,b,y\n1,2,3\n4,5,6\n", ["--target", "y", "--features", "a,c"], "no column(s) 'c'"),
+        ("a,b,y\n1,2,3\n4,5\n", ["--target", "y"], "fields"),
+        ("a,b,y\n1,2,3\n4,nan,6\n7,8,9\n", ["--target", "y"], "NaN"),
+        ("a,b,y\n1,2,3\n4,five,6\n7,8,9\n", ["--target", "y"], "not a number"),
+        ("a,b,y\n1,2,3\n4,,6\n7,8,9\n", ["--target", "y"], "missing value"),
+        ("", ["--target", "y"], "empty"),
+        ("a,b,y\n1,2,3\n4,5,6\n", ["--target", "y", "-k", "5"], "more than the number of points"),
+    ],
+    ids=["no-target", "no-feature", "ragged", "nan", "text", "blank", "empty", "k-too-large"],
+)
+def test_bad_csv_fails_with_status_1(capsys, tmp_path, text, args, message):
+    data = _csv(tmp_path, text)
+    err = _expect_failure(capsys, tmp_path, 1, "fit", data, *args, "--save", tmp_path / "out/f.npz")
+    assert message in err
+
+
+def test_missing_output_directory_is_a_usage_error(capsys, tmp_path, circles_png):
+    err = _expect_failure(
+        capsys, tmp_path, 2, "circles", circles_png, "--save", tmp_path / "no/x.npz"
+    )
+    assert "does not exist" in err
+
+
+def test_failure_while_writing_leaves_no_file(capsys, tmp_path, circles_png, monkeypatch):
+    """The plot is staged first; a failing save must remove it too."""
+
+    def broken_save(self, path):
+        Path(path).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pyro_moe.FitResult, "save", broken_save)
+    out = tmp_path / "out"
+    _expect_failure(
+        capsys,
+        tmp_path,
+        1,
+        "circles",
+        circles_png,
+        "--plot",
+        out / "p.png",
+        "--save",
+        out / "r.npz",
+    )
+
+
+def test_unexpected_exception_is_an_internal_error(capsys, tmp_path, circles_png, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("something\nbroke")
+
+    monkeypatch.setattr(pyro_moe, "fit_circles", boom)
+    err = _expect_failure(capsys, tmp_path, 1, "circles", circles_png, internal=True)
+    assert "rerun with --debug" in err and "something broke" in err
+    for argv in (
+        ["--debug", "circles", str(circles_png)],
+        ["circles", str(circles_png), "--debug"],
+    ):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "RuntimeError" in err
+        assert err.splitlines()[-1].startswith("pyro-moe: internal error: ")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _python_m(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, "-m", "pyro_moe", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_entry_point_success_and_usage_error(tmp_path, circles_png):
+    ok = _python_m("circles", circles_png, "-k", "2", "--json", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert len(json.loads(ok.stdout)["circles"]) == 2
+    bad = _python_m("circles", circles_png, "--experts", "0", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert len(bad.stderr.splitlines()) == 1 and bad.stderr.startswith("pyro-moe: error: ")
+
+
+def test_entry_point_failed_run(tmp_path):
+    missing = _python_m(
+        "circles", tmp_path / "nope.png", "--save", tmp_path / "x.npz", cwd=tmp_path
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines() == [
+        f"pyro-moe: error: no such image file: {tmp_path / 'nope.png'}"
+    ]
+    assert "Traceback" not in missing.stderr
+    assert not (tmp_path / "x.npz").exists()

@@ -28,8 +28,8 @@ demo: $(STAMP)
 	$(BIN)/pyro-moe demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check pyro_moe models tests benchmarks
-	$(BIN)/ruff format --check pyro_moe models tests benchmarks
+	$(BIN)/ruff check pyro_moe models tests benchmarks notebooks
+	$(BIN)/ruff format --check pyro_moe models tests benchmarks notebooks
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests --nbmake notebooks

@@ -1,0 +1,428 @@
+"""Posterior diagnostics with ArviZ: the one module of pyro_moe that calls :mod:`arviz`.
+
+A :class:`~pyro_moe.result.FitResult` holds the variational posterior
+q(W) q(pi) [q(beta)] in closed form; :func:`to_inference_data` draws from it and builds an
+:class:`arviz.InferenceData` (arviz 0.23 API) with these groups:
+
+``posterior``
+    ``w`` (chain, draw, expert, feature): draws from q(w_k) = N(m_k, B_k);
+    ``pi`` (chain, draw, expert): draws from q(pi) = Dir(alpha) (mixtures of models only);
+    ``beta`` (chain, draw): draws from q(beta) = Gamma(shape, rate) when beta is latent,
+    else the point estimate repeated; and, for shape fits, the curve parameters of every
+    draw in pixel units: circles ``x0, y0, r`` (chain, draw, expert) with
+    x0 = c_x + sigma w_1/2, y0 = c_y + sigma w_2/2, r = sigma sqrt(w_3 + (w_1/2)^2 + (w_2/2)^2)
+    (NaN for a draw whose r^2 < 0), or conics ``xc, yc, semi_major, semi_minor, angle``
+    (NaN for a draw that is not an ellipse or a hyperbola; ``conic_kind`` in the attrs
+    counts the kinds).
+``log_likelihood``
+    ``y`` (chain, draw, point): log p(y_i | draw) = log sum_k g_ik N(y_i | w_k^T x_i, 1/beta)
+    with g_ik = the drawn pi_k (mixture of models) or the fitted gate's g_k(x_i) (gated
+    models; the gate is a point estimate). PSIS-LOO (:func:`loo`, :func:`compare_models`)
+    uses it to rank models fitted to the same targets y.
+``observed_data``
+    ``y`` (point,).
+``constant_data``
+    ``X`` (point, feature).
+
+The draws are independent (not MCMC), so :func:`loo` passes ``reff=1``. Several results
+(restarts with different seeds) become chains after aligning their experts to the first
+result's (:func:`align_experts`), and :func:`rhat_across_restarts` then flags restarts that
+found different optima (R-hat >> 1). Note that q is a variational approximation: its
+spread is usually narrower than the exact posterior's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy.optimize import linear_sum_assignment
+from scipy.special import logsumexp
+
+from .errors import InputError
+from .result import FitResult
+
+with warnings.catch_warnings():
+    # arviz 0.23 announces its 1.0 refactor with a FutureWarning at import; we pin <1.
+    warnings.filterwarnings("ignore", message="ArviZ is undergoing", category=FutureWarning)
+    import arviz as az
+
+__all__ = [
+    "align_experts",
+    "compare_models",
+    "k_high",
+    "loo",
+    "plot_forest",
+    "plot_posterior",
+    "restarts_as_chains",
+    "rhat_across_restarts",
+    "to_inference_data",
+]
+
+_FEATURES = {"circle": ["x", "y", "1"], "conic": ["xy", "y^2", "x", "y", "1"]}
+_CONIC_VARS = ("xc", "yc", "semi_major", "semi_minor", "angle")
+
+
+# ---------------------------------------------------------------- alignment of restarts
+def _np(t: Any) -> np.ndarray:
+    return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
+
+
+def _permute(result: FitResult, perm: Sequence[int]) -> FitResult:
+    """A copy of ``result`` with its experts reordered: new expert k = old expert perm[k]."""
+    idx = torch.as_tensor(list(perm), dtype=torch.long)
+    K = result.experts
+
+    def per_expert(t: torch.Tensor | None, dim: int = 0) -> torch.Tensor | None:
+        return None if t is None else t.index_select(dim, idx.to(t.device))
+
+    gate_state = result.gate_state
+    if gate_state is not None:
+        # The gate's output layer is the last weight/bias pair with K rows: permute its rows.
+        names = [n for n, v in gate_state.items() if v.dim() >= 1 and v.shape[0] == K]
+        last = [n for n in names if n.rsplit(".", 1)[0] == names[-1].rsplit(".", 1)[0]]
+        gate_state = {n: per_expert(v) if n in last else v.clone() for n, v in gate_state.items()}
+    prior_mean = result.prior_mean
+    prior_cov = result.prior_cov
+    return dataclasses.replace(
+        result,
+        responsibilities=per_expert(result.responsibilities, 1),
+        mean=per_expert(result.mean),
+        cov=per_expert(result.cov),
+        prior_mean=per_expert(prior_mean)
+        if prior_mean.dim() >= 1 and len(prior_mean) == K
+        else prior_mean,
+        prior_cov=per_expert(prior_cov)
+        if prior_cov.dim() == 3 and len(prior_cov) == K
+        else prior_cov,
+        concentration=(
+            per_expert(result.concentration)
+            if result.concentration.dim() == 1 and len(result.concentration) == K
+            else result.concentration
+        ),
+        alpha=per_expert(result.alpha),
+        log_gate=per_expert(result.log_gate, 1),
+        gate_state=gate_state,
+    )
+
+
+def align_experts(results: Sequence[FitResult]) -> list[FitResult]:
+    """Relabel the experts of every result to match the first result's.
+
+    The permutation minimises sum_k ||m_k^(first) - m_perm(k)||^2 over the posterior means
+    (Hungarian algorithm, :func:`scipy.optimize.linear_sum_assignment`). Returns copies; the
+    first result is returned unchanged. All results must have the same K and features.
+    """
+    results = list(results)
+    if not results:
+        raise InputError("need at least one FitResult")
+    ref = _np(results[0].mean)
+    out = [results[0]]
+    for r in results[1:]:
+        m = _np(r.mean)
+        if m.shape != ref.shape:
+            raise InputError(
+                f"cannot align experts of results with shapes {ref.shape} and {m.shape} "
+                "(same K and features needed)"
+            )
+        cost = ((ref[:, None, :] - m[None, :, :]) ** 2).sum(-1)
+        rows, cols = linear_sum_assignment(cost)
+        perm = [int(c) for _, c in sorted(zip(rows, cols, strict=True))]
+        out.append(r if perm == list(range(len(perm))) else _permute(r, perm))
+    return out
+
+
+# ---------------------------------------------------------------- draws from q
+def _mvn_draws(rng: np.random.Generator, mean: np.ndarray, cov: np.ndarray, n: int) -> np.ndarray:
+    """(n, K, d) draws of N(mean_k, cov_k); a symmetric square root, so a (near-)singular
+    covariance (noise-free data at the floors) is fine."""
+    K, d = mean.shape
+    out = np.empty((n, K, d))
+    for k in range(K):
+        c = 0.5 * (cov[k] + cov[k].T)
+        lam, V = np.linalg.eigh(c)
+        root = V * np.sqrt(np.clip(lam, 0.0, None))
+        out[:, k] = mean[k] + rng.standard_normal((n, d)) @ root.T
+    return out
+
+
+def _circle_params(w: np.ndarray, shapes: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    cx, cy = (float(c) for c in shapes["center"])
+    s = float(shapes["scale"])
+    x0, y0 = 0.5 * w[..., 0], 0.5 * w[..., 1]
+    r2 = w[..., 2] + x0 * x0 + y0 * y0
+    r = np.full_like(r2, np.nan)
+    ok = r2 >= 0
+    r[ok] = np.sqrt(r2[ok])
+    return {"x0": cx + s * x0, "y0": cy + s * y0, "r": s * r}
+
+
+def _conic_params(
+    w: np.ndarray, shapes: Mapping[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    from .shapes import Standardization, conic_from_weights, conic_to_pixels
+
+    st = Standardization(np.asarray(shapes["center"], float), float(shapes["scale"]))
+    flat = w.reshape(-1, w.shape[-1])
+    vals = np.full((len(flat), len(_CONIC_VARS)), np.nan)
+    kinds: dict[str, int] = {}
+    for i, row in enumerate(flat):
+        c = conic_from_weights(row)
+        kinds[c.kind] = kinds.get(c.kind, 0) + 1
+        if c.kind in ("ellipse", "hyperbola"):
+            p = conic_to_pixels(c, st)
+            vals[i] = (*p.center, *p.semi_axes, p.angle)
+    shape = w.shape[:-1]
+    return {v: vals[:, j].reshape(shape) for j, v in enumerate(_CONIC_VARS)}, kinds
+
+
+def _single(result: FitResult, rng: np.random.Generator, draws: int) -> dict[str, np.ndarray]:
+    """Posterior variables (draw, ...) and the pointwise log-likelihood (draw, point)."""
+    X, y = _np(result.X).astype(float), _np(result.y).astype(float)
+    w = _mvn_draws(rng, _np(result.mean).astype(float), _np(result.cov).astype(float), draws)
+    out: dict[str, np.ndarray] = {"w": w}
+    if result.alpha is not None:
+        pi = rng.dirichlet(_np(result.alpha).astype(float), size=draws)
+        out["pi"] = pi
+        log_g = np.log(np.clip(pi, 1e-300, None))[:, None, :]  # (draw, 1, K)
+    else:
+        if result.log_gate is not None:
+            lg = _np(result.log_gate).astype(float)
+        else:
+            lg = np.log(np.clip(_np(result.expert_weights(result.X)).astype(float), 1e-300, None))
+        log_g = lg[None, :, :]  # (1, N, K)
+    if result.noise_shape is not None and result.noise_rate is not None:
+        shape = float(result.noise_shape)
+        rate = float(result.noise_rate)
+        beta = rng.gamma(shape, 1.0 / rate, size=draws)
+    else:
+        beta = np.full(draws, float(result.noise_precision))
+    out["beta"] = beta
+    mu = np.einsum("nd,skd->snk", X, w)  # (draw, N, K)
+    b = beta[:, None, None]
+    log_norm = 0.5 * (np.log(b) - math.log(2 * math.pi)) - 0.5 * b * (y[None, :, None] - mu) ** 2
+    out["log_lik"] = logsumexp(log_g + log_norm, axis=-1)
+    return out
+
+
+def to_inference_data(
+    results: FitResult | Sequence[FitResult], *, draws: int = 1000, seed: int = 0
+) -> az.InferenceData:
+    """Draws from q as an :class:`arviz.InferenceData` (groups described in the module doc).
+
+    Args:
+        results: one FitResult (one chain) or several fitted to the same data (one chain
+            each, experts aligned to the first result's, see :func:`align_experts`).
+        draws: draws per chain.
+        seed: seed of the ``numpy.random.default_rng`` that draws every chain in turn.
+
+    Raises:
+        InputError: for no results, draws < 1, or results on different data.
+    """
+    if isinstance(results, FitResult):
+        results = [results]
+    results = align_experts(results)
+    if int(draws) < 1:
+        raise InputError(f"draws must be at least 1, got {draws}")
+    first = results[0]
+    for r in results[1:]:
+        if r.y.shape != first.y.shape or not torch.equal(r.y.cpu(), first.y.cpu()):
+            raise InputError("results for chains must be fitted to the same targets y")
+    rng = np.random.default_rng(seed)
+    chains = [_single(r, rng, int(draws)) for r in results]
+    stacked = {k: np.stack([c[k] for c in chains]) for k in chains[0]}
+    log_lik = stacked.pop("log_lik")
+    K, n = first.mean.shape
+    shapes = first.shapes
+    design = shapes.get("design") if shapes else None
+    features = _FEATURES.get(design, [f"w{j}" for j in range(n)])
+    if len(features) != n:
+        features = [f"w{j}" for j in range(n)]
+    posterior = dict(stacked)
+    dims: dict[str, list[str]] = {
+        "w": ["expert", "feature"],
+        "pi": ["expert"],
+        "y": ["point"],
+        "X": ["point", "feature"],
+    }
+    attrs: dict[str, Any] = {
+        "inference_library": "pyro_moe",
+        "method": first.method,
+        "model_name": first.model_name,
+        "approximation": "mean-field variational posterior q (independent draws)",
+    }
+    if design == "circle":
+        posterior.update(_circle_params(stacked["w"], shapes))
+        dims.update({v: ["expert"] for v in ("x0", "y0", "r")})
+    elif design == "conic":
+        params, kinds = _conic_params(stacked["w"], shapes)
+        posterior.update(params)
+        dims.update({v: ["expert"] for v in _CONIC_VARS})
+        attrs["conic_kind"] = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
+    coords = {
+        "expert": np.arange(K),
+        "feature": features,
+        "point": np.arange(first.y.shape[0]),
+    }
+    idata = az.from_dict(
+        posterior=posterior,
+        log_likelihood={"y": log_lik},
+        observed_data={"y": _np(first.y).astype(float)},
+        constant_data={"X": _np(first.X).astype(float)},
+        coords=coords,
+        dims=dims,
+    )
+    idata.posterior.attrs.update(attrs)
+    return idata
+
+
+def restarts_as_chains(
+    results: Sequence[FitResult], *, draws: int = 1000, seed: int = 0
+) -> az.InferenceData:
+    """Several fits of the same data (e.g. different seeds) as chains of one InferenceData,
+    experts aligned to the first fit (:func:`align_experts`)."""
+    results = list(results)
+    if len(results) < 2:
+        raise InputError(f"need at least 2 results to make chains, got {len(results)}")
+    return to_inference_data(results, draws=draws, seed=seed)
+
+
+def rhat_across_restarts(
+    results: Sequence[FitResult] | az.InferenceData,
+    *,
+    var_names: Sequence[str] | None = None,
+    draws: int = 1000,
+    seed: int = 0,
+) -> xr.Dataset:
+    """Rank-normalized R-hat (:func:`arviz.rhat`) with one chain per restart.
+
+    Values near 1 (below ~1.01) say the restarts found the same posterior; values >> 1 flag
+    restarts that converged to different optima. ``var_names`` defaults to the curve
+    parameters of shape fits (x0, y0, r or the conic's) and to ``w`` otherwise.
+    """
+    idata = (
+        results
+        if isinstance(results, az.InferenceData)
+        else restarts_as_chains(results, draws=draws, seed=seed)
+    )
+    if var_names is None:
+        names = list(idata.posterior.data_vars)
+        curve = [v for v in ("x0", "y0", "r", *_CONIC_VARS) if v in names]
+        var_names = curve or ["w"]
+    return az.rhat(idata, var_names=list(var_names))
+
+
+# ---------------------------------------------------------------- model comparison
+def loo(result: FitResult | az.InferenceData, *, draws: int = 1000, seed: int = 0) -> az.ELPDData:
+    """PSIS-LOO (:func:`arviz.loo`, pointwise) of one fit, with ``reff=1`` (independent draws).
+
+    ArviZ's UserWarning about large Pareto k is not raised; it is kept in the returned
+    ELPDData (``warning`` is True and ``pareto_k`` holds the values; see :func:`k_high`).
+    """
+    idata = (
+        result
+        if isinstance(result, az.InferenceData)
+        else to_inference_data(result, draws=draws, seed=seed)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = az.loo(idata, pointwise=True, reff=1.0)
+    _reraise_others(caught)
+    return out
+
+
+# Warnings from arviz 0.23 that say nothing about the user's data: deprecations of pandas 3
+# and matplotlib 3.11 triggered inside arviz (harmless with the pinned versions). Pareto-k
+# warnings are about the data, and are kept in the returned objects instead.
+_THIRD_PARTY = ("The inplace keyword", "Passing a dict or None as alias_mapping")
+_PARETO = ("Estimated shape parameter of Pareto",)
+
+
+def _reraise_others(caught: list) -> None:
+    """Re-issue caught warnings other than the Pareto-k and known third-party ones."""
+    for w in caught:
+        text = str(w.message)
+        if any(text.startswith(m) for m in _THIRD_PARTY + _PARETO):
+            continue
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def compare_models(
+    results: Mapping[str, FitResult | az.InferenceData],
+    *,
+    draws: int = 1000,
+    seed: int = 0,
+    method: str = "stacking",
+) -> Any:
+    """Rank fits of the same data by PSIS-LOO (:func:`arviz.compare`); a pandas DataFrame.
+
+    Every result must be fitted to the same targets y (e.g. the same points with the same
+    circle design): the log-likelihoods are compared point by point. Pareto-k warnings are
+    kept in the ``warning`` column instead of being raised.
+    """
+    if len(results) < 2:
+        raise InputError(f"need at least 2 models to compare, got {len(results)}")
+    idatas = {}
+    y0 = None
+    for name, r in results.items():
+        idata = (
+            r if isinstance(r, az.InferenceData) else to_inference_data(r, draws=draws, seed=seed)
+        )
+        y = idata.observed_data["y"].values
+        if y0 is None:
+            y0 = y
+        elif y.shape != y0.shape or not np.allclose(y, y0):
+            raise InputError(f"model {name!r} was fitted to other targets y than the first one")
+        idatas[name] = idata
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = az.compare(idatas, ic="loo", method=method)
+    _reraise_others(caught)
+    return table
+
+
+def k_high(elpd: az.ELPDData, threshold: float = 0.7) -> int:
+    """Number of points whose Pareto k exceeds ``threshold`` (PSIS-LOO unreliable there)."""
+    return int((np.asarray(elpd.pareto_k) > threshold).sum())
+
+
+# ---------------------------------------------------------------- plots
+@contextlib.contextmanager
+def _quiet_arviz_plotting() -> Iterator[None]:
+    """Silence the known third-party deprecations raised inside arviz 0.23's plots."""
+    with warnings.catch_warnings():
+        for message in _THIRD_PARTY:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+def _figure(axes: Any):
+    arr = np.atleast_1d(np.asarray(axes, dtype=object)).ravel()
+    return arr[0].get_figure()
+
+
+def plot_posterior(idata: az.InferenceData, var_names: Sequence[str] = ("r",), **kwargs: Any):
+    """Posterior densities (:func:`arviz.plot_posterior`), one panel per variable and expert;
+    returns the matplotlib Figure (never shows it)."""
+    with _quiet_arviz_plotting():
+        axes = az.plot_posterior(idata, var_names=list(var_names), show=False, **kwargs)
+    return _figure(axes)
+
+
+def plot_forest(
+    idata: az.InferenceData | Sequence[az.InferenceData],
+    var_names: Sequence[str] = ("r",),
+    **kwargs: Any,
+):
+    """Forest plot (:func:`arviz.plot_forest`) of ``var_names``, all chains drawn; returns
+    the matplotlib Figure."""
+    with _quiet_arviz_plotting():
+        axes = az.plot_forest(idata, var_names=list(var_names), show=False, **kwargs)
+    return _figure(axes)

@@ -1,0 +1,177 @@
+"""The ArviZ adapter: groups, shapes and dims; R-hat across restarts; LOO; circle draws."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+import pyro_moe
+from pyro_moe import diagnostics as D
+from pyro_moe.shapes import circle_design, ellipse_points, synthetic_2
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_2(0)
+
+
+@pytest.fixture(scope="module")
+def fits(data):
+    """Two fits that agree (different seeds) and one stuck at a different optimum."""
+    a = pyro_moe.fit_circles(data.xy, experts=2, seed=0)
+    b = pyro_moe.fit_circles(data.xy, experts=2, seed=1)
+    right = (data.xy[:, 0] > data.xy[:, 0].mean()).astype(float)
+    bad = pyro_moe.fit_circles(data.xy, experts=2, responsibilities=np.c_[right, 1 - right])
+    return a, b, bad
+
+
+def test_groups_shapes_and_dims(fits, data):
+    a = fits[0]
+    idata = D.to_inference_data(a, draws=200, seed=3)
+    assert set(idata.groups()) == {"posterior", "log_likelihood", "observed_data", "constant_data"}
+    post = idata.posterior
+    N = len(data.xy)
+    assert post["w"].dims == ("chain", "draw", "expert", "feature")
+    assert post["w"].shape == (1, 200, 2, 3)
+    assert list(post["feature"].values) == ["x", "y", "1"]
+    for v in ("x0", "y0", "r", "pi"):
+        assert post[v].dims == ("chain", "draw", "expert") and post[v].shape == (1, 200, 2)
+    assert post["beta"].dims == ("chain", "draw")
+    ll = idata.log_likelihood["y"]
+    assert ll.dims == ("chain", "draw", "point") and ll.shape == (1, 200, N)
+    assert np.isfinite(ll.values).all()
+    assert idata.observed_data["y"].dims == ("point",)
+    np.testing.assert_allclose(idata.observed_data["y"].values, a.y.numpy())
+    assert idata.constant_data["X"].shape == (N, 3)
+    assert post.attrs["method"] == "cavi"
+    # pi draws follow Dirichlet(alpha): mean alpha / sum(alpha)
+    np.testing.assert_allclose(
+        post["pi"].mean(("chain", "draw")).values, a.weights.numpy(), atol=0.02
+    )
+
+
+def test_same_seed_gives_same_draws(fits):
+    x = D.to_inference_data(fits[0], draws=50, seed=7).posterior["w"].values
+    y = D.to_inference_data(fits[0], draws=50, seed=7).posterior["w"].values
+    np.testing.assert_array_equal(x, y)
+
+
+def test_circle_draws_match_result_circles(fits):
+    a = fits[0]
+    post = D.to_inference_data(a, draws=4000, seed=0).posterior
+    for k, c in enumerate(a.circles()):
+        for name, value in (("x0", c.x0), ("y0", c.y0), ("r", c.r)):
+            draws = post[name].sel(expert=k).values.ravel()
+            se = draws.std() / np.sqrt(draws.size)
+            # r is non-linear in w: allow the MC error plus a small curvature bias
+            assert abs(draws.mean() - value) < 5 * se + 1e-3 * abs(value) + 1e-9, (name, k)
+
+
+def test_loglik_is_the_mixture_density(fits):
+    """At one draw, log_likelihood equals log sum_k pi_k N(y | w_k^T x, 1/beta) by hand."""
+    a = fits[0]
+    idata = D.to_inference_data(a, draws=3, seed=1)
+    w = idata.posterior["w"].values[0, 0]
+    pi = idata.posterior["pi"].values[0, 0]
+    beta = float(idata.posterior["beta"].values[0, 0])
+    X, y = a.X.numpy(), a.y.numpy()
+    dens = (
+        pi * np.sqrt(beta / (2 * np.pi)) * np.exp(-0.5 * beta * (y[:, None] - X @ w.T) ** 2)
+    ).sum(1)
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0, 0], np.log(dens), rtol=1e-10)
+
+
+def test_rhat_flags_restarts_at_different_optima(fits):
+    a, b, bad = fits
+    assert bad.objective < a.objective - 10  # it really is a worse optimum
+    agree = D.rhat_across_restarts([a, b])
+    assert set(agree.data_vars) == {"x0", "y0", "r"}
+    assert float(agree["r"].max()) < 1.02
+    differ = D.rhat_across_restarts([a, bad])
+    assert float(differ["r"].max()) > 1.5
+
+
+def test_alignment_permutes_experts():
+    d = synthetic_2(0)
+    a = pyro_moe.fit_circles(d.xy, experts=2, seed=0)
+    swapped = pyro_moe.fit_circles(d.xy, experts=2, seed=0)
+    # relabel by hand: expert order reversed
+    from pyro_moe.diagnostics import _permute
+
+    swapped = _permute(swapped, [1, 0])
+    aligned = D.align_experts([a, swapped])[1]
+    torch.testing.assert_close(aligned.mean, a.mean)
+    torch.testing.assert_close(aligned.responsibilities, a.responsibilities)
+    torch.testing.assert_close(aligned.alpha, a.alpha)
+    idata = D.restarts_as_chains([a, swapped], draws=100)
+    assert idata.posterior["w"].shape == (2, 100, 2, 3)
+
+
+def test_gated_model_alignment_keeps_the_gate():
+    d = synthetic_2(0)
+    X, t = circle_design(d.xy)
+    r = pyro_moe.fit("mixture_of_experts", X, t, experts=2, n_init=1, max_iter=20, tol=1e-3)
+    from pyro_moe.diagnostics import _permute
+
+    p = _permute(r, [1, 0])
+    Xt = torch.as_tensor(X)
+    torch.testing.assert_close(p.expert_weights(Xt), r.expert_weights(Xt)[:, [1, 0]])
+    idata = D.to_inference_data(r, draws=20)
+    assert "pi" not in idata.posterior
+    assert np.isfinite(idata.log_likelihood["y"].values).all()
+
+
+def test_loo_and_compare(fits):
+    a, _, bad = fits
+    elpd = D.loo(a, draws=500)
+    assert np.isfinite(elpd.elpd_loo) and np.isfinite(elpd.se)
+    assert elpd.pareto_k.shape == (len(a.y),)
+    assert D.k_high(elpd) >= 0
+    table = D.compare_models({"good": a, "stuck": bad}, draws=500)
+    assert list(table.index) == ["good", "stuck"]
+    assert np.isfinite(table["elpd_loo"]).all()
+
+
+def test_compare_refuses_other_data(fits):
+    other = pyro_moe.fit_circles(synthetic_2(1).xy, experts=2)
+    with pytest.raises(pyro_moe.InputError):
+        D.compare_models({"a": fits[0], "b": other}, draws=50)
+
+
+def test_conic_parameters():
+    xy = ellipse_points((50, 40), (30, 12), 0.4, 150, jitter=0.2, seed=0)
+    r = pyro_moe.fit_conics(xy, experts=1)
+    post = D.to_inference_data(r, draws=300).posterior
+    for v in ("xc", "yc", "semi_major", "semi_minor", "angle"):
+        assert post[v].shape == (1, 300, 1)
+    c = r.conics()[0]
+    assert float(post["xc"].mean()) == pytest.approx(c.center[0], abs=0.1)
+    assert float(post["semi_major"].mean()) == pytest.approx(c.semi_axes[0], abs=0.1)
+    assert "ellipse: 300" in post.attrs["conic_kind"]
+
+
+def test_arviz_plot_wrappers_return_figures(fits, tmp_path):
+    idata = D.restarts_as_chains(fits[:2], draws=200)
+    fig = D.plot_posterior(idata, var_names=["r"])
+    assert len(fig.axes) == 2  # one panel per expert
+    fig.savefig(tmp_path / "posterior.png")
+    fig2 = D.plot_forest(idata, var_names=["x0", "r"])
+    assert len(fig2.axes) >= 1
+    fig2.savefig(tmp_path / "forest.png")
+    assert (tmp_path / "posterior.png").stat().st_size > 0
+    plt.close("all")
+
+
+def test_input_errors(fits):
+    with pytest.raises(pyro_moe.InputError):
+        D.to_inference_data([])
+    with pytest.raises(pyro_moe.InputError):
+        D.to_inference_data(fits[0], draws=0)
+    with pytest.raises(pyro_moe.InputError):
+        D.restarts_as_chains([fits[0]])

@@ -270,6 +270,9 @@ class FitResult:
         os.close(fd)
         try:
             np.savez(tmp, **arrays)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved result is a normal file
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

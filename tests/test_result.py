@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -55,6 +57,9 @@ def test_save_load_round_trip(tmp_path, name):
     res = pyro_moe.fit_circles(img, experts=1, model=name)
     path = res.save(tmp_path / "fit.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.npz"]  # no temp left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     back = pyro_moe.FitResult.load(path)
     with np.load(path) as data:
         for key in ["X", "y", "responsibilities", "alpha" if name == "mixture_of_models" else "log_gate",

@@ -125,38 +125,32 @@ def fit(
         learn=learn,
         seed=seed,
     )
+    options_type, engine, step_limit = _engine(method)
+    _check_options(options_type, engine_options, method)
+    opts = options_type(
+        n_init=n_init,
+        init=init,
+        seed=seed,
+        responsibilities=responsibilities,
+        progress=progress,
+        **({"tol": tol} if tol is not None else {}),
+        **({step_limit: max_iter} if max_iter is not None else {}),
+        **engine_options,
+    )
+    result = engine(model, X, y, config, opts)
+    result.shapes = shapes
+    return result
+
+
+def _engine(method: str):
+    """(options dataclass, fit function, name of its iteration limit) of an engine."""
     if method == "cavi":
         from .cavi import Options, fit_cavi
 
-        _check_options(Options, engine_options, method)
-        opts = Options(
-            n_init=n_init,
-            init=init,
-            seed=seed,
-            responsibilities=responsibilities,
-            progress=progress,
-            **({"tol": tol} if tol is not None else {}),
-            **({"max_iter": max_iter} if max_iter is not None else {}),
-            **engine_options,
-        )
-        result = fit_cavi(model, X, y, config, opts)
-    else:
-        from .svi import SVIOptions, fit_svi
+        return Options, fit_cavi, "max_iter"
+    from .svi import SVIOptions, fit_svi
 
-        _check_options(SVIOptions, engine_options, method)
-        opts = SVIOptions(
-            n_init=n_init,
-            init=init,
-            seed=seed,
-            responsibilities=responsibilities,
-            progress=progress,
-            **({"tol": tol} if tol is not None else {}),
-            **({"max_steps": max_iter} if max_iter is not None else {}),
-            **engine_options,
-        )
-        result = fit_svi(model, X, y, config, opts)
-    result.shapes = shapes
-    return result
+    return SVIOptions, fit_svi, "max_steps"
 
 
 def _check_options(options_type, given: dict, method: str) -> None:

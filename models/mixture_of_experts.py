@@ -4,6 +4,9 @@
     z_i | x_i     ~ Cat(g(x_i)),  g(x) = softmax(V1^T sigma(V2^T x))
     y_i | z_i = k ~ N(w_k^T x_i, 1/beta)
 
+With ``noise_expert`` on, one more component K+1 ("noise expert") with a constant share rho beside the gate:
+y_i | z_i = K+1 ~ Uniform(lo, hi) over the observed target range (stray points).
+
 Hyperparameters w0_k, A_k, beta and the gate V = (V1, V2) are point estimates
 (type-II maximum likelihood), learned or held fixed as the fit's ``learn`` setting says.
 """

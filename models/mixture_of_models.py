@@ -5,6 +5,9 @@
     z_i | pi    ~ Cat(pi)                           i = 1..N
     y_i | z_i=k ~ N(w_k^T x_i, 1/beta)
 
+With ``noise_expert`` on, one more component K+1 ("noise expert") with its share of pi:
+y_i | z_i = K+1 ~ Uniform(lo, hi) over the observed target range (stray points).
+
 Hyperparameters w0_k, A_k and beta are point estimates (``config.hyper``): learned by the
 M-step of variational EM or by SVI, or held fixed, as the fit's ``learn`` setting says.
 

@@ -3,6 +3,9 @@
     w_k           ~ N(w0_k, A_k)                                  k = 1..K
     z_i | x_i     ~ Cat(g(x_i)),  g(x) = softmax(V1^T sigma(V2^T x))
     y_i | z_i = k ~ N(w_k^T x_i, 1/beta)
+
+With ``noise_expert`` on, one more component K+1 ("noise expert") with a constant share rho beside the gate:
+y_i | z_i = K+1 ~ Uniform(lo, hi) over the observed target range (stray points).
     R(w0)         = sum over ordered pairs k != k' of log N(w0_k - w0_k' | 0, Xi)
 
 R is an observed site (``prior_regularization``), so the objective both engines maximise is

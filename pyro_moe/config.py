@@ -17,6 +17,8 @@ name                   shape        meaning
                                     C = K, or K + 1 with the noise expert
 ``regularization_cov`` (n, n)       Xi, covariance of w0_k - w0_k' (never learned)
 ``gate``               module       the gate network V (mixtures of experts)
+``noise_weight``       ()           rho, the noise expert's share in a gated model
+                                    (learned with the gate)
 =====================  ===========  ==========================================
 """
 

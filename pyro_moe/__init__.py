@@ -21,6 +21,8 @@ from .errors import (
 from .fitting import fit
 from .model_file import Model, builtin_models, load_model
 from .result import FitResult, Prediction
+from .selection import Selection, select_circles, select_curves, select_experts
+from .uncertainty import circle_uncertainty, conic_uncertainty
 
 __version__ = "0.1.0"
 
@@ -36,12 +38,18 @@ __all__ = [
     "NonConjugateError",
     "Prediction",
     "PyroMoeError",
+    "Selection",
     "builtin_models",
+    "circle_uncertainty",
     "compare",
     "compare_circles",
+    "conic_uncertainty",
     "fit",
     "fit_circles",
     "fit_conics",
     "fit_curves",
     "load_model",
+    "select_circles",
+    "select_curves",
+    "select_experts",
 ]

@@ -46,7 +46,7 @@ from pyro_moe.model_file import Model
 from pyro_moe.result import FitResult
 
 PROG = "pyro-moe"
-AUTO = "auto"  # the value ``--experts auto`` will take once model selection exists
+AUTO = "auto"  # ``--experts auto``: choose K by the ELBO (pyro_moe.selection)
 DEMO_LEARN = "noise_precision"
 
 # Exit statuses.
@@ -84,12 +84,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{PROG}: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
-def _experts_arg(text: str) -> int:
-    """``--experts``: an integer K >= 1 (``auto`` is reserved for model selection)."""
+def _experts_arg(text: str) -> int | str:
+    """``--experts``: an integer K >= 1, or ``auto`` (model selection; circles and conics)."""
     if text.strip().lower() == AUTO:
-        raise argparse.ArgumentTypeError(
-            "'auto' is not available yet; give the number of experts as an integer K >= 1"
-        )
+        return AUTO
     try:
         k = int(text)
     except ValueError:
@@ -199,7 +197,9 @@ def _add_fit_options(p: argparse.ArgumentParser, *, default_model: str) -> None:
         type=_experts_arg,
         default=2,
         metavar="K",
-        help="number of experts (curves / linear models), an integer >= 1",
+        help="number of experts (curves / linear models), an integer >= 1; circles and "
+        "conics also take 'auto': fit K = 1..--max-experts and keep the smallest admissible "
+        "K (distinct, used experts) whose ELBO + log K! is within 3 nats of the best",
     )
     p.add_argument(
         "--model",
@@ -299,6 +299,26 @@ def _add_image_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_curve_options(p: argparse.ArgumentParser, design: str) -> None:
+    """``--max-experts`` and ``--noise-expert`` of ``circles`` / ``conics``."""
+    p.add_argument(
+        "--max-experts",
+        type=_positive_int,
+        default=5,
+        metavar="K",
+        help="largest K tried by --experts auto",
+    )
+    on = design == "circle"
+    p.add_argument(
+        "--noise-expert",
+        action=argparse.BooleanOptionalAction,
+        default=True if on else None,
+        help="add a uniform background component for stray pixels (outliers) and print "
+        "the outlier share; --no-noise-expert: every point belongs to a curve"
+        + ("" if on else " (default: the model file's SETTINGS['noise_expert'])"),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyro-moe`` argument parser with its subcommands."""
     parser = _Parser(
@@ -350,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_global_options(p, top=False)
         _add_image_options(p)
         _add_fit_options(p, default_model="mixture_of_models")
+        _add_curve_options(p, design)
         p.set_defaults(handler=cmd_curves, design=design)
 
     fit = sub.add_parser(
@@ -581,8 +602,56 @@ def _summary_json(result: FitResult) -> dict[str, Any]:
 
 
 def _shares(result: FitResult) -> list[float]:
-    """Share of the points per expert: the mean responsibility."""
-    return [float(s) for s in result.responsibilities.mean(0).cpu()]
+    """Share of the points per expert: the mean responsibility (the noise expert excluded,
+    so the shares sum to 1 minus the noise expert's share)."""
+    return [float(s) for s in result.responsibilities.mean(0)[: result.experts].cpu()]
+
+
+def _outlier_json(result: FitResult) -> dict[str, Any]:
+    """``noise_expert``; ``outlier_share``: the share of points the noise expert explains
+    best; ``noise_share``: its mean responsibility, so that the experts' shares plus
+    ``noise_share`` sum to 1 (both 0.0 without a noise expert)."""
+    noise = result.responsibilities[:, result.experts :].sum(-1).mean()
+    return {
+        "noise_expert": bool(result.noise_expert),
+        "outlier_share": float(result.outliers.float().mean()),
+        "noise_share": float(noise) if result.noise_expert else 0.0,
+    }
+
+
+def _selection_json(selection: Any) -> dict[str, Any]:
+    rows = [
+        {
+            "experts": row["experts"],
+            "objective": _finite(row["objective"]),
+            "score": _finite(row["score"]),
+            "converged": row["converged"],
+            "distinct": row["distinct"],
+            "admissible": row["admissible"],
+            "note": row["note"],
+        }
+        for row in selection.table
+    ]
+    return {"experts": selection.experts, "criterion": selection.criterion, "table": rows}
+
+
+def _selection_lines(selection: Any) -> list[str]:
+    headers = ["K", "objective", "ELBO + log K!", "distinct", "admissible", "note"]
+    rows = [
+        [
+            f"{row['experts']}{' *' if row['experts'] == selection.experts else ''}",
+            _num(row["objective"]),
+            _num(row["score"]),
+            str(row["distinct"]),
+            "yes" if row["admissible"] else "no",
+            row["note"] or "-",
+        ]
+        for row in selection.table
+    ]
+    return [
+        f"K chosen by --experts auto: {selection.experts} ({selection.criterion})",
+        format_table(headers, rows),
+    ]
 
 
 def _emit_json(obj: dict[str, Any], out: TextIO) -> None:
@@ -678,10 +747,16 @@ def _fit_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def resolve_experts(spec: int | str) -> int:
-    """The number of experts to fit. ``auto`` (model selection) is a later feature."""
-    if spec == AUTO:  # pragma: no cover - rejected by the parser for now
-        raise UsageError("--experts auto is not available yet; give an integer")
+def resolve_experts(spec: int | str, *, allow_auto: bool = False) -> int | str:
+    """The number of experts to fit, or ``AUTO`` (model selection) where ``allow_auto``.
+
+    Only ``circles`` and ``conics`` select K (:func:`pyro_moe.selection.select_curves`);
+    elsewhere ``auto`` is a usage error.
+    """
+    if spec == AUTO:
+        if not allow_auto:
+            raise UsageError("--experts auto is available for circles and conics only")
+        return AUTO
     return int(spec)
 
 
@@ -789,29 +864,63 @@ def _conic_json(c: Any) -> dict[str, Any]:
 
 
 def cmd_curves(args: argparse.Namespace, ctx: Context) -> int:
-    """``pyro-moe circles`` / ``pyro-moe conics``: curves of a binary image."""
+    """``pyro-moe circles`` / ``pyro-moe conics``: curves of a binary image.
+
+    ``--experts auto`` selects K (:func:`pyro_moe.selection.select_curves`); circles get
+    delta-method standard deviations of x0, y0, r (:func:`pyro_moe.uncertainty.
+    circle_uncertainty`), and the outlier share is printed when a noise expert is fitted.
+    """
+    from pyro_moe.selection import select_curves
+    from pyro_moe.uncertainty import circle_uncertainty, conic_uncertainty
+
     _check_method(args.method)
     _check_output_paths(args.plot, args.save)
     model = _load_model(args.model)
-    experts = resolve_experts(args.experts)
-    fitter = pyro_moe.fit_circles if args.design == "circle" else pyro_moe.fit_conics
-    result = fitter(
-        str(args.image),
-        experts=experts,
-        model=model,
-        max_points=args.max_points,
-        image_options={"threshold": args.threshold, "invert": args.invert, "edges": args.edges},
+    spec = resolve_experts(args.experts, allow_auto=True)
+    common = {
+        "model": model,
+        "max_points": args.max_points,
+        "image_options": {"threshold": args.threshold, "invert": args.invert, "edges": args.edges},
+        "noise_expert": args.noise_expert,
         **_fit_options(args),
-    )
+    }
+    selection = None
+    if spec == AUTO:
+        options = dict(common)
+        options.pop("n_init")
+        selection = select_curves(
+            str(args.image),
+            design=args.design,
+            max_experts=args.max_experts,
+            n_init=args.restarts,
+            **options,
+        )
+        result = selection.result
+    else:
+        fitter = pyro_moe.fit_circles if args.design == "circle" else pyro_moe.fit_conics
+        result = fitter(str(args.image), experts=spec, **common)
+    experts = result.experts
     shares = _shares(result)
+    outliers = _outlier_json(result)
+    extra = {} if selection is None else {"selection": _selection_json(selection)}
     _write_outputs(result, save=args.save, plot=args.plot, draw=plot_curves)
     if args.design == "circle":
         curves = result.circles()
+        sds = circle_uncertainty(result)
         if args.json:
-            items = [{**_circle_json(c), "share": s} for c, s in zip(curves, shares, strict=True)]
-            _emit_json({"circles": items, **_summary_json(result)}, ctx.out)
+            items = [
+                {
+                    **_circle_json(c),
+                    "share": s,
+                    "sd_x0": _finite(u.sd_x0),
+                    "sd_y0": _finite(u.sd_y0),
+                    "sd_r": None if u.sd_r is None else _finite(u.sd_r),
+                }
+                for c, s, u in zip(curves, shares, sds, strict=True)
+            ]
+            _emit_json({"circles": items, **outliers, **extra, **_summary_json(result)}, ctx.out)
             return EXIT_OK
-        headers = ["circle", "x0", "y0", "r", "share", "valid"]
+        headers = ["circle", "x0", "y0", "r", "share", "valid", "sd x0", "sd y0", "sd r"]
         rows = [
             [
                 str(k + 1),
@@ -820,14 +929,20 @@ def cmd_curves(args: argparse.Namespace, ctx: Context) -> int:
                 _fmt(c.r) if c.valid else "invalid",
                 f"{s:.3f}",
                 "yes" if c.valid else "no",
+                _fmt(u.sd_x0),
+                _fmt(u.sd_y0),
+                _fmt(u.sd_r),
             ]
-            for k, (c, s) in enumerate(zip(curves, shares, strict=True))
+            for k, (c, s, u) in enumerate(zip(curves, shares, sds, strict=True))
         ]
     else:
         conics = result.conics()
         if args.json:
-            items = [{**_conic_json(c), "share": s} for c, s in zip(conics, shares, strict=True)]
-            _emit_json({"conics": items, **_summary_json(result)}, ctx.out)
+            items = [
+                {**_conic_json(c), "share": s, "sd": u.sd}
+                for c, s, u in zip(conics, shares, conic_uncertainty(result), strict=True)
+            ]
+            _emit_json({"conics": items, **outliers, **extra, **_summary_json(result)}, ctx.out)
             return EXIT_OK
         headers = ["conic", "kind", "cx", "cy", "a", "b", "angle (deg)", "share"]
         rows = []
@@ -854,7 +969,14 @@ def cmd_curves(args: argparse.Namespace, ctx: Context) -> int:
     )
     print(file=ctx.out)
     print(format_table(headers, rows), file=ctx.out)
+    if args.design == "circle":
+        print("(sd: posterior standard deviations, delta method, pixels)", file=ctx.out)
     print(file=ctx.out)
+    if selection is not None:
+        print("\n".join(_selection_lines(selection)), file=ctx.out)
+        print(file=ctx.out)
+    if outliers["noise_expert"]:
+        print(f"outliers    {outliers['outlier_share']:.3f} of the points", file=ctx.out)
     print("\n".join(_summary_lines(result)), file=ctx.out)
     return EXIT_OK
 

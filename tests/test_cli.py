@@ -153,7 +153,7 @@ def test_circles_json(capsys, circles_png):
     assert data["method"] == "cavi" and data["model"] == "mixture_of_models"
     found = [pyro_moe.shapes.Circle(c["x0"], c["y0"], c["r"], c["valid"]) for c in data["circles"]]
     _check_recovered(found)
-    assert sum(c["share"] for c in data["circles"]) == pytest.approx(1.0)
+    assert sum(c["share"] for c in data["circles"]) + data["noise_share"] == pytest.approx(1.0)
 
 
 def test_circles_plot_and_save(capsys, circles_png, tmp_path):
@@ -293,7 +293,7 @@ def _write(path: Path, data: bytes) -> Path:
     "args, message",
     [
         (["--experts", "0"], "--experts"),
-        (["--experts", "auto"], "auto is not available yet"),
+        (["--experts", "auto", "--max-experts", "0"], "--max-experts"),
         (["--experts", "two"], "integer"),
         (["--model", "no_such_model"], "unknown model"),
         (["--threshold", "dark"], "--threshold"),
@@ -465,3 +465,63 @@ def test_compare_csv_table(capsys, table_csv):
 
 def test_compare_csv_needs_a_target(capsys, tmp_path, table_csv):
     _expect_failure(capsys, tmp_path, 2, "compare", table_csv, "--plot", tmp_path / "out" / "p.png")
+
+
+# --------------------------------------------------------------------------- auto K, noise expert, sds
+
+
+@pytest.fixture
+def three_circles_png(tmp_path: Path) -> Path:
+    """Two concentric circles and a third one, 10% outlier pixels."""
+    img, _ = circle_image(
+        [(55.0, 58.0), (55.0, 58.0), (118.0, 112.0)], [16.0, 36.0, 22.0], (160, 160),
+        outlier_fraction=0.1, seed=0,
+    )  # fmt: skip
+    return save_png(tmp_path / "three.png", img)
+
+
+def test_circles_experts_auto_finds_three(capsys, three_circles_png):
+    argv = ["circles", three_circles_png, "--experts", "auto", "--max-points", "500"]
+    code, out, err = run_cli(capsys, *argv, "--restarts", "3", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert len(data["circles"]) == 3 and data["selection"]["experts"] == 3
+    assert [row["experts"] for row in data["selection"]["table"]] == [1, 2, 3, 4, 5]
+    for c in data["circles"]:
+        assert c["valid"] and 0 < c["sd_x0"] < 1 and 0 < c["sd_y0"] < 1 and 0 < c["sd_r"] < 1
+    assert data["noise_expert"] is True
+    assert 0.03 < data["outlier_share"] < 0.2  # 10% outlier pixels
+    total = sum(c["share"] for c in data["circles"])
+    assert total + data["noise_share"] == pytest.approx(1.0)
+    assert data["noise_share"] == pytest.approx(data["outlier_share"], abs=0.03)
+
+    code, out, err = run_cli(capsys, *argv, "--restarts", "2", "--max-experts", "4")
+    assert code == 0, err
+    assert "K = 3 circles" in out and "K chosen by --experts auto: 3" in out
+    assert "sd r" in out and "outliers" in out
+
+
+def test_circles_without_noise_expert(capsys, circles_png):
+    code, out, err = run_cli(
+        capsys, "circles", circles_png, "-k", "2", "--no-noise-expert", "--json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["noise_expert"] is False
+    assert data["outlier_share"] == 0.0 and data["noise_share"] == 0.0
+    assert sum(c["share"] for c in data["circles"]) + data["noise_share"] == pytest.approx(1.0)
+    assert all(c["sd_r"] > 0 for c in data["circles"])
+    code, out, err = run_cli(capsys, "circles", circles_png, "-k", "2", "--no-noise-expert")
+    assert code == 0, err
+    assert "outliers" not in out and "sd x0" in out
+
+
+def test_experts_auto_is_for_curves_only(capsys, table_csv):
+    code, _, err = run_cli(capsys, "fit", table_csv, "--target", "y", "--experts", "auto")
+    assert_one_error_line(err, 2, code)
+    assert "circles and conics" in err
+
+
+def test_help_mentions_auto_and_noise_expert(capsys):
+    text = " ".join(_help(capsys, "circles").split())
+    assert "auto" in text and "--max-experts" in text and "--no-noise-expert" in text

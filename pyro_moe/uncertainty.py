@@ -1,0 +1,270 @@
+"""Posterior uncertainty of circles (and conics) in pixel units, from q(w_k) = N(m_k, B_k).
+
+Circles (delta method). With standardized weights :math:`w = (w_1, w_2, w_3)`,
+
+.. math:: x_0 = w_1/2,\\qquad y_0 = w_2/2,\\qquad r = \\sqrt{w_3 + x_0^2 + y_0^2},
+
+the Jacobian :math:`J = \\partial(x_0, y_0, r)/\\partial w` at :math:`m_k` is
+
+.. math::
+    J = \\begin{pmatrix} 1/2 & 0 & 0\\\\ 0 & 1/2 & 0\\\\
+        x_0/(2r) & y_0/(2r) & 1/(2r) \\end{pmatrix},
+
+and :math:`\\operatorname{Cov}(x_0, y_0, r) \\approx J B_k J^\\top`. Pixels:
+:math:`x_{0,px} = c_x + \\sigma x_0`, :math:`y_{0,px} = c_y + \\sigma y_0`,
+:math:`r_{px} = \\sigma r`, so every standard deviation is multiplied by the scale
+:math:`\\sigma` (covariance by :math:`\\sigma^2`). Intervals: estimate
+:math:`\\pm z_{(1+\\text{level})/2}\\,\\text{sd}`. An invalid circle (:math:`r^2 < 0` at
+:math:`m_k`) has no radius: its ``r``, ``sd_r`` and ``r_interval`` are None (never NaN).
+
+The delta method is first order: it is accurate while sd(r) ≪ r (checked against
+:func:`circle_samples`, 20000 draws). q(w_k) is the posterior at point-estimated
+hyperparameters (β, A, w0), so intervals ignore their uncertainty. They describe the
+*model's* noise (Gaussian in :math:`t = x^2 + y^2`); see ``tests/test_uncertainty.py`` for
+coverage on data drawn from the model and on jittered circles.
+
+Conics (:func:`conic_uncertainty`): the same with a central-difference Jacobian of
+(centre, semi-axes, angle) in pixel units with respect to the five study-form weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from .errors import InputError
+from .result import FitResult
+
+__all__ = [
+    "CircleUncertainty",
+    "ConicUncertainty",
+    "circle_jacobian",
+    "circle_samples",
+    "circle_uncertainty",
+    "conic_uncertainty",
+]
+
+
+def _z(level: float) -> float:
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+@dataclass(frozen=True)
+class CircleUncertainty:
+    """One circle with delta-method standard deviations and intervals, in pixel units.
+
+    ``r``, ``sd_r`` and ``r_interval`` are None for an invalid circle (r^2 < 0).
+    ``cov`` is the 3x3 covariance of (x0, y0, r), or the 2x2 one of (x0, y0) when invalid.
+    """
+
+    x0: float
+    y0: float
+    r: float | None
+    sd_x0: float
+    sd_y0: float
+    sd_r: float | None
+    level: float
+    x0_interval: tuple[float, float]
+    y0_interval: tuple[float, float]
+    r_interval: tuple[float, float] | None
+    cov: np.ndarray
+    valid: bool = True
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain-python values (None where undefined; never NaN)."""
+        return {
+            "x0": self.x0,
+            "y0": self.y0,
+            "r": self.r,
+            "valid": self.valid,
+            "sd_x0": self.sd_x0,
+            "sd_y0": self.sd_y0,
+            "sd_r": self.sd_r,
+            "level": self.level,
+            "x0_interval": list(self.x0_interval),
+            "y0_interval": list(self.y0_interval),
+            "r_interval": None if self.r_interval is None else list(self.r_interval),
+        }
+
+
+def _circle_design_info(result: FitResult) -> tuple[np.ndarray, float]:
+    shapes = result.shapes
+    if shapes is None or shapes.get("design") != "circle":
+        raise InputError("circle uncertainty needs a circle-design fit (fit_circles or shapes=)")
+    return np.asarray(shapes["center"], float), float(shapes["scale"])
+
+
+def circle_jacobian(w: np.ndarray) -> np.ndarray | None:
+    """:math:`J = \\partial(x_0, y_0, r)/\\partial w` (3, 3) at standardized weights w;
+    None when :math:`r^2 = w_3 + x_0^2 + y_0^2 \\le 0`."""
+    x0, y0 = 0.5 * w[0], 0.5 * w[1]
+    r2 = w[2] + x0 * x0 + y0 * y0
+    if not r2 > 0:
+        return None
+    r = math.sqrt(r2)
+    return np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [x0 / (2 * r), y0 / (2 * r), 1.0 / (2 * r)]])
+
+
+def circle_uncertainty(result: FitResult, level: float = 0.95) -> list[CircleUncertainty]:
+    """Per expert: (x0, y0, r) in pixels with delta-method sds and ``level`` intervals.
+
+    :math:`\\operatorname{Cov}_{px} = \\sigma^2 J B_k J^\\top` with J from
+    :func:`circle_jacobian` at :math:`m_k`, B_k = ``result.cov[k]`` (see module docstring).
+    """
+    z = _z(level)
+    center, scale = _circle_design_info(result)
+    means = result.mean.detach().cpu().numpy().astype(float)
+    covs = result.cov.detach().cpu().numpy().astype(float)
+    out = []
+    for m, B in zip(means, covs, strict=True):
+        x0 = float(center[0] + scale * 0.5 * m[0])
+        y0 = float(center[1] + scale * 0.5 * m[1])
+        J = circle_jacobian(m)
+        valid = J is not None
+        if J is None:  # no radius: the centre's 2x2 block only
+            J = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])
+        cov = scale**2 * J @ B @ J.T
+        sd = [float(v) for v in np.sqrt(np.clip(np.diag(cov), 0, None))]
+        r = sd_r = r_iv = None
+        if valid:
+            r = float(scale * math.sqrt(m[2] + 0.25 * (m[0] ** 2 + m[1] ** 2)))
+            sd_r = sd[2]
+            r_iv = (r - z * sd_r, r + z * sd_r)
+        out.append(
+            CircleUncertainty(
+                x0=x0,
+                y0=y0,
+                r=r,
+                sd_x0=sd[0],
+                sd_y0=sd[1],
+                sd_r=sd_r,
+                level=level,
+                x0_interval=(x0 - z * sd[0], x0 + z * sd[0]),
+                y0_interval=(y0 - z * sd[1], y0 + z * sd[1]),
+                r_interval=r_iv,
+                cov=cov,
+                valid=valid,
+            )
+        )
+    return out
+
+
+def circle_samples(result: FitResult, draws: int = 20000, seed: int = 0) -> np.ndarray:
+    """Draws of (x0, y0, r) in pixel units from q(w_k) = N(m_k, B_k): array (K, draws, 3).
+
+    ``r`` is NaN in the draws whose radicand :math:`w_3 + x_0^2 + y_0^2` is negative (no
+    real circle); use ``np.nanstd`` or drop them.
+    """
+    if draws < 1:
+        raise InputError(f"draws must be >= 1, got {draws}")
+    center, scale = _circle_design_info(result)
+    rng = np.random.default_rng(seed)
+    means = result.mean.detach().cpu().numpy().astype(float)
+    covs = result.cov.detach().cpu().numpy().astype(float)
+    out = np.empty((len(means), draws, 3))
+    for k, (m, B) in enumerate(zip(means, covs, strict=True)):
+        w = rng.multivariate_normal(m, 0.5 * (B + B.T), size=draws, method="eigh")
+        x0, y0 = 0.5 * w[:, 0], 0.5 * w[:, 1]
+        r2 = w[:, 2] + x0**2 + y0**2
+        r = np.full(draws, np.nan)
+        ok = r2 >= 0
+        r[ok] = np.sqrt(r2[ok])
+        out[k, :, 0] = center[0] + scale * x0
+        out[k, :, 1] = center[1] + scale * y0
+        out[k, :, 2] = scale * r
+    return out
+
+
+# --------------------------------------------------------------------------- conics
+
+
+@dataclass(frozen=True)
+class ConicUncertainty:
+    """A conic's geometry in pixel units with delta-method sds (numerical Jacobian).
+
+    ``values`` / ``sd`` map ``cx, cy, a, b, angle`` (angle in radians) to numbers, or are
+    None when the conic is not an ellipse or hyperbola, or its kind changes within the
+    finite-difference steps (then the delta method does not apply).
+    """
+
+    kind: str
+    values: dict[str, float] | None
+    sd: dict[str, float] | None
+    level: float
+    intervals: dict[str, tuple[float, float]] | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "values": self.values,
+            "sd": self.sd,
+            "level": self.level,
+            "intervals": None
+            if self.intervals is None
+            else {k: list(v) for k, v in self.intervals.items()},
+        }
+
+
+_CONIC_FIELDS = ("cx", "cy", "a", "b", "angle")
+
+
+def _conic_geometry(w: np.ndarray, st) -> tuple[str, np.ndarray | None]:
+    from .shapes import conic_from_weights, conic_to_pixels
+
+    c = conic_to_pixels(conic_from_weights(w), st)
+    if c.kind not in ("ellipse", "hyperbola") or c.center is None or c.semi_axes is None:
+        return c.kind, None
+    return c.kind, np.array([*c.center, *c.semi_axes, c.angle], dtype=float)
+
+
+def conic_uncertainty(
+    result: FitResult, level: float = 0.95, rel_step: float = 1e-4
+) -> list[ConicUncertainty]:
+    """Per expert: centre, semi-axes and angle (pixels, radians) with delta-method sds.
+
+    :math:`\\operatorname{Cov} \\approx J B_k J^\\top`, J by central differences with step
+    ``rel_step`` times the posterior sd of each weight (the angle difference is wrapped
+    to (-pi/2, pi/2]). The angle of a near-circle is ill-defined and its sd large.
+    """
+    z = _z(level)
+    shapes = result.shapes
+    if shapes is None or shapes.get("design") != "conic":
+        raise InputError("conic uncertainty needs a conic-design fit (fit_conics or shapes=)")
+    st = result._standardization()
+    means = result.mean.detach().cpu().numpy().astype(float)
+    covs = result.cov.detach().cpu().numpy().astype(float)
+    out = []
+    for m, B in zip(means, covs, strict=True):
+        kind, g0 = _conic_geometry(m, st)
+        if g0 is None:
+            out.append(ConicUncertainty(kind, None, None, level, None))
+            continue
+        J = np.empty((5, len(m)))
+        ok = True
+        for j in range(len(m)):
+            h = rel_step * max(math.sqrt(max(B[j, j], 0.0)), 1e-12)
+            e = np.zeros(len(m))
+            e[j] = h
+            kp, gp = _conic_geometry(m + e, st)
+            km, gm = _conic_geometry(m - e, st)
+            if gp is None or gm is None or kp != kind or km != kind:
+                ok = False
+                break
+            d = gp - gm
+            d[4] = (d[4] + math.pi / 2) % math.pi - math.pi / 2
+            J[:, j] = d / (2 * h)
+        if not ok:
+            out.append(ConicUncertainty(kind, None, None, level, None))
+            continue
+        cov = J @ B @ J.T
+        sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        values = {f: float(v) for f, v in zip(_CONIC_FIELDS, g0, strict=True)}
+        sds = {f: float(s) for f, s in zip(_CONIC_FIELDS, sd, strict=True)}
+        intervals = {f: (values[f] - z * sds[f], values[f] + z * sds[f]) for f in _CONIC_FIELDS}
+        out.append(ConicUncertainty(kind, values, sds, level, intervals))
+    return out

@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/pyro-moe demo
+	$(BIN)/pyro-moe reproduce --quick --out reproduce_out
 
 lint: $(STAMP)
 	$(BIN)/ruff check pyro_moe models tests benchmarks notebooks

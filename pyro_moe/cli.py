@@ -444,6 +444,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the objective-vs-time figure and the fitted curves (default: no plot)",
     )
     cmp_.set_defaults(handler=cmd_compare)
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="reproduce the study's computational experiment",
+        description="The study's experiment: the S table for the prior choices f1/f2/f3 on "
+        "Synthetic 1-3 (median and spread over seeds, by CAVI and by SVI, with the noise "
+        "expert as an extra row) next to the published one, the noise-level sweep, and the "
+        "eye image when its data are present. Writes report.md, results.json and PNG figures "
+        "to --out and prints the table. Progress goes to stderr.",
+        formatter_class=_Formatter,
+    )
+    _add_global_options(rep, top=False)
+    rep.add_argument(
+        "--quick", action="store_true", help="3 seeds, fewer SVI fits and sweep levels"
+    )
+    rep.add_argument(
+        "--out", type=Path, default=Path("reproduce_out"), metavar="DIR", help="output folder"
+    )
+    rep.add_argument("--json", action="store_true", help="print the results as JSON")
+    rep.add_argument(
+        "--eye",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the eye mask image or its folder (default: ../shared/data/emprior when present)",
+    )
+    rep.set_defaults(handler=cmd_reproduce)
     return parser
 
 
@@ -1022,6 +1049,25 @@ def cmd_compare(args: argparse.Namespace, ctx: Context) -> int:
     )
     print(file=ctx.out)
     print(comparison.to_markdown(), file=ctx.out)
+    return EXIT_OK
+
+
+def cmd_reproduce(args: argparse.Namespace, ctx: Context) -> int:
+    """``pyro-moe reproduce``: the study's S table, noise sweep and eye image."""
+    from pyro_moe.reproduce import main_table, reproduce
+
+    if not args.out.parent.is_dir():
+        raise UsageError(f"the folder of --out does not exist: {args.out.parent}")
+
+    def progress(done: int, total: int, label: str) -> None:
+        print(f"[{done}/{total}] {label}", file=sys.stderr, flush=True)
+
+    report = reproduce(quick=args.quick, out=args.out, eye=args.eye, progress=progress)
+    if args.json:
+        print(report.to_json(), file=ctx.out)
+    else:
+        print(main_table(report), file=ctx.out)
+        print(f"\nreport: {report.report_path}", file=ctx.out)
     return EXIT_OK
 
 

@@ -525,3 +525,16 @@ def test_experts_auto_is_for_curves_only(capsys, table_csv):
 def test_help_mentions_auto_and_noise_expert(capsys):
     text = " ".join(_help(capsys, "circles").split())
     assert "auto" in text and "--max-experts" in text and "--no-noise-expert" in text
+
+
+# --------------------------------------------------------------------------- reproduce
+
+
+def test_reproduce_usage_and_input_errors(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "reproduce", "--out", tmp_path / "missing" / "dir")
+    assert_one_error_line(err, 2, code)
+    code, out, err = run_cli(
+        capsys, "reproduce", "--out", tmp_path / "o", "--eye", tmp_path / "no.jpg"
+    )
+    assert_one_error_line(err, 1, code)
+    assert not (tmp_path / "o").exists()

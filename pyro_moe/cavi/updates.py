@@ -28,11 +28,107 @@ class Stats:
     yy: torch.Tensor  # (K,)
 
 
+CHUNK_ELEMENTS = 1 << 18  # elements of the largest per-chunk temporary (2 MiB in float64)
+
+
+def chunk_rows(N: int, width: int) -> int:
+    """Rows per chunk so that a (rows, width) temporary stays near CHUNK_ELEMENTS (in cache)."""
+    return max(1024, CHUNK_ELEMENTS // max(1, width))
+
+
+def chunks(N: int, rows: int):
+    """Slices covering 0..N in blocks of ``rows``."""
+    for i in range(0, N, rows):
+        yield slice(i, min(i + rows, N))
+
+
+def _stats_chunk(X: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """G_k = Z^T diag(r_k) Z with Z = [X, y] (K, n+1, n+1): S_k, s_k and sum r y^2 at once."""
+    Z = torch.cat([X, y.unsqueeze(-1)], -1)
+    return (r.T.unsqueeze(-1) * Z).transpose(-1, -2) @ Z
+
+
+def _stats_from_gram(G: torch.Tensor, Nk: torch.Tensor) -> Stats:
+    n = G.shape[-1] - 1
+    return Stats(Nk=Nk, S=G[:, :n, :n].contiguous(), s=G[:, :n, n].contiguous(), yy=G[:, n, n])
+
+
 def sufficient_stats(X: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> Stats:
-    """N_k = sum_i r_ik, S_k = sum_i r_ik x_i x_i^T, s_k = sum_i r_ik y_i x_i (O(N K n^2))."""
-    rX = r.T.unsqueeze(-1) * X  # (K, N, n)
-    return Stats(
-        Nk=r.sum(0), S=rX.transpose(-1, -2) @ X, s=rX.transpose(-1, -2) @ y, yy=r.T @ (y * y)
+    """N_k = sum_i r_ik, S_k = sum_i r_ik x_i x_i^T, s_k = sum_i r_ik y_i x_i (O(N K n^2)).
+
+    Summed over row chunks (the statistics are sums): no (K, N, n) temporary.
+    """
+    K, n = r.shape[-1], X.shape[-1]
+    G = X.new_zeros(K, n + 1, n + 1)
+    for sl in chunks(X.shape[0], chunk_rows(X.shape[0], K * (n + 1))):
+        G += _stats_chunk(X[sl], y[sl], r[sl])
+    return _stats_from_gram(G, r.sum(0))
+
+
+@dataclass
+class EStep:
+    """Result of :func:`e_step`: log r (N, C), sum_i logsumexp_k(logits_ik), the
+    sufficient statistics of the new q(Z) over the K Gaussian experts, and sum_i r_ik
+    over all C components."""
+
+    log_r: torch.Tensor
+    lse: torch.Tensor
+    stats: Stats
+    r_sum: torch.Tensor
+
+
+def e_step(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    q: WeightPosterior,
+    log_prior: torch.Tensor,
+    e_log_beta,
+    e_beta,
+    noise_log_density=None,
+    out: torch.Tensor | None = None,
+) -> EStep:
+    """The q(Z) update fused with what the next iteration needs, in one chunked pass.
+
+    Per chunk: e_ik (:func:`expected_sq_residuals`), log r (:func:`responsibilities`),
+    the log-sum-exp of the logits, and the sufficient statistics of r. With
+    log r_ik = logit_ik - lse_i, sum_k r_ik (logit_ik - log r_ik) = lse_i, so the
+    likelihood-plus-entropy part of the ELBO is sum_i lse_i (see :func:`elbo_from_lse`).
+    """
+    N, n = X.shape
+    K = q.mean.shape[0]
+    C = log_prior.shape[-1]
+    log_r = out if out is not None else X.new_empty(N, C)
+    # with z = [x, y]: x^T B_k x = (z z^T) : Q_k (Q_k = B_k padded with zeros), and
+    # G_k = sum_i r_ik z_i z_i^T; both are GEMMs against the (c, (n+1)^2) outer products
+    Q = X.new_zeros(K, n + 1, n + 1)
+    Q[:, :n, :n] = q.cov
+    Q = Q.reshape(K, -1).T
+    G = X.new_zeros((n + 1) ** 2, K)
+    lse = X.new_zeros(())
+    r_sum = X.new_zeros(C)
+    half_beta = 0.5 * e_beta
+    const = 0.5 * e_log_beta - 0.5 * LOG_2PI
+    for sl in chunks(N, chunk_rows(N, (n + 1) ** 2 + 2 * C)):
+        Z = torch.cat([X[sl], y[sl].unsqueeze(-1)], -1)
+        ZZ = (Z.unsqueeze(-1) * Z.unsqueeze(-2)).reshape(Z.shape[0], -1)
+        resid = Z[:, n : n + 1] - Z[:, :n] @ q.mean.T
+        e = torch.addcmul(ZZ @ Q, resid, resid)  # (y - m^T x)^2 + x^T B x
+        logits = log_prior[sl, :K] - half_beta * e + const
+        if noise_log_density is not None:
+            logits = torch.cat([logits, log_prior[sl, K:] + noise_log_density], -1)
+        top = logits.max(-1, keepdim=True).values.nan_to_num_(0.0, 0.0, 0.0)
+        z = logits.sub_(top)
+        p = z.exp()
+        tot = p.sum(-1, keepdim=True)
+        log_tot = tot.log()
+        torch.sub(z, log_tot, out=log_r[sl])
+        lse += (top + log_tot).sum()
+        r = p.div_(tot)
+        r_sum += r.sum(0)
+        G.addmm_(ZZ.T, r[:, :K])
+    G = G.T.reshape(K, n + 1, n + 1)
+    return EStep(
+        log_r, lse, _stats_from_gram(0.5 * (G + G.transpose(-1, -2)), r_sum[:K].clone()), r_sum
     )
 
 
@@ -207,6 +303,29 @@ def gamma_kl(a, b, a0, b0) -> torch.Tensor:
         + a0 * (torch.log(b) - torch.log(b0))
         + a * (b0 - b) / b
     )
+
+
+def elbo_from_lse(
+    lse: torch.Tensor,
+    q: WeightPosterior,
+    *,
+    w0: torch.Tensor,
+    A: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    mu: torch.Tensor | None = None,
+    qbeta=None,
+    beta_prior=None,
+    xi: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`objective` right after the q(Z) update, from ``lse = sum_i logsumexp_k
+    logit_ik`` (:func:`e_step`): the same ELBO and F, without another pass over the data."""
+    elbo = lse - weights_kl(q, w0, A)
+    if alpha is not None and mu is not None:
+        elbo = elbo - dirichlet_kl(alpha, mu)
+    if qbeta is not None:
+        elbo = elbo - gamma_kl(qbeta[0], qbeta[1], beta_prior[0], beta_prior[1])
+    F = elbo + regularizer(w0, xi) if xi is not None else elbo
+    return elbo, F
 
 
 def objective(

@@ -533,8 +533,10 @@ def test_help_mentions_auto_and_noise_expert(capsys):
 def test_reproduce_usage_and_input_errors(capsys, tmp_path):
     code, out, err = run_cli(capsys, "reproduce", "--out", tmp_path / "missing" / "dir")
     assert_one_error_line(err, 2, code)
+    assert out == ""
     code, out, err = run_cli(
         capsys, "reproduce", "--out", tmp_path / "o", "--eye", tmp_path / "no.jpg"
     )
     assert_one_error_line(err, 1, code)
+    assert out == ""
     assert not (tmp_path / "o").exists()

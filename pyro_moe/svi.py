@@ -42,7 +42,6 @@ import math
 import statistics
 import sys
 import time
-import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -55,11 +54,11 @@ from tqdm import tqdm
 
 from .cavi import updates as U
 from .cavi.bridge import closed_form_objective
-from .cavi.engine import init_schedule
 from .cavi.init import initial_log_responsibilities
 from .config import Config, log_gate
-from .errors import ConvergenceWarning, InputError, NonConjugateError
+from .errors import InputError, NonConjugateError
 from .model_file import Model
+from .restarts import best_of_restarts, fresh_gate, init_schedule, warn_not_converged
 from .result import FitResult
 
 _HYPERS = ("prior_mean", "prior_cov", "noise_precision")
@@ -161,41 +160,28 @@ def fit_svi(
     options.validate(X.shape[0])
     inits = init_schedule(options, config.prior_mean)
     start = time.perf_counter()
-    best: _Run | None = None
-    summaries = []
-    for i, how in enumerate(inits):
-        run = _run(model, X, y, config, options, how, options.seed + i, i, len(inits))
-        summaries.append(
-            {
-                "init": how,
-                "seed": options.seed + i,
-                "objective": run.objective[-1],
-                "objective_se": run.final_se,
-                "iterations": run.steps,
-                "converged": run.converged,
-            }
-        )
-        if best is None or run.objective[-1] > best.objective[-1]:
-            best = run
-    assert best is not None
+    best, summaries = best_of_restarts(
+        inits,
+        options.seed,
+        lambda how, seed, i: _run(model, X, y, config, options, how, seed, i, len(inits)),
+        lambda run: {
+            "objective": run.objective[-1],
+            "objective_se": run.final_se,
+            "iterations": run.steps,
+            "converged": run.converged,
+        },
+    )
     if not best.converged:
-        warnings.warn(
+        warn_not_converged(
             f"SVI did not converge in max_steps={options.max_steps} steps (tol={options.tol}); "
-            "raise max_steps or loosen tol",
-            ConvergenceWarning,
-            stacklevel=3,
+            "raise max_steps (max_iter in fit) or loosen tol"
         )
     return _result(model, X, y, config, best, summaries, time.perf_counter() - start)
 
 
 def _fresh_config(config: Config, seed: int, restart: int) -> Config:
-    cfg = copy.deepcopy(config)  # pyro.module rebinds the gate's parameters
-    if cfg.gate is not None and restart > 0:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for module in cfg.gate.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+    cfg = copy.copy(config)
+    cfg.gate = fresh_gate(config.gate, seed, restart)  # a copy: pyro.module rebinds its params
     return cfg
 
 

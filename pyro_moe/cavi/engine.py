@@ -20,15 +20,14 @@ import copy
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
 from ..config import Config
-from ..errors import ConvergenceWarning, InputError
 from ..model_file import Model
+from ..restarts import best_of_restarts, fresh_gate, init_schedule, warn_not_converged
 from ..result import FitResult
 from . import updates as U
 from .conjugacy import Conjugate, read_model
@@ -84,62 +83,22 @@ def fit_cavi(
     conj = read_model(model, X, y, config)
     inits = init_schedule(options, conj.prior_mean)
     start = time.perf_counter()
-    best: _Run | None = None
-    summaries = []
-    for i, how in enumerate(inits):
-        run = _run(X, y, config, conj, options, how, options.seed + i, i, len(inits))
-        summaries.append(
-            {
-                "init": how,
-                "seed": options.seed + i,
-                "objective": run.objective[-1],
-                "iterations": len(run.objective),
-                "converged": run.converged,
-            }
-        )
-        if best is None or run.objective[-1] > best.objective[-1]:
-            best = run
-    assert best is not None
+    best, summaries = best_of_restarts(
+        inits,
+        options.seed,
+        lambda how, seed, i: _run(X, y, config, conj, options, how, seed, i, len(inits)),
+        lambda run: {
+            "objective": run.objective[-1],
+            "iterations": len(run.objective),
+            "converged": run.converged,
+        },
+    )
     if not best.converged:
-        warnings.warn(
+        warn_not_converged(
             f"CAVI did not converge in max_iter={options.max_iter} iterations (tol={options.tol}); "
-            "raise max_iter or loosen tol",
-            ConvergenceWarning,
-            stacklevel=3,
+            "raise max_iter or loosen tol"
         )
     return _result(model, X, y, config, conj, best, summaries, time.perf_counter() - start)
-
-
-def init_schedule(options, prior_mean: torch.Tensor) -> list[str]:
-    """The initialisation of each restart (shared by CAVI and SVI).
-
-    ``init="auto"``: "prior" first when the prior means differ between experts (it breaks
-    the symmetry), then "subsets"; given responsibilities make a single "given" run.
-    """
-    if options.n_init < 1:
-        raise InputError(f"n_init must be at least 1, got {options.n_init}")
-    if options.responsibilities is not None:
-        return ["given"]
-    if isinstance(options.init, list | tuple):
-        return list(options.init)
-    if options.init != "auto":
-        return [options.init] * options.n_init
-    distinct = not torch.allclose(prior_mean, prior_mean[:1].expand_as(prior_mean))
-    first = ["prior"] if distinct else []
-    return (first + ["subsets"] * options.n_init)[: options.n_init]
-
-
-def _fresh_gate(config: Config, seed: int, restart: int):
-    if config.gate is None:
-        return None
-    gate = copy.deepcopy(config.gate)
-    if restart > 0:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for module in gate.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-    return gate
 
 
 GATE_DTYPE_AUTO_N = 100_000  # "auto": the gate's L-BFGS runs in float32 from this many points
@@ -278,7 +237,7 @@ def _run(
     else:
         beta = conj.noise_precision.clamp(max=beta_max)
         e_beta, e_log_beta = beta, torch.log(beta)
-    gate = _fresh_gate(config, seed, restart)
+    gate = fresh_gate(config.gate, seed, restart)
     learn_gate = gate is not None and "gate" in learn
     rho = None
     if gate is not None:

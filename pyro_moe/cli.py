@@ -462,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--out", type=Path, default=Path("reproduce_out"), metavar="DIR", help="output folder"
     )
+    rep.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="seeds per cell of the S table (default: 10, or 3 with --quick)",
+    )
+    rep.add_argument("--cavi-only", action="store_true", help="skip the SVI column (the slow one)")
     rep.add_argument("--json", action="store_true", help="print the results as JSON")
     rep.add_argument(
         "--eye",
@@ -1062,7 +1070,14 @@ def cmd_reproduce(args: argparse.Namespace, ctx: Context) -> int:
     def progress(done: int, total: int, label: str) -> None:
         print(f"[{done}/{total}] {label}", file=sys.stderr, flush=True)
 
-    report = reproduce(quick=args.quick, out=args.out, eye=args.eye, progress=progress)
+    report = reproduce(
+        quick=args.quick,
+        out=args.out,
+        eye=args.eye,
+        seeds=args.seeds,
+        methods=("cavi",) if args.cavi_only else ("cavi", "svi"),
+        progress=progress,
+    )
     if args.json:
         print(report.to_json(), file=ctx.out)
     else:

@@ -540,3 +540,17 @@ def test_reproduce_usage_and_input_errors(capsys, tmp_path):
     assert_one_error_line(err, 1, code)
     assert out == ""
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_reproduce_writes_the_report_and_prints_json(capsys, tmp_path):
+    out_dir = tmp_path / "rep"
+    code, out, err = run_cli(
+        capsys, "reproduce", "--quick", "--seeds", "1", "--cavi-only", "--json", "--out", out_dir
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert {"report.md", "results.json", "sweep.png"} <= {p.name for p in out_dir.iterdir()}
+    assert "published" in (out_dir / "report.md").read_text()
+    assert json.loads((out_dir / "results.json").read_text()) == data
+    assert all(line.startswith("[") for line in err.splitlines())  # progress only

@@ -212,13 +212,7 @@ def compare_circles(
     **options,
 ) -> Comparison:
     """:func:`compare` on circles from points or an image (standardized circle design)."""
-    from .curve_fitting import as_points
-    from .shapes import circle_design
+    from .curve_fitting import curve_design
 
-    ps = as_points(source, max_points=max_points, seed=seed)
-    if len(ps) < 3:
-        raise InputError(f"need at least 3 points to fit a circle, got {len(ps)}")
-    X, t = circle_design(ps.standard)
-    st = ps.standardization
-    shapes = {"design": "circle", "center": [float(c) for c in st.center], "scale": float(st.scale)}
+    X, t, shapes = curve_design(source, "circle", max_points=max_points, seed=seed)
     return compare(model, X, t, experts=experts, shapes=shapes, seed=seed, **options)

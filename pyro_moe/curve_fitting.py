@@ -65,6 +65,22 @@ def fit_curves(
     ``fit_options`` go to :func:`pyro_moe.fit` (method, n_init, learn, priors, ...).
     Priors are in standardized units. Use ``result.circles()`` / ``result.conics()``.
     """
+    X, t, shapes = curve_design(
+        source, design, max_points=max_points, seed=seed, image_options=image_options
+    )
+    return fit(model, X, t, experts=experts, seed=seed, shapes=shapes, **fit_options)
+
+
+def curve_design(
+    source,
+    design: str = "circle",
+    *,
+    max_points: int | None = None,
+    seed: int = 0,
+    image_options: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(X, t, shapes) of a curve design on standardized points of ``source``; ``shapes``
+    (design, centre, scale) is what a FitResult needs to map curves back to pixels."""
     if design not in DESIGNS:
         raise InputError(f"unknown design {design!r}; use one of {', '.join(DESIGNS)}")
     ps = as_points(source, max_points=max_points, seed=seed, **(image_options or {}))
@@ -74,7 +90,7 @@ def fit_curves(
     X, t = make(ps.standard)
     st = ps.standardization
     shapes = {"design": design, "center": [float(c) for c in st.center], "scale": float(st.scale)}
-    return fit(model, X, t, experts=experts, seed=seed, shapes=shapes, **fit_options)
+    return X, t, shapes
 
 
 def fit_circles(source, *, experts: int = 2, **options) -> FitResult:

@@ -287,17 +287,11 @@ def select_curves(
     the shapes info, so ``selection.result.circles()`` / ``.conics()`` are in pixel units.
     ``options`` go to :func:`select_experts` and on to :func:`pyro_moe.fit`.
     """
-    from .curve_fitting import DESIGNS, as_points
+    from .curve_fitting import curve_design
 
-    if design not in DESIGNS:
-        raise InputError(f"unknown design {design!r}; use one of {', '.join(DESIGNS)}")
-    ps = as_points(source, max_points=max_points, seed=seed, **(image_options or {}))
-    make, unknowns = DESIGNS[design]
-    if len(ps) < unknowns:
-        raise InputError(f"need at least {unknowns} points to fit a {design}, got {len(ps)}")
-    X, t = make(ps.standard)
-    st = ps.standardization
-    shapes = {"design": design, "center": [float(c) for c in st.center], "scale": float(st.scale)}
+    X, t, shapes = curve_design(
+        source, design, max_points=max_points, seed=seed, image_options=image_options
+    )
     return select_experts(
         model,
         X,

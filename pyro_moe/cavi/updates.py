@@ -319,7 +319,13 @@ def elbo_from_lse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`objective` right after the q(Z) update, from ``lse = sum_i logsumexp_k
     logit_ik`` (:func:`e_step`): the same ELBO and F, without another pass over the data."""
-    elbo = lse - weights_kl(q, w0, A)
+    return _minus_kls(lse, q, w0, A, alpha, mu, qbeta, beta_prior, xi)
+
+
+def _minus_kls(data_term, q, w0, A, alpha, mu, qbeta, beta_prior, xi):
+    """(ELBO, F) from the data term (likelihood + entropy of q(Z)): subtract the KLs of
+    q(W), q(pi), q(beta) from their priors, and add R(w0) for F."""
+    elbo = data_term - weights_kl(q, w0, A)
     if alpha is not None and mu is not None:
         elbo = elbo - dirichlet_kl(alpha, mu)
     if qbeta is not None:
@@ -363,10 +369,5 @@ def objective(
     )
     if noise_log_density is not None:
         like = like + r[..., K:].sum() * noise_log_density
-    elbo = like - torch.special.xlogy(r, r).sum() - weights_kl(q, w0, A)
-    if alpha is not None and mu is not None:
-        elbo = elbo - dirichlet_kl(alpha, mu)
-    if qbeta is not None:
-        elbo = elbo - gamma_kl(qbeta[0], qbeta[1], beta_prior[0], beta_prior[1])
-    F = elbo + regularizer(w0, xi) if xi is not None else elbo
-    return elbo, F
+    entropy = -torch.special.xlogy(r, r).sum()
+    return _minus_kls(like + entropy, q, w0, A, alpha, mu, qbeta, beta_prior, xi)

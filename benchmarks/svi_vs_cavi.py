@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from run import machine  # benchmarks/run.py: one description of the machine
 
 import pyro_moe
 from pyro_moe.compare import time_to_within
@@ -68,14 +68,7 @@ def main() -> None:
         ref = next(r for r in rows if r["N"] == row["N"] and r["method"] == "cavi")
         row["rel_gap_to_cavi"] = abs(row["objective"] - ref["objective"]) / abs(ref["objective"])
     info = {
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyro": __import__("pyro").__version__,
-        "cpus": os.cpu_count(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "torch_threads": torch.get_num_threads(),
+        **machine(),
         "settings": {k: v for k, v in COMMON.items()},
         "note": "SVI defaults (lr 0.002 decaying 10x, tol 1e-3); minibatch B = 1000; "
         "full-batch SVI capped at 1000 steps for N = 1e5; time to 0.1% uses the 50-step "

@@ -698,11 +698,7 @@ def _emit_json(obj: dict[str, Any], out: TextIO) -> None:
 
 def _pixel_points(result: FitResult) -> np.ndarray:
     """The fitted points in pixel coordinates, from the standardized design of a shape fit."""
-    shapes = result.shapes or {}
-    X = result.X.detach().cpu().numpy()
-    cols = (0, 1) if shapes.get("design") == "circle" else (2, 3)
-    standard = X[:, cols]
-    return np.asarray(shapes["center"], float) + float(shapes["scale"]) * standard
+    return result.pixel_points()
 
 
 def plot_curves(result: FitResult, path: Path) -> None:

@@ -93,6 +93,13 @@ def curve_design(
     return X, t, shapes
 
 
+def standardization_of(shapes: dict | None) -> Standardization:
+    """The :class:`Standardization` recorded by :func:`curve_design` in a result's ``shapes``."""
+    if not shapes or "center" not in shapes:
+        raise InputError("this result was not fitted on shape data (no circle/conic design)")
+    return Standardization(np.asarray(shapes["center"], float), float(shapes["scale"]))
+
+
 def fit_circles(source, *, experts: int = 2, **options) -> FitResult:
     """Circles: ``fit_curves(source, design="circle", ...)``."""
     return fit_curves(source, design="circle", experts=experts, **options)

@@ -154,22 +154,20 @@ def _mvn_draws(rng: np.random.Generator, mean: np.ndarray, cov: np.ndarray, n: i
 
 
 def _circle_params(w: np.ndarray, shapes: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    cx, cy = (float(c) for c in shapes["center"])
-    s = float(shapes["scale"])
-    x0, y0 = 0.5 * w[..., 0], 0.5 * w[..., 1]
-    r2 = w[..., 2] + x0 * x0 + y0 * y0
-    r = np.full_like(r2, np.nan)
-    ok = r2 >= 0
-    r[ok] = np.sqrt(r2[ok])
-    return {"x0": cx + s * x0, "y0": cy + s * y0, "r": s * r}
+    from .curve_fitting import standardization_of
+    from .shapes import circle_parameters
+
+    p = circle_parameters(w, standardization_of(shapes))
+    return {"x0": p[..., 0], "y0": p[..., 1], "r": p[..., 2]}
 
 
 def _conic_params(
     w: np.ndarray, shapes: Mapping[str, Any]
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    from .shapes import Standardization, conic_from_weights, conic_to_pixels
+    from .curve_fitting import standardization_of
+    from .shapes import conic_from_weights, conic_to_pixels
 
-    st = Standardization(np.asarray(shapes["center"], float), float(shapes["scale"]))
+    st = standardization_of(shapes)
     flat = w.reshape(-1, w.shape[-1])
     vals = np.full((len(flat), len(_CONIC_VARS)), np.nan)
     kinds: dict[str, int] = {}

@@ -22,8 +22,10 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
+from .curve_fitting import standardization_of
 from .errors import ConvergenceWarning, InputError
 from .result import FitResult
+from .shapes import circle_parameters
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -57,16 +59,7 @@ def _design(result: FitResult) -> str | None:
 def data_points(result: FitResult) -> np.ndarray:
     """The fitted points (N, 2) in pixel units, recovered from the design of a shape fit
     (circle: X = [x, y, 1]; conic: X = [xy, y^2, x, y, 1], in standardized units)."""
-    design = _design(result)
-    X = _np(result.X).astype(float)
-    if design == "circle":
-        s = X[:, :2]
-    elif design == "conic":
-        s = X[:, 2:4]
-    else:
-        raise InputError("this result was not fitted on shape data (no circle/conic design)")
-    st = result._standardization()
-    return st.to_pixels(s)
+    return result.pixel_points()
 
 
 def _point_colors(result: FitResult) -> np.ndarray:
@@ -219,13 +212,7 @@ class ParameterTrace:
         """(T, K, 3) circle parameters (x0, y0, r) in pixel units (r NaN when r^2 < 0)."""
         if not self.shapes or self.shapes.get("design") != "circle":
             raise InputError("the trace is not of a circle design")
-        c = np.asarray(self.shapes["center"], float)
-        s = float(self.shapes["scale"])
-        w = self.mean
-        x0, y0 = 0.5 * w[..., 0], 0.5 * w[..., 1]
-        r2 = w[..., 2] + x0**2 + y0**2
-        r = np.where(r2 >= 0, np.sqrt(np.clip(r2, 0.0, None)), np.nan)
-        return np.stack([c[0] + s * x0, c[1] + s * y0, s * r], -1)
+        return circle_parameters(self.mean, standardization_of(self.shapes))
 
 
 def trace_parameters(

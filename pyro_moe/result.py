@@ -214,13 +214,16 @@ class FitResult:
 
     # ---- shapes ------------------------------------------------------------------------
     def _standardization(self):
-        from .shapes import Standardization
+        from .curve_fitting import standardization_of
 
-        if self.shapes is None:
-            raise InputError("this result was not fitted on shape data (no circle/conic design)")
-        return Standardization(
-            np.asarray(self.shapes["center"], float), float(self.shapes["scale"])
-        )
+        return standardization_of(self.shapes)
+
+    def pixel_points(self) -> np.ndarray:
+        """The fitted points (N, 2) in pixel units, read back from the shape design
+        (circle: X = [x, y, 1]; conic: X = [xy, y^2, x, y, 1], standardized)."""
+        st = self._standardization()
+        cols = slice(0, 2) if self.shapes["design"] == "circle" else slice(2, 4)
+        return st.to_pixels(self.X[:, cols].detach().cpu().numpy())
 
     def circles(self) -> list:
         """One circle per expert, in pixel units (x = column, y = row), from E_q[w_k]."""

@@ -35,8 +35,10 @@ from statistics import NormalDist
 
 import numpy as np
 
+from .curve_fitting import standardization_of
 from .errors import InputError
 from .result import FitResult
+from .shapes import Standardization, circle_parameters
 
 __all__ = [
     "CircleUncertainty",
@@ -92,11 +94,10 @@ class CircleUncertainty:
         }
 
 
-def _circle_design_info(result: FitResult) -> tuple[np.ndarray, float]:
-    shapes = result.shapes
-    if shapes is None or shapes.get("design") != "circle":
+def _circle_standardization(result: FitResult) -> Standardization:
+    if result.shapes is None or result.shapes.get("design") != "circle":
         raise InputError("circle uncertainty needs a circle-design fit (fit_circles or shapes=)")
-    return np.asarray(shapes["center"], float), float(shapes["scale"])
+    return standardization_of(result.shapes)
 
 
 def circle_jacobian(w: np.ndarray) -> np.ndarray | None:
@@ -117,13 +118,13 @@ def circle_uncertainty(result: FitResult, level: float = 0.95) -> list[CircleUnc
     :func:`circle_jacobian` at :math:`m_k`, B_k = ``result.cov[k]`` (see module docstring).
     """
     z = _z(level)
-    center, scale = _circle_design_info(result)
+    st = _circle_standardization(result)
+    scale = st.scale
     means = result.mean.detach().cpu().numpy().astype(float)
     covs = result.cov.detach().cpu().numpy().astype(float)
     out = []
     for m, B in zip(means, covs, strict=True):
-        x0 = float(center[0] + scale * 0.5 * m[0])
-        y0 = float(center[1] + scale * 0.5 * m[1])
+        x0, y0, r_px = (float(v) for v in circle_parameters(m, st))
         J = circle_jacobian(m)
         valid = J is not None
         if J is None:  # no radius: the centre's 2x2 block only
@@ -132,7 +133,7 @@ def circle_uncertainty(result: FitResult, level: float = 0.95) -> list[CircleUnc
         sd = [float(v) for v in np.sqrt(np.clip(np.diag(cov), 0, None))]
         r = sd_r = r_iv = None
         if valid:
-            r = float(scale * math.sqrt(m[2] + 0.25 * (m[0] ** 2 + m[1] ** 2)))
+            r = r_px
             sd_r = sd[2]
             r_iv = (r - z * sd_r, r + z * sd_r)
         out.append(
@@ -162,21 +163,14 @@ def circle_samples(result: FitResult, draws: int = 20000, seed: int = 0) -> np.n
     """
     if draws < 1:
         raise InputError(f"draws must be >= 1, got {draws}")
-    center, scale = _circle_design_info(result)
+    st = _circle_standardization(result)
     rng = np.random.default_rng(seed)
     means = result.mean.detach().cpu().numpy().astype(float)
     covs = result.cov.detach().cpu().numpy().astype(float)
     out = np.empty((len(means), draws, 3))
     for k, (m, B) in enumerate(zip(means, covs, strict=True)):
         w = rng.multivariate_normal(m, 0.5 * (B + B.T), size=draws, method="eigh")
-        x0, y0 = 0.5 * w[:, 0], 0.5 * w[:, 1]
-        r2 = w[:, 2] + x0**2 + y0**2
-        r = np.full(draws, np.nan)
-        ok = r2 >= 0
-        r[ok] = np.sqrt(r2[ok])
-        out[k, :, 0] = center[0] + scale * x0
-        out[k, :, 1] = center[1] + scale * y0
-        out[k, :, 2] = scale * r
+        out[k] = circle_parameters(w, st)
     return out
 
 

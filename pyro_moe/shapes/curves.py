@@ -140,6 +140,24 @@ def circle_from_weights(w: object) -> Circle:
     return Circle(float(x0), float(y0), float(math.sqrt(r2)), True)
 
 
+def circle_parameters(W: object, standardization: Standardization | None = None) -> np.ndarray:
+    """(x0, y0, r) for any stack of circle weights, shape (..., 3) for W of shape (..., 3).
+
+    Vectorised :func:`circle_from_weights` for posterior draws and trajectories: ``r`` is
+    NaN where the radicand is negative, so statistics over draws can drop those (tables
+    use :class:`Circle`, whose invalid circles carry no NaN). With ``standardization`` the
+    parameters are in pixel units.
+    """
+    w = np.asarray(W, dtype=float)
+    x0, y0 = 0.5 * w[..., 0], 0.5 * w[..., 1]
+    r2 = w[..., 2] + x0 * x0 + y0 * y0
+    r = np.sqrt(np.where(r2 >= 0, r2, np.nan))
+    if standardization is not None:
+        c, s = standardization.center, standardization.scale
+        x0, y0, r = c[0] + s * x0, c[1] + s * y0, s * r
+    return np.stack([x0, y0, r], -1)
+
+
 def circles_from_weights(W: object) -> list[Circle]:
     """One :class:`Circle` per row of a (K, 3) weight matrix."""
     try:

@@ -22,7 +22,7 @@ from .fitting import fit
 from .model_file import Model, builtin_models, load_model
 from .result import FitResult, Prediction
 from .selection import Selection, select_circles, select_curves, select_experts
-from .uncertainty import circle_uncertainty, conic_uncertainty
+from .uncertainty import circle_uncertainty, conic_uncertainty, curve_uncertainty
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "compare",
     "compare_circles",
     "conic_uncertainty",
+    "curve_uncertainty",
     "fit",
     "fit_circles",
     "fit_conics",

@@ -19,6 +19,8 @@ name                   shape        meaning
 ``gate``               module       the gate network V (mixtures of experts)
 ``noise_weight``       ()           rho, the noise expert's share in a gated model
                                     (learned with the gate)
+``maps``               (K, n+1, d)  T_k, each expert's own features and target
+                                    (heterogeneous experts; never learned)
 =====================  ===========  ==========================================
 """
 
@@ -62,6 +64,10 @@ class Config:
         noise_weight: rho, the noise expert's share in a gated model (learned with the gate):
             g(x) = [(1 - rho) softmax(V(x)), rho], constant in x (see ``log_gate``).
         learn: names of the hyperparameters that are point-estimated; the rest are fixed.
+        maps: expert maps T (K, n + 1, d) for experts with their own features and targets
+            (:mod:`pyro_moe.experts`): expert k sees phi = T_k[:n] z and t = T_k[n] z of
+            z = [x, y] (d = the design's width + 1), its weights padded to n. None: every
+            expert uses the design x and the target y.
     """
 
     experts: int
@@ -76,6 +82,7 @@ class Config:
     noise_bounds: torch.Tensor | None = None
     noise_weight: torch.Tensor | None = None
     learn: frozenset[str] = field(default_factory=lambda: frozenset(LEARNABLE))
+    maps: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.learn) - set(LEARNABLE)
@@ -98,6 +105,17 @@ class Config:
         if self.regularization_cov is not None:
             _check_shape("regularization_cov", self.regularization_cov, (n, n))
             _check_pd("regularization_cov (Xi)", self.regularization_cov)
+        if self.maps is not None:
+            if self.maps.dim() != 3 or tuple(self.maps.shape[:2]) != (K, n + 1):
+                raise InputError(
+                    f"expert maps must have shape ({K}, {n + 1}, d), got {tuple(self.maps.shape)}"
+                )
+            if self.regularization_cov is not None and not (self.maps == self.maps[:1]).all():
+                raise InputError(
+                    "the prior regularization ties w0_k - w0_k' coordinate by coordinate, which "
+                    "means nothing between experts with different feature maps; use one kind "
+                    "of expert with a regularized model"
+                )
 
     @property
     def noise_expert(self) -> bool:

@@ -5,16 +5,22 @@ t = x^2 + y^2 on X = [x, y, 1] with w = (2 x0, 2 y0, r^2 - x0^2 - y0^2); a conic
 x^2 = B'xy + C'y^2 + D'x + E'y + F' is the regression t = x^2 on X = [xy, y^2, x, y, 1].
 Points are standardized (one centre, one scale) before fitting, and the result maps the
 curves back to pixel units (x = column, y = row from the top-left).
+
+Experts of different kinds (``experts=["circle", "ellipse"]``) each get their own feature
+map (:mod:`pyro_moe.experts`); ``result.curves()`` reports each as its own kind of curve.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .experts import Layout, layout
 from .fitting import fit
+from .model_file import load_model
 from .result import FitResult
 from .shapes import (
     PointSet,
@@ -53,22 +59,67 @@ def fit_curves(
     source,
     *,
     design: str = "circle",
-    experts: int = 2,
-    model="mixture_of_models",
+    experts: int | Sequence[str] | str = 2,
+    model=None,
     max_points: int | None = None,
     seed: int = 0,
     image_options: dict | None = None,
+    allow_mixed_targets: bool = False,
     **fit_options,
 ) -> FitResult:
-    """Fit ``experts`` curves of kind ``design`` ("circle" or "conic") to points or an image.
+    """Fit curves to points or an image.
+
+    ``experts`` is a number of curves of kind ``design`` ("circle" or "conic"), or the
+    experts' names (a list, or "circle,ellipse"), each with its own feature map as the
+    model file declares it (``EXPERTS`` of ``models/curve_experts.py``, the default model
+    then). Experts that model different targets (a line with conics) need
+    ``allow_mixed_targets=True`` (see :mod:`pyro_moe.experts`).
 
     ``fit_options`` go to :func:`pyro_moe.fit` (method, n_init, learn, priors, ...).
-    Priors are in standardized units. Use ``result.circles()`` / ``result.conics()``.
+    Priors are in standardized units. Use ``result.curves()`` (each expert as its kind),
+    or ``result.circles()`` / ``result.conics()``.
     """
+    if isinstance(experts, str) or (
+        isinstance(experts, Sequence) and not isinstance(experts, str | bytes)
+    ):
+        loaded = load_model(model or "curve_experts")
+        lay = layout(experts, loaded.expert_catalog, allow_mixed_targets=allow_mixed_targets)
+        X, t, shapes = experts_design(
+            source, lay, max_points=max_points, seed=seed, image_options=image_options
+        )
+        return fit(
+            loaded, X, t, experts=len(lay.names), seed=seed, shapes=shapes, maps=lay.maps,
+            **fit_options,
+        )  # fmt: skip
     X, t, shapes = curve_design(
         source, design, max_points=max_points, seed=seed, image_options=image_options
     )
+    model = model or "mixture_of_models"
     return fit(model, X, t, experts=experts, seed=seed, shapes=shapes, **fit_options)
+
+
+def experts_design(
+    source,
+    lay: Layout,
+    *,
+    max_points: int | None = None,
+    seed: int = 0,
+    image_options: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(X, y, shapes) of a heterogeneous layout on standardized points of ``source``."""
+    ps = as_points(source, max_points=max_points, seed=seed, **(image_options or {}))
+    need = max(e.size for e in lay.experts)
+    if len(ps) < need:
+        raise InputError(f"need at least {need} points to fit these experts, got {len(ps)}")
+    X, y = lay.design(ps.standard)
+    st = ps.standardization
+    shapes = {
+        "design": "experts",
+        "center": [float(c) for c in st.center],
+        "scale": float(st.scale),
+        **lay.as_dict(),
+    }
+    return X, y, shapes
 
 
 def curve_design(

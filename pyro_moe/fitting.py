@@ -70,6 +70,7 @@ def fit(
     device: str | torch.device | None = None,
     progress: bool | None = None,
     shapes: dict | None = None,
+    maps=None,
     **engine_options,
 ) -> FitResult:
     """Fit a model file to a design X (N, n) and targets y (N,).
@@ -96,6 +97,9 @@ def fit(
         device: where to compute ("cpu", "cuda"); CAVI computes in float64.
         progress: show a progress bar (default: only on a terminal for long runs).
         shapes: standardization info attached to the result (set by the shape helpers).
+        maps: expert maps T (K, n + 1, d), one per expert, for experts with their own
+            features and targets (:mod:`pyro_moe.experts`; :func:`pyro_moe.fit_curves`
+            builds them from expert names). None: every expert regresses y on X.
         engine_options: passed to the engine (e.g. ``prior_var_min``, ``gate_steps``).
 
     Returns:
@@ -124,6 +128,7 @@ def fit(
         noise_expert=noise_expert,
         learn=learn,
         seed=seed,
+        maps=maps,
     )
     options_type, engine, step_limit = _engine(method)
     _check_options(options_type, engine_options, method)

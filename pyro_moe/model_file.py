@@ -56,6 +56,15 @@ class Model:
     def regularized(self) -> bool:
         return "regularization_cov" in self.settings
 
+    @property
+    def expert_catalog(self) -> dict:
+        """The experts this file declares (``EXPERTS``: name -> :class:`pyro_moe.experts.Expert`),
+        or those of ``models/curve_experts.py`` when it declares none."""
+        catalog = getattr(self.module, "EXPERTS", None)
+        if catalog is None:
+            catalog = load_model("curve_experts").module.EXPERTS
+        return dict(catalog)
+
     def config(
         self,
         X: torch.Tensor,
@@ -71,6 +80,7 @@ class Model:
         learn=None,
         noise_expert: bool | None = None,
         seed: int = 0,
+        maps: torch.Tensor | None = None,
     ) -> Config:
         """Build the :class:`Config` of a fit; ``None`` arguments take the file's defaults.
 
@@ -79,9 +89,17 @@ class Model:
         towards rank one (and, with w0_k learned too, onto the posterior: w0_k -> m_k,
         A_k -> B_k -> 0), which CAVI approaches only sublinearly, stopping at the floors.
         So the model files hold A_k fixed by default; ``learn="all"`` is the study's variant.
+
+        ``maps`` (K, n + 1, d): each expert's own features and target
+        (:mod:`pyro_moe.experts`); the weights then have the padded length n.
         """
         K, n = int(experts), X.shape[1]
         dt = dict(dtype=X.dtype, device=X.device)
+        if maps is not None:
+            from .experts import check_maps
+
+            maps = check_maps(_as(maps, dt), K, X.shape[1])
+            n = maps.shape[1] - 1
         s = self.settings
         mean = torch.zeros(K, n, **dt) if prior_mean is None else _as(prior_mean, dt)
         if mean.dim() == 1:
@@ -110,7 +128,7 @@ class Model:
             hidden = int(s.get("gate_hidden", 8) if gate_hidden is None else gate_hidden)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                gate = self.module.make_gate(n, K, hidden).to(**dt)
+                gate = self.module.make_gate(X.shape[1], K, hidden).to(**dt)
         learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:
             learned = learned - {"gate"}
@@ -127,6 +145,7 @@ class Model:
             noise_bounds=bounds,
             noise_weight=_as(s.get("noise_weight", 0.1), dt).reshape(()) if noise else None,
             learn=learned,
+            maps=maps,
         )
 
 

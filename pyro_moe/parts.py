@@ -56,7 +56,7 @@ def observe_targets(
     with pyro.plate(DATA_PLATE, X.shape[0], subsample=subsample) as idx:
         x = X[idx]
         z = pyro.sample("z", assignment_prior(x))
-        means = x @ weights.transpose(-1, -2)
+        means = expert_locs(x, y[idx], weights, config)
         if not config.noise_expert:
             pyro.sample("y", dist.Normal(Vindex(means)[..., z], beta.rsqrt()), obs=y[idx])
             return
@@ -66,6 +66,25 @@ def observe_targets(
         pyro.sample("y", likelihood.mask(~noise), obs=y[idx])
         lo, hi = config.noise_bounds.unbind(-1)
         pyro.sample("y_noise", dist.Uniform(lo, hi).mask(noise), obs=y[idx])
+
+
+def expert_locs(
+    x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, config: Config
+) -> torch.Tensor:
+    """Each expert's mean for the observed y, (..., N, K): w_k^T x_i for the shared design.
+
+    With expert maps T (heterogeneous experts, :mod:`pyro_moe.experts`), expert k models
+    its own target t_ik = T_k[n] z_i on its own features phi_ik = T_k[:n] z_i, z_i = [x_i, y_i].
+    Its density at y is evaluated through the shifted mean
+    mu_ik = w_k^T phi_ik - (t_ik - y_i): N(y_i | mu_ik, s^2) = N(t_ik | w_k^T phi_ik, s^2),
+    the same number, so one observed site serves experts with different targets.
+    """
+    if config.maps is None:
+        return x @ weights.transpose(-1, -2)
+    n = config.features
+    zk = torch.cat([x, y.unsqueeze(-1)], -1) @ config.maps.transpose(-1, -2)  # (K, N, n+1)
+    fitted = (zk[..., :n] * weights.unsqueeze(-2)).sum(-1)  # (..., K, N)
+    return (fitted - zk[..., n] + y).transpose(-1, -2)
 
 
 def assignments_guide(X: torch.Tensor, config: Config, subsample: torch.Tensor | None = None):

@@ -11,7 +11,8 @@ Saved as ``.npz`` (:meth:`FitResult.save`) with these arrays:
 ``prior_cov`` (K, n, n), ``noise_precision`` () (E[beta] when beta has a Gamma posterior,
 whose ``noise_shape``/``noise_rate`` are saved too), ``concentration`` (K,),
 ``regularization_cov`` (n, n; regularized model), ``objective_history``, ``elbo_history``,
-``time_history`` (seconds), ``gate/<name>`` (gate parameters) and a JSON ``meta`` string
+``time_history`` (seconds), ``maps`` (K, n+1, d; experts with their own feature maps,
+:mod:`pyro_moe.experts`), ``gate/<name>`` (gate parameters) and a JSON ``meta`` string
 (method, model, iterations, wall time, converged, learn, shapes standardization).
 """
 
@@ -120,9 +121,12 @@ class FitResult:
     gate_state: dict[str, torch.Tensor] | None = None
     gate_hidden: int | None = None
     restarts: list[dict[str, Any]] = field(default_factory=list)
-    shapes: dict[str, Any] | None = None  # {"design": "circle"|"conic", "center", "scale"}
+    # {"design": "circle"|"conic"|"experts", "center", "scale"[, "experts", "kinds",
+    #  "columns", "response"]} (see curve_fitting.curve_design / experts_design)
+    shapes: dict[str, Any] | None = None
     noise_bounds: torch.Tensor | None = None  # (lo, hi) of the noise expert, if any
     noise_weight: torch.Tensor | None = None  # rho, the noise share of a gated model
+    maps: torch.Tensor | None = None  # (K, n+1, d) each expert's own features and target
 
     # ---- summaries ---------------------------------------------------------------------
     @property
@@ -199,8 +203,11 @@ class FitResult:
             raise InputError(f"X must have shape (N, {self.X.shape[1]}), got {tuple(X.shape)}")
         g = self.expert_weights(X)
         K = self.experts
-        mu = X @ self.mean.T
-        var = 1.0 / self.noise_precision + ((X @ self.cov) * X).sum(-1).T
+        if self.maps is None:
+            mu = X @ self.mean.T
+            var = 1.0 / self.noise_precision + ((X @ self.cov) * X).sum(-1).T
+        else:
+            mu, var = self._mapped_predictive(X)
         mean = (g[:, :K] * mu).sum(-1)
         second = (g[:, :K] * (var + mu * mu)).sum(-1)
         g0 = None
@@ -212,6 +219,20 @@ class FitResult:
         variance = (second - mean * mean).clamp_min(0)
         return Prediction(mean, variance, g[:, :K], mu, var, g0, self.noise_bounds)
 
+    def _mapped_predictive(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expert means and variances of y with expert maps: t_k = y + T_k[n, :-1] x, so
+        y = w_k^T phi_k(x) - T_k[n, :-1] x + noise, phi_k(x) = T_k[:n, :-1] x."""
+        T = self.maps
+        if bool((T[:, -1, -1] != 1).any()) or bool((T[:, :-1, -1] != 0).any()):
+            raise InputError(
+                "these experts model different targets (mixed targets), so there is no "
+                "predictive density of one y; predict with experts that share the response"
+            )
+        phi = torch.einsum("nd,kjd->nkj", X, T[:, :-1, :-1])
+        mu = (phi * self.mean).sum(-1) - X @ T[:, -1, :-1].T
+        quad = torch.einsum("nkj,kjl,nkl->nk", phi, self.cov, phi)
+        return mu, 1.0 / self.noise_precision + quad
+
     # ---- shapes ------------------------------------------------------------------------
     def _standardization(self):
         from .curve_fitting import standardization_of
@@ -220,10 +241,35 @@ class FitResult:
 
     def pixel_points(self) -> np.ndarray:
         """The fitted points (N, 2) in pixel units, read back from the shape design
-        (circle: X = [x, y, 1]; conic: X = [xy, y^2, x, y, 1], standardized)."""
+        (circle: X = [x, y, 1]; conic: X = [xy, y^2, x, y, 1]; experts with their own
+        maps: the columns named in ``shapes``; all standardized)."""
         st = self._standardization()
-        cols = slice(0, 2) if self.shapes["design"] == "circle" else slice(2, 4)
-        return st.to_pixels(self.X[:, cols].detach().cpu().numpy())
+        design = self.shapes["design"]
+        if design in ("circle", "conic"):
+            cols = slice(0, 2) if design == "circle" else slice(2, 4)
+            return st.to_pixels(self.X[:, cols].detach().cpu().numpy())
+        Z = torch.cat([self.X, self.y.unsqueeze(-1)], -1).detach().cpu().numpy()
+        names = [*self.shapes["columns"], self.shapes["response"]]
+        return st.to_pixels(Z[:, [names.index("x"), names.index("y")]])
+
+    @property
+    def expert_kinds(self) -> list[str | None]:
+        """The kind of curve each expert is ("circle", "conic", "line" or None)."""
+        if not self.shapes or "design" not in self.shapes:
+            raise InputError("this result was not fitted on shape data (no curve design)")
+        if self.shapes["design"] in ("circle", "conic"):
+            return [self.shapes["design"]] * self.experts
+        return list(self.shapes["kinds"])
+
+    def curves(self) -> list:
+        """Each expert as its own kind of curve, in pixel units, from E_q[w_k]: a Circle for
+        a circle expert, a Conic for a conic (ellipse) expert, a Line for a line expert, the
+        weights for an expert without a kind (:mod:`pyro_moe.experts`)."""
+        from .experts import curve_of
+
+        st = self._standardization()
+        W = self.mean.detach().cpu().numpy()
+        return [curve_of(kind, w, st) for kind, w in zip(self.expert_kinds, W, strict=True)]
 
     def circles(self) -> list:
         """One circle per expert, in pixel units (x = column, y = row), from E_q[w_k]."""
@@ -231,7 +277,11 @@ class FitResult:
 
         st = self._standardization()
         if self.shapes["design"] != "circle":
-            raise InputError(f"the design is {self.shapes['design']!r}, not a circle design")
+            if set(self.expert_kinds) == {"circle"}:
+                return self.curves()
+            raise InputError(
+                f"the experts are {self.expert_kinds}, not all circles; use result.curves()"
+            )
         return [circle_to_pixels(circle_from_weights(w), st) for w in self.mean.cpu().numpy()]
 
     def conics(self) -> list:
@@ -240,14 +290,18 @@ class FitResult:
 
         st = self._standardization()
         if self.shapes["design"] != "conic":
-            raise InputError(f"the design is {self.shapes['design']!r}, not a conic design")
+            if set(self.expert_kinds) == {"conic"}:
+                return self.curves()
+            raise InputError(
+                f"the experts are {self.expert_kinds}, not all conics; use result.curves()"
+            )
         return [conic_to_pixels(conic_from_weights(w), st) for w in self.mean.cpu().numpy()]
 
     # ---- persistence -------------------------------------------------------------------
     _ARRAYS = (
         "X y responsibilities mean cov prior_mean prior_cov noise_precision concentration "
         "objective_history elbo_history time_history alpha log_gate noise_shape noise_rate "
-        "regularization_cov noise_bounds noise_weight"
+        "regularization_cov noise_bounds noise_weight maps"
     ).split()
 
     def save(self, path: str | Path) -> Path:

@@ -203,14 +203,14 @@ def _initialise(model: Model, X, y, cfg: Config, options: SVIOptions, how: str, 
         how, X, y, cfg.experts, seed,
         prior=U.prior_from(cfg.prior_mean, cfg.prior_cov), log_prior=log_prior,
         e_beta=beta, e_log_beta=torch.log(beta), given=options.responsibilities,
-        noise_log_density=noise_log_density(cfg),
+        noise_log_density=noise_log_density(cfg), maps=cfg.maps,
     )  # fmt: skip
     r = log_r.exp()
     with torch.no_grad():
         store["assignment_probs"] = r.clamp_min(1e-12) / r.clamp_min(1e-12).sum(-1, keepdim=True)
     if options.start == "guide":
         return "prior_regularization" in sites
-    stats = U.sufficient_stats(X, y, r[:, : cfg.experts])
+    stats = U.sufficient_stats(X, y, r[:, : cfg.experts], cfg.maps)
     q = U.update_weights(stats, cfg.prior_cov, cfg.prior_mean, beta)
     # beta from its closed-form M-step too: from 1/Var(y), Adam's ~lr-sized steps in log beta
     # needed thousands of steps (measured: Synthetic 2 stopped at F = -391 vs CAVI's -225)
@@ -429,4 +429,5 @@ def _result(model: Model, X, y, config: Config, run: _Run, summaries, wall: floa
         gate_state=gate_state,
         gate_hidden=config.gate_hidden,
         restarts=summaries,
+        maps=config.maps,
     )

@@ -47,6 +47,7 @@ __all__ = [
     "circle_samples",
     "circle_uncertainty",
     "conic_uncertainty",
+    "curve_uncertainty",
 ]
 
 
@@ -95,9 +96,29 @@ class CircleUncertainty:
 
 
 def _circle_standardization(result: FitResult) -> Standardization:
-    if result.shapes is None or result.shapes.get("design") != "circle":
-        raise InputError("circle uncertainty needs a circle-design fit (fit_circles or shapes=)")
+    if result.shapes is None or set(_kinds(result)) != {"circle"}:
+        raise InputError(
+            "circle uncertainty needs a fit whose experts are all circles (fit_circles); "
+            "for a mix of kinds use curve_uncertainty"
+        )
     return standardization_of(result.shapes)
+
+
+def _kinds(result: FitResult) -> list:
+    try:
+        return result.expert_kinds
+    except InputError:
+        return []
+
+
+def _posteriors(result: FitResult, size: int | None = None):
+    """(m_k, B_k) per expert as float numpy arrays, cut to the first ``size`` weights (an
+    expert with its own feature map has its n_k weights first, then padding)."""
+    means = result.mean.detach().cpu().numpy().astype(float)
+    covs = result.cov.detach().cpu().numpy().astype(float)
+    if size is not None:
+        means, covs = means[:, :size], covs[:, :size, :size]
+    return list(zip(means, covs, strict=True))
 
 
 def circle_jacobian(w: np.ndarray) -> np.ndarray | None:
@@ -117,42 +138,39 @@ def circle_uncertainty(result: FitResult, level: float = 0.95) -> list[CircleUnc
     :math:`\\operatorname{Cov}_{px} = \\sigma^2 J B_k J^\\top` with J from
     :func:`circle_jacobian` at :math:`m_k`, B_k = ``result.cov[k]`` (see module docstring).
     """
-    z = _z(level)
     st = _circle_standardization(result)
-    scale = st.scale
-    means = result.mean.detach().cpu().numpy().astype(float)
-    covs = result.cov.detach().cpu().numpy().astype(float)
-    out = []
-    for m, B in zip(means, covs, strict=True):
-        x0, y0, r_px = (float(v) for v in circle_parameters(m, st))
-        J = circle_jacobian(m)
-        valid = J is not None
-        if J is None:  # no radius: the centre's 2x2 block only
-            J = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])
-        cov = scale**2 * J @ B @ J.T
-        sd = [float(v) for v in np.sqrt(np.clip(np.diag(cov), 0, None))]
-        r = sd_r = r_iv = None
-        if valid:
-            r = r_px
-            sd_r = sd[2]
-            r_iv = (r - z * sd_r, r + z * sd_r)
-        out.append(
-            CircleUncertainty(
-                x0=x0,
-                y0=y0,
-                r=r,
-                sd_x0=sd[0],
-                sd_y0=sd[1],
-                sd_r=sd_r,
-                level=level,
-                x0_interval=(x0 - z * sd[0], x0 + z * sd[0]),
-                y0_interval=(y0 - z * sd[1], y0 + z * sd[1]),
-                r_interval=r_iv,
-                cov=cov,
-                valid=valid,
-            )
-        )
-    return out
+    return [_circle(m, B, st, level) for m, B in _posteriors(result, 3)]
+
+
+def _circle(m: np.ndarray, B: np.ndarray, st: Standardization, level: float) -> CircleUncertainty:
+    """One circle expert's delta-method summary (see :func:`circle_uncertainty`)."""
+    z = _z(level)
+    x0, y0, r_px = (float(v) for v in circle_parameters(m, st))
+    J = circle_jacobian(m)
+    valid = J is not None
+    if J is None:  # no radius: the centre's 2x2 block only
+        J = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])
+    cov = st.scale**2 * J @ B @ J.T
+    sd = [float(v) for v in np.sqrt(np.clip(np.diag(cov), 0, None))]
+    r = sd_r = r_iv = None
+    if valid:
+        r = r_px
+        sd_r = sd[2]
+        r_iv = (r - z * sd_r, r + z * sd_r)
+    return CircleUncertainty(
+        x0=x0,
+        y0=y0,
+        r=r,
+        sd_x0=sd[0],
+        sd_y0=sd[1],
+        sd_r=sd_r,
+        level=level,
+        x0_interval=(x0 - z * sd[0], x0 + z * sd[0]),
+        y0_interval=(y0 - z * sd[1], y0 + z * sd[1]),
+        r_interval=r_iv,
+        cov=cov,
+        valid=valid,
+    )
 
 
 def circle_samples(result: FitResult, draws: int = 20000, seed: int = 0) -> np.ndarray:
@@ -165,10 +183,9 @@ def circle_samples(result: FitResult, draws: int = 20000, seed: int = 0) -> np.n
         raise InputError(f"draws must be >= 1, got {draws}")
     st = _circle_standardization(result)
     rng = np.random.default_rng(seed)
-    means = result.mean.detach().cpu().numpy().astype(float)
-    covs = result.cov.detach().cpu().numpy().astype(float)
-    out = np.empty((len(means), draws, 3))
-    for k, (m, B) in enumerate(zip(means, covs, strict=True)):
+    posteriors = _posteriors(result, 3)
+    out = np.empty((len(posteriors), draws, 3))
+    for k, (m, B) in enumerate(posteriors):
         w = rng.multivariate_normal(m, 0.5 * (B + B.T), size=draws, method="eigh")
         out[k] = circle_parameters(w, st)
     return out
@@ -225,40 +242,56 @@ def conic_uncertainty(
     ``rel_step`` times the posterior sd of each weight (the angle difference is wrapped
     to (-pi/2, pi/2]). The angle of a near-circle is ill-defined and its sd large.
     """
-    z = _z(level)
-    shapes = result.shapes
-    if shapes is None or shapes.get("design") != "conic":
-        raise InputError("conic uncertainty needs a conic-design fit (fit_conics or shapes=)")
+    if result.shapes is None or set(_kinds(result)) != {"conic"}:
+        raise InputError(
+            "conic uncertainty needs a fit whose experts are all conics (fit_conics); "
+            "for a mix of kinds use curve_uncertainty"
+        )
     st = result._standardization()
-    means = result.mean.detach().cpu().numpy().astype(float)
-    covs = result.cov.detach().cpu().numpy().astype(float)
-    out = []
-    for m, B in zip(means, covs, strict=True):
-        kind, g0 = _conic_geometry(m, st)
-        if g0 is None:
-            out.append(ConicUncertainty(kind, None, None, level, None))
-            continue
-        J = np.empty((5, len(m)))
-        ok = True
-        for j in range(len(m)):
-            h = rel_step * max(math.sqrt(max(B[j, j], 0.0)), 1e-12)
-            e = np.zeros(len(m))
-            e[j] = h
-            kp, gp = _conic_geometry(m + e, st)
-            km, gm = _conic_geometry(m - e, st)
-            if gp is None or gm is None or kp != kind or km != kind:
-                ok = False
-                break
-            d = gp - gm
-            d[4] = (d[4] + math.pi / 2) % math.pi - math.pi / 2
-            J[:, j] = d / (2 * h)
-        if not ok:
-            out.append(ConicUncertainty(kind, None, None, level, None))
-            continue
-        cov = J @ B @ J.T
-        sd = np.sqrt(np.clip(np.diag(cov), 0, None))
-        values = {f: float(v) for f, v in zip(_CONIC_FIELDS, g0, strict=True)}
-        sds = {f: float(s) for f, s in zip(_CONIC_FIELDS, sd, strict=True)}
-        intervals = {f: (values[f] - z * sds[f], values[f] + z * sds[f]) for f in _CONIC_FIELDS}
-        out.append(ConicUncertainty(kind, values, sds, level, intervals))
+    return [_conic(m, B, st, level, rel_step) for m, B in _posteriors(result, 5)]
+
+
+def _conic(
+    m: np.ndarray, B: np.ndarray, st: Standardization, level: float, rel_step: float
+) -> ConicUncertainty:
+    """One conic expert's delta-method summary (see :func:`conic_uncertainty`)."""
+    z = _z(level)
+    kind, g0 = _conic_geometry(m, st)
+    if g0 is None:
+        return ConicUncertainty(kind, None, None, level, None)
+    J = np.empty((5, len(m)))
+    for j in range(len(m)):
+        h = rel_step * max(math.sqrt(max(B[j, j], 0.0)), 1e-12)
+        e = np.zeros(len(m))
+        e[j] = h
+        kp, gp = _conic_geometry(m + e, st)
+        km, gm = _conic_geometry(m - e, st)
+        if gp is None or gm is None or kp != kind or km != kind:
+            return ConicUncertainty(kind, None, None, level, None)
+        d = gp - gm
+        d[4] = (d[4] + math.pi / 2) % math.pi - math.pi / 2
+        J[:, j] = d / (2 * h)
+    cov = J @ B @ J.T
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    values = {f: float(v) for f, v in zip(_CONIC_FIELDS, g0, strict=True)}
+    sds = {f: float(s) for f, s in zip(_CONIC_FIELDS, sd, strict=True)}
+    intervals = {f: (values[f] - z * sds[f], values[f] + z * sds[f]) for f in _CONIC_FIELDS}
+    return ConicUncertainty(kind, values, sds, level, intervals)
+
+
+def curve_uncertainty(
+    result: FitResult, level: float = 0.95, rel_step: float = 1e-4
+) -> list[CircleUncertainty | ConicUncertainty | None]:
+    """Per expert, by its kind: a :class:`CircleUncertainty` for a circle expert, a
+    :class:`ConicUncertainty` for a conic (ellipse) expert, None for other kinds (a line
+    expert's (a, c) sds are ``sqrt(diag(result.cov[k][:2, :2]))`` in standard units)."""
+    st = standardization_of(result.shapes)
+    out: list[CircleUncertainty | ConicUncertainty | None] = []
+    for kind, (m, B) in zip(result.expert_kinds, _posteriors(result), strict=True):
+        if kind == "circle":
+            out.append(_circle(m[:3], B[:3, :3], st, level))
+        elif kind == "conic":
+            out.append(_conic(m[:5], B[:5, :5], st, level, rel_step))
+        else:
+            out.append(None)
     return out

@@ -38,24 +38,13 @@ def pyro_elbo(model, X, y, config, params, repeats=100, particles=100):
     return vals.mean(), vals.std(ddof=1) / np.sqrt(repeats)
 
 
-def _check(model, learn="all", **kw):
-    X, y = two_circles(40, seed=3)
+def _check(model, learn="all", data=None, **kw):
+    X, y = two_circles(40, seed=3) if data is None else data
+    kw.setdefault("prior_mean", STUDY_PRIOR_MEAN)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
-        res = pyro_moe.fit(
-            model,
-            X,
-            y,
-            experts=2,
-            n_init=1,
-            max_iter=15,
-            prior_mean=STUDY_PRIOR_MEAN,
-            learn=learn,
-            **kw,
-        )
-    config = config_at(
-        res, model.config(res.X, res.y, 2, prior_mean=STUDY_PRIOR_MEAN, learn=learn, **kw)
-    )
+        res = pyro_moe.fit(model, X, y, experts=2, n_init=1, max_iter=15, learn=learn, **kw)
+    config = config_at(res, model.config(res.X, res.y, 2, learn=learn, **kw))
     params = guide_params(res)
     mean, se = pyro_elbo(model, res.X, res.y, config, params)
     assert abs(mean - res.objective) < 4 * se + 1e-9, (mean, se, res.objective)
@@ -97,3 +86,35 @@ def test_asymmetric_dirichlet_matches_pyro():
 def test_closed_form_elbo_matches_pyro_with_noise_expert(name):
     kw = {"regularization_cov": [0.01, 0.01, 1.0]} if name == "regularized_experts" else {}
     _check(pyro_moe.load_model(name), noise_expert=True, **kw)
+
+
+def _circle_and_ellipse(names, n=30):
+    """Points on a circle and a rotated ellipse, jittered, in the layout of ``names``."""
+    from pyro_moe.experts import layout
+    from pyro_moe.shapes import ellipse_points
+
+    xy = np.concatenate(
+        [
+            ellipse_points((1.0, 0.5), (0.6, 0.6), 0.0, n, jitter=0.02, seed=1),
+            ellipse_points((-0.5, -0.3), (0.9, 0.4), 0.6, n, jitter=0.02, seed=2),
+        ]
+    )
+    lay = layout(names, pyro_moe.load_model("curve_experts").expert_catalog)
+    X, y = lay.design(xy)
+    return (X, y), lay.maps
+
+
+@pytest.mark.parametrize("noise_expert", [False, True])
+def test_closed_form_elbo_matches_pyro_for_heterogeneous_experts(noise_expert):
+    """A circle expert (3 weights, target x^2 + y^2) beside a conic expert (5 weights,
+    target x^2): the padded closed form equals Pyro's ELBO of the same model file."""
+    data, maps = _circle_and_ellipse(["circle", "ellipse"])
+    _check(
+        pyro_moe.load_model("curve_experts"), data=data, maps=maps, prior_mean=None,
+        noise_expert=noise_expert,
+    )  # fmt: skip
+
+
+def test_closed_form_elbo_matches_pyro_for_heterogeneous_gated_experts():
+    data, maps = _circle_and_ellipse(["circle", "conic"])
+    _check(pyro_moe.load_model("mixture_of_experts"), data=data, maps=maps, prior_mean=None)

@@ -88,7 +88,7 @@ def closed_form_objective(
             log_prior = log_gate(
                 config.gate, X, config.noise_weight if config.noise_expert else None
             )
-        e = U.expected_sq_residuals(X, y, q)
+        e = U.expected_sq_residuals(X, y, q, config.maps)
         elbo, F = U.objective(
             log_r, e, q, log_prior=log_prior, e_beta=e_beta, e_log_beta=e_log_beta,
             w0=conj.prior_mean, A=conj.prior_cov, alpha=alpha,

@@ -227,6 +227,7 @@ def _run(
 ) -> _Run:
     N = X.shape[0]
     K, n_comp = config.experts, config.components
+    maps = config.maps  # each expert's own features and target (None: the shared design)
     noise = conj.noise_log_density
     learn = config.learn
     w0, A = conj.prior_mean.clone(), conj.prior_cov.clone()
@@ -268,10 +269,11 @@ def _run(
         prior=U.prior_from(w0, A),
         log_prior=(U.dirichlet_expected_log(mu).expand(N, n_comp) if conj.mixture else log_gate),
         e_beta=e_beta, e_log_beta=e_log_beta, given=options.responsibilities,
-        noise_log_density=noise,
+        noise_log_density=noise, maps=maps,
     )  # fmt: skip
     r = log_r.exp()
-    stats, r_sum = U.sufficient_stats(X, y, r[:, :K]), r.sum(0)  # the noise expert has no weights
+    # the noise expert has no weights
+    stats, r_sum = U.sufficient_stats(X, y, r[:, :K], maps), r.sum(0)
     del r
 
     run = _Run()
@@ -325,7 +327,7 @@ def _run(
         log_prior = log_prior_of(alpha)
         # q(Z), fused with the next iteration's sufficient statistics and the ELBO's
         # data term sum_i lse_i; log r is written in place (no second (N, C) buffer)
-        est = U.e_step(X, y, q, log_prior, e_log_beta, e_beta, noise, out=log_r)
+        est = U.e_step(X, y, q, log_prior, e_log_beta, e_beta, noise, out=log_r, maps=maps)
         log_r, stats, r_sum = est.log_r, est.stats, est.r_sum
         elbo, F = U.elbo_from_lse(
             est.lse, q, w0=w0, A=A, alpha=alpha, mu=mu if conj.mixture else None,
@@ -391,4 +393,5 @@ def _result(
         gate_state={k: v.detach().clone() for k, v in gate.state_dict().items()} if gate else None,
         gate_hidden=config.gate_hidden,
         restarts=summaries,
+        maps=config.maps,
     )

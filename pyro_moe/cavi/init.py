@@ -39,21 +39,28 @@ def initial_log_responsibilities(
     e_log_beta,
     given: torch.Tensor | None = None,
     noise_log_density=None,
+    maps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log r (N, C) for strategy ``how``; C = K, or K + 1 with a noise expert (last column).
 
     With a noise expert, "subsets" compares each point's Gaussian density under the
     subset fits (precision beta0) with the uniform density u: stray points start in it.
+    With expert ``maps`` (heterogeneous experts) each expert's subsets are solved in its own
+    features and target.
     """
     gen = torch.Generator(device=X.device).manual_seed(int(seed))
     C = K + int(noise_log_density is not None)
     if how == "prior":
-        e = U.expected_sq_residuals(X, y, prior)
+        e = U.expected_sq_residuals(X, y, prior, maps)
         return U.responsibilities(log_prior, e, e_log_beta, e_beta, noise_log_density)
     if how == "subsets":
-        W = subset_weights(X, y, K, gen)
-        res2 = (y.unsqueeze(-1) - X @ W.T) ** 2
-        beta0 = 1.0 / res2.min(-1).values.mean().clamp_min(1e-12 * float(y.var()) + 1e-300)
+        W = subset_weights(X, y, K, gen, maps)
+        if maps is None:
+            res2 = (y.unsqueeze(-1) - X @ W.T) ** 2
+        else:
+            res2 = (torch.cat([X, y.unsqueeze(-1)], -1) @ U.residual_map(W, maps).T) ** 2
+        # robust scale: the median of chi^2_1 is 0.455, so sigma^2 ~ median(res^2) / 0.455
+        beta0 = 0.455 / res2.min(-1).values.median().clamp_min(1e-12 * float(y.var()) + 1e-300)
         flat = torch.zeros(X.shape[0], C, dtype=X.dtype, device=X.device)
         return U.responsibilities(flat, res2, torch.log(beta0), beta0, noise_log_density)
     if how == "random":
@@ -91,16 +98,31 @@ def _solve(Xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     return torch.where((info == 0).unsqueeze(-1), w, torch.zeros_like(w))
 
 
-def subset_weights(X: torch.Tensor, y: torch.Tensor, K: int, gen: torch.Generator) -> torch.Tensor:
-    """Greedy least-quantile-of-squares experts from random minimal subsets, (K, n)."""
-    N, n = X.shape
+def subset_weights(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    K: int,
+    gen: torch.Generator,
+    maps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Greedy least-quantile-of-squares experts from random minimal subsets, (K, n).
+
+    Expert k is solved in its own features phi_k and target t_k when ``maps`` are given
+    (its padded weights come out zero: the ridge term decides columns that are all zero).
+    """
+    N = X.shape[0]
     dev = X.device
     rows = torch.randperm(N, generator=gen, device=dev)[: min(N, SCORING_ROWS)]
-    Xs, ys = X[rows], y[rows]
+    if maps is None:
+        designs = [(X[rows], y[rows], X.shape[1])] * K
+    else:
+        Zs = torch.cat([X[rows], y[rows].unsqueeze(-1)], -1) @ maps.transpose(-1, -2)
+        used = (maps[:, :-1].abs().sum(-1) > 0).sum(-1).tolist()  # n_k
+        designs = [(Zk[:, :-1], Zk[:, -1], nk) for Zk, nk in zip(Zs, used, strict=True)]
     free = torch.ones(len(rows), dtype=torch.bool, device=dev)
     quantile = 1.0 / (2 * K)
     out = []
-    for _ in range(K):  # K is small; each pass is vectorised over candidates and rows
+    for Xs, ys, n in designs:  # K is small; each pass is vectorised over candidates and rows
         pool = free.nonzero().squeeze(-1)
         if len(pool) < n:
             pool = torch.arange(len(rows), device=dev)

@@ -3,6 +3,11 @@
 Every function is vectorised over points (N) and experts (K); nothing is N x N. Shapes:
 X (N, n), y (N,), r (N, K), m (K, n), B and A (K, n, n).
 
+Heterogeneous experts (:mod:`pyro_moe.experts`): with ``maps`` T (K, n+1, d), expert k
+sees phi_ik = T_k[:n] z_i and t_ik = T_k[n] z_i of z_i = [x_i, y_i]; every pass runs in
+z-space (sums of r_ik z_i z_i^T, :func:`z_space`) and :func:`expert_gram` maps the sums to
+each expert's own statistics. ``maps=None`` is the shared design, T_k = I.
+
 Notation: r_ik = q(z_i = k); N_k = sum_i r_ik; S_k = sum_i r_ik x_i x_i^T;
 s_k = sum_i r_ik y_i x_i; e_ik = E_q (y_i - w_k^T x_i)^2 = (y_i - m_k^T x_i)^2 + x_i^T B_k x_i;
 D_k = B_k + (m_k - w0_k)(m_k - w0_k)^T.
@@ -48,21 +53,32 @@ def _stats_chunk(X: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> torch.Ten
     return (r.T.unsqueeze(-1) * Z).transpose(-1, -2) @ Z
 
 
-def _stats_from_gram(G: torch.Tensor, Nk: torch.Tensor) -> Stats:
+def expert_gram(G: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
+    """G'_k = T_k G_k T_k^T: sums of r_ik [phi_ik, t_ik][phi_ik, t_ik]^T from z-space sums."""
+    if maps is None:
+        return G
+    return maps @ G @ maps.transpose(-1, -2)
+
+
+def _stats_from_gram(G: torch.Tensor, Nk: torch.Tensor, maps: torch.Tensor | None = None) -> Stats:
+    G = expert_gram(G, maps)
     n = G.shape[-1] - 1
     return Stats(Nk=Nk, S=G[:, :n, :n].contiguous(), s=G[:, :n, n].contiguous(), yy=G[:, n, n])
 
 
-def sufficient_stats(X: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> Stats:
-    """N_k = sum_i r_ik, S_k = sum_i r_ik x_i x_i^T, s_k = sum_i r_ik y_i x_i (O(N K n^2)).
+def sufficient_stats(
+    X: torch.Tensor, y: torch.Tensor, r: torch.Tensor, maps: torch.Tensor | None = None
+) -> Stats:
+    """N_k = sum_i r_ik, S_k = sum_i r_ik x_i x_i^T, s_k = sum_i r_ik y_i x_i (O(N K n^2)),
+    in each expert's own features and target when ``maps`` are given.
 
     Summed over row chunks (the statistics are sums): no (K, N, n) temporary.
     """
-    K, n = r.shape[-1], X.shape[-1]
-    G = X.new_zeros(K, n + 1, n + 1)
-    for sl in chunks(X.shape[0], chunk_rows(X.shape[0], K * (n + 1))):
+    K, d = r.shape[-1], X.shape[-1] + 1
+    G = X.new_zeros(K, d, d)
+    for sl in chunks(X.shape[0], chunk_rows(X.shape[0], K * d)):
         G += _stats_chunk(X[sl], y[sl], r[sl])
-    return _stats_from_gram(G, r.sum(0))
+    return _stats_from_gram(G, r.sum(0), maps)
 
 
 @dataclass
@@ -86,6 +102,7 @@ def e_step(
     e_beta,
     noise_log_density=None,
     out: torch.Tensor | None = None,
+    maps: torch.Tensor | None = None,
 ) -> EStep:
     """The q(Z) update fused with what the next iteration needs, in one chunked pass.
 
@@ -94,25 +111,24 @@ def e_step(
     log r_ik = logit_ik - lse_i, sum_k r_ik (logit_ik - log r_ik) = lse_i, so the
     likelihood-plus-entropy part of the ELBO is sum_i lse_i (see :func:`elbo_from_lse`).
     """
-    N, n = X.shape
+    N, d = X.shape[0], X.shape[1] + 1
     K = q.mean.shape[0]
     C = log_prior.shape[-1]
     log_r = out if out is not None else X.new_empty(N, C)
-    # with z = [x, y]: x^T B_k x = (z z^T) : Q_k (Q_k = B_k padded with zeros), and
-    # G_k = sum_i r_ik z_i z_i^T; both are GEMMs against the (c, (n+1)^2) outer products
-    Q = X.new_zeros(K, n + 1, n + 1)
-    Q[:, :n, :n] = q.cov
+    # with z = [x, y]: y - m_k^T x = z^T a_k and x^T B_k x = (z z^T) : Q_k (z_space), and
+    # G_k = sum_i r_ik z_i z_i^T; all are GEMMs against z or its (c, d^2) outer products
+    a, Q = z_space(q, maps)
     Q = Q.reshape(K, -1).T
-    G = X.new_zeros((n + 1) ** 2, K)
+    G = X.new_zeros(d * d, K)
     lse = X.new_zeros(())
     r_sum = X.new_zeros(C)
     half_beta = 0.5 * e_beta
     const = 0.5 * e_log_beta - 0.5 * LOG_2PI
-    for sl in chunks(N, chunk_rows(N, (n + 1) ** 2 + 2 * C)):
+    for sl in chunks(N, chunk_rows(N, d * d + 2 * C)):
         Z = torch.cat([X[sl], y[sl].unsqueeze(-1)], -1)
         ZZ = (Z.unsqueeze(-1) * Z.unsqueeze(-2)).reshape(Z.shape[0], -1)
-        resid = Z[:, n : n + 1] - Z[:, :n] @ q.mean.T
-        e = torch.addcmul(ZZ @ Q, resid, resid)  # (y - m^T x)^2 + x^T B x
+        resid = Z @ a.T
+        e = torch.addcmul(ZZ @ Q, resid, resid)  # (t - m^T phi)^2 + phi^T B phi
         logits = log_prior[sl, :K] - half_beta * e + const
         if noise_log_density is not None:
             logits = torch.cat([logits, log_prior[sl, K:] + noise_log_density], -1)
@@ -126,10 +142,9 @@ def e_step(
         r = p.div_(tot)
         r_sum += r.sum(0)
         G.addmm_(ZZ.T, r[:, :K])
-    G = G.T.reshape(K, n + 1, n + 1)
-    return EStep(
-        log_r, lse, _stats_from_gram(0.5 * (G + G.transpose(-1, -2)), r_sum[:K].clone()), r_sum
-    )
+    G = G.T.reshape(K, d, d)
+    stats = _stats_from_gram(0.5 * (G + G.transpose(-1, -2)), r_sum[:K].clone(), maps)
+    return EStep(log_r, lse, stats, r_sum)
 
 
 @dataclass
@@ -171,11 +186,46 @@ def prior_from(w0: torch.Tensor, A: torch.Tensor) -> WeightPosterior:
     )
 
 
-def expected_sq_residuals(X: torch.Tensor, y: torch.Tensor, q: WeightPosterior) -> torch.Tensor:
-    """e_ik = (y_i - m_k^T x_i)^2 + x_i^T B_k x_i, shape (N, K)."""
-    resid = y.unsqueeze(-1) - X @ q.mean.T
-    quad = ((X @ q.cov) * X).sum(-1).T  # (K, N, n) -> (N, K)
-    return resid * resid + quad
+def z_space(
+    q: WeightPosterior, maps: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q(W) seen from z = [x, y]: a_k (K, d) and Q_k (K, d, d) with
+    t_ik - m_k^T phi_ik = z_i^T a_k and phi_ik^T B_k phi_ik = z_i^T Q_k z_i.
+
+    a_k = T_k[n]^T - T_k[:n]^T m_k and Q_k = T_k[:n]^T B_k T_k[:n]; for the shared design
+    (T_k = I) a_k = [-m_k, 1] and Q_k is B_k padded with zeros.
+    """
+    K, n = q.mean.shape
+    a = residual_map(q.mean, maps)
+    if maps is None:
+        Q = q.mean.new_zeros(K, n + 1, n + 1)
+        Q[:, :n, :n] = q.cov
+        return a, Q
+    F = maps[:, :n]
+    return a, F.transpose(-1, -2) @ q.cov @ F
+
+
+def residual_map(W: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
+    """a_k (K, d) with t_ik - w_k^T phi_ik = z_i^T a_k: a_k = T_k[n]^T - T_k[:n]^T w_k."""
+    K, n = W.shape
+    if maps is None:
+        return torch.cat([-W, W.new_ones(K, 1)], -1)
+    return maps[:, n] - (W.unsqueeze(-1) * maps[:, :n]).sum(-2)
+
+
+def expected_sq_residuals(
+    X: torch.Tensor, y: torch.Tensor, q: WeightPosterior, maps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """e_ik = (t_ik - m_k^T phi_ik)^2 + phi_ik^T B_k phi_ik, shape (N, K); phi = x, t = y
+    for the shared design."""
+    if maps is None:
+        resid = y.unsqueeze(-1) - X @ q.mean.T
+        quad = ((X @ q.cov) * X).sum(-1).T  # (K, N, n) -> (N, K)
+        return resid * resid + quad
+    a, Q = z_space(q, maps)
+    Z = torch.cat([X, y.unsqueeze(-1)], -1)
+    resid = Z @ a.T
+    return resid * resid + ((Z @ Q) * Z).sum(-1).T
 
 
 def summed_sq_residuals(stats: Stats, q: WeightPosterior) -> torch.Tensor:

@@ -4,6 +4,7 @@ from pyro_moe.shapes.curves import (
     CONIC_KINDS,
     Circle,
     Conic,
+    Line,
     circle_design,
     circle_from_weights,
     circle_parameters,
@@ -15,6 +16,7 @@ from pyro_moe.shapes.curves import (
     conic_from_weights,
     conic_to_pixels,
     conic_weights_from_geometry,
+    line_from_weights,
 )
 from pyro_moe.shapes.emprior import (
     emprior_dir,
@@ -50,6 +52,7 @@ __all__ = [
     "CONIC_KINDS",
     "Circle",
     "Conic",
+    "Line",
     "PointSet",
     "Standardization",
     "SyntheticData",
@@ -74,6 +77,7 @@ __all__ = [
     "foreground_mask",
     "hyperbola_points",
     "image_to_points",
+    "line_from_weights",
     "load_emprior_points",
     "load_eye_mask",
     "match_circles",

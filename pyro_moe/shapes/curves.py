@@ -32,6 +32,7 @@ __all__ = [
     "CONIC_KINDS",
     "Circle",
     "Conic",
+    "Line",
     "circle_design",
     "circle_from_weights",
     "circle_to_pixels",
@@ -42,6 +43,7 @@ __all__ = [
     "conic_from_weights",
     "conic_to_pixels",
     "conic_weights_from_geometry",
+    "line_from_weights",
 ]
 
 CONIC_KINDS = ("ellipse", "parabola", "hyperbola", "degenerate")
@@ -415,3 +417,37 @@ def conic_to_pixels(conic: Conic, standardization: Standardization) -> Conic:
     if conic.semi_axes is not None:
         semi = (float(s * conic.semi_axes[0]), float(s * conic.semi_axes[1]))
     return Conic(conic.kind, coef, center=center, semi_axes=semi, angle=conic.angle)
+
+
+# --------------------------------------------------------------------------- lines
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line :math:`x = a\\,y + c` (the line expert's form: every line but the horizontal
+    ones). ``angle`` is its direction from +x, in (-pi/2, pi/2]."""
+
+    a: float
+    c: float
+
+    @property
+    def angle(self) -> float:
+        return _wrap_angle(math.atan2(1.0, self.a))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"a": float(self.a), "c": float(self.c), "angle": self.angle}
+
+    def __str__(self) -> str:
+        return f"Line(x = {self.a:.4g} y + {self.c:.4g})"
+
+    def to_pixels(self, standardization: Standardization) -> Line:
+        """With :math:`p = c_0 + \\sigma s`: :math:`x_p = a y_p + (\\sigma c + c_{0x} -
+        a c_{0y})` (the slope is unit-free under an isotropic map)."""
+        (cx, cy), s = standardization.center, standardization.scale
+        return Line(self.a, s * self.c + cx - self.a * cy)
+
+
+def line_from_weights(w: object) -> Line:
+    """Line from the weights :math:`(a, c)` of the regression :math:`x = a y + c`."""
+    arr = _weights(w, 2, "line")
+    return Line(float(arr[0]), float(arr[1]))

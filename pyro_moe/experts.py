@@ -1,0 +1,227 @@
+"""Experts with their own feature maps: the study's "learning with expert information".
+
+Expert k of a heterogeneous mixture has its own feature map phi_k and target map t_k of a
+point omega = (x, y), both linear combinations of the monomials
+
+    Z(omega) = [xx, xy, yy, x, y, 1]  (x*x, x*y, y*y, x, y and the constant),
+
+and models t_k(omega) | z = k ~ N(w_k^T phi_k(omega), 1/beta) with w_k in R^{n_k}. An
+:class:`Expert` declares phi_k by monomial names, and t_k as a *response* monomial plus a
+known *offset*:
+
+* circle  (x - x0)^2 + (y - y0)^2 = r^2:   phi = [x, y, 1],          t = xx + yy
+* conic   x^2 = B'xy + C'y^2 + D'x + E'y + F':  phi = [xy, yy, x, y, 1], t = xx
+* line    x = a y + c:                     phi = [y, 1],             t = x
+
+**One design for all.** A fit sees one design X (the monomials any expert uses, except the
+reference response) and one target y (the reference response: the first expert's), so
+Z = [X, y] has d columns. Expert k is the linear map T_k, shape (n+1, d) with n = max_k
+n_k: rows 1..n_k give phi_k = T_k[:n_k] z, row n+1 gives t_k = T_k[n] z, and rows
+n_k+1..n are zero. The padded weights w_k[n_k:] then never meet the data: their q equals
+their prior N(0, I) and they add exactly nothing to the ELBO (KL 0), so the padded model
+*is* the heterogeneous one. Every engine works in the z-space of this layout: CAVI's
+statistics are sum_i r_ik z_i z_i^T mapped by T_k (:mod:`pyro_moe.cavi.updates`), Pyro's
+likelihood evaluates N(t_k | w_k^T phi_k, 1/beta) at y through the shifted mean
+w_k^T phi_k - (t_k - y), which is the same density value (:func:`pyro_moe.parts.expert_locs`).
+
+**Shared or mixed targets.** Experts with the same response share the target up to a
+known shift (the circle's t = xx + yy is xx shifted by yy, a function of the point):
+N(t_k | mu, s^2) = N(xx | mu - yy, s^2), so every component is a density of the same
+quantity xx and the mixture, its responsibilities and its ELBO mean what they say. A line
+expert's response is x, not xx: its likelihood is a density of a *different* quantity, the
+ELBO adds densities in different units (rescaling x changes the line expert's log-density
+by a constant per point, so it changes which expert wins), and responsibilities compare
+incommensurable numbers. :func:`layout` refuses mixed responses unless
+``allow_mixed_targets=True``, and then warns (:class:`MixedTargetsWarning`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+#: Monomials of a point (x, y), in the order the design's columns use.
+MONOMIALS = ("xx", "xy", "yy", "x", "y", "1")
+#: How an expert's weights read as a curve: the form (features, response, offset) each
+#: kind reads its weights in. An expert of another form declares ``kind=None`` and is
+#: reported by its weights.
+FORMS = {
+    "circle": (("x", "y", "1"), "xx", {"yy": 1.0}),
+    "conic": (("xy", "yy", "x", "y", "1"), "xx", {}),
+    "line": (("y", "1"), "x", {}),
+}
+KINDS = tuple(FORMS)
+
+
+class MixedTargetsWarning(UserWarning):
+    """Experts model different target quantities: the ELBO mixes densities of both."""
+
+
+def monomials(xy: np.ndarray) -> dict[str, np.ndarray]:
+    """The monomials of (N, 2) points, by name."""
+    x, y = xy[:, 0], xy[:, 1]
+    return {"xx": x * x, "xy": x * y, "yy": y * y, "x": x, "y": y, "1": np.ones_like(x)}
+
+
+@dataclass(frozen=True)
+class Expert:
+    """One expert's maps: phi = ``features`` (monomial names), t = ``response`` +
+    sum(c * m for m, c in ``offset``); ``kind`` says how its weights read as a curve."""
+
+    kind: str | None
+    features: tuple[str, ...]
+    response: str
+    offset: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in KINDS:
+            raise InputError(
+                f"unknown expert kind {self.kind!r}; use one of {', '.join(KINDS)} or None"
+            )
+        if self.kind is not None:
+            features, response, offset = FORMS[self.kind]
+            if (tuple(self.features), self.response, dict(self.offset)) != (
+                features,
+                response,
+                offset,
+            ):
+                raise InputError(
+                    f"a {self.kind} expert reads its weights in the form features={features}, "
+                    f"response={response!r}, offset={offset}; declare another form with kind=None"
+                )
+        names = (*self.features, self.response, *self.offset)
+        unknown = sorted(set(names) - set(MONOMIALS))
+        if unknown:
+            raise InputError(f"unknown monomial(s) {unknown}; use {', '.join(MONOMIALS)}")
+        if len(set(self.features)) != len(self.features) or not self.features:
+            raise InputError(
+                f"an expert's features must be distinct and non-empty: {self.features}"
+            )
+        if self.response in self.features or self.response in self.offset:
+            raise InputError(f"the response {self.response!r} cannot also be a feature or offset")
+
+    @property
+    def size(self) -> int:
+        """n_k, the number of weights."""
+        return len(self.features)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The shared design of a heterogeneous mixture (see the module docstring).
+
+    Attributes:
+        names: the experts' names as asked for (e.g. ``("circle", "ellipse")``).
+        experts: their :class:`Expert` declarations.
+        columns: monomial names of the design X's columns; y is ``response``.
+        response: the reference response (the first expert's).
+        maps: T, shape (K, n + 1, d) float64, d = len(columns) + 1.
+        mixed_targets: True when some expert has another response.
+    """
+
+    names: tuple[str, ...]
+    experts: tuple[Expert, ...]
+    columns: tuple[str, ...]
+    response: str
+    maps: torch.Tensor
+    mixed_targets: bool
+
+    @property
+    def features(self) -> int:
+        """n = max_k n_k, the padded length of the weights."""
+        return self.maps.shape[1] - 1
+
+    def design(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(X (N, d - 1), y (N,)) of points xy (N, 2), in the units of xy."""
+        m = monomials(np.asarray(xy, dtype=np.float64))
+        return np.column_stack([m[c] for c in self.columns]), m[self.response]
+
+    def as_dict(self) -> dict:
+        """What a saved result needs to rebuild the layout: names, kinds, columns."""
+        return {
+            "experts": list(self.names),
+            "kinds": [e.kind for e in self.experts],
+            "columns": list(self.columns),
+            "response": self.response,
+        }
+
+
+def layout(
+    names: Sequence[str],
+    catalog: Mapping[str, Expert],
+    *,
+    allow_mixed_targets: bool = False,
+) -> Layout:
+    """The :class:`Layout` of experts ``names`` declared in ``catalog`` (a model file's
+    ``EXPERTS``). Mixed responses need ``allow_mixed_targets=True`` and then warn."""
+    if isinstance(names, str):
+        names = [s.strip() for s in names.split(",") if s.strip()]
+    names = tuple(names)
+    if not names:
+        raise InputError("give at least one expert, e.g. experts=['circle', 'ellipse']")
+    unknown = [n for n in names if n not in catalog]
+    if unknown:
+        raise InputError(
+            f"unknown expert(s) {', '.join(map(repr, unknown))}; "
+            f"the model file declares {', '.join(catalog)}"
+        )
+    experts = tuple(catalog[n] for n in names)
+    response = experts[0].response
+    mixed = any(e.response != response for e in experts)
+    if mixed:
+        responses = sorted({e.response for e in experts})
+        message = (
+            f"the experts {list(names)} model different targets ({', '.join(responses)}): "
+            "their likelihoods are densities of different quantities, so the ELBO adds "
+            "numbers in different units and the responsibilities compare them; a change of "
+            "units shifts which expert wins"
+        )
+        if not allow_mixed_targets:
+            raise InputError(message + "; pass allow_mixed_targets=True to fit them anyway")
+        warnings.warn(message, MixedTargetsWarning, stacklevel=3)
+    used = {m for e in experts for m in (*e.features, e.response, *e.offset)}
+    columns = tuple(m for m in MONOMIALS if m in used and m != response)
+    z_index = {m: j for j, m in enumerate((*columns, response))}
+    n = max(e.size for e in experts)
+    maps = torch.zeros(len(experts), n + 1, len(z_index), dtype=torch.float64)
+    for k, e in enumerate(experts):  # K small: building the maps, not touching data
+        for j, m in enumerate(e.features):
+            maps[k, j, z_index[m]] = 1.0
+        maps[k, n, z_index[e.response]] = 1.0
+        for m, c in e.offset.items():
+            maps[k, n, z_index[m]] += float(c)
+    return Layout(names, experts, columns, response, maps, mixed)
+
+
+def check_maps(maps: torch.Tensor, experts: int, width: int) -> torch.Tensor:
+    """Validate expert maps T (K, n + 1, d) against K experts and a design of ``width``
+    columns (d = width + 1)."""
+    if maps.dim() != 3 or maps.shape[0] != experts or maps.shape[2] != width + 1:
+        raise InputError(
+            f"expert maps must have shape ({experts}, n + 1, {width + 1}), got {tuple(maps.shape)}"
+        )
+    if not torch.isfinite(maps).all():
+        raise InputError("expert maps contain NaN or inf")
+    if (maps[:, -1].abs().sum(-1) == 0).any():
+        raise InputError("every expert needs a target map (the last row of its map is zero)")
+    return maps
+
+
+def curve_of(kind: str | None, w: np.ndarray, standardization=None):
+    """An expert's posterior-mean weights read as its kind of curve (a Circle, Conic or
+    Line; in pixel units when ``standardization`` is given), or its weights for an expert
+    without a kind (``kind=None``: ``w`` as given)."""
+    from .shapes import circle_from_weights, conic_from_weights, line_from_weights
+
+    w = np.asarray(w, dtype=np.float64)
+    if kind is None:
+        return w
+    read = {"circle": circle_from_weights, "conic": conic_from_weights, "line": line_from_weights}
+    curve = read[kind](w[: len(FORMS[kind][0])])
+    return curve.to_pixels(standardization) if standardization is not None else curve

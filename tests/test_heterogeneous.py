@@ -81,7 +81,7 @@ def test_two_circle_experts_cannot_fit_the_ellipse(fits):
 
 def test_two_conic_experts_return_a_less_constrained_circle(fits):
     mixed, conics = fits[("circle", "ellipse")], fits[("ellipse", "ellipse")]
-    x0, y0, r = CIRCLE
+    x0, y0, _ = CIRCLE
     curves = conics.curves()
     as_conic = _near(curves, x0, y0)
     # the conic expert fits the circle as an ellipse: two radii, a free tilt ...
@@ -140,9 +140,7 @@ def test_predictive_uses_each_experts_own_map(fits):
     torch.testing.assert_close(pred.expert_means[:, 0], w[0] * x + w[1] * y + w[2] - y * y)
     # on the points each expert explains, the predicted x^2 is the observed one
     k = res.responsibilities[:5].argmax(-1)
-    torch.testing.assert_close(
-        pred.expert_means[torch.arange(5), k], res.y[:5], atol=0.05, rtol=0
-    )
+    torch.testing.assert_close(pred.expert_means[torch.arange(5), k], res.y[:5], atol=0.05, rtol=0)
 
 
 def test_line_experts_recover_two_lines_in_pixel_units():

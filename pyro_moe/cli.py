@@ -91,6 +91,14 @@ def _experts_arg(text: str) -> int | str:
     return _int_at_least(1, "an integer >= 1")(text)
 
 
+def _expert_names_arg(text: str) -> list[str]:
+    """``curves --experts``: comma-separated expert names (checked against the model file)."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"must name at least one expert, got {text!r}")
+    return names
+
+
 def _int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``, else "must be <wording>, got ..."."""
 
@@ -181,19 +189,24 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
-def _add_fit_options(p: argparse.ArgumentParser, *, default_model: str) -> None:
-    """Options shared by ``circles``, ``conics`` and ``fit``."""
+def _add_fit_options(
+    p: argparse.ArgumentParser, *, default_model: str, experts: bool = True
+) -> None:
+    """Options shared by ``circles``, ``conics``, ``curves`` (which has its own
+    ``--experts``) and ``fit``."""
     models = ", ".join(pyro_moe.builtin_models())
-    p.add_argument(
-        "--experts",
-        "-k",
-        type=_experts_arg,
-        default=2,
-        metavar="K",
-        help="number of experts (curves / linear models), an integer >= 1; circles and "
-        "conics also take 'auto': fit K = 1..--max-experts and keep the smallest admissible "
-        "K (distinct, used experts) whose ELBO + log K! is within 3 nats of the best",
-    )
+    if experts:
+        p.add_argument(
+            "--experts",
+            "-k",
+            type=_experts_arg,
+            default=2,
+            metavar="K",
+            help="number of experts (curves / linear models), an integer >= 1; circles and "
+            "conics also take 'auto': fit K = 1..--max-experts and keep the smallest "
+            "admissible K (distinct, used experts) whose ELBO + log K! is within 3 nats of "
+            "the best",
+        )
     p.add_argument(
         "--model",
         default=default_model,
@@ -365,6 +378,41 @@ def build_parser() -> argparse.ArgumentParser:
         _add_fit_options(p, default_model="mixture_of_models")
         _add_curve_options(p, design)
         p.set_defaults(handler=cmd_curves, design=design)
+
+    mix = sub.add_parser(
+        "curves",
+        help="fit a mix of curve kinds (circle, ellipse, conic, line) to an image",
+        description="Fit one expert per name in --experts to the foreground pixels of IMAGE, "
+        "each with its own feature map as the model file declares it (EXPERTS in "
+        "models/curve_experts.py: circle, ellipse, conic, line), and print each as its own "
+        "kind of curve in pixel coordinates (x = column, y = row from the top-left), with "
+        "posterior standard deviations, shares, the objective, ELBO, iterations and seconds.",
+        formatter_class=_Formatter,
+    )
+    _add_global_options(mix, top=False)
+    _add_image_options(mix)
+    mix.add_argument(
+        "--experts",
+        "-k",
+        type=_expert_names_arg,
+        required=True,
+        metavar="NAMES",
+        help="comma-separated expert names, one per curve, e.g. circle,ellipse",
+    )
+    _add_fit_options(mix, default_model="curve_experts", experts=False)
+    mix.add_argument(
+        "--noise-expert",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add a uniform background component for stray pixels (outliers)",
+    )
+    mix.add_argument(
+        "--allow-mixed-targets",
+        action="store_true",
+        help="allow experts that model different targets (a line's x beside a conic's x^2): "
+        "the ELBO then adds densities of different quantities (default: refused)",
+    )
+    mix.set_defaults(handler=cmd_mixed_curves, design="experts")
 
     fit = sub.add_parser(
         "fit",
@@ -701,6 +749,8 @@ def plot_curves(result: FitResult, path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.patches import Circle as CirclePatch
 
+    from pyro_moe.shapes import Circle, Conic, Line
+
     xy = _pixel_points(result)
     label = result.responsibilities.argmax(-1).cpu().numpy()
     K = result.experts
@@ -711,28 +761,30 @@ def plot_curves(result: FitResult, path: Path) -> None:
     lo, hi = xy.min(0), xy.max(0)
     pad = 0.1 * float(max(hi - lo)) + 1.0
     design = (result.shapes or {}).get("design")
-    if design == "circle":
-        for k, c in enumerate(result.circles()):
-            if c.valid:
-                ax.add_patch(CirclePatch((c.x0, c.y0), c.r, fill=False, lw=1.5, color=colours[k]))
-            ax.plot([c.x0], [c.y0], marker="+", color=colours[k], ms=8)
-    else:
-        gx = np.linspace(lo[0] - pad, hi[0] + pad, 300)
-        gy = np.linspace(lo[1] - pad, hi[1] + pad, 300)
-        xx, yy = np.meshgrid(gx, gy)
-        grid = np.column_stack([xx.ravel(), yy.ravel()])
-        for k, conic in enumerate(result.conics()):
-            if conic.kind == "degenerate":
-                continue
-            values = conic.evaluate(grid).reshape(xx.shape)
+    gx = np.linspace(lo[0] - pad, hi[0] + pad, 300)
+    gy = np.linspace(lo[1] - pad, hi[1] + pad, 300)
+    xx, yy = np.meshgrid(gx, gy)
+    grid = np.column_stack([xx.ravel(), yy.ravel()])
+    for k, curve in enumerate(result.curves()):
+        if isinstance(curve, Circle):
+            if curve.valid:
+                ax.add_patch(
+                    CirclePatch((curve.x0, curve.y0), curve.r, fill=False, lw=1.5, color=colours[k])
+                )
+            ax.plot([curve.x0], [curve.y0], marker="+", color=colours[k], ms=8)
+        elif isinstance(curve, Conic) and curve.kind != "degenerate":
+            values = curve.evaluate(grid).reshape(xx.shape)
             if values.min() < 0 < values.max():
                 ax.contour(xx, yy, values, levels=[0.0], colors=[colours[k]], linewidths=1.5)
+        elif isinstance(curve, Line):
+            ax.plot(curve.a * gy + curve.c, gy, lw=1.5, color=colours[k])
     ax.set_xlim(lo[0] - pad, hi[0] + pad)
     ax.set_ylim(hi[1] + pad, lo[1] - pad)  # image convention: y grows downwards
     ax.set_aspect("equal")
     ax.set_xlabel("x (column)")
     ax.set_ylabel("y (row)")
-    ax.set_title(f"{K} {design}s, {result.method.upper()}, objective {result.objective:.4g}")
+    what = f"{K} {design}s" if design in ("circle", "conic") else "+".join(result.shapes["experts"])
+    ax.set_title(f"{what}, {result.method.upper()}, objective {result.objective:.4g}")
     fig.savefig(path, format="png")
 
 
@@ -999,6 +1051,87 @@ def cmd_curves(args: argparse.Namespace, ctx: Context) -> int:
     if selection is not None:
         print("\n".join(_selection_lines(selection)), file=ctx.out)
         print(file=ctx.out)
+    if outliers["noise_expert"]:
+        print(f"outliers    {outliers['outlier_share']:.3f} of the points", file=ctx.out)
+    print("\n".join(_summary_lines(result)), file=ctx.out)
+    return EXIT_OK
+
+
+def cmd_mixed_curves(args: argparse.Namespace, ctx: Context) -> int:
+    """``pyro-moe curves IMAGE --experts circle,ellipse``: one expert per name, each with its
+    own feature map (:mod:`pyro_moe.experts`), reported as its own kind of curve."""
+    from pyro_moe.shapes import Circle, Conic
+    from pyro_moe.uncertainty import curve_uncertainty
+
+    _check_method(args.method)
+    _check_output_paths(args.plot, args.save)
+    model = _load_model(args.model)
+    result = pyro_moe.fit_curves(
+        str(args.image),
+        experts=args.experts,
+        model=model,
+        max_points=args.max_points,
+        image_options={"threshold": args.threshold, "invert": args.invert, "edges": args.edges},
+        noise_expert=args.noise_expert,
+        allow_mixed_targets=args.allow_mixed_targets,
+        **_fit_options(args),
+    )
+    shares = _shares(result)
+    outliers = _outlier_json(result)
+    curves = result.curves()
+    sds = curve_uncertainty(result)
+    _write_outputs(result, save=args.save, plot=args.plot, draw=plot_curves)
+    if args.json:
+        items = []
+        for name, c, s, u in zip(args.experts, curves, shares, sds, strict=True):
+            item: dict[str, Any] = {"expert": name, "share": s}
+            if isinstance(c, Circle):
+                item.update(kind="circle", **_circle_json(c))
+                item.update(sd_x0=_finite(u.sd_x0), sd_y0=_finite(u.sd_y0))
+                item["sd_r"] = None if u.sd_r is None else _finite(u.sd_r)
+            elif isinstance(c, Conic):
+                item.update(_conic_json(c))
+                item["sd"] = u.sd
+            elif hasattr(c, "as_dict"):
+                item.update(kind="line", **{k: _finite(v) for k, v in c.as_dict().items()})
+            else:
+                item.update(kind=None, weights=[_finite(v) for v in c])
+            items.append(item)
+        _emit_json({"curves": items, **outliers, **_summary_json(result)}, ctx.out)
+        return EXIT_OK
+    headers = ["expert", "name", "curve (pixels)", "sd", "share"]
+    rows = []
+    for k, (name, c, s, u) in enumerate(zip(args.experts, curves, shares, sds, strict=True)):
+        if isinstance(c, Circle):
+            what = f"circle x0={_fmt(c.x0)} y0={_fmt(c.y0)} r={_fmt(c.r) if c.valid else 'invalid'}"
+            sd = f"{_fmt(u.sd_x0)} {_fmt(u.sd_y0)} {_fmt(u.sd_r)}"
+        elif isinstance(c, Conic):
+            what = c.kind
+            if c.center is not None:
+                what += f" centre=({_fmt(c.center[0])}, {_fmt(c.center[1])})"
+            if c.semi_axes is not None:
+                what += f" axes=({_fmt(c.semi_axes[0])}, {_fmt(c.semi_axes[1])})"
+            if c.angle is not None:
+                what += f" angle={_fmt(math.degrees(c.angle), 2)}deg"
+            sd = "-" if u.sd is None else " ".join(_fmt(u.sd[f]) for f in ("cx", "cy", "a", "b"))
+        elif hasattr(c, "as_dict"):
+            what, sd = f"line x = {_fmt(c.a)} y + {_fmt(c.c)}", "-"
+        else:
+            what, sd = "weights " + " ".join(_fmt(float(v)) for v in c), "-"
+        rows.append([str(k + 1), name, what, sd, f"{s:.3f}"])
+    print(
+        f"{args.image}: {len(result.y)} points, experts {', '.join(args.experts)} "
+        "(pixel units: x = column, y = row from the top-left)",
+        file=ctx.out,
+    )
+    print(file=ctx.out)
+    print(format_table(headers, rows), file=ctx.out)
+    print(
+        "(sd: posterior standard deviations, delta method, pixels: circles x0 y0 r, "
+        "conics cx cy a b)",
+        file=ctx.out,
+    )
+    print(file=ctx.out)
     if outliers["noise_expert"]:
         print(f"outliers    {outliers['outlier_share']:.3f} of the points", file=ctx.out)
     print("\n".join(_summary_lines(result)), file=ctx.out)

@@ -183,7 +183,10 @@ def layout(
             "units shifts which expert wins"
         )
         if not allow_mixed_targets:
-            raise InputError(message + "; pass allow_mixed_targets=True to fit them anyway")
+            raise InputError(
+                message + "; pass allow_mixed_targets=True (pyro-moe: --allow-mixed-targets) to "
+                "fit them anyway"
+            )
         warnings.warn(message, MixedTargetsWarning, stacklevel=3)
     used = {m for e in experts for m in (*e.features, e.response, *e.offset)}
     columns = tuple(m for m in MONOMIALS if m in used and m != response)

@@ -554,3 +554,49 @@ def test_reproduce_writes_the_report_and_prints_json(capsys, tmp_path):
     assert "published" in (out_dir / "report.md").read_text()
     assert json.loads((out_dir / "results.json").read_text()) == data
     assert all(line.startswith("[") for line in err.splitlines())  # progress only
+
+
+# --------------------------------------------------------------------------- curves (mixed kinds)
+
+
+@pytest.fixture
+def circle_and_ellipse_png(tmp_path: Path) -> Path:
+    """A circle (150, 130, r 28) and an ellipse centred (70, 80), axes 45 x 22, at 30 deg."""
+    from pyro_moe.shapes import ellipse_points, rasterize
+
+    e = ellipse_points((70.0, 80.0), (45.0, 22.0), np.radians(30.0), 2000, even=True)
+    c = ellipse_points((150.0, 130.0), (28.0, 28.0), 0.0, 2000, even=True)
+    return save_png(tmp_path / "mix.png", rasterize(np.concatenate([e, c]), (200, 200)))
+
+
+def test_curves_reports_each_expert_as_its_kind(capsys, circle_and_ellipse_png, tmp_path):
+    plot, save = tmp_path / "mix_fit.png", tmp_path / "mix.npz"
+    code, out, err = run_cli(
+        capsys, "curves", str(circle_and_ellipse_png), "--experts", "circle,ellipse", "--json",
+        "--plot", str(plot), "--save", str(save),
+    )  # fmt: skip
+    assert code == 0, err
+    got = json.loads(out)
+    circle, ellipse = got["curves"]
+    assert circle["expert"] == "circle" and circle["kind"] == "circle"
+    assert abs(circle["x0"] - 150) < 1 and abs(circle["y0"] - 130) < 1 and abs(circle["r"] - 28) < 1
+    assert circle["sd_r"] > 0
+    assert ellipse["expert"] == "ellipse" and ellipse["kind"] == "ellipse"
+    assert np.allclose(ellipse["center"], [70, 80], atol=1)
+    assert np.allclose(ellipse["semi_axes"], [45, 22], atol=1)
+    assert abs(ellipse["angle_degrees"] - 30) < 2
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    assert pyro_moe.FitResult.load(save).expert_kinds == ["circle", "conic"]
+    code, out, _ = run_cli(capsys, "curves", str(circle_and_ellipse_png), "-k", "circle,ellipse")
+    assert code == 0 and "circle x0=150" in out and "ellipse centre=(70.0" in out
+
+
+def test_curves_refuses_unknown_and_mixed_experts(capsys, circle_and_ellipse_png):
+    code, _, err = run_cli(capsys, "curves", str(circle_and_ellipse_png), "-k", "circle,hexagon")
+    assert code == 1 and "unknown expert(s) 'hexagon'" in err
+    code, _, err = run_cli(capsys, "curves", str(circle_and_ellipse_png), "-k", "ellipse,line")
+    assert code == 1 and "--allow-mixed-targets" in err
+    code, _, err = run_cli(
+        capsys, "curves", str(circle_and_ellipse_png), "-k", "ellipse,line", "--allow-mixed-targets"
+    )
+    assert code == 0 and "different targets" in err

@@ -747,9 +747,8 @@ def plot_curves(result: FitResult, path: Path) -> None:
     circles or conics overlaid (pixel coordinates, y down)."""
     import matplotlib
     from matplotlib.figure import Figure
-    from matplotlib.patches import Circle as CirclePatch
 
-    from pyro_moe.shapes import Circle, Conic, Line
+    from pyro_moe.plots import draw_curves
 
     xy = _pixel_points(result)
     label = result.responsibilities.argmax(-1).cpu().numpy()
@@ -761,23 +760,7 @@ def plot_curves(result: FitResult, path: Path) -> None:
     lo, hi = xy.min(0), xy.max(0)
     pad = 0.1 * float(max(hi - lo)) + 1.0
     design = (result.shapes or {}).get("design")
-    gx = np.linspace(lo[0] - pad, hi[0] + pad, 300)
-    gy = np.linspace(lo[1] - pad, hi[1] + pad, 300)
-    xx, yy = np.meshgrid(gx, gy)
-    grid = np.column_stack([xx.ravel(), yy.ravel()])
-    for k, curve in enumerate(result.curves()):
-        if isinstance(curve, Circle):
-            if curve.valid:
-                ax.add_patch(
-                    CirclePatch((curve.x0, curve.y0), curve.r, fill=False, lw=1.5, color=colours[k])
-                )
-            ax.plot([curve.x0], [curve.y0], marker="+", color=colours[k], ms=8)
-        elif isinstance(curve, Conic) and curve.kind != "degenerate":
-            values = curve.evaluate(grid).reshape(xx.shape)
-            if values.min() < 0 < values.max():
-                ax.contour(xx, yy, values, levels=[0.0], colors=[colours[k]], linewidths=1.5)
-        elif isinstance(curve, Line):
-            ax.plot(curve.a * gy + curve.c, gy, lw=1.5, color=colours[k])
+    draw_curves(ax, result, (lo[0] - pad, hi[0] + pad), (lo[1] - pad, hi[1] + pad), labels=False)
     ax.set_xlim(lo[0] - pad, hi[0] + pad)
     ax.set_ylim(hi[1] + pad, lo[1] - pad)  # image convention: y grows downwards
     ax.set_aspect("equal")

@@ -106,7 +106,7 @@ def plot_fit(
     colors = _point_colors(result)
     K = result.experts
     mask = _mask(outliers, len(result.y))
-    if design in ("circle", "conic"):
+    if design is not None:
         pts = data_points(result)
         ax.scatter(pts[:, 0], pts[:, 1], s=8, c=colors, linewidths=0)
         if mask is not None and mask.any():
@@ -114,25 +114,7 @@ def plot_fit(
         lo, hi = pts.min(0), pts.max(0)
         pad = 0.1 * (hi - lo).max() + 1e-9
         xlim, ylim = (lo[0] - pad, hi[0] + pad), (lo[1] - pad, hi[1] + pad)
-        if design == "circle":
-            phi = np.linspace(0.0, 2 * np.pi, 361)
-            for k, c in enumerate(result.circles()):
-                if c.valid:
-                    ax.plot(
-                        c.x0 + c.r * np.cos(phi),
-                        c.y0 + c.r * np.sin(phi),
-                        color=f"C{k % 10}",
-                        lw=1.5,
-                        label=f"expert {k}: ({c.x0:.3g}, {c.y0:.3g}), r={c.r:.3g}",
-                    )
-        else:
-            gx, gy = np.meshgrid(np.linspace(*xlim, 300), np.linspace(*ylim, 300))
-            grid = np.column_stack([gx.ravel(), gy.ravel()])
-            for k, c in enumerate(result.conics()):
-                ax.contour(
-                    gx, gy, c.evaluate(grid).reshape(gx.shape), levels=[0.0], colors=f"C{k % 10}"
-                )
-                ax.plot([], [], color=f"C{k % 10}", label=f"expert {k}: {c.kind}")
+        draw_curves(ax, result, xlim, ylim)
         ax.set_xlim(*xlim)
         ax.set_ylim(ylim[1], ylim[0])  # image convention: y down
         ax.set_aspect("equal")
@@ -154,6 +136,39 @@ def plot_fit(
     ax.legend(fontsize=7, loc="best")
     ax.set_title(title or f"{result.method.upper()} {result.model_name}, K={K}")
     return fig
+
+
+def draw_curves(ax: Axes, result: FitResult, xlim, ylim, *, labels: bool = True) -> None:
+    """Each expert of a shape fit as its own kind of curve (``result.curves()``), in pixel
+    units, one colour per expert: circles (centre marked), conics as the zero level set of
+    their polynomial on a grid over xlim x ylim, lines x = a y + c across ylim."""
+    from .shapes import Circle, Conic, Line
+
+    gx, gy = np.meshgrid(np.linspace(*xlim, 300), np.linspace(*ylim, 300))
+    grid = np.column_stack([gx.ravel(), gy.ravel()])
+    phi = np.linspace(0.0, 2 * np.pi, 361)
+    for k, c in enumerate(result.curves()):
+        color = f"C{k % 10}"
+        if isinstance(c, Circle):
+            label = f"expert {k}: ({c.x0:.3g}, {c.y0:.3g}), r={c.r:.3g}"
+            ax.plot([c.x0], [c.y0], marker="+", color=color, ms=8)
+            if c.valid:
+                x, y = c.x0 + c.r * np.cos(phi), c.y0 + c.r * np.sin(phi)
+                ax.plot(x, y, color=color, lw=1.5, label=label if labels else None)
+                continue
+        elif isinstance(c, Conic):
+            label = f"expert {k}: {c.kind}"
+            values = c.evaluate(grid).reshape(gx.shape)
+            if c.kind != "degenerate" and values.min() < 0 < values.max():
+                ax.contour(gx, gy, values, levels=[0.0], colors=color, linewidths=1.5)
+        elif isinstance(c, Line):
+            label = f"expert {k}: x = {c.a:.3g} y + {c.c:.3g}"
+            ys = np.linspace(*ylim, 2)
+            ax.plot(c.a * ys + c.c, ys, color=color, lw=1.5)
+        else:
+            label = f"expert {k}: weights only"
+        if labels:
+            ax.plot([], [], color=color, label=label)
 
 
 def plot_objective(
@@ -299,6 +314,11 @@ def _grid_design(result: FitResult) -> Callable[[np.ndarray], np.ndarray]:
         return lambda s: np.column_stack(
             [s[:, 0] * s[:, 1], s[:, 1] ** 2, s[:, 0], s[:, 1], np.ones(len(s))]
         )
+    if design == "experts":  # experts with their own maps: the layout's columns
+        from .experts import monomials
+
+        columns = result.shapes["columns"]
+        return lambda s: np.column_stack([monomials(s)[c] for c in columns])
     X = _np(result.X)
     if X.shape[1] == 3 and np.ptp(X[:, 2]) == 0:
         return lambda s: np.column_stack([s, np.full(len(s), X[0, 2])])

@@ -87,10 +87,13 @@ def test_two_conic_experts_return_a_less_constrained_circle(fits):
     # the conic expert fits the circle as an ellipse: two radii, a free tilt ...
     assert as_conic.kind == "ellipse"
     assert as_conic.semi_axes[0] - as_conic.semi_axes[1] > 1e-3
-    # ... with a wider posterior on its centre than the circle expert's
+    # ... whose size is less certain than the circle expert's radius (measured: sd of the
+    # semi-axes 0.057 px vs sd(r) 0.032 px; the centres' sds agree, 0.045 px) and whose
+    # tilt the data do not determine (sd 1.2 rad)
     unc_mixed = pyro_moe.curve_uncertainty(mixed)[0]
     unc_conic = pyro_moe.curve_uncertainty(conics)[curves.index(as_conic)]
-    assert unc_conic.sd["cx"] > unc_mixed.sd_x0 and unc_conic.sd["cy"] > unc_mixed.sd_y0
+    assert min(unc_conic.sd["a"], unc_conic.sd["b"]) > 1.5 * unc_mixed.sd_r
+    assert unc_conic.sd["angle"] > 0.5
     # and the evidence (ELBO) prefers the constrained circle expert
     assert mixed.elbo > conics.elbo + 5
 

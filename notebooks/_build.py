@@ -378,7 +378,7 @@ print("sd\\n", summary.std(("chain", "draw")).to_dataframe().round(4))
 ## Experts with their own feature maps: a circle beside an ellipse
 
 Each expert can have its own features and target (`pyro_moe.experts`, declared in
-`models/curve_experts.py`): a *circle* expert regresses x² + y² on [x, y, 1] (3 weights),
+`models/mixture_of_models.py`): a *circle* expert regresses x² + y² on [x, y, 1] (3 weights),
 an *ellipse* (conic) expert regresses x² on [xy, y², x, y, 1] (5 weights). Both model the
 same quantity x² (the circle's target is x² shifted by y², a known function of the point),
 so their ELBOs compare nats for nats: below, the evidence prefers one circle expert and one

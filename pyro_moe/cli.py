@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit a mix of curve kinds (circle, ellipse, conic, line) to an image",
         description="Fit one expert per name in --experts to the foreground pixels of IMAGE, "
         "each with its own feature map as the model file declares it (EXPERTS in "
-        "models/curve_experts.py: circle, ellipse, conic, line), and print each as its own "
+        "models/mixture_of_models.py: circle, ellipse, conic, line), and print each as its own "
         "kind of curve in pixel coordinates (x = column, y = row from the top-left), with "
         "posterior standard deviations, shares, the objective, ELBO, iterations and seconds.",
         formatter_class=_Formatter,
@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMES",
         help="comma-separated expert names, one per curve, e.g. circle,ellipse",
     )
-    _add_fit_options(mix, default_model="curve_experts", experts=False)
+    _add_fit_options(mix, default_model="mixture_of_models", experts=False)
     mix.add_argument(
         "--noise-expert",
         action=argparse.BooleanOptionalAction,
@@ -1021,15 +1021,36 @@ def cmd_curves(args: argparse.Namespace, ctx: Context) -> int:
                     f"{s:.3f}",
                 ]
             )
-    print(
-        f"{args.image}: {len(result.y)} points, K = {experts} {args.design}s "
-        "(pixel units: x = column, y = row from the top-left)",
-        file=ctx.out,
+    _print_curves(
+        ctx,
+        f"{args.image}: {len(result.y)} points, K = {experts} {args.design}s",
+        format_table(headers, rows),
+        "(sd: posterior standard deviations, delta method, pixels)"
+        if args.design == "circle"
+        else None,
+        result,
+        outliers,
+        selection,
     )
+    return EXIT_OK
+
+
+def _print_curves(
+    ctx: Context,
+    title: str,
+    table: str,
+    note: str | None,
+    result: FitResult,
+    outliers: dict[str, Any],
+    selection: Any = None,
+) -> None:
+    """The text report of ``circles``, ``conics`` and ``curves``: title, table, note, the
+    selection of K, the outlier share and the fit summary."""
+    print(f"{title} (pixel units: x = column, y = row from the top-left)", file=ctx.out)
     print(file=ctx.out)
-    print(format_table(headers, rows), file=ctx.out)
-    if args.design == "circle":
-        print("(sd: posterior standard deviations, delta method, pixels)", file=ctx.out)
+    print(table, file=ctx.out)
+    if note:
+        print(note, file=ctx.out)
     print(file=ctx.out)
     if selection is not None:
         print("\n".join(_selection_lines(selection)), file=ctx.out)
@@ -1037,7 +1058,6 @@ def cmd_curves(args: argparse.Namespace, ctx: Context) -> int:
     if outliers["noise_expert"]:
         print(f"outliers    {outliers['outlier_share']:.3f} of the points", file=ctx.out)
     print("\n".join(_summary_lines(result)), file=ctx.out)
-    return EXIT_OK
 
 
 def cmd_mixed_curves(args: argparse.Namespace, ctx: Context) -> int:
@@ -1102,22 +1122,15 @@ def cmd_mixed_curves(args: argparse.Namespace, ctx: Context) -> int:
         else:
             what, sd = "weights " + " ".join(_fmt(float(v)) for v in c), "-"
         rows.append([str(k + 1), name, what, sd, f"{s:.3f}"])
-    print(
-        f"{args.image}: {len(result.y)} points, experts {', '.join(args.experts)} "
-        "(pixel units: x = column, y = row from the top-left)",
-        file=ctx.out,
-    )
-    print(file=ctx.out)
-    print(format_table(headers, rows), file=ctx.out)
-    print(
+    _print_curves(
+        ctx,
+        f"{args.image}: {len(result.y)} points, experts {', '.join(args.experts)}",
+        format_table(headers, rows),
         "(sd: posterior standard deviations, delta method, pixels: circles x0 y0 r, "
         "conics cx cy a b)",
-        file=ctx.out,
+        result,
+        outliers,
     )
-    print(file=ctx.out)
-    if outliers["noise_expert"]:
-        print(f"outliers    {outliers['outlier_share']:.3f} of the points", file=ctx.out)
-    print("\n".join(_summary_lines(result)), file=ctx.out)
     return EXIT_OK
 
 

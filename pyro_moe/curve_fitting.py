@@ -60,7 +60,7 @@ def fit_curves(
     *,
     design: str = "circle",
     experts: int | Sequence[str] | str = 2,
-    model=None,
+    model="mixture_of_models",
     max_points: int | None = None,
     seed: int = 0,
     image_options: dict | None = None,
@@ -71,9 +71,9 @@ def fit_curves(
 
     ``experts`` is a number of curves of kind ``design`` ("circle" or "conic"), or the
     experts' names (a list, or "circle,ellipse"), each with its own feature map as the
-    model file declares it (``EXPERTS`` of ``models/curve_experts.py``, the default model
-    then). Experts that model different targets (a line with conics) need
-    ``allow_mixed_targets=True`` (see :mod:`pyro_moe.experts`).
+    model file declares it (``EXPERTS``; the default model, ``models/mixture_of_models.py``,
+    declares circle, ellipse, conic and line). Experts that model different targets (a
+    line with conics) need ``allow_mixed_targets=True`` (see :mod:`pyro_moe.experts`).
 
     ``fit_options`` go to :func:`pyro_moe.fit` (method, n_init, learn, priors, ...).
     Priors are in standardized units. Use ``result.curves()`` (each expert as its kind),
@@ -82,7 +82,7 @@ def fit_curves(
     if isinstance(experts, str) or (
         isinstance(experts, Sequence) and not isinstance(experts, str | bytes)
     ):
-        loaded = load_model(model or "curve_experts")
+        loaded = load_model(model)
         lay = layout(experts, loaded.expert_catalog, allow_mixed_targets=allow_mixed_targets)
         X, t, shapes = experts_design(
             source, lay, max_points=max_points, seed=seed, image_options=image_options
@@ -94,7 +94,6 @@ def fit_curves(
     X, t, shapes = curve_design(
         source, design, max_points=max_points, seed=seed, image_options=image_options
     )
-    model = model or "mixture_of_models"
     return fit(model, X, t, experts=experts, seed=seed, shapes=shapes, **fit_options)
 
 

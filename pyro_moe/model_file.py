@@ -59,10 +59,10 @@ class Model:
     @property
     def expert_catalog(self) -> dict:
         """The experts this file declares (``EXPERTS``: name -> :class:`pyro_moe.experts.Expert`),
-        or those of ``models/curve_experts.py`` when it declares none."""
+        or those of ``models/mixture_of_models.py`` when it declares none."""
         catalog = getattr(self.module, "EXPERTS", None)
         if catalog is None:
-            catalog = load_model("curve_experts").module.EXPERTS
+            catalog = load_model("mixture_of_models").module.EXPERTS
         return dict(catalog)
 
     def config(

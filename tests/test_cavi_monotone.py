@@ -90,7 +90,7 @@ def test_objective_never_decreases_on_exact_data(model, seed):
     max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(
-    model=st.sampled_from(["curve_experts", "mixture_of_experts"]),
+    model=st.sampled_from(["mixture_of_models", "mixture_of_experts"]),
     names=st.lists(st.sampled_from(["circle", "conic"]), min_size=1, max_size=3),
     N=st.integers(6, 40),
     learn=st.sampled_from(LEARN),
@@ -109,7 +109,7 @@ def test_objective_never_decreases_with_heterogeneous_experts(
     th = rng.uniform(0, 2 * np.pi, N)
     rad = rng.choice([0.5, 1.5], N)
     xy = np.c_[rad * np.cos(th), 0.7 * rad * np.sin(th)] + 0.05 * rng.normal(size=(N, 2))
-    lay = layout(names, pyro_moe.load_model("curve_experts").expert_catalog)
+    lay = layout(names, pyro_moe.load_model("mixture_of_models").expert_catalog)
     X, y = lay.design(xy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)

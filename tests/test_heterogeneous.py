@@ -173,7 +173,7 @@ def test_mixed_targets_are_refused_unless_asked_and_then_warn():
 
 
 def test_layout_of_a_circle_and_a_conic():
-    lay = layout(["circle", "conic"], pyro_moe.load_model("curve_experts").expert_catalog)
+    lay = layout(["circle", "conic"], pyro_moe.load_model("mixture_of_models").expert_catalog)
     assert lay.columns == ("xy", "yy", "x", "y", "1") and lay.response == "xx"
     assert lay.maps.shape == (2, 6, 6) and not lay.mixed_targets
     # the circle's target row is x^2 + y^2
@@ -184,7 +184,7 @@ def test_layout_of_a_circle_and_a_conic():
 
 def test_bad_declarations_are_refused():
     with pytest.raises(pyro_moe.InputError, match="unknown expert"):
-        layout(["circle", "hexagon"], pyro_moe.load_model("curve_experts").expert_catalog)
+        layout(["circle", "hexagon"], pyro_moe.load_model("mixture_of_models").expert_catalog)
     with pytest.raises(pyro_moe.InputError, match="unknown monomial"):
         Expert(None, features=("x", "zz"), response="xx")
     with pytest.raises(pyro_moe.InputError, match="reads its weights in the form"):
@@ -203,7 +203,7 @@ def test_a_model_file_declares_its_own_expert(tmp_path):
 
     path = edited_model(
         tmp_path,
-        "curve_experts",
+        "mixture_of_models",
         '    "line": Expert(',
         '    "parabola": Expert(None, features=("xx", "x", "1"), response="y"),\n'
         '    "line": Expert(',

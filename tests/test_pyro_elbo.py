@@ -99,7 +99,7 @@ def _circle_and_ellipse(names, n=30):
             ellipse_points((-0.5, -0.3), (0.9, 0.4), 0.6, n, jitter=0.02, seed=2),
         ]
     )
-    lay = layout(names, pyro_moe.load_model("curve_experts").expert_catalog)
+    lay = layout(names, pyro_moe.load_model("mixture_of_models").expert_catalog)
     X, y = lay.design(xy)
     return (X, y), lay.maps
 
@@ -110,7 +110,7 @@ def test_closed_form_elbo_matches_pyro_for_heterogeneous_experts(noise_expert):
     target x^2): the padded closed form equals Pyro's ELBO of the same model file."""
     data, maps = _circle_and_ellipse(["circle", "ellipse"])
     _check(
-        pyro_moe.load_model("curve_experts"), data=data, maps=maps, prior_mean=None,
+        pyro_moe.load_model("mixture_of_models"), data=data, maps=maps, prior_mean=None,
         noise_expert=noise_expert,
     )  # fmt: skip
 

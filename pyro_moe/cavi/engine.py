@@ -117,6 +117,10 @@ class GateFitter:
     curvature history from one CAVI iteration to the next (``warm``); either way the
     candidate is scored in the data's dtype and rejected unless it does not lower the
     term, so the objective never decreases.
+
+    The closure keeps the log softmax it computed (data dtype only) with the parameters it
+    was computed at; when L-BFGS ends on the last point it evaluated (as it usually does),
+    the accept test reuses it instead of another pass over the data.
     """
 
     def __init__(
@@ -141,6 +145,10 @@ class GateFitter:
         self.opt: torch.optim.LBFGS | None = None
         N = X.shape[0]
         self.rows = U.chunk_rows(N, 4 * max(8, sum(p.numel() for p in self.params) // 4))
+        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None  # (params, log softmax)
+
+    def _flat_params(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
 
     def log_softmax(self) -> torch.Tensor:
         """log softmax_k(V(x_i)) (N, K) in the data's dtype, chunked, without gradients."""
@@ -153,15 +161,21 @@ class GateFitter:
 
     def _closure(self, r: torch.Tensor):
         N = self.Xw.shape[0]
+        keep = self.work is self.gate  # the log softmax is in the data's dtype
 
         def closure():
             assert self.opt is not None
             self.opt.zero_grad()
             total = self.X.new_zeros(())  # summed in the data's dtype
+            out = self.X.new_empty(N, r.shape[-1]) if keep else None
             for sl in U.chunks(N, self.rows):
-                loss = -(r[sl] * torch.log_softmax(self.work(self.Xw[sl]), -1)).sum() / N
+                log_g = torch.log_softmax(self.work(self.Xw[sl]), -1)
+                loss = -(r[sl] * log_g).sum() / N
                 loss.backward()
                 total += loss.detach().to(total.dtype)
+                if out is not None:
+                    out[sl] = log_g.detach()
+            self._cached = (self._flat_params(), out) if out is not None else None
             return total
 
         return closure
@@ -185,7 +199,11 @@ class GateFitter:
             if self.work is not self.gate:
                 for p, w in zip(self.params, self.wparams, strict=True):
                     p.copy_(w)
-        new = self.log_softmax()
+        cached, self._cached = self._cached, None
+        if cached is not None and torch.equal(cached[0], self._flat_params()):
+            new = cached[1]
+        else:
+            new = self.log_softmax()
         if (r * new).sum() >= before:
             return new
         with torch.no_grad():  # rejected: back to the saved parameters, fresh curvature

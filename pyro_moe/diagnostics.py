@@ -203,11 +203,26 @@ def _single(result: FitResult, rng: np.random.Generator, draws: int) -> dict[str
     else:
         beta = np.full(draws, float(result.noise_precision))
     out["beta"] = beta
-    mu = np.einsum("nd,skd->snk", X, w)  # (draw, N, K)
     b = beta[:, None, None]
-    log_norm = 0.5 * (np.log(b) - math.log(2 * math.pi)) - 0.5 * b * (y[None, :, None] - mu) ** 2
+    resid = _residuals(result, X, y, w)  # (draw, N, K)
+    log_norm = 0.5 * (np.log(b) - math.log(2 * math.pi)) - 0.5 * b * resid**2
+    if result.noise_bounds is not None:  # the noise expert's uniform density, last column
+        lo, hi = (float(v) for v in _np(result.noise_bounds))
+        log_u = np.full((*log_norm.shape[:-1], 1), -math.log(hi - lo))
+        log_norm = np.concatenate([log_norm, log_u], -1)
     out["log_lik"] = logsumexp(log_g + log_norm, axis=-1)
     return out
+
+
+def _residuals(result: FitResult, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """t_ik - w_k^T phi_ik per draw (draw, N, K): y - w_k^T x for a shared design; with
+    expert maps T_k (:mod:`pyro_moe.experts`) each expert's own target and features."""
+    if result.maps is None:
+        return y[None, :, None] - np.einsum("nd,skd->snk", X, w)
+    T = _np(result.maps).astype(float)
+    n = T.shape[1] - 1
+    Zk = np.einsum("nd,kjd->nkj", np.column_stack([X, y]), T)  # (N, K, n + 1)
+    return Zk[None, :, :, n] - np.einsum("nkj,skj->snk", Zk[..., :n], w)
 
 
 def to_inference_data(
@@ -269,6 +284,12 @@ def to_inference_data(
         "feature": features,
         "point": np.arange(first.y.shape[0]),
     }
+    if first.noise_expert and "pi" in posterior:  # pi has K + 1 shares: the noise expert last
+        dims["pi"] = ["component"]
+        coords["component"] = [*(str(k) for k in range(K)), "noise"]
+    if first.maps is not None:  # experts with their own maps: X holds the layout's columns
+        dims["X"] = ["point", "column"]
+        coords["column"] = list((shapes or {}).get("columns", range(first.X.shape[1])))
     idata = az.from_dict(
         posterior=posterior,
         log_likelihood={"y": log_lik},

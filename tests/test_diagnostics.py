@@ -175,3 +175,40 @@ def test_input_errors(fits):
         D.to_inference_data(fits[0], draws=0)
     with pytest.raises(pyro_moe.InputError):
         D.restarts_as_chains([fits[0]])
+
+
+def test_heterogeneous_experts_with_noise_expert():
+    """A circle expert beside an ellipse expert, plus the noise expert: pi gets a component
+    dim (K + 1 shares), and the pointwise log-likelihood uses each expert's own target."""
+    import math
+
+    import torch
+
+    from pyro_moe.cavi import updates as U
+    from pyro_moe.shapes import ellipse_points
+
+    xy = np.r_[
+        ellipse_points((0.0, 0.0), (1.0, 1.0), 0.0, 60, jitter=0.01, seed=1),
+        ellipse_points((3.0, 0.5), (1.2, 0.5), 0.5, 60, jitter=0.01, seed=2),
+        np.random.default_rng(0).uniform(-1, 4, (10, 2)),
+    ]
+    res = pyro_moe.fit_curves(xy, experts=["circle", "ellipse"], noise_expert=True)
+    idata = D.to_inference_data(res, draws=100, seed=0)
+    assert idata.posterior["pi"].dims == ("chain", "draw", "component")
+    assert list(idata.posterior["component"].values) == ["0", "1", "noise"]
+    assert idata.constant_data["X"].dims == ("point", "column")
+    ll = idata.log_likelihood["y"].values.mean((0, 1))
+    # the plug-in mixture density at E[pi], E[w] (q is tight here: draws barely move it)
+    q = U.WeightPosterior(res.mean, res.cov, torch.zeros(2, dtype=torch.float64))
+    e = U.expected_sq_residuals(res.X, res.y, q, res.maps)
+    beta = res.noise_precision
+    lo, hi = res.noise_bounds
+    ln = torch.cat(
+        [
+            0.5 * torch.log(beta) - 0.5 * math.log(2 * math.pi) - 0.5 * beta * e,
+            torch.full((len(res.y), 1), -math.log(float(hi - lo)), dtype=torch.float64),
+        ],
+        -1,
+    )
+    ref = torch.logsumexp(torch.log(res.weights) + ln, -1).numpy()
+    assert np.median(np.abs(ll - ref)) < 0.05

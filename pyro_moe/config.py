@@ -19,6 +19,8 @@ name                   shape        meaning
 ``gate``               module       the gate network V (mixtures of experts)
 ``noise_weight``       ()           rho, the noise expert's share in a gated model
                                     (learned with the gate)
+``gate_prior_scale``   float        s of the gate prior p(V) = N(0, s^2 I) on the
+                                    gate's weights (never learned; None: no prior)
 =====================  ===========  ==========================================
 """
 
@@ -61,6 +63,9 @@ class Config:
             experts, then the noise expert (last), with its own Dirichlet share or gate output.
         noise_weight: rho, the noise expert's share in a gated model (learned with the gate):
             g(x) = [(1 - rho) softmax(V(x)), rho], constant in x (see ``log_gate``).
+        gate_prior_scale: s of the Gaussian prior p(V) = N(0, s^2 I) on the gate's weights
+            (:func:`gate_weights`), or None. The model file decides whether to use it (its
+            ``gate_prior``); the built-in gated files do with the noise expert only.
         learn: names of the hyperparameters that are point-estimated; the rest are fixed.
     """
 
@@ -75,6 +80,7 @@ class Config:
     gate_hidden: int | None = None
     noise_bounds: torch.Tensor | None = None
     noise_weight: torch.Tensor | None = None
+    gate_prior_scale: float | None = None
     learn: frozenset[str] = field(default_factory=lambda: frozenset(LEARNABLE))
 
     def __post_init__(self) -> None:
@@ -98,6 +104,9 @@ class Config:
         if self.regularization_cov is not None:
             _check_shape("regularization_cov", self.regularization_cov, (n, n))
             _check_pd("regularization_cov (Xi)", self.regularization_cov)
+        s = self.gate_prior_scale
+        if s is not None and not (isinstance(s, int | float) and 0 < s < float("inf")):
+            raise InputError(f"gate_prior_scale must be a positive number or None, got {s!r}")
 
     @property
     def noise_expert(self) -> bool:
@@ -126,16 +135,19 @@ class Config:
     def gate_logits(self, X: torch.Tensor) -> torch.Tensor:
         """Gate log-probabilities (N, C), registering the gate (and rho) as parameters when
         the gate is learned. See :meth:`log_gate`."""
-        if self.gate is None:
-            raise InputError("this model needs a gate network, but the config has none")
-        learned = "gate" in self.learn
-        gate = pyro.module("gate", self.gate) if learned else self.gate
+        gate = self.registered_gate()
         rho = self.noise_weight
-        if self.noise_expert and learned:
+        if self.noise_expert and "gate" in self.learn:
             rho = pyro.param(
                 "noise_weight", rho.detach().clone(), constraint=constraints.unit_interval
             )
         return log_gate(gate, X, rho if self.noise_expert else None)
+
+    def registered_gate(self) -> torch.nn.Module:
+        """The gate network, registered as ``pyro.module("gate")`` when it is learned."""
+        if self.gate is None:
+            raise InputError("this model needs a gate network, but the config has none")
+        return pyro.module("gate", self.gate) if "gate" in self.learn else self.gate
 
     def const(self, value) -> torch.Tensor:
         """A constant on this fit's dtype and device, for numbers in a model file's priors.
@@ -197,3 +209,14 @@ def log_gate(gate: torch.nn.Module, X: torch.Tensor, noise_weight=None) -> torch
         return logits
     rho = noise_weight.reshape(1, 1).expand(X.shape[0], 1)
     return torch.cat([logits + torch.log1p(-rho), torch.log(rho)], -1)
+
+
+def gate_weights(gate: torch.nn.Module) -> list[torch.Tensor]:
+    """The gate parameters that carry the gate prior: its weight matrices (every parameter
+    with two or more dimensions, V1 and V2 of a two-layer gate), not its biases.
+
+    A gate with zero weights is constant in x, g(x) = softmax(b) with b the output bias: the
+    mixture of models' shares. With the biases flat (no prior), p(V) = N(0, s^2 I) on the
+    weights shrinks the gate towards a constant gate, not towards equal shares.
+    """
+    return [p for p in gate.parameters() if p.dim() >= 2]

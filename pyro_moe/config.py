@@ -200,9 +200,11 @@ def log_gate(gate: torch.nn.Module, X: torch.Tensor, noise_weight=None) -> torch
     The noise share rho is constant in x: uniform clutter does not depend on where a point
     lies, and rho then has an exact M-step (rho = mean_i r_iK) while the gate models only
     which expert explains a point. (Measured on the study's Synthetic 3 with the
-    regularized model, median S over 10 seeds was 0.022 with this share and 0.023 with
-    an x-dependent extra gate output: the gate still routes stray points between the
-    circle experts, and that solution has the higher ELBO.)
+    regularized model without a gate prior, median S over 10 seeds was 0.022 with this
+    share and 0.023 with an x-dependent extra gate output: a sharp gate routes stray points
+    between the circle experts, and that solution has the higher ELBO. The gate prior
+    p(V) of the gated model files removes it: ``gate_prior`` in
+    ``models/regularized_experts.py``, ``pyro_moe/cavi/NOTES.md`` section 7.)
     """
     logits = torch.log_softmax(gate(X), -1)
     if noise_weight is None:

@@ -21,6 +21,8 @@ name                   shape        meaning
                                     (learned with the gate)
 ``maps``               (K, n+1, d)  T_k, each expert's own features and target
                                     (heterogeneous experts; never learned)
+``gate_prior_scale``   float        s of the gate prior p(V) = N(0, s^2 I) on the
+                                    gate's weights (never learned; None: no prior)
 =====================  ===========  ==========================================
 """
 
@@ -63,6 +65,9 @@ class Config:
             experts, then the noise expert (last), with its own Dirichlet share or gate output.
         noise_weight: rho, the noise expert's share in a gated model (learned with the gate):
             g(x) = [(1 - rho) softmax(V(x)), rho], constant in x (see ``log_gate``).
+        gate_prior_scale: s of the Gaussian prior p(V) = N(0, s^2 I) on the gate's weights
+            (:func:`gate_weights`), or None. The model file decides whether to use it (its
+            ``gate_prior``); the built-in gated files do with the noise expert only.
         learn: names of the hyperparameters that are point-estimated; the rest are fixed.
         maps: expert maps T (K, n + 1, d) for experts with their own features and targets
             (:mod:`pyro_moe.experts`): expert k sees phi = T_k[:n] z and t = T_k[n] z of
@@ -81,6 +86,7 @@ class Config:
     gate_hidden: int | None = None
     noise_bounds: torch.Tensor | None = None
     noise_weight: torch.Tensor | None = None
+    gate_prior_scale: float | None = None
     learn: frozenset[str] = field(default_factory=lambda: frozenset(LEARNABLE))
     maps: torch.Tensor | None = None
 
@@ -116,6 +122,9 @@ class Config:
                     "means nothing between experts with different feature maps; use one kind "
                     "of expert with a regularized model"
                 )
+        s = self.gate_prior_scale
+        if s is not None and not (isinstance(s, int | float) and 0 < s < float("inf")):
+            raise InputError(f"gate_prior_scale must be a positive number or None, got {s!r}")
 
     @property
     def noise_expert(self) -> bool:
@@ -144,16 +153,19 @@ class Config:
     def gate_logits(self, X: torch.Tensor) -> torch.Tensor:
         """Gate log-probabilities (N, C), registering the gate (and rho) as parameters when
         the gate is learned. See :meth:`log_gate`."""
-        if self.gate is None:
-            raise InputError("this model needs a gate network, but the config has none")
-        learned = "gate" in self.learn
-        gate = pyro.module("gate", self.gate) if learned else self.gate
+        gate = self.registered_gate()
         rho = self.noise_weight
-        if self.noise_expert and learned:
+        if self.noise_expert and "gate" in self.learn:
             rho = pyro.param(
                 "noise_weight", rho.detach().clone(), constraint=constraints.unit_interval
             )
         return log_gate(gate, X, rho if self.noise_expert else None)
+
+    def registered_gate(self) -> torch.nn.Module:
+        """The gate network, registered as ``pyro.module("gate")`` when it is learned."""
+        if self.gate is None:
+            raise InputError("this model needs a gate network, but the config has none")
+        return pyro.module("gate", self.gate) if "gate" in self.learn else self.gate
 
     def const(self, value) -> torch.Tensor:
         """A constant on this fit's dtype and device, for numbers in a model file's priors.
@@ -206,12 +218,25 @@ def log_gate(gate: torch.nn.Module, X: torch.Tensor, noise_weight=None) -> torch
     The noise share rho is constant in x: uniform clutter does not depend on where a point
     lies, and rho then has an exact M-step (rho = mean_i r_iK) while the gate models only
     which expert explains a point. (Measured on the study's Synthetic 3 with the
-    regularized model, median S over 10 seeds was 0.022 with this share and 0.023 with
-    an x-dependent extra gate output: the gate still routes stray points between the
-    circle experts, and that solution has the higher ELBO.)
+    regularized model without a gate prior, median S over 10 seeds was 0.022 with this
+    share and 0.023 with an x-dependent extra gate output: a sharp gate routes stray points
+    between the circle experts, and that solution has the higher ELBO. The gate prior
+    p(V) of the gated model files removes it: ``gate_prior`` in
+    ``models/regularized_experts.py``, ``pyro_moe/cavi/NOTES.md`` section 7.)
     """
     logits = torch.log_softmax(gate(X), -1)
     if noise_weight is None:
         return logits
     rho = noise_weight.reshape(1, 1).expand(X.shape[0], 1)
     return torch.cat([logits + torch.log1p(-rho), torch.log(rho)], -1)
+
+
+def gate_weights(gate: torch.nn.Module) -> list[torch.Tensor]:
+    """The gate parameters that carry the gate prior: its weight matrices (every parameter
+    with two or more dimensions, V1 and V2 of a two-layer gate), not its biases.
+
+    A gate with zero weights is constant in x, g(x) = softmax(b) with b the output bias: the
+    mixture of models' shares. With the biases flat (no prior), p(V) = N(0, s^2 I) on the
+    weights shrinks the gate towards a constant gate, not towards equal shares.
+    """
+    return [p for p in gate.parameters() if p.dim() >= 2]

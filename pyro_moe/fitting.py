@@ -104,7 +104,8 @@ def fit(
 
     Returns:
         A :class:`FitResult` whose objective history is the total ELBO in nats (plus the
-        regularizer R(w0) for the regularized model).
+        regularizer R(w0) for the regularized model, and the gate prior log p(V) of a gated
+        model with the noise expert).
     """
     model = load_model(model)
     if method not in METHODS:

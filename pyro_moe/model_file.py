@@ -144,6 +144,7 @@ class Model:
             gate_hidden=hidden,
             noise_bounds=bounds,
             noise_weight=_as(s.get("noise_weight", 0.1), dt).reshape(()) if noise else None,
+            gate_prior_scale=s.get("gate_prior_scale") if self.gated else None,
             learn=learned,
             maps=maps,
         )

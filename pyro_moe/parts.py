@@ -7,7 +7,8 @@ engine; change them in one place only.
 
 Sites: ``pi`` (mixture weights), ``w`` (expert weights, in plate ``experts``), ``z`` and
 ``y`` (in plate ``data``), ``noise_precision`` (when beta has a prior),
-``prior_regularization`` (observed pairwise differences of prior means).
+``prior_regularization`` (observed pairwise differences of prior means), ``gate_prior``
+(the gate's weights, observed under their prior).
 
 Guide parameters: ``assignment_probs`` (N, K) for q(z_i) = Cat(r_i); ``weight_mean``
 (K, n) and ``weight_scale_tril`` (K, n, n) for q(w_k) = N(m_k, L_k L_k^T);
@@ -23,7 +24,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.ops.indexing import Vindex
 
-from .config import Config
+from .config import Config, gate_weights
 
 EXPERTS_PLATE = "experts"
 DATA_PLATE = "data"
@@ -139,3 +140,14 @@ def pairwise_differences(prior_mean: torch.Tensor) -> torch.Tensor:
     i, j = torch.triu_indices(K, K, offset=1, device=prior_mean.device)
     first, second = torch.cat([i, j]), torch.cat([j, i])
     return prior_mean[first] - prior_mean[second]
+
+
+def gate_prior(config: Config, prior: dist.Distribution | None) -> None:
+    """log p(V): the gate's weights (:func:`pyro_moe.config.gate_weights`, flattened to P
+    values) as the observed site ``gate_prior`` under ``prior`` (a scalar distribution,
+    expanded to P), so both engines maximise F + log p(V): MAP for the gate. Nothing when
+    ``prior`` is None (the gate is then a maximum-likelihood estimate)."""
+    if prior is None:
+        return
+    V = torch.cat([p.reshape(-1) for p in gate_weights(config.registered_gate())])
+    pyro.sample("gate_prior", prior.expand([V.shape[0]]).to_event(1), obs=V)

@@ -94,7 +94,8 @@ CHOICES: dict[str, dict[str, Any]] = {
 }
 
 #: The rows of the S table and of the sweep: the three choices, plus f3 with a uniform
-#: background component (``noise_expert=True``), which the study did not have.
+#: background component (``noise_expert=True``, which also puts the model file's Gaussian
+#: prior on the gate's weights), which the study did not have.
 ROWS: dict[str, dict[str, Any]] = {
     **CHOICES,
     "f3 + noise expert": {**CHOICES["f3"], "noise_expert": True},
@@ -863,7 +864,8 @@ def _markdown(report: Report) -> str:
         "* **f3**: `regularized_experts`, the study's w0_k as start, A_k = I, "
         "Ξ = diag(0.01, 0.01, 1); w0 (under R(w0)), β and the gate learned.",
         "* **f3 + noise expert**: f3 plus a uniform background component "
-        "(`noise_expert=True`); not in the study.",
+        "(`noise_expert=True`, with the gate prior p(V) of the model file); "
+        "not in the study.",
         "",
     ]
     if report.table:

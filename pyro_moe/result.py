@@ -1,8 +1,8 @@
 """One result type for every engine (CAVI and SVI): posteriors, hyperparameters, history.
 
 The objective is the total ELBO in nats (plus the prior regularizer R(w0) for the
-regularized model, reported separately as ``regularizer``), so curves from CAVI and SVI on
-the same model and data overlay.
+regularized model and the gate prior log p(V) where the model has one, reported together as
+``regularizer``), so curves from CAVI and SVI on the same model and data overlay.
 
 Saved as ``.npz`` (:meth:`FitResult.save`) with these arrays:
 
@@ -135,16 +135,18 @@ class FitResult:
 
     @property
     def objective(self) -> float:
-        """Final objective F = ELBO (+ R(w0) for the regularized model), in nats."""
+        """Final objective F = ELBO (+ R(w0) for the regularized model) (+ log p(V) with a
+        gate prior), in nats."""
         return float(self.objective_history[-1])
 
     @property
     def elbo(self) -> float:
-        """Final ELBO in nats (without the regularizer)."""
+        """Final ELBO in nats (without the regularizer and the gate prior)."""
         return float(self.elbo_history[-1])
 
     @property
     def regularizer(self) -> float:
+        """F - ELBO: R(w0) (regularized model) plus log p(V) (gate prior), in nats."""
         return self.objective - self.elbo
 
     @property

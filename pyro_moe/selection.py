@@ -6,7 +6,7 @@ Criterion. For each K in ``min_experts..max_experts`` the model is fitted with r
 .. math:: S(K) = \\mathcal{L}_K + \\log K!,
 
 where :math:`\\mathcal{L}_K` is the final objective (the ELBO, plus R(w0) for the
-regularized model). The ELBO is a lower bound of the log evidence
+regularized model and log p(V) for a gate prior). The ELBO is a lower bound of the log evidence
 :math:`\\log p(y \\mid X, K, \\hat\\theta)` at point-estimated hyperparameters
 :math:`\\hat\\theta` (type-II ML), so it is an *approximate* Bayesian model choice:
 

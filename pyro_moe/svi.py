@@ -1,13 +1,13 @@
 """Stochastic variational inference (Pyro SVI) for the model files, with restarts.
 
 The engine maximises the same objective as CAVI, F = ELBO (+ R(w0) for the regularized
-model), over the same mean-field family q(Z) q(W) [q(pi)] [q(beta)] given by the model
+model) (+ log p(V) with a gate prior, the observed site ``gate_prior``), over the same mean-field family q(Z) q(W) [q(pi)] [q(beta)] given by the model
 file's own ``guide``, with :class:`pyro.infer.TraceEnum_ELBO` (``max_plate_nesting=1``):
 z is summed out exactly on the guide side (``infer={"enumerate": "parallel"}``) and the
 continuous sites (w, pi, beta) are reparameterized, so one step estimates
 
     F(phi) = E_{q(W) q(pi) q(beta)} [ sum_i sum_k r_ik (log p(z_i = k | .) + log p(y_i | w_k, beta)
-             - log r_ik) + log p(W, pi, beta) - log q(W, pi, beta) ] (+ R(w0))
+             - log r_ik) + log p(W, pi, beta) - log q(W, pi, beta) ] (+ R(w0)) (+ log p(V))
 
 with one (``num_particles``) draw of the globals, and ClippedAdam takes a step on -F.
 
@@ -55,7 +55,7 @@ from tqdm import tqdm
 from .cavi import updates as U
 from .cavi.bridge import closed_form_objective
 from .cavi.init import initial_log_responsibilities
-from .config import Config, log_gate
+from .config import Config, gate_weights, log_gate
 from .errors import InputError, NonConjugateError
 from .model_file import Model
 from .restarts import best_of_restarts, fresh_gate, init_schedule, warn_not_converged
@@ -186,7 +186,11 @@ def _fresh_config(config: Config, seed: int, restart: int) -> Config:
 
 
 def _initialise(model: Model, X, y, cfg: Config, options: SVIOptions, how: str, seed: int):
-    """Register every parameter (one traced pass), then set the closed-form start values."""
+    """Register every parameter (one traced pass), then set the closed-form start values.
+
+    Returns whether the model has the regularizer site and the distribution of its
+    ``gate_prior`` site (None without one), to report the ELBO beside F.
+    """
     N = X.shape[0]
     with torch.no_grad():
         guide_tr = poutine.trace(model.guide).get_trace(X, y, cfg)
@@ -208,8 +212,9 @@ def _initialise(model: Model, X, y, cfg: Config, options: SVIOptions, how: str, 
     r = log_r.exp()
     with torch.no_grad():
         store["assignment_probs"] = r.clamp_min(1e-12) / r.clamp_min(1e-12).sum(-1, keepdim=True)
+    priors = "prior_regularization" in sites, _gate_prior_fn(model_tr)
     if options.start == "guide":
-        return "prior_regularization" in sites
+        return priors
     stats = U.sufficient_stats(X, y, r[:, : cfg.experts], cfg.maps)
     q = U.update_weights(stats, cfg.prior_cov, cfg.prior_mean, beta)
     # beta from its closed-form M-step too: from 1/Var(y), Adam's ~lr-sized steps in log beta
@@ -232,7 +237,23 @@ def _initialise(model: Model, X, y, cfg: Config, options: SVIOptions, how: str, 
             a = 1.0 + 0.5 * N
             store["noise_shape"] = torch.as_tensor(a, dtype=X.dtype, device=X.device)
             store["noise_rate"] = a / beta
-    return "prior_regularization" in sites
+    return priors
+
+
+def _gate_prior_fn(trace):
+    """The distribution of the model's ``gate_prior`` site, or None (constant parameters:
+    the file builds it from settings, so it can be evaluated at later gate weights)."""
+    node = trace.nodes.get("gate_prior")
+    return node["fn"] if node is not None and node["type"] == "sample" else None
+
+
+def _gate_log_prior(gate_prior, cfg: Config) -> float:
+    """log p(V) at the present gate weights, 0 without a gate prior."""
+    if gate_prior is None or cfg.gate is None:
+        return 0.0
+    with torch.no_grad():
+        V = torch.cat([p.reshape(-1) for p in gate_weights(cfg.gate)])
+        return float(gate_prior.log_prob(V).sum())
 
 
 def noise_log_density(cfg: Config) -> torch.Tensor | None:
@@ -244,7 +265,7 @@ def noise_log_density(cfg: Config) -> torch.Tensor | None:
 
 
 def _objective_at(
-    model: Model, X, y, cfg: Config, options: SVIOptions
+    model: Model, X, y, cfg: Config, options: SVIOptions, gate_prior=None
 ) -> tuple[float, float, float]:
     """(ELBO, F, standard error) at the current param store, on the full data."""
     store = pyro.get_param_store()
@@ -263,6 +284,7 @@ def _objective_at(
     F = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
     reg = _regularizer(final_cfg) if final_cfg.regularization_cov is not None else 0.0
+    reg += _gate_log_prior(gate_prior, final_cfg)
     return F - reg, F, se
 
 
@@ -310,7 +332,7 @@ def _run(
     cfg = _fresh_config(config, seed, restart)
     xi = cfg.regularization_cov
     with pyro.get_param_store().scope():
-        has_reg = _initialise(model, X, y, cfg, options, how, seed)
+        has_reg, gate_prior = _initialise(model, X, y, cfg, options, how, seed)
         optim = ClippedAdam(
             {
                 "lr": options.lr,
@@ -351,7 +373,9 @@ def _run(
                 )
             F = -loss
             run.objective.append(F)
-            run.elbo.append(F - _regularizer_at(xi, has_reg, cfg))
+            run.elbo.append(
+                F - _regularizer_at(xi, has_reg, cfg) - _gate_log_prior(gate_prior, cfg)
+            )
             run.times.append(time.perf_counter() - t0)
             bar.update()
             if step % options.eval_every == 0 and step >= options.window:
@@ -369,7 +393,7 @@ def _run(
                 prev_mean = mean
         bar.close()
         run.steps = len(run.objective)
-        elbo_f, F_f, se = _objective_at(model, X, y, cfg, options)
+        elbo_f, F_f, se = _objective_at(model, X, y, cfg, options, gate_prior)
         run.objective.append(F_f)
         run.elbo.append(elbo_f)
         run.times.append(time.perf_counter() - t0)

@@ -121,3 +121,29 @@ def test_objective_never_decreases_with_heterogeneous_experts(
     assert np.isfinite(h).all()
     drops = h[:-1] - h[1:]
     assert drops.max(initial=0.0) <= 1e-9 * (np.abs(h).max() + N), (drops.max(), h)
+
+
+@pytest.mark.parametrize("model", ["mixture_of_experts", "regularized_experts"])
+@pytest.mark.parametrize("scale", [0.1, 1.0, 10.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_objective_never_decreases_with_the_gate_prior(model, scale, seed):
+    """The noise expert turns the gate prior on: the gate step is a MAP step on
+    sum_ik r_ik log softmax_k(V(x_i)) + log p(V), and F includes log p(V)."""
+    rng = np.random.default_rng(seed)
+    N, n, K = 40, 3, 2
+    X = rng.normal(size=(N, n))
+    W = rng.normal(size=(K, n)) * 2
+    y = (X * W[rng.integers(0, K, N)]).sum(1) + 0.1 * rng.normal(size=N)
+    y[: N // 4] = rng.uniform(y.min(), y.max(), N // 4)  # stray points
+    m = pyro_moe.load_model(model)
+    m.settings["gate_prior_scale"] = scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        result = pyro_moe.fit(
+            m, X, y, experts=K, n_init=1, max_iter=40, seed=seed, noise_expert=True,
+            prior_mean=rng.normal(size=(K, n)),
+            regularization_cov=0.5 if model == "regularized_experts" else None,
+        )  # fmt: skip
+    h = result.objective_history.numpy()
+    assert np.isfinite(h).all()
+    assert (h[:-1] - h[1:]).max(initial=0.0) <= 1e-9 * (np.abs(h).max() + N), h

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+import torch
 from conftest import STUDY_PRIOR_MEAN, edited_model
 
 import pyro_moe
@@ -120,6 +123,40 @@ def test_gamma_noise_prior_fits_with_cavi(tmp_path, name):
     assert circle_error(synthetic_1().circles, circles_from_weights(res.mean.numpy())) < 1e-6
     h = res.objective_history
     assert (h[1:] - h[:-1]).min() > -1e-9 * abs(float(h[-1]))
+
+
+def test_the_gate_prior_is_on_with_the_noise_expert_only():
+    import pyro
+    from pyro import poutine
+
+    X, t = (torch.as_tensor(a, dtype=torch.float64) for a in _circles())
+    for name in ("mixture_of_experts", "regularized_experts"):
+        model = pyro_moe.load_model(name)
+        for noise in (False, True):
+            config = model.config(X, t, 2, noise_expert=noise)
+            with pyro.get_param_store().scope():
+                sites = poutine.trace(model.model).get_trace(X, t, config).nodes
+            # without the noise expert the study's maximum-likelihood gate is untouched
+            assert ("gate_prior" in sites) == noise
+            if noise:
+                assert torch.all(sites["gate_prior"]["fn"].base_dist.scale == 0.1)
+                # the weights of both layers (3 x 8 and 8 x 2), not the biases
+                assert sites["gate_prior"]["value"].shape == (3 * 8 + 8 * 2,)
+
+
+def test_cavi_refuses_a_gate_prior_it_does_not_implement(tmp_path):
+    path = edited_model(
+        tmp_path,
+        "regularized_experts",
+        "dist.Normal(config.const(0.0), config.const(s))",
+        "dist.Normal(config.const(1.0), config.const(s))",
+    )
+    X, t = _circles()
+    with pytest.raises(pyro_moe.NonConjugateError, match="'gate_prior'.*non-zero mean"):
+        pyro_moe.fit(path, X, t, experts=2, noise_expert=True)
+    with warnings.catch_warnings():  # the edit is not used without the noise expert
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        pyro_moe.fit(path, X, t, experts=2, n_init=1, max_iter=5)
 
 
 @pytest.mark.parametrize(

@@ -118,3 +118,13 @@ def test_closed_form_elbo_matches_pyro_for_heterogeneous_experts(noise_expert):
 def test_closed_form_elbo_matches_pyro_for_heterogeneous_gated_experts():
     data, maps = _circle_and_ellipse(["circle", "conic"])
     _check(pyro_moe.load_model("mixture_of_experts"), data=data, maps=maps, prior_mean=None)
+
+
+@pytest.mark.parametrize("name", ["mixture_of_experts", "regularized_experts"])
+def test_closed_form_elbo_matches_pyro_with_a_gate_prior(name):
+    """F includes log p(V) (the ``gate_prior`` site, on with the noise expert) exactly as
+    Pyro counts it; s = 1 leaves the gate's weights far from zero."""
+    model = pyro_moe.load_model(name)
+    model.settings["gate_prior_scale"] = 1.0
+    kw = {"regularization_cov": [0.01, 0.01, 1.0]} if name == "regularized_experts" else {}
+    _check(model, noise_expert=True, **kw)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..config import Config, log_gate
+from ..config import Config, gate_weights, log_gate
 from ..model_file import Model
 from ..result import FitResult
 from . import updates as U
@@ -64,6 +64,8 @@ def closed_form_objective(
 ) -> tuple[float, float]:
     """(ELBO, F) in nats at guide parameters ``params`` and the hyperparameters in ``config``.
 
+    F = ELBO + R(w0) (regularized model) + log p(V) (a gate prior, at ``config.gate``).
+
     Raises :class:`~pyro_moe.errors.NonConjugateError` for a model without a closed form.
     """
     conj = read_model(model, X, y, config)
@@ -96,4 +98,6 @@ def closed_form_objective(
             qbeta=qbeta, beta_prior=conj.noise_prior, xi=conj.regularization_cov,
             noise_log_density=conj.noise_log_density,
         )  # fmt: skip
+        if conj.gate_prior_scale is not None:  # F = ELBO [+ R(w0)] + log p(V)
+            F = F + U.gate_log_prior(gate_weights(config.gate), conj.gate_prior_scale)
     return float(elbo), float(F)

@@ -14,6 +14,8 @@ site                       distribution CAVI can update    closed form
 ``noise_precision``        Gamma                           q(beta) Gamma
 ``prior_regularization``   MultivariateNormal(0, Xi), obs  exact w0 M-step
 ``y_noise`` (observed)     Uniform(lo, hi)                 constant log-density (noise expert)
+``gate_prior`` (observed)  Normal(0, s) on the gate's      MAP gate step (penalised
+                           weights                         L-BFGS)
 =========================  ==============================  ===========================
 
 Anything else raises :class:`~pyro_moe.errors.NonConjugateError`, which names the site and
@@ -32,7 +34,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent
 
-from ..config import Config
+from ..config import Config, gate_weights
 from ..errors import ModelFileError, NonConjugateError
 from ..model_file import Model
 
@@ -44,6 +46,7 @@ SUPPORTED = {
     "noise_precision": dist.Gamma,
     "prior_regularization": dist.MultivariateNormal,
     "y_noise": dist.Uniform,
+    "gate_prior": dist.Normal,
 }
 
 
@@ -60,6 +63,7 @@ class Conjugate:
     noise_prior: tuple[torch.Tensor, torch.Tensor] | None  # (a0, b0) of Gamma
     regularization_cov: torch.Tensor | None
     noise_log_density: torch.Tensor | None = None  # -log(hi - lo) of the noise expert
+    gate_prior_scale: float | None = None  # s of p(V) = N(0, s^2 I) on the gate's weights
 
 
 def _unwrap(fn):
@@ -149,12 +153,16 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
         raise ModelFileError(
             f"model {model.name!r} was given Xi but has no 'prior_regularization' site"
         )
+    gate_prior_scale = (
+        _gate_prior_scale(sites["gate_prior"], config) if "gate_prior" in sites else None
+    )
     noise_log_density = None
     if "y_noise" in sites:
         u = _unwrap(sites["y_noise"]["fn"])
         noise_log_density = -torch.log(u.high - u.low).detach().to(X.dtype).reshape(-1)[0]
     return Conjugate(
         noise_log_density=noise_log_density,
+        gate_prior_scale=gate_prior_scale,
         mixture="pi" in sites,
         gated=config.gate is not None,
         prior_mean=prior_mean,
@@ -164,6 +172,30 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
         noise_prior=noise_prior,
         regularization_cov=xi if xi is not None else config.regularization_cov,
     )
+
+
+def _gate_prior_scale(site, config: Config) -> float:
+    """s of the ``gate_prior`` site: Normal(0, s), one s for every entry, observed at the
+    gate's weights (:func:`pyro_moe.config.gate_weights`) as they are."""
+    fn = _unwrap(site["fn"])
+    if not site["is_observed"]:
+        raise _refuse("gate_prior", fn, "but it is not observed")
+    if config.gate is None:
+        raise ModelFileError("the model has a 'gate_prior' site but no gate network")
+    V = torch.cat([p.detach().reshape(-1) for p in gate_weights(config.gate)])
+    loc, scale = torch.broadcast_tensors(fn.loc, fn.scale)
+    value = site["value"].detach()
+    if value.shape != V.shape or not torch.allclose(value.to(V.dtype), V, rtol=1e-10, atol=1e-12):
+        raise _refuse(
+            "gate_prior", fn, "but it is not observed at the gate's weights (parts.gate_prior)"
+        )
+    if not torch.all(loc == 0) or not torch.all(scale == scale.reshape(-1)[0]):
+        raise _refuse(
+            "gate_prior",
+            fn,
+            "with a non-zero mean or unequal scales, which CAVI does not implement",
+        )
+    return float(scale.reshape(-1)[0])
 
 
 def _check_learned(config: Config, name: str, traced: torch.Tensor) -> None:

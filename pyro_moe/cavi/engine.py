@@ -5,8 +5,9 @@ its block with the others fixed, so the recorded objective never decreases:
 
     q(W) -> q(pi) -> [w0] -> [A] -> [beta or q(beta)] -> [gate V] -> q(Z) -> record F
 
-F = ELBO (+ R(w0) for the regularized model) is the total in nats. The gate step is a few
-L-BFGS iterations on sum_ik r_ik log g_ik(V), rejected if it does not increase that term.
+F = ELBO (+ R(w0) for the regularized model) (+ log p(V) with a gate prior) is the total
+in nats. The gate step is a few L-BFGS iterations on sum_ik r_ik log g_ik(V) [+ log p(V)],
+rejected if it does not increase that term.
 
 Floors for noise-free data (which drive beta -> inf and A_k -> 0, where an unguarded
 implementation fails in its Cholesky): beta <= ``noise_precision_max`` (default
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, gate_weights
 from ..model_file import Model
 from ..restarts import best_of_restarts, fresh_gate, init_schedule, warn_not_converged
 from ..result import FitResult
@@ -110,13 +111,18 @@ GATE_MAX_BACKOFF = 16  # at most this many CAVI iterations between gate steps
 
 
 class GateFitter:
-    """The gate M-step across CAVI iterations: L-BFGS on sum_ik r_ik log softmax_k(V(x_i)).
+    """The gate M-step across CAVI iterations: L-BFGS on
+
+        G(V) = sum_ik r_ik log softmax_k(V(x_i))  [+ log p(V)],
+
+    with the gate prior log p(V) = -|W|^2 / (2 s^2) + const on the gate's weights W
+    (``prior_scale`` = s; MAP for V, see ``NOTES.md`` section 7).
 
     Objective and gradient are summed over row chunks (bounded temporaries, cache-sized
     blocks). The L-BFGS may run on a float32 copy of the gate (``dtype``) and keep its
     curvature history from one CAVI iteration to the next (``warm``); either way the
-    candidate is scored in the data's dtype and rejected unless it does not lower the
-    term, so the objective never decreases.
+    candidate is scored in the data's dtype and rejected unless it does not lower G,
+    so the objective never decreases.
 
     The closure keeps the log softmax it computed (data dtype only) with the parameters it
     was computed at; when L-BFGS ends on the last point it evaluated (as it usually does),
@@ -131,8 +137,10 @@ class GateFitter:
         dtype: torch.dtype | None = None,
         warm: bool = False,
         tolerance: float | None = None,
+        prior_scale: float | None = None,
     ):
         self.gate, self.X, self.steps, self.warm = gate, X, steps, warm
+        self.prior_scale = prior_scale
         self.tolerance = tolerance if tolerance is not None else 1e-14
         self.params = [p for p in gate.parameters() if p.requires_grad]
         dtype = dtype or X.dtype
@@ -142,6 +150,7 @@ class GateFitter:
             self.work = copy.deepcopy(gate).to(dtype)
             self.Xw = X.to(dtype)
         self.wparams = [p for p in self.work.parameters() if p.requires_grad]
+        self.wweights = [p for p in gate_weights(self.work) if p.requires_grad]
         self.opt: torch.optim.LBFGS | None = None
         N = X.shape[0]
         self.rows = U.chunk_rows(N, 4 * max(8, sum(p.numel() for p in self.params) // 4))
@@ -159,6 +168,13 @@ class GateFitter:
             ]
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
+    def log_prior(self) -> torch.Tensor:
+        """log p(V) at the present parameters (0 without a gate prior), in the data's dtype."""
+        if self.prior_scale is None:
+            return self.X.new_zeros(())
+        with torch.no_grad():
+            return U.gate_log_prior(gate_weights(self.gate), self.prior_scale).to(self.X.dtype)
+
     def _closure(self, r: torch.Tensor):
         N = self.Xw.shape[0]
         keep = self.work is self.gate  # the log softmax is in the data's dtype
@@ -167,6 +183,10 @@ class GateFitter:
             assert self.opt is not None
             self.opt.zero_grad()
             total = self.X.new_zeros(())  # summed in the data's dtype
+            if self.prior_scale is not None:  # -log p(V) / N up to a constant
+                penalty = sum((w * w).sum() for w in self.wweights) / (2 * self.prior_scale**2 * N)
+                penalty.backward()
+                total += penalty.detach().to(total.dtype)
             out = self.X.new_empty(N, r.shape[-1]) if keep else None
             for sl in U.chunks(N, self.rows):
                 log_g = torch.log_softmax(self.work(self.Xw[sl]), -1)
@@ -183,7 +203,7 @@ class GateFitter:
     def step(self, r: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         """One gate M-step given r (N, K) and ``current`` = log softmax of V at the present
         parameters (N, K); returns the log softmax at the kept parameters."""
-        before = (r * current).sum()
+        before = (r * current).sum() + self.log_prior()
         saved = [p.detach().clone() for p in self.params]
         if self.opt is None or not self.warm:
             self.opt = torch.optim.LBFGS(
@@ -204,7 +224,7 @@ class GateFitter:
             new = cached[1]
         else:
             new = self.log_softmax()
-        if (r * new).sum() >= before:
+        if (r * new).sum() + self.log_prior() >= before:
             return new
         with torch.no_grad():  # rejected: back to the saved parameters, fresh curvature
             for p, s in zip(self.params, saved, strict=True):
@@ -216,11 +236,17 @@ class GateFitter:
         return current
 
 
-def gate_step(gate: torch.nn.Module, X: torch.Tensor, r: torch.Tensor, steps: int) -> None:
-    """Increase sum_ik r_ik log softmax_k(V(x_i)) by L-BFGS (k over the K experts; with a
-    noise expert the term separates from rho's, see :func:`pyro_moe.config.log_gate`);
-    reject the step if it lowered the term."""
-    fitter = GateFitter(gate, X, steps)
+def gate_step(
+    gate: torch.nn.Module,
+    X: torch.Tensor,
+    r: torch.Tensor,
+    steps: int,
+    prior_scale: float | None = None,
+) -> None:
+    """Increase sum_ik r_ik log softmax_k(V(x_i)) [+ log p(V)] by L-BFGS (k over the K
+    experts; with a noise expert the term separates from rho's, see
+    :func:`pyro_moe.config.log_gate`); reject the step if it lowered the term."""
+    fitter = GateFitter(gate, X, steps, prior_scale=prior_scale)
     fitter.step(r, fitter.log_softmax())
 
 
@@ -263,7 +289,7 @@ def _run(
         e_beta, e_log_beta = beta, torch.log(beta)
     gate = fresh_gate(config.gate, seed, restart)
     learn_gate = gate is not None and "gate" in learn
-    rho = None
+    rho = gate_prior = None
     if gate is not None:
         for p in gate.parameters():
             p.requires_grad_(learn_gate)
@@ -274,8 +300,17 @@ def _run(
         )
         warm = options.gate_warm_start
         warm = N >= GATE_WARM_START_N if warm is None else warm
-        fitter = GateFitter(gate, X, options.gate_steps, gate_dtype, warm, options.gate_tolerance)
+        fitter = GateFitter(
+            gate, X, options.gate_steps, gate_dtype, warm, options.gate_tolerance,
+            conj.gate_prior_scale if learn_gate else None,
+        )  # fmt: skip
         gate_log_softmax = fitter.log_softmax()
+        # log p(V): a constant when the gate is held fixed, updated with each gate step
+        gate_prior = (
+            U.gate_log_prior(gate_weights(gate), conj.gate_prior_scale).detach().to(X.dtype)
+            if conj.gate_prior_scale is not None
+            else None
+        )
         log_gate = _log_gate(gate_log_softmax, rho)
     alpha = None
 
@@ -327,9 +362,11 @@ def _run(
             # (a partial M-step: skipping never lowers the objective)
             if gate_wait == 0:
                 r_k = log_r[:, :K].exp()
-                before = (r_k * gate_log_softmax).sum()
+                before = (r_k * gate_log_softmax).sum() + fitter.log_prior()
                 gate_log_softmax = fitter.step(r_k, gate_log_softmax)
-                gain = float((r_k * gate_log_softmax).sum() - before)
+                gain = float((r_k * gate_log_softmax).sum() + fitter.log_prior() - before)
+                if gate_prior is not None:
+                    gate_prior = fitter.log_prior()
                 del r_k
                 scale = max(abs(run.objective[-1]), N) if run.objective else float("inf")
                 if gain <= options.gate_skip_tol * scale:
@@ -351,6 +388,8 @@ def _run(
             est.lse, q, w0=w0, A=A, alpha=alpha, mu=mu if conj.mixture else None,
             qbeta=(a, b) if latent_beta else None, beta_prior=conj.noise_prior, xi=xi,
         )  # fmt: skip
+        if gate_prior is not None:
+            F = F + gate_prior  # log p(V): MAP for the gate (NOTES.md section 7)
         if not torch.isfinite(F):
             raise FloatingPointError(
                 "CAVI produced a non-finite objective; please report this data set"

@@ -309,6 +309,14 @@ def regularizer(w0: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
     return -0.5 * K * (K - 1) * (n * LOG_2PI + logdet) - quad
 
 
+def gate_log_prior(weights, scale: float) -> torch.Tensor:
+    """log p(V) = sum_j log N(v_j | 0, s^2) = -P/2 log(2 pi s^2) - |V|^2 / (2 s^2) over the
+    P entries of the gate's weight tensors ``weights`` (the gate prior; biases are flat)."""
+    P = sum(w.numel() for w in weights)
+    sq = sum((w * w).sum() for w in weights)
+    return -0.5 * P * (LOG_2PI + 2.0 * math.log(scale)) - 0.5 * sq / scale**2
+
+
 def responsibilities(
     log_prior: torch.Tensor, e: torch.Tensor, e_log_beta, e_beta, noise_log_density=None
 ) -> torch.Tensor:

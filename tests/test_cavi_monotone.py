@@ -147,3 +147,40 @@ def test_objective_never_decreases_with_the_gate_prior(model, scale, seed):
     h = result.objective_history.numpy()
     assert np.isfinite(h).all()
     assert (h[:-1] - h[1:]).max(initial=0.0) <= 1e-9 * (np.abs(h).max() + N), h
+
+
+@pytest.mark.parametrize("noise_expert", [False, True])
+def test_gate_steps_fitted_first_on_a_subsample_keep_the_ascent(monkeypatch, noise_expert):
+    """Large data sets fit a large gate move on a subsample first (engine.GATE_PRESAMPLE
+    rows), then polish on all points; shrunk here so that 3000 points take that path."""
+    from pyro_moe.cavi import engine
+
+    monkeypatch.setattr(engine, "GATE_PRESAMPLE", 256)
+    calls = []
+    original = engine.GateFitter._presample
+    monkeypatch.setattr(
+        engine.GateFitter, "_presample", lambda self, r: calls.append(1) or original(self, r)
+    )
+    rng = np.random.default_rng(0)
+    N = 3000
+    th, rad = rng.uniform(0, 2 * np.pi, N), rng.choice([0.5, 1.5], N)
+    xy = np.c_[rad * np.cos(th), rad * np.sin(th)] + 0.02 * rng.normal(size=(N, 2))
+    X, y = np.c_[xy, np.ones(N)], (xy**2).sum(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        result = pyro_moe.fit(
+            "regularized_experts", X, y, experts=2, n_init=1, max_iter=40, tol=-1.0,
+            gate_warm_start=True, noise_expert=noise_expert,
+        )  # fmt: skip
+    assert calls, "the subsample path was not taken"
+    h = result.objective_history.numpy()
+    assert (h[:-1] - h[1:]).max(initial=0.0) <= 1e-9 * (np.abs(h).max() + N)
+    # and it reaches the objective of full-batch steps
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        monkeypatch.setattr(engine, "GATE_PRESAMPLE", 10**9)
+        full = pyro_moe.fit(
+            "regularized_experts", X, y, experts=2, n_init=1, max_iter=40, tol=-1.0,
+            gate_warm_start=True, noise_expert=noise_expert,
+        )  # fmt: skip
+    assert result.objective == pytest.approx(full.objective, rel=1e-6, abs=1e-3)

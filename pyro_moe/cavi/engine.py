@@ -64,7 +64,9 @@ class Options:
     # pay here, because converged float32 L-BFGS never meets its tolerance and spends every
     # step; below 1e5 points the float64 cold start is cheap. gate_skip_tol: a gate step
     # that gained at most gate_skip_tol * max(|F|, N) nats is skipped for the next 1, 2,
-    # 4, ... GATE_MAX_BACKOFF iterations (the gate is the costliest block).
+    # 4, ... GATE_MAX_BACKOFF iterations (the gate is the costliest block). With the warm
+    # start, while the last gate step gained > GATE_PRESAMPLE_GAIN nats per point, L-BFGS
+    # first runs on a subsample of GATE_PRESAMPLE rows (NOTES.md section 6).
     # Converged when |F_t - F_{t-1}| <= tol * max(|F_t|, N): a relative change, measured
     # against N when F is near zero (F is a sum over N points).
 
@@ -108,6 +110,8 @@ def fit_cavi(
 
 GATE_WARM_START_N = 100_000  # the gate's L-BFGS keeps its history from this many points
 GATE_MAX_BACKOFF = 16  # at most this many CAVI iterations between gate steps
+GATE_PRESAMPLE = 65_536  # rows of the subsample a large gate move is first fitted on
+GATE_PRESAMPLE_GAIN = 1e-4  # ... while the last gate step gained more than this many nats/point
 
 
 class GateFitter:
@@ -155,6 +159,12 @@ class GateFitter:
         N = X.shape[0]
         self.rows = U.chunk_rows(N, 4 * max(8, sum(p.numel() for p in self.params) // 4))
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None  # (params, log softmax)
+        # a large move of the gate is first found on a subsample (see step)
+        self.sample = None
+        if warm and N > 2 * GATE_PRESAMPLE:
+            gen = torch.Generator(device=X.device).manual_seed(0)
+            self.sample = torch.randperm(N, generator=gen, device=X.device)[:GATE_PRESAMPLE]
+        self.last_gain = float("inf")
 
     def _flat_params(self) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.params])
@@ -174,6 +184,30 @@ class GateFitter:
             return self.X.new_zeros(())
         with torch.no_grad():
             return U.gate_log_prior(gate_weights(self.gate), self.prior_scale).to(self.X.dtype)
+
+    def _presample(self, r: torch.Tensor) -> None:
+        """L-BFGS on the subsample's term, -(1/m) sum_{i in S} r_i . log g(x_i) + |W|^2 /
+        (2 s^2 N), an unbiased estimate of the full loss: it moves the parameters most of
+        the way at m/N of the cost; the full-data step then polishes and decides."""
+        assert self.sample is not None
+        Xs, rs = self.Xw[self.sample], r[self.sample]
+        N, m = self.Xw.shape[0], len(self.sample)
+        opt = torch.optim.LBFGS(
+            self.wparams, max_iter=self.steps, line_search_fn="strong_wolfe",
+            tolerance_grad=1e-10, tolerance_change=self.tolerance,
+        )  # fmt: skip
+
+        def closure():
+            opt.zero_grad()
+            loss = -(rs * torch.log_softmax(self.work(Xs), -1)).sum() / m
+            if self.prior_scale is not None:
+                loss = loss + sum((w * w).sum() for w in self.wweights) / (
+                    2 * self.prior_scale**2 * N
+                )
+            loss.backward()
+            return loss
+
+        opt.step(closure)
 
     def _closure(self, r: torch.Tensor):
         N = self.Xw.shape[0]
@@ -214,6 +248,8 @@ class GateFitter:
                 tolerance_change=self.tolerance,
             )
         rw = r if r.dtype == self.Xw.dtype else r.to(self.Xw.dtype)
+        if self.sample is not None and self.last_gain > GATE_PRESAMPLE_GAIN * r.shape[0]:
+            self._presample(rw)
         self.opt.step(self._closure(rw))
         with torch.no_grad():
             if self.work is not self.gate:
@@ -224,7 +260,9 @@ class GateFitter:
             new = cached[1]
         else:
             new = self.log_softmax()
-        if (r * new).sum() + self.log_prior() >= before:
+        after = (r * new).sum() + self.log_prior()
+        if after >= before:
+            self.last_gain = float(after - before)
             return new
         with torch.no_grad():  # rejected: back to the saved parameters, fresh curvature
             for p, s in zip(self.params, saved, strict=True):

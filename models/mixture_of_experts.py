@@ -42,18 +42,9 @@ def noise_prior(config):
 
 
 def gate_prior(config):
-    """p(V): N(0, s^2) on each of the gate's weights (biases flat) with the noise expert;
-    None (a maximum-likelihood gate, as in the study) without it.
-
-    With a noise expert, a sharp gate that partitions the plane lets each expert widen
-    (a small beta) and explain the stray points of its region: on the study's Synthetic 3
-    that solution has the higher ELBO, and the circles come out biased (median S 0.020 over
-    10 seeds). The prior prices the gate's dependence on x (MAP for V, the objective is
-    F + log p(V)); at s = 0.1 it keeps the gate near constant there, as in a mixture of
-    models (median S 3.5e-3; from s = 0.5 on, 3 to 5 seeds in 10 end with two wide experts).
-    The penalty |W|^2 / (2 s^2) does not grow with N, so a large data set can still buy a
-    gate. See ``pyro_moe/cavi/NOTES.md`` section 7.
-    """
+    """p(V): N(0, s^2) on each of the gate's weights (biases flat) with the noise expert,
+    None (a maximum-likelihood gate) without it. Why and how much: the same function in
+    ``models/regularized_experts.py`` and ``pyro_moe/cavi/NOTES.md`` section 7."""
     s = config.gate_prior_scale
     on = config.noise_expert and s is not None
     return dist.Normal(config.const(0.0), config.const(s)) if on else None

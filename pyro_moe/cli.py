@@ -1063,7 +1063,7 @@ def _print_curves(
 def cmd_mixed_curves(args: argparse.Namespace, ctx: Context) -> int:
     """``pyro-moe curves IMAGE --experts circle,ellipse``: one expert per name, each with its
     own feature map (:mod:`pyro_moe.experts`), reported as its own kind of curve."""
-    from pyro_moe.shapes import Circle, Conic
+    from pyro_moe.shapes import Circle, Conic, Line
     from pyro_moe.uncertainty import curve_uncertainty
 
     _check_method(args.method)
@@ -1095,7 +1095,7 @@ def cmd_mixed_curves(args: argparse.Namespace, ctx: Context) -> int:
             elif isinstance(c, Conic):
                 item.update(_conic_json(c))
                 item["sd"] = u.sd
-            elif hasattr(c, "as_dict"):
+            elif isinstance(c, Line):
                 item.update(kind="line", **{k: _finite(v) for k, v in c.as_dict().items()})
             else:
                 item.update(kind=None, weights=[_finite(v) for v in c])
@@ -1117,7 +1117,7 @@ def cmd_mixed_curves(args: argparse.Namespace, ctx: Context) -> int:
             if c.angle is not None:
                 what += f" angle={_fmt(math.degrees(c.angle), 2)}deg"
             sd = "-" if u.sd is None else " ".join(_fmt(u.sd[f]) for f in ("cx", "cy", "a", "b"))
-        elif hasattr(c, "as_dict"):
+        elif isinstance(c, Line):
             what, sd = f"line x = {_fmt(c.a)} y + {_fmt(c.c)}", "-"
         else:
             what, sd = "weights " + " ".join(_fmt(float(v)) for v in c), "-"

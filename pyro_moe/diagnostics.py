@@ -215,14 +215,14 @@ def _single(result: FitResult, rng: np.random.Generator, draws: int) -> dict[str
 
 
 def _residuals(result: FitResult, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """t_ik - w_k^T phi_ik per draw (draw, N, K): y - w_k^T x for a shared design; with
-    expert maps T_k (:mod:`pyro_moe.experts`) each expert's own target and features."""
-    if result.maps is None:
-        return y[None, :, None] - np.einsum("nd,skd->snk", X, w)
-    T = _np(result.maps).astype(float)
-    n = T.shape[1] - 1
-    Zk = np.einsum("nd,kjd->nkj", np.column_stack([X, y]), T)  # (N, K, n + 1)
-    return Zk[None, :, :, n] - np.einsum("nkj,skj->snk", Zk[..., :n], w)
+    """t_ik - w_k^T phi_ik per draw (draw, N, K) = z_i^T a_k(w) with z = [x, y]
+    (:func:`pyro_moe.cavi.updates.residual_map`; with expert maps each expert's own target
+    and features, :mod:`pyro_moe.experts`)."""
+    from .cavi.updates import residual_map
+
+    maps = None if result.maps is None else result.maps.detach().cpu().double()
+    a = residual_map(torch.from_numpy(w), maps).numpy()  # (draw, K, d)
+    return np.einsum("nd,skd->snk", np.column_stack([X, y]), a)
 
 
 def to_inference_data(

@@ -185,6 +185,18 @@ class GateFitter:
         with torch.no_grad():
             return U.gate_log_prior(gate_weights(self.gate), self.prior_scale).to(self.X.dtype)
 
+    def _lbfgs(self) -> torch.optim.LBFGS:
+        """The gate's L-BFGS (strong Wolfe line search) over the working parameters."""
+        return torch.optim.LBFGS(
+            self.wparams, max_iter=self.steps, line_search_fn="strong_wolfe",
+            tolerance_grad=1e-10, tolerance_change=self.tolerance,
+        )  # fmt: skip
+
+    def _penalty(self, N: int) -> torch.Tensor:
+        """-log p(V) / N up to a constant: |W|^2 / (2 s^2 N) on the working weights."""
+        assert self.prior_scale is not None
+        return sum((w * w).sum() for w in self.wweights) / (2 * self.prior_scale**2 * N)
+
     def _presample(self, r: torch.Tensor) -> None:
         """L-BFGS on the subsample's term, -(1/m) sum_{i in S} r_i . log g(x_i) + |W|^2 /
         (2 s^2 N), an unbiased estimate of the full loss: it moves the parameters most of
@@ -192,18 +204,13 @@ class GateFitter:
         assert self.sample is not None
         Xs, rs = self.Xw[self.sample], r[self.sample]
         N, m = self.Xw.shape[0], len(self.sample)
-        opt = torch.optim.LBFGS(
-            self.wparams, max_iter=self.steps, line_search_fn="strong_wolfe",
-            tolerance_grad=1e-10, tolerance_change=self.tolerance,
-        )  # fmt: skip
+        opt = self._lbfgs()
 
         def closure():
             opt.zero_grad()
             loss = -(rs * torch.log_softmax(self.work(Xs), -1)).sum() / m
             if self.prior_scale is not None:
-                loss = loss + sum((w * w).sum() for w in self.wweights) / (
-                    2 * self.prior_scale**2 * N
-                )
+                loss = loss + self._penalty(N)
             loss.backward()
             return loss
 
@@ -217,8 +224,8 @@ class GateFitter:
             assert self.opt is not None
             self.opt.zero_grad()
             total = self.X.new_zeros(())  # summed in the data's dtype
-            if self.prior_scale is not None:  # -log p(V) / N up to a constant
-                penalty = sum((w * w).sum() for w in self.wweights) / (2 * self.prior_scale**2 * N)
+            if self.prior_scale is not None:
+                penalty = self._penalty(N)
                 penalty.backward()
                 total += penalty.detach().to(total.dtype)
             out = self.X.new_empty(N, r.shape[-1]) if keep else None
@@ -240,13 +247,7 @@ class GateFitter:
         before = (r * current).sum() + self.log_prior()
         saved = [p.detach().clone() for p in self.params]
         if self.opt is None or not self.warm:
-            self.opt = torch.optim.LBFGS(
-                self.wparams,
-                max_iter=self.steps,
-                line_search_fn="strong_wolfe",
-                tolerance_grad=1e-10,
-                tolerance_change=self.tolerance,
-            )
+            self.opt = self._lbfgs()
         rw = r if r.dtype == self.Xw.dtype else r.to(self.Xw.dtype)
         if self.sample is not None and self.last_gain > GATE_PRESAMPLE_GAIN * r.shape[0]:
             self._presample(rw)

@@ -206,10 +206,11 @@ def z_space(
 
 
 def residual_map(W: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
-    """a_k (K, d) with t_ik - w_k^T phi_ik = z_i^T a_k: a_k = T_k[n]^T - T_k[:n]^T w_k."""
-    K, n = W.shape
+    """a_k (..., K, d) with t_ik - w_k^T phi_ik = z_i^T a_k: a_k = T_k[n]^T - T_k[:n]^T w_k,
+    for weights W (..., K, n) (e.g. a stack of posterior draws)."""
+    n = W.shape[-1]
     if maps is None:
-        return torch.cat([-W, W.new_ones(K, 1)], -1)
+        return torch.cat([-W, W.new_ones(*W.shape[:-1], 1)], -1)
     return maps[:, n] - (W.unsqueeze(-1) * maps[:, :n]).sum(-2)
 
 

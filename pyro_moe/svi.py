@@ -216,14 +216,15 @@ def _initialise(model: Model, X, y, cfg: Config, options: SVIOptions, how: str, 
     if options.start == "guide":
         return priors
     stats = U.sufficient_stats(X, y, r[:, : cfg.experts], cfg.maps)
-    q = U.update_weights(stats, cfg.prior_cov, cfg.prior_mean, beta)
+    prior = U.weight_prior(cfg.prior_mean, cfg.prior_cov)
+    q = U.update_weights(stats, prior, beta)
     # beta from its closed-form M-step too: from 1/Var(y), Adam's ~lr-sized steps in log beta
     # needed thousands of steps (measured: Synthetic 2 stopped at F = -391 vs CAVI's -225)
     if "noise_precision" in store:  # learned point estimate (not latent, not fixed)
         total_sq = U.summed_sq_residuals(stats, q).sum()
         beta_max = 1e10 / max(float(y.var()), 1e-300)
         beta = U.update_noise_precision(total_sq, stats.Nk.sum(), beta_max)
-        q = U.update_weights(stats, cfg.prior_cov, cfg.prior_mean, beta)
+        q = U.update_weights(stats, prior, beta)
     with torch.no_grad():
         store["weight_mean"] = q.mean
         store["weight_scale_tril"] = torch.linalg.cholesky(q.cov)
@@ -364,7 +365,7 @@ def _run(
                 loss = svi.step(X, y, cfg)
             else:
                 if not batches:
-                    perm = torch.randperm(N, generator=gen).to(X.device)
+                    perm = torch.randperm(N, generator=gen, device="cpu").to(X.device)
                     batches = list(perm.split(B))[::-1]
                 loss = svi.step(X, y, cfg, subsample=batches.pop())
             if not math.isfinite(loss):
@@ -434,11 +435,11 @@ def _result(model: Model, X, y, config: Config, run: _Run, summaries, wall: floa
         cov=L @ L.transpose(-1, -2),
         prior_mean=cfg.prior_mean.detach().clone(),
         prior_cov=cfg.prior_cov.detach().clone(),
-        noise_precision=torch.as_tensor(noise, dtype=X.dtype).reshape(()),
+        noise_precision=torch.as_tensor(noise, dtype=X.dtype, device=X.device).reshape(()),
         concentration=config.concentration,
-        objective_history=torch.tensor(run.objective, dtype=torch.float64),
-        elbo_history=torch.tensor(run.elbo, dtype=torch.float64),
-        time_history=torch.tensor(run.times, dtype=torch.float64),
+        objective_history=torch.tensor(run.objective, dtype=torch.float64, device="cpu"),
+        elbo_history=torch.tensor(run.elbo, dtype=torch.float64, device="cpu"),
+        time_history=torch.tensor(run.times, dtype=torch.float64, device="cpu"),
         iterations=run.steps,
         wall_time=wall,
         converged=run.converged,

@@ -56,7 +56,7 @@ def test_erratum_f_published_regularized_w0_update_lowers_the_objective():
     K = A.shape[0]
     A_inv, xi_inv = torch.linalg.inv(A), torch.linalg.inv(xi)
     log_r = torch.log(res.responsibilities)
-    ours = U.update_prior_mean(q, A, xi)
+    ours = U.update_prior_mean(q, U.precision_of(A), xi)
     # published (f): [A^-1 + (K-1) Xi]^-1 (A^-1 m_k + Xi sum_{k' != k} w0_k'), Gauss-Seidel
     pub = res.prior_mean.clone()
     for k in range(K):

@@ -290,11 +290,13 @@ def gate_step(
 
 
 def _log_gate(log_softmax: torch.Tensor, rho) -> torch.Tensor:
-    """:func:`pyro_moe.config.log_gate` from the gate's log softmax (N, K)."""
-    if rho is None:
-        return log_softmax
-    rho = rho.reshape(1, 1).expand(log_softmax.shape[0], 1)
-    return torch.cat([log_softmax + torch.log1p(-rho), torch.log(rho)], -1)
+    """:func:`pyro_moe.config.log_gate` from the gate's log softmax (N, K), as an (N, C)
+    view of a (C, N) tensor: the e-step reads it point-last (one transposed copy per gate
+    step, against a strided read in every e-step)."""
+    if rho is not None:
+        rho = rho.reshape(1, 1).expand(log_softmax.shape[0], 1)
+        log_softmax = torch.cat([log_softmax + torch.log1p(-rho), torch.log(rho)], -1)
+    return log_softmax.T.contiguous().T
 
 
 def _run(
@@ -367,7 +369,11 @@ def _run(
     # the noise expert has no weights
     stats, r_sum = U.sufficient_stats(X, y, r[:, :K], maps), r.sum(0)
     del r
+    log_r = log_r.T.contiguous().T  # the e-step's point-last layout (C, N), seen as (N, C)
 
+    # A^{-1}, log|A|, A^{-1} w0 and log B(mu): rebuilt only when the M-step moves w0 or A
+    prior = U.weight_prior(w0, A)
+    log_norm_mu = U.dirichlet_log_norm(mu) if conj.mixture else None
     run = _Run()
     gate_wait, gate_backoff = 0, 1
     t0 = time.perf_counter()
@@ -381,13 +387,15 @@ def _run(
     )
     for _ in range(options.max_iter):
         # stats and r_sum are those of the current q(Z) (computed in its E-step pass)
-        q = U.update_weights(stats, A, w0, e_beta)
+        q = U.update_weights(stats, prior, e_beta)
         if conj.mixture:
             alpha = mu + r_sum
         if "prior_mean" in learn:
-            w0 = U.update_prior_mean(q, A, xi)
+            w0 = U.update_prior_mean(q, prior.precision, xi)
         if "prior_cov" in learn:
             A = U.update_prior_cov(q, w0, options.prior_var_min)
+        if "prior_mean" in learn or "prior_cov" in learn:
+            prior = U.weight_prior(w0, A)
         total_sq = U.summed_sq_residuals(stats, q).sum()
         n_gauss = stats.Nk.sum()  # points explained by the Gaussian experts (N without noise)
         if latent_beta:
@@ -400,7 +408,7 @@ def _run(
             # a gate step whose gain was negligible is skipped for 1, 2, 4, ... iterations
             # (a partial M-step: skipping never lowers the objective)
             if gate_wait == 0:
-                r_k = log_r[:, :K].exp()
+                r_k = log_r[:, :K].contiguous().exp_()  # (N, K), row-major for the gate
                 before = (r_k * gate_log_softmax).sum() + fitter.log_prior()
                 gate_log_softmax = fitter.step(r_k, gate_log_softmax)
                 gain = float((r_k * gate_log_softmax).sum() + fitter.log_prior() - before)
@@ -424,7 +432,8 @@ def _run(
         est = U.e_step(X, y, q, log_prior, e_log_beta, e_beta, noise, out=log_r, maps=maps)
         log_r, stats, r_sum = est.log_r, est.stats, est.r_sum
         elbo, F = U.elbo_from_lse(
-            est.lse, q, w0=w0, A=A, alpha=alpha, mu=mu if conj.mixture else None,
+            est.lse, q, prior=prior, alpha=alpha, mu=mu if conj.mixture else None,
+            log_norm_mu=log_norm_mu,
             qbeta=(a, b) if latent_beta else None, beta_prior=conj.noise_prior, xi=xi,
         )  # fmt: skip
         if gate_prior is not None:
@@ -465,22 +474,22 @@ def _result(
         model_path=str(model.path),
         X=X,
         y=y,
-        responsibilities=s["log_r"].exp(),
+        responsibilities=s["log_r"].exp().contiguous(),
         mean=s["q"].mean,
         cov=s["q"].cov,
         prior_mean=s["w0"],
         prior_cov=s["A"],
-        noise_precision=torch.as_tensor(s["e_beta"], dtype=X.dtype).reshape(()),
+        noise_precision=torch.as_tensor(s["e_beta"], dtype=X.dtype, device=X.device).reshape(()),
         concentration=s["mu"] if s["mu"] is not None else config.concentration,
-        objective_history=torch.tensor(run.objective, dtype=torch.float64),
-        elbo_history=torch.tensor(run.elbo, dtype=torch.float64),
-        time_history=torch.tensor(run.times, dtype=torch.float64),
+        objective_history=torch.tensor(run.objective, dtype=torch.float64, device="cpu"),
+        elbo_history=torch.tensor(run.elbo, dtype=torch.float64, device="cpu"),
+        time_history=torch.tensor(run.times, dtype=torch.float64, device="cpu"),
         iterations=len(run.objective),
         wall_time=wall,
         converged=run.converged,
         learn=tuple(sorted(config.learn)),
         alpha=s["alpha"],
-        log_gate=s["log_gate"],
+        log_gate=s["log_gate"].contiguous() if s["log_gate"] is not None else None,
         noise_shape=s["qbeta"][0] if s["qbeta"] else None,
         noise_rate=s["qbeta"][1] if s["qbeta"] else None,
         noise_bounds=config.noise_bounds,

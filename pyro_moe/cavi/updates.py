@@ -15,6 +15,7 @@ D_k = B_k + (m_k - w0_k)(m_k - w0_k)^T.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -93,6 +94,19 @@ class EStep:
     r_sum: torch.Tensor
 
 
+@functools.lru_cache(maxsize=32)
+def _triangle(d: int, device: torch.device, dtype: torch.dtype):
+    """Upper-triangle indices (I, J) of a d x d matrix (i <= j), the weights c_ij (1 on the
+    diagonal, 2 off it) with z^T Q z = sum_{i<=j} c_ij Q_ij z_i z_j for symmetric Q, and
+    the index that rebuilds the full symmetric matrix from its triangle (d*d,)."""
+    I, J = torch.triu_indices(d, d, device=device)
+    coef = torch.where(I == J, 1.0, 2.0).to(dtype)
+    pos = torch.empty(d, d, dtype=torch.long, device=device)
+    pos[I, J] = torch.arange(I.shape[0], device=device)
+    pos[J, I] = pos[I, J]
+    return I, J, coef, pos.reshape(-1)
+
+
 def e_step(
     X: torch.Tensor,
     y: torch.Tensor,
@@ -110,41 +124,52 @@ def e_step(
     the log-sum-exp of the logits, and the sufficient statistics of r. With
     log r_ik = logit_ik - lse_i, sum_k r_ik (logit_ik - log r_ik) = lse_i, so the
     likelihood-plus-entropy part of the ELBO is sum_i lse_i (see :func:`elbo_from_lse`).
+
+    Layout: each chunk is held point-last, z (d, rows), so that every elementwise op runs
+    along contiguous points (on a CPU, broadcasting over a short last axis is several
+    times slower), and only the d(d+1)/2 upper-triangle products z_i z_j are formed.
+    ``log_r`` is returned as the (N, C) view of a (C, N) buffer; pass that view back as
+    ``out`` to reuse the buffer (any (N, C) tensor is accepted).
     """
     N, d = X.shape[0], X.shape[1] + 1
     K = q.mean.shape[0]
     C = log_prior.shape[-1]
-    log_r = out if out is not None else X.new_empty(N, C)
-    # with z = [x, y]: y - m_k^T x = z^T a_k and x^T B_k x = (z z^T) : Q_k (z_space), and
-    # G_k = sum_i r_ik z_i z_i^T; all are GEMMs against z or its (c, d^2) outer products
+    log_rt = out.T if out is not None else X.new_empty(C, N)  # (C, N)
+    # with z = [x, y]: y - m_k^T x = a_k^T z and x^T B_k x = z^T Q_k z (z_space), and
+    # G_k = sum_i r_ik z_i z_i^T; all are GEMMs against z or its triangle of products
+    I, J, coef, full = _triangle(d, X.device, X.dtype)
     a, Q = z_space(q, maps)
-    Q = Q.reshape(K, -1).T
-    G = X.new_zeros(d * d, K)
+    Qv = Q[:, I, J] * coef  # (K, T): z^T Q_k z = Qv_k . (z_I z_J)
+    G = X.new_zeros(I.shape[0], K)
     lse = X.new_zeros(())
     r_sum = X.new_zeros(C)
     half_beta = 0.5 * e_beta
     const = 0.5 * e_log_beta - 0.5 * LOG_2PI
-    for sl in chunks(N, chunk_rows(N, d * d + 2 * C)):
-        Z = torch.cat([X[sl], y[sl].unsqueeze(-1)], -1)
-        ZZ = (Z.unsqueeze(-1) * Z.unsqueeze(-2)).reshape(Z.shape[0], -1)
-        resid = Z @ a.T
-        e = torch.addcmul(ZZ @ Q, resid, resid)  # (t - m^T phi)^2 + phi^T B phi
-        logits = log_prior[sl, :K] - half_beta * e + const
+    # a mixture's log prior is one row broadcast over the points: use it as a column
+    row = log_prior.dim() == 2 and log_prior.stride(0) == 0
+    prior_t = log_prior[0].unsqueeze(-1) if row else log_prior.T
+    for sl in chunks(N, chunk_rows(N, I.shape[0] + 2 * C)):
+        z = torch.cat([X[sl].T, y[sl].unsqueeze(0)], 0)  # (d, rows)
+        zz = z[I] * z[J]  # (T, rows)
+        resid = a @ z
+        e = torch.addcmul(Qv @ zz, resid, resid)  # (t - m^T phi)^2 + phi^T B phi
+        lp = prior_t if row else prior_t[:, sl]
+        logits = lp[:K] - half_beta * e + const
         if noise_log_density is not None:
-            logits = torch.cat([logits, log_prior[sl, K:] + noise_log_density], -1)
-        top = logits.max(-1, keepdim=True).values.nan_to_num_(0.0, 0.0, 0.0)
-        z = logits.sub_(top)
-        p = z.exp()
-        tot = p.sum(-1, keepdim=True)
+            noise = (lp[K:] + noise_log_density).expand(-1, logits.shape[1])
+            logits = torch.cat([logits, noise], 0)
+        top = logits.max(0, keepdim=True).values.nan_to_num_(0.0, 0.0, 0.0)
+        logits = logits.sub_(top)
+        p = logits.exp()
+        tot = p.sum(0, keepdim=True)
         log_tot = tot.log()
-        torch.sub(z, log_tot, out=log_r[sl])
+        torch.sub(logits, log_tot, out=log_rt[:, sl])
         lse += (top + log_tot).sum()
         r = p.div_(tot)
-        r_sum += r.sum(0)
-        G.addmm_(ZZ.T, r[:, :K])
-    G = G.T.reshape(K, d, d)
-    stats = _stats_from_gram(0.5 * (G + G.transpose(-1, -2)), r_sum[:K].clone(), maps)
-    return EStep(log_r, lse, stats, r_sum)
+        r_sum += r.sum(1)
+        G.addmm_(zz, r[:K].T)
+    G = G[full].T.reshape(K, d, d)
+    return EStep(log_rt.T, lse, _stats_from_gram(G, r_sum[:K].clone(), maps), r_sum)
 
 
 @dataclass
@@ -161,17 +186,39 @@ def precision_of(A: torch.Tensor) -> torch.Tensor:
     return torch.cholesky_inverse(torch.linalg.cholesky(A))
 
 
-def update_weights(
-    stats: Stats, A: torch.Tensor, w0: torch.Tensor, beta: torch.Tensor
-) -> WeightPosterior:
+@dataclass
+class WeightPrior:
+    """p(w_k) = N(w0_k, A_k) with the factors every iteration reads: A_k^{-1}, log|A_k| and
+    A_k^{-1} w0_k, from one Cholesky factorisation of A (:func:`weight_prior`). The engine
+    builds it once, and again only when the M-step moves w0 or A."""
+
+    mean: torch.Tensor  # w0 (K, n)
+    cov: torch.Tensor  # A (K, n, n)
+    precision: torch.Tensor  # A^{-1} (K, n, n)
+    logdet: torch.Tensor  # log|A_k| (K,)
+    precision_mean: torch.Tensor  # A_k^{-1} w0_k (K, n)
+
+
+def weight_prior(w0: torch.Tensor, A: torch.Tensor) -> WeightPrior:
+    """:class:`WeightPrior` of N(w0_k, A_k) through the Cholesky factor L_k of A_k."""
+    L = torch.linalg.cholesky(A)
+    return WeightPrior(
+        mean=w0,
+        cov=A,
+        precision=torch.cholesky_inverse(L),
+        logdet=2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1),
+        precision_mean=torch.cholesky_solve(w0.unsqueeze(-1), L).squeeze(-1),
+    )
+
+
+def update_weights(stats: Stats, prior: WeightPrior, beta: torch.Tensor) -> WeightPosterior:
     """q(w_k): B_k = (A_k^{-1} + beta S_k)^{-1}, m_k = B_k (A_k^{-1} w0_k + beta s_k).
 
     ``beta`` is E_q[beta] when beta has a Gamma posterior. Solved through the Cholesky
     factor of the precision A_k^{-1} + beta S_k.
     """
-    A_inv = precision_of(A)
-    L = torch.linalg.cholesky(A_inv + beta * stats.S)
-    rhs = (A_inv @ w0.unsqueeze(-1)).squeeze(-1) + beta * stats.s
+    L = torch.linalg.cholesky(torch.add(prior.precision, stats.S, alpha=beta))
+    rhs = torch.add(prior.precision_mean, stats.s, alpha=beta)
     mean = torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
     cov = torch.cholesky_inverse(L)
     logdet = -2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
@@ -276,19 +323,21 @@ def dirichlet_expected_log(alpha: torch.Tensor) -> torch.Tensor:
     return torch.digamma(alpha) - torch.digamma(alpha.sum())
 
 
-def update_prior_mean(q: WeightPosterior, A: torch.Tensor, xi: torch.Tensor | None) -> torch.Tensor:
+def update_prior_mean(
+    q: WeightPosterior, A_inv: torch.Tensor, xi: torch.Tensor | None
+) -> torch.Tensor:
     """M-step for w0.
 
     Without a regulariser: w0_k = m_k. With R(w0) = sum_{k != k'} log N(w0_k - w0_k' | 0, Xi)
     and P = Xi^{-1}: the joint maximiser of the concave quadratic L + R, solving
-    (A_k^{-1} + 2(K-1) P) w0_k - 2 P sum_{j != k} w0_j = A_k^{-1} m_k for all k at once,
+    (A_k^{-1} + 2(K-1) P) w0_k - 2 P sum_{j != k} w0_j = A_k^{-1} m_k for all k at once
+    (``A_inv`` holds the A_k^{-1}),
     i.e. [blockdiag(A_k^{-1}) + 2 (K I - 1 1^T) kron P] w0 = [A_k^{-1} m_k] (a Kn x Kn
     Cholesky solve; section 5.3 of the derivation).
     """
     if xi is None:
         return q.mean.clone()
     K, n = q.mean.shape
-    A_inv = precision_of(A)
     P = precision_of(xi)
     lap = K * torch.eye(K, dtype=P.dtype, device=P.device) - 1.0
     H = 2.0 * torch.kron(lap, P.contiguous())
@@ -335,22 +384,32 @@ def responsibilities(
     return torch.log_softmax(logits, dim=-1)
 
 
-def weights_kl(q: WeightPosterior, w0: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+def weights_kl(q: WeightPosterior, prior: WeightPrior) -> torch.Tensor:
     """sum_k KL(q(w_k) || p(w_k)) = sum_k 1/2 [tr(A^{-1} D_k) - n + log|A_k| - log|B_k|]."""
-    n = w0.shape[-1]
-    L = torch.linalg.cholesky(A)
-    logdet_A = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-    D = scatter_about_prior(q, w0)
-    tr = torch.cholesky_solve(D, L).diagonal(dim1=-2, dim2=-1).sum(-1)
-    return 0.5 * (tr - n + logdet_A - q.logdet).sum()
+    n = prior.mean.shape[-1]
+    D = scatter_about_prior(q, prior.mean)
+    tr = (prior.precision * D).sum()  # sum_k tr(A_k^{-1} D_k), both symmetric
+    return 0.5 * (tr + (prior.logdet - q.logdet).sum() - n * q.mean.shape[0])
 
 
-def dirichlet_kl(alpha: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """KL(Dir(alpha) || Dir(mu)) = -(E log p(pi) + H[q(pi)]), general alpha (section 3)."""
-    l = dirichlet_expected_log(alpha)
-    e_log_p = torch.lgamma(mu.sum()) - torch.lgamma(mu).sum() + ((mu - 1) * l).sum()
-    neg_h = torch.lgamma(alpha.sum()) - torch.lgamma(alpha).sum() + ((alpha - 1) * l).sum()
-    return neg_h - e_log_p
+def dirichlet_log_norm(mu: torch.Tensor) -> torch.Tensor:
+    """log B(mu) = sum_k lgamma(mu_k) - lgamma(sum_k mu_k), the Dirichlet's log normaliser."""
+    return torch.lgamma(mu).sum() - torch.lgamma(mu.sum())
+
+
+def dirichlet_kl(
+    alpha: torch.Tensor, mu: torch.Tensor, log_norm_mu: torch.Tensor | None = None
+) -> torch.Tensor:
+    """KL(Dir(alpha) || Dir(mu)) = -(E log p(pi) + H[q(pi)])
+    = log B(mu) - log B(alpha) + sum_k (alpha_k - mu_k) (psi(alpha_k) - psi(alpha_0)),
+    general alpha (section 3); ``log_norm_mu`` = log B(mu) when the caller has it."""
+    if log_norm_mu is None:
+        log_norm_mu = dirichlet_log_norm(mu)
+    return (
+        log_norm_mu
+        - dirichlet_log_norm(alpha)
+        + torch.dot(alpha - mu, dirichlet_expected_log(alpha))
+    )
 
 
 def gamma_kl(a, b, a0, b0) -> torch.Tensor:
@@ -368,28 +427,29 @@ def elbo_from_lse(
     lse: torch.Tensor,
     q: WeightPosterior,
     *,
-    w0: torch.Tensor,
-    A: torch.Tensor,
+    prior: WeightPrior,
     alpha: torch.Tensor | None = None,
     mu: torch.Tensor | None = None,
+    log_norm_mu: torch.Tensor | None = None,
     qbeta=None,
     beta_prior=None,
     xi: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`objective` right after the q(Z) update, from ``lse = sum_i logsumexp_k
-    logit_ik`` (:func:`e_step`): the same ELBO and F, without another pass over the data."""
-    return _minus_kls(lse, q, w0, A, alpha, mu, qbeta, beta_prior, xi)
+    logit_ik`` (:func:`e_step`): the same ELBO and F, without another pass over the data.
+    ``log_norm_mu`` is :func:`dirichlet_log_norm` of ``mu``, when the caller holds it."""
+    return _minus_kls(lse, q, prior, alpha, mu, qbeta, beta_prior, xi, log_norm_mu)
 
 
-def _minus_kls(data_term, q, w0, A, alpha, mu, qbeta, beta_prior, xi):
+def _minus_kls(data_term, q, prior, alpha, mu, qbeta, beta_prior, xi, log_norm_mu=None):
     """(ELBO, F) from the data term (likelihood + entropy of q(Z)): subtract the KLs of
     q(W), q(pi), q(beta) from their priors, and add R(w0) for F."""
-    elbo = data_term - weights_kl(q, w0, A)
+    elbo = data_term - weights_kl(q, prior)
     if alpha is not None and mu is not None:
-        elbo = elbo - dirichlet_kl(alpha, mu)
+        elbo = elbo - dirichlet_kl(alpha, mu, log_norm_mu)
     if qbeta is not None:
         elbo = elbo - gamma_kl(qbeta[0], qbeta[1], beta_prior[0], beta_prior[1])
-    F = elbo + regularizer(w0, xi) if xi is not None else elbo
+    F = elbo + regularizer(prior.mean, xi) if xi is not None else elbo
     return elbo, F
 
 
@@ -429,4 +489,4 @@ def objective(
     if noise_log_density is not None:
         like = like + r[..., K:].sum() * noise_log_density
     entropy = -torch.special.xlogy(r, r).sum()
-    return _minus_kls(like + entropy, q, w0, A, alpha, mu, qbeta, beta_prior, xi)
+    return _minus_kls(like + entropy, q, weight_prior(w0, A), alpha, mu, qbeta, beta_prior, xi)

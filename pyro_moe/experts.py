@@ -192,7 +192,7 @@ def layout(
     columns = tuple(m for m in MONOMIALS if m in used and m != response)
     z_index = {m: j for j, m in enumerate((*columns, response))}
     n = max(e.size for e in experts)
-    maps = torch.zeros(len(experts), n + 1, len(z_index), dtype=torch.float64)
+    maps = torch.zeros(len(experts), n + 1, len(z_index), dtype=torch.float64, device="cpu")
     for k, e in enumerate(experts):  # K small: building the maps, not touching data
         for j, m in enumerate(e.features):
             maps[k, j, z_index[m]] = 1.0

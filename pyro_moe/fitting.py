@@ -133,6 +133,8 @@ def fit(
     )
     options_type, engine, step_limit = _engine(method)
     _check_options(options_type, engine_options, method)
+    if max_iter is not None and step_limit in engine_options:
+        raise InputError(f"give max_iter or {step_limit}, not both (they are the same limit)")
     opts = options_type(
         n_init=n_init,
         init=init,

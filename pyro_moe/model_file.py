@@ -126,9 +126,12 @@ class Model:
         gate = hidden = None
         if self.gated:
             hidden = int(s.get("gate_hidden", 8) if gate_hidden is None else gate_hidden)
-            with torch.random.fork_rng(devices=[]):
+            # built on the CPU from the CPU generator, then moved: the same seed gives the
+            # same gate on every device
+            with torch.random.fork_rng(devices=[]), torch.device("cpu"):
                 torch.manual_seed(seed)
-                gate = self.module.make_gate(X.shape[1], K, hidden).to(**dt)
+                gate = self.module.make_gate(X.shape[1], K, hidden)
+            gate = gate.to(**dt)
         learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:
             learned = learned - {"gate"}

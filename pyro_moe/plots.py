@@ -365,7 +365,7 @@ def plot_gate_map(
     gx, gy = np.meshgrid(np.linspace(xmin, xmax, resolution), np.linspace(ymin, ymax, resolution))
     plane = np.column_stack([gx.ravel(), gy.ravel()])
     s = st.to_standard(plane) if st is not None else plane
-    Xg = torch.as_tensor(make(s), dtype=result.X.dtype)
+    Xg = torch.as_tensor(make(s), dtype=result.X.dtype, device=result.X.device)
     g = _np(result.expert_weights(Xg)).astype(float)
     K = result.experts
     fig, axes = plt.subplots(1, K, figsize=(3.6 * K + 0.8, 3.4), squeeze=False)

@@ -69,9 +69,12 @@ def fresh_gate(gate: torch.nn.Module | None, seed: int, restart: int) -> torch.n
         return None
     gate = copy.deepcopy(gate)
     if restart > 0:
-        with torch.random.fork_rng(devices=[]):
+        device = next(gate.parameters()).device
+        gate = gate.cpu()  # re-initialised from the CPU generator: the same on every device
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
             torch.manual_seed(seed)
             for module in gate.modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
+        gate = gate.to(device)
     return gate

@@ -183,8 +183,9 @@ class FitResult:
         from .model_file import load_model
 
         model = load_model(self.model_path if Path(self.model_path).is_file() else self.model_name)
-        gate = model.module.make_gate(self.X.shape[1], self.experts, self.gate_hidden)
-        gate = gate.to(dtype=self.X.dtype, device=self.X.device)
+        with torch.device(self.X.device):  # built where the data are, then overwritten
+            gate = model.module.make_gate(self.X.shape[1], self.experts, self.gate_hidden)
+        gate = gate.to(dtype=self.X.dtype)
         gate.load_state_dict(self.gate_state)
         return gate
 

@@ -1,15 +1,12 @@
 """Device agnosticism (#8): the same code runs wherever the data are.
 
 A machine without a GPU cannot run CUDA, but it can catch what breaks there: a tensor made
-on the *default* device instead of the data's. Two checks run everywhere:
-
-* a spy (a ``TorchFunctionMode``) records every tensor factory that our code (``pyro_moe/``,
-  ``models/``) calls without ``device=``; a result that is meant for the CPU (a history)
-  says ``device="cpu"``;
-* CAVI fits run with the default device set to ``meta``, with the data on the CPU: any tensor
-  made on the default device is a meta tensor, and the first op mixing it with the data fails.
-  (SVI is left out of this one: ``torch.optim`` keeps its step counters on the default device
-  on purpose, which a meta default breaks.)
+on the *default* device instead of the data's. A spy (a ``TorchFunctionMode``) records every
+tensor factory that our code (``pyro_moe/``, ``models/``) calls without ``device=``, also
+through torch (an ``nn.Linear`` built in a model file's ``make_gate``); a result meant for the
+CPU (a history) says ``device="cpu"``. (Setting the default device to ``meta`` instead was
+tried: torch and Pyro make default-device tensors on purpose, and meta ones then read as
+garbage rather than failing.)
 
 With a GPU present, fits on ``cuda`` must match the CPU fits.
 """
@@ -20,11 +17,13 @@ import sys
 import warnings
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
 import pyro_moe
+from pyro_moe.plots import plot_gate_map
 from pyro_moe.shapes import circle_points
 from pyro_moe.uncertainty import curve_uncertainty
 
@@ -88,6 +87,7 @@ def _fit_and_use(device: str, **kw):
     r.expert_weights(r.X[:5])
     curves = r.curves()
     curve_uncertainty(r)
+    plt.close(plot_gate_map(r, resolution=8))
     return r, curves
 
 
@@ -107,17 +107,6 @@ def test_the_spy_catches_an_implicit_device():
     with spy:
         exec(code, {"torch": torch})
     assert spy.calls == {(str(Path("pyro_moe") / "parts.py"), 1)}
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if CASES[c].get("method") != "svi"])
-def test_cavi_runs_with_the_default_device_set_to_meta(case):
-    torch.set_default_device("meta")
-    try:
-        r, _ = _fit_and_use("cpu", **CASES[case])
-    finally:
-        torch.set_default_device(None)
-    assert r.X.device.type == "cpu" and r.mean.device.type == "cpu"
-    assert torch.isfinite(r.objective_history).all()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -252,6 +252,13 @@ def _add_fit_options(
         "(default: the engine's, 1e-8 for CAVI)",
     )
     p.add_argument(
+        "--device",
+        type=_device_arg,
+        default=None,
+        metavar="DEV",
+        help="where to compute: cpu, cuda, cuda:1, ... (default: cpu)",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object instead of a table (default: off)",
@@ -803,7 +810,24 @@ def _fit_options(args: argparse.Namespace) -> dict[str, Any]:
         options["max_iter"] = args.max_iter
     if args.tol is not None:
         options["tol"] = args.tol
+    if args.device is not None:
+        options["device"] = args.device
     return options
+
+
+def _device_arg(text: str) -> str:
+    """``--device``: a torch device that exists on this machine."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError as e:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r}: only cpu and cuda devices are supported")
+    return text
 
 
 def resolve_experts(spec: int | str, *, allow_auto: bool = False) -> int | str:

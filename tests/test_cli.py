@@ -600,3 +600,20 @@ def test_curves_refuses_unknown_and_mixed_experts(capsys, circle_and_ellipse_png
         capsys, "curves", str(circle_and_ellipse_png), "-k", "ellipse,line", "--allow-mixed-targets"
     )
     assert code == 0 and "different targets" in err
+
+
+def test_device_option(capsys, circles_png):
+    code, out, err = run_cli(capsys, "circles", circles_png, "-k", "2", "--device", "cpu", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["circles"]) == 2
+    for bad, message in [("gpu0", "not a torch device"), ("meta", "only cpu and cuda")]:
+        code, _, err = run_cli(capsys, "circles", circles_png, "--device", bad)
+        assert code == 2 and message in err, err
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks the message without CUDA"
+)
+def test_device_cuda_without_cuda_is_a_usage_error(capsys, circles_png):
+    code, _, err = run_cli(capsys, "circles", circles_png, "--device", "cuda")
+    assert code == 2 and "CUDA is not available" in err, err

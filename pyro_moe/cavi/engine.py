@@ -228,6 +228,7 @@ class GateFitter:
                 penalty = self._penalty(N)
                 penalty.backward()
                 total += penalty.detach().to(total.dtype)
+            self._cached = None  # the last evaluation's buffer goes before a new one comes
             out = self.X.new_empty(N, r.shape[-1]) if keep else None
             for sl in U.chunks(N, self.rows):
                 log_g = torch.log_softmax(self.work(self.Xw[sl]), -1)
@@ -289,14 +290,23 @@ def gate_step(
     fitter.step(r, fitter.log_softmax())
 
 
+def _point_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (N, C) as the (N, C) view of a (C, N) tensor, the layout the e-step reads
+    (one transposed copy per gate step, against a strided read in every e-step); no copy
+    when it is already so."""
+    return t.T.contiguous().T
+
+
 def _log_gate(log_softmax: torch.Tensor, rho) -> torch.Tensor:
-    """:func:`pyro_moe.config.log_gate` from the gate's log softmax (N, K), as an (N, C)
-    view of a (C, N) tensor: the e-step reads it point-last (one transposed copy per gate
-    step, against a strided read in every e-step)."""
-    if rho is not None:
-        rho = rho.reshape(1, 1).expand(log_softmax.shape[0], 1)
-        log_softmax = torch.cat([log_softmax + torch.log1p(-rho), torch.log(rho)], -1)
-    return log_softmax.T.contiguous().T
+    """:func:`pyro_moe.config.log_gate` from the gate's log softmax (N, K), point-last
+    (:func:`_point_last`); ``log_softmax`` itself without a noise expert."""
+    if rho is None:
+        return log_softmax
+    N, K = log_softmax.shape
+    out = log_softmax.new_empty(K + 1, N)
+    torch.add(log_softmax.T, torch.log1p(-rho), out=out[:K])
+    out[K] = torch.log(rho)
+    return out.T
 
 
 def _run(
@@ -345,7 +355,7 @@ def _run(
             gate, X, options.gate_steps, gate_dtype, warm, options.gate_tolerance,
             conj.gate_prior_scale if learn_gate else None,
         )  # fmt: skip
-        gate_log_softmax = fitter.log_softmax()
+        gate_log_softmax = _point_last(fitter.log_softmax())
         # log p(V): a constant when the gate is held fixed, updated with each gate step
         gate_prior = (
             U.gate_log_prior(gate_weights(gate), conj.gate_prior_scale).detach().to(X.dtype)
@@ -410,7 +420,7 @@ def _run(
             if gate_wait == 0:
                 r_k = log_r[:, :K].contiguous().exp_()  # (N, K), row-major for the gate
                 before = (r_k * gate_log_softmax).sum() + fitter.log_prior()
-                gate_log_softmax = fitter.step(r_k, gate_log_softmax)
+                gate_log_softmax = _point_last(fitter.step(r_k, gate_log_softmax))
                 gain = float((r_k * gate_log_softmax).sum() + fitter.log_prior() - before)
                 if gate_prior is not None:
                     gate_prior = fitter.log_prior()
@@ -474,7 +484,7 @@ def _result(
         model_path=str(model.path),
         X=X,
         y=y,
-        responsibilities=s["log_r"].exp().contiguous(),
+        responsibilities=s["log_r"].contiguous().exp_(),  # row-major, one (N, C) copy
         mean=s["q"].mean,
         cov=s["q"].cov,
         prior_mean=s["w0"],
@@ -489,7 +499,7 @@ def _result(
         converged=run.converged,
         learn=tuple(sorted(config.learn)),
         alpha=s["alpha"],
-        log_gate=s["log_gate"].contiguous() if s["log_gate"] is not None else None,
+        log_gate=s["log_gate"],
         noise_shape=s["qbeta"][0] if s["qbeta"] else None,
         noise_rate=s["qbeta"][1] if s["qbeta"] else None,
         noise_bounds=config.noise_bounds,

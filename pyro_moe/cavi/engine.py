@@ -162,8 +162,10 @@ class GateFitter:
         # a large move of the gate is first found on a subsample (see step)
         self.sample = None
         if warm and N > 2 * GATE_PRESAMPLE:
-            gen = torch.Generator(device=X.device).manual_seed(0)
-            self.sample = torch.randperm(N, generator=gen, device=X.device)[:GATE_PRESAMPLE]
+            gen = torch.Generator(device="cpu").manual_seed(0)  # the same rows on every device
+            self.sample = torch.randperm(N, generator=gen, device="cpu")[:GATE_PRESAMPLE].to(
+                X.device
+            )
         self.last_gain = float("inf")
 
     def _flat_params(self) -> torch.Tensor:

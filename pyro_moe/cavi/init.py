@@ -48,7 +48,8 @@ def initial_log_responsibilities(
     With expert ``maps`` (heterogeneous experts) each expert's subsets are solved in its own
     features and target.
     """
-    gen = torch.Generator(device=X.device).manual_seed(int(seed))
+    # draws come from a CPU generator and are then moved: a seed starts the same on every device
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
     C = K + int(noise_log_density is not None)
     if how == "prior":
         e = U.expected_sq_residuals(X, y, prior, maps)
@@ -65,7 +66,8 @@ def initial_log_responsibilities(
         return U.responsibilities(flat, res2, torch.log(beta0), beta0, noise_log_density)
     if how == "random":
         # normalised Exp(1) draws are Dir(1) rows
-        g = torch.empty(X.shape[0], C, dtype=X.dtype, device=X.device).exponential_(generator=gen)
+        g = torch.empty(X.shape[0], C, dtype=X.dtype, device="cpu").exponential_(generator=gen)
+        g = g.to(X.device)
         return torch.log(g / g.sum(-1, keepdim=True))
     if how == "given":
         return _given(given, X.shape[0], C, X)
@@ -107,12 +109,13 @@ def subset_weights(
 ) -> torch.Tensor:
     """Greedy least-quantile-of-squares experts from random minimal subsets, (K, n).
 
-    Expert k is solved in its own features phi_k and target t_k when ``maps`` are given
+    ``gen`` is a CPU generator (the draws are moved to the data's device). Expert k is solved
+    in its own features phi_k and target t_k when ``maps`` are given
     (its padded weights come out zero: the ridge term decides columns that are all zero).
     """
     N = X.shape[0]
     dev = X.device
-    rows = torch.randperm(N, generator=gen, device=dev)[: min(N, SCORING_ROWS)]
+    rows = torch.randperm(N, generator=gen, device="cpu")[: min(N, SCORING_ROWS)].to(dev)
     if maps is None:
         designs = [(X[rows], y[rows], X.shape[1])] * K
     else:
@@ -126,7 +129,7 @@ def subset_weights(
         pool = free.nonzero().squeeze(-1)
         if len(pool) < n:
             pool = torch.arange(len(rows), device=dev)
-        pick = torch.randint(len(pool), (CANDIDATES, n), generator=gen, device=dev)
+        pick = torch.randint(len(pool), (CANDIDATES, n), generator=gen, device="cpu").to(dev)
         idx = pool[pick]
         W = _solve(Xs[idx], ys[idx])  # (C, n)
         res = (ys[pool].unsqueeze(0) - W @ Xs[pool].T).abs()  # (C, |pool|)

@@ -76,7 +76,7 @@ def closed_form_objective(
         q = U.WeightPosterior(
             params["weight_mean"],
             L @ L.transpose(-1, -2),
-            2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1),
+            U.cholesky_logdet(L),
         )
         if conj.noise_prior is not None:
             a, b = params["noise_shape"], params["noise_rate"]

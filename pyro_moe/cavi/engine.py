@@ -381,7 +381,7 @@ def _run(
     # the noise expert has no weights
     stats, r_sum = U.sufficient_stats(X, y, r[:, :K], maps), r.sum(0)
     del r
-    log_r = log_r.T.contiguous().T  # the e-step's point-last layout (C, N), seen as (N, C)
+    log_r = _point_last(log_r)  # the e-step's layout: (N, C) view of a (C, N) buffer
 
     # A^{-1}, log|A|, A^{-1} w0 and log B(mu): rebuilt only when the M-step moves w0 or A
     prior = U.weight_prior(w0, A)

@@ -181,6 +181,11 @@ class WeightPosterior:
     logdet: torch.Tensor  # (K,)
 
 
+def cholesky_logdet(L: torch.Tensor) -> torch.Tensor:
+    """log|M| = 2 sum_i log L_ii from the Cholesky factor L of M (batched over leading dims)."""
+    return 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+
+
 def precision_of(A: torch.Tensor) -> torch.Tensor:
     """A^{-1} through A's Cholesky factor (A is n x n per expert)."""
     return torch.cholesky_inverse(torch.linalg.cholesky(A))
@@ -206,7 +211,7 @@ def weight_prior(w0: torch.Tensor, A: torch.Tensor) -> WeightPrior:
         mean=w0,
         cov=A,
         precision=torch.cholesky_inverse(L),
-        logdet=2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1),
+        logdet=cholesky_logdet(L),
         precision_mean=torch.cholesky_solve(w0.unsqueeze(-1), L).squeeze(-1),
     )
 
@@ -221,16 +226,14 @@ def update_weights(stats: Stats, prior: WeightPrior, beta: torch.Tensor) -> Weig
     rhs = torch.add(prior.precision_mean, stats.s, alpha=beta)
     mean = torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
     cov = torch.cholesky_inverse(L)
-    logdet = -2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    logdet = -cholesky_logdet(L)
     return WeightPosterior(mean, cov, logdet)
 
 
 def prior_from(w0: torch.Tensor, A: torch.Tensor) -> WeightPosterior:
     """q(w_k) set to the prior N(w0_k, A_k) (the "prior" initialisation)."""
     L = torch.linalg.cholesky(A)
-    return WeightPosterior(
-        w0.clone(), A.clone(), 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-    )
+    return WeightPosterior(w0.clone(), A.clone(), cholesky_logdet(L))
 
 
 def z_space(
@@ -352,7 +355,7 @@ def regularizer(w0: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
     if K < 2:
         return w0.new_zeros(())
     L = torch.linalg.cholesky(xi)
-    logdet = 2.0 * torch.log(torch.diagonal(L)).sum()
+    logdet = cholesky_logdet(L)
     P = torch.cholesky_inverse(L)
     wbar = w0.sum(0)
     quad = K * torch.einsum("ki,ij,kj->", w0, P, w0) - wbar @ P @ wbar

@@ -1,0 +1,113 @@
+"""Output files, written once and all-or-nothing: the one atomic writer of pyro_moe.
+
+Every file the library or the command line writes (a saved result, a plot, a report)
+goes through :class:`StagedOutputs`: each output is written to a temporary file in its
+destination's directory, and the temporaries are renamed onto their destinations only
+when every one of them is complete. Leaving the ``with`` block by an exception removes
+them, so a failed run leaves no partial file behind. :func:`atomic_write` is the
+one-file case.
+
+A destination that exists and is not a regular file (a directory, a FIFO, a device node,
+a symbolic link) is refused: renaming over it would replace it with a regular file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["StagedOutputs", "atomic_write", "check_destination"]
+
+
+def check_destination(path: str | Path) -> Path:
+    """``path`` as a :class:`~pathlib.Path` that can be written atomically, or InputError.
+
+    Its directory must exist; the path itself must be absent or a regular file.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {path}: directory {parent} does not exist")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from e
+    if stat.S_ISDIR(mode):
+        raise InputError(f"cannot write {path}: it is a directory; give a file name")
+    if not stat.S_ISREG(mode):
+        raise InputError(
+            f"cannot write {path}: it exists and is not a regular file (a link, FIFO or "
+            "device); refusing to replace it"
+        )
+    return path
+
+
+class StagedOutputs:
+    """Output files written to temporaries beside their destinations, renamed together.
+
+    ``stage(path)`` checks ``path`` (:func:`check_destination`) and gives a temporary path
+    in its directory; ``commit()`` renames every staged file to its destination with the
+    permissions of an ordinary new file (``0o666`` less the umask). Leaving the ``with``
+    block by an exception, or without a commit, removes the temporaries.
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> StagedOutputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def stage(self, destination: str | Path) -> Path:
+        """A fresh temporary file next to ``destination`` (removed unless committed)."""
+        destination = check_destination(destination)
+        parent = destination.parent if str(destination.parent) else Path(".")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=parent)
+        except OSError as e:
+            raise InputError(f"cannot write {destination}: {e.strerror or e}") from e
+        os.close(fd)
+        self._staged.append((Path(tmp), destination))
+        return Path(tmp)
+
+    def commit(self) -> None:
+        """Rename every staged file to its destination."""
+        umask = os.umask(0)
+        os.umask(umask)
+        for tmp, destination in self._staged:
+            check_destination(destination)  # nothing else appeared there meanwhile
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, destination)
+        self._staged.clear()
+
+    def discard(self) -> None:
+        """Remove the staged temporaries that were not committed."""
+        for tmp, _ in self._staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._staged.clear()
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Write one file atomically: ``write(tmp)`` fills a temporary beside ``path``, which
+    then replaces ``path``. Returns ``path``; an :class:`OSError` while writing becomes an
+    :class:`~pyro_moe.errors.InputError` naming the file, and nothing is left behind."""
+    path = Path(path)
+    with StagedOutputs() as out:
+        tmp = out.stage(path)
+        try:
+            write(tmp)
+            out.commit()
+        except OSError as e:
+            raise InputError(f"cannot write {path}: {e.strerror or e}") from e
+    return path

@@ -22,7 +22,18 @@ import torch
 from .config import Config, learn_set
 from .errors import InputError, ModelFileError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+def _models_dir() -> Path:
+    """The built-in model files: the package ``pyro_moe.models``, which setup.py maps to the
+    repository's top-level ``models/`` (so a wheel ships them and an editable install finds
+    the checkout's); in a checkout that is not installed, the ``models/`` beside the package."""
+    spec = importlib.util.find_spec(f"{__package__}.models")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+MODELS_DIR = _models_dir()
 
 
 def builtin_models() -> list[str]:

@@ -70,7 +70,7 @@ def time_per_iteration(model: str, X, y, K: int, iters: int, **kw) -> float:
     for _ in range(REPEATS):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = pyro_moe.fit(model, X, y, experts=K, n_init=1, max_iter=iters, tol=-1.0, **kw)
+            r = pyro_moe.fit(model, X, y, experts=K, n_init=1, max_iter=iters, tol=0.0, **kw)
         t = r.time_history.numpy()
         best = min(best, float(np.median(np.diff(np.concatenate([[0.0], t])))))
     return best
@@ -147,7 +147,7 @@ N, iters = {N}, {iters}
 X, y = circles_data(N)
 warnings.simplefilter("ignore")
 t0 = time.perf_counter()
-r = pyro_moe.fit("regularized_experts", X, y, experts=2, n_init=1, max_iter=iters, tol=-1.0)
+r = pyro_moe.fit("regularized_experts", X, y, experts=2, n_init=1, max_iter=iters, tol=0.0)
 wall = time.perf_counter() - t0
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")] if sys.platform == "linux" else []
 print(json.dumps(dict(N=N, iterations=r.iterations, wall_s=wall, fit_loop_s=float(r.time_history[-1]),
@@ -172,9 +172,9 @@ def goal(N: int, iters: int) -> dict:
 
 
 GATE_VARIANTS = [
-    ("L-BFGS x10, float64, cold, every iteration (first version)", dict(gate_dtype="float64", gate_warm_start=False, gate_skip_tol=-1.0)),
+    ("L-BFGS x10, float64, cold, every iteration (first version)", dict(gate_dtype="float64", gate_warm_start=False, gate_skip_tol=0.0)),
     ("L-BFGS x10, float32, cold", dict(gate_dtype="float32", gate_warm_start=False)),
-    ("L-BFGS x10, float64, warm, every iteration", dict(gate_dtype="float64", gate_warm_start=True, gate_skip_tol=-1.0)),
+    ("L-BFGS x10, float64, warm, every iteration", dict(gate_dtype="float64", gate_warm_start=True, gate_skip_tol=0.0)),
     ("L-BFGS x10, float64, warm, skip on small gain (default from 1e5 points)", dict(gate_dtype="float64", gate_warm_start=True)),
     ("L-BFGS x10, float32, warm", dict(gate_dtype="float32", gate_warm_start=True)),
     ("L-BFGS x3, float32, warm", dict(gate_dtype="float32", gate_warm_start=True, gate_steps=3)),
@@ -193,7 +193,7 @@ def gate_comparison(N: int, iters: int = 50) -> list[dict]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 r = pyro_moe.fit(
-                    "regularized_experts", X, y, experts=2, n_init=1, max_iter=iters, tol=-1.0, **kw
+                    "regularized_experts", X, y, experts=2, n_init=1, max_iter=iters, tol=0.0, **kw
                 )
             if best is None or r.time_history[-1] < best.time_history[-1]:
                 best = r

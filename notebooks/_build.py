@@ -487,8 +487,8 @@ regions; the mixture of models can only say "about half the points are on each c
 """),
     code(SETUP),
     code("""
-from pyro_moe.curve_fitting import as_points
-from pyro_moe.shapes import circle_design, circle_error, circle_points
+from pyro_moe.curve_fitting import curve_data
+from pyro_moe.shapes import circle_error, circle_points
 
 xy, labels = circle_points([(45, 60), (115, 70)], [22, 30], [120, 160], jitter=0.6, seed=0)
 truth = [f"({x:.0f}, {y:.0f}), r={r:.0f}" for x, y, r in [(45, 60, 22), (115, 70, 30)]]
@@ -525,11 +525,10 @@ the same start (same seed and initialisation, `n_init=1`) with `max_iter` = 1, 2
 of the full run.
 """),
     code("""
-ps = as_points(xy)
-X, t = circle_design(ps.standard)
-st = ps.standardization
-shapes = {"design": "circle", "center": st.center.tolist(), "scale": st.scale}
-trace = plots.trace_parameters("mixture_of_experts", X, t, experts=2, seed=0, shapes=shapes)
+data = curve_data(xy, experts=2)  # the circle design of the standardized points
+trace = plots.trace_parameters(
+    "mixture_of_experts", data.X, data.y, experts=2, seed=0, geometry=data.geometry
+)
 print("objective after", trace.iterations.tolist(), "iterations:")
 print(np.round(trace.objective, 2).tolist())
 fig = plots.plot_trajectories(trace)

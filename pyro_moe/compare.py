@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-from scipy.optimize import linear_sum_assignment
 
+from .curve_fitting import curve_data
 from .errors import InputError
 from .fitting import fit
 from .result import FitResult
+from .result import expert_alignment as align
+from .shapes.geometry import Geometry
 
 ROLLING = 50
 
@@ -48,15 +49,6 @@ def time_to_within(result: FitResult, rel: float = 1e-3, *, rolling: int | None 
         F = np.append(smooth, final)
     close = np.abs(F - final) <= rel * max(abs(final), 1.0)
     return float(t[int(np.argmax(close))])
-
-
-def align(reference: torch.Tensor, other: torch.Tensor) -> list[int]:
-    """perm with other[perm[k]] matched to reference[k] (Hungarian on squared distances)."""
-    a = reference.detach().cpu().numpy()
-    b = other.detach().cpu().numpy()
-    cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-    rows, cols = linear_sum_assignment(cost)
-    return [int(c) for _, c in sorted(zip(rows, cols, strict=True))]
 
 
 @dataclass
@@ -89,7 +81,7 @@ class Comparison:
                 "wall_time_s": r.wall_time,
                 "time_to_0.1%_s": time_to_within(r),
             }
-            if r.shapes is not None and r.shapes.get("design") == "circle":
+            if r.geometry is not None and r.geometry.design == "circle":
                 circles = r.circles()
                 if name == "svi":
                     circles = [circles[j] for j in self.perm]
@@ -129,11 +121,8 @@ class Comparison:
         span = max(abs(lo) * 0.05, 10.0)
         left.set_ylim(lo - span, max(r.objective for _, r in self.rows()) + span / 5)
         left.legend()
-        shapes = self.cavi.shapes
-        if shapes is not None and shapes.get("design") == "circle":
-            x = self.cavi.X.cpu().numpy()
-            st = self.cavi._standardization()
-            pts = x[:, :2] * st.scale + np.asarray(st.center)
+        if self.cavi.geometry is not None and self.cavi.geometry.design == "circle":
+            pts = self.cavi.pixel_points()
             right.scatter(pts[:, 0], pts[:, 1], s=4, c="0.6", label="data")
             phi = np.linspace(0, 2 * np.pi, 200)
             for (name, r), style in zip(self.rows(), ("-", "--"), strict=True):
@@ -172,7 +161,7 @@ def compare(
     y,
     *,
     experts: int = 2,
-    shapes: dict | None = None,
+    geometry: Geometry | None = None,
     svi_options: dict | None = None,
     cavi_options: dict | None = None,
     seed: int = 0,
@@ -186,7 +175,7 @@ def compare(
     for name in ("method",):
         if name in common:
             raise InputError(f"compare runs both methods; do not pass {name!r}")
-    kw = dict(experts=experts, seed=seed, shapes=shapes, **common)
+    kw = dict(experts=experts, seed=seed, geometry=geometry, **common)
     cavi = fit(model, X, y, method="cavi", **copy.deepcopy(kw), **(cavi_options or {}))
     svi = fit(model, X, y, method="svi", **copy.deepcopy(kw), **(svi_options or {}))
     perm = align(cavi.mean, svi.mean)
@@ -212,7 +201,7 @@ def compare_circles(
     **options,
 ) -> Comparison:
     """:func:`compare` on circles from points or an image (standardized circle design)."""
-    from .curve_fitting import curve_design
-
-    X, t, shapes = curve_design(source, "circle", max_points=max_points, seed=seed)
-    return compare(model, X, t, experts=experts, shapes=shapes, seed=seed, **options)
+    data = curve_data(source, experts, model=model, max_points=max_points, seed=seed)
+    return compare(
+        model, data.X, data.y, experts=experts, geometry=data.geometry, seed=seed, **options
+    )

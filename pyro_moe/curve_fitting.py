@@ -1,37 +1,33 @@
 """Curves from points or binary images: the showcase application in one call.
 
-Each expert is one curve. A circle (x - x0)^2 + (y - y0)^2 = r^2 is the regression
-t = x^2 + y^2 on X = [x, y, 1] with w = (2 x0, 2 y0, r^2 - x0^2 - y0^2); a conic
-x^2 = B'xy + C'y^2 + D'x + E'y + F' is the regression t = x^2 on X = [xy, y^2, x, y, 1].
-Points are standardized (one centre, one scale) before fitting, and the result maps the
-curves back to pixel units (x = column, y = row from the top-left).
-
-Experts of different kinds (``experts=["circle", "ellipse"]``) each get their own feature
-map (:mod:`pyro_moe.experts`); ``result.curves()`` reports each as its own kind of curve.
+One pipeline for every curve fit: points (from an image, an array or a PointSet) are
+standardized (one centre, one scale), the experts' names (``"circle"`` K times, or a mix
+such as ``["circle", "ellipse"]``) are looked up in the model file's ``EXPERTS``, and
+:func:`curve_data` builds the design and the :class:`~pyro_moe.shapes.geometry.Geometry`
+that maps the fitted weights back to curves in pixel units (x = column, y = row from the
+top-left). Experts of one form share one design (a circle is the regression of
+t = x^2 + y^2 on X = [x, y, 1], CAVI's fast path); experts of different forms each see the
+design through their own map (:mod:`pyro_moe.experts`). ``result.curves()`` reports each
+expert as its own kind of curve.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .errors import InputError
-from .experts import Layout, layout
+from .experts import layout
 from .fitting import fit
 from .model_file import load_model
 from .result import FitResult
-from .shapes import (
-    PointSet,
-    Standardization,
-    circle_design,
-    conic_design,
-    image_to_points,
-    validate_points,
-)
-
-DESIGNS = {"circle": (circle_design, 3), "conic": (conic_design, 5)}
+from .shapes.geometry import Geometry, monomials, target_name
+from .shapes.image import image_to_points
+from .shapes.points import PointSet, Standardization, validate_points
 
 
 def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_options) -> PointSet:
@@ -53,6 +49,73 @@ def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_o
         else:
             ps = image_to_points(arr, max_points=max_points, seed=seed, **image_options)
     return ps
+
+
+@dataclass(frozen=True)
+class CurveData:
+    """A curve-fitting problem: design X, target y, expert maps (None when every expert
+    has the same form) and the geometry of the K experts."""
+
+    X: np.ndarray
+    y: np.ndarray
+    maps: torch.Tensor | None
+    geometry: Geometry
+    points: PointSet
+
+    @property
+    def experts(self) -> int:
+        return self.geometry.experts
+
+
+def expert_names(experts: int | Sequence[str] | str, design: str = "circle") -> tuple[str, ...]:
+    """The experts' names: ``design`` repeated for a count, else the names given (a list,
+    or a comma-separated string such as ``"circle,ellipse"``)."""
+    if isinstance(experts, str):
+        return tuple(s.strip() for s in experts.split(",") if s.strip())
+    if isinstance(experts, Sequence) and not isinstance(experts, bytes):
+        return tuple(experts)
+    if not isinstance(experts, int | np.integer) or isinstance(experts, bool) or experts < 1:
+        raise InputError(f"experts must be an integer >= 1 or expert names, got {experts!r}")
+    if design not in ("circle", "conic"):
+        raise InputError(f"unknown design {design!r}; use one of circle, conic")
+    return (design,) * int(experts)
+
+
+def curve_data(
+    source,
+    experts: int | Sequence[str] | str = 2,
+    *,
+    design: str = "circle",
+    model="mixture_of_models",
+    max_points: int | None = None,
+    seed: int = 0,
+    image_options: dict | None = None,
+    allow_mixed_targets: bool = False,
+) -> CurveData:
+    """The design, target and geometry of a curve fit on the standardized points of
+    ``source`` (see the module docstring)."""
+    names = expert_names(experts, design)
+    lay = layout(names, load_model(model).expert_catalog, allow_mixed_targets=allow_mixed_targets)
+    ps = as_points(source, max_points=max_points, seed=seed, **(image_options or {}))
+    need = max(e.size for e in lay.experts)
+    shared = all(e == lay.experts[0] for e in lay.experts)
+    if len(ps) < need:
+        what = f"a {names[0]}" if shared else "these experts"
+        raise InputError(f"need at least {need} points to fit {what}, got {len(ps)}")
+    st = ps.standardization
+    kinds = tuple(e.kind for e in lay.experts)
+    if shared:  # one form: its features and target, no maps
+        e = lay.experts[0]
+        m = monomials(ps.standard)
+        X = np.column_stack([m[c] for c in e.features])
+        y = m[e.response]
+        for name, c in e.offset.items():
+            y = y + c * m[name]
+        geometry = Geometry(names, kinds, e.features, target_name(e.response, e.offset), st, True)
+        return CurveData(X, y, None, geometry, ps)
+    X, y = lay.design(ps.standard)
+    geometry = Geometry(names, kinds, lay.columns, lay.response, st, False)
+    return CurveData(X, y, lay.maps, geometry, ps)
 
 
 def fit_curves(
@@ -79,75 +142,14 @@ def fit_curves(
     Priors are in standardized units. Use ``result.curves()`` (each expert as its kind),
     or ``result.circles()`` / ``result.conics()``.
     """
-    if isinstance(experts, str) or (
-        isinstance(experts, Sequence) and not isinstance(experts, str | bytes)
-    ):
-        loaded = load_model(model)
-        lay = layout(experts, loaded.expert_catalog, allow_mixed_targets=allow_mixed_targets)
-        X, t, shapes = experts_design(
-            source, lay, max_points=max_points, seed=seed, image_options=image_options
-        )
-        return fit(
-            loaded, X, t, experts=len(lay.names), seed=seed, shapes=shapes, maps=lay.maps,
-            **fit_options,
-        )  # fmt: skip
-    X, t, shapes = curve_design(
-        source, design, max_points=max_points, seed=seed, image_options=image_options
-    )
-    return fit(model, X, t, experts=experts, seed=seed, shapes=shapes, **fit_options)
-
-
-def experts_design(
-    source,
-    lay: Layout,
-    *,
-    max_points: int | None = None,
-    seed: int = 0,
-    image_options: dict | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(X, y, shapes) of a heterogeneous layout on standardized points of ``source``."""
-    ps = as_points(source, max_points=max_points, seed=seed, **(image_options or {}))
-    need = max(e.size for e in lay.experts)
-    if len(ps) < need:
-        raise InputError(f"need at least {need} points to fit these experts, got {len(ps)}")
-    X, y = lay.design(ps.standard)
-    st = ps.standardization
-    shapes = {
-        "design": "experts",
-        "center": [float(c) for c in st.center],
-        "scale": float(st.scale),
-        **lay.as_dict(),
-    }
-    return X, y, shapes
-
-
-def curve_design(
-    source,
-    design: str = "circle",
-    *,
-    max_points: int | None = None,
-    seed: int = 0,
-    image_options: dict | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(X, t, shapes) of a curve design on standardized points of ``source``; ``shapes``
-    (design, centre, scale) is what a FitResult needs to map curves back to pixels."""
-    if design not in DESIGNS:
-        raise InputError(f"unknown design {design!r}; use one of {', '.join(DESIGNS)}")
-    ps = as_points(source, max_points=max_points, seed=seed, **(image_options or {}))
-    make, unknowns = DESIGNS[design]
-    if len(ps) < unknowns:
-        raise InputError(f"need at least {unknowns} points to fit a {design}, got {len(ps)}")
-    X, t = make(ps.standard)
-    st = ps.standardization
-    shapes = {"design": design, "center": [float(c) for c in st.center], "scale": float(st.scale)}
-    return X, t, shapes
-
-
-def standardization_of(shapes: dict | None) -> Standardization:
-    """The :class:`Standardization` recorded by :func:`curve_design` in a result's ``shapes``."""
-    if not shapes or "center" not in shapes:
-        raise InputError("this result was not fitted on shape data (no circle/conic design)")
-    return Standardization(np.asarray(shapes["center"], float), float(shapes["scale"]))
+    data = curve_data(
+        source, experts, design=design, model=model, max_points=max_points, seed=seed,
+        image_options=image_options, allow_mixed_targets=allow_mixed_targets,
+    )  # fmt: skip
+    return fit(
+        model, data.X, data.y, experts=data.experts, seed=seed, geometry=data.geometry,
+        maps=data.maps, **fit_options,
+    )  # fmt: skip
 
 
 def fit_circles(source, *, experts: int = 2, **options) -> FitResult:

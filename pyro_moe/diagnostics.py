@@ -34,8 +34,6 @@ spread is usually narrower than the exact posterior's.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -43,11 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
 from .errors import InputError
+from .likelihood import component_log_densities, noise_log_density
 from .result import FitResult
+from .shapes.curves import circle_parameters, conic_from_weights, conic_to_pixels
+from .shapes.geometry import Geometry
 
 with warnings.catch_warnings():
     # arviz 0.23 announces its 1.0 refactor with a FutureWarning at import; we pin <1.
@@ -66,51 +66,12 @@ __all__ = [
     "to_inference_data",
 ]
 
-_FEATURES = {"circle": ["x", "y", "1"], "conic": ["xy", "y^2", "x", "y", "1"]}
 _CONIC_VARS = ("xc", "yc", "semi_major", "semi_minor", "angle")
 
 
 # ---------------------------------------------------------------- alignment of restarts
 def _np(t: Any) -> np.ndarray:
     return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
-
-
-def _permute(result: FitResult, perm: Sequence[int]) -> FitResult:
-    """A copy of ``result`` with its experts reordered: new expert k = old expert perm[k]."""
-    idx = torch.as_tensor(list(perm), dtype=torch.long)
-    K = result.experts
-
-    def per_expert(t: torch.Tensor | None, dim: int = 0) -> torch.Tensor | None:
-        return None if t is None else t.index_select(dim, idx.to(t.device))
-
-    gate_state = result.gate_state
-    if gate_state is not None:
-        # The gate's output layer is the last weight/bias pair with K rows: permute its rows.
-        names = [n for n, v in gate_state.items() if v.dim() >= 1 and v.shape[0] == K]
-        last = [n for n in names if n.rsplit(".", 1)[0] == names[-1].rsplit(".", 1)[0]]
-        gate_state = {n: per_expert(v) if n in last else v.clone() for n, v in gate_state.items()}
-    prior_mean = result.prior_mean
-    prior_cov = result.prior_cov
-    return dataclasses.replace(
-        result,
-        responsibilities=per_expert(result.responsibilities, 1),
-        mean=per_expert(result.mean),
-        cov=per_expert(result.cov),
-        prior_mean=per_expert(prior_mean)
-        if prior_mean.dim() >= 1 and len(prior_mean) == K
-        else prior_mean,
-        prior_cov=per_expert(prior_cov)
-        if prior_cov.dim() == 3 and len(prior_cov) == K
-        else prior_cov,
-        concentration=(
-            per_expert(result.concentration)
-            if result.concentration.dim() == 1 and len(result.concentration) == K
-            else result.concentration
-        ),
-        alpha=per_expert(result.alpha),
-        log_gate=per_expert(result.log_gate, 1),
-        gate_state=gate_state,
-    )
 
 
 def align_experts(results: Sequence[FitResult]) -> list[FitResult]:
@@ -123,20 +84,7 @@ def align_experts(results: Sequence[FitResult]) -> list[FitResult]:
     results = list(results)
     if not results:
         raise InputError("need at least one FitResult")
-    ref = _np(results[0].mean)
-    out = [results[0]]
-    for r in results[1:]:
-        m = _np(r.mean)
-        if m.shape != ref.shape:
-            raise InputError(
-                f"cannot align experts of results with shapes {ref.shape} and {m.shape} "
-                "(same K and features needed)"
-            )
-        cost = ((ref[:, None, :] - m[None, :, :]) ** 2).sum(-1)
-        rows, cols = linear_sum_assignment(cost)
-        perm = [int(c) for _, c in sorted(zip(rows, cols, strict=True))]
-        out.append(r if perm == list(range(len(perm))) else _permute(r, perm))
-    return out
+    return [results[0], *(r.aligned_to(results[0]) for r in results[1:])]
 
 
 # ---------------------------------------------------------------- draws from q
@@ -153,21 +101,15 @@ def _mvn_draws(rng: np.random.Generator, mean: np.ndarray, cov: np.ndarray, n: i
     return out
 
 
-def _circle_params(w: np.ndarray, shapes: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    from .curve_fitting import standardization_of
-    from .shapes import circle_parameters
-
-    p = circle_parameters(w, standardization_of(shapes))
+def _circle_params(w: np.ndarray, geometry: Geometry) -> dict[str, np.ndarray]:
+    p = circle_parameters(w, geometry.standardization)
     return {"x0": p[..., 0], "y0": p[..., 1], "r": p[..., 2]}
 
 
 def _conic_params(
-    w: np.ndarray, shapes: Mapping[str, Any]
+    w: np.ndarray, geometry: Geometry
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    from .curve_fitting import standardization_of
-    from .shapes import conic_from_weights, conic_to_pixels
-
-    st = standardization_of(shapes)
+    st = geometry.standardization
     flat = w.reshape(-1, w.shape[-1])
     vals = np.full((len(flat), len(_CONIC_VARS)), np.nan)
     kinds: dict[str, int] = {}
@@ -203,26 +145,13 @@ def _single(result: FitResult, rng: np.random.Generator, draws: int) -> dict[str
     else:
         beta = np.full(draws, float(result.noise_precision))
     out["beta"] = beta
-    b = beta[:, None, None]
-    resid = _residuals(result, X, y, w)  # (draw, N, K)
-    log_norm = 0.5 * (np.log(b) - math.log(2 * math.pi)) - 0.5 * b * resid**2
-    if result.noise_bounds is not None:  # the noise expert's uniform density, last column
-        lo, hi = (float(v) for v in _np(result.noise_bounds))
-        log_u = np.full((*log_norm.shape[:-1], 1), -math.log(hi - lo))
-        log_norm = np.concatenate([log_norm, log_u], -1)
-    out["log_lik"] = logsumexp(log_g + log_norm, axis=-1)
-    return out
-
-
-def _residuals(result: FitResult, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """t_ik - w_k^T phi_ik per draw (draw, N, K) = z_i^T a_k(w) with z = [x, y]
-    (:func:`pyro_moe.cavi.updates.residual_map`; with expert maps each expert's own target
-    and features, :mod:`pyro_moe.experts`)."""
-    from .cavi.updates import residual_map
-
     maps = None if result.maps is None else result.maps.detach().cpu().double()
-    a = residual_map(torch.from_numpy(w), maps).numpy()  # (draw, K, d)
-    return np.einsum("nd,skd->snk", np.column_stack([X, y]), a)
+    log_dens = component_log_densities(
+        torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy(w), torch.from_numpy(beta),
+        maps, noise_log_density(result.noise_bounds),
+    ).numpy()  # (draw, N, C)  # fmt: skip
+    out["log_lik"] = logsumexp(log_g + log_dens, axis=-1)
+    return out
 
 
 def to_inference_data(
@@ -253,9 +182,9 @@ def to_inference_data(
     stacked = {k: np.stack([c[k] for c in chains]) for k in chains[0]}
     log_lik = stacked.pop("log_lik")
     K, n = first.mean.shape
-    shapes = first.shapes
-    design = shapes.get("design") if shapes else None
-    features = _FEATURES.get(design, [f"w{j}" for j in range(n)])
+    geometry = first.geometry
+    design = geometry.design if geometry is not None else None
+    features = list(geometry.columns) if design in ("circle", "conic") else []
     if len(features) != n:
         features = [f"w{j}" for j in range(n)]
     posterior = dict(stacked)
@@ -272,10 +201,10 @@ def to_inference_data(
         "approximation": "mean-field variational posterior q (independent draws)",
     }
     if design == "circle":
-        posterior.update(_circle_params(stacked["w"], shapes))
+        posterior.update(_circle_params(stacked["w"], geometry))
         dims.update({v: ["expert"] for v in ("x0", "y0", "r")})
     elif design == "conic":
-        params, kinds = _conic_params(stacked["w"], shapes)
+        params, kinds = _conic_params(stacked["w"], geometry)
         posterior.update(params)
         dims.update({v: ["expert"] for v in _CONIC_VARS})
         attrs["conic_kind"] = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
@@ -289,7 +218,9 @@ def to_inference_data(
         coords["component"] = [*(str(k) for k in range(K)), "noise"]
     if first.maps is not None:  # experts with their own maps: X holds the layout's columns
         dims["X"] = ["point", "column"]
-        coords["column"] = list((shapes or {}).get("columns", range(first.X.shape[1])))
+        coords["column"] = (
+            list(geometry.columns) if geometry is not None else list(range(first.X.shape[1]))
+        )
     idata = az.from_dict(
         posterior=posterior,
         log_likelihood={"y": log_lik},

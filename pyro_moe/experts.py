@@ -45,28 +45,24 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .shapes.geometry import FORMS, KINDS, MONOMIALS, curve_of, monomials
 
-#: Monomials of a point (x, y), in the order the design's columns use.
-MONOMIALS = ("xx", "xy", "yy", "x", "y", "1")
-#: How an expert's weights read as a curve: the form (features, response, offset) each
-#: kind reads its weights in. An expert of another form declares ``kind=None`` and is
-#: reported by its weights.
-FORMS = {
-    "circle": (("x", "y", "1"), "xx", {"yy": 1.0}),
-    "conic": (("xy", "yy", "x", "y", "1"), "xx", {}),
-    "line": (("y", "1"), "x", {}),
-}
-KINDS = tuple(FORMS)
+__all__ = [
+    "FORMS",
+    "KINDS",
+    "MONOMIALS",
+    "Expert",
+    "Layout",
+    "MixedTargetsWarning",
+    "check_maps",
+    "curve_of",
+    "layout",
+    "monomials",
+]
 
 
 class MixedTargetsWarning(UserWarning):
     """Experts model different target quantities: the ELBO mixes densities of both."""
-
-
-def monomials(xy: np.ndarray) -> dict[str, np.ndarray]:
-    """The monomials of (N, 2) points, by name."""
-    x, y = xy[:, 0], xy[:, 1]
-    return {"xx": x * x, "xy": x * y, "yy": y * y, "x": x, "y": y, "1": np.ones_like(x)}
 
 
 @dataclass(frozen=True)
@@ -214,17 +210,3 @@ def check_maps(maps: torch.Tensor, experts: int, width: int) -> torch.Tensor:
     if (maps[:, -1].abs().sum(-1) == 0).any():
         raise InputError("every expert needs a target map (the last row of its map is zero)")
     return maps
-
-
-def curve_of(kind: str | None, w: np.ndarray, standardization=None):
-    """An expert's posterior-mean weights read as its kind of curve (a Circle, Conic or
-    Line; in pixel units when ``standardization`` is given), or its weights for an expert
-    without a kind (``kind=None``: ``w`` as given)."""
-    from .shapes import circle_from_weights, conic_from_weights, line_from_weights
-
-    w = np.asarray(w, dtype=np.float64)
-    if kind is None:
-        return w
-    read = {"circle": circle_from_weights, "conic": conic_from_weights, "line": line_from_weights}
-    curve = read[kind](w[: len(FORMS[kind][0])])
-    return curve.to_pixels(standardization) if standardization is not None else curve

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .engines import ENGINES, get_engine
 from .errors import InputError
 from .model_file import Model, load_model
 from .result import FitResult
-
-METHODS = ("cavi", "svi")
+from .shapes.geometry import Geometry
 
 
 def as_data(X, y, *, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +69,7 @@ def fit(
     noise_expert: bool | None = None,
     device: str | torch.device | None = None,
     progress: bool | None = None,
-    shapes: dict | None = None,
+    geometry: Geometry | None = None,
     maps=None,
     **engine_options,
 ) -> FitResult:
@@ -79,13 +79,16 @@ def fit(
         model: a built-in model name (``"mixture_of_models"``, ``"mixture_of_experts"``,
             ``"regularized_experts"``), a path to a model file, or a loaded :class:`Model`.
         experts: K, the number of experts (1 <= K <= N).
-        method: ``"cavi"`` (closed-form variational EM) or ``"svi"`` (Pyro SVI).
+        method: an engine registered in :mod:`pyro_moe.engines`: ``"cavi"`` (closed-form
+            variational EM) or ``"svi"`` (Pyro SVI).
         n_init: restarts; the run with the best final objective is kept.
         init: ``"auto"`` ("prior" first when the prior means differ, then "subsets"),
             ``"prior"``, ``"subsets"``, ``"random"``, or a list, one per restart.
         responsibilities: initial q(Z) (N, K); overrides ``init``.
-        tol: relative change of the objective that counts as converged.
-        max_iter: iteration (CAVI) or step (SVI) limit.
+        tol: relative change of the objective that counts as converged (None: the
+            engine's default).
+        max_iter: the iteration limit: CAVI sweeps or SVI steps (None: the engine's
+            default).
         learn: hyperparameters to point-estimate ("all", "none", or names among
             prior_mean, prior_cov, noise_precision, gate); the rest stay fixed.
             Default: the model file's ``SETTINGS["learn"]``.
@@ -96,20 +99,35 @@ def fit(
             responsibilities then have K + 1 columns, the noise expert last.
         device: where to compute ("cpu", "cuda"); CAVI computes in float64.
         progress: show a progress bar (default: only on a terminal for long runs).
-        shapes: standardization info attached to the result (set by the shape helpers).
+        geometry: the curve geometry attached to the result (set by the curve functions,
+            :mod:`pyro_moe.curve_fitting`).
         maps: expert maps T (K, n + 1, d), one per expert, for experts with their own
             features and targets (:mod:`pyro_moe.experts`; :func:`pyro_moe.fit_curves`
             builds them from expert names). None: every expert regresses y on X.
-        engine_options: passed to the engine (e.g. ``prior_var_min``, ``gate_steps``).
+        engine_options: the engine's own options (e.g. ``prior_var_min``, ``gate_steps``
+            for CAVI, ``lr``, ``batch_size`` for SVI), validated with the shared ones
+            (:mod:`pyro_moe.engines.options`): an unknown or out-of-range option is an
+            :class:`~pyro_moe.errors.InputError` naming it, for every engine alike.
 
     Returns:
         A :class:`FitResult` whose objective history is the total ELBO in nats (plus the
         regularizer R(w0) for the regularized model, and the gate prior log p(V) of a gated
         model with the noise expert).
     """
+    engine = get_engine(method)
+    options = engine.options(
+        {
+            "n_init": n_init,
+            "init": init,
+            "seed": seed,
+            "responsibilities": responsibilities,
+            "progress": progress,
+            "tol": tol,
+            "max_iter": max_iter,
+            **engine_options,
+        }
+    )
     model = load_model(model)
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     X, y = as_data(X, y, device=device)
     N = X.shape[0]
     if not isinstance(experts, int | np.integer) or isinstance(experts, bool) or experts < 1:
@@ -128,46 +146,12 @@ def fit(
         gate_hidden=gate_hidden,
         noise_expert=noise_expert,
         learn=learn,
-        seed=seed,
+        seed=options.seed,
         maps=maps,
     )
-    options_type, engine, step_limit = _engine(method)
-    _check_options(options_type, engine_options, method)
-    if max_iter is not None and step_limit in engine_options:
-        raise InputError(f"give max_iter or {step_limit}, not both (they are the same limit)")
-    opts = options_type(
-        n_init=n_init,
-        init=init,
-        seed=seed,
-        responsibilities=responsibilities,
-        progress=progress,
-        **({"tol": tol} if tol is not None else {}),
-        **({step_limit: max_iter} if max_iter is not None else {}),
-        **engine_options,
-    )
-    result = engine(model, X, y, config, opts)
-    result.shapes = shapes
+    result = engine(model, X, y, config, options).fit()
+    result.geometry = geometry
     return result
 
 
-def _engine(method: str):
-    """(options dataclass, fit function, name of its iteration limit) of an engine."""
-    if method == "cavi":
-        from .cavi import Options, fit_cavi
-
-        return Options, fit_cavi, "max_iter"
-    from .svi import SVIOptions, fit_svi
-
-    return SVIOptions, fit_svi, "max_steps"
-
-
-def _check_options(options_type, given: dict, method: str) -> None:
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(options_type)}
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise InputError(
-            f"unknown option(s) {', '.join(unknown)} for method={method!r}; "
-            f"known: {', '.join(sorted(known))}"
-        )
+METHODS = tuple(ENGINES)

@@ -2,7 +2,7 @@
 the gate's weights over the input space.
 
 Every function returns the :class:`matplotlib.figure.Figure` and never calls ``show()``,
-so it works under the Agg backend. Shape fits (``result.shapes`` set by
+so it works under the Agg backend. Shape fits (``result.geometry`` set by
 :func:`pyro_moe.fit_circles` / :func:`pyro_moe.fit_conics`) are drawn in pixel units with
 the image convention: x = column, y = row, y axis pointing down.
 (ArviZ posterior and forest plots are in :mod:`pyro_moe.diagnostics`.)
@@ -22,10 +22,11 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from .curve_fitting import standardization_of
 from .errors import ConvergenceWarning, InputError
+from .fitting import fit
 from .result import FitResult
-from .shapes import circle_parameters
+from .shapes.curves import Circle, Conic, Line, circle_parameters
+from .shapes.geometry import Geometry, monomials
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -53,7 +54,7 @@ def _new_axes(ax: Axes | None, figsize=(5.5, 5.0)) -> tuple[Figure, Axes]:
 
 
 def _design(result: FitResult) -> str | None:
-    return result.shapes.get("design") if result.shapes else None
+    return result.geometry.design if result.geometry is not None else None
 
 
 def data_points(result: FitResult) -> np.ndarray:
@@ -142,8 +143,6 @@ def draw_curves(ax: Axes, result: FitResult, xlim, ylim, *, labels: bool = True)
     """Each expert of a shape fit as its own kind of curve (``result.curves()``), in pixel
     units, one colour per expert: circles (centre marked), conics as the zero level set of
     their polynomial on a grid over xlim x ylim, lines x = a y + c across ylim."""
-    from .shapes import Circle, Conic, Line
-
     gx, gy = np.meshgrid(np.linspace(*xlim, 300), np.linspace(*ylim, 300))
     grid = np.column_stack([gx.ravel(), gy.ravel()])
     phi = np.linspace(0.0, 2 * np.pi, 361)
@@ -215,19 +214,19 @@ def plot_objective(
 class ParameterTrace:
     """Posterior means after ``iterations[t]`` CAVI iterations, from one fixed start.
 
-    ``mean`` (T, K, n); ``objective`` (T,); ``shapes`` of the fit (for circle parameters).
+    ``mean`` (T, K, n); ``objective`` (T,); ``geometry`` of the fit (for circle parameters).
     """
 
     iterations: np.ndarray
     mean: np.ndarray
     objective: np.ndarray
-    shapes: dict | None = None
+    geometry: Geometry | None = None
 
     def circles(self) -> np.ndarray:
         """(T, K, 3) circle parameters (x0, y0, r) in pixel units (r NaN when r^2 < 0)."""
-        if not self.shapes or self.shapes.get("design") != "circle":
+        if self.geometry is None or self.geometry.design != "circle":
             raise InputError("the trace is not of a circle design")
-        return circle_parameters(self.mean, standardization_of(self.shapes))
+        return circle_parameters(self.mean, self.geometry.standardization)
 
 
 def trace_parameters(
@@ -252,10 +251,8 @@ def trace_parameters(
         model, X, y: as for :func:`pyro_moe.fit`.
         iterations: increasing iteration counts.
         fit_kwargs: other :func:`pyro_moe.fit` arguments (experts, seed, init,
-            responsibilities, priors, shapes, ...); ``method`` must be "cavi".
+            responsibilities, priors, geometry, ...); ``method`` must be "cavi".
     """
-    from .fitting import fit
-
     its = sorted({int(t) for t in iterations})
     if not its or its[0] < 1:
         raise InputError(f"iterations must be positive integers, got {list(iterations)}")
@@ -274,13 +271,13 @@ def trace_parameters(
             res = done
         means.append(_np(res.mean).astype(float))
         objectives.append(res.objective)
-    return ParameterTrace(np.array(its), np.stack(means), np.array(objectives), res.shapes)
+    return ParameterTrace(np.array(its), np.stack(means), np.array(objectives), res.geometry)
 
 
 def plot_trajectories(trace: ParameterTrace, *, names: Sequence[str] | None = None) -> Figure:
     """Each parameter of each expert against the iteration (log x), one panel per parameter:
     x0, y0, r in pixels for circle designs, else the weights w_j. A last panel shows F."""
-    circle = bool(trace.shapes) and trace.shapes.get("design") == "circle"
+    circle = trace.geometry is not None and trace.geometry.design == "circle"
     values = trace.circles() if circle else trace.mean
     n = values.shape[-1]
     labels = list(names) if names is not None else (["x0", "y0", "r"] if circle else None)
@@ -307,17 +304,8 @@ def plot_trajectories(trace: ParameterTrace, *, names: Sequence[str] | None = No
 
 
 def _grid_design(result: FitResult) -> Callable[[np.ndarray], np.ndarray]:
-    design = _design(result)
-    if design == "circle":
-        return lambda s: np.column_stack([s, np.ones(len(s))])
-    if design == "conic":
-        return lambda s: np.column_stack(
-            [s[:, 0] * s[:, 1], s[:, 1] ** 2, s[:, 0], s[:, 1], np.ones(len(s))]
-        )
-    if design == "experts":  # experts with their own maps: the layout's columns
-        from .experts import monomials
-
-        columns = result.shapes["columns"]
+    if result.geometry is not None:  # a curve fit: the design's columns, as monomials
+        columns = result.geometry.columns
         return lambda s: np.column_stack([monomials(s)[c] for c in columns])
     X = _np(result.X)
     if X.shape[1] == 3 and np.ptp(X[:, 2]) == 0:
@@ -346,11 +334,11 @@ def plot_gate_map(
             otherwise); default: the data's bounding box, padded by 10 %.
         resolution: grid points per axis.
         design: maps (M, 2) plane points (standardized for shape fits) to rows of X; by
-            default from ``result.shapes``, or [x1, x2, c] when X has that form.
+            default from ``result.geometry``, or [x1, x2, c] when X has that form.
     """
     make = design or _grid_design(result)
-    shape = _design(result) in ("circle", "conic")
-    st = result._standardization() if shape else None
+    shape = result.geometry is not None
+    st = result.geometry.standardization if result.geometry is not None else None
     if shape:
         pts = data_points(result)
     else:

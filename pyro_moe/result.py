@@ -18,18 +18,25 @@ whose ``noise_shape``/``noise_rate`` are saved too), ``concentration`` (K,),
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-import os
-import tempfile
-from dataclasses import dataclass, field
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
-from .errors import InputError
+from .config import log_gate
+from .errors import InputError, ModelFileError
+from .files import atomic_write
+from .likelihood import expert_predictive
+from .model_file import load_model
+from .shapes.geometry import Geometry
 
 
 @dataclass
@@ -90,43 +97,190 @@ def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(z / math.sqrt(2)))
 
 
+# ---------------------------------------------------------------- the parts of a result
+def _permute_rows(t: torch.Tensor | None, idx: torch.Tensor, K: int, dim: int = 0):
+    """``t`` with its K expert entries along ``dim`` reordered by ``idx``; an entry past K
+    along that dim (the noise expert, last) stays last. Tensors without K (or K + 1)
+    entries there (a prior shared by all experts) are returned unchanged."""
+    if t is None or t.dim() <= dim or t.shape[dim] not in (K, K + 1):
+        return t
+    full = idx if t.shape[dim] == K else torch.cat([idx, idx.new_tensor([K])])
+    return t.index_select(dim, full.to(t.device))
+
+
 @dataclass
+class Posterior:
+    """The variational posterior q(Z) q(W) [q(pi)] [q(beta)].
+
+    Attributes:
+        responsibilities: r (N, C), q(z_i = k); C = K, or K + 1 with the noise expert last.
+        mean, cov: m (K, n) and B (K, n, n) of q(w_k) = N(m_k, B_k).
+        alpha: (C,) of q(pi) = Dir(alpha) (mixtures of models), else None.
+        noise_shape, noise_rate: (a, b) of q(beta) = Gamma(a, b) when beta is latent.
+    """
+
+    responsibilities: torch.Tensor
+    mean: torch.Tensor
+    cov: torch.Tensor
+    alpha: torch.Tensor | None = None
+    noise_shape: torch.Tensor | None = None
+    noise_rate: torch.Tensor | None = None
+
+    def permuted(self, idx: torch.Tensor) -> Posterior:
+        K = self.mean.shape[0]
+        return replace(
+            self,
+            responsibilities=_permute_rows(self.responsibilities, idx, K, 1),
+            mean=_permute_rows(self.mean, idx, K),
+            cov=_permute_rows(self.cov, idx, K),
+            alpha=_permute_rows(self.alpha, idx, K),
+        )
+
+
+@dataclass
+class Hyperparameters:
+    """Point estimates and fixed values of the fit's hyperparameters and settings.
+
+    Attributes:
+        prior_mean, prior_cov: w0 (K, n) and A (K, n, n).
+        noise_precision: beta () (E_q[beta] when beta has a Gamma posterior).
+        concentration: mu (C,) of the Dirichlet prior.
+        regularization_cov: Xi (n, n) of the regularized model, else None.
+        noise_bounds: (lo, hi) of the noise expert's uniform density, or None.
+        noise_weight: rho, the noise share of a gated model with the noise expert.
+        gate_state: the gate's fitted parameters (``state_dict``), gated models only.
+        gate_hidden: the hidden width the gate is rebuilt with from the model file.
+        maps: (K, n + 1, d) each expert's own features and target, or None.
+    """
+
+    prior_mean: torch.Tensor
+    prior_cov: torch.Tensor
+    noise_precision: torch.Tensor
+    concentration: torch.Tensor
+    regularization_cov: torch.Tensor | None = None
+    noise_bounds: torch.Tensor | None = None
+    noise_weight: torch.Tensor | None = None
+    gate_state: dict[str, torch.Tensor] | None = None
+    gate_hidden: int | None = None
+    maps: torch.Tensor | None = None
+
+    def permuted(self, idx: torch.Tensor) -> Hyperparameters:
+        K = self.prior_mean.shape[0]
+        gate_state = self.gate_state
+        if gate_state is not None:
+            # the gate's output layer is the last weight/bias pair with K rows
+            names = [n for n, v in gate_state.items() if v.dim() >= 1 and v.shape[0] == K]
+            last = {n for n in names if n.rsplit(".", 1)[0] == names[-1].rsplit(".", 1)[0]}
+            gate_state = {
+                n: v.index_select(0, idx.to(v.device)) if n in last else v.clone()
+                for n, v in gate_state.items()
+            }
+        return replace(
+            self,
+            prior_mean=_permute_rows(self.prior_mean, idx, K),
+            prior_cov=_permute_rows(self.prior_cov, idx, K),
+            concentration=_permute_rows(self.concentration, idx, K),
+            maps=_permute_rows(self.maps, idx, K),
+            gate_state=gate_state,
+        )
+
+
+@dataclass
+class History:
+    """The objective F and ELBO (total nats) per iteration, the seconds since the start
+    of the kept restart, its iteration count, the whole fit's wall time, convergence."""
+
+    objective: torch.Tensor
+    elbo: torch.Tensor
+    time: torch.Tensor
+    iterations: int
+    wall_time: float
+    converged: bool
+
+
+def expert_alignment(reference: torch.Tensor, other: torch.Tensor) -> list[int]:
+    """perm with other[perm[k]] matched to reference[k]: the permutation minimising
+    sum_k ||reference_k - other_perm(k)||^2 (Hungarian algorithm,
+    :func:`scipy.optimize.linear_sum_assignment`), for means of the same shape (K, n)."""
+    a = _np(reference).astype(float)
+    b = _np(other).astype(float)
+    if a.shape != b.shape:
+        raise InputError(
+            f"cannot align experts of results with shapes {a.shape} and {b.shape} "
+            "(same K and features needed)"
+        )
+    cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    return [int(c) for _, c in sorted(zip(rows, cols, strict=True))]
+
+
+def _forward(part: str, name: str, doc: str = ""):
+    """A read-only attribute of the result that reads ``result.<part>.<name>``."""
+
+    def get(self):
+        return getattr(getattr(self, part), name)
+
+    return property(get, doc=doc or f"``{part}.{name}``")
+
+
+@dataclass(eq=False)
 class FitResult:
-    """Posterior q(Z) q(W) [q(pi)] [q(beta)], point-estimated hyperparameters and history."""
+    """The result of every engine: the posterior, the hyperparameters, the history.
+
+    Attributes:
+        method: the engine ("cavi", "svi").
+        model_name, model_path: the model file fitted.
+        X, y: the design and targets the engines saw (standardized for curve fits).
+        posterior: :class:`Posterior`, q(Z) q(W) [q(pi)] [q(beta)].
+        hyper: :class:`Hyperparameters`, point estimates and fixed values.
+        history: :class:`History` of the kept restart.
+        learn: the point-estimated hyperparameters.
+        restarts: one summary per restart (init, seed, objective, iterations, converged).
+        geometry: the :class:`~pyro_moe.shapes.geometry.Geometry` of a curve fit, else None.
+
+    The posterior's and hyperparameters' fields read directly too (``result.mean``,
+    ``result.noise_precision``, ...). The gate of a gated model is rebuilt from the model
+    file once, when first needed (or handed over by the engine), and cached.
+    """
 
     method: str
     model_name: str
     model_path: str
     X: torch.Tensor
     y: torch.Tensor
-    responsibilities: torch.Tensor
-    mean: torch.Tensor
-    cov: torch.Tensor
-    prior_mean: torch.Tensor
-    prior_cov: torch.Tensor
-    noise_precision: torch.Tensor
-    concentration: torch.Tensor
-    objective_history: torch.Tensor
-    elbo_history: torch.Tensor
-    time_history: torch.Tensor
-    iterations: int
-    wall_time: float
-    converged: bool
+    posterior: Posterior
+    hyper: Hyperparameters
+    history: History
     learn: tuple[str, ...] = ()
-    alpha: torch.Tensor | None = None
-    log_gate: torch.Tensor | None = None
-    noise_shape: torch.Tensor | None = None
-    noise_rate: torch.Tensor | None = None
-    regularization_cov: torch.Tensor | None = None
-    gate_state: dict[str, torch.Tensor] | None = None
-    gate_hidden: int | None = None
     restarts: list[dict[str, Any]] = field(default_factory=list)
-    # {"design": "circle"|"conic"|"experts", "center", "scale"[, "experts", "kinds",
-    #  "columns", "response"]} (see curve_fitting.curve_design / experts_design)
-    shapes: dict[str, Any] | None = None
-    noise_bounds: torch.Tensor | None = None  # (lo, hi) of the noise expert, if any
-    noise_weight: torch.Tensor | None = None  # rho, the noise share of a gated model
-    maps: torch.Tensor | None = None  # (K, n+1, d) each expert's own features and target
+    geometry: Geometry | None = None
+    gate: torch.nn.Module | None = field(default=None, repr=False)
+
+    responsibilities = _forward("posterior", "responsibilities")
+    mean = _forward("posterior", "mean")
+    cov = _forward("posterior", "cov")
+    alpha = _forward("posterior", "alpha")
+    noise_shape = _forward("posterior", "noise_shape")
+    noise_rate = _forward("posterior", "noise_rate")
+    prior_mean = _forward("hyper", "prior_mean")
+    prior_cov = _forward("hyper", "prior_cov")
+    noise_precision = _forward("hyper", "noise_precision")
+    concentration = _forward("hyper", "concentration")
+    regularization_cov = _forward("hyper", "regularization_cov")
+    noise_bounds = _forward("hyper", "noise_bounds")
+    noise_weight = _forward("hyper", "noise_weight")
+    gate_state = _forward("hyper", "gate_state")
+    gate_hidden = _forward("hyper", "gate_hidden")
+    maps = _forward("hyper", "maps")
+    objective_history = _forward("history", "objective")
+    elbo_history = _forward("history", "elbo")
+    time_history = _forward("history", "time")
+    iterations = _forward("history", "iterations")
+    wall_time = _forward("history", "wall_time")
+    converged = _forward("history", "converged")
+
+    def __post_init__(self) -> None:
+        self._log_gate: torch.Tensor | None = None
 
     # ---- summaries ---------------------------------------------------------------------
     @property
@@ -175,29 +329,78 @@ class FitResult:
         ]
         return "\n".join(lines)
 
-    # ---- prediction --------------------------------------------------------------------
+    # ---- relabelling -------------------------------------------------------------------
+    def permuted(self, perm: Sequence[int]) -> FitResult:
+        """A copy with the experts reordered: new expert k = old expert perm[k].
+
+        Every per-expert quantity moves with its expert: the responsibilities (the noise
+        expert's column stays last), q(W), q(pi), the priors, the expert maps, the gate's
+        output layer and the geometry's kinds.
+        """
+        K = self.experts
+        perm = [int(p) for p in perm]
+        if sorted(perm) != list(range(K)):
+            raise InputError(f"{perm} is not a permutation of the {K} experts")
+        idx = torch.as_tensor(perm, dtype=torch.long, device="cpu")
+        out = replace(
+            self,
+            posterior=self.posterior.permuted(idx),
+            hyper=self.hyper.permuted(idx),
+            geometry=self.geometry.permuted(perm) if self.geometry is not None else None,
+            gate=None,
+        )
+        if self.gate is not None and out.gate_state is not None:
+            out.gate = copy.deepcopy(self.gate)
+            out.gate.load_state_dict(out.gate_state)
+        return out
+
+    def aligned_to(self, reference: FitResult) -> FitResult:
+        """This result with its experts relabelled to match ``reference``'s
+        (:func:`expert_alignment` of the posterior means); itself when already aligned."""
+        perm = expert_alignment(reference.mean, self.mean)
+        return self if perm == list(range(len(perm))) else self.permuted(perm)
+
+    # ---- the gate and prediction -------------------------------------------------------
     def gate_network(self) -> torch.nn.Module | None:
-        """The gate with its fitted parameters, rebuilt from the model file (gated models)."""
+        """The gate with its fitted parameters (gated models): the engine's own, or rebuilt
+        from the model file once (after :meth:`load`), then cached."""
         if self.gate_state is None:
             return None
-        from .model_file import load_model
+        if self.gate is None:
+            try:
+                path = Path(self.model_path)
+                model = load_model(path if path.is_file() else self.model_name)
+            except ModelFileError as e:
+                raise InputError(
+                    f"cannot rebuild the gate: the model file {self.model_path} is gone "
+                    f"and {self.model_name!r} is not a built-in model ({e})"
+                ) from e
+            with torch.device(self.X.device):  # built where the data are, then overwritten
+                gate = model.module.make_gate(self.X.shape[1], self.experts, self.gate_hidden)
+            gate = gate.to(dtype=self.X.dtype)
+            gate.load_state_dict(self.gate_state)
+            self.gate = gate
+        return self.gate
 
-        model = load_model(self.model_path if Path(self.model_path).is_file() else self.model_name)
-        with torch.device(self.X.device):  # built where the data are, then overwritten
-            gate = model.module.make_gate(self.X.shape[1], self.experts, self.gate_hidden)
-        gate = gate.to(dtype=self.X.dtype)
-        gate.load_state_dict(self.gate_state)
-        return gate
+    @property
+    def log_gate(self) -> torch.Tensor | None:
+        """log g(x_i) (N, C) at the fitted points (gated models; noise expert last)."""
+        if self.gate_state is None:
+            return None
+        if self._log_gate is None:
+            self._log_gate = self._log_expert_weights(self.X)
+        return self._log_gate
+
+    def _log_expert_weights(self, X: torch.Tensor) -> torch.Tensor:
+        gate = self.gate_network()
+        with torch.no_grad():
+            return log_gate(gate, X, self.noise_weight)
 
     def expert_weights(self, X: torch.Tensor) -> torch.Tensor:
         """g_k(x) (N, C) for rows of X: the gate's softmax, or E_q[pi]; noise expert last."""
-        gate = self.gate_network()
-        if gate is None:
+        if self.gate_state is None:
             return self.weights.expand(X.shape[0], -1)
-        from .config import log_gate
-
-        with torch.no_grad():
-            return log_gate(gate, X, self.noise_weight).exp()
+        return self._log_expert_weights(X).exp()
 
     def predict(self, X) -> Prediction:
         """Posterior predictive mean and variance at the rows of X (a mixture over experts)."""
@@ -206,11 +409,7 @@ class FitResult:
             raise InputError(f"X must have shape (N, {self.X.shape[1]}), got {tuple(X.shape)}")
         g = self.expert_weights(X)
         K = self.experts
-        if self.maps is None:
-            mu = X @ self.mean.T
-            var = 1.0 / self.noise_precision + ((X @ self.cov) * X).sum(-1).T
-        else:
-            mu, var = self._mapped_predictive(X)
+        mu, var = expert_predictive(X, self.mean, self.cov, self.noise_precision, self.maps)
         mean = (g[:, :K] * mu).sum(-1)
         second = (g[:, :K] * (var + mu * mu)).sum(-1)
         g0 = None
@@ -222,98 +421,65 @@ class FitResult:
         variance = (second - mean * mean).clamp_min(0)
         return Prediction(mean, variance, g[:, :K], mu, var, g0, self.noise_bounds)
 
-    def _mapped_predictive(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expert means and variances of y with expert maps: t_k = y + T_k[n, :-1] x, so
-        y = w_k^T phi_k(x) - T_k[n, :-1] x + noise, phi_k(x) = T_k[:n, :-1] x."""
-        T = self.maps
-        if bool((T[:, -1, -1] != 1).any()) or bool((T[:, :-1, -1] != 0).any()):
-            raise InputError(
-                "these experts model different targets (mixed targets), so there is no "
-                "predictive density of one y; predict with experts that share the response"
-            )
-        phi = torch.einsum("nd,kjd->nkj", X, T[:, :-1, :-1])
-        mu = (phi * self.mean).sum(-1) - X @ T[:, -1, :-1].T
-        quad = torch.einsum("nkj,kjl,nkl->nk", phi, self.cov, phi)
-        return mu, 1.0 / self.noise_precision + quad
+    # ---- curves ------------------------------------------------------------------------
+    def _geometry(self) -> Geometry:
+        if self.geometry is None:
+            raise InputError("this result was not fitted on shape data (no curve geometry)")
+        return self.geometry
 
-    # ---- shapes ------------------------------------------------------------------------
-    def _standardization(self):
-        from .curve_fitting import standardization_of
-
-        return standardization_of(self.shapes)
+    @property
+    def shapes(self) -> dict[str, Any] | None:
+        """The geometry as a plain dict (:meth:`Geometry.as_dict`), or None."""
+        return None if self.geometry is None else self.geometry.as_dict()
 
     def pixel_points(self) -> np.ndarray:
-        """The fitted points (N, 2) in pixel units, read back from the shape design
-        (circle: X = [x, y, 1]; conic: X = [xy, y^2, x, y, 1]; experts with their own
-        maps: the columns named in ``shapes``; all standardized)."""
-        st = self._standardization()
-        design = self.shapes["design"]
-        if design in ("circle", "conic"):
-            cols = slice(0, 2) if design == "circle" else slice(2, 4)
-            return st.to_pixels(self.X[:, cols].detach().cpu().numpy())
-        Z = torch.cat([self.X, self.y.unsqueeze(-1)], -1).detach().cpu().numpy()
-        names = [*self.shapes["columns"], self.shapes["response"]]
-        return st.to_pixels(Z[:, [names.index("x"), names.index("y")]])
+        """The fitted points (N, 2) in pixel units, read back from the design."""
+        return self._geometry().pixel_points(_np(self.X), _np(self.y))
 
     @property
     def expert_kinds(self) -> list[str | None]:
         """The kind of curve each expert is ("circle", "conic", "line" or None)."""
-        if not self.shapes or "design" not in self.shapes:
-            raise InputError("this result was not fitted on shape data (no curve design)")
-        if self.shapes["design"] in ("circle", "conic"):
-            return [self.shapes["design"]] * self.experts
-        return list(self.shapes["kinds"])
+        return list(self._geometry().kinds)
 
     def curves(self) -> list:
         """Each expert as its own kind of curve, in pixel units, from E_q[w_k]: a Circle for
         a circle expert, a Conic for a conic (ellipse) expert, a Line for a line expert, the
         weights for an expert without a kind (:mod:`pyro_moe.experts`)."""
-        from .experts import curve_of
+        return self._geometry().curves(_np(self.mean))
 
-        st = self._standardization()
-        W = self.mean.detach().cpu().numpy()
-        return [curve_of(kind, w, st) for kind, w in zip(self.expert_kinds, W, strict=True)]
+    def _curves_of(self, kind: str) -> list:
+        kinds = self.expert_kinds
+        if set(kinds) != {kind}:
+            plural = {"circle": "circles", "conic": "conics"}[kind]
+            raise InputError(f"the experts are {kinds}, not all {plural}; use result.curves()")
+        return self.curves()
 
     def circles(self) -> list:
         """One circle per expert, in pixel units (x = column, y = row), from E_q[w_k]."""
-        from .shapes import circle_from_weights, circle_to_pixels
-
-        st = self._standardization()
-        if self.shapes["design"] != "circle":
-            if set(self.expert_kinds) == {"circle"}:
-                return self.curves()
-            raise InputError(
-                f"the experts are {self.expert_kinds}, not all circles; use result.curves()"
-            )
-        return [circle_to_pixels(circle_from_weights(w), st) for w in self.mean.cpu().numpy()]
+        return self._curves_of("circle")
 
     def conics(self) -> list:
         """One conic per expert, in pixel units, from E_q[w_k]."""
-        from .shapes import conic_from_weights, conic_to_pixels
-
-        st = self._standardization()
-        if self.shapes["design"] != "conic":
-            if set(self.expert_kinds) == {"conic"}:
-                return self.curves()
-            raise InputError(
-                f"the experts are {self.expert_kinds}, not all conics; use result.curves()"
-            )
-        return [conic_to_pixels(conic_from_weights(w), st) for w in self.mean.cpu().numpy()]
+        return self._curves_of("conic")
 
     # ---- persistence -------------------------------------------------------------------
-    _ARRAYS = (
-        "X y responsibilities mean cov prior_mean prior_cov noise_precision concentration "
-        "objective_history elbo_history time_history alpha log_gate noise_shape noise_rate "
-        "regularization_cov noise_bounds noise_weight maps"
-    ).split()
-
     def save(self, path: str | Path) -> Path:
-        """Write a ``.npz`` (see the module docstring); atomic: a temp file, then a rename."""
-        path = Path(path)
-        arrays = {k: _np(getattr(self, k)) for k in self._ARRAYS if getattr(self, k) is not None}
+        """Write a ``.npz`` (see the module docstring), atomically
+        (:func:`pyro_moe.files.atomic_write`)."""
+        arrays: dict[str, np.ndarray] = {"X": _np(self.X), "y": _np(self.y)}
+        for part, names in _PARTS.items():
+            for name in names:
+                value = getattr(getattr(self, part), name)
+                if value is not None:
+                    arrays[name] = _np(value)
+        for key, name in _HISTORY.items():
+            arrays[key] = _np(getattr(self.history, name))
+        if self.log_gate is not None:
+            arrays["log_gate"] = _np(self.log_gate)
         for name, value in (self.gate_state or {}).items():
             arrays[f"gate/{name}"] = _np(value)
         meta = {
+            "format": 2,
             "method": self.method,
             "model_name": self.model_name,
             "model_path": self.model_path,
@@ -323,49 +489,92 @@ class FitResult:
             "learn": list(self.learn),
             "gate_hidden": self.gate_hidden,
             "restarts": self.restarts,
-            "shapes": self.shapes,
+            "geometry": self.shapes,
         }
         arrays["meta"] = np.array(json.dumps(meta, default=_jsonable))
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent if str(path.parent) else ".")
-        os.close(fd)
-        try:
-            np.savez(tmp, **arrays)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved result is a normal file
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+        return atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | Path) -> FitResult:
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save`; anything else is an :class:`InputError`."""
         try:
-            data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read a saved result from {path}: {e}") from e
-        with data:
-            meta = json.loads(str(data["meta"]))
-            kw = {k: torch.from_numpy(data[k].copy()) for k in cls._ARRAYS if k in data.files}
-            gate = {
-                k[5:]: torch.from_numpy(data[k].copy()) for k in data.files if k.startswith("gate/")
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                arrays = {k: torch.from_numpy(data[k].copy()) for k in data.files if k != "meta"}
+            kw = {k: arrays[k] for k in ("X", "y")}
+            parts = {
+                part: {n: arrays[n] for n in names if n in arrays} for part, names in _PARTS.items()
             }
-        return cls(
-            **kw,
-            method=meta["method"],
-            model_name=meta["model_name"],
-            model_path=meta["model_path"],
-            iterations=meta["iterations"],
-            wall_time=meta["wall_time"],
-            converged=meta["converged"],
-            learn=tuple(meta["learn"]),
-            gate_hidden=meta["gate_hidden"],
-            restarts=meta["restarts"],
-            shapes=meta["shapes"],
-            gate_state=gate or None,
-        )
+            gate = {k[5:]: v for k, v in arrays.items() if k.startswith("gate/")} or None
+            K = parts["posterior"]["mean"].shape[0]
+            geometry = meta.get("geometry", meta.get("shapes"))
+            result = cls(
+                **kw,
+                method=meta["method"],
+                model_name=meta["model_name"],
+                model_path=meta["model_path"],
+                posterior=Posterior(**parts["posterior"]),
+                hyper=Hyperparameters(
+                    **parts["hyper"], gate_state=gate, gate_hidden=meta["gate_hidden"]
+                ),
+                history=History(
+                    **{name: arrays[key] for key, name in _HISTORY.items()},
+                    iterations=int(meta["iterations"]),
+                    wall_time=float(meta["wall_time"]),
+                    converged=bool(meta["converged"]),
+                ),
+                learn=tuple(meta["learn"]),
+                restarts=list(meta["restarts"]),
+                geometry=Geometry.from_dict(geometry, K) if geometry else None,
+            )
+        except InputError as e:
+            raise InputError(f"cannot read a saved result from {path}: {e}") from e
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+            raise InputError(
+                f"cannot read a saved result from {path}: {type(e).__name__}: {e}"
+            ) from e
+        result.check_shapes()
+        return result
+
+    def check_shapes(self) -> None:
+        """Raise :class:`InputError` unless every array has the shape its role needs."""
+        N, n = self.X.shape if self.X.dim() == 2 else (-1, -1)
+        K = self.mean.shape[0] if self.mean.dim() == 2 else -1
+        C = K + int(self.noise_expert)
+        want = {
+            "X": (self.X, (N, n)),
+            "y": (self.y, (N,)),
+            "responsibilities": (self.responsibilities, (N, C)),
+            "mean": (self.mean, (K, n) if self.maps is None else (K, self.mean.shape[-1])),
+            "cov": (self.cov, (K, self.mean.shape[-1], self.mean.shape[-1])),
+            "noise_precision": (self.noise_precision, ()),
+        }
+        if self.alpha is not None:
+            want["alpha"] = (self.alpha, (C,))
+        if self.noise_bounds is not None:
+            want["noise_bounds"] = (self.noise_bounds, (2,))
+        bad = [
+            f"{name} {tuple(t.shape)} (expected {shape})"
+            for name, (t, shape) in want.items()
+            if tuple(t.shape) != shape or min(shape, default=0) < 0
+        ]
+        if len(self.objective_history) == 0:
+            bad.append("an empty objective history")
+        if bad:
+            raise InputError("inconsistent result arrays: " + ", ".join(bad))
+
+
+#: the saved arrays of each part, by name (gate parameters are saved as ``gate/<name>``)
+_PARTS = {
+    "posterior": sorted(f.name for f in fields(Posterior)),
+    "hyper": sorted({f.name for f in fields(Hyperparameters)} - {"gate_state", "gate_hidden"}),
+}
+_HISTORY = {"objective_history": "objective", "elbo_history": "elbo", "time_history": "time"}
 
 
 def _np(t) -> np.ndarray:

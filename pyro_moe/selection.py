@@ -31,7 +31,7 @@ Admissibility. A fit at K counts only when its K experts are *distinct and used*
 
 * every expert's weight share (``result.weights``, the noise expert excluded) is at least
   ``min_share`` (default 1%);
-* no two experts coincide: for circle designs (``result.shapes``), two circles coincide
+* no two experts coincide: for circle experts (``result.geometry``), two circles coincide
   when their Hausdorff distance :math:`|c_j - c_k| + |r_j - r_k|` is below
   ``min_separation`` pixels (default 2: a 1-px raster cannot resolve closer rings), and an
   invalid circle (:math:`r^2 < 0`) with a share above ``min_share`` is not a curve; for any
@@ -55,10 +55,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .curve_fitting import curve_data
 from .errors import InputError
 from .fitting import fit
 from .model_file import Model
 from .result import FitResult
+from .shapes.geometry import Geometry
 
 __all__ = ["Selection", "distinct_experts", "select_circles", "select_curves", "select_experts"]
 
@@ -144,8 +146,7 @@ def distinct_experts(
             if rms < duplicate_sd * sd:
                 same[a, b] = same[b, a] = True
     invalid = []
-    shapes = result.shapes or {}
-    if shapes.get("design") == "circle":
+    if result.geometry is not None and set(result.expert_kinds) == {"circle"}:
         circles = result.circles()
         for a in used:
             if not circles[a].valid:
@@ -193,6 +194,7 @@ def select_experts(
     min_share: float = 0.01,
     min_separation: float = 2.0,
     duplicate_sd: float = 1.0,
+    geometry: Geometry | None = None,
     **fit_kwargs: Any,
 ) -> Selection:
     """Fit K = ``min_experts`` .. ``max_experts`` and choose K by the ELBO.
@@ -203,7 +205,9 @@ def select_experts(
     See the module docstring for the biases of this criterion.
 
     ``fit_kwargs`` go to :func:`pyro_moe.fit` for every K (method, seed, learn,
-    noise_expert, priors, shapes, ...). ``experts`` may not be among them.
+    noise_expert, priors, ...). ``experts`` may not be among them. ``geometry``: the
+    curve geometry of one expert's form (:mod:`pyro_moe.curve_fitting`), repeated K times
+    for the fit with K experts.
     """
     if "experts" in fit_kwargs:
         raise InputError("select_experts chooses the number of experts; do not pass experts=")
@@ -221,7 +225,8 @@ def select_experts(
     results: dict[int, FitResult] = {}
     table: list[dict[str, Any]] = []
     for K in range(int(min_experts), max_experts + 1):
-        res = fit(model, X, y, experts=K, n_init=n_init, **fit_kwargs)
+        g = geometry.repeated(K) if geometry is not None else None
+        res = fit(model, X, y, experts=K, n_init=n_init, geometry=g, **fit_kwargs)
         results[K] = res
         distinct, note = distinct_experts(
             res, min_share=min_share, min_separation=min_separation, duplicate_sd=duplicate_sd
@@ -284,22 +289,21 @@ def select_curves(
 
     ``source`` is what :func:`pyro_moe.fit_curves` takes (image path or array, (N, 2)
     points, a PointSet). Points are standardized as in ``fit_curves`` and the results carry
-    the shapes info, so ``selection.result.circles()`` / ``.conics()`` are in pixel units.
+    their geometry, so ``selection.result.circles()`` / ``.conics()`` are in pixel units.
     ``options`` go to :func:`select_experts` and on to :func:`pyro_moe.fit`.
     """
-    from .curve_fitting import curve_design
-
-    X, t, shapes = curve_design(
-        source, design, max_points=max_points, seed=seed, image_options=image_options
-    )
+    data = curve_data(
+        source, 1, design=design, model=model, max_points=max_points, seed=seed,
+        image_options=image_options,
+    )  # fmt: skip
     return select_experts(
         model,
-        X,
-        t,
+        data.X,
+        data.y,
         max_experts=max_experts,
         min_experts=min_experts,
         seed=seed,
-        shapes=shapes,
+        geometry=data.geometry,
         **options,
     )
 

@@ -35,10 +35,10 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .curve_fitting import standardization_of
 from .errors import InputError
 from .result import FitResult
-from .shapes import Standardization, circle_parameters
+from .shapes.curves import circle_parameters, conic_from_weights, conic_to_pixels
+from .shapes.points import Standardization
 
 __all__ = [
     "CircleUncertainty",
@@ -96,12 +96,12 @@ class CircleUncertainty:
 
 
 def _circle_standardization(result: FitResult) -> Standardization:
-    if result.shapes is None or set(_kinds(result)) != {"circle"}:
+    if result.geometry is None or set(_kinds(result)) != {"circle"}:
         raise InputError(
             "circle uncertainty needs a fit whose experts are all circles (fit_circles); "
             "for a mix of kinds use curve_uncertainty"
         )
-    return standardization_of(result.shapes)
+    return result.geometry.standardization
 
 
 def _kinds(result: FitResult) -> list:
@@ -225,8 +225,6 @@ _CONIC_FIELDS = ("cx", "cy", "a", "b", "angle")
 
 
 def _conic_geometry(w: np.ndarray, st) -> tuple[str, np.ndarray | None]:
-    from .shapes import conic_from_weights, conic_to_pixels
-
     c = conic_to_pixels(conic_from_weights(w), st)
     if c.kind not in ("ellipse", "hyperbola") or c.center is None or c.semi_axes is None:
         return c.kind, None
@@ -242,12 +240,12 @@ def conic_uncertainty(
     ``rel_step`` times the posterior sd of each weight (the angle difference is wrapped
     to (-pi/2, pi/2]). The angle of a near-circle is ill-defined and its sd large.
     """
-    if result.shapes is None or set(_kinds(result)) != {"conic"}:
+    if result.geometry is None or set(_kinds(result)) != {"conic"}:
         raise InputError(
             "conic uncertainty needs a fit whose experts are all conics (fit_conics); "
             "for a mix of kinds use curve_uncertainty"
         )
-    st = result._standardization()
+    st = result.geometry.standardization
     return [_conic(m, B, st, level, rel_step) for m, B in _posteriors(result, 5)]
 
 
@@ -285,7 +283,7 @@ def curve_uncertainty(
     """Per expert, by its kind: a :class:`CircleUncertainty` for a circle expert, a
     :class:`ConicUncertainty` for a conic (ellipse) expert, None for other kinds (a line
     expert's (a, c) sds are ``sqrt(diag(result.cov[k][:2, :2]))`` in standard units)."""
-    st = standardization_of(result.shapes)
+    st = result._geometry().standardization
     out: list[CircleUncertainty | ConicUncertainty | None] = []
     for kind, (m, B) in zip(result.expert_kinds, _posteriors(result), strict=True):
         if kind == "circle":

@@ -153,7 +153,7 @@ def test_objective_never_decreases_with_the_gate_prior(model, scale, seed):
 def test_gate_steps_fitted_first_on_a_subsample_keep_the_ascent(monkeypatch, noise_expert):
     """Large data sets fit a large gate move on a subsample first (engine.GATE_PRESAMPLE
     rows), then polish on all points; shrunk here so that 3000 points take that path."""
-    from pyro_moe.cavi import engine
+    from pyro_moe.engines import gate as engine
 
     monkeypatch.setattr(engine, "GATE_PRESAMPLE", 256)
     calls = []
@@ -169,7 +169,7 @@ def test_gate_steps_fitted_first_on_a_subsample_keep_the_ascent(monkeypatch, noi
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
         result = pyro_moe.fit(
-            "regularized_experts", X, y, experts=2, n_init=1, max_iter=40, tol=-1.0,
+            "regularized_experts", X, y, experts=2, n_init=1, max_iter=40, tol=0.0,
             gate_warm_start=True, noise_expert=noise_expert,
         )  # fmt: skip
     assert calls, "the subsample path was not taken"
@@ -180,7 +180,7 @@ def test_gate_steps_fitted_first_on_a_subsample_keep_the_ascent(monkeypatch, noi
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
         monkeypatch.setattr(engine, "GATE_PRESAMPLE", 10**9)
         full = pyro_moe.fit(
-            "regularized_experts", X, y, experts=2, n_init=1, max_iter=40, tol=-1.0,
+            "regularized_experts", X, y, experts=2, n_init=1, max_iter=40, tol=0.0,
             gate_warm_start=True, noise_expert=noise_expert,
         )  # fmt: skip
     assert result.objective == pytest.approx(full.objective, rel=1e-6, abs=1e-3)

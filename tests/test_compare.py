@@ -14,6 +14,7 @@ import torch
 import pyro_moe
 from pyro_moe.compare import align, compare, time_to_within
 from pyro_moe.shapes import circle_design, circle_error, synthetic_1
+from pyro_moe.shapes.geometry import Geometry
 
 STUDY_PRIOR = [[0.0, 0.0, 0.1], [0.0, 0.0, 2.0]]
 
@@ -22,11 +23,11 @@ STUDY_PRIOR = [[0.0, 0.0, 0.1], [0.0, 0.0, 2.0]]
 def comparison():
     d = synthetic_1()
     X, t = circle_design(d.xy)
-    shapes = {"design": "circle", "center": [0.0, 0.0], "scale": 1.0}  # already standard
+    geometry = Geometry.of("circle", 2)  # already standard units
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
         c = compare(
-            "mixture_of_models", X, t, experts=2, shapes=shapes, prior_mean=STUDY_PRIOR,
+            "mixture_of_models", X, t, experts=2, geometry=geometry, prior_mean=STUDY_PRIOR,
             learn="none", noise_precision=1e3, svi_options={"n_init": 1},
         )  # fmt: skip
     return d, c

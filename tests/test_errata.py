@@ -13,7 +13,7 @@ import torch
 from conftest import STUDY_PRIOR_MEAN, STUDY_XI, two_circles
 
 import pyro_moe
-from pyro_moe.cavi import updates as U
+from pyro_moe.closed_form import updates as U
 
 
 def _state(name="regularized_experts"):

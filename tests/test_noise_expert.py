@@ -10,7 +10,7 @@ import torch
 from conftest import STUDY_PRIOR_MEAN, STUDY_XI
 
 import pyro_moe
-from pyro_moe.cavi.updates import gate_log_prior, regularizer
+from pyro_moe.closed_form.updates import gate_log_prior, regularizer
 from pyro_moe.shapes import circle_design, circle_error, circles_from_weights, synthetic_3
 
 

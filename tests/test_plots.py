@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 import pyro_moe
 from pyro_moe import plots as P
 from pyro_moe.shapes import circle_design, ellipse_points, hyperbola_points, synthetic_2
+from pyro_moe.shapes.geometry import Geometry
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,7 @@ def test_plot_objective(circles, tmp_path, x, panels):
 def test_trace_parameters_is_deterministic_and_consistent(tmp_path):
     d = synthetic_2(0)
     X, t = circle_design(d.xy)
-    shapes = {"design": "circle", "center": [0.0, 0.0], "scale": 1.0}
-    kw = dict(experts=2, seed=0, init="subsets", shapes=shapes)
+    kw = dict(experts=2, seed=0, init="subsets", geometry=Geometry.of("circle", 2))
     tr = P.trace_parameters("mixture_of_models", X, t, iterations=(1, 3, 5), **kw)
     assert tr.mean.shape == (3, 2, 3) and tr.objective.shape == (3,)
     assert np.all(np.diff(tr.objective) >= -1e-9)  # CAVI never decreases

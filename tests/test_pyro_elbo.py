@@ -16,7 +16,7 @@ from conftest import STUDY_PRIOR_MEAN, edited_model, two_circles
 from pyro.infer import TraceEnum_ELBO
 
 import pyro_moe
-from pyro_moe.cavi.bridge import closed_form_objective, config_at, guide_params
+from pyro_moe.closed_form.bridge import closed_form_objective, config_at, guide_params
 
 GAMMA_EDIT = ("    return None\n", "    return dist.Gamma(config.const(2.0), config.const(0.5))\n")
 

@@ -10,7 +10,14 @@ import torch
 from conftest import STUDY_PRIOR_MEAN, two_circles
 
 import pyro_moe
-from pyro_moe.shapes import circle_error, circle_image
+from pyro_moe.shapes import (
+    circle_design,
+    circle_error,
+    circle_image,
+    circle_points,
+    ellipse_points,
+    synthetic_3,
+)
 
 
 @pytest.mark.parametrize("name", ["mixture_of_models", "mixture_of_experts"])
@@ -81,3 +88,99 @@ def test_load_rejects_a_non_result(tmp_path):
     bad.write_text("not a zip")
     with pytest.raises(pyro_moe.InputError, match="cannot read a saved result"):
         pyro_moe.FitResult.load(bad)
+
+
+# ---- relabelling: every per-expert quantity moves with its expert -------------------------
+def test_permuted_keeps_the_noise_expert_last():
+    """Regression: the relabelled copy dropped the noise column, and its predict raised."""
+    d = synthetic_3(0)
+    X, t = circle_design(d.xy)
+    res = pyro_moe.fit("mixture_of_models", X, t, experts=2, noise_expert=True, n_init=2)
+    p = res.permuted([1, 0])
+    assert p.responsibilities.shape == res.responsibilities.shape == (len(t), 3)
+    torch.testing.assert_close(p.responsibilities, res.responsibilities[:, [1, 0, 2]])
+    torch.testing.assert_close(p.alpha, res.alpha[[1, 0, 2]])
+    torch.testing.assert_close(p.concentration, res.concentration[[1, 0, 2]])
+    torch.testing.assert_close(p.outliers, res.outliers)
+    Xn = torch.as_tensor(X[:7])
+    a, b = p.predict(Xn), res.predict(Xn)
+    torch.testing.assert_close(a.mean, b.mean)
+    torch.testing.assert_close(a.expert_means, b.expert_means[:, [1, 0]])
+    torch.testing.assert_close(a.noise_weight, b.noise_weight)
+
+
+def test_permuted_moves_the_maps_and_kinds_of_mixed_experts():
+    """Regression: with experts of different kinds the maps stayed put, so an ellipse's
+    weights were read as a circle's."""
+    xy = np.vstack(
+        [
+            circle_points([(40.0, 40.0)], [15.0], 120, jitter=0.2, seed=0)[0],
+            ellipse_points((90.0, 60.0), (30.0, 12.0), 0.4, 160, jitter=0.2, seed=1),
+        ]
+    )
+    res = pyro_moe.fit_curves(xy, experts=["circle", "ellipse"])
+    p = res.permuted([1, 0])
+    assert p.expert_kinds == ["conic", "circle"]
+    torch.testing.assert_close(p.maps, res.maps[[1, 0]])
+    assert [c.as_dict() for c in p.curves()] == [c.as_dict() for c in res.curves()[::-1]]
+    assert p.objective == res.objective
+    torch.testing.assert_close(p.predict(res.X[:5]).mean, res.predict(res.X[:5]).mean)
+
+
+def test_permuted_twice_back_is_the_original_and_bad_permutations_are_refused():
+    X, y = two_circles(80, seed=2)
+    res = pyro_moe.fit("mixture_of_experts", X, y, experts=2, n_init=1)
+    back = res.permuted([1, 0]).permuted([1, 0])
+    for key in ["mean", "cov", "responsibilities", "prior_mean", "log_gate"]:
+        torch.testing.assert_close(getattr(back, key), getattr(res, key))
+    with pytest.raises(pyro_moe.InputError, match="not a permutation"):
+        res.permuted([0, 0])
+
+
+def test_the_gate_is_built_once_not_per_predict(monkeypatch, tmp_path):
+    """Regression: every predict of a gated result re-executed the model file."""
+    import pyro_moe.result as R
+
+    calls = []
+    real = R.load_model
+    monkeypatch.setattr(R, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    X, y = two_circles(80, seed=2)
+    res = pyro_moe.fit("mixture_of_experts", X, y, experts=2, n_init=1)
+    first = res.predict(X[:4]).mean
+    for _ in range(20):
+        res.predict(X[:4])
+    assert calls == []  # the engine's own gate, cached on the result
+    back = pyro_moe.FitResult.load(res.save(tmp_path / "gated.npz"))
+    for _ in range(20):
+        torch.testing.assert_close(back.predict(X[:4]).mean, first)
+    assert len(calls) == 1  # rebuilt from the model file once, after loading
+
+
+def test_load_refuses_inconsistent_arrays(tmp_path):
+    X, y = two_circles(40)
+    res = pyro_moe.fit("mixture_of_models", X, y, experts=2, n_init=1)
+    path = res.save(tmp_path / "fit.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["responsibilities"] = arrays["responsibilities"][:10]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(pyro_moe.InputError, match="inconsistent result arrays.*responsibilities"):
+        pyro_moe.FitResult.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(pyro_moe.InputError, match="cannot read a saved result"):
+        pyro_moe.FitResult.load(tmp_path / "other.npz")
+
+
+def test_save_refuses_to_replace_what_is_not_a_regular_file(tmp_path):
+    X, y = two_circles(40)
+    res = pyro_moe.fit("mixture_of_models", X, y, experts=2, n_init=1)
+    target = tmp_path / "real.npz"
+    target.write_bytes(b"keep me")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    with pytest.raises(pyro_moe.InputError, match="not a regular file"):
+        res.save(link)
+    assert link.is_symlink() and target.read_bytes() == b"keep me"
+    with pytest.raises(pyro_moe.InputError, match="does not exist"):
+        res.save(tmp_path / "missing" / "fit.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npz", "real.npz"]

@@ -1,4 +1,4 @@
-"""Tests of the SVI engine (pyro_moe.svi): exact posterior at K = 1, circles, minibatches,
+"""Tests of the SVI engine (pyro_moe.engines.svi): exact posterior at K = 1, circles, minibatches,
 a non-conjugate prior, options."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_k1_matches_exact_conjugate_posterior():
     r = _quiet(
         model="mixture_of_models", X=X, y=y, experts=1, method="svi", learn="none", prior_mean=w0,
         prior_cov=A, noise_precision=beta, n_init=1, start="guide", lr=0.1, lr_decay=0.005,
-        max_steps=1000, tol=1e-9,
+        max_iter=1000, tol=1e-9,
     )  # fmt: skip
     A_inv = torch.linalg.inv(A)
     B = torch.linalg.inv(A_inv + beta * X.T @ X)
@@ -92,7 +92,7 @@ def test_minibatch_large_n_recovers_circles():
     r = _quiet(
         model="mixture_of_models", X=X, y=t, experts=2, method="svi", n_init=1,
         prior_mean=STUDY_PRIOR, learn="none", noise_precision=1e3, batch_size=2000,
-        max_steps=100,
+        max_iter=100,
     )  # fmt: skip
     truth = [
         pyro_moe.shapes.Circle(0.0, 0.0, 0.5, True),
@@ -123,7 +123,7 @@ def test_non_conjugate_prior_cavi_refuses_svi_fits(laplace_model):
     kw = dict(experts=2, prior_mean=STUDY_PRIOR, learn="none", noise_precision=1e3)
     with pytest.raises(pyro_moe.NonConjugateError, match=r"'w'.*Laplace"):
         pyro_moe.fit(laplace_model, X, t, method="cavi", **kw)
-    r = _quiet(model=laplace_model, X=X, y=t, method="svi", n_init=1, max_steps=1000, **kw)
+    r = _quiet(model=laplace_model, X=X, y=t, method="svi", n_init=1, max_iter=1000, **kw)
     assert circle_error(d.circles, _circles(r)) < 1e-2
     assert r.restarts[0]["objective_se"] > 0  # a Monte Carlo final objective
     assert np.isfinite(r.objective)
@@ -133,7 +133,7 @@ def test_gated_and_regularized_models_run():
     d = synthetic_1()
     X, t = circle_design(d.xy)
     r = _quiet(
-        model="regularized_experts", X=X, y=t, experts=2, method="svi", n_init=1, max_steps=60,
+        model="regularized_experts", X=X, y=t, experts=2, method="svi", n_init=1, max_iter=60,
         prior_mean=STUDY_PRIOR, noise_precision=1e3,
     )  # fmt: skip
     assert r.gate_state is not None and r.log_gate.shape == (len(t), 2)

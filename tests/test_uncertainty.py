@@ -35,6 +35,7 @@ from pyro_moe.shapes import (
     circle_weights,
     ellipse_points,
 )
+from pyro_moe.shapes.geometry import Geometry
 from pyro_moe.uncertainty import (
     circle_jacobian,
     circle_samples,
@@ -90,7 +91,7 @@ def test_delta_method_agrees_with_sampling(n, jitter):
 def test_invalid_circle_has_no_radius_sd_and_no_nan():
     X, t = circle_design(circle_points([(0, 0)], [1.0], 50, jitter=0.05, seed=0)[0])
     res = _quiet_fit("mixture_of_models", X, t, experts=1, n_init=1)
-    res.shapes = {"design": "circle", "center": [10.0, 20.0], "scale": 5.0}
+    res.geometry = Geometry.of("circle", 1, Standardization(np.array([10.0, 20.0]), 5.0))
     res.mean[0] = res.mean.new_tensor([0.2, 0.2, -3.0])  # r^2 < 0
     (u,) = circle_uncertainty(res)
     assert not u.valid and u.r is None and u.sd_r is None and u.r_interval is None
@@ -110,9 +111,10 @@ def _model_draw(seed: int, learn: str):
     w = circle_weights(x0, y0, 20.0 / st.scale)
     beta = 400.0
     t = X @ w + np.random.default_rng(10_000 + seed).normal(0.0, beta**-0.5, len(X))
-    shapes = {"design": "circle", "center": list(st.center), "scale": st.scale}
     kw = {"noise_precision": beta, "learn": "none"} if learn == "none" else {"learn": learn}
-    res = _quiet_fit("mixture_of_models", X, t, experts=1, n_init=1, shapes=shapes, **kw)
+    res = _quiet_fit(
+        "mixture_of_models", X, t, experts=1, n_init=1, geometry=Geometry.of("circle", 1, st), **kw
+    )
     return circle_uncertainty(res, level=0.95)[0]
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -17,7 +18,7 @@ from ..config import Config, gate_weights, log_gate
 from ..model_file import Model
 from ..result import FitResult
 from . import updates as U
-from .conjugacy import read_model
+from .sites import read_model
 
 
 def guide_params(result: FitResult) -> dict[str, torch.Tensor]:
@@ -42,8 +43,6 @@ def guide_params(result: FitResult) -> dict[str, torch.Tensor]:
 
 def config_at(result: FitResult, config: Config) -> Config:
     """``config`` with its hyperparameters (and gate) set to the fitted point estimates."""
-    import copy
-
     new = copy.deepcopy(config)
     new.prior_mean = result.prior_mean.clone()
     new.prior_cov = result.prior_cov.clone()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-LOG_2PI = math.log(2 * math.pi)
+from ..likelihood import LOG_2PI, expected_log_densities, residual_map
 
 
 @dataclass
@@ -255,15 +255,6 @@ def z_space(
     return a, F.transpose(-1, -2) @ q.cov @ F
 
 
-def residual_map(W: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
-    """a_k (..., K, d) with t_ik - w_k^T phi_ik = z_i^T a_k: a_k = T_k[n]^T - T_k[:n]^T w_k,
-    for weights W (..., K, n) (e.g. a stack of posterior draws)."""
-    n = W.shape[-1]
-    if maps is None:
-        return torch.cat([-W, W.new_ones(*W.shape[:-1], 1)], -1)
-    return maps[:, n] - (W.unsqueeze(-1) * maps[:, :n]).sum(-2)
-
-
 def expected_sq_residuals(
     X: torch.Tensor, y: torch.Tensor, q: WeightPosterior, maps: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -380,11 +371,9 @@ def responsibilities(
     log r_iK = log_prior_iK + log u, u = 1/(hi - lo) the uniform density over the targets.
     Normalised by log-sum-exp; returns log r (N, C).
     """
-    K = e.shape[-1]
-    logits = log_prior[..., :K] - 0.5 * e_beta * e + 0.5 * e_log_beta - 0.5 * LOG_2PI
-    if noise_log_density is not None:
-        logits = torch.cat([logits, log_prior[..., K:] + noise_log_density], -1)
-    return torch.log_softmax(logits, dim=-1)
+    return torch.log_softmax(
+        log_prior + expected_log_densities(e, e_log_beta, e_beta, noise_log_density), dim=-1
+    )
 
 
 def weights_kl(q: WeightPosterior, prior: WeightPrior) -> torch.Tensor:
@@ -484,12 +473,7 @@ def objective(
     With the noise expert (column K of r), its likelihood term is sum_i r_iK log u.
     """
     r = log_r.exp()
-    K = e.shape[-1]
-    like = (
-        torch.where(r > 0, r * log_prior, 0.0).sum()
-        + (r[..., :K] * (0.5 * e_log_beta - 0.5 * LOG_2PI - 0.5 * e_beta * e)).sum()
-    )
-    if noise_log_density is not None:
-        like = like + r[..., K:].sum() * noise_log_density
+    log_dens = expected_log_densities(e, e_log_beta, e_beta, noise_log_density)
+    like = torch.where(r > 0, r * (log_prior + log_dens), 0.0).sum()
     entropy = -torch.special.xlogy(r, r).sum()
     return _minus_kls(like + entropy, q, weight_prior(w0, A), alpha, mu, qbeta, beta_prior, xi)

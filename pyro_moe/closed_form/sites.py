@@ -1,31 +1,24 @@
-"""Reading a model file for CAVI: which sites it has, whether each is conjugate, and the
-prior values it uses.
+"""The site registry, and reading a model file for CAVI.
 
-The model file is the single source of truth. CAVI traces the model once on a few rows
-and checks every sample site against the closed forms it implements:
+The model file is the single source of truth. :data:`SITES` says, for every sample site a
+model file may have, which distribution CAVI can update in closed form, what that update
+is, which term of the objective the site contributes, and which test proves the update
+against Pyro's own ELBO or the objective's monotone ascent. It is what a newcomer reads to
+learn "which update fits this site"; :func:`read_model` traces the model and checks every
+site against it, and a site that is not in it, or not of its family, raises
+:class:`~pyro_moe.errors.NonConjugateError` naming the site and its distribution, with
+``method="svi"`` suggested: an edit is never silently ignored.
 
-=========================  ==============================  ===========================
-site                       distribution CAVI can update    closed form
-=========================  ==============================  ===========================
-``w``                      MultivariateNormal              q(w_k) Gaussian
-``pi``                     Dirichlet                       q(pi) Dirichlet
-``z``                      Categorical                     q(z_i) categorical
-``y`` (observed)           Normal                          Gaussian likelihood
-``noise_precision``        Gamma                           q(beta) Gamma
-``prior_regularization``   MultivariateNormal(0, Xi), obs  exact w0 M-step
-``y_noise`` (observed)     Uniform(lo, hi)                 constant log-density (noise expert)
-``gate_prior`` (observed)  Normal(0, s) on the gate's      MAP gate step (penalised
-                           weights                         L-BFGS)
-=========================  ==============================  ===========================
-
-Anything else raises :class:`~pyro_moe.errors.NonConjugateError`, which names the site and
-its distribution and suggests ``method="svi"``: an edit is never silently ignored.
+The equations are in ``docs/derivation.md``; the functions named in :data:`SITES` live in
+:mod:`pyro_moe.closed_form.updates`.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import pyro
 import pyro.distributions as dist
@@ -37,17 +30,87 @@ from torch.distributions import Independent
 from ..config import Config, gate_weights
 from ..errors import ModelFileError, NonConjugateError
 from ..model_file import Model
+from . import updates as U
 
-SUPPORTED = {
-    "w": dist.MultivariateNormal,
-    "pi": dist.Dirichlet,
-    "z": dist.Categorical,
-    "y": dist.Normal,
-    "noise_precision": dist.Gamma,
-    "prior_regularization": dist.MultivariateNormal,
-    "y_noise": dist.Uniform,
-    "gate_prior": dist.Normal,
-}
+
+@dataclass(frozen=True)
+class Site:
+    """One model-file site CAVI can fit: its conjugate family, its closed-form update,
+    its term of the objective, and the tests that prove it."""
+
+    name: str
+    family: type
+    role: str
+    update: tuple[Callable, ...]
+    objective: str
+    tests: tuple[str, ...]
+
+
+#: Every site CAVI knows, by name (``pyro_moe.parts`` writes them; the model files compose).
+SITES: Mapping[str, Site] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
+            Site(
+                "w", dist.MultivariateNormal,
+                "expert weights w_k ~ N(w0_k, A_k)",
+                (U.update_weights, U.update_prior_mean, U.update_prior_cov),
+                "-KL(q(w_k) || p(w_k)), q(w_k) = N(m_k, B_k)  (weights_kl)",
+                ("tests/test_pyro_elbo.py::test_closed_form_elbo_matches_pyro",
+                 "tests/test_errata.py::test_erratum_e_prior_cov_as_second_moment_is_wrong_for_nonzero_w0"),
+            ),
+            Site(
+                "pi", dist.Dirichlet, "mixture weights pi ~ Dir(mu) (mixtures of models)",
+                (U.dirichlet_expected_log,),
+                "-KL(q(pi) || p(pi)), q(pi) = Dir(mu + N_k)  (dirichlet_kl)",
+                ("tests/test_pyro_elbo.py::test_asymmetric_dirichlet_matches_pyro",),
+            ),
+            Site(
+                "z", dist.Categorical, "assignments z_i ~ Cat(pi) or Cat(g(x_i))",
+                (U.e_step, U.responsibilities),
+                "sum_ik r_ik (log prior_ik - log r_ik)  (the entropy of q(Z))",
+                ("tests/test_errata.py::test_erratum_a_published_qz_update_ignores_y_and_lowers_the_elbo",
+                 "tests/test_cavi_monotone.py::test_objective_never_decreases"),
+            ),
+            Site(
+                "y", dist.Normal, "observed targets y_i | z_i = k ~ N(w_k^T x_i, 1/beta)",
+                (U.sufficient_stats, U.update_noise_precision),
+                "sum_ik r_ik E log N(y_i | w_k^T x_i, 1/beta)  (likelihood.expected_log_densities)",
+                ("tests/test_pyro_elbo.py::test_closed_form_elbo_matches_pyro",),
+            ),
+            Site(
+                "noise_precision", dist.Gamma, "a latent noise precision beta ~ Gamma(a0, b0)",
+                (U.update_noise_gamma,),
+                "-KL(q(beta) || p(beta)), q(beta) = Gamma(a, b)  (gamma_kl)",
+                ("tests/test_pyro_elbo.py::test_closed_form_elbo_matches_pyro_with_gamma_noise_prior",
+                 "tests/test_model_files.py::test_gamma_noise_prior_fits_with_cavi"),
+            ),
+            Site(
+                "prior_regularization", dist.MultivariateNormal,
+                "observed w0_k - w0_k' ~ N(0, Xi) (the study's prior regularization)",
+                (U.update_prior_mean,),
+                "R(w0) = sum_{k != k'} log N(w0_k - w0_k' | 0, Xi)  (regularizer)",
+                ("tests/test_errata.py::test_erratum_f_published_regularized_w0_update_lowers_the_objective",
+                 "tests/test_errata.py::test_regularizer_identity_matches_the_sum_over_ordered_pairs"),
+            ),
+            Site(
+                "y_noise", dist.Uniform,
+                "observed targets of the noise expert, y_i | z_i = K ~ Uniform(lo, hi)",
+                (U.e_step,),
+                "sum_i r_iK log u, u = 1/(hi - lo)  (likelihood.noise_log_density)",
+                ("tests/test_pyro_elbo.py::test_closed_form_elbo_matches_pyro_with_noise_expert",),
+            ),
+            Site(
+                "gate_prior", dist.Normal,
+                "the gate's weights observed under N(0, s^2) (MAP gate step)",
+                (U.gate_log_prior,),
+                "log p(V)  (gate_log_prior)",
+                ("tests/test_pyro_elbo.py::test_closed_form_elbo_matches_pyro_with_a_gate_prior",
+                 "tests/test_cavi_monotone.py::test_objective_never_decreases_with_the_gate_prior"),
+            ),
+        )
+    }
+)  # fmt: skip
 
 
 @dataclass
@@ -99,16 +162,18 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
     }
     for name, site in sites.items():
         fn = _unwrap(site["fn"])
-        if name not in SUPPORTED:
+        if name not in SITES:
             raise NonConjugateError(
                 f"CAVI cannot fit site {name!r} ({type(fn).__name__}): it knows only the sites "
-                f"{', '.join(SUPPORTED)} of the built-in models. Fit this model with method='svi'."
+                f"{', '.join(SITES)} of the built-in models (pyro_moe.closed_form.sites.SITES). "
+                "Fit this model with method='svi'."
             )
-        if not isinstance(fn, SUPPORTED[name]):
+        family = SITES[name].family
+        if not isinstance(fn, family):
             raise _refuse(
                 name,
                 fn,
-                f"which has no closed-form (conjugate) update; CAVI needs {SUPPORTED[name].__name__}",
+                f"which has no closed-form (conjugate) update; CAVI needs {family.__name__}",
             )
     for required in ("w", "z", "y"):
         if required not in sites:

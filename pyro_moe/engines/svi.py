@@ -13,17 +13,17 @@ with one (``num_particles``) draw of the globals, and ClippedAdam takes a step o
 
 Algorithm (one restart):
 
-1. Initial q(Z) from the CAVI strategies (:func:`pyro_moe.cavi.init.initial_log_responsibilities`,
+1. Initial q(Z) from the CAVI strategies (:func:`pyro_moe.closed_form.init.initial_log_responsibilities`,
    schedule "prior" first when the prior means differ, then "subsets"), then the closed-form
    q(W) given it, B_k = (A_k^{-1} + beta S_k)^{-1}, m_k = B_k (A_k^{-1} w0_k + beta s_k),
    and alpha = mu + N_k. Pyro's default init (all experts at the prior median) is a
    symmetric saddle and SVI never leaves it.
-2. ClippedAdam with lr_t = lr * lr_decay^(t / max_steps) (``lrd`` per step).
+2. ClippedAdam with lr_t = lr * lr_decay^(t / max_iter) (``lrd`` per step).
 3. Stop rule in the style of Stan ADVI's ``tol_rel_obj``: every ``eval_every`` steps,
    take the rolling mean Fbar of the last ``window`` step objectives and its relative
    change |Fbar_t - Fbar_{t-1}| / max(|Fbar_t|, N); stop when both the mean and the
    median of the last ``history`` relative changes are below ``tol``.
-4. Final objective: the noise-free closed form (:func:`pyro_moe.cavi.bridge.closed_form_objective`)
+4. Final objective: the noise-free closed form (:func:`pyro_moe.closed_form.bridge.closed_form_objective`)
    at the final parameters for conjugate models, else a ``final_particles``-draw Monte
    Carlo estimate of Pyro's ELBO. It is appended to the objective history, so
    ``result.objective`` is comparable with CAVI's.
@@ -43,140 +43,94 @@ import statistics
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI, TraceEnum_ELBO
+from pyro.infer import SVI as PyroSVI
+from pyro.infer import TraceEnum_ELBO
 from pyro.optim import ClippedAdam
-from tqdm import tqdm
 
-from .cavi import updates as U
-from .cavi.bridge import closed_form_objective
-from .cavi.init import initial_log_responsibilities
-from .config import Config, gate_weights, log_gate
-from .errors import InputError, NonConjugateError
-from .model_file import Model
-from .restarts import best_of_restarts, fresh_gate, init_schedule, warn_not_converged
-from .result import FitResult
+from ..closed_form import updates as U
+from ..closed_form.bridge import closed_form_objective
+from ..closed_form.init import initial_log_responsibilities
+from ..config import Config, gate_weights, log_gate
+from ..errors import InputError, NonConjugateError
+from ..likelihood import noise_log_density
+from ..model_file import Model
+from ..result import Hyperparameters, Posterior
+from .base import Engine, Progress, Run, fresh_gate
+from .options import Option, Options, integer, number, one_of
 
 _HYPERS = ("prior_mean", "prior_cov", "noise_precision")
 
-
-@dataclass
-class SVIOptions:
-    """Settings of an SVI fit (see :func:`fit_svi`).
-
-    Defaults, and why:
-
-    * ``lr=0.002``, ``lr_decay=0.1``: Adam moves every unconstrained parameter by about
-      ``lr`` per step even at the optimum (its first steps are ~lr * sign(grad)), and the
-      posterior sd of w on the study's circles is ~1e-3, so a large lr throws the
-      closed-form start away (lr=0.01 drops F from 333 to 250 nats on synthetic 1 with
-      beta = 1e3) and a small one is slow; 0.005 decaying to 5e-4 ended within 0.13 % of
-      CAVI there (and stopped early at 0.7 % while climbing back), 0.002 within 0.01 %.
-      Raise lr for a start far from the optimum (``start="guide"``, non-conjugate priors).
-    * ``start="closed_form"``: q(W), q(pi) [q(beta)] from the initial q(Z) in closed form;
-      ``"guide"`` keeps the guide's own initial values (only q(Z) is initialised).
-    * ``tol=1e-3`` on the relative change of a ``window=50``-step rolling mean, tested
-      every ``eval_every=50`` steps, mean and median of the last ``history=5`` changes:
-      the per-step objective's Monte Carlo sd at convergence is a few nats (2.7 nats on
-      synthetic 1), so the rolling mean's relative change has a noise floor of about
-      0.2 sd / max(|F|, N), measured 5e-4 to 1e-3 at N = 200; a tol of 1e-4 would never
-      trigger below N ~ 1e4 and only runs the clock to ``max_steps`` (Stan ADVI's
-      default tol_rel_obj is 1e-2, on a 100-draw estimate). The floor falls like 1/N
-      (F grows with N, the noise of the global draws does not), so big data stop on drift.
-    * ``max_steps=3000``; ``clip_norm=10`` (ClippedAdam's elementwise gradient clip).
-    * ``batch_size=None``: full batch; an int B gives minibatch SVI (module docstring).
-    """
-
-    n_init: int = 5
-    init: str | list[str] = "auto"
-    seed: int = 0
-    responsibilities: torch.Tensor | None = None
-    progress: bool | None = None
-    tol: float = 1e-3
-    max_steps: int = 3000
-    lr: float = 0.002
-    lr_decay: float = 0.1
-    clip_norm: float = 10.0
-    num_particles: int = 1
-    batch_size: int | None = None
-    eval_every: int = 50
-    window: int = 50
-    history: int = 5
-    final_particles: int = 200
-    start: str = "closed_form"  # "closed_form" q(W), q(pi) from q(Z); "guide": its own defaults
-
-    def validate(self, N: int) -> None:
-        """Raise :class:`InputError` for an option out of range."""
-        checks = [
-            ("n_init", self.n_init, 1),
-            ("max_steps", self.max_steps, 1),
-            ("num_particles", self.num_particles, 1),
-            ("eval_every", self.eval_every, 1),
-            ("window", self.window, 1),
-            ("history", self.history, 1),
-            ("final_particles", self.final_particles, 1),
-        ]
-        if self.batch_size is not None:
-            checks.append(("batch_size", self.batch_size, 1))
-        for name, value, low in checks:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name, value in (("lr", self.lr), ("tol", self.tol), ("clip_norm", self.clip_norm)):
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise InputError(f"{name} must be a positive number, got {value!r}")
-        if not (isinstance(self.lr_decay, int | float) and 0 < self.lr_decay <= 1):
-            raise InputError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
-        if self.start not in ("closed_form", "guide"):
-            raise InputError(f"start must be 'closed_form' or 'guide', got {self.start!r}")
-        if self.batch_size is not None and self.batch_size > N:
-            raise InputError(f"batch_size = {self.batch_size} is more than N = {N} points")
+#: SVI's own options (the shared ones are :data:`pyro_moe.engines.options.COMMON`).
+#: Defaults, and why:
+#:
+#: * ``lr=0.002``, ``lr_decay=0.1``: Adam moves every unconstrained parameter by about
+#:   ``lr`` per step even at the optimum (its first steps are ~lr * sign(grad)), and the
+#:   posterior sd of w on the study's circles is ~1e-3, so a large lr throws the
+#:   closed-form start away (lr=0.01 drops F from 333 to 250 nats on synthetic 1 with
+#:   beta = 1e3) and a small one is slow; 0.005 decaying to 5e-4 ended within 0.13 % of
+#:   CAVI there (and stopped early at 0.7 % while climbing back), 0.002 within 0.01 %.
+#:   Raise lr for a start far from the optimum (``start="guide"``, non-conjugate priors).
+#: * ``start="closed_form"``: q(W), q(pi) [q(beta)] from the initial q(Z) in closed form;
+#:   ``"guide"`` keeps the guide's own initial values (only q(Z) is initialised).
+#: * ``tol=1e-3`` on the relative change of a ``window=50``-step rolling mean, tested
+#:   every ``eval_every=50`` steps, mean and median of the last ``history=5`` changes:
+#:   the per-step objective's Monte Carlo sd at convergence is a few nats (2.7 nats on
+#:   synthetic 1), so the rolling mean's relative change has a noise floor of about
+#:   0.2 sd / max(|F|, N), measured 5e-4 to 1e-3 at N = 200; a tol of 1e-4 would never
+#:   trigger below N ~ 1e4 and only runs the clock to ``max_iter`` (Stan ADVI's
+#:   default tol_rel_obj is 1e-2, on a 100-draw estimate). The floor falls like 1/N
+#:   (F grows with N, the noise of the global draws does not), so big data stop on drift.
+#: * ``max_iter=3000`` steps; ``clip_norm=10`` (ClippedAdam's elementwise gradient clip).
+#: * ``batch_size=None``: full batch; an int B gives minibatch SVI (module docstring).
+OPTIONS = MappingProxyType(
+    {
+        "tol": Option(1e-3, number(0.0), "relative change of the rolling-mean objective"),
+        "max_iter": Option(3000, integer(1), "SVI steps"),
+        "lr": Option(0.002, number(0.0, strict=True), "Adam's learning rate"),
+        "lr_decay": Option(
+            0.1, number(0.0, strict=True, high=1.0), "lr falls to lr * lr_decay by max_iter"
+        ),
+        "clip_norm": Option(10.0, number(0.0, strict=True), "ClippedAdam's gradient clip"),
+        "num_particles": Option(1, integer(1), "draws of the globals per step"),
+        "batch_size": Option(None, integer(1, none=True), "minibatch size (None: full batch)"),
+        "eval_every": Option(50, integer(1), "steps between convergence tests"),
+        "window": Option(50, integer(1), "steps in the rolling mean"),
+        "history": Option(5, integer(1), "rolling-mean changes that must be below tol"),
+        "final_particles": Option(200, integer(1), "draws of the final Monte Carlo ELBO"),
+        "start": Option("closed_form", one_of("closed_form", "guide"), "start of q(W), q(pi)"),
+    }
+)
 
 
-@dataclass
-class _Run:
-    objective: list[float] = field(default_factory=list)
-    elbo: list[float] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    converged: bool = False
-    steps: int = 0
-    final: tuple[float, float] = (math.nan, math.nan)
-    final_se: float = 0.0
-    params: dict[str, torch.Tensor] = field(default_factory=dict)
-    config: Config | None = None
-
-
-def fit_svi(
-    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, options: SVIOptions
-) -> FitResult:
-    """Fit ``model`` to (X, y) by Pyro SVI, ``options.n_init`` restarts, best final F kept.
+class SVI(Engine):
+    """Pyro SVI on the model file's own model and guide (``method="svi"``).
 
     X (N, n) and y (N,) are float64 tensors. The global param store is left untouched:
     each restart runs in its own :meth:`pyro.params.param_store.ParamStoreDict.scope`.
     """
-    options.validate(X.shape[0])
-    inits = init_schedule(options, config.prior_mean)
-    start = time.perf_counter()
-    best, summaries = best_of_restarts(
-        inits,
-        options.seed,
-        lambda how, seed, i: _run(model, X, y, config, options, how, seed, i, len(inits)),
-        lambda run: {
-            "objective": run.objective[-1],
-            "objective_se": run.final_se,
-            "iterations": run.steps,
-            "converged": run.converged,
-        },
-    )
-    if not best.converged:
-        warn_not_converged(
-            f"SVI did not converge in max_steps={options.max_steps} steps (tol={options.tol}); "
-            "raise max_steps (max_iter in fit) or loosen tol"
-        )
-    return _result(model, X, y, config, best, summaries, time.perf_counter() - start)
+
+    name = "svi"
+    declared = OPTIONS
+    aliases = MappingProxyType({"max_steps": "max_iter"})
+    unit = "steps"
+
+    def check(self) -> None:
+        B, N = self.options.batch_size, self.X.shape[0]
+        if B is not None and B > N:
+            raise InputError(f"batch_size = {B} is more than N = {N} points")
+
+    def show_progress(self) -> bool:
+        B, N = self.options.batch_size, self.X.shape[0]
+        return sys.stderr.isatty() and self.options.max_iter * min(N, B or N) > 10**6
+
+    def run(self, how: str, seed: int, restart: int, progress: Progress) -> Run:
+        return _run(self.model, self.X, self.y, self.config, self.options, how, seed, restart,
+                    progress)  # fmt: skip
 
 
 def _fresh_config(config: Config, seed: int, restart: int) -> Config:
@@ -185,7 +139,7 @@ def _fresh_config(config: Config, seed: int, restart: int) -> Config:
     return cfg
 
 
-def _initialise(model: Model, X, y, cfg: Config, options: SVIOptions, how: str, seed: int):
+def _initialise(model: Model, X, y, cfg: Config, options: Options, how: str, seed: int):
     """Register every parameter (one traced pass), then set the closed-form start values.
 
     Returns whether the model has the regularizer site and the distribution of its
@@ -207,7 +161,7 @@ def _initialise(model: Model, X, y, cfg: Config, options: SVIOptions, how: str, 
         how, X, y, cfg.experts, seed,
         prior=U.prior_from(cfg.prior_mean, cfg.prior_cov), log_prior=log_prior,
         e_beta=beta, e_log_beta=torch.log(beta), given=options.responsibilities,
-        noise_log_density=noise_log_density(cfg), maps=cfg.maps,
+        noise_log_density=noise_log_density(cfg.noise_bounds), maps=cfg.maps,
     )  # fmt: skip
     r = log_r.exp()
     with torch.no_grad():
@@ -257,16 +211,8 @@ def _gate_log_prior(gate_prior, cfg: Config) -> float:
         return float(gate_prior.log_prob(V).sum())
 
 
-def noise_log_density(cfg: Config) -> torch.Tensor | None:
-    """log u = -log(hi - lo) of the noise expert's uniform density, or None without one."""
-    if cfg.noise_bounds is None:
-        return None
-    lo, hi = cfg.noise_bounds.unbind(-1)
-    return -torch.log(hi - lo)
-
-
 def _objective_at(
-    model: Model, X, y, cfg: Config, options: SVIOptions, gate_prior=None
+    model: Model, X, y, cfg: Config, options: Options, gate_prior=None
 ) -> tuple[float, float, float]:
     """(ELBO, F, standard error) at the current param store, on the full data."""
     store = pyro.get_param_store()
@@ -321,14 +267,16 @@ def _run(
     X: torch.Tensor,
     y: torch.Tensor,
     config: Config,
-    options: SVIOptions,
+    options: Options,
     how: str,
     seed: int,
     restart: int,
-    restarts: int,
-) -> _Run:
+    progress: Progress,
+) -> Run:
+    """One SVI restart: closed-form start, Adam steps until the stop rule or max_iter,
+    then the final objective (closed form where the model allows it)."""
     N = X.shape[0]
-    run = _Run()
+    run = Run()
     pyro.set_rng_seed(seed)
     cfg = _fresh_config(config, seed, restart)
     xi = cfg.regularization_cov
@@ -337,30 +285,19 @@ def _run(
         optim = ClippedAdam(
             {
                 "lr": options.lr,
-                "lrd": options.lr_decay ** (1.0 / options.max_steps),
+                "lrd": options.lr_decay ** (1.0 / options.max_iter),
                 "clip_norm": options.clip_norm,
             }
         )
         elbo = TraceEnum_ELBO(max_plate_nesting=1, num_particles=options.num_particles)
-        svi = SVI(model.model, model.guide, optim, elbo)
+        svi = PyroSVI(model.model, model.guide, optim, elbo)
         B = options.batch_size
         gen = torch.Generator(device="cpu").manual_seed(seed)
         batches: list[torch.Tensor] = []
         recent: deque[float] = deque(maxlen=options.history)
         prev_mean: float | None = None
-        show = (
-            options.progress
-            if options.progress is not None
-            else (sys.stderr.isatty() and options.max_steps * min(N, B or N) > 10**6)
-        )
-        bar = tqdm(
-            total=options.max_steps,
-            disable=not show,
-            desc=f"SVI {restart + 1}/{restarts}",
-            leave=False,
-        )
         t0 = time.perf_counter()
-        for step in range(1, options.max_steps + 1):
+        for step in range(1, options.max_iter + 1):
             if B is None:
                 loss = svi.step(X, y, cfg)
             else:
@@ -373,15 +310,11 @@ def _run(
                     f"SVI produced a non-finite loss at step {step}; lower lr (now {options.lr})"
                 )
             F = -loss
-            run.objective.append(F)
-            run.elbo.append(
-                F - _regularizer_at(xi, has_reg, cfg) - _gate_log_prior(gate_prior, cfg)
-            )
-            run.times.append(time.perf_counter() - t0)
-            bar.update()
+            prior_terms = _regularizer_at(xi, has_reg, cfg) + _gate_log_prior(gate_prior, cfg)
+            run.record(F, F - prior_terms, time.perf_counter() - t0)
+            progress.update()
             if step % options.eval_every == 0 and step >= options.window:
                 mean = statistics.fmean(run.objective[-options.window :])
-                bar.set_postfix(objective=f"{mean:.6g}")
                 if prev_mean is not None:
                     recent.append(abs(mean - prev_mean) / max(abs(mean), N))
                     if (
@@ -392,16 +325,13 @@ def _run(
                         run.converged = True
                         break
                 prev_mean = mean
-        bar.close()
-        run.steps = len(run.objective)
+        run.iterations = len(run.objective)
         elbo_f, F_f, se = _objective_at(model, X, y, cfg, options, gate_prior)
-        run.objective.append(F_f)
-        run.elbo.append(elbo_f)
-        run.times.append(time.perf_counter() - t0)
-        run.final, run.final_se = (elbo_f, F_f), se
+        run.record(F_f, elbo_f, time.perf_counter() - t0)
+        run.summary["objective_se"] = se
         store = pyro.get_param_store()
-        run.params = {k: store[k].detach().clone() for k in store.keys()}
-        run.config = _config_from_store(cfg)
+        _fitted(run, {k: store[k].detach().clone() for k in store.keys()},
+                _config_from_store(cfg), config)  # fmt: skip
     return run
 
 
@@ -411,48 +341,36 @@ def _regularizer_at(xi, has_reg: bool, cfg: Config) -> float:
     return float(U.regularizer(_current_prior_mean(cfg), xi))
 
 
-def _result(model: Model, X, y, config: Config, run: _Run, summaries, wall: float) -> FitResult:
-    p, cfg = run.params, run.config
-    assert cfg is not None
+def _fitted(run: Run, p: dict[str, torch.Tensor], cfg: Config, config: Config) -> None:
+    """The run's posterior and hyperparameters from the final guide parameters ``p`` and
+    the final config ``cfg`` (learned hyperparameters and gate of the store)."""
+    like = cfg.prior_mean  # the dtype and device of the fit
     L = p["weight_scale_tril"]
     if "noise_shape" in p:
         noise = p["noise_shape"] / p["noise_rate"]
     else:
         noise = cfg.noise_precision.detach()
-    log_gate_ = gate_state = None
+    gate_state = None
     if cfg.gate is not None:
-        with torch.no_grad():
-            log_gate_ = log_gate(cfg.gate, X, cfg.noise_weight if cfg.noise_expert else None)
         gate_state = {k: v.detach().clone() for k, v in cfg.gate.state_dict().items()}
-    return FitResult(
-        method="svi",
-        model_name=model.name,
-        model_path=str(model.path),
-        X=X,
-        y=y,
+        run.gate = cfg.gate
+    run.posterior = Posterior(
         responsibilities=p["assignment_probs"],
         mean=p["weight_mean"],
         cov=L @ L.transpose(-1, -2),
-        prior_mean=cfg.prior_mean.detach().clone(),
-        prior_cov=cfg.prior_cov.detach().clone(),
-        noise_precision=torch.as_tensor(noise, dtype=X.dtype, device=X.device).reshape(()),
-        concentration=config.concentration,
-        objective_history=torch.tensor(run.objective, dtype=torch.float64, device="cpu"),
-        elbo_history=torch.tensor(run.elbo, dtype=torch.float64, device="cpu"),
-        time_history=torch.tensor(run.times, dtype=torch.float64, device="cpu"),
-        iterations=run.steps,
-        wall_time=wall,
-        converged=run.converged,
-        learn=tuple(sorted(config.learn)),
         alpha=p.get("mixing_concentration"),
-        log_gate=log_gate_,
         noise_shape=p.get("noise_shape"),
         noise_rate=p.get("noise_rate"),
+    )
+    run.hyper = Hyperparameters(
+        prior_mean=cfg.prior_mean.detach().clone(),
+        prior_cov=cfg.prior_cov.detach().clone(),
+        noise_precision=torch.as_tensor(noise, dtype=like.dtype, device=like.device).reshape(()),
+        concentration=config.concentration,
+        regularization_cov=config.regularization_cov,
         noise_bounds=config.noise_bounds,
         noise_weight=cfg.noise_weight if cfg.gate is not None and cfg.noise_expert else None,
-        regularization_cov=config.regularization_cov,
         gate_state=gate_state,
         gate_hidden=config.gate_hidden,
-        restarts=summaries,
         maps=config.maps,
     )

@@ -1,0 +1,230 @@
+"""The engine template: what every inference engine shares, written once.
+
+An engine (CAVI, SVI, ...) is a subclass of :class:`Engine` that declares its options and
+implements one restart (:meth:`Engine.run`). The template :meth:`Engine.fit` does the rest,
+as scikit-learn's ``BaseMixture.fit`` does for its mixtures: the initialisation schedule
+of the restarts, the ``n_init`` loop that keeps the best final objective, the progress
+bar, one :class:`~pyro_moe.errors.ConvergenceWarning` pointing at the user's own line, and
+the assembly of the :class:`~pyro_moe.result.FitResult`.
+
+A restart returns a :class:`Run`: its objective history (total nats, one entry per
+iteration, the last entry final), whether it converged, and the fitted
+:class:`~pyro_moe.result.Posterior` and :class:`~pyro_moe.result.Hyperparameters`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from tqdm import tqdm
+
+from ..config import Config
+from ..errors import ConvergenceWarning
+from ..model_file import Model
+from ..result import FitResult, History, Hyperparameters, Posterior
+from .options import Option, Options, resolve
+
+__all__ = ["Engine", "Progress", "Run", "find_stack_level", "fresh_gate", "init_schedule"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def find_stack_level() -> int:
+    """The ``stacklevel`` of the first frame outside pyro_moe (NumPyro's helper of the
+    same name): a warning then points at the user's line, however deep it was raised."""
+    frame = inspect.currentframe()
+    level = 0
+    while frame is not None:
+        if not os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+            break
+        frame = frame.f_back
+        level += 1
+    return max(level, 1)
+
+
+@dataclass
+class Run:
+    """One restart: the objective F (total nats) and ELBO per iteration, wall-clock time
+    per iteration, convergence, and the fitted posterior and hyperparameters."""
+
+    objective: list[float] = field(default_factory=list)
+    elbo: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    converged: bool = False
+    iterations: int = 0
+    posterior: Posterior | None = None
+    hyper: Hyperparameters | None = None
+    gate: torch.nn.Module | None = None  # the fitted gate itself (cached by the result)
+    summary: dict[str, Any] = field(default_factory=dict)  # engine-specific, per restart
+
+    def record(self, objective: float, elbo: float, seconds: float) -> None:
+        self.objective.append(float(objective))
+        self.elbo.append(float(elbo))
+        self.times.append(float(seconds))
+
+
+class Progress:
+    """A progress bar over one restart's iterations (tqdm on stderr), shown on a terminal
+    for long runs, or as the ``progress`` option says."""
+
+    def __init__(self, total: int, desc: str, show: bool):
+        self._bar = tqdm(total=total, desc=desc, disable=not show, leave=False)
+        self._n = 0
+
+    def update(self, objective: float | None = None) -> None:
+        self._bar.update()
+        self._n += 1
+        if objective is not None and self._n % 10 == 0:
+            self._bar.set_postfix(objective=f"{objective:.6g}")
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def init_schedule(options: Options, prior_mean: torch.Tensor) -> list[str]:
+    """The initialisation of each restart.
+
+    ``init="auto"``: "prior" first when the prior means differ between experts (it breaks
+    the symmetry), then "subsets"; given responsibilities make a single "given" run.
+    """
+    if options.responsibilities is not None:
+        return ["given"]
+    if isinstance(options.init, list | tuple):
+        return list(options.init)
+    if options.init != "auto":
+        return [options.init] * options.n_init
+    distinct = not torch.allclose(prior_mean, prior_mean[:1].expand_as(prior_mean))
+    first = ["prior"] if distinct else []
+    return (first + ["subsets"] * options.n_init)[: options.n_init]
+
+
+def fresh_gate(gate: torch.nn.Module | None, seed: int, restart: int) -> torch.nn.Module | None:
+    """A copy of ``gate``; from the second restart on, re-initialised under ``seed``."""
+    if gate is None:
+        return None
+    gate = copy.deepcopy(gate)
+    if restart > 0:
+        device = next(gate.parameters()).device
+        gate = gate.cpu()  # re-initialised from the CPU generator: the same on every device
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+            torch.manual_seed(seed)
+            for module in gate.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        gate = gate.to(device)
+    return gate
+
+
+class Engine:
+    """Base class of the inference engines (the template method is :meth:`fit`).
+
+    Subclasses set :attr:`name`, :attr:`declared` (their own options; the shared ones are
+    :data:`pyro_moe.engines.options.COMMON`) and implement :meth:`run`; they may override
+    :meth:`prepare` (once per fit, before the restarts) and :meth:`schedule_prior_mean`.
+    """
+
+    name: ClassVar[str] = ""
+    declared: ClassVar[Mapping[str, Option]] = {}
+    aliases: ClassVar[Mapping[str, str]] = {}
+    #: what one iteration is, for messages ("iterations", "steps")
+    unit: ClassVar[str] = "iterations"
+
+    @classmethod
+    def options(cls, given: Mapping[str, Any]) -> Options:
+        """Validate ``given`` against the shared and this engine's declared options."""
+        return resolve(cls.name, cls.declared, given, aliases=cls.aliases)
+
+    def __init__(
+        self, model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, options: Options
+    ):
+        self.model, self.X, self.y, self.config, self.options = model, X, y, config, options
+
+    # ---- hooks ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Work done once per fit, before the restarts (CAVI reads the model file)."""
+
+    def schedule_prior_mean(self) -> torch.Tensor:
+        """The prior means that decide ``init="auto"``'s first restart."""
+        return self.config.prior_mean
+
+    def check(self) -> None:
+        """Checks of the options against the data (after :meth:`prepare`)."""
+
+    def run(self, how: str, seed: int, restart: int, progress: Progress) -> Run:
+        """One restart from initialisation ``how`` under ``seed``."""
+        raise NotImplementedError
+
+    def show_progress(self) -> bool:
+        """Default of the ``progress`` option: a terminal and a long run."""
+        X = self.X
+        return (
+            sys.stderr.isatty() and self.options.max_iter * X.shape[0] * self.config.experts > 10**8
+        )
+
+    # ---- the template --------------------------------------------------------------
+    def fit(self) -> FitResult:
+        """Restarts from the schedule, the best final objective kept, one result."""
+        self.prepare()
+        self.check()
+        opts = self.options
+        inits = init_schedule(opts, self.schedule_prior_mean())
+        show = opts.progress if opts.progress is not None else self.show_progress()
+        start = time.perf_counter()
+        best: Run | None = None
+        summaries: list[dict[str, Any]] = []
+        for i, how in enumerate(inits):
+            bar = Progress(opts.max_iter, f"{self.name.upper()} {i + 1}/{len(inits)}", show)
+            try:
+                run = self.run(how, opts.seed + i, i, bar)
+            finally:
+                bar.close()
+            summaries.append(
+                {
+                    "init": how,
+                    "seed": opts.seed + i,
+                    "objective": run.objective[-1],
+                    "iterations": run.iterations,
+                    "converged": run.converged,
+                    **run.summary,
+                }
+            )
+            if best is None or run.objective[-1] > best.objective[-1]:
+                best = run
+        assert best is not None and best.posterior is not None and best.hyper is not None
+        if not best.converged:
+            warnings.warn(
+                f"{self.name.upper()} did not converge in max_iter={opts.max_iter} {self.unit} "
+                f"(tol={opts.tol}); raise max_iter or loosen tol",
+                ConvergenceWarning,
+                stacklevel=find_stack_level(),
+            )
+        history = History(
+            objective=torch.tensor(best.objective, dtype=torch.float64, device="cpu"),
+            elbo=torch.tensor(best.elbo, dtype=torch.float64, device="cpu"),
+            time=torch.tensor(best.times, dtype=torch.float64, device="cpu"),
+            iterations=best.iterations,
+            wall_time=time.perf_counter() - start,
+            converged=best.converged,
+        )
+        return FitResult(
+            method=self.name,
+            model_name=self.model.name,
+            model_path=str(self.model.path),
+            X=self.X,
+            y=self.y,
+            posterior=best.posterior,
+            hyper=best.hyper,
+            history=history,
+            learn=tuple(sorted(self.config.learn)),
+            restarts=summaries,
+            gate=best.gate,
+        )

@@ -1,0 +1,95 @@
+"""One likelihood (pyro_moe.likelihood): the reference the fused E-step, the closed-form
+objective, the diagnostics and Pyro's own model all agree with."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro.distributions as dist
+import torch
+from conftest import two_circles
+
+import pyro_moe
+from pyro_moe.closed_form import updates as U
+from pyro_moe.diagnostics import to_inference_data
+from pyro_moe.likelihood import (
+    component_log_densities,
+    expected_log_densities,
+    noise_log_density,
+    residual_map,
+)
+
+
+def _q(K: int, n: int, seed: int = 0) -> U.WeightPosterior:
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(K, n, generator=g, dtype=torch.float64)
+    L = torch.tril(0.1 * torch.randn(K, n, n, generator=g, dtype=torch.float64))
+    L = L + torch.diag_embed(0.2 + torch.rand(K, n, generator=g, dtype=torch.float64))
+    cov = L @ L.transpose(-1, -2)
+    return U.WeightPosterior(mean, cov, torch.logdet(cov))
+
+
+def test_component_densities_are_normal_and_uniform_log_densities():
+    X, y = (torch.as_tensor(a) for a in two_circles(50))
+    W = _q(2, 3).mean
+    beta = torch.tensor(7.0, dtype=torch.float64)
+    bounds = torch.tensor([float(y.min()) - 0.1, float(y.max()) + 0.1], dtype=torch.float64)
+    got = component_log_densities(X, y, W, beta, None, noise_log_density(bounds))
+    normal = dist.Normal(X @ W.T, beta.rsqrt()).log_prob(y.unsqueeze(-1))
+    uniform = dist.Uniform(*bounds).log_prob(y)
+    torch.testing.assert_close(got[:, :2], normal)
+    torch.testing.assert_close(got[:, 2], uniform)
+
+
+def test_draws_of_weights_and_precisions_broadcast():
+    X, y = (torch.as_tensor(a) for a in two_circles(30))
+    W = torch.stack([_q(2, 3, s).mean for s in range(4)])  # (S, K, n)
+    beta = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    got = component_log_densities(X, y, W, beta)
+    for s in range(4):
+        torch.testing.assert_close(got[s], component_log_densities(X, y, W[s], beta[s]))
+
+
+def test_the_fused_e_step_matches_the_reference_responsibilities_and_objective():
+    """The benchmarked fast path (updates.e_step) against the reference formulas."""
+    X, y = (torch.as_tensor(a) for a in two_circles(3000, seed=3))  # several chunks
+    q = _q(2, 3, seed=1)
+    e_beta = torch.tensor(4.0, dtype=torch.float64)
+    log_u = torch.tensor(-math.log(5.0), dtype=torch.float64)
+    log_prior = torch.log(torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64)).expand(len(y), 3)
+    fused = U.e_step(X, y, q, log_prior, torch.log(e_beta), e_beta, log_u)
+    e = U.expected_sq_residuals(X, y, q)
+    logits = log_prior + expected_log_densities(e, torch.log(e_beta), e_beta, log_u)
+    torch.testing.assert_close(fused.log_r, torch.log_softmax(logits, -1))
+    torch.testing.assert_close(fused.lse, torch.logsumexp(logits, -1).sum())
+    r = fused.log_r.exp()
+    torch.testing.assert_close(fused.r_sum, r.sum(0))
+    ref = U.sufficient_stats(X, y, r[:, :2])
+    torch.testing.assert_close(fused.stats.S, ref.S)
+    torch.testing.assert_close(fused.stats.s, ref.s)
+
+
+def test_residual_map_of_the_shared_design():
+    W = _q(3, 2).mean
+    a = residual_map(W)
+    torch.testing.assert_close(a, torch.cat([-W, torch.ones(3, 1, dtype=W.dtype)], -1))
+
+
+def test_diagnostics_log_likelihood_is_pyros_mixture_density():
+    """The ArviZ pointwise log-likelihood at one draw equals Pyro's mixture log-density."""
+    X, y = two_circles(40)
+    res = pyro_moe.fit("mixture_of_models", X, y, experts=2, noise_expert=True, n_init=1)
+    idata = to_inference_data(res, draws=3, seed=0)
+    w = torch.as_tensor(idata.posterior["w"].values[0])  # (draw, K, n)
+    pi = torch.as_tensor(idata.posterior["pi"].values[0])  # (draw, C)
+    beta = res.noise_precision
+    lo, hi = res.noise_bounds.unbind(-1)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    for s in range(3):
+        comps = [dist.Normal(Xt @ w[s, k], beta.rsqrt()) for k in range(2)]
+        dens = torch.stack(
+            [c.log_prob(yt) for c in comps] + [dist.Uniform(lo, hi).log_prob(yt)], -1
+        )
+        want = torch.logsumexp(torch.log(pi[s]) + dens, -1).numpy()
+        np.testing.assert_allclose(idata.log_likelihood["y"].values[0, s], want, rtol=1e-10)

@@ -946,7 +946,7 @@ def _differences(report: Report) -> str:
     floor2 = report.floor.get("synthetic_2", {}).get("median")
     parts = [
         "**Formulas.** We fit the model as stated, with the corrected updates of "
-        "`../shared/docs/derivation.md` §8, not the published ones: (a) the published "
+        "`docs/derivation.md` §8, not the published ones: (a) the published "
         "mixture-of-experts q(Z) update drops the factor 2 y_i from the cross term, so its "
         "responsibilities do not depend on the targets at all (only on x_i and the gate); "
         "(f) the published regularized prior-mean update uses Ξ where Ξ⁻¹ belongs and "

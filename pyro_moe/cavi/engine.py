@@ -66,7 +66,7 @@ class Options:
     # that gained at most gate_skip_tol * max(|F|, N) nats is skipped for the next 1, 2,
     # 4, ... GATE_MAX_BACKOFF iterations (the gate is the costliest block). With the warm
     # start, while the last gate step gained > GATE_PRESAMPLE_GAIN nats per point, L-BFGS
-    # first runs on a subsample of GATE_PRESAMPLE rows (NOTES.md section 6).
+    # first runs on a subsample of GATE_PRESAMPLE rows (docs/cavi_notes.md section 6).
     # Converged when |F_t - F_{t-1}| <= tol * max(|F_t|, N): a relative change, measured
     # against N when F is near zero (F is a sum over N points).
 
@@ -120,7 +120,7 @@ class GateFitter:
         G(V) = sum_ik r_ik log softmax_k(V(x_i))  [+ log p(V)],
 
     with the gate prior log p(V) = -|W|^2 / (2 s^2) + const on the gate's weights W
-    (``prior_scale`` = s; MAP for V, see ``NOTES.md`` section 7).
+    (``prior_scale`` = s; MAP for V, see ``docs/cavi_notes.md`` section 7).
 
     Objective and gradient are summed over row chunks (bounded temporaries, cache-sized
     blocks). The L-BFGS may run on a float32 copy of the gate (``dtype``) and keep its
@@ -449,7 +449,7 @@ def _run(
             qbeta=(a, b) if latent_beta else None, beta_prior=conj.noise_prior, xi=xi,
         )  # fmt: skip
         if gate_prior is not None:
-            F = F + gate_prior  # log p(V): MAP for the gate (NOTES.md section 7)
+            F = F + gate_prior  # log p(V): MAP for the gate (docs/cavi_notes.md section 7)
         if not torch.isfinite(F):
             raise FloatingPointError(
                 "CAVI produced a non-finite objective; please report this data set"

@@ -44,7 +44,7 @@ def noise_prior(config):
 def gate_prior(config):
     """p(V): N(0, s^2) on each of the gate's weights (biases flat) with the noise expert,
     None (a maximum-likelihood gate) without it. Why and how much: the same function in
-    ``models/regularized_experts.py`` and ``pyro_moe/cavi/NOTES.md`` section 7."""
+    ``models/regularized_experts.py`` and ``docs/cavi_notes.md`` section 7."""
     s = config.gate_prior_scale
     on = config.noise_expert and s is not None
     return dist.Normal(config.const(0.0), config.const(s)) if on else None

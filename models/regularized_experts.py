@@ -60,7 +60,7 @@ def gate_prior(config):
     F + log p(V)); at s = 0.1 it keeps the gate near constant there, as in a mixture of
     models (median S 3.5e-3; from s = 0.5 on, 3 to 5 seeds in 10 end with two wide experts).
     The penalty |W|^2 / (2 s^2) does not grow with N, so a large data set can still buy a
-    gate. See ``pyro_moe/cavi/NOTES.md`` section 7.
+    gate. See ``docs/cavi_notes.md`` section 7.
     """
     s = config.gate_prior_scale
     on = config.noise_expert and s is not None

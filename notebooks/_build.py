@@ -56,10 +56,10 @@ def report_convergence():
 """
 
 STUDY = """\
-# The study's priors (standardized units): w0_1 = [0, 0, 0.1], w0_2 = [0, 0, 2], A_k = I,
-# and the regularizer's Xi = diag(0.01, 0.01, 1).
-STUDY_PRIOR_MEAN = [[0.0, 0.0, 0.1], [0.0, 0.0, 2.0]]
-STUDY_XI = [0.01, 0.01, 1.0]
+# The study's prior means w0_k (A_k = I) and the regularizer's Xi, in standardized units.
+from pyro_moe.study import STUDY_PRIOR_MEAN, STUDY_XI
+
+print("w0 =", STUDY_PRIOR_MEAN, " Xi = diag", STUDY_XI)
 """
 
 
@@ -128,29 +128,20 @@ true and fitted (x0, y0, r), matched by the Hungarian algorithm), median over a 
 notebook quick; a truncated fit prints a note instead of a warning.
 """),
     code(SETUP),
-    code(STUDY),
     code("""
-from pyro_moe.shapes import (
-    circle_design, circle_error, circles_from_weights, synthetic_1, synthetic_2, synthetic_3,
-)
+from pyro_moe import study
+from pyro_moe.shapes import circle_error, synthetic_1, synthetic_2, synthetic_3
 
-CHOICES = {
-    "f1": dict(model="mixture_of_experts", learn="all"),
-    "f2": dict(model="mixture_of_experts", prior_mean=STUDY_PRIOR_MEAN, prior_cov=1.0,
-               learn=("noise_precision", "gate")),
-    "f3": dict(model="regularized_experts", prior_mean=STUDY_PRIOR_MEAN, prior_cov=1.0,
-               regularization_cov=STUDY_XI),
-}
-IDENTITY = {"design": "circle", "center": [0.0, 0.0], "scale": 1.0}  # data already standard
+CHOICES = study.CHOICES  # f1, f2, f3 as keyword arguments of pyro_moe.fit (plus the model)
+for name, options in CHOICES.items():
+    print(name, options)
+print("every fit:", study.CAVI_SETTINGS)
 
 
 def fit_choice(choice, xy, seed=0):
-    opts = dict(CHOICES[choice])
-    model = opts.pop("model")
-    X, t = circle_design(xy)
+    \"\"\"One prior choice on points in standard units: the study's fit (pyro_moe.study).\"\"\"
     with report_convergence():
-        return pyro_moe.fit(model, X, t, experts=2, n_init=1, max_iter=400, tol=1e-6,
-                            seed=seed, shapes=IDENTITY, **opts)
+        return study.fit_choice(choice, xy, seed=seed)
 """),
     code("""
 import time
@@ -170,7 +161,7 @@ for name, make in datasets.items():
         for seed in seeds:
             d = make(seed)
             res = fit_choice(choice, d.xy, seed)
-            S.append(circle_error(d.circles, circles_from_weights(res.mean.numpy())))
+            S.append(circle_error(d.circles, res.circles()))
         table[name, choice] = float(np.median(S))
 print(f"({time.perf_counter() - start:.1f} s)")
 print(f"{'median S':<12}" + "".join(f"{c:>12}" for c in CHOICES))

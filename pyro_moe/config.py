@@ -222,7 +222,7 @@ def log_gate(gate: torch.nn.Module, X: torch.Tensor, noise_weight=None) -> torch
     share and 0.023 with an x-dependent extra gate output: a sharp gate routes stray points
     between the circle experts, and that solution has the higher ELBO. The gate prior
     p(V) of the gated model files removes it: ``gate_prior`` in
-    ``models/regularized_experts.py``, ``pyro_moe/cavi/NOTES.md`` section 7.)
+    ``models/regularized_experts.py``, ``docs/cavi_notes.md`` section 7.)
     """
     logits = torch.log_softmax(gate(X), -1)
     if noise_weight is None:

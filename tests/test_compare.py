@@ -15,8 +15,7 @@ import pyro_moe
 from pyro_moe.compare import align, compare, time_to_within
 from pyro_moe.shapes import circle_design, circle_error, synthetic_1
 from pyro_moe.shapes.geometry import Geometry
-
-STUDY_PRIOR = [[0.0, 0.0, 0.1], [0.0, 0.0, 2.0]]
+from pyro_moe.study import STUDY_PRIOR_MEAN as STUDY_PRIOR
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import STUDY_PRIOR_MEAN, edited_model
+from conftest import STUDY_PRIOR_MEAN, STUDY_XI, edited_model
 
 import pyro_moe
 from pyro_moe.shapes import circle_design, circle_error, circles_from_weights, synthetic_1
@@ -115,7 +115,7 @@ def test_gamma_noise_prior_fits_with_cavi(tmp_path, name):
         t,
         experts=2,
         prior_mean=STUDY_PRIOR_MEAN,
-        regularization_cov=[0.01, 0.01, 1] if "reg" in name else None,
+        regularization_cov=STUDY_XI if "reg" in name else None,
     )
     assert res.noise_shape is not None and res.noise_rate is not None
     assert float(res.noise_shape) == pytest.approx(1.0 + 0.5 * len(t))

@@ -12,7 +12,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from conftest import STUDY_PRIOR_MEAN, edited_model, two_circles
+from conftest import STUDY_PRIOR_MEAN, STUDY_XI, edited_model, two_circles
 from pyro.infer import TraceEnum_ELBO
 
 import pyro_moe
@@ -68,7 +68,7 @@ def _check(model, learn="all", data=None, **kw):
 
 @pytest.mark.parametrize("name", ["mixture_of_models", "mixture_of_experts", "regularized_experts"])
 def test_closed_form_elbo_matches_pyro(name):
-    kw = {"regularization_cov": [0.01, 0.01, 1.0]} if name == "regularized_experts" else {}
+    kw = {"regularization_cov": STUDY_XI} if name == "regularized_experts" else {}
     _check(pyro_moe.load_model(name), **kw)
 
 
@@ -84,7 +84,7 @@ def test_asymmetric_dirichlet_matches_pyro():
 
 @pytest.mark.parametrize("name", ["mixture_of_models", "mixture_of_experts", "regularized_experts"])
 def test_closed_form_elbo_matches_pyro_with_noise_expert(name):
-    kw = {"regularization_cov": [0.01, 0.01, 1.0]} if name == "regularized_experts" else {}
+    kw = {"regularization_cov": STUDY_XI} if name == "regularized_experts" else {}
     _check(pyro_moe.load_model(name), noise_expert=True, **kw)
 
 
@@ -126,5 +126,5 @@ def test_closed_form_elbo_matches_pyro_with_a_gate_prior(name):
     Pyro counts it; s = 1 leaves the gate's weights far from zero."""
     model = pyro_moe.load_model(name)
     model.settings["gate_prior_scale"] = 1.0
-    kw = {"regularization_cov": [0.01, 0.01, 1.0]} if name == "regularized_experts" else {}
+    kw = {"regularization_cov": STUDY_XI} if name == "regularized_experts" else {}
     _check(model, noise_expert=True, **kw)

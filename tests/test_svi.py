@@ -19,8 +19,7 @@ from pyro_moe.shapes import (
     circle_points,
     synthetic_1,
 )
-
-STUDY_PRIOR = [[0.0, 0.0, 0.1], [0.0, 0.0, 2.0]]
+from pyro_moe.study import STUDY_PRIOR_MEAN as STUDY_PRIOR
 
 
 def _circles(result):

@@ -238,7 +238,7 @@ def _run(
             qbeta=(a, b) if latent_beta else None, beta_prior=conj.noise_prior, xi=xi,
         )  # fmt: skip
         if gate_prior is not None:
-            F = F + gate_prior  # log p(V): MAP for the gate (NOTES.md section 7)
+            F = F + gate_prior  # log p(V): MAP for the gate (docs/cavi_notes.md section 7)
         if not torch.isfinite(F):
             raise FloatingPointError(
                 "CAVI produced a non-finite objective; please report this data set"

@@ -1,4 +1,5 @@
-"""The study's reproduction job: a tiny run writes every file with sane numbers."""
+"""The study's reproduction job (:mod:`pyro_moe.study.runner`): a tiny run writes every
+file with sane numbers; worker processes give the in-process numbers."""
 
 from __future__ import annotations
 
@@ -7,23 +8,11 @@ import math
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pyro_moe.errors import InputError
-from pyro_moe.reproduce import (
-    CHOICES,
-    DATASETS,
-    PUBLISHED_S,
-    ROWS,
-    STUDY_PRIOR_MEAN,
-    STUDY_XI,
-    Report,
-    _quantile,
-    main_table,
-    reproduce,
-)
 from pyro_moe.shapes import emprior_dir
+from pyro_moe.study import DATASETS, PUBLISHED_S, ROWS, Report, main_table, reproduce
 
 HAVE_EMPRIOR = emprior_dir() is not None
 
@@ -47,18 +36,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Report, Path]:
     return report, out
 
 
-def test_the_choices_are_the_notebooks_mapping():
-    assert CHOICES["f1"] == {"model": "mixture_of_experts", "learn": "all"}
-    assert CHOICES["f2"]["model"] == "mixture_of_experts"
-    assert CHOICES["f2"]["learn"] == ("noise_precision", "gate")
-    assert np.allclose(CHOICES["f2"]["prior_mean"], [[0, 0, 0.1], [0, 0, 2]])
-    assert CHOICES["f3"]["model"] == "regularized_experts"
-    assert np.allclose(CHOICES["f3"]["regularization_cov"], [0.01, 0.01, 1.0])
-    assert STUDY_PRIOR_MEAN == CHOICES["f3"]["prior_mean"] and STUDY_XI == (0.01, 0.01, 1.0)
-    assert ROWS["f3 + noise expert"] == {**CHOICES["f3"], "noise_expert": True}
-    assert "noise_expert" not in CHOICES["f3"]
-
-
+@pytest.mark.slow
 def test_tiny_run_writes_every_file(tiny):
     report, out = tiny
     assert report.report_path == out / "report.md" and report.report_path.is_file()
@@ -74,6 +52,7 @@ def test_tiny_run_writes_every_file(tiny):
     assert "derivation.md" in text and "erratum a" in text and "noise expert" in text
 
 
+@pytest.mark.slow
 def test_tiny_run_json_has_the_table(tiny):
     report, _ = tiny
     data = json.loads(report.json_path.read_text())
@@ -102,8 +81,11 @@ def test_tiny_run_json_has_the_table(tiny):
         assert all(math.isfinite(x) for x in r["S"] + r["elbo_per_point"])
     assert data["warnings"]["other_warnings"] == []
     assert data["settings"]["seeds_by_method"] == {"cavi": 2}
+    eye = {"eye/cavi": 3} if HAVE_EMPRIOR else {}
+    assert data["warnings"]["fits_by"] == {"table/cavi": 24, "sweep/cavi": 24, **eye}
 
 
+@pytest.mark.slow
 def test_main_table_lists_every_cell(tiny):
     report, _ = tiny
     text = main_table(report)
@@ -111,6 +93,18 @@ def test_main_table_lists_every_cell(tiny):
     assert "Synthetic 3" in text and "f3 + noise expert" in text and "CAVI" in text
 
 
+@pytest.mark.slow
+def test_the_prose_quotes_this_runs_numbers(tiny):
+    from pyro_moe.study.report import fmt
+
+    report, _ = tiny
+    text = report.report_path.read_text()
+    for ds, choice in [("synthetic_2", "f2"), ("synthetic_3", "f3"), ("synthetic_3", "f1")]:
+        assert fmt(report.median(ds, choice)) in text.split("## 4.")[1]
+    assert fmt(report.floor_median("synthetic_2")) in text.split("## 4.")[1]
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_EMPRIOR, reason="../shared/data/emprior is absent")
 def test_eye_part_when_the_study_data_is_present(tiny):
     report, out = tiny
@@ -154,6 +148,7 @@ def test_bad_arguments_are_refused(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_numbers(tiny, tmp_path):
     """Each fit is seeded: two worker processes reproduce the in-process seed-0 numbers."""
     report, _ = tiny
@@ -162,10 +157,3 @@ def test_worker_processes_give_the_same_numbers(tiny, tmp_path):
     )
     serial = {r["choice"]: r["S"][0] for r in report.sweep if r["level"] == 1.0}
     assert {r["choice"]: r["S"][0] for r in pooled.sweep} == pytest.approx(serial, rel=1e-9)
-
-
-def test_quantile_keeps_invalid_circles():
-    assert _quantile([1.0, 2.0, 3.0], 0.5) == 2.0
-    assert _quantile([1.0, 2.0], 0.25) == 1.25
-    assert _quantile([1.0, math.inf, math.inf], 0.5) == math.inf
-    assert _quantile([1.0, 2.0, math.inf], 0.25) == 1.5

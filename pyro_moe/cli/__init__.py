@@ -1,0 +1,143 @@
+"""The ``pyro-moe`` command line: circles and conics from binary images, mixtures on tables.
+
+Subcommands (one module each)::
+
+    pyro-moe demo                       recover the circles of the built-in synthetic image
+    pyro-moe circles IMAGE [options]    circles of a binary image, in pixel coordinates
+    pyro-moe conics IMAGE [options]     conics (ellipses, parabolas, hyperbolas) of an image
+    pyro-moe curves IMAGE -k NAMES      a mix of curve kinds, one expert per name
+    pyro-moe fit DATA.csv --target COL  a mixture of linear experts on a CSV table
+    pyro-moe compare SOURCE             SVI beside CAVI on one model
+    pyro-moe reproduce [--quick]        the study's computational experiment
+
+Exit status: 0 on success (convergence warnings included, printed as one
+``pyro-moe: warning: ...`` line each on stderr), 2 for a usage error (bad options, an
+unknown model name, a model file that cannot be loaded), 1 for a run that failed (an
+unreadable image, bad data, a model CAVI cannot fit, ...), with one
+``pyro-moe: error: ...`` line on stderr and no traceback unless ``--debug`` is given.
+Output files (``--plot``, ``--save``) are written to temporary files next to their
+destination and renamed only once every output of the run is complete
+(:mod:`pyro_moe.files`), so a failed run leaves no partial file behind.
+
+Pixel convention: x = column, y = row, origin at the top-left pixel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+
+from . import compare, curves, demo, fit, reproduce
+from .base import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    Context,
+    RunError,
+    UsageError,
+    one_line,
+)
+from .options import Formatter, Parser, add_global_options
+
+__all__ = ["build_parser", "main"]
+
+COMMANDS = (demo, curves, fit, compare, reproduce)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pyro-moe`` argument parser with its subcommands."""
+    import pyro_moe
+
+    parser = Parser(
+        prog=PROG,
+        description="Bayesian mixtures of linear models and mixtures of experts: circles and "
+        "conics from binary images, mixtures of linear experts on tables.",
+        epilog="Run 'pyro-moe COMMAND --help' for the options of a command. Exit status: 0 "
+        "success, 1 failed run, 2 usage error.",
+        formatter_class=Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {pyro_moe.__version__}")
+    add_global_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+@contextlib.contextmanager
+def _reported_warnings(debug: bool) -> Iterator[None]:
+    """Print the warnings of a successful run as one ``pyro-moe: warning: ...`` line each.
+
+    Convergence warnings and other ``UserWarning``s are shown (all warnings with
+    ``--debug``); when the run fails only its error line is printed (plus the warnings
+    with ``--debug``).
+    """
+    from pyro_moe.errors import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            if debug or not failed:
+                seen: set[str] = set()
+                for w in caught:
+                    ours = issubclass(w.category, ConvergenceWarning)
+                    if not (ours or debug or issubclass(w.category, UserWarning)):
+                        continue
+                    msg = one_line(str(w.message))
+                    if not ours:
+                        msg = f"{w.category.__name__}: {msg}"
+                    if msg not in seen:
+                        seen.add(msg)
+                        print(f"{PROG}: warning: {msg}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pyro-moe`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    from pyro_moe.errors import ModelFileError, PyroMoeError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (already printed)
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
+    debug = bool(getattr(args, "debug", False))
+
+    def fail(status: int, message: str, exc: BaseException) -> int:
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"{PROG}: {message}", file=sys.stderr)
+        return status
+
+    try:
+        if getattr(args, "threads", None) is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        with _reported_warnings(debug):
+            return args.handler(args, Context(out=sys.stdout))
+    except UsageError as e:
+        return fail(
+            EXIT_USAGE, f"error: {one_line(str(e))} (see '{PROG} {args.command} --help')", e
+        )
+    except ModelFileError as e:
+        return fail(EXIT_USAGE, f"error: {one_line(str(e))}", e)
+    except (PyroMoeError, RunError) as e:
+        return fail(EXIT_FAILED, f"error: {one_line(str(e))}", e)
+    except KeyboardInterrupt as e:
+        return fail(EXIT_INTERRUPTED, "interrupted", e)
+    except Exception as e:
+        return fail(
+            EXIT_FAILED,
+            f"internal error: {type(e).__name__}: {one_line(str(e))}; rerun with --debug",
+            e,
+        )

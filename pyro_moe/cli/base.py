@@ -1,0 +1,89 @@
+"""What every command shares: exit statuses, the two CLI error types, where to print,
+and the output files (checked before fitting, written all-or-nothing by
+:mod:`pyro_moe.files`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from pyro_moe.errors import InputError
+
+if TYPE_CHECKING:
+    from pyro_moe.model_file import Model
+    from pyro_moe.result import FitResult
+
+PROG = "pyro-moe"
+
+# Exit statuses.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A bad command line found after parsing (exit status 2)."""
+
+
+class RunError(Exception):
+    """A run that failed for a reason outside the library (exit status 1)."""
+
+
+@dataclass
+class Context:
+    """What a command needs besides its arguments: where to print."""
+
+    out: TextIO
+
+
+def one_line(text: str) -> str:
+    """Collapse a message to a single line."""
+    return " ".join(str(text).split())
+
+
+def load_model(spec: str) -> Model:
+    """Load ``--model`` (a ModelFileError becomes a usage error in :func:`pyro_moe.cli.main`)."""
+    import pyro_moe
+
+    return pyro_moe.load_model(spec)
+
+
+def check_output_paths(*paths: Path | None) -> None:
+    """Fail early (before fitting) when an output cannot be written atomically: its folder
+    is missing, or it is a directory, link, FIFO or device (a usage error, status 2)."""
+    from pyro_moe.files import check_destination
+
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            check_destination(path)
+        except InputError as e:
+            raise UsageError(str(e)) from e
+
+
+def write_outputs(
+    result: FitResult,
+    *,
+    save: Path | None,
+    plot: Path | None,
+    draw: Callable[[FitResult, Path], None] | None = None,
+) -> None:
+    """Write ``--plot`` and ``--save`` together (both or neither, :class:`pyro_moe.files.
+    StagedOutputs`); an OSError on the way is a failed run and leaves no file."""
+    from pyro_moe.files import StagedOutputs
+
+    if save is None and plot is None:
+        return
+    with StagedOutputs() as outputs:
+        try:
+            if plot is not None and draw is not None:
+                draw(result, outputs.stage(plot))
+            if save is not None:
+                result.save(outputs.stage(save))
+            outputs.commit()
+        except OSError as e:
+            raise RunError(f"cannot write the output files: {e}") from e

@@ -1,0 +1,361 @@
+"""The option groups of the commands (argparse builders) and the argument types they use.
+
+Every argument type raises :class:`argparse.ArgumentTypeError` with "must be ..., got ...",
+so a bad value is one usage-error line (status 2). :func:`fit_options` turns the common
+fitting options into keyword arguments of :func:`pyro_moe.fit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .base import EXIT_USAGE, PROG, UsageError, one_line
+
+AUTO = "auto"  # ``--experts auto``: choose K by the ELBO (pyro_moe.selection)
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each option's default, except ``None`` (those helps say the default in words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action, argparse._StoreTrueAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``pyro-moe: error: MESSAGE (see 'PROG --help')`` and exit with status 2."""
+        self.exit(EXIT_USAGE, f"{PROG}: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, else "must be <wording>, got ..."."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wording}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {wording}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1, "a positive integer")
+nonnegative_int = int_at_least(0, "an integer >= 0")
+
+
+def experts_arg(text: str) -> int | str:
+    """``--experts``: an integer K >= 1, or ``auto`` (model selection; circles and conics)."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    return int_at_least(1, "an integer >= 1")(text)
+
+
+def expert_names_arg(text: str) -> list[str]:
+    """``curves --experts``: comma-separated expert names (checked against the model file)."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"must name at least one expert, got {text!r}")
+    return names
+
+
+def max_points_arg(text: str) -> int:
+    value = positive_int(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 3, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def threshold_arg(text: str) -> float | str:
+    """``--threshold``: a finite number or ``otsu``."""
+    if text.strip().lower() == "otsu":
+        return "otsu"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or 'otsu', got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number or 'otsu', got {text!r}")
+    return value
+
+
+def learn_arg(text: str) -> str:
+    """``--learn``: ``all``, ``none`` or a comma-separated list of learnable names."""
+    from pyro_moe.config import LEARNABLE
+
+    value = text.strip()
+    if value in ("all", "none"):
+        return value
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [n for n in names if n not in LEARNABLE]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown hyperparameter(s) {', '.join(unknown) or repr(text)}; use 'all', 'none' "
+            f"or a comma-separated list of {', '.join(LEARNABLE)}"
+        )
+    return ",".join(names)
+
+
+def columns_arg(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",")]
+    if not names or any(not n for n in names):
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of names, got {text!r}")
+    return names
+
+
+def device_arg(text: str) -> str:
+    """``--device``: a torch device that exists on this machine."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError as e:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r}: only cpu and cuda devices are supported")
+    return text
+
+
+# --------------------------------------------------------------------------- option groups
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--debug`` and ``--threads``; accepted before or after the subcommand."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="show full tracebacks on errors (default: off)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help="number of CPU threads for torch (torch.set_num_threads); "
+        "default: leave torch's setting alone",
+    )
+
+
+def add_command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand parser with the shared formatter and the global options."""
+    p = sub.add_parser(name, formatter_class=Formatter, **kwargs)
+    add_global_options(p, top=False)
+    return p
+
+
+def add_fit_options(
+    p: argparse.ArgumentParser, *, default_model: str, experts: bool = True
+) -> None:
+    """Options shared by ``circles``, ``conics``, ``curves`` (which has its own
+    ``--experts``) and ``fit``."""
+    import pyro_moe
+    from pyro_moe.config import LEARNABLE
+    from pyro_moe.fitting import METHODS
+
+    models = ", ".join(pyro_moe.builtin_models())
+    if experts:
+        p.add_argument(
+            "--experts",
+            "-k",
+            type=experts_arg,
+            default=2,
+            metavar="K",
+            help="number of experts (curves / linear models), an integer >= 1; circles and "
+            "conics also take 'auto': fit K = 1..--max-experts and keep the smallest "
+            "admissible K (distinct, used experts) whose ELBO + log K! is within 3 nats of "
+            "the best",
+        )
+    p.add_argument(
+        "--model",
+        default=default_model,
+        metavar="NAME|FILE",
+        help=f"built-in model name ({models}) or the path of a model file",
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="cavi",
+        help="cavi: closed-form variational EM; svi: Pyro stochastic variational inference",
+    )
+    p.add_argument(
+        "--restarts",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="number of restarts; the run with the best objective is kept",
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="random seed")
+    p.add_argument(
+        "--learn",
+        type=learn_arg,
+        default=None,
+        metavar="WHAT",
+        help=f"hyperparameters to point-estimate: all, none, or a comma-separated list of "
+        f"{', '.join(LEARNABLE)}; the rest stay at the model file's values (default: the "
+        "model file's SETTINGS['learn'], noise_precision for mixture_of_models)",
+    )
+    p.add_argument(
+        "--max-iter",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="iteration (CAVI) or step (SVI) limit (default: the engine's, 1000 for CAVI)",
+    )
+    p.add_argument(
+        "--tol",
+        type=positive_float,
+        default=None,
+        metavar="TOL",
+        help="relative change of the objective that counts as converged "
+        "(default: the engine's, 1e-8 for CAVI)",
+    )
+    p.add_argument(
+        "--device",
+        type=device_arg,
+        default=None,
+        metavar="DEV",
+        help="where to compute: cpu, cuda, cuda:1, ... (default: cpu)",
+    )
+    add_json_option(p, "print one JSON object instead of a table (default: off)")
+    p.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        metavar="NPZ",
+        help="save the fit (posteriors, hyperparameters, history) as a .npz file, "
+        "readable with pyro_moe.FitResult.load (default: not saved)",
+    )
+
+
+def add_json_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--json", action="store_true", help=help)
+
+
+def add_plot_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help=help)
+
+
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    """Options of the image subcommands (``circles``, ``conics``, ``curves``)."""
+    p.add_argument("image", type=Path, metavar="IMAGE", help="image file (PNG, JPEG, TIFF, ...)")
+    p.add_argument(
+        "--max-points",
+        type=max_points_arg,
+        default=None,
+        metavar="M",
+        help="use at most M foreground pixels, drawn at random with --seed (default: all)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=threshold_arg,
+        default="otsu",
+        metavar="T|otsu",
+        help="gray level in [0, 1] separating foreground from background, or otsu",
+    )
+    p.add_argument(
+        "--invert",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--invert: foreground is the dark side; --no-invert: the bright side "
+        "(default: automatic, the side that covers less than half the image)",
+    )
+    p.add_argument(
+        "--edges",
+        action="store_true",
+        help="keep only the boundary pixels of filled shapes (default: off)",
+    )
+    add_plot_option(
+        p,
+        "write a PNG of the points coloured by expert with the fitted curves (default: no plot)",
+    )
+
+
+def add_curve_options(p: argparse.ArgumentParser, design: str) -> None:
+    """``--max-experts`` and ``--noise-expert`` of ``circles`` / ``conics``."""
+    p.add_argument(
+        "--max-experts",
+        type=positive_int,
+        default=5,
+        metavar="K",
+        help="largest K tried by --experts auto",
+    )
+    on = design == "circle"
+    p.add_argument(
+        "--noise-expert",
+        action=argparse.BooleanOptionalAction,
+        default=True if on else None,
+        help="add a uniform background component for stray pixels (outliers) and print "
+        "the outlier share; --no-noise-expert: every point belongs to a curve"
+        + ("" if on else " (default: the model file's SETTINGS['noise_expert'])"),
+    )
+
+
+# --------------------------------------------------------------------------- from options
+
+
+def image_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``image_options`` of the curve fitters from ``--threshold``, ``--invert``, ``--edges``."""
+    return {"threshold": args.threshold, "invert": args.invert, "edges": args.edges}
+
+
+def fit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of ``pyro_moe.fit`` from the common options."""
+    options: dict[str, Any] = {
+        "method": args.method,
+        "n_init": args.restarts,
+        "seed": args.seed,
+        "learn": args.learn,
+    }
+    if args.max_iter is not None:
+        options["max_iter"] = args.max_iter
+    if args.tol is not None:
+        options["tol"] = args.tol
+    if args.device is not None:
+        options["device"] = args.device
+    return options
+
+
+def check_method(method: str) -> None:
+    if method == "svi" and importlib.util.find_spec("pyro_moe.svi") is None:
+        raise UsageError("--method svi is not available in this version of pyro_moe; use cavi")
+
+
+def resolve_experts(spec: int | str, *, allow_auto: bool = False) -> int | str:
+    """The number of experts to fit, or ``AUTO`` (model selection) where ``allow_auto``.
+
+    Only ``circles`` and ``conics`` select K (:func:`pyro_moe.select_curves`); elsewhere
+    ``auto`` is a usage error.
+    """
+    if spec == AUTO:
+        if not allow_auto:
+            raise UsageError("--experts auto is available for circles and conics only")
+        return AUTO
+    return int(spec)

@@ -1,0 +1,338 @@
+"""What the commands print and draw: aligned tables, JSON, fit summaries, and the curves of
+a shape fit (one renderer for ``circles``, ``conics`` and ``curves``, each expert printed
+as its own kind of curve) with their plot (:func:`pyro_moe.plots.plot_fit`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from pyro_moe.result import FitResult
+
+# --------------------------------------------------------------------------- numbers and tables
+
+
+def finite(value: float) -> float | None:
+    """A float for JSON, or None when it is NaN or infinite (JSON has no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """Fixed point with ``digits`` decimals; ``-`` for None."""
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def num(value: float) -> str:
+    """A number for a table: fixed point for ordinary magnitudes, else scientific."""
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4f}"
+    return f"{value:.3e}"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An aligned text table: the first column left-aligned, the others right-aligned."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def emit_json(obj: dict[str, Any], out: TextIO) -> None:
+    """One indented JSON object (no NaN: see :func:`finite`)."""
+    out.write(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+# --------------------------------------------------------------------------- fit summaries
+
+
+def summary_lines(result: FitResult) -> list[str]:
+    return [
+        f"objective   {result.objective:.6g} nats",
+        f"ELBO        {result.elbo:.6g} nats",
+        f"iterations  {result.iterations}",
+        f"seconds     {result.wall_time:.3g}",
+        f"converged   {'yes' if result.converged else 'no'}",
+        f"method      {result.method}",
+        f"model       {result.model_name}",
+    ]
+
+
+def summary_json(result: FitResult) -> dict[str, Any]:
+    return {
+        "objective": finite(result.objective),
+        "elbo": finite(result.elbo),
+        "iterations": int(result.iterations),
+        "seconds": float(result.wall_time),
+        "method": result.method,
+        "model": result.model_name,
+        "converged": bool(result.converged),
+        "points": len(result.y),
+    }
+
+
+def shares(result: FitResult) -> list[float]:
+    """Share of the points per expert: the mean responsibility (the noise expert excluded,
+    so the shares sum to 1 minus the noise expert's share)."""
+    return [float(s) for s in result.responsibilities.mean(0)[: result.experts].cpu()]
+
+
+def outlier_json(result: FitResult) -> dict[str, Any]:
+    """``noise_expert``; ``outlier_share``: the share of points the noise expert explains
+    best; ``noise_share``: its mean responsibility, so that the experts' shares plus
+    ``noise_share`` sum to 1 (both 0.0 without a noise expert)."""
+    noise = result.responsibilities[:, result.experts :].sum(-1).mean()
+    return {
+        "noise_expert": bool(result.noise_expert),
+        "outlier_share": float(result.outliers.float().mean()),
+        "noise_share": float(noise) if result.noise_expert else 0.0,
+    }
+
+
+def selection_json(selection: Any) -> dict[str, Any]:
+    rows = [
+        {
+            "experts": row["experts"],
+            "objective": finite(row["objective"]),
+            "score": finite(row["score"]),
+            "converged": row["converged"],
+            "distinct": row["distinct"],
+            "admissible": row["admissible"],
+            "note": row["note"],
+        }
+        for row in selection.table
+    ]
+    return {"experts": selection.experts, "criterion": selection.criterion, "table": rows}
+
+
+def selection_lines(selection: Any) -> list[str]:
+    headers = ["K", "objective", "ELBO + log K!", "distinct", "admissible", "note"]
+    rows = [
+        [
+            f"{row['experts']}{' *' if row['experts'] == selection.experts else ''}",
+            num(row["objective"]),
+            num(row["score"]),
+            str(row["distinct"]),
+            "yes" if row["admissible"] else "no",
+            row["note"] or "-",
+        ]
+        for row in selection.table
+    ]
+    return [
+        f"K chosen by --experts auto: {selection.experts} ({selection.criterion})",
+        format_table(headers, rows),
+    ]
+
+
+# --------------------------------------------------------------------------- one curve
+
+
+def circle_json(c: Any) -> dict[str, Any]:
+    return {
+        "x0": finite(c.x0),
+        "y0": finite(c.y0),
+        "r": finite(c.r) if c.valid else None,
+        "valid": bool(c.valid),
+    }
+
+
+def conic_json(c: Any) -> dict[str, Any]:
+    return {
+        "kind": c.kind,
+        "center": None if c.center is None else [finite(v) for v in c.center],
+        "semi_axes": None if c.semi_axes is None else [finite(v) for v in c.semi_axes],
+        "angle_degrees": None if c.angle is None else finite(math.degrees(c.angle)),
+        "coefficients": [finite(v) for v in c.coefficients],
+    }
+
+
+def kind_of(curve: Any) -> str | None:
+    """``circle``, ``conic``, ``line``, or None for an expert read as weights only."""
+    from pyro_moe.shapes import Circle, Conic, Line
+
+    for cls, name in ((Circle, "circle"), (Conic, "conic"), (Line, "line")):
+        if isinstance(curve, cls):
+            return name
+    return None
+
+
+def curve_json(curve: Any, sd: Any) -> dict[str, Any]:
+    """The JSON fields of one expert by its kind: a circle's x0, y0, r, valid and sds; a
+    conic's kind, centre, semi-axes, angle, coefficients and sds; a line's a, c, angle;
+    else the weights."""
+    kind = kind_of(curve)
+    if kind == "circle":
+        return {
+            **circle_json(curve),
+            "sd_x0": finite(sd.sd_x0),
+            "sd_y0": finite(sd.sd_y0),
+            "sd_r": None if sd.sd_r is None else finite(sd.sd_r),
+        }
+    if kind == "conic":
+        return {**conic_json(curve), "sd": sd.sd}
+    if kind == "line":
+        return {k: finite(v) for k, v in curve.as_dict().items()}
+    return {"weights": [finite(v) for v in curve]}
+
+
+def curve_text(curve: Any, sd: Any) -> tuple[str, str]:
+    """One expert in words by its kind, and its posterior sds (``-`` when none)."""
+    kind = kind_of(curve)
+    if kind == "circle":
+        c = curve
+        what = f"circle x0={fmt(c.x0)} y0={fmt(c.y0)} r={fmt(c.r) if c.valid else 'invalid'}"
+        return what, f"{fmt(sd.sd_x0)} {fmt(sd.sd_y0)} {fmt(sd.sd_r)}"
+    if kind == "conic":
+        c = curve
+        what = c.kind
+        if c.center is not None:
+            what += f" centre=({fmt(c.center[0])}, {fmt(c.center[1])})"
+        if c.semi_axes is not None:
+            what += f" axes=({fmt(c.semi_axes[0])}, {fmt(c.semi_axes[1])})"
+        if c.angle is not None:
+            what += f" angle={fmt(math.degrees(c.angle), 2)}deg"
+        sds = "-" if sd.sd is None else " ".join(fmt(sd.sd[f]) for f in ("cx", "cy", "a", "b"))
+        return what, sds
+    if kind == "line":
+        return f"line x = {fmt(curve.a)} y + {fmt(curve.c)}", "-"
+    return "weights " + " ".join(fmt(float(v)) for v in curve), "-"
+
+
+def _circle_row(c: Any, share: float, sd: Any) -> list[str]:
+    return [
+        fmt(c.x0),
+        fmt(c.y0),
+        fmt(c.r) if c.valid else "invalid",
+        f"{share:.3f}",
+        "yes" if c.valid else "no",
+        fmt(sd.sd_x0),
+        fmt(sd.sd_y0),
+        fmt(sd.sd_r),
+    ]
+
+
+def _conic_row(c: Any, share: float, sd: Any) -> list[str]:
+    cx, cy = c.center if c.center is not None else (None, None)
+    a, b = c.semi_axes if c.semi_axes is not None else (None, None)
+    angle = None if c.angle is None else math.degrees(c.angle)
+    return [c.kind, fmt(cx), fmt(cy), fmt(a), fmt(b), fmt(angle, 2), f"{share:.3f}"]
+
+
+# --------------------------------------------------------------------------- the curve report
+
+#: Per layout (also the JSON key): the table's headers and the note under it. ``circles``
+#: and ``conics`` print one column per parameter; ``curves`` one description per expert.
+LAYOUTS: dict[str, tuple[list[str], str | None]] = {
+    "circles": (
+        ["circle", "x0", "y0", "r", "share", "valid", "sd x0", "sd y0", "sd r"],
+        "(sd: posterior standard deviations, delta method, pixels)",
+    ),
+    "conics": (["conic", "kind", "cx", "cy", "a", "b", "angle (deg)", "share"], None),
+    "curves": (
+        ["expert", "name", "curve (pixels)", "sd", "share"],
+        "(sd: posterior standard deviations, delta method, pixels: circles x0 y0 r, "
+        "conics cx cy a b)",
+    ),
+}
+
+
+def render_curves(
+    result: FitResult,
+    out: TextIO,
+    *,
+    layout: str,
+    title: str,
+    as_json: bool = False,
+    names: Sequence[str] | None = None,
+    selection: Any = None,
+) -> None:
+    """Print the experts of a shape fit, each as its own kind of curve (``result.curves()``,
+    sds from :func:`pyro_moe.curve_uncertainty`), as a table or one JSON object.
+
+    ``layout``: ``circles`` or ``conics`` (one column per parameter; JSON key ``circles`` /
+    ``conics``) or ``curves`` (one description per expert, named by ``names``; JSON key
+    ``curves``). Below the table: the selection of K (``selection``), the outlier share
+    when a noise expert is fitted, and the fit summary.
+    """
+    from pyro_moe import curve_uncertainty
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    curves = result.curves()
+    sds = curve_uncertainty(result)
+    share = shares(result)
+    names = list(names) if names is not None else [str(k + 1) for k in range(len(curves))]
+    outliers = outlier_json(result)
+    experts = list(zip(names, curves, share, sds, strict=True))
+    if as_json:
+        if layout == "curves":
+            items = [
+                {"expert": n, "share": s, "kind": kind_of(c), **curve_json(c, u)}
+                for n, c, s, u in experts
+            ]
+        else:
+            items = [{**curve_json(c, u), "share": s} for _, c, s, u in experts]
+        extra = {} if selection is None else {"selection": selection_json(selection)}
+        emit_json({layout: items, **outliers, **extra, **summary_json(result)}, out)
+        return
+    headers, note = LAYOUTS[layout]
+    rows = []
+    for k, (n, c, s, u) in enumerate(experts):
+        if layout == "circles":
+            rows.append([str(k + 1), *_circle_row(c, s, u)])
+        elif layout == "conics":
+            rows.append([str(k + 1), *_conic_row(c, s, u)])
+        else:
+            rows.append([str(k + 1), n, *curve_text(c, u), f"{s:.3f}"])
+    print(f"{title} (pixel units: x = column, y = row from the top-left)", file=out)
+    print(file=out)
+    print(format_table(headers, rows), file=out)
+    if note:
+        print(note, file=out)
+    print(file=out)
+    if selection is not None:
+        print("\n".join(selection_lines(selection)), file=out)
+        print(file=out)
+    if outliers["noise_expert"]:
+        print(f"outliers    {outliers['outlier_share']:.3f} of the points", file=out)
+    print("\n".join(summary_lines(result)), file=out)
+
+
+# --------------------------------------------------------------------------- the plot
+
+
+def plot_png(result: FitResult, path: Path, *, title: str) -> None:
+    """Save a PNG of a shape fit drawn by :func:`pyro_moe.plots.plot_fit` (points coloured
+    by their most responsible expert, the fitted curves, pixel units, y down)."""
+    from matplotlib.figure import Figure
+
+    from pyro_moe.plots import plot_fit
+
+    fig = Figure(figsize=(6, 6), dpi=100)
+    plot_fit(result, ax=fig.add_subplot(), title=title)
+    fig.savefig(path, format="png")
+
+
+def curve_plot_title(result: FitResult, what: str) -> str:
+    """``<what>, <METHOD>, objective <F>``: the title of a curve plot."""
+    return f"{what}, {result.method.upper()}, objective {result.objective:.4g}"

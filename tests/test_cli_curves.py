@@ -1,0 +1,255 @@
+"""``pyro-moe circles``, ``conics`` and ``curves`` (:mod:`pyro_moe.cli.curves`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import (
+    PNG_SIGNATURE,
+    TRUE_CENTERS,
+    check_recovered,
+    expect_failure,
+    leftovers,
+    non_conjugate_model,
+    run_cli,
+    save_png,
+)
+from cli_helpers import circles_png as make_circles_png
+from cli_helpers import image_outputs as make_image_outputs
+from PIL import Image
+
+import pyro_moe
+from pyro_moe.shapes import circle_image
+
+
+@pytest.fixture
+def circles_png(tmp_path: Path) -> Path:
+    return make_circles_png(tmp_path)
+
+
+@pytest.fixture
+def image_outputs(tmp_path: Path) -> list[object]:
+    return make_image_outputs(tmp_path)
+
+
+# --------------------------------------------------------------------------- circles, conics
+
+
+def test_circles_recovered_within_one_pixel(capsys, circles_png):
+    code, out, err = run_cli(capsys, "circles", circles_png, "--experts", "2")
+    assert code == 0, err
+    assert err == ""
+    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    assert len(rows) == 2
+    found = [pyro_moe.shapes.Circle(float(r[1]), float(r[2]), float(r[3])) for r in rows]
+    check_recovered(found)
+    assert sum(float(r[4]) for r in rows) == pytest.approx(1.0, abs=2e-3)
+    for word in ("objective", "ELBO", "iterations", "seconds"):
+        assert word in out
+
+
+def test_circles_json(capsys, circles_png):
+    code, out, _ = run_cli(capsys, "circles", circles_png, "-k", "2", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) >= {
+        "circles",
+        "objective",
+        "elbo",
+        "iterations",
+        "seconds",
+        "method",
+        "model",
+        "converged",
+    }
+    assert data["method"] == "cavi" and data["model"] == "mixture_of_models"
+    found = [pyro_moe.shapes.Circle(c["x0"], c["y0"], c["r"], c["valid"]) for c in data["circles"]]
+    check_recovered(found)
+    assert sum(c["share"] for c in data["circles"]) + data["noise_share"] == pytest.approx(1.0)
+
+
+def test_circles_plot_and_save(capsys, circles_png, tmp_path):
+    plot, save = tmp_path / "fit.png", tmp_path / "fit.npz"
+    before = {p.name for p in tmp_path.iterdir()}
+    code, out, err = run_cli(
+        capsys, "circles", circles_png, "-k", "2", "--json", "--plot", plot, "--save", save
+    )
+    assert code == 0, err
+    assert leftovers(tmp_path, before) == {"fit.png", "fit.npz"}  # no temporaries left
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(plot) as im:
+        im.verify()
+    loaded = pyro_moe.FitResult.load(save)
+    printed = json.loads(out)["circles"]
+    for c, p in zip(loaded.circles(), printed, strict=True):
+        assert (c.x0, c.y0, c.r) == pytest.approx((p["x0"], p["y0"], p["r"]), abs=1e-9)
+
+
+def test_conics_of_circles(capsys, circles_png, tmp_path):
+    plot = tmp_path / "conics.png"
+    code, out, err = run_cli(capsys, "conics", circles_png, "-k", "2", "--json", "--plot", plot)
+    assert code == 0, err
+    conics = json.loads(out)["conics"]
+    assert [c["kind"] for c in conics] == ["ellipse", "ellipse"]
+    centres = sorted(tuple(c["center"]) for c in conics)
+    assert np.allclose(centres, sorted(TRUE_CENTERS), atol=1.5)
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    code, out, _ = run_cli(capsys, "conics", circles_png, "-k", "2")
+    assert code == 0 and "angle (deg)" in out and "ellipse" in out
+
+
+# --------------------------------------------------------------------------- failed runs
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.png", "no such image"),
+        (lambda d: _write(d / "corrupt.png", b"\x89PNG garbage"), "not a readable image"),
+        (lambda d: _write(d / "empty.png", b""), "not a readable image"),
+        (lambda d: save_png(d / "black.png", np.zeros((32, 32), bool)), "no foreground"),
+    ],
+    ids=["missing", "corrupt", "empty", "no-foreground"],
+)
+def test_bad_images_fail_with_status_1(capsys, tmp_path, image_outputs, make, message):
+    image = make(tmp_path)
+    err = expect_failure(capsys, tmp_path, 1, "circles", image, *image_outputs)
+    assert message in err
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_model_file_with_syntax_error_exits_2(capsys, tmp_path, circles_png, image_outputs):
+    bad = tmp_path / "broken_model.py"
+    bad.write_text("def model(X, y, config:\n    pass\n")
+    err = expect_failure(
+        capsys, tmp_path, 2, "circles", circles_png, "--model", bad, *image_outputs
+    )
+    assert "syntax error" in err
+
+
+def test_non_conjugate_model_with_cavi_exits_1(capsys, tmp_path, circles_png, image_outputs):
+    model = non_conjugate_model(tmp_path)
+    err = expect_failure(
+        capsys, tmp_path, 1, "circles", circles_png, "--model", model, "--method", "cavi",
+        *image_outputs,
+    )  # fmt: skip
+    assert "Laplace" in err and "svi" in err
+
+
+def test_more_experts_than_points_exits_1(capsys, tmp_path, circles_png, image_outputs):
+    err = expect_failure(
+        capsys, tmp_path, 1, "circles", circles_png, "--max-points", "5", "-k", "6", *image_outputs
+    )
+    assert "more than the number of points" in err
+
+
+# --------------------------------------------------------------------------- auto K, noise expert, sds
+
+
+@pytest.fixture
+def three_circles_png(tmp_path: Path) -> Path:
+    """Two concentric circles and a third one, 10% outlier pixels."""
+    img, _ = circle_image(
+        [(55.0, 58.0), (55.0, 58.0), (118.0, 112.0)], [16.0, 36.0, 22.0], (160, 160),
+        outlier_fraction=0.1, seed=0,
+    )  # fmt: skip
+    return save_png(tmp_path / "three.png", img)
+
+
+def test_circles_experts_auto_finds_three(capsys, three_circles_png):
+    argv = ["circles", three_circles_png, "--experts", "auto", "--max-points", "500"]
+    code, out, err = run_cli(capsys, *argv, "--restarts", "3", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert len(data["circles"]) == 3 and data["selection"]["experts"] == 3
+    assert [row["experts"] for row in data["selection"]["table"]] == [1, 2, 3, 4, 5]
+    for c in data["circles"]:
+        assert c["valid"] and 0 < c["sd_x0"] < 1 and 0 < c["sd_y0"] < 1 and 0 < c["sd_r"] < 1
+    assert data["noise_expert"] is True
+    assert 0.03 < data["outlier_share"] < 0.2  # 10% outlier pixels
+    total = sum(c["share"] for c in data["circles"])
+    assert total + data["noise_share"] == pytest.approx(1.0)
+    assert data["noise_share"] == pytest.approx(data["outlier_share"], abs=0.03)
+
+    code, out, err = run_cli(capsys, *argv, "--restarts", "2", "--max-experts", "4")
+    assert code == 0, err
+    assert "K = 3 circles" in out and "K chosen by --experts auto: 3" in out
+    assert "sd r" in out and "outliers" in out
+
+
+def test_circles_without_noise_expert(capsys, circles_png):
+    code, out, err = run_cli(
+        capsys, "circles", circles_png, "-k", "2", "--no-noise-expert", "--json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["noise_expert"] is False
+    assert data["outlier_share"] == 0.0 and data["noise_share"] == 0.0
+    assert sum(c["share"] for c in data["circles"]) + data["noise_share"] == pytest.approx(1.0)
+    assert all(c["sd_r"] > 0 for c in data["circles"])
+    code, out, err = run_cli(capsys, "circles", circles_png, "-k", "2", "--no-noise-expert")
+    assert code == 0, err
+    assert "outliers" not in out and "sd x0" in out
+
+
+# --------------------------------------------------------------------------- curves (mixed kinds)
+
+
+@pytest.fixture
+def circle_and_ellipse_png(tmp_path: Path) -> Path:
+    """A circle (150, 130, r 28) and an ellipse centred (70, 80), axes 45 x 22, at 30 deg."""
+    from pyro_moe.shapes import ellipse_points, rasterize
+
+    e = ellipse_points((70.0, 80.0), (45.0, 22.0), np.radians(30.0), 2000, even=True)
+    c = ellipse_points((150.0, 130.0), (28.0, 28.0), 0.0, 2000, even=True)
+    return save_png(tmp_path / "mix.png", rasterize(np.concatenate([e, c]), (200, 200)))
+
+
+def test_curves_reports_each_expert_as_its_kind(capsys, circle_and_ellipse_png, tmp_path):
+    plot, save = tmp_path / "mix_fit.png", tmp_path / "mix.npz"
+    code, out, err = run_cli(
+        capsys, "curves", str(circle_and_ellipse_png), "--experts", "circle,ellipse", "--json",
+        "--plot", str(plot), "--save", str(save),
+    )  # fmt: skip
+    assert code == 0, err
+    got = json.loads(out)
+    circle, ellipse = got["curves"]
+    assert circle["expert"] == "circle" and circle["kind"] == "circle"
+    assert abs(circle["x0"] - 150) < 1 and abs(circle["y0"] - 130) < 1 and abs(circle["r"] - 28) < 1
+    assert circle["sd_r"] > 0
+    assert ellipse["expert"] == "ellipse" and ellipse["kind"] == "ellipse"
+    assert np.allclose(ellipse["center"], [70, 80], atol=1)
+    assert np.allclose(ellipse["semi_axes"], [45, 22], atol=1)
+    assert abs(ellipse["angle_degrees"] - 30) < 2
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    assert pyro_moe.FitResult.load(save).expert_kinds == ["circle", "conic"]
+    code, out, _ = run_cli(capsys, "curves", str(circle_and_ellipse_png), "-k", "circle,ellipse")
+    assert code == 0 and "circle x0=150" in out and "ellipse centre=(70.0" in out
+
+
+def test_curves_refuses_unknown_and_mixed_experts(capsys, circle_and_ellipse_png):
+    code, _, err = run_cli(capsys, "curves", str(circle_and_ellipse_png), "-k", "circle,hexagon")
+    assert code == 1 and "unknown expert(s) 'hexagon'" in err
+    code, _, err = run_cli(capsys, "curves", str(circle_and_ellipse_png), "-k", "ellipse,line")
+    assert code == 1 and "--allow-mixed-targets" in err
+    code, _, err = run_cli(
+        capsys, "curves", str(circle_and_ellipse_png), "-k", "ellipse,line", "--allow-mixed-targets"
+    )
+    assert code == 0 and "different targets" in err
+
+
+def test_curves_prints_a_line_expert_as_a_line(capsys, circle_and_ellipse_png):
+    argv = ["curves", str(circle_and_ellipse_png), "-k", "ellipse,line", "--allow-mixed-targets"]
+    code, out, err = run_cli(capsys, *argv, "--restarts", "1")
+    assert code == 0, err
+    assert "line x = " in out
+    code, out, _ = run_cli(capsys, *argv, "--restarts", "1", "--json")
+    line = json.loads(out)["curves"][1]
+    assert line["expert"] == "line" and line["kind"] == "line" and {"a", "c", "angle"} <= set(line)

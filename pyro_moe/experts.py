@@ -20,7 +20,7 @@ n_k: rows 1..n_k give phi_k = T_k[:n_k] z, row n+1 gives t_k = T_k[n] z, and row
 n_k+1..n are zero. The padded weights w_k[n_k:] then never meet the data: their q equals
 their prior N(0, I) and they add exactly nothing to the ELBO (KL 0), so the padded model
 *is* the heterogeneous one. Every engine works in the z-space of this layout: CAVI's
-statistics are sum_i r_ik z_i z_i^T mapped by T_k (:mod:`pyro_moe.cavi.updates`), Pyro's
+statistics are sum_i r_ik z_i z_i^T mapped by T_k (:mod:`pyro_moe.closed_form.updates`), Pyro's
 likelihood evaluates N(t_k | w_k^T phi_k, 1/beta) at y through the shifted mean
 w_k^T phi_k - (t_k - y), which is the same density value (:func:`pyro_moe.parts.expert_locs`).
 

@@ -30,6 +30,8 @@ def check_destination(path: str | Path) -> Path:
 
     Its directory must exist; the path itself must be absent or a regular file.
     """
+    if str(path).endswith(("/", os.sep)):
+        raise InputError(f"cannot write {path}: it names a directory; give a file name")
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -82,10 +84,11 @@ class StagedOutputs:
 
     def commit(self) -> None:
         """Rename every staged file to its destination."""
+        for _, destination in self._staged:  # nothing else appeared there meanwhile
+            check_destination(destination)
         umask = os.umask(0)
         os.umask(umask)
         for tmp, destination in self._staged:
-            check_destination(destination)  # nothing else appeared there meanwhile
             os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, destination)
         self._staged.clear()
@@ -102,7 +105,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write one file atomically: ``write(tmp)`` fills a temporary beside ``path``, which
     then replaces ``path``. Returns ``path``; an :class:`OSError` while writing becomes an
     :class:`~pyro_moe.errors.InputError` naming the file, and nothing is left behind."""
-    path = Path(path)
+    path = check_destination(path)
     with StagedOutputs() as out:
         tmp = out.stage(path)
         try:

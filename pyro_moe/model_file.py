@@ -24,13 +24,16 @@ from .errors import InputError, ModelFileError
 
 
 def _models_dir() -> Path:
-    """The built-in model files: the package ``pyro_moe.models``, which setup.py maps to the
-    repository's top-level ``models/`` (so a wheel ships them and an editable install finds
-    the checkout's); in a checkout that is not installed, the ``models/`` beside the package."""
+    """The built-in model files: in a checkout, the top-level ``models/`` beside the package
+    (the editable install and a checkout on ``PYTHONPATH`` alike); in an installed wheel, the
+    package ``pyro_moe.models``, which setup.py maps to that folder."""
+    beside = Path(__file__).resolve().parent.parent / "models"
+    if (beside / "__init__.py").is_file() and (beside / "mixture_of_models.py").is_file():
+        return beside
     spec = importlib.util.find_spec(f"{__package__}.models")
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations))).resolve()
-    return Path(__file__).resolve().parent.parent / "models"
+    return beside
 
 
 MODELS_DIR = _models_dir()

@@ -2,7 +2,7 @@
 
 The model files under ``models/`` compose these, so that each file shows its priors and
 its structure while the plumbing lives here once. Site and parameter names are the
-contract between the model files, the CAVI engine (:mod:`pyro_moe.cavi`) and the SVI
+contract between the model files, the CAVI engine (:mod:`pyro_moe.engines.cavi`) and the SVI
 engine; change them in one place only.
 
 Sites: ``pi`` (mixture weights), ``w`` (expert weights, in plate ``experts``), ``z`` and

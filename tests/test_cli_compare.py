@@ -30,7 +30,7 @@ def test_compare_image_json_and_plot(capsys, circles_png, tmp_path):
     assert code == 0, err
     rows = json.loads(out)["rows"]
     assert [r["method"] for r in rows] == ["cavi", "svi"]
-    # the gap itself is SVI's business (tests/test_svi.py); here: reported and finite
+    # the gap itself is SVI's business (tests/test_engines_svi.py); here: reported and finite
     assert rows[0]["rel_gap"] == 0.0 and 0.0 <= rows[1]["rel_gap"] < float("inf")
     for row in rows:
         check_recovered([pyro_moe.shapes.Circle(x0, y0, r) for x0, y0, r in row["circles"]])

@@ -130,7 +130,7 @@ def test_the_checker_accepts_and_reports():
     """The checker itself, on a text as if it were docs/sample.md."""
     text = (
         "See `docs/derivation.md` section 6, models/<name>.py, `benchmarks/results/cavi.{json,md}`,\n"
-        "notebooks/01_quickstart, pyro_moe/cavi/, README.md and [the notes](cavi_notes.md).\n"
+        "notebooks/01_quickstart, pyro_moe/engines/, README.md and [the notes](cavi_notes.md).\n"
         "Wrong: `pyro_moe/cavi/NOTES.md`, NOTES.md, ../shared/docs/derivation.md, tests/nope_*.py,\n"
         "benchmarks/results/cavi.{json,txt}, ../README.md, ../../README.md.\n"
     )

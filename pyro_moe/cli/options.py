@@ -8,7 +8,6 @@ fitting options into keyword arguments of :func:`pyro_moe.fit`.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -344,8 +343,14 @@ def fit_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_method(method: str) -> None:
-    if method == "svi" and importlib.util.find_spec("pyro_moe.svi") is None:
-        raise UsageError("--method svi is not available in this version of pyro_moe; use cavi")
+    """A usage error unless ``method`` names a registered engine (:mod:`pyro_moe.engines`)."""
+    from pyro_moe.engines import ENGINES
+
+    if method not in ENGINES:
+        raise UsageError(
+            f"--method {method} is not an engine of this pyro_moe; use one of "
+            f"{', '.join(sorted(ENGINES))}"
+        )
 
 
 def resolve_experts(spec: int | str, *, allow_auto: bool = False) -> int | str:

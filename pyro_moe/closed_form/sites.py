@@ -27,6 +27,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent
 
+from .. import likelihood
 from ..config import Config, gate_weights
 from ..errors import ModelFileError, NonConjugateError
 from ..model_file import Model
@@ -83,7 +84,7 @@ SITES: Mapping[str, Site] = MappingProxyType(
                 (U.update_noise_gamma,),
                 "-KL(q(beta) || p(beta)), q(beta) = Gamma(a, b)  (gamma_kl)",
                 ("tests/test_pyro_elbo.py::test_closed_form_elbo_matches_pyro_with_gamma_noise_prior",
-                 "tests/test_model_files.py::test_gamma_noise_prior_fits_with_cavi"),
+                 "tests/test_model_file.py::test_gamma_noise_prior_fits_with_cavi"),
             ),
             Site(
                 "prior_regularization", dist.MultivariateNormal,
@@ -224,7 +225,8 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
     noise_log_density = None
     if "y_noise" in sites:
         u = _unwrap(sites["y_noise"]["fn"])
-        noise_log_density = -torch.log(u.high - u.low).detach().to(X.dtype).reshape(-1)[0]
+        bounds = torch.stack([u.low.reshape(-1)[0], u.high.reshape(-1)[0]]).detach().to(X.dtype)
+        noise_log_density = likelihood.noise_log_density(bounds)
     return Conjugate(
         noise_log_density=noise_log_density,
         gate_prior_scale=gate_prior_scale,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -30,8 +30,10 @@ from ..errors import InputError
 __all__ = [
     "COMMON",
     "INITS",
+    "Constraint",
     "Option",
     "Options",
+    "boolean",
     "integer",
     "number",
     "one_of",
@@ -209,10 +211,6 @@ class Options(Mapping[str, Any]):
         shown = ", ".join(f"{k}={v!r}" for k, v in self._values.items() if k != "responsibilities")
         return f"Options[{self._engine}]({shown})"
 
-    def replace(self, **changes: Any) -> Options:
-        """A copy with ``changes`` (not re-validated: for the library's own use)."""
-        return Options(self._engine, {**self._values, **changes})
-
 
 def resolve(
     engine: str,
@@ -261,8 +259,3 @@ def resolve(
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def names(declared: Iterable[str]) -> list[str]:
-    """Every option name an engine accepts: the shared ones and its own."""
-    return sorted({*COMMON, *declared})

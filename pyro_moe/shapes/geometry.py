@@ -160,7 +160,9 @@ class Geometry:
     def repeated(self, experts: int) -> Geometry:
         """The same geometry with ``experts`` experts of its one form (to choose K)."""
         if not self.shared or len(set(self.names)) != 1:
-            raise InputError("only experts of one form can be repeated (to choose K)")
+            raise InputError(
+                f"only experts of one name can be repeated (to choose K), not {self.names}"
+            )
         return Geometry((self.names[0],) * experts, (self.kinds[0],) * experts, self.columns,
                         self.target, self.standardization, True)  # fmt: skip
 

@@ -1,0 +1,278 @@
+"""The curve pipeline: points from any source, experts' names, the design and its geometry,
+and circles / conics recovered in pixel units."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pyro_moe
+from pyro_moe.curve_fitting import CurveData, as_points, curve_data, expert_names
+from pyro_moe.experts import MixedTargetsWarning
+from pyro_moe.shapes import (
+    Circle,
+    PointSet,
+    Standardization,
+    circle_design,
+    circle_error,
+    circle_image,
+    circle_points,
+    conic_design,
+    ellipse_points,
+    match_circles,
+)
+from pyro_moe.shapes.geometry import Geometry, monomials
+
+
+def _two_circles() -> np.ndarray:
+    xy, _ = circle_points([(10.0, 20.0), (40.0, 25.0)], [5.0, 8.0], 50, seed=1)
+    return xy
+
+
+def _standard(xy: np.ndarray) -> np.ndarray:
+    """The standardization written out: mean centre, sigma = sqrt((var x + var y) / 2)."""
+    c = xy.mean(0)
+    s = np.sqrt(0.5 * (xy[:, 0].var() + xy[:, 1].var()))
+    return (xy - c) / s
+
+
+# ---- expert_names ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("experts", "design", "names"),
+    [(3, "circle", ("circle",) * 3), (1, "circle", ("circle",)),
+     (2, "conic", ("conic", "conic")), (np.int64(2), "circle", ("circle", "circle")),
+     ("circle, ellipse", "circle", ("circle", "ellipse")),
+     ("circle,ellipse,", "circle", ("circle", "ellipse")), ("line", "circle", ("line",)),
+     (["circle", "ellipse"], "circle", ("circle", "ellipse")),
+     (("ellipse", "ellipse", "circle"), "conic", ("ellipse", "ellipse", "circle"))],
+)  # fmt: skip
+def test_expert_names(experts, design, names):
+    assert expert_names(experts, design) == names
+
+
+def test_expert_names_default_design_is_circle():
+    assert expert_names(2) == ("circle", "circle")
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, False, 2.5, None, 2.0])
+def test_expert_names_refuses_bad_counts(bad):
+    with pytest.raises(pyro_moe.InputError, match="experts must be an integer >= 1"):
+        expert_names(bad)
+
+
+@pytest.mark.parametrize("design", ["line", "ellipse", "Circle", ""])
+def test_expert_names_refuses_an_unknown_design(design):
+    with pytest.raises(pyro_moe.InputError, match="unknown design"):
+        expert_names(2, design)
+
+
+# ---- as_points ------------------------------------------------------------------------
+
+
+def test_as_points_of_an_array():
+    xy = _two_circles()
+    ps = as_points(xy)
+    assert isinstance(ps, PointSet) and ps.image_shape is None
+    np.testing.assert_array_equal(ps.xy, xy)
+    np.testing.assert_allclose(ps.standard, _standard(xy), atol=1e-12)
+
+
+def test_as_points_of_a_point_set_is_that_point_set():
+    xy = _two_circles()
+    ps = PointSet(xy, Standardization.identity())
+    assert as_points(ps) is ps
+
+
+def test_as_points_subsamples_with_the_seed():
+    xy = _two_circles()
+    a = as_points(xy, max_points=30, seed=4)
+    assert len(a) == 30
+    np.testing.assert_array_equal(a.xy, as_points(xy, max_points=30, seed=4).xy)
+    assert not np.array_equal(a.xy, as_points(xy, max_points=30, seed=5).xy)
+    # a subset, kept in the input's order; standardized on the kept points
+    rows = [int(np.flatnonzero((xy == p).all(1))[0]) for p in a.xy]
+    assert rows == sorted(rows)
+    np.testing.assert_allclose(a.standard, _standard(a.xy), atol=1e-12)
+    assert len(as_points(xy, max_points=500)) == len(xy)
+
+
+def test_as_points_of_an_image_and_its_file(tmp_path):
+    from PIL import Image
+
+    img, _ = circle_image([(30.0, 20.0)], [10.0], shape=(50, 60))
+    ps = as_points(img)
+    rows, cols = np.nonzero(img)
+    np.testing.assert_array_equal(ps.xy, np.c_[cols, rows])  # x = column, y = row
+    assert ps.image_shape == (50, 60)
+    path = tmp_path / "c.png"
+    Image.fromarray(img.astype(np.uint8) * 255).save(path)
+    for source in (path, str(path)):
+        from_file = as_points(source)
+        np.testing.assert_array_equal(from_file.xy, ps.xy)
+        assert from_file.image_shape == (50, 60)
+
+
+def test_as_points_refuses_bad_points():
+    xy = _two_circles()
+    xy[3, 1] = np.nan
+    with pytest.raises(pyro_moe.InputError, match="NaN"):
+        as_points(xy)
+
+
+# ---- curve_data -----------------------------------------------------------------------
+
+
+def test_curve_data_of_circles_is_the_shared_circle_design():
+    xy = _two_circles()
+    data = curve_data(xy, experts=2)
+    assert isinstance(data, CurveData)
+    X, t = circle_design(data.points.standard)
+    np.testing.assert_array_equal(data.X, X)
+    np.testing.assert_array_equal(data.y, t)
+    # the same numbers written out: X = [x, y, 1], y = x^2 + y^2 of the standardized points
+    s = _standard(xy)
+    np.testing.assert_allclose(data.X, np.c_[s, np.ones(len(s))], atol=1e-12)
+    np.testing.assert_allclose(data.y, (s**2).sum(1), atol=1e-12)
+    assert data.maps is None
+    g = data.geometry
+    assert g.shared and g.design == "circle" and data.experts == 2
+    assert g == Geometry.of("circle", 2, Standardization.fit(xy))
+    np.testing.assert_allclose(g.pixel_points(data.X, data.y), xy, atol=1e-9)
+
+
+def test_curve_data_of_conics_is_the_shared_conic_design():
+    xy = ellipse_points((50.0, 40.0), (20.0, 10.0), 0.3, 80, seed=1)
+    data = curve_data(xy, experts=3, design="conic")
+    X, t = conic_design(data.points.standard)
+    np.testing.assert_array_equal(data.X, X)
+    np.testing.assert_array_equal(data.y, t)
+    assert data.maps is None and data.geometry.design == "conic" and data.experts == 3
+
+
+@pytest.mark.parametrize("experts", [["conic", "ellipse"], "ellipse,conic,ellipse"])
+def test_conic_and_ellipse_share_one_form(experts):
+    xy = ellipse_points((50.0, 40.0), (20.0, 10.0), 0.3, 80, seed=1)
+    data = curve_data(xy, experts)
+    assert data.maps is None
+    assert data.geometry.shared and data.geometry.design == "conic"
+    assert data.geometry.names == expert_names(experts)
+    assert set(data.geometry.kinds) == {"conic"}
+    X, t = conic_design(data.points.standard)
+    np.testing.assert_array_equal(data.X, X)
+    np.testing.assert_array_equal(data.y, t)
+
+
+def test_curve_data_of_a_mix_maps_each_expert():
+    xy = np.r_[_two_circles()[:50], ellipse_points((30.0, 30.0), (12.0, 5.0), 0.4, 50, seed=2)]
+    data = curve_data(xy, ["circle", "ellipse"])
+    n, d = 5, 6  # the ellipse's 5 weights; X = [xy, yy, x, y, 1] and y = xx
+    assert data.X.shape == (len(xy), d - 1) and data.y.shape == (len(xy),)
+    assert isinstance(data.maps, torch.Tensor) and data.maps.shape == (2, n + 1, d)
+    g = data.geometry
+    assert g.shared is False and g.design == "experts"
+    assert g.names == ("circle", "ellipse") and g.kinds == ("circle", "conic")
+    assert g.columns == ("xy", "yy", "x", "y", "1") and g.target == "xx"
+    m = monomials(_standard(xy))
+    np.testing.assert_allclose(data.X, np.column_stack([m[c] for c in g.columns]), atol=1e-12)
+    np.testing.assert_allclose(data.y, m["xx"], atol=1e-12)
+    # each map T_k turns z = [X, y] into the expert's features (padded) and its target
+    Z = torch.as_tensor(np.c_[data.X, data.y])
+    circle = Z @ data.maps[0].T
+    ellipse = Z @ data.maps[1].T
+    one = np.ones(len(xy))
+    np.testing.assert_allclose(circle[:, :3].numpy(), np.c_[m["x"], m["y"], one], atol=1e-12)
+    np.testing.assert_array_equal(circle[:, 3:n].numpy(), 0.0)
+    np.testing.assert_allclose(circle[:, n].numpy(), m["xx"] + m["yy"], atol=1e-12)
+    np.testing.assert_allclose(ellipse[:, :n].numpy(), data.X, atol=1e-12)
+    np.testing.assert_allclose(ellipse[:, n].numpy(), m["xx"], atol=1e-12)
+    np.testing.assert_allclose(g.pixel_points(data.X, data.y), xy, atol=1e-9)
+
+
+def test_curve_data_refuses_mixed_targets_unless_asked():
+    xy = _two_circles()
+    with pytest.raises(pyro_moe.InputError, match="different targets"):
+        curve_data(xy, ["circle", "line"])
+    with pytest.warns(MixedTargetsWarning):
+        data = curve_data(xy, ["circle", "line"], allow_mixed_targets=True)
+    assert data.geometry.kinds == ("circle", "line") and not data.geometry.shared
+
+
+@pytest.mark.parametrize(
+    ("experts", "design", "n", "need", "what"),
+    [(1, "circle", 2, 3, "a circle"), (2, "conic", 4, 5, "a conic"),
+     (["circle", "ellipse"], "circle", 4, 5, "these experts")],
+)  # fmt: skip
+def test_curve_data_needs_enough_points(experts, design, n, need, what):
+    xy = ellipse_points((50.0, 40.0), (20.0, 10.0), 0.3, n, even=True)
+    with pytest.raises(pyro_moe.InputError, match=f"need at least {need} points to fit {what}"):
+        curve_data(xy, experts, design=design)
+    curve_data(ellipse_points((50.0, 40.0), (20.0, 10.0), 0.3, need, even=True), experts,
+               design=design)  # fmt: skip
+
+
+@pytest.mark.parametrize("experts", [[], "", ["bogus"], "circle,hexagon"])
+def test_curve_data_refuses_unknown_or_no_experts(experts):
+    with pytest.raises(pyro_moe.InputError):
+        curve_data(_two_circles(), experts)
+
+
+# ---- fits -----------------------------------------------------------------------------
+
+
+def _close(true, got, tol=0.5):
+    pairs = match_circles(true, got)
+    assert len(pairs) == len(true)
+    for k, j in pairs:
+        t, g = true[k], got[j]
+        assert g.valid
+        assert abs(g.x0 - t.x0) < tol and abs(g.y0 - t.y0) < tol and abs(g.r - t.r) < tol, (t, g)
+
+
+def test_fit_circles_recovers_the_circles_of_an_image():
+    img, true = circle_image([(40.0, 50.0), (85.0, 60.0)], [15.0, 20.0], shape=(100, 120))
+    res = pyro_moe.fit_circles(img, experts=2, n_init=1)
+    assert res.expert_kinds == ["circle", "circle"]
+    _close(true, res.circles())
+    assert circle_error(true, res.circles()) < 0.5
+    assert res.geometry == curve_data(img, 2).geometry
+    rows, cols = np.nonzero(img)
+    np.testing.assert_allclose(res.pixel_points(), np.c_[cols, rows], atol=1e-9)
+
+
+def test_fit_circles_of_points_with_max_points():
+    xy, _ = circle_points([(40.0, 50.0), (85.0, 60.0)], [15.0, 20.0], 200, jitter=0.1, seed=3)
+    res = pyro_moe.fit_circles(xy, experts=2, n_init=1, max_points=150)
+    assert len(res.pixel_points()) == 150
+    true = [Circle(40.0, 50.0, 15.0), Circle(85.0, 60.0, 20.0)]
+    _close(true, res.circles())
+
+
+def test_fit_conics_recovers_the_ellipses():
+    truth = [((50.0, 40.0), (20.0, 10.0), 0.3), ((110.0, 80.0), (15.0, 12.0), -0.5)]
+    xy = np.concatenate([ellipse_points(c, ab, th, 150, jitter=0.3, seed=i)
+                         for i, (c, ab, th) in enumerate(truth)])  # fmt: skip
+    res = pyro_moe.fit_conics(xy, experts=2, n_init=2)
+    conics = res.conics()
+    assert [c.kind for c in conics] == ["ellipse", "ellipse"]
+    for center, axes, angle in truth:
+        c = min(conics, key=lambda c: np.hypot(*np.subtract(c.center, center)))
+        assert np.abs(np.subtract(c.center, center)).max() < 0.5, c
+        assert np.abs(np.subtract(c.semi_axes, axes)).max() < 0.5, c
+        assert abs(c.angle - angle) < 0.05, c
+    with pytest.raises(pyro_moe.InputError, match="not all circles"):
+        res.circles()
+
+
+def test_fit_curves_of_a_circle_and_an_ellipse():
+    circle, _ = circle_points([(40.0, 40.0)], [15.0], 150, jitter=0.2, seed=3)
+    ellipse = ellipse_points((110.0, 80.0), (15.0, 12.0), -0.5, 150, jitter=0.2, seed=2)
+    res = pyro_moe.fit_curves(np.r_[circle, ellipse], experts=["circle", "ellipse"], n_init=2)
+    assert res.expert_kinds == ["circle", "conic"]
+    c, e = res.curves()
+    assert (c.x0, c.y0, c.r) == pytest.approx((40.0, 40.0, 15.0), abs=0.5)
+    assert e.kind == "ellipse"
+    assert e.center == pytest.approx((110.0, 80.0), abs=0.5)
+    assert e.semi_axes == pytest.approx((15.0, 12.0), abs=0.5)

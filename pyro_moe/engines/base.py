@@ -164,11 +164,8 @@ class Engine:
         raise NotImplementedError
 
     def show_progress(self) -> bool:
-        """Default of the ``progress`` option: a terminal and a long run."""
-        X = self.X
-        return (
-            sys.stderr.isatty() and self.options.max_iter * X.shape[0] * self.config.experts > 10**8
-        )
+        """Default of the ``progress`` option: on a terminal, for a large problem."""
+        return sys.stderr.isatty() and self.X.shape[0] * self.config.experts > 10**6
 
     # ---- the template --------------------------------------------------------------
     def fit(self) -> FitResult:

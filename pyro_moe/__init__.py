@@ -5,26 +5,51 @@ Fit a model file two ways, on the same model: Pyro SVI and closed-form variation
     >>> import pyro_moe
     >>> model = pyro_moe.load_model("mixture_of_experts")
     >>> result = pyro_moe.fit(model, X, y, experts=2, method="cavi")   # doctest: +SKIP
+
+The public names are loaded on first use (a module ``__getattr__``, PEP 562): ``import
+pyro_moe`` imports neither torch nor Pyro, so the command line answers ``--help`` and
+``--version`` at once; ``pyro_moe.fit`` or ``from pyro_moe import fit`` imports what
+``fit`` needs.
 """
 
-from .compare import Comparison, compare, compare_circles
-from .config import Config
-from .curve_fitting import fit_circles, fit_conics, fit_curves
-from .errors import (
-    ConvergenceWarning,
-    ImageError,
-    InputError,
-    ModelFileError,
-    NonConjugateError,
-    PyroMoeError,
-)
-from .fitting import fit
-from .model_file import Model, builtin_models, load_model
-from .result import FitResult, Prediction
-from .selection import Selection, select_circles, select_curves, select_experts
-from .uncertainty import circle_uncertainty, conic_uncertainty, curve_uncertainty
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it.
+_HOMES = {
+    "Comparison": "compare",
+    "compare": "compare",
+    "compare_circles": "compare",
+    "Config": "config",
+    "fit_circles": "curve_fitting",
+    "fit_conics": "curve_fitting",
+    "fit_curves": "curve_fitting",
+    "ConvergenceWarning": "errors",
+    "ImageError": "errors",
+    "InputError": "errors",
+    "ModelFileError": "errors",
+    "NonConjugateError": "errors",
+    "PyroMoeError": "errors",
+    "fit": "fitting",
+    "Model": "model_file",
+    "builtin_models": "model_file",
+    "load_model": "model_file",
+    "FitResult": "result",
+    "Prediction": "result",
+    "Selection": "selection",
+    "select_circles": "selection",
+    "select_curves": "selection",
+    "select_experts": "selection",
+    "circle_uncertainty": "uncertainty",
+    "conic_uncertainty": "uncertainty",
+    "curve_uncertainty": "uncertainty",
+}
 
 __all__ = [
     "Comparison",
@@ -54,3 +79,48 @@ __all__ = [
     "select_curves",
     "select_experts",
 ]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; never run
+    from .compare import Comparison, compare, compare_circles
+    from .config import Config
+    from .curve_fitting import fit_circles, fit_conics, fit_curves
+    from .errors import (
+        ConvergenceWarning,
+        ImageError,
+        InputError,
+        ModelFileError,
+        NonConjugateError,
+        PyroMoeError,
+    )
+    from .fitting import fit
+    from .model_file import Model, builtin_models, load_model
+    from .result import FitResult, Prediction
+    from .selection import Selection, select_circles, select_curves, select_experts
+    from .uncertainty import circle_uncertainty, conic_uncertainty, curve_uncertainty
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use and keep the name (PEP 562)."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The package module: a submodule that shares its name with a public function
+    (``pyro_moe.compare``) does not replace the function when it is imported."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _HOMES.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -35,9 +35,8 @@ import pyro
 import torch
 from pyro.distributions import constraints
 
+from .catalog import LEARNABLE
 from .errors import InputError
-
-LEARNABLE = ("prior_mean", "prior_cov", "noise_precision", "gate")
 
 _CONSTRAINTS = {
     "prior_mean": constraints.real,

@@ -19,29 +19,12 @@ from typing import Any
 
 import torch
 
+from .catalog import MODELS_DIR
+from .catalog import (
+    builtin_models as builtin_models,  # re-exported: pyro_moe.model_file.builtin_models
+)
 from .config import Config, learn_set
 from .errors import InputError, ModelFileError
-
-
-def _models_dir() -> Path:
-    """The built-in model files: in a checkout, the top-level ``models/`` beside the package
-    (the editable install and a checkout on ``PYTHONPATH`` alike); in an installed wheel, the
-    package ``pyro_moe.models``, which setup.py maps to that folder."""
-    beside = Path(__file__).resolve().parent.parent / "models"
-    if (beside / "__init__.py").is_file() and (beside / "mixture_of_models.py").is_file():
-        return beside
-    spec = importlib.util.find_spec(f"{__package__}.models")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations))).resolve()
-    return beside
-
-
-MODELS_DIR = _models_dir()
-
-
-def builtin_models() -> list[str]:
-    """Names of the model files shipped in ``models/``."""
-    return sorted(p.stem for p in MODELS_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
 @dataclass

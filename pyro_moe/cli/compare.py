@@ -10,13 +10,12 @@ from typing import Any
 from .base import EXIT_OK, Context, RunError, UsageError, check_output_paths, load_model
 from .options import (
     add_command,
-    add_json_option,
+    add_fit_options,
     add_plot_option,
     columns_arg,
     experts_arg,
+    fit_options,
     max_points_arg,
-    nonnegative_int,
-    positive_int,
     resolve_experts,
 )
 from .render import emit_json
@@ -30,7 +29,7 @@ def register(sub: Any) -> None:
         description="Fit the same model file to the same data by closed-form variational EM "
         "(CAVI) and by Pyro SVI, align the experts (Hungarian on posterior means) and print "
         "final objectives, their gap, the distance between posterior means, circles (for "
-        "images), iterations, wall time and time to within 0.1 %% of each final objective. "
+        "images), iterations, wall time and time to within 0.1 % of each final objective. "
         "SOURCE is an image (circles) or a CSV file (with --target).",
     )
     p.add_argument("source", type=Path, metavar="SOURCE", help="an image, or a .csv table")
@@ -52,12 +51,16 @@ def register(sub: Any) -> None:
     p.add_argument(
         "-k", "--experts", type=experts_arg, default=2, metavar="K", help="number of experts"
     )
-    p.add_argument("--model", default="mixture_of_models", metavar="NAME|FILE", help="model")
-    p.add_argument(
-        "--restarts", type=positive_int, default=1, metavar="N", help="restarts of each method"
+    add_fit_options(
+        p, default_model="mixture_of_models", experts=False, both_methods=True, restarts=1
     )
-    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="random seed")
-    add_json_option(p, "print the table as JSON")
+    p.add_argument(
+        "--noise-expert",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add a uniform background component for stray points (outliers) to both fits; "
+        "--no-noise-expert: none (default: the model file's SETTINGS['noise_expert'])",
+    )
     add_plot_option(
         p, "write the objective-vs-time figure and the fitted curves (default: no plot)"
     )
@@ -75,20 +78,23 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     check_output_paths(args.plot)
     model = load_model(args.model)
     experts = resolve_experts(args.experts)
-    common = {"n_init": args.restarts}
+    common = {**fit_options(args), "noise_expert": args.noise_expert}
+    seed = common.pop("seed")
+    if args.lr is not None:
+        common["svi_options"] = {"lr": args.lr}
     if args.source.suffix.lower() == ".csv":
         if args.target is None:
             raise UsageError("a CSV source needs --target COL")
         X, y, _ = read_xy(args.source, args.target, args.features)
         X = np.column_stack([X, np.ones(len(y))])
-        comparison = pyro_moe.compare(model, X, y, experts=experts, seed=args.seed, **common)
+        comparison = pyro_moe.compare(model, X, y, experts=experts, seed=seed, **common)
     else:
         comparison = pyro_moe.compare_circles(
             str(args.source),
             experts=experts,
             model=model,
             max_points=args.max_points,
-            seed=args.seed,
+            seed=seed,
             **common,
         )
     if args.plot is not None:

@@ -46,6 +46,13 @@ def register(sub: Any) -> None:
         help=f"add a column of ones (named '{INTERCEPT}') to the features",
     )
     add_fit_options(p, default_model="mixture_of_models")
+    p.add_argument(
+        "--noise-expert",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add a uniform component over the observed target range for outlying rows; "
+        "--no-noise-expert: none (default: the model file's SETTINGS['noise_expert'])",
+    )
     p.set_defaults(handler=run, plot=None)
 
 
@@ -64,7 +71,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.intercept:
         X = np.column_stack([X, np.ones(len(y))])
         names = [*names, INTERCEPT]
-    result = pyro_moe.fit(model, X, y, experts=experts, **fit_options(args))
+    result = pyro_moe.fit(
+        model, X, y, experts=experts, noise_expert=args.noise_expert, **fit_options(args)
+    )
     write_outputs(result, save=args.save, plot=None)
     mean = result.mean.detach().cpu().numpy()
     sd = np.sqrt(np.diagonal(result.cov.detach().cpu().numpy(), axis1=-2, axis2=-1))

@@ -104,7 +104,7 @@ def threshold_arg(text: str) -> float | str:
 
 def learn_arg(text: str) -> str:
     """``--learn``: ``all``, ``none`` or a comma-separated list of learnable names."""
-    from pyro_moe.config import LEARNABLE
+    from pyro_moe.catalog import LEARNABLE
 
     value = text.strip()
     if value in ("all", "none"):
@@ -171,15 +171,19 @@ def add_command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
 
 
 def add_fit_options(
-    p: argparse.ArgumentParser, *, default_model: str, experts: bool = True
+    p: argparse.ArgumentParser,
+    *,
+    default_model: str,
+    experts: bool = True,
+    both_methods: bool = False,
+    restarts: int = 5,
 ) -> None:
     """Options shared by ``circles``, ``conics``, ``curves`` (which has its own
-    ``--experts``) and ``fit``."""
-    import pyro_moe
-    from pyro_moe.config import LEARNABLE
-    from pyro_moe.fitting import METHODS
+    ``--experts``), ``fit`` and ``compare`` (``both_methods``: no ``--method`` and no
+    ``--save``, since it fits every method; ``--lr`` goes to SVI alone)."""
+    from pyro_moe.catalog import LEARNABLE, builtin_models
 
-    models = ", ".join(pyro_moe.builtin_models())
+    models = ", ".join(builtin_models())
     if experts:
         p.add_argument(
             "--experts",
@@ -198,18 +202,22 @@ def add_fit_options(
         metavar="NAME|FILE",
         help=f"built-in model name ({models}) or the path of a model file",
     )
-    p.add_argument(
-        "--method",
-        choices=METHODS,
-        default="cavi",
-        help="cavi: closed-form variational EM; svi: Pyro stochastic variational inference",
-    )
+    if not both_methods:
+        p.add_argument(
+            "--method",
+            default="cavi",
+            metavar="NAME",
+            help="the engine: cavi (closed-form variational EM), svi (Pyro stochastic "
+            "variational inference), or any other engine registered in pyro_moe.engines",
+        )
     p.add_argument(
         "--restarts",
         type=positive_int,
-        default=5,
+        default=restarts,
         metavar="N",
-        help="number of restarts; the run with the best objective is kept",
+        help="number of restarts"
+        + (" of each method" if both_methods else "")
+        + "; the run with the best objective is kept",
     )
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="random seed")
     p.add_argument(
@@ -237,6 +245,15 @@ def add_fit_options(
         "(default: the engine's, 1e-8 for CAVI)",
     )
     p.add_argument(
+        "--lr",
+        type=positive_float,
+        default=None,
+        metavar="LR",
+        help="SVI's learning rate (Adam)"
+        + ("" if both_methods else "; only for --method svi")
+        + " (default: the engine's, 0.002)",
+    )
+    p.add_argument(
         "--device",
         type=device_arg,
         default=None,
@@ -244,6 +261,8 @@ def add_fit_options(
         help="where to compute: cpu, cuda, cuda:1, ... (default: cpu)",
     )
     add_json_option(p, "print one JSON object instead of a table (default: off)")
+    if both_methods:
+        return
     p.add_argument(
         "--save",
         type=Path,
@@ -326,13 +345,18 @@ def image_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def fit_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of ``pyro_moe.fit`` from the common options."""
-    options: dict[str, Any] = {
-        "method": args.method,
-        "n_init": args.restarts,
-        "seed": args.seed,
-        "learn": args.learn,
-    }
+    """Keyword arguments of ``pyro_moe.fit`` from the common options (no ``method`` nor
+    ``lr`` for ``compare``, which has no ``--method``: it takes ``--lr`` for SVI alone)."""
+    options: dict[str, Any] = {"n_init": args.restarts, "seed": args.seed, "learn": args.learn}
+    method = getattr(args, "method", None)
+    if method is not None:
+        options["method"] = method
+        if args.lr is not None:
+            from pyro_moe.engines import ENGINES
+
+            if "lr" not in ENGINES[method].declared:
+                raise UsageError(f"--lr is an option of SVI; --method {method} has none")
+            options["lr"] = args.lr
     if args.max_iter is not None:
         options["max_iter"] = args.max_iter
     if args.tol is not None:

@@ -1,18 +1,30 @@
-"""Generate the example notebooks from the Python source below (nbformat v4, no outputs).
+"""Generate the example notebooks from the Python source below, executed, with their outputs.
 
-    .venv/bin/python notebooks/_build.py            # write notebooks/*.ipynb
-    .venv/bin/python notebooks/_build.py --execute  # also run each (nbclient), report the
-                                                    # time and fail on any stderr output
+    .venv/bin/python notebooks/_build.py            # write and run every notebooks/*.ipynb
+    .venv/bin/python notebooks/_build.py 02 05      # only the notebooks whose name has 02, 05
+    .venv/bin/python notebooks/_build.py --no-execute   # cells only, outputs left empty
+    .venv/bin/python notebooks/_build.py --jobs 1       # one kernel at a time (default 2)
 
-The notebooks are committed without outputs; ``pytest --nbmake notebooks`` executes them.
-Edit the cells here, not in the .ipynb files.
+Each notebook is run in a fresh kernel (nbclient, ``OMP_NUM_THREADS=1``, inline figures)
+and stored with its outputs and figures, so that a reader browsing the repository or the
+docs site sees the results (the docs render the stored outputs and never execute). A
+notebook that raises or writes to stderr fails the build and is not written. What changes
+from run to run without meaning is stripped: nbclient's execution timestamps (it records
+none), the kernel's language_info beyond the name. Wall times printed by a cell do change.
+
+Edit the cells here, not in the .ipynb files: ``tests/test_notebooks.py`` checks that every
+stored notebook's cells equal their source here and carry outputs, and ``pytest --nbmake
+notebooks`` (``make test``) executes them again.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -122,7 +134,7 @@ only the priors differ), CAVI, K = 2:
 | **f2**: informative fixed priors | `mixture_of_experts` | the study's w0_1 = [0, 0, 0.1], w0_2 = [0, 0, 2], A_k = I, held fixed | β and the gate |
 | **f3**: regularized experts | `regularized_experts` | the study's w0 as start, A_k = I, Ξ = diag(0.01, 0.01, 1) ties the centres | w0 (under the regularizer R(w0)), β, gate |
 
-The score is the study's circle error S (mean over circles of the squared distance between
+The score is the study's circle error S (sum over circles of the squared distance between
 true and fitted (x0, y0, r), matched by the Hungarian algorithm), median over a few seeds
 (Synthetic 1 is noise-free, so one seed). Fits are capped at 400 iterations to keep this
 notebook quick; a truncated fit prints a note instead of a warning.
@@ -527,54 +539,85 @@ fig = plots.plot_trajectories(trace)
 ]
 
 
-def build() -> list[Path]:
-    paths = []
-    for name, cells in NOTEBOOKS.items():
-        nb = new_notebook(cells=cells)
-        for i, cell in enumerate(nb.cells):  # stable ids: a rebuild changes only edited cells
-            cell.id = f"{name[:2]}-{i:02d}"
-        nb.metadata["kernelspec"] = {
-            "name": "python3",
-            "display_name": "Python 3",
-            "language": "python",
-        }
-        nb.metadata["language_info"] = {"name": "python"}
+def notebook(name: str) -> nbformat.NotebookNode:
+    """The notebook ``name`` as built from its source here, without outputs."""
+    nb = new_notebook(cells=copy.deepcopy(NOTEBOOKS[name]))
+    for i, cell in enumerate(nb.cells):  # stable ids: a rebuild changes only edited cells
+        cell.id = f"{name[:2]}-{i:02d}"
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.validate(nb)
+    return nb
+
+
+def build(names: list[str] | None = None, *, run: bool = True, jobs: int = 2) -> list[Path]:
+    """Write the notebooks (those whose name contains one of ``names``; all by default),
+    each executed first when ``run`` (``jobs`` kernels at a time); return their paths."""
+    chosen = [n for n in NOTEBOOKS if not names or any(part in n for part in names)]
+
+    def one(name: str) -> Path:
+        nb = notebook(name)
         path = HERE / f"{name}.ipynb"
-        nbformat.validate(nb)
+        if run:
+            seconds = execute(nb, path.name)
+            print(f"{path.name}: {seconds:.1f} s", flush=True)
         nbformat.write(nb, path)
-        paths.append(path)
-    return paths
+        return path
+
+    # Each kernel is its own process: threads are enough to run ``jobs`` of them at once.
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, chosen))
 
 
-def execute(path: Path) -> float:
-    """Run a notebook in a fresh kernel; return seconds; raise on errors or stderr output."""
+def kernel_env() -> dict[str, str]:
+    """The kernel's environment: one torch thread, and matplotlib's inline backend (so a
+    figure becomes an output); an MPLBACKEND set for the shell (Agg) would keep it off."""
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def execute(nb: nbformat.NotebookNode, label: str) -> float:
+    """Run ``nb`` in place in a fresh kernel and strip the volatile metadata; return the
+    seconds; raise on an error or on any stderr output (a warning)."""
     from nbclient import NotebookClient
 
-    nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
-    ).execute()
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        record_timing=False,
+        resources={"metadata": {"path": str(HERE)}},
+    ).execute(env=kernel_env())
     seconds = time.perf_counter() - start
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
-                raise RuntimeError(f"{path.name}: stderr output (a warning?):\n{out['text']}")
+                raise RuntimeError(f"{label}: stderr output (a warning?):\n{out['text']}")
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.validate(nb)
     return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--execute", action="store_true", help="run each notebook and time it")
-    parser.add_argument("names", nargs="*", help="only these notebooks (with --execute)")
+    parser.add_argument(
+        "--no-execute", action="store_true", help="write the cells only, without outputs"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="notebooks executed at once (default: 2)"
+    )
+    parser.add_argument("names", nargs="*", help="only the notebooks whose name contains one")
     args = parser.parse_args(argv)
-    paths = build()
+    start = time.perf_counter()
+    paths = build(args.names, run=not args.no_execute, jobs=args.jobs)
+    print(f"{len(paths)} notebooks in {time.perf_counter() - start:.0f} s")
     print("wrote", ", ".join(p.name for p in paths))
-    if args.execute:
-        for p in paths:
-            if args.names and not any(n in p.stem for n in args.names):
-                continue
-            print(f"{p.name}: {execute(p):.1f} s", flush=True)
     return 0
 
 

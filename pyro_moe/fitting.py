@@ -92,8 +92,9 @@ def fit(
         learn: hyperparameters to point-estimate ("all", "none", or names among
             prior_mean, prior_cov, noise_precision, gate); the rest stay fixed.
             Default: the model file's ``SETTINGS["learn"]``.
-        prior_mean, prior_cov, noise_precision, concentration, regularization_cov,
-            gate_hidden: hyperparameter values (initial values when learned).
+        prior_mean: a hyperparameter's value (its initial value when learned); so are
+            ``prior_cov``, ``noise_precision``, ``concentration``, ``regularization_cov``
+            and ``gate_hidden``.
         noise_expert: add a uniform background component over the observed target range
             (outliers; default: the model file's ``SETTINGS["noise_expert"]``). The result's
             responsibilities then have K + 1 columns, the noise expert last.

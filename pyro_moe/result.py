@@ -231,7 +231,7 @@ class FitResult:
         method: the engine ("cavi", "svi").
         model_name, model_path: the model file fitted.
         X, y: the design and targets the engines saw (standardized for curve fits).
-        posterior: :class:`Posterior`, q(Z) q(W) [q(pi)] [q(beta)].
+        posterior: :class:`Posterior`, q(Z) q(W), with q(pi) and q(beta) where the model has them.
         hyper: :class:`Hyperparameters`, point estimates and fixed values.
         history: :class:`History` of the kept restart.
         learn: the point-estimated hyperparameters.

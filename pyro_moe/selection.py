@@ -3,19 +3,19 @@
 Criterion. For each K in ``min_experts..max_experts`` the model is fitted with restarts
 (:func:`pyro_moe.fit`, the best final objective kept) and scored by
 
-.. math:: S(K) = \\mathcal{L}_K + \\log K!,
+$$S(K) = \\mathcal{L}_K + \\log K!,$$
 
-where :math:`\\mathcal{L}_K` is the final objective (the ELBO, plus R(w0) for the
+where $\\mathcal{L}_K$ is the final objective (the ELBO, plus R(w0) for the
 regularized model and log p(V) for a gate prior). The ELBO is a lower bound of the log evidence
-:math:`\\log p(y \\mid X, K, \\hat\\theta)` at point-estimated hyperparameters
-:math:`\\hat\\theta` (type-II ML), so it is an *approximate* Bayesian model choice:
+$\\log p(y \\mid X, K, \\hat\\theta)$ at point-estimated hyperparameters
+$\\hat\\theta$ (type-II ML), so it is an *approximate* Bayesian model choice:
 
 * The bound is not tight and its gap differs between K (mean-field q(Z) q(W) ...), and
-  :math:`\\hat\\theta` is fitted to the same data (no Occam factor for it).
+  $\\hat\\theta$ is fitted to the same data (no Occam factor for it).
 * Label symmetry: the exact posterior of a K-expert mixture has K! equivalent modes
   (expert relabellings); a variational q that sits in one of them recovers at most
-  :math:`1/K!` of the evidence, so :math:`\\log p \\approx \\mathcal{L}_K + \\log K!` when
-  the modes are well separated. That is the :math:`\\log K!` term (``symmetry_correction``;
+  $1/K!$ of the evidence, so $\\log p \\approx \\mathcal{L}_K + \\log K!$ when
+  the modes are well separated. That is the $\\log K!$ term (``symmetry_correction``;
   it is wrong, an over-count, for fits whose experts coincide, which are not admissible).
 * An extra expert left empty costs only a few nats (its Dirichlet share and q(w) = prior),
   so the ELBO of K + 1 with an empty expert ≈ the ELBO of K: a larger K must beat the best
@@ -32,12 +32,12 @@ Admissibility. A fit at K counts only when its K experts are *distinct and used*
 * every expert's weight share (``result.weights``, the noise expert excluded) is at least
   ``min_share`` (default 1%);
 * no two experts coincide: for circle experts (``result.geometry``), two circles coincide
-  when their Hausdorff distance :math:`|c_j - c_k| + |r_j - r_k|` is below
+  when their Hausdorff distance $|c_j - c_k| + |r_j - r_k|$ is below
   ``min_separation`` pixels (default 2: a 1-px raster cannot resolve closer rings), and an
-  invalid circle (:math:`r^2 < 0`) with a share above ``min_share`` is not a curve; for any
+  invalid circle ($r^2 < 0$) with a share above ``min_share`` is not a curve; for any
   design, two experts coincide when their mean predictions differ by less than
   ``duplicate_sd`` noise standard deviations,
-  :math:`\\sqrt{\\overline{(x_i^\\top (m_j - m_k))^2}} < \\text{duplicate\\_sd}/\\sqrt{\\beta}`
+  $\\sqrt{\\overline{(x_i^\\top (m_j - m_k))^2}} < \\text{duplicate\\_sd}/\\sqrt{\\beta}$
   (the symmetric solution where experts share one line).
 
 The choice is the smallest admissible K whose score is within ``margin`` nats of the best
@@ -199,9 +199,9 @@ def select_experts(
 ) -> Selection:
     """Fit K = ``min_experts`` .. ``max_experts`` and choose K by the ELBO.
 
-    Score :math:`S(K) = \\mathcal{L}_K + \\log K!` (without :math:`\\log K!` when
+    Score $S(K) = \\mathcal{L}_K + \\log K!$ (without $\\log K!$ when
     ``symmetry_correction=False``); the choice is the smallest *admissible* K (distinct,
-    used experts: :func:`distinct_experts`) with :math:`S(K) \\ge \\max S - \\text{margin}`.
+    used experts: :func:`distinct_experts`) with $S(K) \\ge \\max S - \\text{margin}$.
     See the module docstring for the biases of this criterion.
 
     ``fit_kwargs`` go to :func:`pyro_moe.fit` for every K (method, seed, learn,

@@ -1,26 +1,27 @@
 """Posterior uncertainty of circles (and conics) in pixel units, from q(w_k) = N(m_k, B_k).
 
-Circles (delta method). With standardized weights :math:`w = (w_1, w_2, w_3)`,
+Circles (delta method). With standardized weights $w = (w_1, w_2, w_3)$,
 
-.. math:: x_0 = w_1/2,\\qquad y_0 = w_2/2,\\qquad r = \\sqrt{w_3 + x_0^2 + y_0^2},
+$$x_0 = w_1/2,\\qquad y_0 = w_2/2,\\qquad r = \\sqrt{w_3 + x_0^2 + y_0^2},$$
 
-the Jacobian :math:`J = \\partial(x_0, y_0, r)/\\partial w` at :math:`m_k` is
+the Jacobian $J = \\partial(x_0, y_0, r)/\\partial w$ at $m_k$ is
 
-.. math::
+$$
     J = \\begin{pmatrix} 1/2 & 0 & 0\\\\ 0 & 1/2 & 0\\\\
         x_0/(2r) & y_0/(2r) & 1/(2r) \\end{pmatrix},
+$$
 
-and :math:`\\operatorname{Cov}(x_0, y_0, r) \\approx J B_k J^\\top`. Pixels:
-:math:`x_{0,px} = c_x + \\sigma x_0`, :math:`y_{0,px} = c_y + \\sigma y_0`,
-:math:`r_{px} = \\sigma r`, so every standard deviation is multiplied by the scale
-:math:`\\sigma` (covariance by :math:`\\sigma^2`). Intervals: estimate
-:math:`\\pm z_{(1+\\text{level})/2}\\,\\text{sd}`. An invalid circle (:math:`r^2 < 0` at
-:math:`m_k`) has no radius: its ``r``, ``sd_r`` and ``r_interval`` are None (never NaN).
+and $\\operatorname{Cov}(x_0, y_0, r) \\approx J B_k J^\\top$. Pixels:
+$x_{0,px} = c_x + \\sigma x_0$, $y_{0,px} = c_y + \\sigma y_0$,
+$r_{px} = \\sigma r$, so every standard deviation is multiplied by the scale
+$\\sigma$ (covariance by $\\sigma^2$). Intervals: estimate
+$\\pm z_{(1+\\text{level})/2}\\,\\text{sd}$. An invalid circle ($r^2 < 0$ at
+$m_k$) has no radius: its ``r``, ``sd_r`` and ``r_interval`` are None (never NaN).
 
 The delta method is first order: it is accurate while sd(r) ≪ r (checked against
 :func:`circle_samples`, 20000 draws). q(w_k) is the posterior at point-estimated
 hyperparameters (β, A, w0), so intervals ignore their uncertainty. They describe the
-*model's* noise (Gaussian in :math:`t = x^2 + y^2`); see ``tests/test_uncertainty.py`` for
+*model's* noise (Gaussian in $t = x^2 + y^2$); see ``tests/test_uncertainty.py`` for
 coverage on data drawn from the model and on jittered circles.
 
 Conics (:func:`conic_uncertainty`): the same with a central-difference Jacobian of
@@ -122,8 +123,8 @@ def _posteriors(result: FitResult, size: int | None = None):
 
 
 def circle_jacobian(w: np.ndarray) -> np.ndarray | None:
-    """:math:`J = \\partial(x_0, y_0, r)/\\partial w` (3, 3) at standardized weights w;
-    None when :math:`r^2 = w_3 + x_0^2 + y_0^2 \\le 0`."""
+    """$J = \\partial(x_0, y_0, r)/\\partial w$ (3, 3) at standardized weights w;
+    None when $r^2 = w_3 + x_0^2 + y_0^2 \\le 0$."""
     x0, y0 = 0.5 * w[0], 0.5 * w[1]
     r2 = w[2] + x0 * x0 + y0 * y0
     if not r2 > 0:
@@ -135,8 +136,8 @@ def circle_jacobian(w: np.ndarray) -> np.ndarray | None:
 def circle_uncertainty(result: FitResult, level: float = 0.95) -> list[CircleUncertainty]:
     """Per expert: (x0, y0, r) in pixels with delta-method sds and ``level`` intervals.
 
-    :math:`\\operatorname{Cov}_{px} = \\sigma^2 J B_k J^\\top` with J from
-    :func:`circle_jacobian` at :math:`m_k`, B_k = ``result.cov[k]`` (see module docstring).
+    $\\operatorname{Cov}_{px} = \\sigma^2 J B_k J^\\top$ with J from
+    :func:`circle_jacobian` at $m_k$, B_k = ``result.cov[k]`` (see module docstring).
     """
     st = _circle_standardization(result)
     return [_circle(m, B, st, level) for m, B in _posteriors(result, 3)]
@@ -176,7 +177,7 @@ def _circle(m: np.ndarray, B: np.ndarray, st: Standardization, level: float) -> 
 def circle_samples(result: FitResult, draws: int = 20000, seed: int = 0) -> np.ndarray:
     """Draws of (x0, y0, r) in pixel units from q(w_k) = N(m_k, B_k): array (K, draws, 3).
 
-    ``r`` is NaN in the draws whose radicand :math:`w_3 + x_0^2 + y_0^2` is negative (no
+    ``r`` is NaN in the draws whose radicand $w_3 + x_0^2 + y_0^2$ is negative (no
     real circle); use ``np.nanstd`` or drop them.
     """
     if draws < 1:
@@ -236,7 +237,7 @@ def conic_uncertainty(
 ) -> list[ConicUncertainty]:
     """Per expert: centre, semi-axes and angle (pixels, radians) with delta-method sds.
 
-    :math:`\\operatorname{Cov} \\approx J B_k J^\\top`, J by central differences with step
+    $\\operatorname{Cov} \\approx J B_k J^\\top$, J by central differences with step
     ``rel_step`` times the posterior sd of each weight (the angle difference is wrapped
     to (-pi/2, pi/2]). The angle of a near-circle is ill-defined and its sd large.
     """

@@ -1,20 +1,20 @@
 """Circles and conics as linear regressions, and back.
 
-Circle. :math:`(x - x_0)^2 + (y - y_0)^2 = r^2` is the linear regression
+Circle. $(x - x_0)^2 + (y - y_0)^2 = r^2$ is the linear regression
 
-.. math:: t = x^2 + y^2 = w_1 x + w_2 y + w_3,\\qquad X = [x, y, 1],
+$$t = x^2 + y^2 = w_1 x + w_2 y + w_3,\\qquad X = [x, y, 1],$$
 
-with :math:`w = (2x_0,\\ 2y_0,\\ r^2 - x_0^2 - y_0^2)`. Inverse:
-:math:`x_0 = w_1/2,\\ y_0 = w_2/2,\\ r = \\sqrt{w_3 + x_0^2 + y_0^2}`; the circle is
-*invalid* (no real points) when :math:`w_3 + x_0^2 + y_0^2 < 0`.
+with $w = (2x_0,\\ 2y_0,\\ r^2 - x_0^2 - y_0^2)$. Inverse:
+$x_0 = w_1/2,\\ y_0 = w_2/2,\\ r = \\sqrt{w_3 + x_0^2 + y_0^2}$; the circle is
+*invalid* (no real points) when $w_3 + x_0^2 + y_0^2 < 0$.
 
-Conic (the study's form). :math:`x^2 = B'xy + C'y^2 + D'x + E'y + F'`, i.e.
+Conic (the study's form). $x^2 = B'xy + C'y^2 + D'x + E'y + F'$, i.e.
 
-.. math:: t = x^2,\\qquad X = [xy,\\ y^2,\\ x,\\ y,\\ 1],\\qquad w = (B', C', D', E', F'),
+$$t = x^2,\\qquad X = [xy,\\ y^2,\\ x,\\ y,\\ 1],\\qquad w = (B', C', D', E', F'),$$
 
-which is the general conic :math:`A x^2 + B xy + C y^2 + D x + E y + F = 0` with
-:math:`A = 1,\\ B = -B',\\ C = -C',\\ D = -D',\\ E = -E',\\ F = -F'`. (Conics with
-:math:`A = 0`, e.g. :math:`y = x^2` rotated by 90°, cannot be written in this form.)
+which is the general conic $A x^2 + B xy + C y^2 + D x + E y + F = 0$ with
+$A = 1,\\ B = -B',\\ C = -C',\\ D = -D',\\ E = -E',\\ F = -F'$. (Conics with
+$A = 0$, e.g. $y = x^2$ rotated by 90°, cannot be written in this form.)
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _weights(w: object, k: int, what: str) -> np.ndarray:
 
 
 def circle_design(xy: object) -> tuple[np.ndarray, np.ndarray]:
-    """Design of the circle regression: :math:`X = [x, y, 1]` (N, 3), :math:`t = x^2 + y^2`.
+    """Design of the circle regression: $X = [x, y, 1]$ (N, 3), $t = x^2 + y^2$.
 
     Needs at least 3 finite points (3 unknowns); raises InputError otherwise.
     """
@@ -83,9 +83,9 @@ def circle_design(xy: object) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Circle:
-    """A circle :math:`(x - x_0)^2 + (y - y_0)^2 = r^2`.
+    """A circle $(x - x_0)^2 + (y - y_0)^2 = r^2$.
 
-    ``valid`` is False when the weights it came from give :math:`r^2 < 0`; then ``r`` is
+    ``valid`` is False when the weights it came from give $r^2 < 0$; then ``r`` is
     0.0 (never NaN) and :meth:`as_dict` / ``str`` show ``"invalid"``.
     """
 
@@ -110,7 +110,7 @@ class Circle:
         return f"Circle(x0={self.x0:.4g}, y0={self.y0:.4g}, r={self.r:.4g})"
 
     def weights(self) -> np.ndarray:
-        """The regression weights :math:`(2x_0, 2y_0, r^2 - x_0^2 - y_0^2)`."""
+        """The regression weights $(2x_0, 2y_0, r^2 - x_0^2 - y_0^2)$."""
         return circle_weights(self.x0, self.y0, self.r)
 
     def to_pixels(self, standardization: Standardization) -> Circle:
@@ -124,13 +124,13 @@ class Circle:
 
 
 def circle_weights(x0: float, y0: float, r: float) -> np.ndarray:
-    """Weights of a circle: :math:`w = (2x_0,\\ 2y_0,\\ r^2 - x_0^2 - y_0^2)`."""
+    """Weights of a circle: $w = (2x_0,\\ 2y_0,\\ r^2 - x_0^2 - y_0^2)$."""
     return np.array([2.0 * x0, 2.0 * y0, r * r - x0 * x0 - y0 * y0], dtype=np.float64)
 
 
 def circle_from_weights(w: object) -> Circle:
-    """Circle from weights: :math:`x_0 = w_1/2,\\ y_0 = w_2/2,\\
-    r = \\sqrt{w_3 + x_0^2 + y_0^2}`; ``valid=False, r=0.0`` when the radicand is < 0.
+    """Circle from weights: $x_0 = w_1/2,\\ y_0 = w_2/2,\\
+    r = \\sqrt{w_3 + x_0^2 + y_0^2}$; ``valid=False, r=0.0`` when the radicand is < 0.
 
     Raises InputError for non-finite weights or a wrong length.
     """
@@ -175,7 +175,7 @@ def circles_from_weights(W: object) -> list[Circle]:
 
 def circle_to_pixels(circle: Circle, standardization: Standardization) -> Circle:
     """Circle in standard units → pixel units:
-    :math:`(c_x + \\sigma x_0,\\ c_y + \\sigma y_0,\\ \\sigma r)`; validity is kept."""
+    $(c_x + \\sigma x_0,\\ c_y + \\sigma y_0,\\ \\sigma r)$; validity is kept."""
     x0, y0, r = standardization.circle_to_pixels(circle.x0, circle.y0, circle.r)
     return Circle(x0, y0, r if circle.valid else 0.0, circle.valid)
 
@@ -184,8 +184,8 @@ def circle_to_pixels(circle: Circle, standardization: Standardization) -> Circle
 
 
 def conic_design(xy: object) -> tuple[np.ndarray, np.ndarray]:
-    """Design of the conic regression: :math:`X = [xy,\\ y^2,\\ x,\\ y,\\ 1]` (N, 5),
-    :math:`t = x^2`. Needs at least 5 finite points (5 unknowns)."""
+    """Design of the conic regression: $X = [xy,\\ y^2,\\ x,\\ y,\\ 1]$ (N, 5),
+    $t = x^2$. Needs at least 5 finite points (5 unknowns)."""
     pts = validate_points(xy, 0)
     if pts.shape[0] < 5:
         raise InputError(f"need at least 5 points to fit a conic (5 unknowns), got {pts.shape[0]}")
@@ -210,7 +210,7 @@ def _wrap_angle(theta: float) -> float:
 
 @dataclass(frozen=True, eq=False)
 class Conic:
-    """A conic :math:`A x^2 + B xy + C y^2 + D x + E y + F = 0`.
+    """A conic $A x^2 + B xy + C y^2 + D x + E y + F = 0$.
 
     Attributes:
         kind: ``"ellipse"`` (circles included), ``"parabola"``, ``"hyperbola"`` or
@@ -242,12 +242,12 @@ class Conic:
         object.__setattr__(self, "matrix", M)
 
     def weights(self) -> np.ndarray:
-        """The study-form weights :math:`(B', C', D', E', F') = -(B, C, D, E, F)/A`."""
+        """The study-form weights $(B', C', D', E', F') = -(B, C, D, E, F)/A$."""
         A = self.coefficients[0]
         return -self.coefficients[1:] / A
 
     def evaluate(self, xy: object) -> np.ndarray:
-        """Algebraic value :math:`A x^2 + Bxy + Cy^2 + Dx + Ey + F` at (N, 2) points."""
+        """Algebraic value $A x^2 + Bxy + Cy^2 + Dx + Ey + F$ at (N, 2) points."""
         pts = validate_points(xy, 0)
         x, y = pts[:, 0], pts[:, 1]
         A, B, C, D, E, F = self.coefficients
@@ -274,29 +274,29 @@ def conic_from_coefficients(
     degenerate_rtol: float = DEGENERATE_RTOL,
     parabola_rtol: float = PARABOLA_RTOL,
 ) -> Conic:
-    """Classify the general conic :math:`(A, B, C, D, E, F)` and compute its geometry.
+    """Classify the general conic $(A, B, C, D, E, F)$ and compute its geometry.
 
-    With :math:`Q = \\begin{pmatrix}A & B/2\\\\ B/2 & C\\end{pmatrix}` and
-    :math:`M = \\begin{pmatrix}A & B/2 & D/2\\\\ B/2 & C & E/2\\\\ D/2 & E/2 & F
-    \\end{pmatrix}` (coefficients first scaled so that :math:`\\max|M_{ij}| = 1`):
+    With $Q = \\begin{pmatrix}A & B/2\\\\ B/2 & C\\end{pmatrix}$ and
+    $M = \\begin{pmatrix}A & B/2 & D/2\\\\ B/2 & C & E/2\\\\ D/2 & E/2 & F
+    \\end{pmatrix}$ (coefficients first scaled so that $\\max|M_{ij}| = 1$):
 
-    * degenerate when :math:`|\\det M| \\le \\text{degenerate\\_rtol}` (a relative test,
-      since :math:`\\max|M_{ij}| = 1`); the test is not invariant to the units of x and y,
+    * degenerate when $|\\det M| \\le \\text{degenerate\\_rtol}$ (a relative test,
+      since $\\max|M_{ij}| = 1$); the test is not invariant to the units of x and y,
       so classify in standardized coordinates (which this library does);
-    * else, with the eigenvalues :math:`\\lambda_{1,2}` of :math:`Q` and the discriminant
-      :math:`\\Delta = B^2 - 4AC = -4\\det Q = -4\\lambda_1\\lambda_2`: parabola when
-      :math:`\\min|\\lambda_i| \\le \\text{parabola\\_rtol}\\,\\max|\\lambda_i|`, ellipse when
-      :math:`\\Delta < 0` and :math:`(A + C)\\det M < 0`, *degenerate* (imaginary ellipse,
-      no real points) when :math:`\\Delta < 0` and :math:`(A + C)\\det M > 0`, hyperbola
-      when :math:`\\Delta > 0`.
+    * else, with the eigenvalues $\\lambda_{1,2}$ of $Q$ and the discriminant
+      $\\Delta = B^2 - 4AC = -4\\det Q = -4\\lambda_1\\lambda_2$: parabola when
+      $\\min|\\lambda_i| \\le \\text{parabola\\_rtol}\\,\\max|\\lambda_i|$, ellipse when
+      $\\Delta < 0$ and $(A + C)\\det M < 0$, *degenerate* (imaginary ellipse,
+      no real points) when $\\Delta < 0$ and $(A + C)\\det M > 0$, hyperbola
+      when $\\Delta > 0$.
 
-    Geometry: the centre solves :math:`Q c = -(D, E)/2`; in centred coordinates the conic
-    is :math:`q^\\top Q q + F_c = 0` with :math:`F_c = \\det M / \\det Q`. With the
-    eigen-decomposition :math:`Q = \\sum_i \\lambda_i v_i v_i^\\top`, the semi-axis along
-    :math:`v_i` is :math:`\\sqrt{|F_c/\\lambda_i|}`; for an ellipse the major axis has the
-    smallest :math:`|\\lambda_i|`; for a hyperbola the transverse axis is the one with
-    :math:`-F_c/\\lambda_i > 0`. The angle is that of the chosen eigenvector.
-    Coefficients are returned normalized so :math:`A = 1` when :math:`A \\ne 0`.
+    Geometry: the centre solves $Q c = -(D, E)/2$; in centred coordinates the conic
+    is $q^\\top Q q + F_c = 0$ with $F_c = \\det M / \\det Q$. With the
+    eigen-decomposition $Q = \\sum_i \\lambda_i v_i v_i^\\top$, the semi-axis along
+    $v_i$ is $\\sqrt{|F_c/\\lambda_i|}$; for an ellipse the major axis has the
+    smallest $|\\lambda_i|$; for a hyperbola the transverse axis is the one with
+    $-F_c/\\lambda_i > 0$. The angle is that of the chosen eigenvector.
+    Coefficients are returned normalized so $A = 1$ when $A \\ne 0$.
     """
     coef = _weights(coefficients, 6, "conic")
     if not np.any(coef[:3]):
@@ -351,8 +351,8 @@ def conic_from_coefficients(
 
 
 def conic_from_weights(w: object, **tolerances: float) -> Conic:
-    """Conic from the study-form weights :math:`w = (B', C', D', E', F')`:
-    coefficients :math:`(1, -B', -C', -D', -E', -F')`, then
+    """Conic from the study-form weights $w = (B', C', D', E', F')$:
+    coefficients $(1, -B', -C', -D', -E', -F')$, then
     :func:`conic_from_coefficients` (keyword tolerances are passed on)."""
     arr = _weights(w, 5, "conic")
     return conic_from_coefficients(np.concatenate([[1.0], -arr]), **tolerances)
@@ -364,13 +364,13 @@ def conic_weights_from_geometry(
     angle: float,
     kind: str = "ellipse",
 ) -> np.ndarray:
-    """Study-form weights :math:`(B', C', D', E', F')` of an ellipse (or hyperbola).
+    """Study-form weights $(B', C', D', E', F')$ of an ellipse (or hyperbola).
 
-    With :math:`R = R(\\theta)`, :math:`Q = R\\,\\mathrm{diag}(1/a^2, \\pm 1/b^2)R^\\top`
+    With $R = R(\\theta)$, $Q = R\\,\\mathrm{diag}(1/a^2, \\pm 1/b^2)R^\\top$
     (``-`` for a hyperbola, ``a`` transverse) the conic is
-    :math:`(p - c)^\\top Q (p - c) = 1`, i.e. :math:`A = Q_{11}, B = 2Q_{12}, C = Q_{22},
-    (D, E) = -2Qc, F = c^\\top Q c - 1`; then :math:`w = -(B, C, D, E, F)/A`.
-    Raises InputError when :math:`A = 0` (the study form cannot hold that conic).
+    $(p - c)^\\top Q (p - c) = 1$, i.e. $A = Q_{11}, B = 2Q_{12}, C = Q_{22},
+    (D, E) = -2Qc, F = c^\\top Q c - 1$; then $w = -(B, C, D, E, F)/A$.
+    Raises InputError when $A = 0$ (the study form cannot hold that conic).
     """
     if kind not in ("ellipse", "hyperbola"):
         raise InputError(f"kind must be 'ellipse' or 'hyperbola', got {kind!r}")
@@ -398,10 +398,10 @@ def conic_weights_from_geometry(
 def conic_to_pixels(conic: Conic, standardization: Standardization) -> Conic:
     """Conic in standard units → pixel units (kind kept).
 
-    With :math:`s = (p - c)/\\sigma`, i.e. homogeneous :math:`\\tilde s = T\\tilde p`,
-    :math:`T = \\begin{pmatrix} I/\\sigma & -c/\\sigma\\\\ 0 & 1\\end{pmatrix}`, the conic
-    matrix becomes :math:`T^\\top M T` (renormalized to :math:`A = 1`). Centre
-    :math:`\\mapsto c + \\sigma\\,\\text{centre}`, semi-axes :math:`\\times\\sigma`, angle
+    With $s = (p - c)/\\sigma$, i.e. homogeneous $\\tilde s = T\\tilde p$,
+    $T = \\begin{pmatrix} I/\\sigma & -c/\\sigma\\\\ 0 & 1\\end{pmatrix}$, the conic
+    matrix becomes $T^\\top M T$ (renormalized to $A = 1$). Centre
+    $\\mapsto c + \\sigma\\,\\text{centre}$, semi-axes $\\times\\sigma$, angle
     unchanged (the map is isotropic). The kind is not re-classified.
     """
     s, (cx, cy) = standardization.scale, standardization.center
@@ -424,7 +424,7 @@ def conic_to_pixels(conic: Conic, standardization: Standardization) -> Conic:
 
 @dataclass(frozen=True)
 class Line:
-    """A line :math:`x = a\\,y + c` (the line expert's form: every line but the horizontal
+    """A line $x = a\\,y + c$ (the line expert's form: every line but the horizontal
     ones). ``angle`` is its direction from +x, in (-pi/2, pi/2]."""
 
     a: float
@@ -441,13 +441,13 @@ class Line:
         return f"Line(x = {self.a:.4g} y + {self.c:.4g})"
 
     def to_pixels(self, standardization: Standardization) -> Line:
-        """With :math:`p = c_0 + \\sigma s`: :math:`x_p = a y_p + (\\sigma c + c_{0x} -
-        a c_{0y})` (the slope is unit-free under an isotropic map)."""
+        """With $p = c_0 + \\sigma s$: $x_p = a y_p + (\\sigma c + c_{0x} -
+        a c_{0y})$ (the slope is unit-free under an isotropic map)."""
         (cx, cy), s = standardization.center, standardization.scale
         return Line(self.a, s * self.c + cx - self.a * cy)
 
 
 def line_from_weights(w: object) -> Line:
-    """Line from the weights :math:`(a, c)` of the regression :math:`x = a y + c`."""
+    """Line from the weights $(a, c)$ of the regression $x = a y + c$."""
     arr = _weights(w, 2, "line")
     return Line(float(arr[0]), float(arr[1]))

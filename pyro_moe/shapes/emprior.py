@@ -97,9 +97,9 @@ def load_eye_mask(which: str = "1_mask_2.jpg") -> PointSet:
 def study_eye_points(seed: int = 0, n: int = 200, which: str = "1_mask_2.jpg") -> np.ndarray:
     """The study's preprocessing of the eye mask, as float64 (n, 2).
 
-    Foreground pixels (Otsu, white) → :math:`(u, v) = (\\text{column}, 255 - \\text{row})`
+    Foreground pixels (Otsu, white) → $(u, v) = (\\text{column}, 255 - \\text{row})$
     (y up), then EACH coordinate standardized separately,
-    :math:`u' = (u - \\bar u)/\\mathrm{sd}(u)`, :math:`v' = (v - \\bar v)/\\mathrm{sd}(v)`
+    $u' = (u - \\bar u)/\\mathrm{sd}(u)$, $v' = (v - \\bar v)/\\mathrm{sd}(v)$
     (population sd), then n points drawn without replacement with
     ``np.random.default_rng(seed)``.
 

@@ -28,7 +28,7 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
-    """:math:`Y = 0.299 R + 0.587 G + 0.114 B` (ITU-R BT.601)."""
+    """$Y = 0.299 R + 0.587 G + 0.114 B$ (ITU-R BT.601)."""
     return rgb[..., :3] @ _LUMA
 
 
@@ -65,7 +65,7 @@ def to_gray(image: object) -> np.ndarray:
     """Convert an image array to (H, W) float64 gray levels in [0, 1].
 
     (H, W) arrays are scaled by :func:`_unit_range`; (H, W, 3) RGB → luminance
-    :math:`0.299R + 0.587G + 0.114B`; (H, W, 4) RGBA → luminance of RGB when alpha is
+    $0.299R + 0.587G + 0.114B$; (H, W, 4) RGBA → luminance of RGB when alpha is
     fully opaque everywhere, otherwise luminance × alpha (composited on black);
     (H, W, 2) gray+alpha the same way; (H, W, 1) squeezed.
     """
@@ -99,7 +99,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read PNG / JPEG / TIFF (anything Pillow opens) as (H, W) float64 gray in [0, 1].
 
     Gray images are kept as they are; 8-bit values are divided by 255 and 16-bit ones by
-    65535; colour → luminance :math:`Y = 0.299R + 0.587G + 0.114B`. Images with an alpha
+    65535; colour → luminance $Y = 0.299R + 0.587G + 0.114B$. Images with an alpha
     channel: if alpha is fully opaque, the luminance of the colour channels; otherwise
     luminance × alpha, i.e. composited on black (transparent = background). Palette
     images are expanded first; multi-frame files give their first frame.
@@ -141,14 +141,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 def otsu_threshold(gray: object) -> float:
     """Otsu's threshold from a 256-bin histogram over [min, max] of the image.
 
-    With bin probabilities :math:`p_i`, centres :math:`c_i`, :math:`\\omega(k) =
-    \\sum_{i\\le k} p_i`, :math:`\\mu(k) = \\sum_{i\\le k} p_i c_i`, :math:`\\mu_T = \\mu(255)`,
-    the bin :math:`k^*` maximizes the between-class variance
+    With bin probabilities $p_i$, centres $c_i$, $\\omega(k) =
+    \\sum_{i\\le k} p_i$, $\\mu(k) = \\sum_{i\\le k} p_i c_i$, $\\mu_T = \\mu(255)$,
+    the bin $k^*$ maximizes the between-class variance
 
-    .. math:: \\sigma_B^2(k) = \\frac{(\\mu_T\\,\\omega(k) - \\mu(k))^2}{\\omega(k)(1-\\omega(k))}
+    $$\\sigma_B^2(k) = \\frac{(\\mu_T\\,\\omega(k) - \\mu(k))^2}{\\omega(k)(1-\\omega(k))}$$
 
     (first maximizer on ties). The returned threshold is the midpoint between the largest
-    pixel value in bins :math:`\\le k^*` and the smallest one above, so ``gray > t``
+    pixel value in bins $\\le k^*$ and the smallest one above, so ``gray > t``
     selects exactly Otsu's upper class.
 
     Raises ImageError when all pixels have the same value.
@@ -214,7 +214,7 @@ def foreground_mask(
 
 def edge_mask(mask: object) -> np.ndarray:
     """Boundary pixels of filled shapes: foreground pixels with at least one background
-    4-neighbour, :math:`E = M \\wedge \\lnot\\,\\mathrm{erode}_4(M)`; outside the image
+    4-neighbour, $E = M \\wedge \\lnot\\,\\mathrm{erode}_4(M)$; outside the image
     counts as background."""
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:

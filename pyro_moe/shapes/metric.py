@@ -30,8 +30,8 @@ def _check_true(true: Sequence[Circle]) -> None:
 def match_circles(true: Sequence[Circle], predicted: Sequence[Circle]) -> list[tuple[int, int]]:
     """Best assignment of valid predicted circles to true ones.
 
-    Minimizes :math:`\\sum_{(k, j)} (x_{0k} - \\hat x_{0j})^2 + (y_{0k} - \\hat y_{0j})^2
-    + (r_k - \\hat r_j)^2` with :func:`scipy.optimize.linear_sum_assignment` (rectangular
+    Minimizes $\\sum_{(k, j)} (x_{0k} - \\hat x_{0j})^2 + (y_{0k} - \\hat y_{0j})^2
+    + (r_k - \\hat r_j)^2$ with :func:`scipy.optimize.linear_sum_assignment` (rectangular
     when the counts differ). Invalid predictions are never matched. Returns pairs
     ``(true index, predicted index)`` sorted by true index; when there are fewer valid
     predictions than true circles some true circles stay unmatched.
@@ -50,8 +50,8 @@ def match_circles(true: Sequence[Circle], predicted: Sequence[Circle]) -> list[t
 
 
 def circle_error(true: Sequence[Circle], predicted: Sequence[Circle]) -> float:
-    """The study's error :math:`S = \\sum_k (x_{0k} - \\hat x_{0k})^2 + (y_{0k} -
-    \\hat y_{0k})^2 + (r_k - \\hat r_k)^2` over the best assignment (:func:`match_circles`).
+    """The study's error $S = \\sum_k (x_{0k} - \\hat x_{0k})^2 + (y_{0k} -
+    \\hat y_{0k})^2 + (r_k - \\hat r_k)^2$ over the best assignment (:func:`match_circles`).
 
     An invalid predicted circle is a failure: it is never matched, and when fewer valid
     predictions than true circles remain the error is ``inf``. With MORE valid predictions

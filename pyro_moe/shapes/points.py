@@ -5,11 +5,11 @@ origin is the top-left pixel centre, so ``y`` grows downwards.
 
 The models are fitted on *standardized* coordinates
 
-.. math:: s = (p - c) / \\sigma,
+$$s = (p - c) / \\sigma,$$
 
-with one centre :math:`c \\in \\mathbb{R}^2` and ONE scale :math:`\\sigma > 0` for both
-axes, so a circle stays a circle: a circle :math:`(x_0, y_0, r)` in pixels is the circle
-:math:`((x_0 - c_x)/\\sigma, (y_0 - c_y)/\\sigma, r/\\sigma)` in standard units.
+with one centre $c \\in \\mathbb{R}^2$ and ONE scale $\\sigma > 0$ for both
+axes, so a circle stays a circle: a circle $(x_0, y_0, r)$ in pixels is the circle
+$((x_0 - c_x)/\\sigma, (y_0 - c_y)/\\sigma, r/\\sigma)$ in standard units.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def validate_points(xy: object, min_points: int = 1, *, what: str = "points") ->
 class Standardization:
     """Isotropic affine map between pixel and standard coordinates.
 
-    ``to_standard``: :math:`s = (p - c)/\\sigma`; ``to_pixels``: :math:`p = c + \\sigma s`.
+    ``to_standard``: $s = (p - c)/\\sigma$; ``to_pixels``: $p = c + \\sigma s$.
     """
 
     center: np.ndarray
@@ -88,8 +88,8 @@ class Standardization:
 
     @classmethod
     def fit(cls, xy: object) -> Standardization:
-        """Centre = mean point; scale :math:`\\sigma = \\sqrt{(\\mathrm{var}\\,x +
-        \\mathrm{var}\\,y)/2}` (population variances).
+        """Centre = mean point; scale $\\sigma = \\sqrt{(\\mathrm{var}\\,x +
+        \\mathrm{var}\\,y)/2}$ (population variances).
 
         Raises InputError when all points coincide (zero scale).
         """
@@ -108,18 +108,18 @@ class Standardization:
         return cls(center=np.zeros(2), scale=1.0)
 
     def to_standard(self, xy: object) -> np.ndarray:
-        """Map (N, 2) pixel coordinates to standard ones: :math:`(p - c)/\\sigma`."""
+        """Map (N, 2) pixel coordinates to standard ones: $(p - c)/\\sigma$."""
         pts = validate_points(xy, 0)
         return (pts - self.center) / self.scale
 
     def to_pixels(self, xy: object) -> np.ndarray:
-        """Map (N, 2) standard coordinates to pixels: :math:`c + \\sigma s`."""
+        """Map (N, 2) standard coordinates to pixels: $c + \\sigma s$."""
         pts = validate_points(xy, 0)
         return pts * self.scale + self.center
 
     def circle_to_pixels(self, x0: float, y0: float, r: float) -> tuple[float, float, float]:
-        """Circle in standard units → pixels: :math:`(c_x + \\sigma x_0, c_y + \\sigma y_0,
-        \\sigma r)`."""
+        """Circle in standard units → pixels: $(c_x + \\sigma x_0, c_y + \\sigma y_0,
+        \\sigma r)$."""
         return (
             float(self.center[0] + self.scale * x0),
             float(self.center[1] + self.scale * y0),
@@ -127,8 +127,8 @@ class Standardization:
         )
 
     def circle_to_standard(self, x0: float, y0: float, r: float) -> tuple[float, float, float]:
-        """Circle in pixels → standard units: :math:`((x_0 - c_x)/\\sigma, (y_0 - c_y)/\\sigma,
-        r/\\sigma)`."""
+        """Circle in pixels → standard units: $((x_0 - c_x)/\\sigma, (y_0 - c_y)/\\sigma,
+        r/\\sigma)$."""
         return (
             float((x0 - self.center[0]) / self.scale),
             float((y0 - self.center[1]) / self.scale),
@@ -150,7 +150,7 @@ class PointSet:
 
     @property
     def standard(self) -> np.ndarray:
-        """The points in standard coordinates, :math:`(p - c)/\\sigma`."""
+        """The points in standard coordinates, $(p - c)/\\sigma$."""
         return self.standardization.to_standard(self.xy)
 
     def __len__(self) -> int:

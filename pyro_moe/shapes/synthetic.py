@@ -80,10 +80,10 @@ def circle_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Points on circles, with jitter and uniform outliers.
 
-    Circle k gets ``n_k`` points :math:`(x_{0k} + r_k\\cos\\phi, y_{0k} + r_k\\sin\\phi)`
-    with :math:`\\phi_j = 2\\pi j / n_k` (``even=True``) or :math:`\\phi \\sim U[0, 2\\pi)`,
-    then :math:`\\varepsilon \\sim N(0, \\text{jitter}^2)` added to x and y. Then
-    :math:`n_o = \\mathrm{round}(f\\,n_c/(1 - f))` outliers uniform on ``box`` so that the
+    Circle k gets ``n_k`` points $(x_{0k} + r_k\\cos\\phi, y_{0k} + r_k\\sin\\phi)$
+    with $\\phi_j = 2\\pi j / n_k$ (``even=True``) or $\\phi \\sim U[0, 2\\pi)$,
+    then $\\varepsilon \\sim N(0, \\text{jitter}^2)$ added to x and y. Then
+    $n_o = \\mathrm{round}(f\\,n_c/(1 - f))$ outliers uniform on ``box`` so that the
     outliers are a share ``f = outlier_fraction`` of the final set; the default box is the
     circles' bounding box widened by 10% (5% on each side), about its centre.
 
@@ -154,20 +154,20 @@ def synthetic_1() -> SyntheticData:
 
 
 def synthetic_2(seed: int = 0) -> SyntheticData:
-    """Study data set 2: synthetic 1 with :math:`N(0, 0.1^2)` jitter on x and y
+    """Study data set 2: synthetic 1 with $N(0, 0.1^2)$ jitter on x and y
     (200 points)."""
     return _study(0.1, 0, seed, "synthetic_2")
 
 
 def synthetic_3(seed: int = 0) -> SyntheticData:
     """Study data set 3: synthetic 2 (same seed → same first 200 points) plus 200 points
-    uniform on :math:`[-2, 2]^2` (400 points, noise labelled -1)."""
+    uniform on $[-2, 2]^2$ (400 points, noise labelled -1)."""
     return _study(0.1, 200, seed, "synthetic_3")
 
 
 def noise_sweep(level: float, seed: int = 0) -> SyntheticData:
-    """Synthetic 2 plus :math:`\\mathrm{round}(200\\,\\text{level})` uniform points on
-    :math:`[-2, 2]^2`, level in [0, 1] (level 1 equals :func:`synthetic_3`)."""
+    """Synthetic 2 plus $\\mathrm{round}(200\\,\\text{level})$ uniform points on
+    $[-2, 2]^2$, level in [0, 1] (level 1 equals :func:`synthetic_3`)."""
     if not 0.0 <= level <= 1.0:
         raise InputError(f"noise level must be in [0, 1], got {level}")
     return _study(0.1, round(level * 200), seed, f"noise_sweep({level:g})")
@@ -189,7 +189,7 @@ def ellipse_points(
     even: bool = False,
     seed: int = 0,
 ) -> np.ndarray:
-    """n points :math:`c + R(\\theta)(a\\cos\\phi, b\\sin\\phi)` on an ellipse (``a`` along
+    """n points $c + R(\\theta)(a\\cos\\phi, b\\sin\\phi)$ on an ellipse (``a`` along
     the axis at angle θ from +x), φ evenly spaced or uniform, plus N(0, jitter²)."""
     a, b = (float(v) for v in semi_axes)
     if a <= 0 or b <= 0:
@@ -212,7 +212,7 @@ def hyperbola_points(
     jitter: float = 0.0,
     seed: int = 0,
 ) -> np.ndarray:
-    """n points :math:`c + R(\\theta)(\\pm a\\cosh u, b\\sinh u)`, u ~ U[-t_max, t_max],
+    """n points $c + R(\\theta)(\\pm a\\cosh u, b\\sinh u)$, u ~ U[-t_max, t_max],
     alternating between the two branches (``a`` transverse, along angle θ), plus
     N(0, jitter²)."""
     a, b = (float(v) for v in semi_axes)
@@ -238,7 +238,7 @@ def _disk_offsets(thickness: int) -> np.ndarray:
 def rasterize(xy: object, shape: tuple[int, int], *, thickness: int = 1) -> np.ndarray:
     """Boolean (H, W) image with pixel (row = round(y), col = round(x)) set for each point
     (points outside are dropped). ``thickness`` t > 1 stamps a disk of radius t/2 (in
-    pixels, offsets with :math:`d_x^2 + d_y^2 \\le (t/2)^2`) at each point."""
+    pixels, offsets with $d_x^2 + d_y^2 \\le (t/2)^2$) at each point."""
     from pyro_moe.shapes.points import validate_points
 
     pts = validate_points(xy, 0)
@@ -266,9 +266,9 @@ def circle_image(
     seed: int = 0,
 ) -> tuple[np.ndarray, list[Circle]]:
     """Boolean image of full circles (pixel units, x = column, y = row) drawn with
-    :math:`\\lceil 8\\pi r\\rceil + 16` angular samples each (so the curve is 8-connected),
-    plus :math:`\\mathrm{round}(f\\,n_{fg})` outlier pixels drawn uniformly without
-    replacement among the background pixels, :math:`n_{fg}` = number of curve pixels.
+    $\\lceil 8\\pi r\\rceil + 16$ angular samples each (so the curve is 8-connected),
+    plus $\\mathrm{round}(f\\,n_{fg})$ outlier pixels drawn uniformly without
+    replacement among the background pixels, $n_{fg}$ = number of curve pixels.
 
     Returns ``(image, circles)`` with the true circles in pixel units.
     """

@@ -1,6 +1,7 @@
 # Two entry points a newcomer needs (see README):
 #   make demo   set up (when needed) and run the main job
-#   make test   set up (when needed) and run lint + the whole test suite, notebooks included
+#   make test   set up (when needed) and run lint + the whole test suite, notebooks included,
+#               and build the docs (make docs)
 # Both are safe to rerun; the virtual environment is rebuilt only when the
 # dependency files change.
 
@@ -12,7 +13,7 @@ export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test setup lint wheel-check bench clean
+.PHONY: demo test setup lint wheel-check docs bench clean
 
 setup: $(STAMP)
 
@@ -36,7 +37,12 @@ lint: $(STAMP)
 wheel-check: $(STAMP)
 	$(BIN)/python tests/wheel_check.py
 
-test: lint wheel-check
+# The docs site into site/ (git-ignored), warnings as errors; notebooks render from their
+# stored outputs (never executed here: notebooks/_build.py executes and stores them).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint wheel-check docs
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests --nbmake notebooks
 
 bench: $(STAMP)
@@ -44,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache site

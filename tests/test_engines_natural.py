@@ -209,3 +209,59 @@ def test_minibatch_objective_is_exact_at_the_end_and_se_reported():
     assert summary["objective_se"] == 0.0 and np.isfinite(summary["stop_se"])
     cavi = _fit(X, t, "cavi")
     _agree(r, cavi)
+
+
+def _edited(tmp_path: Path, old: str, new: str, name: str):
+    src = Path(pyro_moe.load_model("mixture_of_models").path).read_text()
+    assert old in src
+    path = tmp_path / f"{name}.py"
+    path.write_text(src.replace(old, new, 1))
+    return pyro_moe.load_model(path)
+
+
+def test_diagonal_gaussian_prior_is_conjugate(tmp_path: Path):
+    """p(w_k) written Normal(w0, s).to_event(1) is CAVI's N(w0, diag(s^2)): the same fit
+    as the MultivariateNormal file with that diagonal A, for CAVI and natural SVI."""
+    diag = _edited(
+        tmp_path,
+        "    return dist.MultivariateNormal(prior_mean, covariance_matrix=prior_cov)\n",
+        "    scale = prior_cov.diagonal(dim1=-2, dim2=-1).sqrt()\n"
+        "    return dist.Normal(prior_mean, scale).to_event(1)\n",
+        "diag_models",
+    )
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    kw = dict(prior_cov=torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64))
+    ref = _fit(X, t, "cavi", **kw)
+    for method in ("cavi", "svi"):
+        r = _fit(X, t, method, diag, **kw)
+        assert r.objective == pytest.approx(ref.objective, rel=1e-10)
+        assert torch.allclose(r.mean, ref.mean, rtol=1e-8, atol=1e-12)
+
+
+def test_site_typo_is_a_model_file_error(tmp_path: Path):
+    typo = _edited(
+        tmp_path,
+        '        w = pyro.sample("w", weight_prior(',
+        '        w = pyro.sample("weights", weight_prior(',
+        "typo_models",
+    )
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    for optimizer in ("natural", "adam"):
+        with pytest.raises(pyro_moe.ModelFileError, match=r"'weights'.*'w'|'w'.*'weights'"):
+            _fit(X, t, "svi", typo, optimizer=optimizer, max_iter=5)
+
+
+@pytest.mark.parametrize("optimizer", ["natural", "adam"])
+def test_result_reports_the_dirichlet_prior_in_use(tmp_path: Path, optimizer):
+    asym = _edited(
+        tmp_path,
+        "    return dist.Dirichlet(concentration)\n",
+        "    return dist.Dirichlet(concentration.new_tensor([1.0, 4.0]))\n",
+        "asym_models",
+    )
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    r = _fit(X, t, "svi", asym, optimizer=optimizer, max_iter=20)
+    assert r.concentration.tolist() == [1.0, 4.0]

@@ -61,13 +61,14 @@ from pyro import poutine
 from pyro.infer import SVI as PyroSVI
 from pyro.infer import TraceEnum_ELBO
 from pyro.optim import ClippedAdam
+from pyro.poutine.util import site_is_subsample
 
 from ..closed_form import updates as U
 from ..closed_form.bridge import closed_form_objective
 from ..closed_form.init import initial_log_responsibilities
 from ..closed_form.sites import read_model
 from ..config import Config, gate_weights, log_gate
-from ..errors import InputError, NonConjugateError
+from ..errors import InputError, ModelFileError, NonConjugateError
 from ..likelihood import noise_log_density
 from ..model_file import Model
 from ..result import Hyperparameters, Posterior
@@ -161,7 +162,13 @@ class SVI(Engine):
         return super().options(given)
 
     def prepare(self) -> None:
-        """Natural gradient needs the closed form: read the model's sites (None: Adam)."""
+        """Check that the model's and the guide's latent sites match (a typo is a
+        :class:`~pyro_moe.errors.ModelFileError`), take the Dirichlet concentration the
+        model actually uses, and, for natural gradient, read the closed form (None: Adam)."""
+        traced = _check_sites(self.model, self.X, self.y, self.config)
+        if traced is not None:  # report the prior in use, e.g. an edited Dirichlet([1, 4])
+            self.config = copy.copy(self.config)
+            self.config.concentration = traced
         self.conj = None
         if self.options.optimizer == "natural":
             try:
@@ -184,6 +191,52 @@ class SVI(Engine):
                                restart, progress)  # fmt: skip
         return _run(self.model, self.X, self.y, self.config, self.options, how, seed, restart,
                     progress)  # fmt: skip
+
+
+def _check_sites(model: Model, X, y, config: Config) -> torch.Tensor | None:
+    """Trace guide and model (replayed) on a few rows: every latent site of the model must
+    have its q in the guide and every guide site must be a latent site of the model, or
+    :class:`~pyro_moe.errors.ModelFileError` names them (Pyro would only warn and fit a
+    different model). Returns the concentration of the model's ``pi`` site, if any."""
+    rows = min(8, X.shape[0])
+    cfg = copy.deepcopy(config)  # pyro.module would rebind the gate's parameters
+    with pyro.get_param_store().scope(), torch.no_grad():
+        try:
+            g_tr = poutine.trace(model.guide).get_trace(X[:rows], y[:rows], cfg)
+            m_tr = poutine.trace(poutine.replay(model.model, trace=g_tr)).get_trace(
+                X[:rows], y[:rows], cfg
+            )
+        except Exception as e:  # a user's model file may fail anywhere
+            raise ModelFileError(
+                f"model {model.name!r} failed when run: {type(e).__name__}: {e}"
+            ) from e
+
+    def latent(tr):
+        return {
+            n for n, s in tr.nodes.items()
+            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+        }  # fmt: skip
+
+    in_model, in_guide = latent(m_tr), latent(g_tr)
+    if in_model != in_guide:
+        parts = []
+        if in_model - in_guide:
+            parts.append(f"latent in the model but not in the guide: {sorted(in_model - in_guide)}")
+        if in_guide - in_model:
+            parts.append(f"in the guide but not in the model: {sorted(in_guide - in_model)}")
+        raise ModelFileError(
+            f"model {model.name!r}: the sites of its model and guide do not match ("
+            + "; ".join(parts)
+            + "); each latent site needs one q of the same name"
+        )
+    pi = m_tr.nodes.get("pi")
+    if pi is None or pi["type"] != "sample":
+        return None
+    fn = pi["fn"]
+    while hasattr(fn, "base_dist") and not hasattr(fn, "concentration"):
+        fn = fn.base_dist
+    conc = getattr(fn, "concentration", None)
+    return None if conc is None else conc.detach().to(X.dtype).clone()
 
 
 def _fresh_config(config: Config, seed: int, restart: int) -> Config:

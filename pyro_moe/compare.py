@@ -39,8 +39,10 @@ def time_to_within(result: FitResult, rel: float = 1e-3, *, rolling: int | None 
     F = result.objective_history.detach().cpu().numpy().astype(float)
     t = result.time_history.detach().cpu().numpy().astype(float)
     final = F[-1]
-    if rolling is None:
-        rolling = ROLLING if result.method == "svi" else 1
+    if rolling is None:  # a noisy per-step objective: Adam, or natural SVI on minibatches
+        summary = result.restarts[0] if result.restarts else {}
+        exact = summary.get("optimizer") == "natural" and summary.get("stop_se") == 0.0
+        rolling = ROLLING if result.method == "svi" and not exact else 1
     if rolling > 1 and len(F) > 1:
         steps = F[:-1]
         c = np.cumsum(np.insert(steps, 0, 0.0))

@@ -39,8 +39,10 @@ def time_to_within(result: FitResult, rel: float = 1e-3, *, rolling: int | None 
     F = result.objective_history.detach().cpu().numpy().astype(float)
     t = result.time_history.detach().cpu().numpy().astype(float)
     final = F[-1]
-    if rolling is None:
-        rolling = ROLLING if result.method == "svi" else 1
+    if rolling is None:  # a noisy per-step objective: Adam, or natural SVI on minibatches
+        summary = result.restarts[0] if result.restarts else {}
+        exact = summary.get("optimizer") == "natural" and summary.get("stop_se") == 0.0
+        rolling = ROLLING if result.method == "svi" and not exact else 1
     if rolling > 1 and len(F) > 1:
         steps = F[:-1]
         c = np.cumsum(np.insert(steps, 0, 0.0))
@@ -62,20 +64,36 @@ class Comparison:
     relative_gap: float  # |F_SVI - F_CAVI| / max(|F_CAVI|, 1)
     max_mean_distance: float  # max_k ||m_k^CAVI - m_perm(k)^SVI||
     extras: dict[str, Any] = field(default_factory=dict)
+    adam: FitResult | None = None  # plain Adam SVI beside them (compare(..., adam=True))
+    adam_perm: list[int] | None = None
 
     def rows(self) -> list[tuple[str, FitResult]]:
-        return [("cavi", self.cavi), ("svi", self.svi)]
+        out = [("cavi", self.cavi), ("svi", self.svi)]
+        return out + ([("svi_adam", self.adam)] if self.adam is not None else [])
+
+    def _perm(self, name: str) -> list[int]:
+        return self.adam_perm if name == "svi_adam" else self.perm  # type: ignore[return-value]
+
+    def _gaps(self, name: str, r: FitResult) -> tuple[float, float, float]:
+        if name == "cavi":
+            return 0.0, 0.0, 0.0
+        if name == "svi":
+            return self.objective_gap, self.relative_gap, self.max_mean_distance
+        gap = abs(r.objective - self.cavi.objective)
+        dist = (self.cavi.mean - r.mean[self._perm(name)]).norm(dim=-1).max()
+        return gap, gap / max(abs(self.cavi.objective), 1.0), float(dist)
 
     def table(self) -> list[dict[str, Any]]:
         """One row per method: objective, gaps, mean distance, steps, times, circles."""
         out = []
         for name, r in self.rows():
+            abs_gap, rel_gap, mean_distance = self._gaps(name, r)
             row: dict[str, Any] = {
                 "method": name,
                 "objective": r.objective,
-                "abs_gap": 0.0 if name == "cavi" else self.objective_gap,
-                "rel_gap": 0.0 if name == "cavi" else self.relative_gap,
-                "max_mean_distance": 0.0 if name == "cavi" else self.max_mean_distance,
+                "abs_gap": abs_gap,
+                "rel_gap": rel_gap,
+                "max_mean_distance": mean_distance,
                 "iterations": r.iterations,
                 "converged": r.converged,
                 "wall_time_s": r.wall_time,
@@ -83,8 +101,8 @@ class Comparison:
             }
             if r.geometry is not None and r.geometry.design == "circle":
                 circles = r.circles()
-                if name == "svi":
-                    circles = [circles[j] for j in self.perm]
+                if name != "cavi":
+                    circles = [circles[j] for j in self._perm(name)]
                 row["circles"] = [(round(c.x0, 6), round(c.y0, 6), round(c.r, 6)) for c in circles]
             out.append(row)
         return out
@@ -125,7 +143,7 @@ class Comparison:
             pts = self.cavi.pixel_points()
             right.scatter(pts[:, 0], pts[:, 1], s=4, c="0.6", label="data")
             phi = np.linspace(0, 2 * np.pi, 200)
-            for (name, r), style in zip(self.rows(), ("-", "--"), strict=True):
+            for (name, r), style in zip(self.rows(), ("-", "--", ":"), strict=False):
                 for k, c in enumerate(r.circles()):
                     if c.valid:
                         right.plot(
@@ -165,12 +183,15 @@ def compare(
     svi_options: dict | None = None,
     cavi_options: dict | None = None,
     seed: int = 0,
+    adam: bool = False,
     **common,
 ) -> Comparison:
     """Fit ``model`` by CAVI and by SVI with the same data, priors and ``common`` options.
 
     ``cavi_options`` / ``svi_options`` are extra keyword arguments of :func:`pyro_moe.fit`
-    for one method only (e.g. ``{"lr": 0.002, "batch_size": 1000}`` for SVI).
+    for one method only (e.g. ``{"batch_size": 1000}`` for SVI). ``method="svi"`` is
+    natural-gradient SVI (its default optimizer); ``adam=True`` adds plain Adam SVI
+    (``optimizer="adam"``, the same ``svi_options``) as a third row.
     """
     for name in ("method",):
         if name in common:
@@ -181,7 +202,14 @@ def compare(
     perm = align(cavi.mean, svi.mean)
     gap = abs(svi.objective - cavi.objective)
     dist = (cavi.mean - svi.mean[perm]).norm(dim=-1).max()
+    adam_fit = adam_perm = None
+    if adam:
+        extra = {**(svi_options or {}), "optimizer": "adam"}
+        adam_fit = fit(model, X, y, method="svi", **copy.deepcopy(kw), **extra)
+        adam_perm = align(cavi.mean, adam_fit.mean)
     return Comparison(
+        adam=adam_fit,
+        adam_perm=adam_perm,
         cavi=cavi,
         svi=svi,
         perm=perm,

@@ -78,3 +78,22 @@ def test_compare_refuses_method():
     X, t = circle_design(d.xy)
     with pytest.raises(pyro_moe.InputError):
         compare("mixture_of_models", X, t, method="svi")
+
+
+def test_compare_adds_adam_svi_as_a_third_row():
+    """adam=True: CAVI, natural-gradient SVI (the default, at CAVI's optimum on the full
+    batch) and Adam SVI, each with its gap to CAVI."""
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        c = compare(
+            "mixture_of_models", X, t, experts=2, prior_mean=STUDY_PRIOR, learn="none",
+            noise_precision=1e3, svi_options={"n_init": 1, "max_iter": 100}, adam=True,
+        )  # fmt: skip
+    rows = c.table()
+    assert [r["method"] for r in rows] == ["cavi", "svi", "svi_adam"]
+    assert c.relative_gap < 1e-8  # natural gradient, full batch: CAVI's optimum
+    assert rows[2]["abs_gap"] == pytest.approx(abs(c.adam.objective - c.cavi.objective))
+    assert c.adam.restarts[0]["optimizer"] == "adam"
+    c.plot()

@@ -52,7 +52,8 @@ def test_k1_matches_exact_conjugate_posterior():
     beta = 4.0
     r = _quiet(
         model="mixture_of_models", X=X, y=y, experts=1, method="svi", learn="none", prior_mean=w0,
-        prior_cov=A, noise_precision=beta, n_init=1, start="guide", lr=0.1, lr_decay=0.005,
+        prior_cov=A, noise_precision=beta, n_init=1, start="guide", optimizer="adam", lr=0.1,
+        lr_decay=0.005,
         max_iter=1000, tol=1e-9,
     )  # fmt: skip
     A_inv = torch.linalg.inv(A)

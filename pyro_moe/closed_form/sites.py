@@ -54,10 +54,11 @@ SITES: Mapping[str, Site] = MappingProxyType(
         for s in (
             Site(
                 "w", dist.MultivariateNormal,
-                "expert weights w_k ~ N(w0_k, A_k)",
+                "expert weights w_k ~ N(w0_k, A_k) (or Normal(w0_k, s_k).to_event(1): A_k diagonal)",
                 (U.update_weights, U.update_prior_mean, U.update_prior_cov),
                 "-KL(q(w_k) || p(w_k)), q(w_k) = N(m_k, B_k)  (weights_kl)",
                 ("tests/test_pyro_elbo.py::test_closed_form_elbo_matches_pyro",
+                 "tests/test_engines_natural.py::test_diagonal_gaussian_prior_is_conjugate",
                  "tests/test_errata.py::test_erratum_e_prior_cov_as_second_moment_is_wrong_for_nonzero_w0"),
             ),
             Site(
@@ -140,6 +141,12 @@ def _unwrap(fn):
             return fn
 
 
+def _diagonal_gaussian(fn, base) -> bool:
+    """``Normal(loc, scale).to_event(1)`` over the n weights: p(w_k) = N(w0_k, diag(s_k^2)),
+    a MultivariateNormal with a diagonal covariance (the same closed forms)."""
+    return isinstance(base, dist.Normal) and len(fn.event_shape) == 1
+
+
 def _refuse(site: str, fn, why: str) -> NonConjugateError:
     return NonConjugateError(
         f"CAVI cannot fit site {site!r}: its distribution is {type(fn).__name__}, {why}. "
@@ -170,6 +177,8 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
                 "Fit this model with method='svi'."
             )
         family = SITES[name].family
+        if name == "w" and _diagonal_gaussian(site["fn"], fn):
+            continue  # N(w0, diag(s^2)) written Normal(...).to_event(1): the MVN's family
         if not isinstance(fn, family):
             raise _refuse(
                 name,
@@ -189,7 +198,10 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
     K, n = config.experts, config.features
     w = _unwrap(sites["w"]["fn"])
     prior_mean = w.loc.expand(K, n).detach().clone()
-    prior_cov = w.covariance_matrix.expand(K, n, n).detach().clone()
+    if isinstance(w, dist.MultivariateNormal):
+        prior_cov = w.covariance_matrix.expand(K, n, n).detach().clone()
+    else:  # a diagonal Gaussian: A_k = diag(s_k^2)
+        prior_cov = torch.diag_embed(w.scale.expand(K, n) ** 2).detach().clone()
     _check_learned(config, "prior_mean", prior_mean)
     _check_learned(config, "prior_cov", prior_cov)
 

@@ -216,18 +216,35 @@ def weight_prior(w0: torch.Tensor, A: torch.Tensor) -> WeightPrior:
     )
 
 
+def weights_natural(
+    stats: Stats, prior: WeightPrior, beta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The natural parameters of the optimal q(w_k) given q(Z) (the CAVI update in
+    natural form): precision J_k = A_k^{-1} + beta S_k and h_k = A_k^{-1} w0_k + beta s_k,
+    q(w_k) proportional to exp(h_k^T w - 1/2 w^T J_k w). Linear in the statistics, so a
+    step (1 - rho) eta + rho eta_hat of natural-gradient SVI is a step in (h, J)."""
+    return (
+        torch.add(prior.precision_mean, stats.s, alpha=beta),
+        torch.add(prior.precision, stats.S, alpha=beta),
+    )
+
+
+def weights_from_natural(h: torch.Tensor, J: torch.Tensor) -> WeightPosterior:
+    """q(w_k) = N(m_k, B_k) from its natural parameters: B_k = J_k^{-1}, m_k = J_k^{-1} h_k,
+    log|B_k| = -log|J_k|, through the Cholesky factor of J_k."""
+    L = torch.linalg.cholesky(J)
+    mean = torch.cholesky_solve(h.unsqueeze(-1), L).squeeze(-1)
+    return WeightPosterior(mean, torch.cholesky_inverse(L), -cholesky_logdet(L))
+
+
 def update_weights(stats: Stats, prior: WeightPrior, beta: torch.Tensor) -> WeightPosterior:
     """q(w_k): B_k = (A_k^{-1} + beta S_k)^{-1}, m_k = B_k (A_k^{-1} w0_k + beta s_k).
 
     ``beta`` is E_q[beta] when beta has a Gamma posterior. Solved through the Cholesky
-    factor of the precision A_k^{-1} + beta S_k.
+    factor of the precision A_k^{-1} + beta S_k (:func:`weights_natural`,
+    :func:`weights_from_natural`).
     """
-    L = torch.linalg.cholesky(torch.add(prior.precision, stats.S, alpha=beta))
-    rhs = torch.add(prior.precision_mean, stats.s, alpha=beta)
-    mean = torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
-    cov = torch.cholesky_inverse(L)
-    logdet = -cholesky_logdet(L)
-    return WeightPosterior(mean, cov, logdet)
+    return weights_from_natural(*weights_natural(stats, prior, beta))
 
 
 def prior_from(w0: torch.Tensor, A: torch.Tensor) -> WeightPosterior:

@@ -1,5 +1,13 @@
 """Stochastic variational inference (Pyro SVI) for the model files, with restarts.
 
+Two optimizers (option ``optimizer``):
+
+* ``"natural"`` (the default): natural-gradient SVI on the conjugate sites q(W), q(pi),
+  q(beta) (:mod:`pyro_moe.engines.natural`; full batch with rho = 1 is exactly CAVI), Adam
+  for the gate. A model file with a non-conjugate site (a Laplace prior on w, an added
+  scale) has no natural-gradient step here and is fitted with ``"adam"`` below.
+* ``"adam"``: plain Pyro SVI, ClippedAdam on every guide parameter (what follows).
+
 The engine maximises the same objective as CAVI, F = ELBO (+ R(w0) for the regularized
 model) (+ log p(V) with a gate prior, the observed site ``gate_prior``), over the same mean-field family q(Z) q(W) [q(pi)] [q(beta)] given by the model
 file's own ``guide``, with :class:`pyro.infer.TraceEnum_ELBO` (``max_plate_nesting=1``):
@@ -19,10 +27,13 @@ Algorithm (one restart):
    and alpha = mu + N_k. Pyro's default init (all experts at the prior median) is a
    symmetric saddle and SVI never leaves it.
 2. ClippedAdam with lr_t = lr * lr_decay^(t / max_iter) (``lrd`` per step).
-3. Stop rule in the style of Stan ADVI's ``tol_rel_obj``: every ``eval_every`` steps,
-   take the rolling mean Fbar of the last ``window`` step objectives and its relative
-   change |Fbar_t - Fbar_{t-1}| / max(|Fbar_t|, N); stop when both the mean and the
-   median of the last ``history`` relative changes are below ``tol``.
+3. Stop rule on the objective's Monte Carlo standard error
+   (:func:`pyro_moe.engines.natural.window_test`): every ``eval_every`` steps, the means
+   of the last two windows of ``window`` step objectives differ by d with standard error
+   se(d); the test passes when |d| + 2 se(d) <= tol * max(|F|, N), and the run has
+   converged when it passes ``history`` times in a row. An objective too noisy to tell
+   a slow climb from convergence does not count as converged (the result reports the
+   last window's standard error as ``stop_se`` in ``restarts``).
 4. Final objective: the noise-free closed form (:func:`pyro_moe.closed_form.bridge.closed_form_objective`)
    at the final parameters for conjugate models, else a ``final_particles``-draw Monte
    Carlo estimate of Pyro's ELBO. It is appended to the objective history, so
@@ -42,7 +53,6 @@ import math
 import statistics
 import sys
 import time
-from collections import deque
 from types import MappingProxyType
 
 import pyro
@@ -51,16 +61,19 @@ from pyro import poutine
 from pyro.infer import SVI as PyroSVI
 from pyro.infer import TraceEnum_ELBO
 from pyro.optim import ClippedAdam
+from pyro.poutine.util import site_is_subsample
 
 from ..closed_form import updates as U
 from ..closed_form.bridge import closed_form_objective
 from ..closed_form.init import initial_log_responsibilities
+from ..closed_form.sites import read_model
 from ..config import Config, gate_weights, log_gate
-from ..errors import InputError, NonConjugateError
+from ..errors import InputError, ModelFileError, NonConjugateError
 from ..likelihood import noise_log_density
 from ..model_file import Model
 from ..result import Hyperparameters, Posterior
 from .base import Engine, Progress, Run, fresh_gate
+from .natural import natural_run, window_test
 from .options import Option, Options, integer, number, one_of
 
 _HYPERS = ("prior_mean", "prior_cov", "noise_precision")
@@ -87,9 +100,19 @@ _HYPERS = ("prior_mean", "prior_cov", "noise_precision")
 #:   (F grows with N, the noise of the global draws does not), so big data stop on drift.
 #: * ``max_iter=3000`` steps; ``clip_norm=10`` (ClippedAdam's elementwise gradient clip).
 #: * ``batch_size=None``: full batch; an int B gives minibatch SVI (module docstring).
+#: * ``optimizer="natural"``: natural-gradient steps for the conjugate sites (module
+#:   docstring); ``step_size=None`` is rho = 1 on the full batch (CAVI) and Robbins-Monro
+#:   (t + tau)^-kappa, ``kappa=0.7``, ``tau=10`` on minibatches; the gate takes
+#:   ``gate_steps=1`` Adam steps of ``gate_lr=0.01`` per step.
+#: * ``tol=None``: 1e-3 for Adam, 1e-8 for natural gradient on the full batch (an exact
+#:   objective, CAVI's tolerance), 1e-5 on minibatches (the window test above).
+TOL = MappingProxyType({"adam": 1e-3, "natural": 1e-8, "natural_minibatch": 1e-5})
 OPTIONS = MappingProxyType(
     {
-        "tol": Option(1e-3, number(0.0), "relative change of the rolling-mean objective"),
+        "optimizer": Option("natural", one_of("natural", "adam"), "natural gradient or Adam"),
+        "tol": Option(
+            TOL["adam"], number(0.0, none=True), "relative change of the objective (None: auto)"
+        ),
         "max_iter": Option(3000, integer(1), "SVI steps"),
         "lr": Option(0.002, number(0.0, strict=True), "Adam's learning rate"),
         "lr_decay": Option(
@@ -100,9 +123,17 @@ OPTIONS = MappingProxyType(
         "batch_size": Option(None, integer(1, none=True), "minibatch size (None: full batch)"),
         "eval_every": Option(50, integer(1), "steps between convergence tests"),
         "window": Option(50, integer(1), "steps in the rolling mean"),
-        "history": Option(5, integer(1), "rolling-mean changes that must be below tol"),
+        "history": Option(2, integer(1), "window tests in a row that must pass (Adam)"),
         "final_particles": Option(200, integer(1), "draws of the final Monte Carlo ELBO"),
         "start": Option("closed_form", one_of("closed_form", "guide"), "start of q(W), q(pi)"),
+        "step_size": Option(
+            None, number(0.0, strict=True, high=1.0, none=True), "rho of natural steps"
+        ),
+        "kappa": Option(0.7, number(0.5, strict=True, high=1.0), "Robbins-Monro exponent"),
+        "tau": Option(10.0, number(0.0), "Robbins-Monro delay"),
+        "gate_lr": Option(0.01, number(0.0, strict=True), "Adam's lr for the gate (natural)"),
+        "gate_steps": Option(1, integer(1), "Adam steps of the gate per step (natural)"),
+        "prior_var_min": Option(1e-10, number(0.0, strict=True), "floor of A_k's eigenvalues"),
     }
 )
 
@@ -119,6 +150,32 @@ class SVI(Engine):
     aliases = MappingProxyType({"max_steps": "max_iter"})
     unit = "steps"
 
+    @classmethod
+    def options(cls, given) -> Options:
+        """:meth:`Engine.options`, with ``tol=None`` (or absent) the optimizer's default."""
+        given = dict(given)
+        if given.get("tol") is None:
+            opt = given.get("optimizer", "natural")
+            mini = given.get("batch_size") is not None
+            key = "natural_minibatch" if opt == "natural" and mini else opt
+            given["tol"] = TOL.get(key, TOL["adam"])
+        return super().options(given)
+
+    def prepare(self) -> None:
+        """Check that the model's and the guide's latent sites match (a typo is a
+        :class:`~pyro_moe.errors.ModelFileError`), take the Dirichlet concentration the
+        model actually uses, and, for natural gradient, read the closed form (None: Adam)."""
+        traced = _check_sites(self.model, self.X, self.y, self.config)
+        if traced is not None:  # report the prior in use, e.g. an edited Dirichlet([1, 4])
+            self.config = copy.copy(self.config)
+            self.config.concentration = traced
+        self.conj = None
+        if self.options.optimizer == "natural":
+            try:
+                self.conj = read_model(self.model, self.X, self.y, self.config)
+            except NonConjugateError:
+                self.conj = None
+
     def check(self) -> None:
         B, N = self.options.batch_size, self.X.shape[0]
         if B is not None and B > N:
@@ -129,8 +186,57 @@ class SVI(Engine):
         return sys.stderr.isatty() and self.options.max_iter * min(N, B or N) > 10**6
 
     def run(self, how: str, seed: int, restart: int, progress: Progress) -> Run:
+        if self.conj is not None:
+            return natural_run(self.X, self.y, self.config, self.conj, self.options, how, seed,
+                               restart, progress)  # fmt: skip
         return _run(self.model, self.X, self.y, self.config, self.options, how, seed, restart,
                     progress)  # fmt: skip
+
+
+def _check_sites(model: Model, X, y, config: Config) -> torch.Tensor | None:
+    """Trace guide and model (replayed) on a few rows: every latent site of the model must
+    have its q in the guide and every guide site must be a latent site of the model, or
+    :class:`~pyro_moe.errors.ModelFileError` names them (Pyro would only warn and fit a
+    different model). Returns the concentration of the model's ``pi`` site, if any."""
+    rows = min(8, X.shape[0])
+    cfg = copy.deepcopy(config)  # pyro.module would rebind the gate's parameters
+    with pyro.get_param_store().scope(), torch.no_grad():
+        try:
+            g_tr = poutine.trace(model.guide).get_trace(X[:rows], y[:rows], cfg)
+            m_tr = poutine.trace(poutine.replay(model.model, trace=g_tr)).get_trace(
+                X[:rows], y[:rows], cfg
+            )
+        except Exception as e:  # a user's model file may fail anywhere
+            raise ModelFileError(
+                f"model {model.name!r} failed when run: {type(e).__name__}: {e}"
+            ) from e
+
+    def latent(tr):
+        return {
+            n for n, s in tr.nodes.items()
+            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+        }  # fmt: skip
+
+    in_model, in_guide = latent(m_tr), latent(g_tr)
+    if in_model != in_guide:
+        parts = []
+        if in_model - in_guide:
+            parts.append(f"latent in the model but not in the guide: {sorted(in_model - in_guide)}")
+        if in_guide - in_model:
+            parts.append(f"in the guide but not in the model: {sorted(in_guide - in_model)}")
+        raise ModelFileError(
+            f"model {model.name!r}: the sites of its model and guide do not match ("
+            + "; ".join(parts)
+            + "); each latent site needs one q of the same name"
+        )
+    pi = m_tr.nodes.get("pi")
+    if pi is None or pi["type"] != "sample":
+        return None
+    fn = pi["fn"]
+    while hasattr(fn, "base_dist") and not hasattr(fn, "concentration"):
+        fn = fn.base_dist
+    conc = getattr(fn, "concentration", None)
+    return None if conc is None else conc.detach().to(X.dtype).clone()
 
 
 def _fresh_config(config: Config, seed: int, restart: int) -> Config:
@@ -294,8 +400,7 @@ def _run(
         B = options.batch_size
         gen = torch.Generator(device="cpu").manual_seed(seed)
         batches: list[torch.Tensor] = []
-        recent: deque[float] = deque(maxlen=options.history)
-        prev_mean: float | None = None
+        passes, stop_se = 0, math.inf
         t0 = time.perf_counter()
         for step in range(1, options.max_iter + 1):
             if B is None:
@@ -313,22 +418,18 @@ def _run(
             prior_terms = _regularizer_at(xi, has_reg, cfg) + _gate_log_prior(gate_prior, cfg)
             run.record(F, F - prior_terms, time.perf_counter() - t0)
             progress.update()
-            if step % options.eval_every == 0 and step >= options.window:
-                mean = statistics.fmean(run.objective[-options.window :])
-                if prev_mean is not None:
-                    recent.append(abs(mean - prev_mean) / max(abs(mean), N))
-                    if (
-                        len(recent) == recent.maxlen
-                        and statistics.fmean(recent) < options.tol
-                        and statistics.median(recent) < options.tol
-                    ):
-                        run.converged = True
-                        break
-                prev_mean = mean
+            if step % options.eval_every == 0:
+                ok, stop_se = window_test(run.objective, options.window, options.tol, N)
+                passes = passes + 1 if ok else 0
+                if passes >= options.history:
+                    run.converged = True
+                    break
         run.iterations = len(run.objective)
         elbo_f, F_f, se = _objective_at(model, X, y, cfg, options, gate_prior)
         run.record(F_f, elbo_f, time.perf_counter() - t0)
         run.summary["objective_se"] = se
+        run.summary["stop_se"] = stop_se
+        run.summary["optimizer"] = "adam"
         store = pyro.get_param_store()
         _fitted(run, {k: store[k].detach().clone() for k in store.keys()},
                 _config_from_store(cfg), config)  # fmt: skip

@@ -1,0 +1,267 @@
+"""Tests of natural-gradient SVI (pyro_moe.engines.natural, the default of method="svi"):
+CAVI's iterates at rho = 1, the natural gradient against Pyro's Fisher-preconditioned
+gradient, monotone ascent, and SVI reaching CAVI's optimum on the kinds of data measured
+in the issue (clean rings, stray points with the noise expert, exact circles, the study's
+CSVs)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import TraceEnum_ELBO
+
+import pyro_moe
+from pyro_moe.closed_form import updates as U
+from pyro_moe.config import Config
+from pyro_moe.engines.natural import robbins_monro, window_test
+from pyro_moe.shapes import circle_design, circle_points, synthetic_1
+from pyro_moe.study import STUDY_PRIOR_MEAN as STUDY_PRIOR
+
+
+def _fit(X, t, method, model="mixture_of_models", **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        return pyro_moe.fit(
+            model, X, t, experts=2, prior_mean=STUDY_PRIOR, n_init=1, method=method, **kw
+        )
+
+
+@pytest.fixture
+def gamma_model(tmp_path: Path):
+    """mixture_of_models with a latent beta ~ Gamma(1, 0.1): q(beta) is a third site."""
+    src = Path(pyro_moe.load_model("mixture_of_models").path).read_text()
+    old = '    """p(beta): None makes beta'
+    new = "    return dist.Gamma(config.const(1.0), config.const(0.1))\n" + old
+    assert old in src
+    path = tmp_path / "gamma_models.py"
+    path.write_text(src.replace(old, new, 1))
+    return pyro_moe.load_model(path)
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"noise_expert": True}, {"gamma": True}], ids=["beta", "noise", "gamma"]
+)
+def test_full_batch_rho_1_is_cavi_iterate_by_iterate(kw, gamma_model):
+    """rho = 1 on the full batch: every step is one CAVI sweep (q(W), q(pi), beta or
+    q(beta), q(Z)), so the objective histories agree to 1e-10 (relative), step by step."""
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    kw = dict(kw)
+    model = gamma_model if kw.pop("gamma", False) else "mixture_of_models"
+    cavi = _fit(X, t, "cavi", model, **kw)
+    svi = _fit(X, t, "svi", model, step_size=1.0, **kw)
+    h_c, h_s = cavi.objective_history, svi.objective_history[:-1]
+    assert len(h_c) == len(h_s) > 3
+    assert torch.allclose(h_s, h_c, rtol=1e-10, atol=1e-10)
+    assert torch.allclose(svi.mean, cavi.mean, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(svi.cov, cavi.cov, rtol=1e-10, atol=1e-16)
+    assert svi.converged and svi.restarts[0]["optimizer"] == "natural"
+    # never decreases (rho = 1 is coordinate ascent)
+    steps = torch.diff(h_s)
+    assert (steps >= -1e-10 * h_s.abs().max()).all()
+    if model is gamma_model:
+        assert svi.noise_shape is not None and torch.allclose(svi.noise_rate, cavi.noise_rate)
+
+
+def test_natural_step_is_the_fisher_preconditioned_pyro_gradient():
+    """On a small mixture (K = 2, n = 2, N = 30, beta fixed), the natural-gradient step of
+    q(w_k) and q(pi), eta_hat - eta, equals F(eta)^{-1} grad_eta ELBO with the gradient from
+    Pyro's TraceEnum_ELBO of the model file (guide written in natural parameters) and F the
+    exact Fisher information of q, the Hessian of its log normaliser A(eta)."""
+    g = torch.Generator().manual_seed(0)
+    N, n, K = 30, 2, 2
+    X = torch.randn(N, n, generator=g, dtype=torch.float64)
+    y = torch.randn(N, generator=g, dtype=torch.float64)
+    r = torch.softmax(torch.randn(N, K, generator=g, dtype=torch.float64), -1)
+    beta = torch.tensor(2.0, dtype=torch.float64)
+    w0 = torch.zeros(K, n, dtype=torch.float64)
+    A = torch.eye(n, dtype=torch.float64).expand(K, n, n).clone()
+    mu = torch.ones(K, dtype=torch.float64)
+    cfg = Config(
+        experts=K, features=n, prior_mean=w0, prior_cov=A, noise_precision=beta,
+        concentration=mu, learn=(),
+    )  # fmt: skip
+    model = pyro_moe.load_model("mixture_of_models")
+    tri = torch.triu_indices(n, n)
+
+    def lam_of(J):  # eta_2 = -J / 2 as vech, with off-diagonal entries doubled (T = w w^T)
+        L = -0.5 * J
+        off = (tri[0] != tri[1]).to(J.dtype)
+        return L[..., tri[0], tri[1]] * (1 + off)
+
+    # the present q: a point away from the optimum
+    m = torch.tensor([[0.3, -0.2], [-0.5, 0.4]], dtype=torch.float64)
+    J = torch.tensor([[[4.0, 0.5], [0.5, 3.0]], [[6.0, -1.0], [-1.0, 5.0]]], dtype=torch.float64)
+    alpha = torch.tensor([3.0, 5.0], dtype=torch.float64)
+    h = (J @ m.unsqueeze(-1)).squeeze(-1)
+    eta = torch.cat([h, lam_of(J)], -1).requires_grad_(True)  # (K, n + n(n+1)/2)
+    log_alpha = alpha.log().requires_grad_(True)
+
+    def guide(X, y, config, subsample=None):
+        h_, lam = eta[:, :n], eta[:, n:]
+        Jk = -2.0 * _from_vech(lam, n, tri)
+        mean = torch.linalg.solve(Jk, h_.unsqueeze(-1)).squeeze(-1)
+        pyro.sample("pi", dist.Dirichlet(log_alpha.exp()))
+        with pyro.plate("experts", K):
+            pyro.sample("w", dist.MultivariateNormal(mean, precision_matrix=Jk))
+        with pyro.plate("data", N):
+            pyro.sample("z", dist.Categorical(r), infer={"enumerate": "parallel"})
+
+    pyro.set_rng_seed(0)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1, num_particles=40_000, vectorize_particles=True)
+    loss = elbo.differentiable_loss(model.model, guide, X, y, cfg)
+    g_eta, g_log_alpha = torch.autograd.grad(-loss, [eta, log_alpha])
+
+    def log_norm_gauss(e):  # A(eta) of N in (w, vech-doubled w w^T): 1/2 h^T J^-1 h - 1/2 log|J|
+        Jk = -2.0 * _from_vech(e[n:], n, tri)
+        return 0.5 * e[:n] @ torch.linalg.solve(Jk, e[:n]) - 0.5 * torch.logdet(Jk)
+
+    stats = U.sufficient_stats(X, y, r)
+    h_hat, J_hat = U.weights_natural(stats, U.weight_prior(w0, A), beta)
+    for k in range(K):
+        fisher = torch.autograd.functional.hessian(log_norm_gauss, eta[k].detach())
+        natural = torch.linalg.solve(fisher, g_eta[k])
+        step = torch.cat([h_hat[k] - h[k], lam_of(J_hat[k]) - lam_of(J[k])])
+        assert torch.linalg.norm(natural - step) < 0.02 * torch.linalg.norm(step), (natural, step)
+    # q(pi) = Dir(alpha), eta = alpha - 1: F = diag(psi'(alpha)) - psi'(alpha_0); the
+    # gradient in alpha is the one in log alpha divided by alpha
+    fisher_pi = torch.diag(torch.polygamma(1, alpha)) - torch.polygamma(1, alpha.sum())
+    natural_pi = torch.linalg.solve(fisher_pi, g_log_alpha / alpha)
+    step_pi = mu + r.sum(0) - alpha
+    assert torch.linalg.norm(natural_pi - step_pi) < 0.02 * torch.linalg.norm(step_pi)
+
+
+def _from_vech(v, n, tri):
+    """The symmetric matrix whose entries (i <= j) carry v, with the off-diagonal entries
+    halved and mirrored (the inverse of the doubled vech of a natural parameter)."""
+    off = (tri[0] != tri[1]).to(v.dtype)
+    M = v.new_zeros((*v.shape[:-1], n, n))
+    M[..., tri[0], tri[1]] = v / (1 + off)
+    return M + M.transpose(-1, -2) - torch.diag_embed(torch.diagonal(M, dim1=-2, dim2=-1))
+
+
+def test_robbins_monro_and_the_window_test():
+    assert robbins_monro(0, 0.7, 10.0) == pytest.approx(10**-0.7)
+    assert robbins_monro(90, 0.7, 10.0) == pytest.approx(100**-0.7)
+    flat = [100.0 + 0.01 * (-1) ** i for i in range(100)]
+    assert window_test(flat, 50, 1e-3, 10)[0]
+    climbing = [100.0 + 0.1 * i for i in range(100)]  # +5 nats per window
+    assert not window_test(climbing, 50, 1e-3, 10)[0]
+    noisy = [100.0 + 50.0 * (-1) ** (i // 3) for i in range(100)]  # too noisy to tell
+    ok, se = window_test(noisy, 50, 1e-3, 10)
+    assert not ok and se > 1.0
+
+
+def _cases():
+    rings, _ = circle_points([(0.0, 0.0), (0.0, 0.0)], [0.5, 1.5], 100, jitter=1e-3, seed=1)
+    stray, _ = circle_points(
+        [(-1.0, 0.0), (1.0, 0.0)], [0.6, 0.6], 70, jitter=0.01, outlier_fraction=0.3, seed=2
+    )
+    exact, _ = circle_points([(0.0, 0.0), (0.0, 0.0)], [0.5, 1.5], 100, even=True)
+    cases = [("rings", rings, False), ("stray", stray, True), ("exact", exact, True)]
+    from pyro_moe.shapes import emprior_dir, load_emprior_points
+
+    if emprior_dir() is not None:
+        for name in ("1.csv", "2.csv", "3.csv"):
+            cases.append((name, load_emprior_points(name), False))
+    return cases
+
+
+def _agree(svi, cavi):
+    gap = abs(svi.objective - cavi.objective)
+    assert gap <= max(1e-4 * abs(cavi.objective), 0.5), (svi.objective, cavi.objective)
+    sd_s = svi.cov.diagonal(dim1=-2, dim2=-1).sqrt()
+    sd_c = cavi.cov.diagonal(dim1=-2, dim2=-1).sqrt()
+    assert ((sd_s / sd_c - 1).abs() < 0.05).all(), (sd_s, sd_c)
+
+
+@pytest.mark.slow
+def test_svi_reaches_cavi_on_the_measured_kinds_of_data():
+    """Default method="svi" (natural gradient, full batch) against CAVI: objective within
+    0.01 % (or 0.5 nats), posterior sds within 5 %, and a minibatch run (B = N/4,
+    Robbins-Monro) the same without the noise expert; the study's 1.csv-3.csv join when
+    ../shared/data is there. (With the noise expert the Robbins-Monro run does not leave
+    the noise-dominated start within 2000 steps at N = 200: measured -242.8 against CAVI's
+    -82.6 on "stray", -148.2 against 804.8 on "exact"; not asserted, see the issue.)"""
+    for name, xy, noise in _cases():
+        X, t = circle_design(xy)
+        cavi = _fit(X, t, "cavi", noise_expert=noise)
+        svi = _fit(X, t, "svi", noise_expert=noise)
+        _agree(svi, cavi)
+        assert svi.converged, name
+        if noise:
+            continue
+        mini = _fit(X, t, "svi", noise_expert=noise, batch_size=len(t) // 4, max_iter=2000)
+        _agree(mini, cavi)
+
+
+def test_minibatch_objective_is_exact_at_the_end_and_se_reported():
+    xy, _ = circle_points([(0.0, 0.0), (0.3, -0.2)], [0.5, 1.5], 400, jitter=0.005, seed=3)
+    X, t = circle_design(xy)
+    r = _fit(X, t, "svi", batch_size=200, max_iter=400)
+    summary = r.restarts[0]
+    assert summary["objective_se"] == 0.0 and np.isfinite(summary["stop_se"])
+    cavi = _fit(X, t, "cavi")
+    _agree(r, cavi)
+
+
+def _edited(tmp_path: Path, old: str, new: str, name: str):
+    src = Path(pyro_moe.load_model("mixture_of_models").path).read_text()
+    assert old in src
+    path = tmp_path / f"{name}.py"
+    path.write_text(src.replace(old, new, 1))
+    return pyro_moe.load_model(path)
+
+
+def test_diagonal_gaussian_prior_is_conjugate(tmp_path: Path):
+    """p(w_k) written Normal(w0, s).to_event(1) is CAVI's N(w0, diag(s^2)): the same fit
+    as the MultivariateNormal file with that diagonal A, for CAVI and natural SVI."""
+    diag = _edited(
+        tmp_path,
+        "    return dist.MultivariateNormal(prior_mean, covariance_matrix=prior_cov)\n",
+        "    scale = prior_cov.diagonal(dim1=-2, dim2=-1).sqrt()\n"
+        "    return dist.Normal(prior_mean, scale).to_event(1)\n",
+        "diag_models",
+    )
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    kw = dict(prior_cov=torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64))
+    ref = _fit(X, t, "cavi", **kw)
+    for method in ("cavi", "svi"):
+        r = _fit(X, t, method, diag, **kw)
+        assert r.objective == pytest.approx(ref.objective, rel=1e-10)
+        assert torch.allclose(r.mean, ref.mean, rtol=1e-8, atol=1e-12)
+
+
+def test_site_typo_is_a_model_file_error(tmp_path: Path):
+    typo = _edited(
+        tmp_path,
+        '        w = pyro.sample("w", weight_prior(',
+        '        w = pyro.sample("weights", weight_prior(',
+        "typo_models",
+    )
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    for optimizer in ("natural", "adam"):
+        with pytest.raises(pyro_moe.ModelFileError, match=r"'weights'.*'w'|'w'.*'weights'"):
+            _fit(X, t, "svi", typo, optimizer=optimizer, max_iter=5)
+
+
+@pytest.mark.parametrize("optimizer", ["natural", "adam"])
+def test_result_reports_the_dirichlet_prior_in_use(tmp_path: Path, optimizer):
+    asym = _edited(
+        tmp_path,
+        "    return dist.Dirichlet(concentration)\n",
+        "    return dist.Dirichlet(concentration.new_tensor([1.0, 4.0]))\n",
+        "asym_models",
+    )
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    r = _fit(X, t, "svi", asym, optimizer=optimizer, max_iter=20)
+    assert r.concentration.tolist() == [1.0, 4.0]

@@ -127,7 +127,11 @@ def _propose(
         return None
     R = result.responsibilities.clone()
     R[:, v] = 0.0
-    R = R / R.sum(-1, keepdim=True).clamp_min(1e-300)
+    mass = R.sum(-1, keepdim=True)
+    empty = mass.squeeze(-1) <= 1e-12  # points v held alone: spread over the others
+    R[empty] = 1.0
+    R[empty, v] = 0.0
+    R = R / R.sum(-1, keepdim=True)
     chosen = pool[inlier]
     R[chosen] = 0.0
     R[chosen, v] = 1.0

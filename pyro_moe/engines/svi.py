@@ -367,7 +367,9 @@ def _fitted(run: Run, p: dict[str, torch.Tensor], cfg: Config, config: Config) -
     run.hyper = Hyperparameters(
         prior_mean=cfg.prior_mean.detach().clone(),
         prior_cov=cfg.prior_cov.detach().clone(),
-        noise_precision=torch.as_tensor(noise, dtype=like.dtype, device=like.device).reshape(()),
+        noise_precision=torch.as_tensor(noise, dtype=like.dtype, device=like.device).reshape(
+            cfg.noise_precision.shape
+        ),
         concentration=config.concentration,
         regularization_cov=config.regularization_cov,
         noise_bounds=config.noise_bounds,

@@ -12,7 +12,9 @@ name                   shape        meaning
 =====================  ===========  ==========================================
 ``prior_mean``         (K, n)       w0_k, prior mean of expert k's weights
 ``prior_cov``          (K, n, n)    A_k, prior covariance of expert k's weights
-``noise_precision``    ()           beta, precision of y_i | z_i = k
+``noise_precision``    () or (K,)   beta, precision of y_i | z_i = k: one shared by the
+                                    experts, or beta_k, one per expert
+                                    (``SETTINGS["per_expert_noise"]``)
 ``concentration``      (C,)         mu, Dirichlet concentration of pi (never learned);
                                     C = K, or K + 1 with the noise expert
 ``regularization_cov`` (n, n)       Xi, covariance of w0_k - w0_k' (never learned)
@@ -54,7 +56,8 @@ class Config:
         features: dimension n of the design rows x_i.
         prior_mean: w0, shape (K, n).
         prior_cov: A, shape (K, n, n), positive definite.
-        noise_precision: beta > 0 (a 0-dim tensor).
+        noise_precision: beta > 0: a 0-dim tensor (shared by the experts) or beta_k, shape
+            (K,), one per expert (:attr:`per_expert_noise`).
         concentration: mu, shape (K,), the Dirichlet concentration of the mixture weights.
         regularization_cov: Xi, shape (n, n), or None when the model has no regularizer.
         gate: the gate network (``torch.nn.Module`` mapping (N, n) to (N, K) logits) or None.
@@ -101,10 +104,14 @@ class Config:
         _check_shape("prior_cov", self.prior_cov, (K, n, n))
         _check_shape("concentration", self.concentration, (self.components,))
         _check_pd("prior_cov (A)", self.prior_cov)
-        if float(self.noise_precision) <= 0 or not torch.isfinite(self.noise_precision):
+        beta = self.noise_precision
+        if tuple(beta.shape) not in ((), (K,)):
             raise InputError(
-                f"noise_precision must be positive and finite, got {self.noise_precision}"
+                f"noise_precision must be a number or one per expert, shape ({K},), "
+                f"got shape {tuple(beta.shape)}"
             )
+        if bool((beta <= 0).any()) or not bool(torch.isfinite(beta).all()):
+            raise InputError(f"noise_precision must be positive and finite, got {beta}")
         if (self.concentration <= 0).any():
             raise InputError("the Dirichlet concentration must be positive")
         if self.regularization_cov is not None:
@@ -128,6 +135,11 @@ class Config:
     @property
     def noise_expert(self) -> bool:
         return self.noise_bounds is not None
+
+    @property
+    def per_expert_noise(self) -> bool:
+        """True when each expert has its own noise precision beta_k."""
+        return self.noise_precision.dim() == 1
 
     @property
     def components(self) -> int:

@@ -7,8 +7,9 @@ q(W) q(pi) [q(beta)] in closed form; :func:`to_inference_data` draws from it and
 ``posterior``
     ``w`` (chain, draw, expert, feature): draws from q(w_k) = N(m_k, B_k);
     ``pi`` (chain, draw, expert): draws from q(pi) = Dir(alpha) (mixtures of models only);
-    ``beta`` (chain, draw): draws from q(beta) = Gamma(shape, rate) when beta is latent,
-    else the point estimate repeated; and, for shape fits, the curve parameters of every
+    ``beta`` (chain, draw) or (chain, draw, expert) with one noise precision per expert:
+    draws from q(beta) = Gamma(shape, rate) when beta is latent, else the point estimate
+    repeated; and, for shape fits, the curve parameters of every
     draw in pixel units: circles ``x0, y0, r`` (chain, draw, expert) with
     x0 = c_x + sigma w_1/2, y0 = c_y + sigma w_2/2, r = sigma sqrt(w_3 + (w_1/2)^2 + (w_2/2)^2)
     (NaN for a draw whose r^2 < 0), or conics ``xc, yc, semi_major, semi_minor, angle``
@@ -139,11 +140,12 @@ def _single(result: FitResult, rng: np.random.Generator, draws: int) -> dict[str
             lg = np.log(np.clip(_np(result.expert_weights(result.X)).astype(float), 1e-300, None))
         log_g = lg[None, :, :]  # (1, N, K)
     if result.noise_shape is not None and result.noise_rate is not None:
-        shape = float(result.noise_shape)
-        rate = float(result.noise_rate)
-        beta = rng.gamma(shape, 1.0 / rate, size=draws)
-    else:
-        beta = np.full(draws, float(result.noise_precision))
+        shape = _np(result.noise_shape).astype(float)
+        rate = _np(result.noise_rate).astype(float)
+        beta = rng.gamma(shape, 1.0 / rate, size=(draws, *shape.shape))
+    else:  # the point estimate, shared or one per expert, repeated
+        b0 = _np(result.noise_precision).astype(float)
+        beta = np.broadcast_to(b0, (draws, *b0.shape)).copy()
     out["beta"] = beta
     maps = None if result.maps is None else result.maps.detach().cpu().double()
     log_dens = component_log_densities(
@@ -194,6 +196,8 @@ def to_inference_data(
         "y": ["point"],
         "X": ["point", "feature"],
     }
+    if first.noise_precision.dim() == 1:  # one noise precision per expert
+        dims["beta"] = ["expert"]
     attrs: dict[str, Any] = {
         "inference_library": "pyro_moe",
         "method": first.method,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .engines import ENGINES, get_engine
-from .errors import InputError
+from .engines.base import find_stack_level
+from .errors import ConvergenceWarning, InputError
 from .model_file import Model, load_model
 from .result import FitResult
+from .search import search as search_fixed_points
 from .shapes.geometry import Geometry
 
 
@@ -67,10 +71,13 @@ def fit(
     regularization_cov=None,
     gate_hidden: int | None = None,
     noise_expert: bool | None = None,
+    per_expert_noise: bool | None = None,
+    noise_range=None,
     device: str | torch.device | None = None,
     progress: bool | None = None,
     geometry: Geometry | None = None,
     maps=None,
+    search: bool = False,
     **engine_options,
 ) -> FitResult:
     """Fit a model file to a design X (N, n) and targets y (N,).
@@ -98,6 +105,11 @@ def fit(
         noise_expert: add a uniform background component over the observed target range
             (outliers; default: the model file's ``SETTINGS["noise_expert"]``). The result's
             responsibilities then have K + 1 columns, the noise expert last.
+        per_expert_noise: one noise precision beta_k per expert (default: the model file's
+            ``SETTINGS["per_expert_noise"]``, else one beta shared by the experts).
+        noise_range: (lo, hi), the support of the noise expert's uniform density over the
+            targets (default: the observed range; the curve functions pass the range of the
+            target over the points' bounding box).
         device: where to compute ("cpu", "cuda"); CAVI computes in float64.
         progress: show a progress bar (default: only on a terminal for long runs).
         geometry: the curve geometry attached to the result (set by the curve functions,
@@ -105,6 +117,10 @@ def fit(
         maps: expert maps T (K, n + 1, d), one per expert, for experts with their own
             features and targets (:mod:`pyro_moe.experts`; :func:`pyro_moe.fit_curves`
             builds them from expert names). None: every expert regresses y on X.
+        search: after the restarts, move between fixed points: re-seed experts that
+            duplicate another, hold almost nothing, or lose to the noise expert, on the points
+            the others explain worst, and keep a move only when the converged objective
+            improves (:mod:`pyro_moe.search`; the curve functions turn it on).
         engine_options: the engine's own options (e.g. ``prior_var_min``, ``gate_steps``
             for CAVI, ``lr``, ``batch_size`` for SVI), validated with the shared ones
             (:mod:`pyro_moe.engines.options`): an unknown or out-of-range option is an
@@ -149,10 +165,37 @@ def fit(
         learn=learn,
         seed=options.seed,
         maps=maps,
+        per_expert_noise=per_expert_noise,
+        noise_range=noise_range,
     )
     result = engine(model, X, y, config, options).fit()
+    if search and result.experts > 1:
+        result = _search(engine, model, X, y, config, options, result)
     result.geometry = geometry
     return result
+
+
+def _search(engine, model, X, y, config, options, result: FitResult) -> FitResult:
+    """:func:`pyro_moe.search.search` with refits of the same engine from given
+    responsibilities; one ConvergenceWarning at the end if the kept fit did not converge."""
+    given = dict(options)
+
+    def refit(R):
+        opts = engine.options({**given, "responsibilities": R, "n_init": 1, "init": "auto"})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return engine(model, X, y, config, opts).fit()
+
+    best, report = search_fixed_points(result, refit, seed=options.seed)
+    if report.accepted and not best.converged:
+        warnings.warn(
+            f"{engine.name.upper()} did not converge in max_iter={options.max_iter} "
+            f"{engine.unit} after the search moved an expert; raise max_iter",
+            ConvergenceWarning,
+            stacklevel=find_stack_level(),
+        )
+    best.search = dataclasses.asdict(report)
+    return best
 
 
 METHODS = tuple(ENGINES)

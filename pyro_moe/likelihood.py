@@ -80,12 +80,16 @@ def component_log_densities(
     log_u: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log p(y_i | z_i = k, w, beta) (..., N, C) at weights W (..., K, n) and precision
-    ``beta`` (a scalar or one per leading index of W): log N(t_ik | w_k^T phi_ik, 1/beta),
-    then log u for the noise expert."""
+    ``beta``: shared by the experts (shape W.shape[:-2], e.g. one per draw) or one per
+    expert (shape W.shape[:-1]): log N(t_ik | w_k^T phi_ik, 1/beta_k), then log u for the
+    noise expert."""
     Z = torch.cat([X, y.unsqueeze(-1)], -1)  # (N, d)
     resid = Z @ residual_map(W, maps).transpose(-1, -2)  # (..., N, K)
     beta = torch.as_tensor(beta, dtype=resid.dtype, device=resid.device)
-    b = beta.reshape(*beta.shape, 1, 1) if beta.dim() else beta
+    if beta.shape == W.shape[:-1]:  # one per expert: (..., 1, K) against (..., N, K)
+        b = beta.unsqueeze(-2)
+    else:
+        b = beta.reshape(*beta.shape, 1, 1)
     return expected_log_densities(resid * resid, torch.log(b), b, log_u)
 
 

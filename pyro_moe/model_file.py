@@ -78,6 +78,8 @@ class Model:
         noise_expert: bool | None = None,
         seed: int = 0,
         maps: torch.Tensor | None = None,
+        noise_range=None,
+        per_expert_noise: bool | None = None,
     ) -> Config:
         """Build the :class:`Config` of a fit; ``None`` arguments take the file's defaults.
 
@@ -89,6 +91,13 @@ class Model:
 
         ``maps`` (K, n + 1, d): each expert's own features and target
         (:mod:`pyro_moe.experts`); the weights then have the padded length n.
+
+        ``per_expert_noise`` (default: ``SETTINGS["per_expert_noise"]``, else False): one
+        noise precision beta_k per expert instead of one shared by all. ``noise_range``
+        (lo, hi): the support of the noise expert's uniform density over the targets
+        (default: the observed range, :func:`noise_bounds`; the curve functions pass the
+        range of the target over the points' bounding box, see
+        :func:`pyro_moe.curve_fitting.target_range`).
         """
         K, n = int(experts), X.shape[1]
         dt = dict(dtype=X.dtype, device=X.device)
@@ -107,8 +116,29 @@ class Model:
         if noise_precision is None:
             var = float(y.var()) if y.numel() > 1 else 1.0
             noise_precision = 1.0 / var if var > 0 else 1.0
+        per_expert = (
+            s.get("per_expert_noise", False) if per_expert_noise is None else per_expert_noise
+        )
+        beta = _as(noise_precision, dt)
+        if per_expert and beta.dim() == 0:
+            beta = beta.expand(K).clone()
+        elif not per_expert and beta.dim() == 1:
+            raise InputError(
+                "one noise precision per expert needs per_expert_noise=True "
+                "(or SETTINGS['per_expert_noise'] in the model file)"
+            )
         noise = s.get("noise_expert", False) if noise_expert is None else noise_expert
-        bounds = noise_bounds(y) if noise else None
+        bounds = None
+        if noise:
+            bounds = noise_bounds(y) if noise_range is None else _as(noise_range, dt).reshape(2)
+            if not (bool(torch.isfinite(bounds).all()) and float(bounds[1] - bounds[0]) > 0):
+                raise InputError(f"noise_range must be (lo, hi) with lo < hi, got {noise_range}")
+            lo, hi = float(bounds[0]), float(bounds[1])
+            if float(y.min()) < lo or float(y.max()) > hi:
+                raise InputError(
+                    f"noise_range ({lo:.6g}, {hi:.6g}) does not hold every target "
+                    f"(from {float(y.min()):.6g} to {float(y.max()):.6g})"
+                )
         C = K + int(noise)
         mu = s.get("concentration", 1.0) if concentration is None else concentration
         mu = _as(mu, dt)
@@ -137,7 +167,7 @@ class Model:
             features=n,
             prior_mean=mean.clone(),
             prior_cov=cov.clone(),
-            noise_precision=_as(noise_precision, dt).reshape(()),
+            noise_precision=beta,
             concentration=mu.clone(),
             regularization_cov=xi,
             gate=gate,

@@ -27,13 +27,19 @@ from pyro.ops.indexing import Vindex
 from .config import Config, gate_weights
 
 EXPERTS_PLATE = "experts"
+NOISE_PLATE = "noise_experts"  # beta_k, one per expert (a plate of its own: w has "experts")
 DATA_PLATE = "data"
 
 
 def noise_precision(config: Config, prior: dist.Distribution | None) -> torch.Tensor:
-    """beta: a point estimate (``prior is None``) or a latent site ``noise_precision``."""
+    """beta: a point estimate (``prior is None``) or a latent site ``noise_precision``;
+    one shared by the experts, or beta_k, one per expert (in plate ``noise_experts``) when
+    ``config.per_expert_noise``."""
     if prior is None:
         return config.hyper("noise_precision")
+    if config.per_expert_noise:
+        with pyro.plate(NOISE_PLATE, config.experts):
+            return pyro.sample("noise_precision", prior)
     return pyro.sample("noise_precision", prior)
 
 
@@ -46,7 +52,8 @@ def observe_targets(
     config: Config,
     subsample: torch.Tensor | None = None,
 ) -> None:
-    """z_i ~ assignment_prior(x_i), y_i | z_i = k ~ N(w_k^T x_i, 1/beta), in plate ``data``.
+    """z_i ~ assignment_prior(x_i), y_i | z_i = k ~ N(w_k^T x_i, 1/beta_k), in plate ``data``
+    (beta_k = beta for every k when the experts share one noise precision).
 
     ``assignment_prior`` maps the rows of X in the (sub)sample to a Categorical
     distribution: constant pi for a mixture of models, the gate for a mixture of experts.
@@ -58,12 +65,16 @@ def observe_targets(
         x = X[idx]
         z = pyro.sample("z", assignment_prior(x))
         means = expert_locs(x, y[idx], weights, config)
+        scale = beta.rsqrt()
+        if config.per_expert_noise:  # the scale of each point's own component
+            pad = scale.new_ones((*scale.shape[:-1], int(config.noise_expert)))
+            scale = Vindex(torch.cat([scale, pad], -1).unsqueeze(-2))[..., z]  # (..., N)
         if not config.noise_expert:
-            pyro.sample("y", dist.Normal(Vindex(means)[..., z], beta.rsqrt()), obs=y[idx])
+            pyro.sample("y", dist.Normal(Vindex(means)[..., z], scale), obs=y[idx])
             return
         means = torch.cat([means, torch.zeros_like(means[..., :1])], -1)
         noise = z == K
-        likelihood = dist.Normal(Vindex(means)[..., z], beta.rsqrt())
+        likelihood = dist.Normal(Vindex(means)[..., z], scale)
         pyro.sample("y", likelihood.mask(~noise), obs=y[idx])
         lo, hi = config.noise_bounds.unbind(-1)
         pyro.sample("y_noise", dist.Uniform(lo, hi).mask(noise), obs=y[idx])
@@ -126,11 +137,15 @@ def noise_guide(config: Config, prior: dist.Distribution | None) -> None:
     """q(beta) = Gamma(a, b) when beta has a prior; nothing when it is a point estimate."""
     if prior is None:
         return
-    one = torch.ones((), dtype=config.dtype, device=config.device)
+    one = torch.ones_like(config.noise_precision)
     shape = pyro.param("noise_shape", lambda: one.clone(), constraint=constraints.positive)
     rate = pyro.param(
         "noise_rate", lambda: 1.0 / config.noise_precision.detach(), constraint=constraints.positive
     )
+    if config.per_expert_noise:
+        with pyro.plate(NOISE_PLATE, config.experts):
+            pyro.sample("noise_precision", dist.Gamma(shape, rate))
+        return
     pyro.sample("noise_precision", dist.Gamma(shape, rate))
 
 

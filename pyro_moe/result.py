@@ -134,6 +134,8 @@ class Posterior:
             mean=_permute_rows(self.mean, idx, K),
             cov=_permute_rows(self.cov, idx, K),
             alpha=_permute_rows(self.alpha, idx, K),
+            noise_shape=_permute_rows(self.noise_shape, idx, K),
+            noise_rate=_permute_rows(self.noise_rate, idx, K),
         )
 
 
@@ -143,7 +145,8 @@ class Hyperparameters:
 
     Attributes:
         prior_mean, prior_cov: w0 (K, n) and A (K, n, n).
-        noise_precision: beta () (E_q[beta] when beta has a Gamma posterior).
+        noise_precision: beta (), or beta_k (K,) with one per expert (E_q[beta] when beta
+            has a Gamma posterior).
         concentration: mu (C,) of the Dirichlet prior.
         regularization_cov: Xi (n, n) of the regularized model, else None.
         noise_bounds: (lo, hi) of the noise expert's uniform density, or None.
@@ -179,6 +182,7 @@ class Hyperparameters:
             self,
             prior_mean=_permute_rows(self.prior_mean, idx, K),
             prior_cov=_permute_rows(self.prior_cov, idx, K),
+            noise_precision=_permute_rows(self.noise_precision, idx, K),
             concentration=_permute_rows(self.concentration, idx, K),
             maps=_permute_rows(self.maps, idx, K),
             gate_state=gate_state,
@@ -237,6 +241,8 @@ class FitResult:
         learn: the point-estimated hyperparameters.
         restarts: one summary per restart (init, seed, objective, iterations, converged).
         geometry: the :class:`~pyro_moe.shapes.geometry.Geometry` of a curve fit, else None.
+        search: what the search over fixed points did (:mod:`pyro_moe.search`: refits
+            tried, moves accepted, the objective before and after), or None.
 
     The posterior's and hyperparameters' fields read directly too (``result.mean``,
     ``result.noise_precision``, ...). The gate of a gated model is rebuilt from the model
@@ -254,6 +260,7 @@ class FitResult:
     learn: tuple[str, ...] = ()
     restarts: list[dict[str, Any]] = field(default_factory=list)
     geometry: Geometry | None = None
+    search: dict[str, Any] | None = None
     gate: torch.nn.Module | None = field(default=None, repr=False)
 
     responsibilities = _forward("posterior", "responsibilities")
@@ -490,6 +497,7 @@ class FitResult:
             "gate_hidden": self.gate_hidden,
             "restarts": self.restarts,
             "geometry": self.shapes,
+            "search": self.search,
         }
         arrays["meta"] = np.array(json.dumps(meta, default=_jsonable))
 
@@ -531,6 +539,7 @@ class FitResult:
                 learn=tuple(meta["learn"]),
                 restarts=list(meta["restarts"]),
                 geometry=Geometry.from_dict(geometry, K) if geometry else None,
+                search=meta.get("search"),
             )
         except InputError as e:
             raise InputError(f"cannot read a saved result from {path}: {e}") from e
@@ -552,7 +561,7 @@ class FitResult:
             "responsibilities": (self.responsibilities, (N, C)),
             "mean": (self.mean, (K, n) if self.maps is None else (K, self.mean.shape[-1])),
             "cov": (self.cov, (K, self.mean.shape[-1], self.mean.shape[-1])),
-            "noise_precision": (self.noise_precision, ()),
+            "noise_precision": (self.noise_precision, (K,) if self.noise_precision.dim() else ()),
         }
         if self.alpha is not None:
             want["alpha"] = (self.alpha, (C,))

@@ -21,7 +21,7 @@ LEARN = [
 
 
 @settings(
-    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(
     model=st.sampled_from(["mixture_of_models", "mixture_of_experts", "regularized_experts"]),
@@ -32,8 +32,12 @@ LEARN = [
     init=st.sampled_from(["prior", "subsets", "random"]),
     seed=st.integers(0, 2**16),
     noise=st.floats(1e-3, 1.0),  # exact data: test_objective_never_decreases_on_exact_data
+    per_expert=st.booleans(),
+    noise_expert=st.booleans(),
 )
-def test_objective_never_decreases(model, N, n, K, learn, init, seed, noise):
+def test_objective_never_decreases(
+    model, N, n, K, learn, init, seed, noise, per_expert, noise_expert
+):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(N, n))
     W = rng.normal(size=(K, n)) * 2
@@ -53,6 +57,8 @@ def test_objective_never_decreases(model, N, n, K, learn, init, seed, noise):
             seed=seed,
             prior_mean=prior_mean[: min(K, N)],
             regularization_cov=0.5 if model == "regularized_experts" else None,
+            per_expert_noise=per_expert,
+            noise_expert=noise_expert,
         )
     h = result.objective_history.numpy()
     assert np.isfinite(h).all()

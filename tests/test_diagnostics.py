@@ -23,12 +23,22 @@ def data():
 
 @pytest.fixture(scope="module")
 def fits(data):
-    """Two fits that agree (different seeds) and one stuck at a different optimum."""
-    a = pyro_moe.fit_circles(data.xy, experts=2, seed=0)
-    b = pyro_moe.fit_circles(data.xy, experts=2, seed=1)
+    """Two fits that agree (different seeds) and one stuck at a different optimum (one
+    shared noise precision and no search, so that the stuck start stays stuck)."""
+    kw = dict(experts=2, per_expert_noise=False, search=False)
+    a = pyro_moe.fit_circles(data.xy, seed=0, **kw)
+    b = pyro_moe.fit_circles(data.xy, seed=1, **kw)
     right = (data.xy[:, 0] > data.xy[:, 0].mean()).astype(float)
-    bad = pyro_moe.fit_circles(data.xy, experts=2, responsibilities=np.c_[right, 1 - right])
+    bad = pyro_moe.fit_circles(data.xy, responsibilities=np.c_[right, 1 - right], **kw)
     return a, b, bad
+
+
+def test_per_expert_noise_precisions_are_drawn_per_expert(data):
+    r = pyro_moe.fit_circles(data.xy, experts=2)  # one noise precision per circle
+    idata = D.to_inference_data(r, draws=50, seed=0)
+    assert idata.posterior["beta"].dims == ("chain", "draw", "expert")
+    np.testing.assert_allclose(idata.posterior["beta"].values[0, 0], r.noise_precision.numpy())
+    assert np.isfinite(idata.log_likelihood["y"].values).all()
 
 
 def test_groups_shapes_and_dims(fits, data):

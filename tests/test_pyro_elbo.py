@@ -128,3 +128,16 @@ def test_closed_form_elbo_matches_pyro_with_a_gate_prior(name):
     model.settings["gate_prior_scale"] = 1.0
     kw = {"regularization_cov": STUDY_XI} if name == "regularized_experts" else {}
     _check(model, noise_expert=True, **kw)
+
+
+@pytest.mark.parametrize("gamma", [False, True], ids=["point beta_k", "Gamma q(beta_k)"])
+@pytest.mark.parametrize("name", ["mixture_of_models", "mixture_of_experts"])
+def test_closed_form_elbo_matches_pyro_with_per_expert_noise(tmp_path, name, gamma):
+    """One noise precision per expert, a point estimate or a Gamma q(beta_k) each, with the
+    noise expert: the closed form and Pyro's Monte Carlo ELBO of the same file agree."""
+    if gamma:
+        model = pyro_moe.load_model(edited_model(tmp_path, name, *GAMMA_EDIT))
+        learn = ["prior_mean", "prior_cov", "gate"]
+    else:
+        model, learn = pyro_moe.load_model(name), "all"
+    _check(model, learn=learn, per_expert_noise=True, noise_expert=True)

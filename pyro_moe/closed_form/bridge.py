@@ -46,7 +46,7 @@ def config_at(result: FitResult, config: Config) -> Config:
     new = copy.deepcopy(config)
     new.prior_mean = result.prior_mean.clone()
     new.prior_cov = result.prior_cov.clone()
-    new.noise_precision = result.noise_precision.clone().reshape(())
+    new.noise_precision = result.noise_precision.clone()
     if new.gate is not None and result.gate_state is not None:
         new.gate.load_state_dict(result.gate_state)
     if result.noise_weight is not None:

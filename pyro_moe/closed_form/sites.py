@@ -211,10 +211,18 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
     noise_prior = noise_precision = None
     if "noise_precision" in sites:
         g = _unwrap(sites["noise_precision"]["fn"])
-        noise_prior = (
-            g.concentration.detach().clone().reshape(()),
-            g.rate.detach().clone().reshape(()),
+        shape = (K,) if config.per_expert_noise else ()
+        noise_prior = tuple(
+            p.detach()
+            .to(X.dtype)
+            .reshape(-1)
+            .expand(int(torch.Size(shape).numel()))
+            .reshape(shape)
+            .clone()
+            for p in (g.concentration, g.rate)
         )
+    elif config.per_expert_noise:
+        noise_precision = _per_expert_precision(sites, config)
     else:
         scale = _unwrap(sites["y"]["fn"]).scale
         noise_precision = (1.0 / scale.reshape(-1)[0] ** 2).detach().clone()
@@ -275,6 +283,23 @@ def _gate_prior_scale(site, config: Config) -> float:
             "with a non-zero mean or unequal scales, which CAVI does not implement",
         )
     return float(scale.reshape(-1)[0])
+
+
+def _per_expert_precision(sites, config: Config) -> torch.Tensor:
+    """beta_k of a model with one noise precision per expert: ``config.noise_precision``,
+    checked against the scale the traced ``y`` site gives each point, 1/sqrt(beta_{z_i})."""
+    beta = config.noise_precision.detach()
+    z = sites["z"]["value"].reshape(-1)
+    scale = _unwrap(sites["y"]["fn"]).scale.detach().reshape(-1)
+    gauss = z < config.experts  # the noise expert's points have no Gaussian scale
+    if scale.numel() == z.numel() and bool(gauss.any()):
+        want = beta[z[gauss]].rsqrt()
+        if not torch.allclose(scale[gauss], want, rtol=1e-10, atol=1e-12):
+            raise NonConjugateError(
+                "the model's y scale is not 1/sqrt(beta_k) of each point's expert, so CAVI's "
+                "closed-form noise update does not apply; use method='svi'"
+            )
+    return beta.clone()
 
 
 def _check_learned(config: Config, name: str, traced: torch.Tensor) -> None:

@@ -37,6 +37,11 @@ class Stats:
 CHUNK_ELEMENTS = 1 << 18  # elements of the largest per-chunk temporary (2 MiB in float64)
 
 
+def _column(v):
+    """A per-expert value (K,) as a (K, 1) column for the point-last pass; others as is."""
+    return v.reshape(-1, 1) if torch.is_tensor(v) and v.dim() == 1 else v
+
+
 def chunk_rows(N: int, width: int) -> int:
     """Rows per chunk so that a (rows, width) temporary stays near CHUNK_ELEMENTS (in cache)."""
     return max(1024, CHUNK_ELEMENTS // max(1, width))
@@ -143,8 +148,8 @@ def e_step(
     G = X.new_zeros(I.shape[0], K)
     lse = X.new_zeros(())
     r_sum = X.new_zeros(C)
-    half_beta = 0.5 * e_beta
-    const = 0.5 * e_log_beta - 0.5 * LOG_2PI
+    half_beta = _column(0.5 * e_beta)  # beta_k of each expert as a (K, 1) column
+    const = _column(0.5 * e_log_beta - 0.5 * LOG_2PI)
     # a mixture's log prior is one row broadcast over the points: use it as a column
     row = log_prior.dim() == 2 and log_prior.stride(0) == 0
     prior_t = log_prior[0].unsqueeze(-1) if row else log_prior.T
@@ -220,9 +225,15 @@ def weights_natural(
     stats: Stats, prior: WeightPrior, beta: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The natural parameters of the optimal q(w_k) given q(Z) (the CAVI update in
-    natural form): precision J_k = A_k^{-1} + beta S_k and h_k = A_k^{-1} w0_k + beta s_k,
-    q(w_k) proportional to exp(h_k^T w - 1/2 w^T J_k w). Linear in the statistics, so a
-    step (1 - rho) eta + rho eta_hat of natural-gradient SVI is a step in (h, J)."""
+    natural form): precision J_k = A_k^{-1} + beta_k S_k and h_k = A_k^{-1} w0_k + beta_k s_k
+    (beta_k = beta when the experts share one), q(w_k) proportional to
+    exp(h_k^T w - 1/2 w^T J_k w). Linear in the statistics, so a step
+    (1 - rho) eta + rho eta_hat of natural-gradient SVI is a step in (h, J)."""
+    if torch.is_tensor(beta) and beta.dim() == 1:  # one noise precision per expert
+        return (
+            prior.precision_mean + beta[:, None] * stats.s,
+            prior.precision + beta[:, None, None] * stats.S,
+        )
     return (
         torch.add(prior.precision_mean, stats.s, alpha=beta),
         torch.add(prior.precision, stats.S, alpha=beta),
@@ -238,11 +249,11 @@ def weights_from_natural(h: torch.Tensor, J: torch.Tensor) -> WeightPosterior:
 
 
 def update_weights(stats: Stats, prior: WeightPrior, beta: torch.Tensor) -> WeightPosterior:
-    """q(w_k): B_k = (A_k^{-1} + beta S_k)^{-1}, m_k = B_k (A_k^{-1} w0_k + beta s_k).
+    """q(w_k): B_k = (A_k^{-1} + beta_k S_k)^{-1}, m_k = B_k (A_k^{-1} w0_k + beta_k s_k).
 
-    ``beta`` is E_q[beta] when beta has a Gamma posterior. Solved through the Cholesky
-    factor of the precision A_k^{-1} + beta S_k (:func:`weights_natural`,
-    :func:`weights_from_natural`).
+    ``beta`` is E_q[beta] when beta has a Gamma posterior; one for every expert, or one per
+    expert (shape (K,)). Solved through the Cholesky factor of the precision
+    A_k^{-1} + beta_k S_k (:func:`weights_natural`, :func:`weights_from_natural`).
     """
     return weights_from_natural(*weights_natural(stats, prior, beta))
 
@@ -313,15 +324,23 @@ def update_prior_cov(q: WeightPosterior, w0: torch.Tensor, min_var: float) -> to
     return (U * lam.clamp_min(min_var).unsqueeze(-2)) @ U.transpose(-1, -2)
 
 
-def update_noise_precision(total_sq: torch.Tensor, N, max_precision: float) -> torch.Tensor:
+def update_noise_precision(
+    total_sq: torch.Tensor, N, max_precision: float, previous: torch.Tensor | None = None
+) -> torch.Tensor:
     """M-step 1/beta = (1/N) sum_ik r_ik e_ik, capped at ``max_precision``.
 
     N = sum over the Gaussian experts of N_k (all points, unless a noise expert takes some).
+    Per expert (``total_sq`` and ``N`` of shape (K,): sum_i r_ik e_ik and N_k),
+    1/beta_k = (1/N_k) sum_i r_ik e_ik; an expert that holds no point (N_k = 0) leaves its
+    term constant in beta_k, so keeping ``previous`` is an exact maximiser too.
 
     The objective N/2 log beta - beta/2 sum r e is concave in beta, so the cap gives the
     exact maximiser over (0, max_precision].
     """
-    return (N / total_sq).clamp(max=max_precision)
+    beta = (N / total_sq.clamp_min(1e-300)).clamp(max=max_precision)
+    if previous is not None and beta.dim() == 1:
+        beta = torch.where(torch.as_tensor(N) > 1e-12, beta, previous)
+    return beta
 
 
 def update_noise_gamma(total_sq: torch.Tensor, N, a0: torch.Tensor, b0: torch.Tensor):
@@ -456,8 +475,8 @@ def _minus_kls(data_term, q, prior, alpha, mu, qbeta, beta_prior, xi, log_norm_m
     elbo = data_term - weights_kl(q, prior)
     if alpha is not None and mu is not None:
         elbo = elbo - dirichlet_kl(alpha, mu, log_norm_mu)
-    if qbeta is not None:
-        elbo = elbo - gamma_kl(qbeta[0], qbeta[1], beta_prior[0], beta_prior[1])
+    if qbeta is not None:  # summed over the experts when each has its own q(beta_k)
+        elbo = elbo - gamma_kl(qbeta[0], qbeta[1], beta_prior[0], beta_prior[1]).sum()
     F = elbo + regularizer(prior.mean, xi) if xi is not None else elbo
     return elbo, F
 

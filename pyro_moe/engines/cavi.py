@@ -130,9 +130,11 @@ def _run(
     var_y = float(y.var()) if N > 1 else 1.0
     beta_max = options.noise_precision_max or 1e10 / max(var_y, 1e-300)
     latent_beta = conj.noise_prior is not None
+    per_expert = config.per_expert_noise  # beta_k, one per expert: sums over k are not taken
     if latent_beta:
         a0, b0 = conj.noise_prior
-        a, b = a0 + 0.5 * N, b0 + 0.5 * N / config.noise_precision
+        n0 = N / K if per_expert else N
+        a, b = a0 + 0.5 * n0, b0 + 0.5 * n0 / config.noise_precision
         e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
     else:
         beta = conj.noise_precision.clamp(max=beta_max)
@@ -197,13 +199,15 @@ def _run(
             A = U.update_prior_cov(q, w0, options.prior_var_min)
         if "prior_mean" in learn or "prior_cov" in learn:
             prior = U.weight_prior(w0, A)
-        total_sq = U.summed_sq_residuals(stats, q).sum()
-        n_gauss = stats.Nk.sum()  # points explained by the Gaussian experts (N without noise)
+        total_sq = U.summed_sq_residuals(stats, q)  # (K,): sum_i r_ik e_ik
+        n_gauss = stats.Nk  # points explained by each Gaussian expert
+        if not per_expert:
+            total_sq, n_gauss = total_sq.sum(), n_gauss.sum()
         if latent_beta:
             a, b = U.update_noise_gamma(total_sq, n_gauss, a0, b0)
             e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
         elif "noise_precision" in learn:
-            beta = U.update_noise_precision(total_sq, n_gauss, beta_max)
+            beta = U.update_noise_precision(total_sq, n_gauss, beta_max, previous=beta)
             e_beta, e_log_beta = beta, torch.log(beta)
         if learn_gate:
             # a gate step whose gain was negligible is skipped for 1, 2, 4, ... iterations
@@ -262,7 +266,9 @@ def _run(
     run.hyper = Hyperparameters(
         prior_mean=w0,
         prior_cov=A,
-        noise_precision=torch.as_tensor(e_beta, dtype=X.dtype, device=X.device).reshape(()),
+        noise_precision=torch.as_tensor(e_beta, dtype=X.dtype, device=X.device).reshape(
+            config.noise_precision.shape
+        ),
         concentration=mu if mu is not None else config.concentration,
         regularization_cov=xi,
         noise_bounds=config.noise_bounds,

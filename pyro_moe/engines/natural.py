@@ -117,9 +117,15 @@ def natural_run(
     beta_max = 1e10 / max(var_y, 1e-300)
     latent_beta = conj.noise_prior is not None
     a = b = None
+    per_expert = config.per_expert_noise  # beta_k, one per expert: no sums over k
+
+    def over_experts(t: torch.Tensor) -> torch.Tensor:
+        return t if per_expert else t.sum()
+
     if latent_beta:
         a0, b0 = conj.noise_prior
-        a, b = a0 + 0.5 * N, b0 + 0.5 * N / config.noise_precision
+        n0 = N / K if per_expert else N
+        a, b = a0 + 0.5 * n0, b0 + 0.5 * n0 / config.noise_precision
         e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
     else:
         beta = conj.noise_precision.clamp(max=beta_max)
@@ -201,13 +207,15 @@ def natural_run(
         if "prior_mean" in learn or "prior_cov" in learn:
             prior = U.weight_prior(w0, A)
         if latent_beta:
-            total_hat = U.summed_sq_residuals(stats_hat, q).sum()
-            a_hat, b_hat = U.update_noise_gamma(total_hat, stats_hat.Nk.sum(), a0, b0)
+            total_hat = over_experts(U.summed_sq_residuals(stats_hat, q))
+            a_hat, b_hat = U.update_noise_gamma(total_hat, over_experts(stats_hat.Nk), a0, b0)
             a, b = (1 - rho) * a + rho * a_hat, (1 - rho) * b + rho * b_hat
             e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
         elif "noise_precision" in learn:  # online EM: the M-step on the averaged statistics
-            total_bar = U.summed_sq_residuals(stats_bar, q).sum()
-            beta = U.update_noise_precision(total_bar, stats_bar.Nk.sum(), beta_max)
+            total_bar = over_experts(U.summed_sq_residuals(stats_bar, q))
+            beta = U.update_noise_precision(
+                total_bar, over_experts(stats_bar.Nk), beta_max, previous=beta
+            )
             e_beta, e_log_beta = beta, torch.log(beta)
         if gate_opt is not None:  # Adam on (N/B) sum_batch r log g [+ log p(V)]
             rows = last_rows
@@ -280,7 +288,9 @@ def natural_run(
     run.hyper = Hyperparameters(
         prior_mean=w0,
         prior_cov=A,
-        noise_precision=torch.as_tensor(e_beta, dtype=X.dtype, device=X.device).reshape(()),
+        noise_precision=torch.as_tensor(e_beta, dtype=X.dtype, device=X.device).reshape(
+            config.noise_precision.shape
+        ),
         concentration=mu if mu is not None else config.concentration,
         regularization_cov=xi,
         noise_bounds=config.noise_bounds,

@@ -20,12 +20,18 @@ q(W) q(pi) [q(beta)] in closed form; :func:`to_inference_data` draws from it and
     with g_ik = the drawn pi_k (mixture of models) or the fitted gate's g_k(x_i) (gated
     models; the gate is a point estimate). PSIS-LOO (:func:`loo`, :func:`compare_models`)
     uses it to rank models fitted to the same targets y.
+``sample_stats`` (NUTS results only)
+    ``diverging``, ``tree_depth``, ``n_steps``, ``lp`` (the log joint with z summed out),
+    ``step_size`` (chain, draw).
 ``observed_data``
     ``y`` (point,).
 ``constant_data``
     ``X`` (point, feature).
 
-The draws are independent (not MCMC), so :func:`loo` passes ``reff=1``. Several results
+For a NUTS result (``result.draws``, :mod:`pyro_moe.engines.nuts`) the posterior group
+holds its MCMC draws of the exact posterior instead, its chains as chains (experts aligned
+to the CAVI fit's), with ``sample_stats``. For a variational result the draws are
+independent (not MCMC), so :func:`loo` passes ``reff=1``. Several results
 (restarts with different seeds) become chains after aligning their experts to the first
 result's (:func:`align_experts`), and :func:`rhat_across_restarts` then flags restarts that
 found different optima (R-hat >> 1). Note that q is a variational approximation: its
@@ -45,6 +51,7 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from .errors import InputError
+from .joint import LogJoint, fixed_config, model_of, q_draws
 from .likelihood import component_log_densities, noise_log_density
 from .result import FitResult
 from .shapes.curves import circle_parameters, conic_from_weights, conic_to_pixels
@@ -62,6 +69,7 @@ __all__ = [
     "loo",
     "plot_forest",
     "plot_posterior",
+    "psis_khat",
     "restarts_as_chains",
     "rhat_across_restarts",
     "to_inference_data",
@@ -126,19 +134,12 @@ def _conic_params(
 
 def _single(result: FitResult, rng: np.random.Generator, draws: int) -> dict[str, np.ndarray]:
     """Posterior variables (draw, ...) and the pointwise log-likelihood (draw, point)."""
-    X, y = _np(result.X).astype(float), _np(result.y).astype(float)
     w = _mvn_draws(rng, _np(result.mean).astype(float), _np(result.cov).astype(float), draws)
     out: dict[str, np.ndarray] = {"w": w}
+    pi = None
     if result.alpha is not None:
         pi = rng.dirichlet(_np(result.alpha).astype(float), size=draws)
         out["pi"] = pi
-        log_g = np.log(np.clip(pi, 1e-300, None))[:, None, :]  # (draw, 1, K)
-    else:
-        if result.log_gate is not None:
-            lg = _np(result.log_gate).astype(float)
-        else:
-            lg = np.log(np.clip(_np(result.expert_weights(result.X)).astype(float), 1e-300, None))
-        log_g = lg[None, :, :]  # (1, N, K)
     if result.noise_shape is not None and result.noise_rate is not None:
         shape = _np(result.noise_shape).astype(float)
         rate = _np(result.noise_rate).astype(float)
@@ -147,13 +148,58 @@ def _single(result: FitResult, rng: np.random.Generator, draws: int) -> dict[str
         b0 = _np(result.noise_precision).astype(float)
         beta = np.broadcast_to(b0, (draws, *b0.shape)).copy()
     out["beta"] = beta
+    out["log_lik"] = _log_lik(result, w, pi, beta)
+    return out
+
+
+def _log_lik(
+    result: FitResult, w: np.ndarray, pi: np.ndarray | None, beta: np.ndarray
+) -> np.ndarray:
+    """log p(y_i | draw) (draw, point) = log sum_k g_ik N(y_i | w_k^T x_i, 1/beta), g the
+    drawn pi or the fitted gate."""
+    X, y = _np(result.X).astype(float), _np(result.y).astype(float)
+    if pi is not None:
+        log_g = np.log(np.clip(pi, 1e-300, None))[:, None, :]  # (draw, 1, K)
+    else:
+        if result.log_gate is not None:
+            lg = _np(result.log_gate).astype(float)
+        else:
+            lg = np.log(np.clip(_np(result.expert_weights(result.X)).astype(float), 1e-300, None))
+        log_g = lg[None, :, :]  # (1, N, K)
     maps = None if result.maps is None else result.maps.detach().cpu().double()
     log_dens = component_log_densities(
         torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy(w), torch.from_numpy(beta),
         maps, noise_log_density(result.noise_bounds),
     ).numpy()  # (draw, N, C)  # fmt: skip
-    out["log_lik"] = logsumexp(log_g + log_dens, axis=-1)
-    return out
+    return logsumexp(log_g + log_dens, axis=-1)
+
+
+def _mcmc(result: FitResult) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    """A NUTS result's draws (chain, draw, ...), pointwise log-likelihood and sampler
+    statistics (ArviZ's names: diverging, tree_depth, n_steps, lp, step_size)."""
+    d = result.draws
+    w = _np(d.w).astype(float)
+    C, S = w.shape[:2]
+    out: dict[str, np.ndarray] = {"w": w}
+    pi = None if d.pi is None else _np(d.pi).astype(float)
+    if pi is not None:
+        out["pi"] = pi
+    beta = (
+        np.full((C, S), float(result.noise_precision))
+        if d.beta is None
+        else _np(d.beta).astype(float)
+    )
+    out["beta"] = beta
+    flat_pi = None if pi is None else pi.reshape(C * S, -1)
+    log_lik = _log_lik(result, w.reshape(C * S, *w.shape[2:]), flat_pi, beta.reshape(-1))
+    stats = {
+        "diverging": _np(d.diverging).astype(bool),
+        "tree_depth": _np(d.tree_depth).astype(int),
+        "n_steps": _np(d.n_steps).astype(int),
+        "lp": _np(d.log_joint).astype(float),
+        "step_size": np.repeat(_np(d.step_size).astype(float)[:, None], S, 1),
+    }
+    return out, log_lik.reshape(C, S, -1), stats
 
 
 def to_inference_data(
@@ -172,17 +218,24 @@ def to_inference_data(
     """
     if isinstance(results, FitResult):
         results = [results]
-    results = align_experts(results)
-    if int(draws) < 1:
-        raise InputError(f"draws must be at least 1, got {draws}")
+    results = list(results)
+    sample_stats = None
+    if any(r.draws is not None for r in results):
+        if len(results) != 1:
+            raise InputError("give one NUTS result (its chains are the chains), not a list")
+        stacked, log_lik, sample_stats = _mcmc(results[0])
+    else:
+        results = align_experts(results)
+        if int(draws) < 1:
+            raise InputError(f"draws must be at least 1, got {draws}")
+        for r in results[1:]:
+            if r.y.shape != results[0].y.shape or not torch.equal(r.y.cpu(), results[0].y.cpu()):
+                raise InputError("results for chains must be fitted to the same targets y")
+        rng = np.random.default_rng(seed)
+        chains = [_single(r, rng, int(draws)) for r in results]
+        stacked = {k: np.stack([c[k] for c in chains]) for k in chains[0]}
+        log_lik = stacked.pop("log_lik")
     first = results[0]
-    for r in results[1:]:
-        if r.y.shape != first.y.shape or not torch.equal(r.y.cpu(), first.y.cpu()):
-            raise InputError("results for chains must be fitted to the same targets y")
-    rng = np.random.default_rng(seed)
-    chains = [_single(r, rng, int(draws)) for r in results]
-    stacked = {k: np.stack([c[k] for c in chains]) for k in chains[0]}
-    log_lik = stacked.pop("log_lik")
     K, n = first.mean.shape
     geometry = first.geometry
     design = geometry.design if geometry is not None else None
@@ -204,6 +257,11 @@ def to_inference_data(
         "model_name": first.model_name,
         "approximation": "mean-field variational posterior q (independent draws)",
     }
+    if sample_stats is not None:
+        attrs["approximation"] = (
+            "exact posterior at fixed hyperparameters (NUTS draws; hyperparameters "
+            "and gate fixed at the CAVI fit's values)"
+        )
     if design == "circle":
         posterior.update(_circle_params(stacked["w"], geometry))
         dims.update({v: ["expert"] for v in ("x0", "y0", "r")})
@@ -227,6 +285,7 @@ def to_inference_data(
         )
     idata = az.from_dict(
         posterior=posterior,
+        sample_stats=sample_stats,
         log_likelihood={"y": log_lik},
         observed_data={"y": _np(first.y).astype(float)},
         constant_data={"X": _np(first.X).astype(float)},
@@ -287,7 +346,9 @@ def loo(result: FitResult | az.InferenceData, *, draws: int = 1000, seed: int = 
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = az.loo(idata, pointwise=True, reff=1.0)
+        # MCMC draws (a NUTS result): ArviZ's relative efficiency from the chains
+        reff = None if "sample_stats" in idata.groups() else 1.0
+        out = az.loo(idata, pointwise=True, reff=reff)
     _reraise_others(caught)
     return out
 
@@ -345,6 +406,74 @@ def compare_models(
 def k_high(elpd: az.ELPDData, threshold: float = 0.7) -> int:
     """Number of points whose Pareto k exceeds ``threshold`` (PSIS-LOO unreliable there)."""
     return int((np.asarray(elpd.pareto_k) > threshold).sum())
+
+
+# ---------------------------------------------------------------- how good is q
+#: Thresholds of the PSIS shape k-hat (Yao, Vehtari, Simpson & Gelman 2018).
+KHAT_GOOD, KHAT_BAD = 0.5, 0.7
+
+
+def psis_khat(result: FitResult, *, draws: int = 1000, seed: int = 0) -> float:
+    """PSIS k-hat of a variational fit: how far q is from the exact posterior.
+
+    Yao, Vehtari, Simpson & Gelman (2018), "Yes, but did it work?": with theta_s ~ q
+    (S = ``draws``) and importance ratios
+
+        log rho_s = log p(y, theta_s | h) - log q(theta_s),
+
+    theta = (W, [pi], [beta]) with z summed out (:class:`pyro_moe.joint.LogJoint`, the
+    model file's priors at the fit's hyperparameters h), q(theta) = prod_k N(w_k | m_k, B_k)
+    [Dir(pi | alpha)] [Gamma(beta | a, b)], k-hat is the shape of the generalised Pareto
+    distribution fitted to the largest ratios (:func:`arviz.psislw`). It estimates how
+    heavy the tail of p / q is under q: the ratios have finite variance for k < 0.5.
+
+    * k-hat < 0.5 (:data:`KHAT_GOOD`): q is close to the posterior; its means and
+      uncertainties can be trusted (and importance sampling from q would correct them);
+    * 0.5 to 0.7: q is usable for means, its spread is questionable;
+    * k-hat > 0.7 (:data:`KHAT_BAD`): q is far from the posterior, typically too narrow
+      (a mean-field q under-disperses); do not trust its uncertainties, use
+      ``method="nuts"``.
+
+    For a Gaussian target and q its own mean with the covariance scaled by c, the ratios'
+    tail index gives k = 1 - c for c < 1: c = 0.25 (sds halved) is k = 0.75.
+    """
+    if result.draws is not None:
+        raise InputError("k-hat grades a variational fit; a NUTS result has no q")
+    if int(draws) < 10:
+        raise InputError(f"draws must be at least 10, got {draws}")
+    model = model_of(result)
+    joint = LogJoint(model, result.X, result.y, fixed_config(model, result))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    theta = q_draws(result, joint.sites, int(draws), gen)
+    log_q = _log_q(result, theta)
+    N, C = result.responsibilities.shape
+    size = max(1, 2**21 // max(1, N * C))
+    with torch.no_grad():
+        log_p = torch.cat(
+            [
+                joint.log_prob({n: v[i : i + size] for n, v in theta.items()})
+                for i in range(0, int(draws), size)
+            ]
+        )
+    log_ratio = _np(log_p - log_q).astype(float)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, k = az.psislw(log_ratio - log_ratio.max())
+    _reraise_others(caught)
+    return float(k)
+
+
+def _log_q(result: FitResult, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """log q(theta_s) (S,) of the variational posterior."""
+    cov = 0.5 * (result.cov + result.cov.transpose(-1, -2))
+    out = torch.distributions.MultivariateNormal(result.mean, covariance_matrix=cov)
+    lq = out.log_prob(theta["w"]).sum(-1)
+    if "pi" in theta:
+        lq = lq + torch.distributions.Dirichlet(result.alpha).log_prob(theta["pi"])
+    if "noise_precision" in theta and result.noise_shape is not None:
+        g = torch.distributions.Gamma(result.noise_shape, result.noise_rate)
+        lq = lq + g.log_prob(theta["noise_precision"])
+    return lq
 
 
 # ---------------------------------------------------------------- plots

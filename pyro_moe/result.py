@@ -1,4 +1,4 @@
-"""One result type for every engine (CAVI and SVI): posteriors, hyperparameters, history.
+"""One result type for every engine (CAVI, SVI, NUTS): posteriors, hyperparameters, history.
 
 The objective is the total ELBO in nats (plus the prior regularizer R(w0) for the
 regularized model and the gate prior log p(V) where the model has one, reported together as
@@ -12,7 +12,7 @@ Saved as ``.npz`` (:meth:`FitResult.save`) with these arrays:
 whose ``noise_shape``/``noise_rate`` are saved too), ``concentration`` (K,),
 ``regularization_cov`` (n, n; regularized model), ``objective_history``, ``elbo_history``,
 ``time_history`` (seconds), ``maps`` (K, n+1, d; experts with their own feature maps,
-:mod:`pyro_moe.experts`), ``gate/<name>`` (gate parameters) and a JSON ``meta`` string
+:mod:`pyro_moe.experts`), ``gate/<name>`` (gate parameters), ``draws/<name>`` (a NUTS fit's :class:`Draws`) and a JSON ``meta`` string
 (method, model, iterations, wall time, converged, learn, shapes standardization).
 """
 
@@ -202,6 +202,45 @@ class History:
     converged: bool
 
 
+@dataclass
+class Draws:
+    """Posterior draws of an MCMC engine (``method="nuts"``) and its sampler statistics,
+    each (chain, draw, ...), experts aligned to the CAVI fit's.
+
+    Attributes:
+        w: (chain, draw, K, n) expert weights.
+        pi: (chain, draw, C) mixture weights (mixtures of models), else None.
+        beta: (chain, draw) noise precision when beta is latent, else None.
+        diverging: (chain, draw) divergent transitions.
+        tree_depth, n_steps: (chain, draw) NUTS tree depth and leapfrog steps.
+        step_size: (chain,) the adapted step size.
+        log_joint: (chain, draw) log p(y, theta | h), z summed out.
+        relabelled: draws whose experts were relabelled to match the CAVI fit's.
+        info: how they were drawn (hyperparameters, marginalisation, warm-up, ...).
+    """
+
+    w: torch.Tensor
+    pi: torch.Tensor | None
+    beta: torch.Tensor | None
+    diverging: torch.Tensor
+    tree_depth: torch.Tensor
+    n_steps: torch.Tensor
+    step_size: torch.Tensor
+    log_joint: torch.Tensor
+    relabelled: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def permuted(self, idx: torch.Tensor) -> Draws:
+        K = self.w.shape[2]
+        return replace(
+            self, w=_permute_rows(self.w, idx, K, 2), pi=_permute_rows(self.pi, idx, K, 2)
+        )
+
+
+#: the arrays of :class:`Draws`, saved as ``draws/<name>``
+_DRAWS = ("w", "pi", "beta", "diverging", "tree_depth", "n_steps", "step_size", "log_joint")
+
+
 def expert_alignment(reference: torch.Tensor, other: torch.Tensor) -> list[int]:
     """perm with other[perm[k]] matched to reference[k]: the permutation minimising
     sum_k ||reference_k - other_perm(k)||^2 (Hungarian algorithm,
@@ -243,6 +282,7 @@ class FitResult:
         geometry: the :class:`~pyro_moe.shapes.geometry.Geometry` of a curve fit, else None.
         search: what the search over fixed points did (:mod:`pyro_moe.search`: refits
             tried, moves accepted, the objective before and after), or None.
+        draws: :class:`Draws` of an MCMC engine (NUTS), else None.
 
     The posterior's and hyperparameters' fields read directly too (``result.mean``,
     ``result.noise_precision``, ...). The gate of a gated model is rebuilt from the model
@@ -262,6 +302,7 @@ class FitResult:
     geometry: Geometry | None = None
     search: dict[str, Any] | None = None
     gate: torch.nn.Module | None = field(default=None, repr=False)
+    draws: Draws | None = field(default=None, repr=False)
 
     responsibilities = _forward("posterior", "responsibilities")
     mean = _forward("posterior", "mean")
@@ -355,6 +396,7 @@ class FitResult:
             hyper=self.hyper.permuted(idx),
             geometry=self.geometry.permuted(perm) if self.geometry is not None else None,
             gate=None,
+            draws=self.draws.permuted(idx) if self.draws is not None else None,
         )
         if self.gate is not None and out.gate_state is not None:
             out.gate = copy.deepcopy(self.gate)
@@ -485,6 +527,10 @@ class FitResult:
             arrays["log_gate"] = _np(self.log_gate)
         for name, value in (self.gate_state or {}).items():
             arrays[f"gate/{name}"] = _np(value)
+        if self.draws is not None:
+            for name in _DRAWS:
+                if getattr(self.draws, name) is not None:
+                    arrays[f"draws/{name}"] = _np(getattr(self.draws, name))
         meta = {
             "format": 2,
             "method": self.method,
@@ -499,6 +545,8 @@ class FitResult:
             "geometry": self.shapes,
             "search": self.search,
         }
+        if self.draws is not None:
+            meta["draws"] = {"relabelled": self.draws.relabelled, "info": self.draws.info}
         arrays["meta"] = np.array(json.dumps(meta, default=_jsonable))
 
         def write(tmp: Path) -> None:
@@ -521,6 +569,9 @@ class FitResult:
             gate = {k[5:]: v for k, v in arrays.items() if k.startswith("gate/")} or None
             K = parts["posterior"]["mean"].shape[0]
             geometry = meta.get("geometry", meta.get("shapes"))
+            draws = None
+            if "draws" in meta:
+                draws = Draws(**{n: arrays.get(f"draws/{n}") for n in _DRAWS}, **meta["draws"])
             result = cls(
                 **kw,
                 method=meta["method"],
@@ -540,6 +591,7 @@ class FitResult:
                 restarts=list(meta["restarts"]),
                 geometry=Geometry.from_dict(geometry, K) if geometry else None,
                 search=meta.get("search"),
+                draws=draws,
             )
         except InputError as e:
             raise InputError(f"cannot read a saved result from {path}: {e}") from e

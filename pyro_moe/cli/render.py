@@ -66,8 +66,30 @@ def emit_json(obj: dict[str, Any], out: TextIO) -> None:
 # --------------------------------------------------------------------------- fit summaries
 
 
+def khat(result: FitResult) -> float | None:
+    """PSIS k-hat of a variational fit (:func:`pyro_moe.diagnostics.psis_khat`); None for
+    a NUTS result (it has draws of the exact posterior, no q to grade)."""
+    if result.draws is not None:
+        return None
+    from pyro_moe.diagnostics import psis_khat  # arviz: imported only when a fit is printed
+
+    return psis_khat(result)
+
+
+def khat_text(value: float | None) -> str:
+    """k-hat with its reading (Yao et al. 2018): < 0.5 q close to the posterior, 0.5-0.7
+    usable, > 0.7 q too far from it (its uncertainties not to be trusted)."""
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    words = "q close to the posterior" if value < 0.5 else "q usable, spread doubtful"
+    words = "q far from the posterior: do not trust its sds" if value > 0.7 else words
+    return f"{value:.2f} ({words}; < 0.5 good, > 0.7 bad)"
+
+
 def summary_lines(result: FitResult) -> list[str]:
-    return [
+    lines = [
         f"objective   {result.objective:.6g} nats",
         f"ELBO        {result.elbo:.6g} nats",
         f"iterations  {result.iterations}",
@@ -76,6 +98,15 @@ def summary_lines(result: FitResult) -> list[str]:
         f"method      {result.method}",
         f"model       {result.model_name}",
     ]
+    if result.draws is None:
+        lines.append(f"k-hat       {khat_text(khat(result))}")
+    else:
+        d = result.draws
+        lines.append(
+            f"draws       {d.w.shape[0]} chains x {d.w.shape[1]}, "
+            f"{int(d.diverging.sum())} divergent, split R-hat <= {d.info['split_rhat_max']:.4g}"
+        )
+    return lines
 
 
 def summary_json(result: FitResult) -> dict[str, Any]:
@@ -88,6 +119,7 @@ def summary_json(result: FitResult) -> dict[str, Any]:
         "model": result.model_name,
         "converged": bool(result.converged),
         "points": len(result.y),
+        "khat": None if (k := khat(result)) is None else finite(k),
     }
 
 

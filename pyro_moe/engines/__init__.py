@@ -3,7 +3,8 @@ one options type (:mod:`~pyro_moe.engines.options`), engines registered by name.
 
 ``pyro_moe.fit(..., method=NAME)`` looks the engine up here. Built in: ``"cavi"``
 (:class:`~pyro_moe.engines.cavi.CAVI`, closed-form variational EM) and ``"svi"``
-(:class:`~pyro_moe.engines.svi.SVI`, Pyro SVI). A new engine subclasses
+(:class:`~pyro_moe.engines.svi.SVI`, Pyro SVI) and ``"nuts"`` (:class:`~pyro_moe.engines.nuts.NUTS`,
+Pyro's NUTS on the exact posterior at CAVI's hyperparameters). A new engine subclasses
 :class:`~pyro_moe.engines.base.Engine`, declares its options, implements ``run`` (one
 restart) and calls :func:`register`.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from ..errors import InputError
 from .base import Engine, Progress, Run
 from .cavi import CAVI
+from .nuts import NUTS
 from .options import COMMON, Option, Options
 from .svi import SVI
 
@@ -20,6 +22,7 @@ __all__ = [
     "CAVI",
     "COMMON",
     "ENGINES",
+    "NUTS",
     "SVI",
     "Engine",
     "Option",
@@ -54,3 +57,4 @@ def get_engine(name: str) -> type[Engine]:
 
 register(CAVI)
 register(SVI)
+register(NUTS)

@@ -1,0 +1,286 @@
+"""The log joint density of a model file at fixed hyperparameters, with z summed out.
+
+For hyperparameters h held fixed (w0, A, beta or its prior, mu, Xi, the gate V and rho, all
+at the values a fit chose), the continuous latents theta = (W, [pi], [beta]) of a model
+file have the density
+
+    log p(y, theta | h) = log p(theta | h) + sum_i log sum_c g_ic exp(log p(y_i | z_i = c, theta))
+                          (+ the constant observed sites R(w0), log p(V))
+
+with g_ic = pi_c (mixture of models) or the fixed gate's g_c(x_i) (mixtures of experts),
+and the components' densities of :func:`pyro_moe.likelihood.component_log_densities` (the
+noise expert's uniform density last). It is NUTS's target
+(:mod:`pyro_moe.engines.nuts`) and the numerator of the PSIS importance ratios
+p(y, theta) / q(theta) that grade a variational fit (:func:`pyro_moe.diagnostics.psis_khat`).
+
+:class:`LogJoint` reads the priors from one trace of the model file itself (as CAVI does,
+:mod:`pyro_moe.closed_form.sites`), so an edited prior is what it evaluates. Two ways to
+sum z out, which agree to round-off (``tests/test_nuts.py``):
+
+* ``"sum"``: the closed form above by log-sum-exp over the C components, vectorised over
+  a leading batch of draws; for model files whose latent sites are among ``w``, ``pi``,
+  ``noise_precision`` and whose observations are the ones :mod:`pyro_moe.parts` writes.
+* ``"enumerate"``: Pyro's own parallel enumeration of z on the model file
+  (:func:`pyro.infer.mcmc.util.initialize_model`), for any edit, one trace per call.
+
+In unconstrained coordinates u (each site through ``biject_to(support)``, as Pyro's HMC
+does: stick-breaking for pi, exp for beta) the potential energy is
+
+    U(u) = -log p(y, T(u) | h) - sum_sites log |det dT/du|.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.transforms import biject_to
+from pyro.infer.mcmc.util import initialize_model
+from pyro.poutine.util import site_is_subsample
+
+from .config import Config, log_gate
+from .errors import InputError, ModelFileError
+from .likelihood import component_log_densities, noise_log_density
+from .model_file import Model, load_model
+from .result import FitResult
+
+__all__ = ["FAST_LATENTS", "LogJoint", "cholesky", "fixed_config", "model_of", "q_draws"]
+
+#: Latent sites the log-sum-exp path knows (the rest need enumeration).
+FAST_LATENTS = ("w", "pi", "noise_precision")
+#: Observed sites of :mod:`pyro_moe.parts`: the targets (``y``, ``y_noise``) and constants.
+_TARGETS = ("y", "y_noise")
+_CONSTANTS = ("prior_regularization", "gate_prior")
+
+
+def fixed_config(model: Model, result: FitResult) -> Config:
+    """The :class:`Config` of ``result``'s hyperparameters, every one held fixed
+    (``learn = {}``): w0, A, beta (E_q[beta] as the start of a latent beta), mu, Xi, the
+    expert maps and the fitted gate with its noise share rho."""
+    hyper = result.hyper
+    X, y = result.X, result.y
+    cfg = model.config(
+        X,
+        y,
+        result.experts,
+        prior_mean=hyper.prior_mean,
+        prior_cov=hyper.prior_cov,
+        noise_precision=hyper.noise_precision,
+        concentration=hyper.concentration,
+        regularization_cov=hyper.regularization_cov,
+        gate_hidden=hyper.gate_hidden,
+        noise_expert=result.noise_expert,
+        learn="none",
+        maps=hyper.maps,
+    )
+    cfg.noise_bounds = hyper.noise_bounds
+    if cfg.gate is not None:
+        cfg.gate = copy.deepcopy(result.gate_network())
+        for p in cfg.gate.parameters():
+            p.requires_grad_(False)
+        cfg.noise_weight = hyper.noise_weight
+    return cfg
+
+
+class LogJoint:
+    """log p(y, theta | h) of a model file at fixed hyperparameters (module docstring).
+
+    Args:
+        model: the model file.
+        X, y: the data.
+        config: hyperparameters, all fixed (:func:`fixed_config`); a learned one would be
+            a ``pyro.param`` silently frozen at its initial value, so it is refused.
+        marginalize: ``"sum"``, ``"enumerate"`` or ``"auto"`` (``"sum"`` where the model
+            file allows it).
+
+    Attributes:
+        sites: the continuous latent sites, in model order, with ``shapes`` (constrained)
+            and ``transforms`` (``biject_to`` of each support).
+        marginalize: the way z is summed out.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        config: Config,
+        marginalize: str = "auto",
+    ):
+        if config.learn:
+            raise InputError(
+                f"the log joint needs every hyperparameter fixed; {sorted(config.learn)} "
+                "would be pyro.params frozen at their initial values"
+            )
+        self.model, self.X, self.y, self.config = model, X, y, config
+        with pyro.get_param_store().scope(), torch.no_grad():
+            trace = poutine.trace(model.model).get_trace(X, y, config)
+        params = [n for n, s in trace.nodes.items() if s["type"] == "param"]
+        if params:
+            raise ModelFileError(
+                f"model file {model.name!r} registers pyro.param {', '.join(params)} in its "
+                "model: NUTS would freeze it at its initial value; hold it fixed (a constant) "
+                "or make it a latent sample site"
+            )
+        nodes = {
+            n: s
+            for n, s in trace.nodes.items()
+            if s["type"] == "sample" and not site_is_subsample(s)
+        }
+        latent = [n for n, s in nodes.items() if not s["is_observed"] and n != "z"]
+        observed = [n for n, s in nodes.items() if s["is_observed"]]
+        self.sites = latent
+        self.shapes = {n: tuple(nodes[n]["value"].shape) for n in latent}
+        self.transforms = {n: biject_to(nodes[n]["fn"].support) for n in latent}
+        self._priors = {n: nodes[n]["fn"] for n in latent}
+        fast = set(latent) <= set(FAST_LATENTS) and "w" in latent and "z" in nodes
+        fast = fast and set(observed) <= set(_TARGETS + _CONSTANTS)
+        fast = fast and ("pi" in latent or config.gate is not None)
+        if marginalize == "sum" and not fast:
+            raise ModelFileError(
+                f"model file {model.name!r} has latent sites {latent} and observed sites "
+                f"{observed}: z can be summed in closed form only for latents among "
+                f"{list(FAST_LATENTS)} and the observations of pyro_moe.parts; use "
+                "marginalize='enumerate'"
+            )
+        self.marginalize = "sum" if marginalize == "auto" and fast else marginalize
+        self._constant = sum(
+            (nodes[n]["fn"].log_prob(nodes[n]["value"]).sum() for n in observed if n in _CONSTANTS),
+            torch.zeros((), dtype=X.dtype, device=X.device),
+        )
+        self._log_u = noise_log_density(config.noise_bounds)
+        self._log_gate = None
+        if config.gate is not None:
+            with torch.no_grad():
+                self._log_gate = log_gate(
+                    config.gate, X, config.noise_weight if config.noise_expert else None
+                )
+        self._enumerated = None
+
+    # ---- constrained values -----------------------------------------------------------
+    def constrain(
+        self, u: Mapping[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """theta = T(u) for unconstrained values with a leading batch dim (S, ...), and
+        sum_sites log |det dT/du| (S,)."""
+        S = next(iter(u.values())).shape[0]
+        theta = {}
+        log_det = torch.zeros(S, dtype=self.X.dtype, device=self.X.device)
+        for n in self.sites:
+            t = self.transforms[n]
+            x = t(u[n])
+            theta[n] = x
+            j = t.log_abs_det_jacobian(u[n], x)
+            log_det = log_det + j.reshape(S, -1).sum(-1)
+        return theta, log_det
+
+    def unconstrain(self, theta: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """u = T^{-1}(theta), site by site."""
+        return {n: self.transforms[n].inv(theta[n]) for n in self.sites}
+
+    # ---- the closed form ----------------------------------------------------------------
+    def _parts(self, theta: Mapping[str, torch.Tensor]):
+        w = theta["w"]
+        beta = theta.get("noise_precision")
+        if beta is None:
+            beta = self.config.noise_precision.expand(w.shape[0])
+        if "pi" in theta:
+            log_g = torch.log(theta["pi"]).unsqueeze(-2)  # (S, 1, C)
+        else:
+            log_g = self._log_gate.unsqueeze(0)  # (1, N, C)
+        return w, beta, log_g
+
+    def component_logits(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """log g_ic + log p(y_i | z_i = c, theta), (S, N, C), for draws theta with a
+        leading dim S: the terms whose log-sum-exp over c is log p(y_i | theta)."""
+        w, beta, log_g = self._parts(theta)
+        return log_g + component_log_densities(
+            self.X, self.y, w, beta, self.config.maps, self._log_u
+        )
+
+    def log_likelihood(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """log p(y_i | theta) = log sum_c g_ic p(y_i | z_i = c, theta), (S, N)."""
+        return torch.logsumexp(self.component_logits(theta), -1)
+
+    def log_prior(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """log p(theta | h) (S,): each latent site's prior from the model file's trace."""
+        out = 0.0
+        for n in self.sites:
+            lp = self._priors[n].log_prob(theta[n])
+            out = out + lp.reshape(lp.shape[0], -1).sum(-1)
+        return out
+
+    def log_prob(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """log p(y, theta | h) (S,), z summed out, the constant observed sites included."""
+        if self.marginalize == "enumerate":
+            u = self.unconstrain(theta)
+            _, log_det = self.constrain(u)
+            S = log_det.shape[0]
+            pe = torch.stack(
+                [self._enumerated_potential({n: u[n][s] for n in u}) for s in range(S)]
+            )
+            return -pe - log_det
+        return self.log_prior(theta) + self.log_likelihood(theta).sum(-1) + self._constant
+
+    # ---- potential energy ---------------------------------------------------------------
+    def potential(self, u: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """U(u) (module docstring) at one unconstrained point (no batch dim), a scalar."""
+        if self.marginalize == "enumerate":
+            return self._enumerated_potential(u)
+        batched = {n: v.unsqueeze(0) for n, v in u.items()}
+        theta, log_det = self.constrain(batched)
+        return -(self.log_prob(theta) + log_det)[0]
+
+    def _enumerated_potential(self, u: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Pyro's potential energy of the model file with z enumerated in parallel."""
+        if self._enumerated is None:
+            with pyro.get_param_store().scope():
+                _, fn, _, _ = initialize_model(
+                    self.model.model,
+                    model_args=(self.X, self.y, self.config),
+                    max_plate_nesting=1,
+                )
+            self._enumerated = fn
+        return self._enumerated(dict(u))
+
+
+def model_of(result: FitResult) -> Model:
+    """The model file a result was fitted with (its path, else its built-in name)."""
+    path = Path(result.model_path)
+    return load_model(path if path.is_file() else result.model_name)
+
+
+def cholesky(cov: torch.Tensor) -> torch.Tensor:
+    """L with L L^T = cov (symmetrised; a relative jitter of 1e-12 if it is not PD)."""
+    cov = 0.5 * (cov + cov.transpose(-1, -2))
+    L, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):
+        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
+        L = torch.linalg.cholesky(cov + 1e-12 * scale[..., None, None] * eye)
+    return L
+
+
+def q_draws(result: FitResult, sites, S: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """S draws of each latent site from a variational fit's q: w_k ~ N(m_k, B_k),
+    pi ~ Dir(alpha), beta ~ Gamma(a, b) (its point estimate where q(beta) is absent)."""
+    X = result.X
+    out = {}
+    L = cholesky(result.cov)
+    eps = torch.randn((S, *result.mean.shape), generator=gen, dtype=torch.float64).to(X)
+    out["w"] = result.mean + (L @ eps.unsqueeze(-1)).squeeze(-1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**31, (), generator=gen)))
+        if "pi" in sites:
+            out["pi"] = torch.distributions.Dirichlet(result.alpha).sample((S,))
+        if "noise_precision" in sites:
+            if result.noise_shape is not None:
+                g = torch.distributions.Gamma(result.noise_shape, result.noise_rate)
+                out["noise_precision"] = g.sample((S,))
+            else:
+                out["noise_precision"] = result.noise_precision.expand(S)
+    return out

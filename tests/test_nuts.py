@@ -1,0 +1,153 @@
+"""NUTS on the same model file (pyro_moe/engines/nuts.py), the log joint with z summed out
+(pyro_moe/joint.py), and PSIS k-hat of the variational fits (pyro_moe/diagnostics.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+from conftest import edited_model
+
+import pyro_moe
+from pyro_moe import diagnostics as D
+from pyro_moe.joint import LogJoint, fixed_config, model_of
+from pyro_moe.result import FitResult
+from pyro_moe.shapes import synthetic_2, synthetic_3
+
+BETA = 4.0  # the noise precision of the K = 1 problems, held fixed
+
+
+def linear_problem(n: int, N: int = 40, seed: int = 0):
+    """y = x^T w + N(0, 1/BETA) with x = [N(0, I_{n-1}), 1]."""
+    rng = np.random.default_rng(seed)
+    X = np.c_[rng.standard_normal((N, n - 1)), np.ones(N)]
+    return X, X @ rng.standard_normal(n) + rng.standard_normal(N) / np.sqrt(BETA)
+
+
+def exact_posterior(X, y):
+    """B = (I + beta X^T X)^{-1}, m = B beta X^T y: the prior N(0, I), beta fixed."""
+    B = np.linalg.inv(np.eye(X.shape[1]) + BETA * X.T @ X)
+    return B @ (BETA * X.T @ y), B
+
+
+def k1_fit(n: int, **options) -> FitResult:
+    X, y = linear_problem(n)
+    return pyro_moe.fit(
+        "mixture_of_models", X, y, experts=1, learn="none", noise_precision=BETA, **options
+    )
+
+
+@pytest.mark.parametrize(
+    "model, options",
+    [
+        ("mixture_of_models", {"noise_expert": True}),
+        ("mixture_of_experts", {"noise_expert": True}),
+        ("regularized_experts", {}),
+    ],
+)
+def test_closed_form_sum_over_z_is_pyros_enumeration(model, options):
+    """The log-sum-exp potential equals Pyro's enumeration of the model file itself
+    (priors, noise expert, gate, regulariser, Jacobians), at CAVI's mean and off it."""
+    data = synthetic_3(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)  # any h will do
+        fit = pyro_moe.fit_circles(
+            data.xy, experts=2, model=model, n_init=1, max_iter=30, **options
+        )
+    m = model_of(fit)
+    cfg = fixed_config(m, fit)
+    fast = LogJoint(m, fit.X, fit.y, cfg)
+    enum = LogJoint(m, fit.X, fit.y, cfg, marginalize="enumerate")
+    assert fast.marginalize == "sum" and enum.marginalize == "enumerate"
+    gen = torch.Generator().manual_seed(0)
+    for scale in (0.0, 0.05):
+        theta = {"w": fit.mean + scale * torch.randn(fit.mean.shape, generator=gen).double()}
+        if "pi" in fast.sites:
+            theta["pi"] = torch.distributions.Dirichlet(fit.alpha).sample()
+        u = fast.unconstrain(theta)
+        a, b = float(fast.potential(u)), float(enum.potential(u))
+        assert abs(a - b) < 1e-9 * abs(b)
+
+
+def test_learned_hyperparameters_and_model_params_are_refused(tmp_path):
+    """The trap: a hyperparameter left learned is a pyro.param NUTS would freeze."""
+    fit = pyro_moe.fit_circles(synthetic_2(0).xy, experts=2, n_init=1)
+    m = model_of(fit)
+    cfg = fixed_config(m, fit)
+    assert cfg.learn == frozenset()
+    assert torch.equal(cfg.noise_precision, fit.noise_precision)  # CAVI's beta, not 1/Var y
+    learned = dataclasses.replace(cfg, learn=frozenset({"noise_precision"}))
+    with pytest.raises(pyro_moe.InputError, match="frozen"):
+        LogJoint(m, fit.X, fit.y, learned)
+    path = edited_model(
+        tmp_path,
+        "mixture_of_models",
+        "    pi = pyro.sample(",
+        '    pyro.param("scale", config.const(1.0))\n    pi = pyro.sample(',
+    )
+    edited = pyro_moe.load_model(path)
+    with pytest.raises(pyro_moe.ModelFileError, match="pyro.param scale"):
+        LogJoint(edited, fit.X, fit.y, fixed_config(edited, fit))
+
+
+@pytest.mark.slow
+def test_nuts_recovers_the_exact_gaussian_posterior():
+    """K = 1, beta fixed: the posterior is N(m, B) in closed form; NUTS's mean and sd of
+    every weight are within 3 Monte Carlo standard errors of it."""
+    X, y = linear_problem(3)
+    m, B = exact_posterior(X, y)
+    result = k1_fit(3, method="nuts", chains=2, warmup=100, max_iter=300, seed=3)
+    assert result.method == "nuts" and result.draws.w.shape == (2, 300, 1, 3)
+    idata = D.to_inference_data(result)
+    assert idata.posterior["w"].dims == ("chain", "draw", "expert", "feature")
+    assert {"diverging", "tree_depth", "lp"} <= set(idata.sample_stats.data_vars)
+    assert idata.log_likelihood["y"].shape == (2, 300, len(y))
+    mean_se = az.mcse(idata, var_names=["w"], method="mean")["w"].values[0]
+    sd_se = az.mcse(idata, var_names=["w"], method="sd")["w"].values[0]
+    w = idata.posterior["w"].values[:, :, 0].reshape(-1, 3)
+    assert np.all(np.abs(w.mean(0) - m) < 3 * mean_se)
+    assert np.all(np.abs(w.std(0, ddof=1) - np.sqrt(np.diag(B))) < 3 * sd_se)
+    assert float(az.rhat(idata, var_names=["w"])["w"].max()) < 1.01
+    assert int(result.draws.diverging.sum()) == 0
+
+
+def test_khat_of_the_exact_q_and_of_a_shrunk_q():
+    """CAVI's q is exact for K = 1 with beta fixed: k-hat < 0.5; the same q with its
+    covariance shrunk 4x (sds halved) has heavy-tailed ratios: k-hat > 0.7."""
+    exact = k1_fit(6)
+    assert D.psis_khat(exact, draws=4000) < 0.5
+    shrunk = dataclasses.replace(
+        exact, posterior=dataclasses.replace(exact.posterior, cov=exact.cov / 4)
+    )
+    for seed in range(3):
+        assert D.psis_khat(shrunk, draws=4000, seed=seed) > 0.7
+
+
+@pytest.mark.slow
+def test_nuts_on_two_circles_aligns_saves_and_reads_back(tmp_path):
+    """Two experts: the draws sit on CAVI's experts (means within 3 sd), permuting the
+    result permutes its draws, and save/load keeps them."""
+    data = synthetic_2(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)  # 2 x 60 draws
+        result = pyro_moe.fit_circles(
+            data.xy, experts=2, method="nuts", chains=2, warmup=60, max_iter=60
+        )
+    cavi = pyro_moe.fit_circles(data.xy, experts=2)
+    sd = result.cov.diagonal(dim1=-2, dim2=-1).sqrt()
+    assert torch.all((result.mean - cavi.mean).abs() < 3 * sd)
+    assert torch.equal(result.noise_precision, cavi.noise_precision)  # fixed at CAVI's
+    assert result.draws.pi.shape == (2, 60, 2)
+    swapped = result.permuted([1, 0])
+    assert torch.equal(swapped.draws.w[:, :, 0], result.draws.w[:, :, 1])
+    assert torch.equal(swapped.draws.pi[..., 0], result.draws.pi[..., 1])
+    back = FitResult.load(result.save(tmp_path / "nuts.npz"))
+    assert torch.equal(back.draws.w, result.draws.w)
+    assert back.draws.info["marginalize"] == "sum"
+    idata = D.to_inference_data(back)
+    assert set(idata.posterior["r"].dims) == {"chain", "draw", "expert"}
+    assert isinstance(D.loo(idata), az.ELPDData)

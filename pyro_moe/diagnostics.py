@@ -184,14 +184,17 @@ def _mcmc(result: FitResult) -> tuple[dict[str, np.ndarray], np.ndarray, dict[st
     pi = None if d.pi is None else _np(d.pi).astype(float)
     if pi is not None:
         out["pi"] = pi
+    b0 = _np(result.noise_precision).astype(float)  # () or (K,): one per expert
     beta = (
-        np.full((C, S), float(result.noise_precision))
+        np.broadcast_to(b0, (C, S, *b0.shape)).copy()
         if d.beta is None
         else _np(d.beta).astype(float)
     )
     out["beta"] = beta
     flat_pi = None if pi is None else pi.reshape(C * S, -1)
-    log_lik = _log_lik(result, w.reshape(C * S, *w.shape[2:]), flat_pi, beta.reshape(-1))
+    log_lik = _log_lik(
+        result, w.reshape(C * S, *w.shape[2:]), flat_pi, beta.reshape(C * S, *beta.shape[2:])
+    )
     stats = {
         "diverging": _np(d.diverging).astype(bool),
         "tree_depth": _np(d.tree_depth).astype(int),

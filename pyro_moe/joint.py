@@ -76,8 +76,9 @@ def fixed_config(model: Model, result: FitResult) -> Config:
         noise_expert=result.noise_expert,
         learn="none",
         maps=hyper.maps,
+        per_expert_noise=hyper.noise_precision.dim() == 1,
+        noise_range=hyper.noise_bounds,
     )
-    cfg.noise_bounds = hyper.noise_bounds
     if cfg.gate is not None:
         cfg.gate = copy.deepcopy(result.gate_network())
         for p in cfg.gate.parameters():
@@ -186,8 +187,9 @@ class LogJoint:
     def _parts(self, theta: Mapping[str, torch.Tensor]):
         w = theta["w"]
         beta = theta.get("noise_precision")
-        if beta is None:
-            beta = self.config.noise_precision.expand(w.shape[0])
+        if beta is None:  # (S,) shared, or (S, K) with one noise precision per expert
+            fixed = self.config.noise_precision
+            beta = fixed.expand(w.shape[0], *fixed.shape)
         if "pi" in theta:
             log_g = torch.log(theta["pi"]).unsqueeze(-2)  # (S, 1, C)
         else:

@@ -276,3 +276,40 @@ def test_fit_curves_of_a_circle_and_an_ellipse():
     assert e.kind == "ellipse"
     assert e.center == pytest.approx((110.0, 80.0), abs=0.5)
     assert e.semi_axes == pytest.approx((15.0, 12.0), abs=0.5)
+
+
+# ---- the noise expert over the points' box, one noise precision per curve ------------------
+@pytest.mark.parametrize("radius", [40.0, 20.0])
+def test_a_clean_circle_is_never_called_outliers(radius):
+    """Regression: with the noise expert uniform over the *observed* range of
+    t = x^2 + y^2 (tiny on a clean ring) a one-pixel circle of r = 40 came back as r = 1.2
+    with every point an outlier."""
+    img, _ = circle_image([(60.0, 60.0)], [radius], shape=(120, 120))
+    r = pyro_moe.fit_circles(img, experts=1, noise_expert=True)
+    (c,) = r.circles()
+    assert abs(c.r - radius) < 0.5 and abs(c.x0 - 60) < 0.5 and abs(c.y0 - 60) < 0.5
+    assert float(r.outliers.double().mean()) == 0.0
+
+
+def test_target_range_covers_the_box_and_every_target():
+    from pyro_moe.curve_fitting import target_range
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-1.0, 2.0, size=(50, 2))
+    lo, hi = target_range(pts, "xx", {"yy": 1.0})
+    t = (pts**2).sum(1)
+    assert lo <= t.min() and hi >= t.max()
+    box = np.array([[pts[:, 0].max(), pts[:, 1].max()]])
+    assert hi == pytest.approx(float((box**2).sum()), rel=1e-12)  # the box's far corner
+    assert lo == pytest.approx(0.0, abs=2e-4)  # the box holds the origin: min on the grid
+
+
+def test_curves_have_one_noise_precision_each_by_default():
+    img, _ = circle_image([(60.0, 60.0)] * 2, [15.0, 45.0], shape=(120, 120))
+    r = pyro_moe.fit_circles(img, experts=2)
+    assert r.noise_precision.shape == (2,)
+    big, small = (0, 1) if r.circles()[0].r > r.circles()[1].r else (1, 0)
+    # the t-noise of a ring grows like its radius: the small ring is the more precise
+    assert float(r.noise_precision[small]) > float(r.noise_precision[big])
+    shared = pyro_moe.fit_circles(img, experts=2, per_expert_noise=False)
+    assert shared.noise_precision.shape == ()

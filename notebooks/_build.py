@@ -585,7 +585,7 @@ for method, options in [
     seconds[method] = time.perf_counter() - t0
 nuts = fits["nuts"]
 fits = {m: r.aligned_to(nuts) for m, r in fits.items()}
-print(nuts.draws.info["hyper"], "| beta =", float(nuts.noise_precision))
+print(nuts.draws.info["hyper"], "| beta_k =", nuts.noise_precision.numpy().round(1).tolist())
 """),
     md("The posterior of each circle's radius: q of CAVI and SVI beside NUTS's draws."),
     code("""

@@ -178,7 +178,8 @@ def natural_run(
     held, passes, groups, m = None, 0, None, N
     if not full:  # a fixed evaluation subsample in G groups, for the stop rule
         m = min(N, max(4 * B, 1024))
-        sub = torch.randperm(N, generator=torch.Generator(device="cpu").manual_seed(seed + 1))
+        gen_sub = torch.Generator(device="cpu").manual_seed(seed + 1)
+        sub = torch.randperm(N, generator=gen_sub, device="cpu")
         groups = list(sub[:m].to(X.device).tensor_split(min(16, m)))
     t0 = time.perf_counter()
     for step in range(1, options.max_iter + 1):

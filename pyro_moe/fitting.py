@@ -169,7 +169,7 @@ def fit(
         noise_range=noise_range,
     )
     result = engine(model, X, y, config, options).fit()
-    if search and result.experts > 1:
+    if search and result.experts > 1 and engine.variational:
         result = _search(engine, model, X, y, config, options, result)
     result.geometry = geometry
     return result

@@ -137,6 +137,8 @@ class Engine:
     aliases: ClassVar[Mapping[str, str]] = {}
     #: what one iteration is, for messages ("iterations", "steps")
     unit: ClassVar[str] = "iterations"
+    #: its objective is an ELBO whose fixed points the search can compare (not so for MCMC)
+    variational: ClassVar[bool] = True
 
     @classmethod
     def options(cls, given: Mapping[str, Any]) -> Options:

@@ -103,6 +103,7 @@ class NUTS(Engine):
     name = "nuts"
     declared = OPTIONS
     unit = "draws"
+    variational = False  # the search over fixed points is for the variational engines
 
     def show_progress(self) -> bool:
         return sys.stderr.isatty()

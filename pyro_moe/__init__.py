@@ -16,6 +16,7 @@ from .errors import (
     InputError,
     ModelFileError,
     NonConjugateError,
+    NumericalError,
     PyroMoeError,
 )
 from .fitting import fit
@@ -36,6 +37,7 @@ __all__ = [
     "Model",
     "ModelFileError",
     "NonConjugateError",
+    "NumericalError",
     "Prediction",
     "PyroMoeError",
     "Selection",

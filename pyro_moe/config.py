@@ -193,7 +193,14 @@ def learn_set(learn: str | Iterable[str] | None) -> frozenset[str]:
         return frozenset()
     if isinstance(learn, str):
         learn = [s.strip() for s in learn.split(",") if s.strip()]
-    return frozenset(learn)
+    allowed = f"'all', 'none' or names among {', '.join(LEARNABLE)}"
+    if not isinstance(learn, Iterable) or not all(isinstance(s, str) for s in learn):
+        raise InputError(f"learn={learn!r} is not allowed: learn must be {allowed}")
+    learn = frozenset(learn)
+    unknown = sorted(learn - set(LEARNABLE))
+    if unknown:
+        raise InputError(f"learn: cannot learn {unknown}; learn must be {allowed}")
+    return learn
 
 
 def _check_shape(name: str, value: torch.Tensor, shape: tuple[int, ...]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .checks import check_count
 from .config import Config, learn_set
 from .errors import InputError, ModelFileError
 
@@ -95,6 +96,7 @@ class Model:
         noise_expert: bool | None = None,
         seed: int = 0,
         maps: torch.Tensor | None = None,
+        weight_scale: torch.Tensor | None = None,
     ) -> Config:
         """Build the :class:`Config` of a fit; ``None`` arguments take the file's defaults.
 
@@ -106,6 +108,10 @@ class Model:
 
         ``maps`` (K, n + 1, d): each expert's own features and target
         (:mod:`pyro_moe.experts`); the weights then have the padded length n.
+
+        ``weight_scale`` s (n,): the unit of each weight (:func:`pyro_moe.fitting.weight_scale`).
+        The defaults are then in those units: A_k = diag(s)^2 and the file's Xi becomes
+        diag(s) Xi diag(s); values given here are used as they are (data units).
         """
         K, n = int(experts), X.shape[1]
         dt = dict(dtype=X.dtype, device=X.device)
@@ -118,12 +124,17 @@ class Model:
         mean = torch.zeros(K, n, **dt) if prior_mean is None else _as(prior_mean, dt)
         if mean.dim() == 1:
             mean = mean.expand(K, n)
-        cov = _as_cov(1.0 if prior_cov is None else prior_cov, n, dt)
+        if prior_cov is None and weight_scale is not None:
+            cov = torch.diag(_as(weight_scale, dt).square())
+        else:
+            cov = _as_cov(1.0 if prior_cov is None else prior_cov, n, dt)
         if cov.dim() == 2:
             cov = cov.expand(K, n, n)
         if noise_precision is None:
-            var = float(y.var()) if y.numel() > 1 else 1.0
-            noise_precision = 1.0 / var if var > 0 else 1.0
+            var = float(y.var()) if y.numel() > 1 else 0.0
+            if not var > 0:  # constant targets: their own square as the scale, else 1
+                var = float(y.square().mean()) or 1.0
+            noise_precision = 1.0 / var
         noise = s.get("noise_expert", False) if noise_expert is None else noise_expert
         bounds = noise_bounds(y) if noise else None
         C = K + int(noise)
@@ -135,11 +146,17 @@ class Model:
             xi = _as_cov(
                 s["regularization_cov"] if regularization_cov is None else regularization_cov, n, dt
             )
+            if regularization_cov is None and weight_scale is not None:
+                d = _as(weight_scale, dt)
+                xi = d.unsqueeze(-1) * xi * d
         elif regularization_cov is not None:
             raise InputError(f"model {self.name!r} has no prior regularization (no Xi to set)")
         gate = hidden = None
+        if gate_hidden is not None and not self.gated:
+            raise InputError(f"gate_hidden: model {self.name!r} has no gate network")
         if self.gated:
-            hidden = int(s.get("gate_hidden", 8) if gate_hidden is None else gate_hidden)
+            hidden = s.get("gate_hidden", 8) if gate_hidden is None else gate_hidden
+            hidden = check_count("gate_hidden", hidden, 1, 10**6)
             # built on the CPU from the CPU generator, then moved: the same seed gives the
             # same gate on every device
             with torch.random.fork_rng(devices=[]), torch.device("cpu"):
@@ -148,6 +165,12 @@ class Model:
             gate = gate.to(**dt)
         learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:
+            if learn not in (None, "all") and "gate" in learned:
+                raise InputError(
+                    f"learn={learn!r}: model {self.name!r} has no gate (it is a mixture of "
+                    "models, not of experts); learn one of prior_mean, prior_cov, "
+                    "noise_precision"
+                )
             learned = learned - {"gate"}
         return Config(
             experts=K,

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import Config
-from ..errors import ConvergenceWarning
+from ..errors import ConvergenceWarning, NumericalError
 from ..model_file import Model
 from ..result import FitResult, History, Hyperparameters, Posterior
 from .options import Option, Options, resolve
@@ -169,7 +169,22 @@ class Engine:
 
     # ---- the template --------------------------------------------------------------
     def fit(self) -> FitResult:
-        """Restarts from the schedule, the best final objective kept, one result."""
+        """Restarts from the schedule, the best final objective kept, one result.
+
+        A numerical breakdown inside an engine (a failed Cholesky factorisation, a
+        floating-point error) is one :class:`~pyro_moe.errors.NumericalError`.
+        """
+        try:
+            return self._fit()
+        except (torch.linalg.LinAlgError, FloatingPointError, OverflowError) as e:
+            raise NumericalError(
+                f"{self.name.upper()} broke down numerically ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); the data may be degenerate "
+                "(duplicated or collinear rows, a column of extreme values): check X and y, "
+                "or fit fewer experts"
+            ) from e
+
+    def _fit(self) -> FitResult:
         self.prepare()
         self.check()
         opts = self.options

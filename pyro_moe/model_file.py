@@ -21,7 +21,7 @@ import torch
 
 from .checks import check_count
 from .config import Config, learn_set
-from .errors import InputError, ModelFileError
+from .errors import InputError, ModelFileError, PyroMoeError
 
 
 def _models_dir() -> Path:
@@ -161,7 +161,12 @@ class Model:
             # same gate on every device
             with torch.random.fork_rng(devices=[]), torch.device("cpu"):
                 torch.manual_seed(seed)
-                gate = self.module.make_gate(X.shape[1], K, hidden)
+                try:
+                    gate = self.module.make_gate(X.shape[1], K, hidden)
+                except Exception as e:
+                    raise model_file_error(self, e, "in make_gate") or ModelFileError(
+                        f"make_gate of model file {self.path} failed: {type(e).__name__}: {e}"
+                    ) from e
             gate = gate.to(**dt)
         learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:
@@ -233,10 +238,10 @@ def load_model(name_or_path: str | Path | Model) -> Model:
         spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ModelFileError(f"syntax error in model file {path}, line {e.lineno}: {e.msg}") from e
-    except Exception as e:
-        where = traceback.extract_tb(e.__traceback__)[-1]
+    except (Exception, SystemExit) as e:  # a file that calls sys.exit() at import, too
+        line = _line_in(path, e) or traceback.extract_tb(e.__traceback__)[-1].lineno
         raise ModelFileError(
-            f"model file {path} failed to import (line {where.lineno}): {type(e).__name__}: {e}"
+            f"model file {path} failed to import (line {line}): {type(e).__name__}: {e}"
         ) from e
     sys.modules[module_name] = module
     for required in ("model", "guide"):
@@ -244,6 +249,31 @@ def load_model(name_or_path: str | Path | Model) -> Model:
             raise ModelFileError(f"model file {path} does not define a function {required}()")
     settings = dict(getattr(module, "SETTINGS", {}))
     return Model(name=name, path=path, module=module, settings=settings)
+
+
+def _line_in(path: Path, exc: BaseException) -> int | None:
+    """The line of the innermost frame of ``exc``'s traceback that is in file ``path``."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename and Path(frame.filename).resolve() == path:
+            line = frame.lineno
+    return line
+
+
+def model_file_error(model: Model, exc: BaseException, when: str) -> ModelFileError | None:
+    """A :class:`ModelFileError` naming the file and line when ``exc`` was raised inside
+    ``model``'s file (its model, guide, gate, at any depth), else None. pyro_moe's own
+    errors are left as they are (None). ``when``: what was running ("under SVI", ...)."""
+    if isinstance(exc, PyroMoeError):
+        return None
+    line = _line_in(model.path, exc)
+    if line is None:
+        return None
+    text = " ".join(str(exc).split("Trace Shapes:")[0].split())  # Pyro appends its trace
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return ModelFileError(
+        f"model file {model.path}, line {line}: {type(exc).__name__} {when}: {text}"
+    )
 
 
 def _as(value, dt) -> torch.Tensor:

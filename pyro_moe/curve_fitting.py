@@ -29,7 +29,6 @@ from .shapes.geometry import Geometry, monomials, target_name
 from .shapes.image import image_to_points
 from .shapes.points import PointSet, Standardization, validate_points
 
-
 #: The least height and width of an image given as an array (see :func:`as_points`).
 MIN_IMAGE_SIDE = 4
 

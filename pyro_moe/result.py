@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .config import log_gate
 from .checks import as_array
+from .config import log_gate
 from .errors import InputError, ModelFileError
 from .files import atomic_write
 from .likelihood import expert_predictive

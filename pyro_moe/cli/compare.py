@@ -15,9 +15,9 @@ from .options import (
     columns_arg,
     experts_arg,
     max_points_arg,
-    nonnegative_int,
     positive_int,
     resolve_experts,
+    seed_arg,
 )
 from .render import emit_json
 
@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--restarts", type=positive_int, default=1, metavar="N", help="restarts of each method"
     )
-    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="random seed")
+    p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help="random seed")
     add_json_option(p, "print the table as JSON")
     add_plot_option(
         p, "write the objective-vs-time figure and the fitted curves (default: no plot)"
@@ -96,10 +96,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
         fig = comparison.plot()
         try:
-            with StagedOutputs() as outputs:
+            with StagedOutputs() as own:
+                outputs = own if ctx.outputs is None else ctx.outputs  # committed by main
                 try:
                     fig.savefig(outputs.stage(args.plot), format="png", dpi=120)
-                    outputs.commit()
+                    if ctx.outputs is None:
+                        outputs.commit()
                 except OSError as e:
                     raise RunError(f"cannot write the plot: {e}") from e
         finally:

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         X = np.column_stack([X, np.ones(len(y))])
         names = [*names, INTERCEPT]
     result = pyro_moe.fit(model, X, y, experts=experts, **fit_options(args))
-    write_outputs(result, save=args.save, plot=None)
+    write_outputs(result, save=args.save, plot=None, staged=ctx.outputs)
     mean = result.mean.detach().cpu().numpy()
     sd = np.sqrt(np.diagonal(result.cov.detach().cpu().numpy(), axis1=-2, axis2=-1))
     share = result.weights.detach().cpu().numpy()

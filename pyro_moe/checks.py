@@ -96,7 +96,7 @@ def as_array(
                 ) from None
         if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
             raise InputError(f"{name} must be a numeric array, got dtype {a.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(a))
+        t = torch.from_numpy(a if a.flags.c_contiguous and a.flags.writeable else a.copy())
     if t.is_complex():
         raise InputError(
             f"{name} is complex: pyro_moe fits real data; pass the real part (or the "

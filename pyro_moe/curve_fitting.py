@@ -57,7 +57,12 @@ def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_o
     elif isinstance(source, str | Path):
         ps = image_to_points(source, max_points=max_points, seed=seed, **image_options)
     else:
-        arr = np.asarray(source)
+        try:
+            arr = np.asarray(source)
+        except (TypeError, ValueError) as e:
+            raise InputError(
+                f"points or image must be an array, a path or a PointSet: {e}"
+            ) from None
         if arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype != bool:
             xy = validate_points(arr)
             if max_points is not None and len(xy) > max_points:

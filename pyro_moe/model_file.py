@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .checks import check_count
+from .checks import as_array, check_count
 from .config import Config, learn_set
 from .errors import InputError, ModelFileError, PyroMoeError
 
@@ -118,16 +118,18 @@ class Model:
         if maps is not None:
             from .experts import check_maps
 
-            maps = check_maps(_as(maps, dt), K, X.shape[1])
+            maps = check_maps(_as(maps, dt, "maps"), K, X.shape[1])
             n = maps.shape[1] - 1
         s = self.settings
-        mean = torch.zeros(K, n, **dt) if prior_mean is None else _as(prior_mean, dt)
+        mean = torch.zeros(K, n, **dt) if prior_mean is None else _as(prior_mean, dt, "prior_mean")
         if mean.dim() == 1:
+            if mean.shape[0] != n:
+                raise InputError(f"prior_mean must have {n} entries (or shape ({K}, {n}))")
             mean = mean.expand(K, n)
         if prior_cov is None and weight_scale is not None:
             cov = torch.diag(_as(weight_scale, dt).square())
         else:
-            cov = _as_cov(1.0 if prior_cov is None else prior_cov, n, dt)
+            cov = _as_cov(1.0 if prior_cov is None else prior_cov, n, dt, "prior_cov")
         if cov.dim() == 2:
             cov = cov.expand(K, n, n)
         if noise_precision is None:
@@ -135,16 +137,21 @@ class Model:
             if not var > 0:  # constant targets: their own square as the scale, else 1
                 var = float(y.square().mean()) or 1.0
             noise_precision = 1.0 / var
+        if noise_expert is not None and not isinstance(noise_expert, bool):
+            raise InputError(f"noise_expert={noise_expert!r} is not allowed: True, False or None")
         noise = s.get("noise_expert", False) if noise_expert is None else noise_expert
         bounds = noise_bounds(y) if noise else None
         C = K + int(noise)
         mu = s.get("concentration", 1.0) if concentration is None else concentration
-        mu = _as(mu, dt)
+        mu = _as(mu, dt, "concentration")
         mu = mu.expand(C) if mu.dim() == 0 else mu
         xi = None
         if self.regularized:
             xi = _as_cov(
-                s["regularization_cov"] if regularization_cov is None else regularization_cov, n, dt
+                s["regularization_cov"] if regularization_cov is None else regularization_cov,
+                n,
+                dt,
+                "regularization_cov",
             )
             if regularization_cov is None and weight_scale is not None:
                 d = _as(weight_scale, dt)
@@ -170,7 +177,9 @@ class Model:
             gate = gate.to(**dt)
         learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:
-            if learn not in (None, "all") and "gate" in learned:
+            if not (learn is None or (isinstance(learn, str) and learn == "all")) and (
+                "gate" in learned
+            ):
                 raise InputError(
                     f"learn={learn!r}: model {self.name!r} has no gate (it is a mixture of "
                     "models, not of experts); learn one of prior_mean, prior_cov, "
@@ -182,7 +191,7 @@ class Model:
             features=n,
             prior_mean=mean.clone(),
             prior_cov=cov.clone(),
-            noise_precision=_as(noise_precision, dt).reshape(()),
+            noise_precision=_scalar(noise_precision, dt, "noise_precision"),
             concentration=mu.clone(),
             regularization_cov=xi,
             gate=gate,
@@ -276,15 +285,28 @@ def model_file_error(model: Model, exc: BaseException, when: str) -> ModelFileEr
     )
 
 
-def _as(value, dt) -> torch.Tensor:
-    return torch.as_tensor(value, **dt) if not torch.is_tensor(value) else value.to(**dt)
+def _as(value, dt, name: str = "value") -> torch.Tensor:
+    """A hyperparameter value as a real tensor of the fit's dtype and device (one
+    InputError naming it otherwise: :func:`pyro_moe.checks.as_array`)."""
+    if torch.is_tensor(value) and not value.requires_grad and not value.is_complex():
+        return value.to(**dt)
+    return as_array(name, value, **dt, finite=False)  # Config says which values are finite
 
 
-def _as_cov(value, n: int, dt) -> torch.Tensor:
+def _scalar(value, dt, name: str) -> torch.Tensor:
+    t = _as(value, dt, name)
+    if t.numel() != 1:
+        raise InputError(f"{name} must be a positive number, got shape {tuple(t.shape)}")
+    return t.reshape(())
+
+
+def _as_cov(value, n: int, dt, name: str = "covariance") -> torch.Tensor:
     """A scalar → c I, a vector → diag, a matrix (or stack of matrices) as is."""
-    t = _as(value, dt)
+    t = _as(value, dt, name)
     if t.dim() == 0:
         return t * torch.eye(n, **dt)
     if t.dim() == 1:
+        if t.shape[0] != n:
+            raise InputError(f"{name} as a vector must have {n} entries, got {t.shape[0]}")
         return torch.diag(t)
     return t

@@ -173,6 +173,8 @@ def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
         proc.join(timeout=1.0)
         if proc.is_alive():
             proc.kill()
+            proc.join(timeout=1.0)
+    pool.shutdown(wait=True)  # the workers are gone: this returns at once
 
 
 def default_workers() -> int:

@@ -29,6 +29,13 @@ def _popen(*argv: object, cwd: Path, **kw) -> subprocess.Popen:
     )
 
 
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -128,6 +135,8 @@ def test_ctrl_c_stops_reproduce_and_its_workers_within_two_seconds(tmp_path):
     children = subprocess.run(
         ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
     ).stdout.split()
+    workers = [pid for pid in children if "spawn_main" in _cmdline(pid)]
+    assert workers, "no worker processes to check"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
     t0 = time.perf_counter()
     code = proc.wait(timeout=30)
@@ -140,5 +149,5 @@ def test_ctrl_c_stops_reproduce_and_its_workers_within_two_seconds(tmp_path):
     assert "Traceback" not in rest
     assert not out.exists()
     time.sleep(0.5)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    alive = [pid for pid in workers if "spawn_main" in _cmdline(pid)]
     assert not alive, f"worker processes still running: {alive}"

@@ -177,8 +177,10 @@ class Model:
             gate = gate.to(**dt)
         learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:
-            if not (learn is None or (isinstance(learn, str) and learn == "all")) and (
-                "gate" in learned
+            # learn naming only the gate, which this model lacks, is refused (a list naming
+            # it among others, e.g. one list for every model file, drops it: no gate here)
+            if learned == {"gate"} and not (
+                learn is None or (isinstance(learn, str) and learn == "all")
             ):
                 raise InputError(
                     f"learn={learn!r}: model {self.name!r} has no gate (it is a mixture of "

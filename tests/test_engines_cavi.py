@@ -25,8 +25,6 @@ FIXED_PRIORS = ["noise_precision", "gate"]  # A_k and w0_k held at the study's v
 
 def _fit(name, xy, learn, seed=0, **kw):
     X, t = circle_design(xy)
-    if name == "mixture_of_models" and isinstance(learn, list):
-        learn = [h for h in learn if h != "gate"]  # no gate to learn (refused, not dropped)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
         return pyro_moe.fit(

@@ -35,6 +35,7 @@ _HOMES = {
     "InputError": "errors",
     "ModelFileError": "errors",
     "NonConjugateError": "errors",
+    "NumericalError": "errors",
     "PyroMoeError": "errors",
     "fit": "fitting",
     "Model": "model_file",
@@ -61,6 +62,7 @@ __all__ = [
     "Model",
     "ModelFileError",
     "NonConjugateError",
+    "NumericalError",
     "Prediction",
     "PyroMoeError",
     "Selection",
@@ -90,6 +92,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never run
         InputError,
         ModelFileError,
         NonConjugateError,
+        NumericalError,
         PyroMoeError,
     )
     from .fitting import fit

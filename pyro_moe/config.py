@@ -198,13 +198,22 @@ class Config:
 
 def learn_set(learn: str | Iterable[str] | None) -> frozenset[str]:
     """Normalise a ``learn`` argument: None or "all" → everything, "none" → nothing."""
-    if learn is None or learn == "all":
+    if learn is None or (isinstance(learn, str) and learn == "all"):
         return frozenset(LEARNABLE)
-    if learn == "none":
+    if isinstance(learn, str) and learn == "none":
         return frozenset()
     if isinstance(learn, str):
         learn = [s.strip() for s in learn.split(",") if s.strip()]
-    return frozenset(learn)
+    allowed = f"'all', 'none' or names among {', '.join(LEARNABLE)}"
+    if not isinstance(learn, list | tuple | set | frozenset) or not all(
+        isinstance(s, str) for s in learn
+    ):
+        raise InputError(f"learn={learn!r} is not allowed: learn must be {allowed}")
+    learn = frozenset(learn)
+    unknown = sorted(learn - set(LEARNABLE))
+    if unknown:
+        raise InputError(f"learn: cannot learn {unknown}; learn must be {allowed}")
+    return learn
 
 
 def _check_shape(name: str, value: torch.Tensor, shape: tuple[int, ...]) -> None:

@@ -29,15 +29,40 @@ from .shapes.geometry import Geometry, monomials, target_name
 from .shapes.image import image_to_points
 from .shapes.points import PointSet, Standardization, validate_points
 
+#: The least height and width of an image given as an array (see :func:`as_points`).
+MIN_IMAGE_SIDE = 4
+
+
+def is_image_array(arr: np.ndarray) -> bool:
+    """The rule that tells an image array from anything else (points are (N, 2) and never
+    boolean): an image is (H, W) or (H, W, 1..4) with H, W >= :data:`MIN_IMAGE_SIDE`, of
+    booleans or integers, or of floats in [0, 1]. So an (N, 3) array is never an image."""
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and not 1 <= arr.shape[2] <= 4):
+        return False
+    if min(arr.shape[:2]) < MIN_IMAGE_SIDE:
+        return False
+    if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
+        return True
+    if np.issubdtype(arr.dtype, np.floating):
+        return bool(np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1)
+    return False
+
 
 def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_options) -> PointSet:
-    """A :class:`PointSet` from a PointSet, an (N, 2) array of (x, y), or an image (path/array)."""
+    """A :class:`PointSet` from a PointSet, an (N, 2) array of (x, y), or an image (a path, or
+    an array that :func:`is_image_array` calls an image); any other array is an InputError
+    (an (N, 3) array is neither: it is refused, not read as an image)."""
     if isinstance(source, PointSet):
         ps = source
     elif isinstance(source, str | Path):
         ps = image_to_points(source, max_points=max_points, seed=seed, **image_options)
     else:
-        arr = np.asarray(source)
+        try:
+            arr = np.asarray(source)
+        except (TypeError, ValueError) as e:
+            raise InputError(
+                f"points or image must be an array, a path or a PointSet: {e}"
+            ) from None
         if arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype != bool:
             xy = validate_points(arr)
             if max_points is not None and len(xy) > max_points:
@@ -46,8 +71,15 @@ def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_o
                 )
                 xy = xy[keep]
             ps = PointSet(xy, Standardization.fit(xy), None)
-        else:
+        elif is_image_array(arr):
             ps = image_to_points(arr, max_points=max_points, seed=seed, **image_options)
+        else:
+            raise InputError(
+                f"cannot read an array of shape {arr.shape} and dtype {arr.dtype} as points or "
+                "as an image: points are an (N, 2) array of (x, y); an image array is (H, W) "
+                f"or (H, W, channels) with H, W >= {MIN_IMAGE_SIDE}, of booleans, integers or "
+                "floats in [0, 1]"
+            )
     return ps
 
 

@@ -30,5 +30,12 @@ class NonConjugateError(PyroMoeError):
     """
 
 
+class NumericalError(PyroMoeError, ArithmeticError):
+    """A fit that broke down numerically (a factorisation that failed, a non-finite
+    objective) on data that passed the input checks: degenerate data (duplicated or
+    collinear rows, extreme values) or a bug. The message says which engine and what to try.
+    """
+
+
 class ConvergenceWarning(UserWarning):
     """The best run stopped at ``max_iter`` before meeting its tolerance."""

@@ -6,9 +6,9 @@ import dataclasses
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from .checks import as_array, check_count, check_device, check_magnitude
 from .engines import ENGINES, get_engine
 from .engines.base import find_stack_level
 from .errors import ConvergenceWarning, InputError
@@ -19,16 +19,11 @@ from .shapes.geometry import Geometry
 
 
 def as_data(X, y, *, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate and convert a design (N, n) and targets (N,) to tensors."""
-    try:
-        X = torch.as_tensor(
-            np.asarray(X) if not torch.is_tensor(X) else X, dtype=dtype, device=device
-        )
-        y = torch.as_tensor(
-            np.asarray(y) if not torch.is_tensor(y) else y, dtype=dtype, device=device
-        )
-    except (TypeError, ValueError) as e:
-        raise InputError(f"X and y must be numeric arrays: {e}") from e
+    """Validate and convert a design (N, n) and targets (N,) to real, finite tensors
+    (:func:`pyro_moe.checks.as_array`: complex, non-numeric, NaN/inf and values whose squares
+    overflow are refused; a tensor that requires grad is read detached)."""
+    X = as_array("X", X, dtype=dtype, device=device)
+    y = as_array("y", y, dtype=dtype, device=device)
     if X.dim() != 2:
         raise InputError(
             f"X must be a 2-d array (N points x n features), got shape {tuple(X.shape)}"
@@ -41,13 +36,27 @@ def as_data(X, y, *, dtype=torch.float64, device=None) -> tuple[torch.Tensor, to
         raise InputError(f"X has {X.shape[0]} rows but y has {y.shape[0]} entries")
     if X.shape[0] == 0:
         raise InputError("no data: X and y are empty")
-    for name, t in (("X", X), ("y", y)):
-        bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(-1)
-        if bad.any():
-            raise InputError(
-                f"{name} has NaN or inf in {int(bad.sum())} row(s), first at row {int(bad.nonzero()[0])}"
-            )
+    if X.shape[1] == 0:
+        raise InputError("X has no columns (features)")
+    check_magnitude("X", X)
+    check_magnitude("y", y)
     return X, y
+
+
+def weight_scale(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The data's unit of each weight: s_j = rms(y) / rms(x_j), shape (n,).
+
+    The default priors of :func:`fit` are in these units (A_k = diag(s)^2, Xi scaled by
+    diag(s) on both sides): the same as standardizing each column of X and y by its root
+    mean square, fitting with the file's defaults and mapping the weights back, so the fit
+    does not depend on the data's scale (X -> X c, y -> y d gives weights w d / c). A column
+    or a y that is all zero counts as scale 1. See "Units of the priors" in the README.
+    """
+    rms_x = X.square().mean(0).sqrt()
+    rms_y = y.square().mean().sqrt()
+    rms_x = torch.where(rms_x > 0, rms_x, torch.ones_like(rms_x))
+    rms_y = rms_y if float(rms_y) > 0 else torch.ones_like(rms_y)
+    return rms_y / rms_x
 
 
 def fit(
@@ -99,9 +108,12 @@ def fit(
         learn: hyperparameters to point-estimate ("all", "none", or names among
             prior_mean, prior_cov, noise_precision, gate); the rest stay fixed.
             Default: the model file's ``SETTINGS["learn"]``.
-        prior_mean: a hyperparameter's value (its initial value when learned); so are
-            ``prior_cov``, ``noise_precision``, ``concentration``, ``regularization_cov``
-            and ``gate_hidden``.
+        prior_mean: a hyperparameter's value (its initial value when learned), in the data's
+            units; so are ``prior_cov``, ``noise_precision``, ``concentration``,
+            ``regularization_cov`` and ``gate_hidden``. The defaults are in the data's own
+            units (:func:`weight_scale`): A_k = diag(rms(y) / rms(x_j))^2 and beta = 1 / Var(y),
+            so scaling X or y does not change the fit (curve fits, whose data are
+            standardized already, keep A_k = I).
         noise_expert: add a uniform background component over the observed target range
             (outliers; default: the model file's ``SETTINGS["noise_expert"]``). The result's
             responsibilities then have K + 1 columns, the noise expert last.
@@ -144,11 +156,11 @@ def fit(
             **engine_options,
         }
     )
+    device = check_device(device)
     model = load_model(model)
     X, y = as_data(X, y, device=device)
     N = X.shape[0]
-    if not isinstance(experts, int | np.integer) or isinstance(experts, bool) or experts < 1:
-        raise InputError(f"experts must be an integer >= 1, got {experts!r}")
+    experts = check_count("experts", experts, 1)
     if experts > N:
         raise InputError(f"experts = {experts} is more than the number of points ({N})")
     config = model.config(
@@ -167,6 +179,7 @@ def fit(
         maps=maps,
         per_expert_noise=per_expert_noise,
         noise_range=noise_range,
+        weight_scale=weight_scale(X, y) if maps is None and geometry is None else None,
     )
     result = engine(model, X, y, config, options).fit()
     if search and result.experts > 1 and engine.variational:

@@ -23,8 +23,9 @@ from .catalog import MODELS_DIR
 from .catalog import (
     builtin_models as builtin_models,  # re-exported: pyro_moe.model_file.builtin_models
 )
+from .checks import as_array, check_count
 from .config import Config, learn_set
-from .errors import InputError, ModelFileError
+from .errors import InputError, ModelFileError, PyroMoeError
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Model:
         maps: torch.Tensor | None = None,
         noise_range=None,
         per_expert_noise: bool | None = None,
+        weight_scale: torch.Tensor | None = None,
     ) -> Config:
         """Build the :class:`Config` of a fit; ``None`` arguments take the file's defaults.
 
@@ -98,35 +100,46 @@ class Model:
         (default: the observed range, :func:`noise_bounds`; the curve functions pass the
         range of the target over the points' bounding box, see
         :func:`pyro_moe.curve_fitting.target_range`).
+
+        ``weight_scale`` s (n,): the unit of each weight (:func:`pyro_moe.fitting.weight_scale`).
+        The defaults are then in those units: A_k = diag(s)^2 and the file's Xi becomes
+        diag(s) Xi diag(s); values given here are used as they are (data units).
         """
         K, n = int(experts), X.shape[1]
         dt = dict(dtype=X.dtype, device=X.device)
         if maps is not None:
             from .experts import check_maps
 
-            maps = check_maps(_as(maps, dt), K, X.shape[1])
+            maps = check_maps(_as(maps, dt, "maps"), K, X.shape[1])
             n = maps.shape[1] - 1
         s = self.settings
-        mean = torch.zeros(K, n, **dt) if prior_mean is None else _as(prior_mean, dt)
+        mean = torch.zeros(K, n, **dt) if prior_mean is None else _as(prior_mean, dt, "prior_mean")
         if mean.dim() == 1:
+            if mean.shape[0] != n:
+                raise InputError(f"prior_mean must have {n} entries (or shape ({K}, {n}))")
             mean = mean.expand(K, n)
-        cov = _as_cov(1.0 if prior_cov is None else prior_cov, n, dt)
+        if prior_cov is None and weight_scale is not None:
+            cov = torch.diag(_as(weight_scale, dt).square())
+        else:
+            cov = _as_cov(1.0 if prior_cov is None else prior_cov, n, dt, "prior_cov")
         if cov.dim() == 2:
             cov = cov.expand(K, n, n)
         if noise_precision is None:
-            var = float(y.var()) if y.numel() > 1 else 1.0
-            noise_precision = 1.0 / var if var > 0 else 1.0
+            var = float(y.var()) if y.numel() > 1 else 0.0
+            if not var > 0:  # constant targets: their own square as the scale, else 1
+                var = float(y.square().mean()) or 1.0
+            noise_precision = 1.0 / var
+        if noise_expert is not None and not isinstance(noise_expert, bool):
+            raise InputError(f"noise_expert={noise_expert!r} is not allowed: True, False or None")
         per_expert = (
             s.get("per_expert_noise", False) if per_expert_noise is None else per_expert_noise
         )
-        beta = _as(noise_precision, dt)
-        if per_expert and beta.dim() == 0:
-            beta = beta.expand(K).clone()
-        elif not per_expert and beta.dim() == 1:
-            raise InputError(
-                "one noise precision per expert needs per_expert_noise=True "
-                "(or SETTINGS['per_expert_noise'] in the model file)"
-            )
+        if per_expert and _as(noise_precision, dt, "noise_precision").numel() == K:
+            beta = _as(noise_precision, dt, "noise_precision").reshape(K)
+        else:
+            beta = _scalar(noise_precision, dt, "noise_precision")
+            if per_expert:
+                beta = beta.expand(K).clone()
         noise = s.get("noise_expert", False) if noise_expert is None else noise_expert
         bounds = None
         if noise:
@@ -141,26 +154,50 @@ class Model:
                 )
         C = K + int(noise)
         mu = s.get("concentration", 1.0) if concentration is None else concentration
-        mu = _as(mu, dt)
+        mu = _as(mu, dt, "concentration")
         mu = mu.expand(C) if mu.dim() == 0 else mu
         xi = None
         if self.regularized:
             xi = _as_cov(
-                s["regularization_cov"] if regularization_cov is None else regularization_cov, n, dt
+                s["regularization_cov"] if regularization_cov is None else regularization_cov,
+                n,
+                dt,
+                "regularization_cov",
             )
+            if regularization_cov is None and weight_scale is not None:
+                d = _as(weight_scale, dt)
+                xi = d.unsqueeze(-1) * xi * d
         elif regularization_cov is not None:
             raise InputError(f"model {self.name!r} has no prior regularization (no Xi to set)")
         gate = hidden = None
+        if gate_hidden is not None and not self.gated:
+            raise InputError(f"gate_hidden: model {self.name!r} has no gate network")
         if self.gated:
-            hidden = int(s.get("gate_hidden", 8) if gate_hidden is None else gate_hidden)
+            hidden = s.get("gate_hidden", 8) if gate_hidden is None else gate_hidden
+            hidden = check_count("gate_hidden", hidden, 1, 10**6)
             # built on the CPU from the CPU generator, then moved: the same seed gives the
             # same gate on every device
             with torch.random.fork_rng(devices=[]), torch.device("cpu"):
                 torch.manual_seed(seed)
-                gate = self.module.make_gate(X.shape[1], K, hidden)
+                try:
+                    gate = self.module.make_gate(X.shape[1], K, hidden)
+                except Exception as e:
+                    raise model_file_error(self, e, "in make_gate") or ModelFileError(
+                        f"make_gate of model file {self.path} failed: {type(e).__name__}: {e}"
+                    ) from e
             gate = gate.to(**dt)
         learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:
+            # learn naming only the gate, which this model lacks, is refused (a list naming
+            # it among others, e.g. one list for every model file, drops it: no gate here)
+            if learned == {"gate"} and not (
+                learn is None or (isinstance(learn, str) and learn == "all")
+            ):
+                raise InputError(
+                    f"learn={learn!r}: model {self.name!r} has no gate (it is a mixture of "
+                    "models, not of experts); learn one of prior_mean, prior_cov, "
+                    "noise_precision"
+                )
             learned = learned - {"gate"}
         return Config(
             experts=K,
@@ -223,10 +260,10 @@ def load_model(name_or_path: str | Path | Model) -> Model:
         spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ModelFileError(f"syntax error in model file {path}, line {e.lineno}: {e.msg}") from e
-    except Exception as e:
-        where = traceback.extract_tb(e.__traceback__)[-1]
+    except (Exception, SystemExit) as e:  # a file that calls sys.exit() at import, too
+        line = _line_in(path, e) or traceback.extract_tb(e.__traceback__)[-1].lineno
         raise ModelFileError(
-            f"model file {path} failed to import (line {where.lineno}): {type(e).__name__}: {e}"
+            f"model file {path} failed to import (line {line}): {type(e).__name__}: {e}"
         ) from e
     sys.modules[module_name] = module
     for required in ("model", "guide"):
@@ -236,15 +273,53 @@ def load_model(name_or_path: str | Path | Model) -> Model:
     return Model(name=name, path=path, module=module, settings=settings)
 
 
-def _as(value, dt) -> torch.Tensor:
-    return torch.as_tensor(value, **dt) if not torch.is_tensor(value) else value.to(**dt)
+def _line_in(path: Path, exc: BaseException) -> int | None:
+    """The line of the innermost frame of ``exc``'s traceback that is in file ``path``."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename and Path(frame.filename).resolve() == path:
+            line = frame.lineno
+    return line
 
 
-def _as_cov(value, n: int, dt) -> torch.Tensor:
+def model_file_error(model: Model, exc: BaseException, when: str) -> ModelFileError | None:
+    """A :class:`ModelFileError` naming the file and line when ``exc`` was raised inside
+    ``model``'s file (its model, guide, gate, at any depth), else None. pyro_moe's own
+    errors are left as they are (None). ``when``: what was running ("under SVI", ...)."""
+    if isinstance(exc, PyroMoeError):
+        return None
+    line = _line_in(model.path, exc)
+    if line is None:
+        return None
+    text = " ".join(str(exc).split("Trace Shapes:")[0].split())  # Pyro appends its trace
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return ModelFileError(
+        f"model file {model.path}, line {line}: {type(exc).__name__} {when}: {text}"
+    )
+
+
+def _as(value, dt, name: str = "value") -> torch.Tensor:
+    """A hyperparameter value as a real tensor of the fit's dtype and device (one
+    InputError naming it otherwise: :func:`pyro_moe.checks.as_array`)."""
+    if torch.is_tensor(value) and not value.requires_grad and not value.is_complex():
+        return value.to(**dt)
+    return as_array(name, value, **dt, finite=False)  # Config says which values are finite
+
+
+def _scalar(value, dt, name: str) -> torch.Tensor:
+    t = _as(value, dt, name)
+    if t.numel() != 1:
+        raise InputError(f"{name} must be a positive number, got shape {tuple(t.shape)}")
+    return t.reshape(())
+
+
+def _as_cov(value, n: int, dt, name: str = "covariance") -> torch.Tensor:
     """A scalar → c I, a vector → diag, a matrix (or stack of matrices) as is."""
-    t = _as(value, dt)
+    t = _as(value, dt, name)
     if t.dim() == 0:
         return t * torch.eye(n, **dt)
     if t.dim() == 1:
+        if t.shape[0] != n:
+            raise InputError(f"{name} as a vector must have {n} entries, got {t.shape[0]}")
         return torch.diag(t)
     return t

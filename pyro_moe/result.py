@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from .checks import as_array
 from .config import log_gate
 from .errors import InputError, ModelFileError
 from .files import atomic_write
@@ -452,8 +453,10 @@ class FitResult:
         return self._log_expert_weights(X).exp()
 
     def predict(self, X) -> Prediction:
-        """Posterior predictive mean and variance at the rows of X (a mixture over experts)."""
-        X = torch.as_tensor(X, dtype=self.X.dtype, device=self.X.device)
+        """Posterior predictive mean and variance at the rows of X (a mixture over experts).
+
+        X must be real and finite (:func:`pyro_moe.checks.as_array`), shape (N, n)."""
+        X = as_array("X", X, dtype=self.X.dtype, device=self.X.device)
         if X.dim() != 2 or X.shape[1] != self.X.shape[1]:
             raise InputError(f"X must have shape (N, {self.X.shape[1]}), got {tuple(X.shape)}")
         g = self.expert_weights(X)

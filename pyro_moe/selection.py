@@ -218,10 +218,19 @@ def select_experts(
         raise InputError(f"max_experts ({max_experts}) is less than min_experts ({min_experts})")
     if not margin >= 0:
         raise InputError(f"margin must be >= 0 nats, got {margin}")
+    try:
+        shape = tuple(X.shape) if torch.is_tensor(X) else np.shape(X)
+    except (TypeError, ValueError):  # ragged: fit() says what is wrong
+        shape = ()
     n_rows = len(y) if not torch.is_tensor(y) else int(y.shape[0])
-    max_experts = min(int(max_experts), n_rows)
+    # each expert needs as many points as it has weights: K <= N // n
+    per_expert = int(shape[1]) if len(shape) == 2 and shape[1] > 0 else 1
+    max_experts = min(int(max_experts), max(1, n_rows // per_expert))
     if max_experts < min_experts:
-        raise InputError(f"min_experts = {min_experts} is more than the number of points")
+        raise InputError(
+            f"min_experts = {min_experts} is more than {n_rows} points can determine "
+            f"({per_expert} weights per expert)"
+        )
     results: dict[int, FitResult] = {}
     table: list[dict[str, Any]] = []
     for K in range(int(min_experts), max_experts + 1):

@@ -96,7 +96,9 @@ def test_cavi_refuses_a_transformed_learned_hyperparameter(tmp_path):
     with pytest.raises(pyro_moe.NonConjugateError, match="prior_cov"):
         pyro_moe.fit(path, X, t, experts=2, learn="all")
     # held fixed, the edit is read from the model file and used as written
-    res = pyro_moe.fit(path, X, t, experts=2, learn="noise_precision", prior_mean=STUDY_PRIOR_MEAN)
+    res = pyro_moe.fit(
+        path, X, t, experts=2, learn="noise_precision", prior_mean=STUDY_PRIOR_MEAN, prior_cov=1.0
+    )
     np.testing.assert_allclose(res.prior_cov.numpy(), 10 * np.eye(3)[None].repeat(2, 0))
 
 

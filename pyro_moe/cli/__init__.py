@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import os
 import sys
 import traceback
 import warnings
@@ -44,6 +46,7 @@ from .base import (
     one_line,
 )
 from .options import Formatter, Parser, add_global_options
+from .render import without_timings
 
 __all__ = ["build_parser", "main"]
 
@@ -101,6 +104,15 @@ def _reported_warnings(debug: bool) -> Iterator[None]:
                         print(f"{PROG}: warning: {msg}", file=sys.stderr)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of a closed pipe
+    does not print "Exception ignored ... BrokenPipeError"."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pyro-moe`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     from pyro_moe.errors import ModelFileError, PyroMoeError
@@ -118,13 +130,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {message}", file=sys.stderr)
         return status
 
+    from pyro_moe.files import StagedOutputs
+
     try:
         if getattr(args, "threads", None) is not None:
             import torch
 
             torch.set_num_threads(args.threads)
-        with _reported_warnings(debug):
-            return args.handler(args, Context(out=sys.stdout))
+        # The command prints into a buffer and stages its files; the text is written out
+        # and the files committed only at the end, so a closed pipe or Ctrl-C leaves no
+        # file of a run that did not finish. A model file's prints go to stderr (stdout
+        # holds only the command's output, e.g. pure JSON with --json).
+        text = io.StringIO()
+        with StagedOutputs() as staged, _reported_warnings(debug):
+            with contextlib.redirect_stdout(sys.stderr):
+                status = args.handler(args, Context(out=text, outputs=staged))
+            printed = text.getvalue()
+            if getattr(args, "deterministic", False):
+                if not getattr(args, "json", False):
+                    raise UsageError("--deterministic goes with --json")
+                printed = without_timings(printed)
+            sys.stdout.write(printed)
+            sys.stdout.flush()
+            try:
+                staged.commit()
+            except OSError as e:
+                raise RunError(f"cannot write the output files: {e}") from e
+        return status
+    except BrokenPipeError:  # the reader went away (| head, | true): quietly done
+        _silence_stdout()
+        return EXIT_OK
     except UsageError as e:
         return fail(
             EXIT_USAGE, f"error: {one_line(str(e))} (see '{PROG} {args.command} --help')", e
@@ -134,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PyroMoeError, RunError) as e:
         return fail(EXIT_FAILED, f"error: {one_line(str(e))}", e)
     except KeyboardInterrupt as e:
-        return fail(EXIT_INTERRUPTED, "interrupted", e)
+        return fail(EXIT_INTERRUPTED, "interrupted (no output written)", e)
     except Exception as e:
         return fail(
             EXIT_FAILED,

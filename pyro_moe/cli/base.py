@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 from pyro_moe.errors import InputError
 
 if TYPE_CHECKING:
+    from pyro_moe.files import StagedOutputs
     from pyro_moe.model_file import Model
     from pyro_moe.result import FitResult
 
@@ -34,9 +35,12 @@ class RunError(Exception):
 
 @dataclass
 class Context:
-    """What a command needs besides its arguments: where to print."""
+    """What a command needs besides its arguments: where to print, and where to stage its
+    output files (``outputs``: committed by :func:`pyro_moe.cli.main` only once the printed
+    output has been delivered; None: :func:`write_outputs` commits at once)."""
 
     out: TextIO
+    outputs: StagedOutputs | None = None
 
 
 def one_line(text: str) -> str:
@@ -71,6 +75,7 @@ def write_outputs(
     save: Path | None,
     plot: Path | None,
     draw: Callable[[FitResult, Path], None] | None = None,
+    staged: StagedOutputs | None = None,
 ) -> None:
     """Write ``--plot`` and ``--save`` together (both or neither, :class:`pyro_moe.files.
     StagedOutputs`); an OSError on the way is a failed run and leaves no file."""
@@ -78,12 +83,14 @@ def write_outputs(
 
     if save is None and plot is None:
         return
-    with StagedOutputs() as outputs:
+    with StagedOutputs() as own:
+        outputs = own if staged is None else staged
         try:
             if plot is not None and draw is not None:
                 draw(result, outputs.stage(plot))
             if save is not None:
                 result.save(outputs.stage(save))
-            outputs.commit()
+            if staged is None:
+                outputs.commit()
         except OSError as e:
             raise RunError(f"cannot write the output files: {e}") from e

@@ -102,10 +102,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
         fig = comparison.plot()
         try:
-            with StagedOutputs() as outputs:
+            with StagedOutputs() as own:
+                outputs = own if ctx.outputs is None else ctx.outputs  # committed by main
                 try:
                     fig.savefig(outputs.stage(args.plot), format="png", dpi=120)
-                    outputs.commit()
+                    if ctx.outputs is None:
+                        outputs.commit()
                 except OSError as e:
                     raise RunError(f"cannot write the plot: {e}") from e
         finally:

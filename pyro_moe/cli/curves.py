@@ -118,7 +118,7 @@ def run_kind(args: argparse.Namespace, ctx: Context) -> int:
         result = fitter(str(args.image), experts=spec, **common)
     what = f"{result.experts} {args.design}s"
     draw = partial(plot_png, title=curve_plot_title(result, what))
-    write_outputs(result, save=args.save, plot=args.plot, draw=draw)
+    write_outputs(result, save=args.save, plot=args.plot, draw=draw, staged=ctx.outputs)
     render_curves(
         result,
         ctx.out,
@@ -149,7 +149,7 @@ def run_mixed(args: argparse.Namespace, ctx: Context) -> int:
         **fit_options(args),
     )
     draw = partial(plot_png, title=curve_plot_title(result, "+".join(args.experts)))
-    write_outputs(result, save=args.save, plot=args.plot, draw=draw)
+    write_outputs(result, save=args.save, plot=args.plot, draw=draw, staged=ctx.outputs)
     render_curves(
         result,
         ctx.out,

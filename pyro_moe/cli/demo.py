@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any
 
 from .base import EXIT_OK, Context, check_output_paths, write_outputs
-from .options import add_command, add_json_option, add_plot_option, nonnegative_int, positive_int
+from .options import add_command, add_json_option, add_plot_option, positive_int, seed_arg
 from .render import (
     circle_json,
     curve_plot_title,
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--restarts", type=positive_int, default=5, metavar="N", help="number of restarts"
     )
-    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="random seed")
+    p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help="random seed")
     add_json_option(p, "print one JSON object (default: table)")
     add_plot_option(p, "write a PNG (default: no plot)")
     p.set_defaults(handler=run)
@@ -62,7 +62,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     pairs = dict(match_circles(true, found))
     error = circle_error(true, found)
     title = curve_plot_title(result, f"{len(true)} circles")
-    write_outputs(result, save=None, plot=args.plot, draw=partial(plot_png, title=title))
+    write_outputs(
+        result, save=None, plot=args.plot, draw=partial(plot_png, title=title), staged=ctx.outputs
+    )
     if args.json:
         rows = []
         for i, t in enumerate(true):

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     result = pyro_moe.fit(
         model, X, y, experts=experts, noise_expert=args.noise_expert, **fit_options(args)
     )
-    write_outputs(result, save=args.save, plot=None)
+    write_outputs(result, save=args.save, plot=None, staged=ctx.outputs)
     mean = result.mean.detach().cpu().numpy()
     sd = np.sqrt(np.diagonal(result.cov.detach().cpu().numpy(), axis1=-2, axis2=-1))
     share = result.weights.detach().cpu().numpy()

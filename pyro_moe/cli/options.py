@@ -38,15 +38,16 @@ class Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------- argument types
 
 
-def int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``minimum``, else "must be <wording>, got ..."."""
+def int_at_least(minimum: int, wording: str, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum`` (and <= ``maximum``), else "must be
+    <wording>, got ..." (a usage error, exit status 2)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {wording}, got {text!r}") from None
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"must be {wording}, got {value}")
         return value
 
@@ -55,6 +56,16 @@ def int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
 
 positive_int = int_at_least(1, "a positive integer")
 nonnegative_int = int_at_least(0, "an integer >= 0")
+#: the largest --threads (torch takes a C int; no machine has more cores)
+MAX_THREADS = 4096
+threads_arg = int_at_least(1, f"an integer from 1 to {MAX_THREADS}", MAX_THREADS)
+
+
+def seed_arg(text: str) -> int:
+    """``--seed``: an integer in the range every engine accepts (restart i uses seed + i)."""
+    from pyro_moe.engines.options import SEED_MAX
+
+    return int_at_least(0, f"an integer from 0 to {SEED_MAX}", SEED_MAX)(text)
 
 
 def experts_arg(text: str) -> int | str:
@@ -155,7 +166,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=threads_arg,
         default=default,
         metavar="N",
         help="number of CPU threads for torch (torch.set_num_threads); "
@@ -219,7 +230,7 @@ def add_fit_options(
         + (" of each method" if both_methods else "")
         + "; the run with the best objective is kept",
     )
-    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="random seed")
+    p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help="random seed")
     p.add_argument(
         "--learn",
         type=learn_arg,
@@ -275,6 +286,12 @@ def add_fit_options(
 
 def add_json_option(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--json", action="store_true", help=help)
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="with --json: leave out the wall-clock timings (every 'seconds' and "
+        "'timings_s' field), so runs with the same seed print the same bytes (default: off)",
+    )
 
 
 def add_plot_option(p: argparse.ArgumentParser, help: str) -> None:
@@ -290,6 +307,13 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="M",
         help="use at most M foreground pixels, drawn at random with --seed (default: all)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=nonnegative_int,
+        default=None,
+        metavar="P",
+        help="refuse image files of more than P pixels (default: 100000000; 0: no limit)",
     )
     p.add_argument(
         "--threshold",
@@ -341,7 +365,10 @@ def add_curve_options(p: argparse.ArgumentParser, design: str) -> None:
 
 def image_options(args: argparse.Namespace) -> dict[str, Any]:
     """``image_options`` of the curve fitters from ``--threshold``, ``--invert``, ``--edges``."""
-    return {"threshold": args.threshold, "invert": args.invert, "edges": args.edges}
+    options = {"threshold": args.threshold, "invert": args.invert, "edges": args.edges}
+    if args.max_pixels is not None:
+        options["max_pixels"] = args.max_pixels or None
+    return options
 
 
 def fit_options(args: argparse.Namespace) -> dict[str, Any]:

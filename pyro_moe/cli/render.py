@@ -63,6 +63,24 @@ def emit_json(obj: dict[str, Any], out: TextIO) -> None:
     out.write(json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
+#: the JSON fields that hold wall-clock times (left out by ``--deterministic``)
+TIMING_KEYS = ("seconds", "timings_s")
+
+
+def without_timings(text: str) -> str:
+    """``--deterministic``: the JSON object(s) of ``text`` without :data:`TIMING_KEYS`,
+    re-printed as :func:`emit_json` prints them."""
+
+    def strip(o: Any) -> Any:
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in TIMING_KEYS}
+        if isinstance(o, list):
+            return [strip(v) for v in o]
+        return o
+
+    return json.dumps(strip(json.loads(text)), indent=2, allow_nan=False) + "\n"
+
+
 # --------------------------------------------------------------------------- fit summaries
 
 

@@ -48,10 +48,14 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run :func:`pyro_moe.study.reproduce`, progress on stderr; print the S table or JSON."""
+    from pyro_moe.errors import InputError
     from pyro_moe.study import main_table, reproduce
+    from pyro_moe.study.runner import check_out_dir
 
-    if not args.out.parent.is_dir():
-        raise UsageError(f"the folder of --out does not exist: {args.out.parent}")
+    try:
+        check_out_dir(args.out)  # before any fit (the eye image is read first too)
+    except InputError as e:
+        raise UsageError(str(e)) from e
 
     def progress(done: int, total: int, label: str) -> None:
         print(f"[{done}/{total}] {label}", file=sys.stderr, flush=True)

@@ -61,7 +61,8 @@ def initial_log_responsibilities(
         else:
             res2 = (torch.cat([X, y.unsqueeze(-1)], -1) @ U.residual_map(W, maps).T) ** 2
         # robust scale: the median of chi^2_1 is 0.455, so sigma^2 ~ median(res^2) / 0.455
-        beta0 = 0.455 / res2.min(-1).values.median().clamp_min(1e-12 * float(y.var()) + 1e-300)
+        var_y = float(y.var()) if y.numel() > 1 else 0.0  # (one point: no spread)
+        beta0 = 0.455 / res2.min(-1).values.median().clamp_min(1e-12 * var_y + 1e-300)
         flat = torch.zeros(X.shape[0], C, dtype=X.dtype, device=X.device)
         return U.responsibilities(flat, res2, torch.log(beta0), beta0, noise_log_density)
     if how == "random":

@@ -29,8 +29,8 @@ from torch.distributions import Independent
 
 from .. import likelihood
 from ..config import Config, gate_weights
-from ..errors import ModelFileError, NonConjugateError
-from ..model_file import Model
+from ..errors import ModelFileError, NonConjugateError, PyroMoeError
+from ..model_file import Model, model_file_error
 from . import updates as U
 
 
@@ -155,15 +155,17 @@ def _refuse(site: str, fn, why: str) -> NonConjugateError:
 
 
 def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -> Conjugate:
-    """Trace ``model.model`` on a few rows and check every site against the closed forms."""
-    rows = min(8, X.shape[0])
+    """Trace ``model.model`` on the data it will fit (every row: a model that fails on
+    some rows fails here) and check every site against the closed forms."""
     config = copy.deepcopy(config)  # pyro.module would rebind the gate's parameters
     with pyro.get_param_store().scope(), torch.no_grad():
         try:
-            trace = poutine.trace(model.model).get_trace(X[:rows], y[:rows], config)
+            trace = poutine.trace(model.model).get_trace(X, y, config)
         except Exception as e:  # a user's model file may fail anywhere
-            raise ModelFileError(
-                f"model {model.name!r} failed when run: {type(e).__name__}: {e}"
+            if isinstance(e, PyroMoeError):
+                raise
+            raise model_file_error(model, e, "under CAVI (tracing the model)") or ModelFileError(
+                f"model {model.name!r} ({model.path}) failed when run: {type(e).__name__}: {e}"
             ) from e
     sites = {
         n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)

@@ -335,7 +335,9 @@ def update_noise_precision(
     term constant in beta_k, so keeping ``previous`` is an exact maximiser too.
 
     The objective N/2 log beta - beta/2 sum r e is concave in beta, so the cap gives the
-    exact maximiser over (0, max_precision].
+    exact maximiser over (0, max_precision]. The sum of squared residuals is >= 0 exactly
+    but, summed from moments, can cancel to a tiny negative number on an exact fit: it is
+    floored at N / max_precision (the cap itself), so beta is never negative.
     """
     beta = (N / total_sq.clamp_min(1e-300)).clamp(max=max_precision)
     if previous is not None and beta.dim() == 1:
@@ -344,8 +346,11 @@ def update_noise_precision(
 
 
 def update_noise_gamma(total_sq: torch.Tensor, N, a0: torch.Tensor, b0: torch.Tensor):
-    """q(beta) = Gamma(a, b): a = a0 + N/2, b = b0 + 1/2 sum_ik r_ik e_ik (repo docs/derivation.md)."""
-    return a0 + 0.5 * N, b0 + 0.5 * total_sq
+    """q(beta) = Gamma(a, b): a = a0 + N/2, b = b0 + 1/2 sum_ik r_ik e_ik (repo docs/derivation.md).
+
+    The sum (>= 0, but computed from moments it can cancel below zero) is floored at 0.
+    """
+    return a0 + 0.5 * N, b0 + 0.5 * total_sq.clamp_min(0)
 
 
 def dirichlet_expected_log(alpha: torch.Tensor) -> torch.Tensor:

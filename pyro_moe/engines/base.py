@@ -28,8 +28,8 @@ import torch
 from tqdm import tqdm
 
 from ..config import Config
-from ..errors import ConvergenceWarning
-from ..model_file import Model
+from ..errors import ConvergenceWarning, NumericalError, PyroMoeError
+from ..model_file import Model, model_file_error
 from ..result import FitResult, History, Hyperparameters, Posterior
 from .options import Option, Options, resolve
 
@@ -171,7 +171,31 @@ class Engine:
 
     # ---- the template --------------------------------------------------------------
     def fit(self) -> FitResult:
-        """Restarts from the schedule, the best final objective kept, one result."""
+        """Restarts from the schedule, the best final objective kept, one result.
+
+        A numerical breakdown inside an engine (a failed Cholesky factorisation, a
+        floating-point error) is one :class:`~pyro_moe.errors.NumericalError`; any other
+        error raised inside the model file (its model, guide or gate, under any engine) is
+        a :class:`~pyro_moe.errors.ModelFileError` naming the file and line.
+        """
+        try:
+            return self._fit()
+        except PyroMoeError:
+            raise
+        except Exception as e:
+            wrapped = model_file_error(self.model, e, f"under {self.name.upper()}")
+            if wrapped is not None and not isinstance(e, torch.linalg.LinAlgError):
+                raise wrapped from e
+            if not isinstance(e, torch.linalg.LinAlgError | FloatingPointError | OverflowError):
+                raise
+            raise NumericalError(
+                f"{self.name.upper()} broke down numerically ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); the data may be degenerate "
+                "(duplicated or collinear rows, a column of extreme values): check X and y, "
+                "or fit fewer experts"
+            ) from e
+
+    def _fit(self) -> FitResult:
         self.prepare()
         self.check()
         opts = self.options

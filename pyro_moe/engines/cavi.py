@@ -26,6 +26,7 @@ from ..closed_form import updates as U
 from ..closed_form.init import initial_log_responsibilities
 from ..closed_form.sites import Conjugate, read_model
 from ..config import Config, gate_weights
+from ..errors import NumericalError
 from ..result import Hyperparameters, Posterior
 from .base import Engine, Progress, Run, fresh_gate
 from .gate import GATE_MAX_BACKOFF, GATE_WARM_START_N, GateFitter
@@ -127,7 +128,9 @@ def _run(
     w0, A = conj.prior_mean.clone(), conj.prior_cov.clone()
     xi = conj.regularization_cov
     mu = conj.concentration
-    var_y = float(y.var()) if N > 1 else 1.0
+    var_y = float(y.var()) if N > 1 else 0.0
+    if not var_y > 0:  # constant targets: the scale of y itself, else 1
+        var_y = float(y.square().mean()) or 1.0
     beta_max = options.noise_precision_max or 1e10 / max(var_y, 1e-300)
     latent_beta = conj.noise_prior is not None
     per_expert = config.per_expert_noise  # beta_k, one per expert: sums over k are not taken
@@ -244,8 +247,9 @@ def _run(
         if gate_prior is not None:
             F = F + gate_prior  # log p(V): MAP for the gate (docs/cavi_notes.md section 7)
         if not torch.isfinite(F):
-            raise FloatingPointError(
-                "CAVI produced a non-finite objective; please report this data set"
+            raise NumericalError(
+                "CAVI produced a non-finite objective; the data may be degenerate (duplicated "
+                "or collinear rows, extreme values); please report this data set"
             )
         run.record(F, elbo, time.perf_counter() - t0)
         progress.update(run.objective[-1])

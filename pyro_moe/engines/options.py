@@ -44,6 +44,8 @@ __all__ = [
 INITS = ("auto", "prior", "subsets", "random")
 #: Seeds are restart seeds seed, seed + 1, ...: numpy and torch accept [0, 2**32).
 SEED_MAX = 2**32 - 1 - 1000
+#: At most this many restarts (seed + i stays below 2**32; each restart is a full fit).
+MAX_RESTARTS = 1000
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class Option:
 #: The options every engine takes, with the same meaning everywhere.
 COMMON: Mapping[str, Option] = MappingProxyType(
     {
-        "n_init": Option(5, integer(1), "restarts; the best final objective is kept"),
+        "n_init": Option(5, integer(1, MAX_RESTARTS), "restarts; the best final objective is kept"),
         "init": Option(
             "auto",
             Constraint(

@@ -26,6 +26,11 @@ __all__ = [
 # ITU-R BT.601 luma weights (the same as Pillow's "L" conversion).
 _LUMA = np.array([0.299, 0.587, 0.114])
 
+#: The largest image :func:`read_image` opens by default, in pixels (100 megapixels: about
+#: 800 MB as float64 gray levels). Pass ``max_pixels=None`` (CLI: ``--max-pixels 0``) to
+#: open larger images; Pillow's own decompression-bomb limit is lifted for them then.
+MAX_PIXELS = 100_000_000
+
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     """$Y = 0.299 R + 0.587 G + 0.114 B$ (ITU-R BT.601)."""
@@ -95,7 +100,7 @@ def to_gray(image: object) -> np.ndarray:
     return np.clip(gray, 0.0, 1.0)
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Read PNG / JPEG / TIFF (anything Pillow opens) as (H, W) float64 gray in [0, 1].
 
     Gray images are kept as they are; 8-bit values are divided by 255 and 16-bit ones by
@@ -105,7 +110,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     images are expanded first; multi-frame files give their first frame.
 
     Raises ImageError: "no such image file" for a missing path, "not a readable image"
-    for a directory, an empty, corrupt or non-image file.
+    for a directory, an empty, corrupt or non-image file, and "too large" for an image of
+    more than ``max_pixels`` pixels (None: no limit), read from its header before decoding.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -114,8 +120,17 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageError(f"no such image file: {p}")
     if not p.is_file():
         raise ImageError(f"not a readable image: {p} is not a file")
+    limit = Image.MAX_IMAGE_PIXELS
     try:
+        Image.MAX_IMAGE_PIXELS = None  # ours is checked below, with a message that says how
         with Image.open(p) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageError(
+                    f"image {p} is too large: {w} x {h} = {w * h:,} pixels, more than the "
+                    f"limit of {max_pixels:,}; pass max_pixels=None (command "
+                    "line: --max-pixels 0) to read it anyway, or downscale it"
+                )
             im.load()
             mode = im.mode
             if mode == "P" or mode == "PA":
@@ -129,10 +144,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             elif mode == "RGBa":
                 im = im.convert("RGBA")
             arr = np.array(im)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(f"not a readable image: {p} (unknown or unsupported format)") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageError(f"not a readable image: {p} ({exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
     if arr.size == 0:
         raise ImageError(f"not a readable image: {p} has no pixels")
     return to_gray(arr)
@@ -233,6 +252,7 @@ def image_to_points(
     edges: bool = False,
     max_points: int | None = None,
     seed: int = 0,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> PointSet:
     """Foreground pixels of an image as a :class:`PointSet` (x = column, y = row).
 
@@ -243,10 +263,12 @@ def image_to_points(
     replacement with ``np.random.default_rng(seed)`` (kept in raster order). The
     standardization is :meth:`Standardization.fit` on the returned points.
 
+    ``max_pixels``: the size limit of an image file (:func:`read_image`).
+
     Raises ImageError when there is no foreground or fewer than 3 foreground points.
     """
     if isinstance(source, (str, os.PathLike)):
-        gray = read_image(source)
+        gray = read_image(source, max_pixels=max_pixels)
         mask = foreground_mask(gray, threshold, invert)
     else:
         arr = np.asarray(source)

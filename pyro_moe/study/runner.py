@@ -152,9 +152,29 @@ def ls_floor(dataset: str, seed: int) -> float:
 
 
 def _worker_init() -> None:
+    import signal
+
     import torch
 
     torch.set_num_threads(1)  # one process per core; the caller's process is not touched
+    # Ctrl-C reaches the whole process group: the parent alone handles it (it terminates
+    # the workers), so a worker neither prints a traceback nor keeps running
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Terminate a pool's worker processes now (an interrupted or failed run): cancelling
+    the futures alone lets the running fits finish, minutes later."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=1.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=1.0)
+    pool.shutdown(wait=True)  # the workers are gone: this returns at once
 
 
 def default_workers() -> int:
@@ -205,12 +225,30 @@ def run_all(
                 if progress is not None:
                     progress(done, total, _label(tasks[i]))
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_workers(pool)
             raise
     return out  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- the eye
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """InputError unless the report can be written into ``out_dir``: absent (with an
+    existing parent) or a directory whose report files are absent or regular files."""
+    from pyro_moe.files import check_destination
+
+    if out_dir.exists() or out_dir.is_symlink():
+        if not out_dir.is_dir():
+            raise InputError(f"--out {out_dir} exists and is not a directory; give a folder")
+        for name in REPORT_FILES:
+            check_destination(out_dir / name)
+    elif not (out_dir.parent if str(out_dir.parent) else Path(".")).is_dir():
+        raise InputError(f"cannot create {out_dir}: folder {out_dir.parent} does not exist")
+
+
+#: The files :func:`pyro_moe.study.report.write_report` may write into the output folder.
+REPORT_FILES = ("report.md", "results.json", "sweep.png", "eye_fit.png")
 
 
 def eye_source(eye: Path | str | None) -> Path | None:
@@ -334,7 +372,12 @@ def reproduce(
             raise InputError(f"noise levels must be in [0, 1], got {lv}")
     n_workers = default_workers() if workers is None else max(1, int(workers))
     out_dir = Path("reproduce_out") if out is None else Path(out)
+    check_out_dir(out_dir)
     eye_path = eye_source(eye) if "eye" in parts else None
+    if eye_path is not None:
+        from pyro_moe.shapes.image import read_image
+
+        read_image(eye_path)  # an unreadable image fails now, not after every fit
 
     import pyro
     import torch

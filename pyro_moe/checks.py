@@ -1,0 +1,133 @@
+"""Checks of the public arguments that are not engine options, written once.
+
+The engine options (``max_iter``, ``tol``, ``seed``, ...) are declared and checked in
+:mod:`pyro_moe.engines.options`; this module checks what every entry point takes besides
+them: arrays (X, y, points, the rows given to ``predict``), a device, a count. A bad value
+is one :class:`~pyro_moe.errors.InputError` that names the argument, the value and what
+is allowed, for the API and the command line alike (the CLI's argument types call these
+functions).
+
+The rule for arrays: a real numeric array (numpy, torch, or nested lists of numbers);
+complex values are refused (the imaginary part is never dropped silently), so are
+strings, objects and NaN or inf. A tensor that requires grad is read as data (detached):
+no gradient flows through a fit.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+__all__ = ["as_array", "check_count", "check_device", "check_magnitude"]
+
+#: The largest magnitude a data value may have: its square (in X^T X) must stay finite in
+#: float64 with room for sums over N points (1e150^2 = 1e300 < 1.8e308).
+MAX_MAGNITUDE = 1e150
+
+
+def check_device(device: Any) -> torch.device | None:
+    """``device`` as a :class:`torch.device` that exists here (cpu, or cuda when
+    available), or None; anything else is an InputError."""
+    if device is None:
+        return None
+    if not isinstance(device, str | torch.device):
+        raise InputError(f"device={device!r} is not allowed: give 'cpu', 'cuda' or 'cuda:N'")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(
+            f"device={device!r} is not a torch device: give 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device={device!r}: only cpu and cuda devices are supported")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device={device!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return dev
+
+
+def check_count(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
+    """``value`` as an int in [low, high] (bools refused), else InputError naming ``name``."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if ok:
+        value = int(value)
+        ok = value >= low and (high is None or value <= high)
+    if not ok:
+        allowed = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "")
+        raise InputError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+    return value
+
+
+def as_array(
+    name: str,
+    value: Any,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    finite: bool = True,
+) -> torch.Tensor:
+    """``value`` as a real tensor of ``dtype`` on ``device`` (see the module docstring).
+
+    Raises InputError for a non-numeric or complex array, and (``finite``) for NaN or inf,
+    naming the first bad row.
+    """
+    if torch.is_tensor(value):
+        t = value.detach()
+    else:
+        try:
+            a = np.asarray(value)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"{name} must be a numeric array: {e}") from None
+        if a.dtype == object:
+            try:
+                a = a.astype(np.float64)
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"{name} must be a numeric array, got an array of {_kinds(a)}"
+                ) from None
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise InputError(f"{name} must be a numeric array, got dtype {a.dtype}")
+        t = torch.from_numpy(a if a.flags.c_contiguous and a.flags.writeable else a.copy())
+    if t.is_complex():
+        raise InputError(
+            f"{name} is complex: pyro_moe fits real data; pass the real part (or the "
+            "real and imaginary parts as separate columns) yourself"
+        )
+    try:
+        t = t.to(dtype=dtype, device=device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"{name} cannot be converted to {dtype} on {device}: {e}") from None
+    if finite and t.numel():
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            rows = bad.reshape(t.shape[0], -1).any(-1) if t.dim() else bad.reshape(1)
+            first = int(rows.nonzero()[0])
+            raise InputError(
+                f"{name} has NaN or inf in {int(rows.sum())} row(s), first at row {first}"
+            )
+    return t
+
+
+def check_magnitude(name: str, t: torch.Tensor) -> None:
+    """InputError when a value of ``t`` exceeds :data:`MAX_MAGNITUDE` in absolute value
+    (its square would overflow float64); the message says to rescale."""
+    if t.numel() and float(t.abs().max()) > MAX_MAGNITUDE:
+        raise InputError(
+            f"{name} has values up to {float(t.abs().max()):.3g}, beyond {MAX_MAGNITUDE:.0e}: "
+            "their squares overflow float64; rescale the data (the fit does not depend on "
+            "the scale of each column)"
+        )
+
+
+def _kinds(a: np.ndarray) -> str:
+    kinds = sorted({type(v).__name__ for v in a.reshape(-1)[:100]})
+    return ", ".join(kinds)

@@ -20,7 +20,7 @@ def _fit_s3(seed, noise_expert, model="mixture_of_models", **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
         res = pyro_moe.fit(
-            model, X, t, experts=2, prior_mean=STUDY_PRIOR_MEAN, noise_expert=noise_expert,
+            model, X, t, experts=2, prior_mean=STUDY_PRIOR_MEAN, prior_cov=1.0, noise_expert=noise_expert,
             seed=seed, n_init=3, max_iter=300, **kw,
         )  # fmt: skip
     return d, res
@@ -95,7 +95,7 @@ def test_noise_expert_with_svi_runs_and_flags_outliers():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
         svi = pyro_moe.fit(
-            "mixture_of_models", X, t, experts=2, prior_mean=STUDY_PRIOR_MEAN, noise_expert=True,
+            "mixture_of_models", X, t, experts=2, prior_mean=STUDY_PRIOR_MEAN, prior_cov=1.0, noise_expert=True,
             method="svi", n_init=1, max_iter=2500, lr=0.01,
         )  # fmt: skip
     assert svi.responsibilities.shape == (400, 3)

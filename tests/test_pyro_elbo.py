@@ -17,6 +17,7 @@ from pyro.infer import TraceEnum_ELBO
 
 import pyro_moe
 from pyro_moe.closed_form.bridge import closed_form_objective, config_at, guide_params
+from pyro_moe.fitting import weight_scale
 
 GAMMA_EDIT = ("    return None\n", "    return dist.Gamma(config.const(2.0), config.const(0.5))\n")
 
@@ -44,7 +45,8 @@ def _check(model, learn="all", data=None, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
         res = pyro_moe.fit(model, X, y, experts=2, n_init=1, max_iter=15, learn=learn, **kw)
-    config = config_at(res, model.config(res.X, res.y, 2, learn=learn, **kw))
+    scale = weight_scale(res.X, res.y)  # fit's default prior, in the data's units
+    config = config_at(res, model.config(res.X, res.y, 2, learn=learn, weight_scale=scale, **kw))
     params = guide_params(res)
     mean, se = pyro_elbo(model, res.X, res.y, config, params)
     assert abs(mean - res.objective) < 4 * se + 1e-9, (mean, se, res.objective)

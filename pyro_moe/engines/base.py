@@ -251,3 +251,55 @@ class Engine:
             restarts=summaries,
             gate=best.gate,
         )
+
+
+def closed_form_fit(
+    run: Run,
+    config: Config,
+    log_r: torch.Tensor,
+    q,
+    *,
+    alpha: torch.Tensor | None,
+    qbeta: tuple[torch.Tensor, torch.Tensor] | None,
+    e_beta,
+    w0: torch.Tensor,
+    A: torch.Tensor,
+    mu: torch.Tensor | None,
+    xi: torch.Tensor | None,
+    rho: torch.Tensor | None,
+    gate: torch.nn.Module | None,
+) -> Run:
+    """Fill ``run`` with the :class:`Posterior` and :class:`Hyperparameters` of a
+    closed-form state (CAVI's, or natural-gradient SVI's): q(Z) from log r (N, C), q(W),
+    q(pi) = Dir(alpha), q(beta) = Gamma(qbeta), E[beta], w0, A, mu, Xi, the noise share rho
+    and the gate (handed over to the result, which caches it)."""
+    like = config.prior_mean
+    run.posterior = Posterior(
+        # row-major: one (N, C) copy of a point-last log r, none of a row-major one
+        responsibilities=log_r.exp() if log_r.is_contiguous() else log_r.contiguous().exp_(),
+        mean=q.mean,
+        cov=q.cov,
+        alpha=alpha,
+        noise_shape=qbeta[0] if qbeta is not None else None,
+        noise_rate=qbeta[1] if qbeta is not None else None,
+    )
+    run.hyper = Hyperparameters(
+        prior_mean=w0,
+        prior_cov=A,
+        noise_precision=torch.as_tensor(e_beta, dtype=like.dtype, device=like.device).reshape(
+            config.noise_precision.shape
+        ),
+        concentration=mu if mu is not None else config.concentration,
+        regularization_cov=xi,
+        noise_bounds=config.noise_bounds,
+        noise_weight=rho if gate is not None else None,
+        gate_state=(
+            {k: v.detach().clone() for k, v in gate.state_dict().items()}
+            if gate is not None
+            else None
+        ),
+        gate_hidden=config.gate_hidden,
+        maps=config.maps,
+    )
+    run.gate = gate
+    return run

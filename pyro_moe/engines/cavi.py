@@ -27,8 +27,7 @@ from ..closed_form.init import initial_log_responsibilities
 from ..closed_form.sites import Conjugate, read_model
 from ..config import Config, gate_weights
 from ..errors import NumericalError
-from ..result import Hyperparameters, Posterior
-from .base import Engine, Progress, Run, fresh_gate
+from .base import Engine, Progress, Run, closed_form_fit, fresh_gate
 from .gate import GATE_MAX_BACKOFF, GATE_WARM_START_N, GateFitter
 from .options import Option, Options, boolean, integer, number, one_of
 
@@ -259,29 +258,7 @@ def _run(
                 run.converged = True
                 break
     run.iterations = len(run.objective)
-    run.posterior = Posterior(
-        responsibilities=log_r.contiguous().exp_(),  # row-major, one (N, C) copy
-        mean=q.mean,
-        cov=q.cov,
-        alpha=alpha,
-        noise_shape=a if latent_beta else None,
-        noise_rate=b if latent_beta else None,
-    )
-    run.hyper = Hyperparameters(
-        prior_mean=w0,
-        prior_cov=A,
-        noise_precision=torch.as_tensor(e_beta, dtype=X.dtype, device=X.device).reshape(
-            config.noise_precision.shape
-        ),
-        concentration=mu if mu is not None else config.concentration,
-        regularization_cov=xi,
-        noise_bounds=config.noise_bounds,
-        noise_weight=rho if gate is not None else None,
-        gate_state={k: v.detach().clone() for k, v in gate.state_dict().items()}
-        if gate is not None
-        else None,
-        gate_hidden=config.gate_hidden,
-        maps=config.maps,
-    )
-    run.gate = gate
-    return run
+    return closed_form_fit(
+        run, config, log_r, q, alpha=alpha, qbeta=(a, b) if latent_beta else None,
+        e_beta=e_beta, w0=w0, A=A, mu=mu, xi=xi, rho=rho, gate=gate,
+    )  # fmt: skip

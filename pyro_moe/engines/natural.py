@@ -52,8 +52,7 @@ from ..closed_form import updates as U
 from ..closed_form.init import initial_log_responsibilities
 from ..closed_form.sites import Conjugate
 from ..config import Config, gate_weights, log_gate
-from ..result import Hyperparameters, Posterior
-from .base import Progress, Run, fresh_gate
+from .base import Progress, Run, closed_form_fit, fresh_gate
 from .options import Options
 
 __all__ = ["natural_run", "robbins_monro", "window_test"]
@@ -278,35 +277,13 @@ def natural_run(
     run.summary["objective_se"] = 0.0  # the final objective is exact (closed form)
     run.summary["stop_se"] = stop_se
     run.summary["optimizer"] = "natural"
-    run.posterior = Posterior(
-        responsibilities=log_r.exp(),
-        mean=q.mean,
-        cov=q.cov,
-        alpha=alpha,
-        noise_shape=a if latent_beta else None,
-        noise_rate=b if latent_beta else None,
-    )
-    run.hyper = Hyperparameters(
-        prior_mean=w0,
-        prior_cov=A,
-        noise_precision=torch.as_tensor(e_beta, dtype=X.dtype, device=X.device).reshape(
-            config.noise_precision.shape
-        ),
-        concentration=mu if mu is not None else config.concentration,
-        regularization_cov=xi,
-        noise_bounds=config.noise_bounds,
-        noise_weight=share if gate is not None else None,
-        gate_state={k: v.detach().clone() for k, v in gate.state_dict().items()}
-        if gate is not None
-        else None,
-        gate_hidden=config.gate_hidden,
-        maps=config.maps,
-    )
     if gate is not None:
         for p in gate.parameters():
             p.requires_grad_(False)
-    run.gate = gate
-    return run
+    return closed_form_fit(
+        run, config, log_r, q, alpha=alpha, qbeta=(a, b) if latent_beta else None,
+        e_beta=e_beta, w0=w0, A=A, mu=mu, xi=xi, rho=share, gate=gate,
+    )  # fmt: skip
 
 
 def _held_out(X, y, groups, q, alpha, share, gate, conj, config, e_beta, e_log_beta, prior, mu,

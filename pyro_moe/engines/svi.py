@@ -70,7 +70,7 @@ from ..closed_form.sites import read_model
 from ..config import Config, gate_weights, log_gate
 from ..errors import InputError, ModelFileError, NonConjugateError
 from ..likelihood import noise_log_density
-from ..model_file import Model
+from ..model_file import Model, model_file_error
 from ..result import Hyperparameters, Posterior
 from .base import Engine, Progress, Run, fresh_gate
 from .natural import natural_run, window_test
@@ -206,8 +206,8 @@ def _check_sites(model: Model, X, y, config: Config) -> torch.Tensor | None:
             m_tr = poutine.trace(poutine.replay(model.model, trace=g_tr)).get_trace(
                 X[:rows], y[:rows], cfg
             )
-        except Exception as e:  # a user's model file may fail anywhere
-            raise ModelFileError(
+        except Exception as e:  # a user's model file may fail anywhere: name its line
+            raise model_file_error(model, e, "under SVI") or ModelFileError(
                 f"model {model.name!r} failed when run: {type(e).__name__}: {e}"
             ) from e
 

@@ -6,6 +6,11 @@ caller (and the CLI) can tell "you gave me something wrong" from a bug.
 
 from __future__ import annotations
 
+import inspect
+import os
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
 
 class PyroMoeError(Exception):
     """Base class of every error pyro_moe raises on purpose."""
@@ -39,3 +44,16 @@ class NumericalError(PyroMoeError, ArithmeticError):
 
 class ConvergenceWarning(UserWarning):
     """The best run stopped at ``max_iter`` before meeting its tolerance."""
+
+
+def find_stack_level() -> int:
+    """The ``stacklevel`` of the first frame outside pyro_moe (NumPyro's helper of the
+    same name): a warning then points at the user's line, however deep it was raised."""
+    frame = inspect.currentframe()
+    level = 0
+    while frame is not None:
+        if not os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+            break
+        frame = frame.f_back
+        level += 1
+    return max(level, 1)

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from .catalog import (
 )
 from .checks import as_array, check_count
 from .config import Config, learn_set
-from .errors import InputError, ModelFileError, PyroMoeError
+from .errors import InputError, ModelFileError, PyroMoeError, find_stack_level
 
 
 @dataclass
@@ -188,15 +189,21 @@ class Model:
             gate = gate.to(**dt)
         learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:
-            # learn naming only the gate, which this model lacks, is refused (a list naming
-            # it among others, e.g. one list for every model file, drops it: no gate here)
-            if learned == {"gate"} and not (
-                learn is None or (isinstance(learn, str) and learn == "all")
-            ):
+            # learn naming only the gate, which this model lacks, is refused; a list naming
+            # it among others (one list for every model file) is kept without it, and says so
+            named = not (learn is None or (isinstance(learn, str) and learn == "all"))
+            if named and learned == {"gate"}:
                 raise InputError(
                     f"learn={learn!r}: model {self.name!r} has no gate (it is a mixture of "
                     "models, not of experts); learn one of prior_mean, prior_cov, "
                     "noise_precision"
+                )
+            if named and "gate" in learned:
+                warnings.warn(
+                    f"learn={learn!r}: model {self.name!r} has no gate; 'gate' is ignored "
+                    f"(learning {sorted(learned - {'gate'})})",
+                    UserWarning,
+                    stacklevel=find_stack_level(),
                 )
             learned = learned - {"gate"}
         return Config(

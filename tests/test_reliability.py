@@ -76,6 +76,13 @@ def test_a_bad_argument_is_one_input_error_naming_it(kw, name):
         _fit(**kw)
 
 
+def test_a_learn_list_naming_the_gate_of_a_gateless_model_says_it_is_ignored():
+    with pytest.warns(UserWarning, match="has no gate; 'gate' is ignored") as caught:
+        res = _fit(learn=["prior_cov", "gate"])
+    assert set(res.learn) == {"prior_cov"}
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+
+
 def test_gate_hidden_zero_is_refused_for_a_gated_model():
     with pytest.raises(InputError, match="gate_hidden"):
         _fit(model="mixture_of_experts", gate_hidden=0)

@@ -15,8 +15,6 @@ iteration, the last entry final), whether it converged, and the fitted
 from __future__ import annotations
 
 import copy
-import inspect
-import os
 import sys
 import time
 import warnings
@@ -28,27 +26,12 @@ import torch
 from tqdm import tqdm
 
 from ..config import Config
-from ..errors import ConvergenceWarning, NumericalError, PyroMoeError
+from ..errors import ConvergenceWarning, NumericalError, PyroMoeError, find_stack_level
 from ..model_file import Model, model_file_error
 from ..result import FitResult, History, Hyperparameters, Posterior
 from .options import Option, Options, resolve
 
 __all__ = ["Engine", "Progress", "Run", "find_stack_level", "fresh_gate", "init_schedule"]
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def find_stack_level() -> int:
-    """The ``stacklevel`` of the first frame outside pyro_moe (NumPyro's helper of the
-    same name): a warning then points at the user's line, however deep it was raised."""
-    frame = inspect.currentframe()
-    level = 0
-    while frame is not None:
-        if not os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
-            break
-        frame = frame.f_back
-        level += 1
-    return max(level, 1)
 
 
 @dataclass

@@ -58,11 +58,13 @@ class StagedOutputs:
     ``stage(path)`` checks ``path`` (:func:`check_destination`) and gives a temporary path
     in its directory; ``commit()`` renames every staged file to its destination with the
     permissions of an ordinary new file (``0o666`` less the umask). Leaving the ``with``
-    block by an exception, or without a commit, removes the temporaries.
+    block by an exception, or without a commit, removes the temporaries (and the folders
+    ``stage(..., make_parents=True)`` created for them).
     """
 
     def __init__(self) -> None:
         self._staged: list[tuple[Path, Path]] = []
+        self._made: list[Path] = []
 
     def __enter__(self) -> StagedOutputs:
         return self
@@ -70,8 +72,17 @@ class StagedOutputs:
     def __exit__(self, *exc: object) -> None:
         self.discard()
 
-    def stage(self, destination: str | Path) -> Path:
-        """A fresh temporary file next to ``destination`` (removed unless committed)."""
+    def stage(self, destination: str | Path, *, make_parents: bool = False) -> Path:
+        """A fresh temporary file next to ``destination`` (removed unless committed);
+        with ``make_parents`` its missing folders are created (and removed on discard)."""
+        parent = Path(destination).parent
+        if make_parents and not parent.is_dir():
+            missing = [d for d in (parent, *parent.parents) if not d.exists()]
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise InputError(f"cannot create {parent}: {e.strerror or e}") from e
+            self._made.extend(reversed(missing))
         destination = check_destination(destination)
         parent = destination.parent if str(destination.parent) else Path(".")
         try:
@@ -92,6 +103,7 @@ class StagedOutputs:
             os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, destination)
         self._staged.clear()
+        self._made.clear()
 
     def discard(self) -> None:
         """Remove the staged temporaries that were not committed."""
@@ -99,6 +111,10 @@ class StagedOutputs:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         self._staged.clear()
+        for folder in reversed(self._made):  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self._made.clear()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:

@@ -151,3 +151,29 @@ def test_ctrl_c_stops_reproduce_and_its_workers_within_two_seconds(tmp_path):
     time.sleep(0.5)
     alive = [pid for pid in workers if "spawn_main" in _cmdline(pid)]
     assert not alive, f"worker processes still running: {alive}"
+
+
+class _ClosedPipe:
+    """A stdout whose reader has gone (``| true``): every write raises BrokenPipeError."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def fileno(self) -> int:
+        raise OSError("no file descriptor")
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_leaves_no_reproduce_report(tmp_path, monkeypatch):
+    from pyro_moe.cli import main
+
+    out = tmp_path / "rep"
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    code = main(
+        ["reproduce", "--quick", "--seeds", "1", "--cavi-only", "--json", "--out", str(out)]
+    )
+    assert code == 0
+    assert not out.exists()  # neither the report files nor the folder made for them

@@ -60,6 +60,16 @@ def test_leaving_without_commit_leaves_nothing(tmp_path):
     assert _listing(tmp_path) == []
 
 
+def test_folders_made_for_staged_files_go_with_them_unless_committed(tmp_path):
+    with StagedOutputs() as out:
+        out.stage(tmp_path / "a" / "b" / "f.txt", make_parents=True).write_text("x")
+    assert list(tmp_path.iterdir()) == []  # discarded: the folders made for it too
+    with StagedOutputs() as out:
+        out.stage(tmp_path / "a" / "b" / "f.txt", make_parents=True).write_text("x")
+        out.commit()
+    assert (tmp_path / "a" / "b" / "f.txt").read_text() == "x"
+
+
 def test_an_exception_leaves_no_file_and_no_temporary(tmp_path):
     class Boom(Exception):
         pass

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         seeds=args.seeds,
         methods=("cavi",) if args.cavi_only else ("cavi", "svi"),
         progress=progress,
+        outputs=ctx.outputs,  # committed after the table is printed (closed pipe: none)
     )
     if args.json:
         print(report.to_json(), file=ctx.out)

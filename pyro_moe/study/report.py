@@ -13,9 +13,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pyro_moe.files import StagedOutputs
 
 from .constants import (
     CAVI_SETTINGS,
@@ -219,15 +222,21 @@ def main_table(report: Report) -> str:
 # --------------------------------------------------------------------------- files
 
 
-def write_report(report: Report, out_dir: Path, eye_results: dict[str, Any]) -> None:
+def write_report(
+    report: Report,
+    out_dir: Path,
+    eye_results: dict[str, Any],
+    outputs: StagedOutputs | None = None,
+) -> None:
     """Render the figures, ``report.md`` and ``results.json``, then write them together
-    into ``out_dir`` (created when missing); sets the report's paths."""
+    into ``out_dir`` (created when missing); sets the report's paths. With ``outputs``
+    the files are only staged there (the caller commits them, e.g. once the command's
+    output is printed)."""
     from pyro_moe.files import StagedOutputs
 
     from .figures import eye_figure, sweep_figure
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     blobs: dict[Path, bytes] = {}
     if report.sweep:
         p = out_dir / "sweep.png"
@@ -241,10 +250,14 @@ def write_report(report: Report, out_dir: Path, eye_results: dict[str, Any]) -> 
     report.json_path = out_dir / "results.json"
     blobs[report.report_path] = report.markdown().encode()
     blobs[report.json_path] = (report.to_json() + "\n").encode()
-    with StagedOutputs() as outputs:
+    if outputs is not None:
         for path, data in blobs.items():
-            outputs.stage(path).write_bytes(data)
-        outputs.commit()
+            outputs.stage(path, make_parents=True).write_bytes(data)
+        return
+    with StagedOutputs() as own:
+        for path, data in blobs.items():
+            own.stage(path, make_parents=True).write_bytes(data)
+        own.commit()
 
 
 # --------------------------------------------------------------------------- report.md

@@ -18,11 +18,14 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pyro_moe.errors import ConvergenceWarning, InputError
+
+if TYPE_CHECKING:
+    from pyro_moe.files import StagedOutputs
 
 from .constants import (
     CAVI_SETTINGS,
@@ -329,6 +332,7 @@ def reproduce(
     levels: Sequence[float] | None = None,
     parts: Sequence[str] = PARTS,
     workers: int | None = None,
+    outputs: StagedOutputs | None = None,
 ) -> Report:
     """Run the study's computational experiment and write the report.
 
@@ -348,6 +352,8 @@ def reproduce(
         levels: noise levels of the sweep (default 0, .25, .5, .75, 1; quick 0, .5, 1).
         parts: which of ``"table"``, ``"sweep"``, ``"eye"`` to run.
         workers: worker processes (default: the usable cores, at most 4; 1 = in-process).
+        outputs: stage the report's files there instead of writing them (the caller
+            commits; the command line does so once its output is printed).
 
     Returns:
         The :class:`~pyro_moe.study.report.Report`, whose ``report_path``, ``json_path``
@@ -527,5 +533,5 @@ def reproduce(
 
     # ---- files ------------------------------------------------------------------------
     report.timings["total"] = time.perf_counter() - start
-    write_report(report, out_dir, eye_results)
+    write_report(report, out_dir, eye_results, outputs)
     return report

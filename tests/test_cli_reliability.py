@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -143,10 +144,8 @@ def test_ctrl_c_stops_reproduce_and_its_workers_within_two_seconds(tmp_path):
     elapsed = time.perf_counter() - t0
     rest = proc.stderr.read()
     assert code == 130 and elapsed < 2.0, (elapsed, rest)
-    # our one line first; multiprocessing's resource tracker may add a "leaked semaphore"
-    # warning of its own after it (a known gap, see the closing note of issue 17)
-    assert rest.splitlines()[0] == "pyro-moe: interrupted (no output written)", rest
-    assert "Traceback" not in rest
+    # one line, and nothing after it (no "leaked semaphore" from the resource tracker)
+    assert rest == "pyro-moe: interrupted (no output written)\n", rest
     assert not out.exists()
     time.sleep(0.5)
     alive = [pid for pid in workers if "spawn_main" in _cmdline(pid)]
@@ -177,3 +176,29 @@ def test_a_closed_pipe_leaves_no_reproduce_report(tmp_path, monkeypatch):
     )
     assert code == 0
     assert not out.exists()  # neither the report files nor the folder made for them
+
+
+class _Interrupting(types.ModuleType):
+    """A module whose attributes raise KeyboardInterrupt: Ctrl-C while it is imported."""
+
+    def __getattr__(self, name: str):
+        raise KeyboardInterrupt
+
+
+def _interrupt(*args: object) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("where", ["import", "parse"])
+def test_ctrl_c_during_start_up_is_one_line_and_no_traceback(capsys, monkeypatch, where):
+    import pyro_moe.__main__ as entry
+    import pyro_moe.cli
+
+    if where == "import":
+        monkeypatch.setitem(sys.modules, "pyro_moe.cli", _Interrupting("pyro_moe.cli"))
+    else:
+        monkeypatch.setattr(pyro_moe.cli, "build_parser", _interrupt)
+    monkeypatch.setattr(sys, "argv", ["pyro-moe", "demo"])
+    assert entry.run() == 130
+    out, err = capsys.readouterr()
+    assert out == "" and err == "pyro-moe: interrupted (no output written)\n"

@@ -156,10 +156,16 @@ def ls_floor(dataset: str, seed: int) -> float:
 
 def _worker_init() -> None:
     import signal
+    import threading
 
     import torch
+    from tqdm import tqdm
 
     torch.set_num_threads(1)  # one process per core; the caller's process is not touched
+    # tqdm's default write lock is a multiprocessing RLock, a named semaphore; a worker
+    # terminated on Ctrl-C cannot unlink it, and the resource tracker then warns of a
+    # "leaked semaphore". A worker's bars (if any) need only a thread lock.
+    tqdm.set_lock(threading.RLock())
     # Ctrl-C reaches the whole process group: the parent alone handles it (it terminates
     # the workers), so a worker neither prints a traceback nor keeps running
     signal.signal(signal.SIGINT, signal.SIG_IGN)

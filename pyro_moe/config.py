@@ -230,6 +230,32 @@ def _check_pd(name: str, value: torch.Tensor) -> None:
         raise InputError(f"{name} must be symmetric positive definite")
 
 
+class ScaledInput(torch.nn.Module):
+    """A model file's gate network V fed x / s, s_j = rms(x_j) of the fitted data's column j
+    (1 for an all-zero column): g(x) = softmax(V(x / s)).
+
+    The gate then sees its inputs in the data's own units, as the default weight prior does
+    (:func:`pyro_moe.fitting.weight_scale`): scaling a column of X by c scales s_j by c and
+    leaves g, the fit and the gate prior p(V) unchanged (an unscaled sigmoid layer saturates
+    on coordinates ~1e4 and is nearly linear on ~1e-3). ``s`` is a buffer, saved with the
+    gate's ``state_dict``; ``inner`` is the model file's ``make_gate`` network.
+    """
+
+    def __init__(self, inner: torch.nn.Module, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.detach().clone())
+        self.inner = inner
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.inner(X / self.scale)
+
+
+def input_scale(X: torch.Tensor) -> torch.Tensor:
+    """s_j = rms(x_j) over the rows of X (n,), 1 where a column is all zero."""
+    rms = X.square().mean(0).sqrt()
+    return torch.where(rms > 0, rms, torch.ones_like(rms))
+
+
 def log_gate(gate: torch.nn.Module, X: torch.Tensor, noise_weight=None) -> torch.Tensor:
     """log g(x) (N, C): log softmax(V(x)) over the K experts, and with a noise expert
 

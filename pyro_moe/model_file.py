@@ -25,7 +25,7 @@ from .catalog import (
     builtin_models as builtin_models,  # re-exported: pyro_moe.model_file.builtin_models
 )
 from .checks import as_array, check_count
-from .config import Config, learn_set
+from .config import Config, ScaledInput, input_scale, learn_set
 from .errors import InputError, ModelFileError, PyroMoeError, find_stack_level
 
 
@@ -63,6 +63,21 @@ class Model:
         if catalog is None:
             catalog = load_model("mixture_of_models").module.EXPERTS
         return dict(catalog)
+
+    def make_gate(
+        self, features: int, experts: int, hidden: int, scale: torch.Tensor | None = None
+    ) -> torch.nn.Module:
+        """The model file's ``make_gate(features, experts, hidden)`` network fed x / s
+        (:class:`~pyro_moe.config.ScaledInput`; ``scale`` None: s = 1, to be overwritten
+        by a saved ``state_dict``)."""
+        try:
+            inner = self.module.make_gate(features, experts, hidden)
+        except Exception as e:
+            raise model_file_error(self, e, "in make_gate") or ModelFileError(
+                f"make_gate of model file {self.path} failed: {type(e).__name__}: {e}"
+            ) from e
+        scale = torch.ones(features, dtype=torch.float64) if scale is None else scale
+        return ScaledInput(inner, scale.to(next(inner.parameters(), scale)))
 
     def config(
         self,
@@ -180,12 +195,7 @@ class Model:
             # same gate on every device
             with torch.random.fork_rng(devices=[]), torch.device("cpu"):
                 torch.manual_seed(seed)
-                try:
-                    gate = self.module.make_gate(X.shape[1], K, hidden)
-                except Exception as e:
-                    raise model_file_error(self, e, "in make_gate") or ModelFileError(
-                        f"make_gate of model file {self.path} failed: {type(e).__name__}: {e}"
-                    ) from e
+                gate = self.make_gate(X.shape[1], K, hidden, input_scale(X.cpu()))
             gate = gate.to(**dt)
         learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:

@@ -426,7 +426,7 @@ class FitResult:
                     f"and {self.model_name!r} is not a built-in model ({e})"
                 ) from e
             with torch.device(self.X.device):  # built where the data are, then overwritten
-                gate = model.module.make_gate(self.X.shape[1], self.experts, self.gate_hidden)
+                gate = model.make_gate(self.X.shape[1], self.experts, self.gate_hidden)
             gate = gate.to(dtype=self.X.dtype)
             gate.load_state_dict(self.gate_state)
             self.gate = gate

@@ -206,6 +206,20 @@ def test_scaling_the_data_scales_the_answer(c, d):
     )
 
 
+@pytest.mark.parametrize("c, d", [(1e4, 1e4), (1e-3, 1e3)])
+def test_the_gate_sees_its_inputs_in_the_data_units(c, d):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=200)
+    X2 = np.column_stack([x, np.ones(200)])
+    y2 = np.where(x < 0, 2 * x + 1, -3 * x + 0.5) + 0.05 * rng.normal(size=200)
+    ref = _fit(X2, y2, model="mixture_of_experts", n_init=1, max_iter=200)
+    big = _fit(X2 * c, y2 * d, model="mixture_of_experts", n_init=1, max_iter=200)
+    # F changes by -N log d (the density of y d); the fit itself does not change
+    assert big.objective + 200 * math.log(d) == pytest.approx(ref.objective, abs=0.05)
+    np.testing.assert_allclose(big.mean.numpy() * c / d, ref.mean.numpy(), atol=2e-3)
+    np.testing.assert_allclose(big.responsibilities, ref.responsibilities, atol=1e-3)
+
+
 # ---- model files ------------------------------------------------------------------------
 def _edited(tmp_path: Path, old: str, new: str, name: str = "edited") -> Path:
     text = (MODELS_DIR / "mixture_of_models.py").read_text()

@@ -228,6 +228,7 @@ def test_an_edited_prior_falls_back_to_autograd(tmp_path):
     assert all(g.abs().sum() > 0 for g in torch.autograd.grad(U, list(eps.values())))
 
 
+@pytest.mark.slow
 def test_nuts_fixes_h_at_the_optimum_a_users_fit_reaches():
     """NUTS's CAVI runs with the user's search: on three rings with one shared beta, where
     plain CAVI stops at a worse fixed point and the search escapes it (measured), NUTS's

@@ -15,7 +15,8 @@ Algorithm:
    points when ``fit(search=True)`` (the curve functions' default) -- so NUTS samples at
    the optimum the user's CAVI reports, not at a worse fixed point of a plain restart
    (issue 18's "132 NUTS sd" on three circles with one shared beta was that: the CAVI
-   inside NUTS, without the search, stopped at a fixed point whose beta was 3x too small).
+   inside NUTS, without the search, stopped at a worse fixed point, F = -68.6 against
+   535.6 nats and beta = 72 against 924, which NUTS then left; benchmarks/results/nuts.md).
    NUTS holds h **fixed at CAVI's values** (``result.draws.info["hyper"]``
    says so): a ``pyro.param`` left in the model would be silently frozen at its initial
    value by NUTS (beta at 1 / Var(y), the experts merging), so the model is traced with

@@ -243,3 +243,12 @@ def test_nuts_fixes_h_at_the_optimum_a_users_fit_reaches():
     assert cavi.search["accepted"] >= 1 and cavi.objective > plain.objective + 10
     assert nuts.draws.info["cavi_objective"] == pytest.approx(cavi.objective)
     assert torch.allclose(nuts.noise_precision, cavi.noise_precision)
+
+
+def test_cavi_options_are_checked_as_cavis_own():
+    """``cavi_options`` go to the CAVI fit and are validated there, by name."""
+    X, y = linear_problem(3)
+    with pytest.raises(pyro_moe.InputError, match="cavi_options"):
+        pyro_moe.fit("mixture_of_models", X, y, experts=1, method="nuts", cavi_options=3)
+    with pytest.raises(pyro_moe.InputError, match="bogus"):
+        pyro_moe.fit("mixture_of_models", X, y, experts=1, method="nuts", cavi_options={"bogus": 1})

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
 from pathlib import Path
 
 import torch
 
 from .checks import as_array, check_count, check_device, check_magnitude
 from .engines import ENGINES, get_engine
-from .engines.base import find_stack_level
-from .errors import ConvergenceWarning, InputError
+from .errors import InputError
 from .model_file import Model, load_model
 from .result import FitResult
-from .search import search as search_fixed_points
 from .shapes.geometry import Geometry
 
 
@@ -181,34 +177,9 @@ def fit(
         noise_range=noise_range,
         weight_scale=weight_scale(X, y) if maps is None and geometry is None else None,
     )
-    result = engine(model, X, y, config, options).fit()
-    if search and result.experts > 1 and engine.variational:
-        result = _search(engine, model, X, y, config, options, result)
+    result = engine(model, X, y, config, options, search=search).fit()
     result.geometry = geometry
     return result
-
-
-def _search(engine, model, X, y, config, options, result: FitResult) -> FitResult:
-    """:func:`pyro_moe.search.search` with refits of the same engine from given
-    responsibilities; one ConvergenceWarning at the end if the kept fit did not converge."""
-    given = dict(options)
-
-    def refit(R):
-        opts = engine.options({**given, "responsibilities": R, "n_init": 1, "init": "auto"})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return engine(model, X, y, config, opts).fit()
-
-    best, report = search_fixed_points(result, refit, seed=options.seed)
-    if report.accepted and not best.converged:
-        warnings.warn(
-            f"{engine.name.upper()} did not converge in max_iter={options.max_iter} "
-            f"{engine.unit} after the search moved an expert; raise max_iter",
-            ConvergenceWarning,
-            stacklevel=find_stack_level(),
-        )
-    best.search = dataclasses.asdict(report)
-    return best
 
 
 METHODS = tuple(ENGINES)

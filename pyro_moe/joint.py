@@ -101,7 +101,11 @@ class LogJoint:
     Attributes:
         sites: the continuous latent sites, in model order, with ``shapes`` (constrained)
             and ``transforms`` (``biject_to`` of each support).
+        priors: each latent site's prior, as the model file's trace gives it.
         marginalize: the way z is summed out.
+        Z: the rows z_i = [x_i, y_i] (N, n + 1).
+        log_gate: the fixed gate's log g_ic (N, C) of a gated model, else None.
+        log_u: the noise expert's log density, else None.
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class LogJoint:
                 "would be pyro.params frozen at their initial values"
             )
         self.model, self.X, self.y, self.config = model, X, y, config
+        self.Z = torch.cat([X, y.unsqueeze(-1)], -1)  # z_i = [x_i, y_i]
         with pyro.get_param_store().scope(), torch.no_grad():
             trace = poutine.trace(model.model).get_trace(X, y, config)
         params = [n for n, s in trace.nodes.items() if s["type"] == "param"]
@@ -137,7 +142,7 @@ class LogJoint:
         self.sites = latent
         self.shapes = {n: tuple(nodes[n]["value"].shape) for n in latent}
         self.transforms = {n: biject_to(nodes[n]["fn"].support) for n in latent}
-        self._priors = {n: nodes[n]["fn"] for n in latent}
+        self.priors = {n: nodes[n]["fn"] for n in latent}
         fast = set(latent) <= set(FAST_LATENTS) and "w" in latent and "z" in nodes
         fast = fast and set(observed) <= set(_TARGETS + _CONSTANTS)
         fast = fast and ("pi" in latent or config.gate is not None)
@@ -153,11 +158,11 @@ class LogJoint:
             (nodes[n]["fn"].log_prob(nodes[n]["value"]).sum() for n in observed if n in _CONSTANTS),
             torch.zeros((), dtype=X.dtype, device=X.device),
         )
-        self._log_u = noise_log_density(config.noise_bounds)
-        self._log_gate = None
+        self.log_u = noise_log_density(config.noise_bounds)
+        self.log_gate = None
         if config.gate is not None:
             with torch.no_grad():
-                self._log_gate = log_gate(
+                self.log_gate = log_gate(
                     config.gate, X, config.noise_weight if config.noise_expert else None
                 )
         self._enumerated = None
@@ -193,7 +198,7 @@ class LogJoint:
         if "pi" in theta:
             log_g = torch.log(theta["pi"]).unsqueeze(-2)  # (S, 1, C)
         else:
-            log_g = self._log_gate.unsqueeze(0)  # (1, N, C)
+            log_g = self.log_gate.unsqueeze(0)  # (1, N, C)
         return w, beta, log_g
 
     def component_logits(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -201,7 +206,7 @@ class LogJoint:
         leading dim S: the terms whose log-sum-exp over c is log p(y_i | theta)."""
         w, beta, log_g = self._parts(theta)
         return log_g + component_log_densities(
-            self.X, self.y, w, beta, self.config.maps, self._log_u
+            self.X, self.y, w, beta, self.config.maps, self.log_u
         )
 
     def log_likelihood(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -212,7 +217,7 @@ class LogJoint:
         """log p(theta | h) (S,): each latent site's prior from the model file's trace."""
         out = 0.0
         for n in self.sites:
-            lp = self._priors[n].log_prob(theta[n])
+            lp = self.priors[n].log_prob(theta[n])
             out = out + lp.reshape(lp.shape[0], -1).sum(-1)
         return out
 

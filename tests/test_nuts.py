@@ -16,7 +16,7 @@ import pyro_moe
 from pyro_moe import diagnostics as D
 from pyro_moe.joint import LogJoint, fixed_config, model_of
 from pyro_moe.result import FitResult
-from pyro_moe.shapes import synthetic_2, synthetic_3
+from pyro_moe.shapes import circle_image, synthetic_2, synthetic_3
 
 BETA = 4.0  # the noise precision of the K = 1 problems, held fixed
 
@@ -151,3 +151,104 @@ def test_nuts_on_two_circles_aligns_saves_and_reads_back(tmp_path):
     idata = D.to_inference_data(back)
     assert set(idata.posterior["r"].dims) == {"chain", "draw", "expert"}
     assert isinstance(D.loo(idata), az.ELPDData)
+
+
+LATENT_BETA = (
+    "    return None\n\n\n# ---- Model",
+    "    return dist.Gamma(config.const(2.0), config.const(0.1))\n\n\n# ---- Model",
+)
+
+
+@pytest.mark.parametrize(
+    "model, options, edit",
+    [
+        ("mixture_of_models", {"noise_expert": True}, None),
+        ("mixture_of_models", {"per_expert_noise": False}, None),
+        ("mixture_of_models", {"noise_expert": True}, LATENT_BETA),
+        ("mixture_of_models", {"per_expert_noise": False}, LATENT_BETA),
+        ("mixture_of_experts", {"noise_expert": True}, None),
+        ("regularized_experts", {}, None),
+    ],
+)
+def test_the_closed_form_energy_and_gradient_are_the_log_joints(tmp_path, model, options, edit):
+    """NUTS's closed-form U(eps) and dU/d eps (no autograd) equal -log p(y, theta(eps)) -
+    log |det d theta / d eps| through LogJoint and its autograd gradient, off q's centre,
+    for every site the model files have (pi, a shared or per-expert beta, latent or fixed,
+    a gate, the noise expert, the regulariser)."""
+    from pyro_moe.engines.nuts import _Target
+
+    if edit is not None:
+        model = edited_model(tmp_path, model, *edit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        fit = pyro_moe.fit_circles(
+            synthetic_3(0).xy, experts=2, model=model, n_init=1, max_iter=30, **options
+        )
+    m = model_of(fit)
+    joint = LogJoint(m, fit.X, fit.y, fixed_config(m, fit))
+    target = _Target(joint, fit, "cavi", 0)
+    assert target.closed
+    assert ("noise_precision" in target.names) == (edit is not None)
+    for seed in (1, 2):
+        eps = {n: 3.0 * v for n, v in target.initial(seed).items()}  # well off the centre
+        leaves = {n: v.clone().requires_grad_(True) for n, v in eps.items()}
+        ref = target.reference(leaves)
+        grads = torch.autograd.grad(ref, list(leaves.values()))
+        theta = target.theta({n: v.unsqueeze(0) for n, v in eps.items()})
+        direct = -(joint.log_prob(theta) + target.log_det(eps, theta))[0]
+        U, closed = target.energy(eps)
+        assert float(U) == pytest.approx(float(ref.detach()), rel=1e-10, abs=1e-8)
+        assert float(direct) == pytest.approx(float(ref.detach()), rel=1e-12)
+        for n, g in zip(target.names, grads, strict=True):
+            torch.testing.assert_close(closed[n], g, rtol=1e-7, atol=1e-9)
+
+
+def test_an_edited_prior_falls_back_to_autograd(tmp_path):
+    """A weight prior that is not N(w0, A) has no closed form here: the energy is
+    LogJoint's with autograd, the same map theta(eps)."""
+    from pyro_moe.engines.nuts import _Target
+
+    path = edited_model(
+        tmp_path,
+        "mixture_of_models",
+        "return dist.MultivariateNormal(prior_mean, covariance_matrix=prior_cov)",
+        "return dist.Laplace(prior_mean, 3.0).to_event(1)",
+    )
+    fit = pyro_moe.fit_circles(synthetic_2(0).xy, experts=2, n_init=1)
+    m = pyro_moe.load_model(path)
+    joint = LogJoint(m, fit.X, fit.y, fixed_config(m, fit))
+    target = _Target(joint, fit, "cavi", 0)
+    assert not target.closed
+    eps = {n: v.clone().requires_grad_(True) for n, v in target.initial(0).items()}
+    U = target.potential(target.flatten(eps))
+    theta = target.theta({n: v.detach().unsqueeze(0) for n, v in eps.items()})
+    assert float(U.detach()) == pytest.approx(
+        -float(joint.log_prob(theta)[0] + target.log_det(eps, theta)[0])
+    )
+    assert all(g.abs().sum() > 0 for g in torch.autograd.grad(U, list(eps.values())))
+
+
+@pytest.mark.slow
+def test_nuts_fixes_h_at_the_optimum_a_users_fit_reaches():
+    """NUTS's CAVI runs with the user's search: on three rings with one shared beta, where
+    plain CAVI stops at a worse fixed point and the search escapes it (measured), NUTS's
+    hyperparameters are those of fit_circles(...)'s CAVI, not of the worse one."""
+    image, _ = circle_image([(64, 64), (64, 64), (40, 90)], [20, 45, 12], (128, 128))
+    common = dict(experts=3, max_points=1000, per_expert_noise=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        cavi = pyro_moe.fit_circles(image, **common)
+        plain = pyro_moe.fit_circles(image, search=False, **common)
+        nuts = pyro_moe.fit_circles(image, method="nuts", chains=1, warmup=5, max_iter=5, **common)
+    assert cavi.search["accepted"] >= 1 and cavi.objective > plain.objective + 10
+    assert nuts.draws.info["cavi_objective"] == pytest.approx(cavi.objective)
+    assert torch.allclose(nuts.noise_precision, cavi.noise_precision)
+
+
+def test_cavi_options_are_checked_as_cavis_own():
+    """``cavi_options`` go to the CAVI fit and are validated there, by name."""
+    X, y = linear_problem(3)
+    with pytest.raises(pyro_moe.InputError, match="cavi_options"):
+        pyro_moe.fit("mixture_of_models", X, y, experts=1, method="nuts", cavi_options=3)
+    with pytest.raises(pyro_moe.InputError, match="bogus"):
+        pyro_moe.fit("mixture_of_models", X, y, experts=1, method="nuts", cavi_options={"bogus": 1})

@@ -5,7 +5,10 @@ implements one restart (:meth:`Engine.run`). The template :meth:`Engine.fit` doe
 as scikit-learn's ``BaseMixture.fit`` does for its mixtures: the initialisation schedule
 of the restarts, the ``n_init`` loop that keeps the best final objective, the progress
 bar, one :class:`~pyro_moe.errors.ConvergenceWarning` pointing at the user's own line, and
-the assembly of the :class:`~pyro_moe.result.FitResult`.
+the assembly of the :class:`~pyro_moe.result.FitResult`, and (``search=True``, the curve
+functions' default) the search over fixed points after the restarts
+(:mod:`pyro_moe.search`), so an engine that fits a variational engine inside it (NUTS's
+CAVI) reaches the same optimum a user's fit would.
 
 A restart returns a :class:`Run`: its objective history (total nats, one entry per
 iteration, the last entry final), whether it converged, and the fitted
@@ -15,6 +18,7 @@ iteration, the last entry final), whether it converged, and the fitted
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 import time
 import warnings
@@ -29,6 +33,7 @@ from ..config import Config
 from ..errors import ConvergenceWarning, NumericalError, PyroMoeError, find_stack_level
 from ..model_file import Model, model_file_error
 from ..result import FitResult, History, Hyperparameters, Posterior
+from ..search import search as search_fixed_points
 from .options import Option, Options, resolve
 
 __all__ = ["Engine", "Progress", "Run", "find_stack_level", "fresh_gate", "init_schedule"]
@@ -129,9 +134,19 @@ class Engine:
         return resolve(cls.name, cls.declared, given, aliases=cls.aliases)
 
     def __init__(
-        self, model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, options: Options
+        self,
+        model: Model,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        config: Config,
+        options: Options,
+        *,
+        search: bool = False,
     ):
         self.model, self.X, self.y, self.config, self.options = model, X, y, config, options
+        #: after the restarts, search the fixed points (:meth:`search_fixed_points`); an
+        #: engine that is not :attr:`variational` passes it to the fit it makes inside
+        self.search = search
 
     # ---- hooks ---------------------------------------------------------------------
     def prepare(self) -> None:
@@ -162,7 +177,10 @@ class Engine:
         a :class:`~pyro_moe.errors.ModelFileError` naming the file and line.
         """
         try:
-            return self._fit()
+            result = self._fit()
+            if self.search and self.variational and result.experts > 1:
+                result = self.search_fixed_points(result)
+            return result
         except PyroMoeError:
             raise
         except Exception as e:
@@ -177,6 +195,30 @@ class Engine:
                 "(duplicated or collinear rows, a column of extreme values): check X and y, "
                 "or fit fewer experts"
             ) from e
+
+    def search_fixed_points(self, result: FitResult) -> FitResult:
+        """:func:`pyro_moe.search.search` from ``result``, with refits of this engine from
+        given responsibilities; one ConvergenceWarning at the end if the kept fit did not
+        converge. ``result.search`` reports what it did."""
+        given = dict(self.options)
+        engine = type(self)
+
+        def refit(R):
+            opts = engine.options({**given, "responsibilities": R, "n_init": 1, "init": "auto"})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                return engine(self.model, self.X, self.y, self.config, opts).fit()
+
+        best, report = search_fixed_points(result, refit, seed=self.options.seed)
+        if report.accepted and not best.converged:
+            warnings.warn(
+                f"{self.name.upper()} did not converge in max_iter={self.options.max_iter} "
+                f"{self.unit} after the search moved an expert; raise max_iter",
+                ConvergenceWarning,
+                stacklevel=find_stack_level(),
+            )
+        best.search = dataclasses.asdict(report)
+        return best
 
     def _fit(self) -> FitResult:
         self.prepare()

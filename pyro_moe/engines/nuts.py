@@ -7,10 +7,17 @@ variational engines are graded against (README, "The exact posterior").
 
 Algorithm:
 
-1. **CAVI first.** A CAVI fit (the shared options ``n_init``, ``init``, ``seed``,
-   ``responsibilities``, ``tol``, and ``cavi_max_iter``) chooses the hyperparameters h:
-   w0, A, beta (unless beta is latent), Xi, and for gated models the gate V and the noise
-   share rho. NUTS holds them **fixed at CAVI's values** (``result.draws.info["hyper"]``
+1. **CAVI first.** A CAVI fit chooses the hyperparameters h: w0, A, beta (unless beta is
+   latent), Xi, and for gated models the gate V and the noise share rho. It is the fit a
+   user's ``fit(..., method="cavi")`` with the same arguments makes: the shared options
+   ``n_init``, ``init``, ``seed``, ``responsibilities``, ``tol``, ``cavi_max_iter`` as its
+   ``max_iter``, CAVI's own options from ``cavi_options``, and the search over fixed
+   points when ``fit(search=True)`` (the curve functions' default) -- so NUTS samples at
+   the optimum the user's CAVI reports, not at a worse fixed point of a plain restart
+   (issue 18's "132 NUTS sd" on three circles with one shared beta was that: the CAVI
+   inside NUTS, without the search, stopped at a worse fixed point, F = -68.6 against
+   535.6 nats and beta = 72 against 924, which NUTS then left; benchmarks/results/nuts.md).
+   NUTS holds h **fixed at CAVI's values** (``result.draws.info["hyper"]``
    says so): a ``pyro.param`` left in the model would be silently frozen at its initial
    value by NUTS (beta at 1 / Var(y), the experts merging), so the model is traced with
    every hyperparameter a constant, and a model file that still registers a
@@ -21,17 +28,24 @@ Algorithm:
    point of every fit) or by Pyro's parallel enumeration of the model file
    (``"enumerate"``, any edit; 7-10x slower per potential evaluation measured at N = 400).
 3. **Preconditioned by CAVI's posterior** (``precondition="cavi"``): NUTS moves in
-   eps with w_k = m_k + L_k eps_k (L_k L_k^T = B_k, q(w_k) = N(m_k, B_k)) and, for pi
-   and a latent beta, u = mu + sigma eps in their unconstrained coordinates (mu, sigma the
-   moments of draws from q); the constant Jacobian is dropped. The posterior sd of a
-   circle's weights is ~1e-3 of a prior sd of 1–10, so without it the trajectories are
-   thousands of leapfrog steps long (issue 18 measured 3.9 s against 0.09 s per iteration
-   on three circles, N = 1000);
-   NUTS's diagonal mass matrix then adapts to what is left. ``"none"`` samples the
-   unconstrained coordinates themselves.
+   eps with w_k = m_k + L_k eps_k (L_k L_k^T = B_k, q(w_k) = N(m_k, B_k)), the
+   additive log-ratios of pi a = mu + sigma eps, and log beta = mu + sigma eps for a
+   latent beta (mu, sigma the moments of draws from q), all as one flat site; the
+   target is then close to N(0, I). The posterior sd of a circle's weights is ~1e-3 of a
+   prior sd of 1–10, so without it the trajectories are thousands of leapfrog steps long
+   (issue 18 measured 3.9 s against 0.09 s per iteration on three circles, N = 1000);
+   NUTS's diagonal mass matrix then adapts to what is left. ``"none"`` samples those
+   unconstrained coordinates themselves (mu = 0, sigma = 1, L = I). For the priors of
+   :mod:`pyro_moe.parts` the potential energy and its gradient are evaluated in closed
+   form (:class:`_Target`; no autograd graph, about 40 tensor operations per leapfrog
+   step), checked against :class:`~pyro_moe.joint.LogJoint` with autograd at the start
+   of every fit; an edited prior uses that autograd path (``draws.info["gradient"]``).
 4. ``chains`` chains (4), one after another on one core, each started at its own draw
-   from q (seed ``seed + c``); ``warmup`` adaptation iterations, then ``max_iter`` draws
-   per chain are kept.
+   from q (seed ``seed + c``); ``warmup`` adaptation iterations (200: the preconditioned
+   target is close to N(0, I), so little is left to adapt; measured on the study's 2.csv
+   and three circles, benchmarks/results/nuts.md: R-hat < 1.01, bulk ESS > 4000 of 4000
+   draws; raise it for ``precondition="none"``), then ``max_iter`` draws per chain are
+   kept.
 5. **Labels**: each draw's experts are relabelled to match CAVI's
    (:func:`pyro_moe.result.expert_alignment`, Hungarian on the weights; pi moves with
    them, the noise expert stays last); ``draws.relabelled`` counts the draws that moved.
@@ -53,9 +67,11 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
+import pyro.distributions as dist
 import torch
 from pyro.infer import MCMC
 from pyro.infer import NUTS as PyroNUTS
@@ -63,10 +79,11 @@ from pyro.ops.stats import split_gelman_rubin
 
 from ..errors import ConvergenceWarning, ModelFileError, NonConjugateError
 from ..joint import LogJoint, cholesky, fixed_config, q_draws
+from ..likelihood import expected_log_densities, residual_map
 from ..result import Draws, FitResult, History, Posterior, expert_alignment
 from .base import Engine, Progress, find_stack_level
 from .cavi import CAVI
-from .options import Option, integer, number, one_of
+from .options import Constraint, Option, integer, number, one_of
 
 __all__ = ["NUTS", "OPTIONS"]
 
@@ -77,7 +94,7 @@ OPTIONS = MappingProxyType(
     {
         "max_iter": Option(1000, integer(1), "draws kept per chain, after the warm-up"),
         "tol": Option(1e-8, number(0.0), "tol of the CAVI fit that fixes the hyperparameters"),
-        "warmup": Option(500, integer(1), "warm-up (adaptation) iterations per chain"),
+        "warmup": Option(200, integer(1), "warm-up (adaptation) iterations per chain"),
         "chains": Option(4, integer(1), "chains, run one after another"),
         "target_accept": Option(
             0.8, number(0.0, strict=True, high=1.0, high_strict=True), "NUTS's target acceptance"
@@ -88,6 +105,13 @@ OPTIONS = MappingProxyType(
         ),
         "precondition": Option("cavi", one_of("cavi", "none"), "affine map from CAVI's q"),
         "cavi_max_iter": Option(1000, integer(1), "max_iter of the CAVI fit"),
+        "cavi_options": Option(
+            None,
+            Constraint(
+                lambda v: v is None or isinstance(v, Mapping), "None or a dict of CAVI's options"
+            ),
+            "CAVI's own options for the CAVI fit (prior_var_min, gate_steps, ...)",
+        ),
     }
 )
 
@@ -114,9 +138,9 @@ class NUTS(Engine):
         cavi = self._cavi()
         config = fixed_config(self.model, cavi)
         joint = LogJoint(self.model, self.X, self.y, config, marginalize=opts.marginalize)
-        pre = _Preconditioner(joint, cavi, opts.precondition, opts.seed)
+        pre = _Target(joint, cavi, opts.precondition, opts.seed)
         if joint.marginalize == "sum":
-            _check_sum(self.model, self.X, self.y, config, joint, pre)
+            _check(self.model, self.X, self.y, config, joint, pre)
         show = opts.progress if opts.progress is not None else self.show_progress()
         chains = [
             self._chain(joint, pre, c, show) for c in range(opts.chains)
@@ -163,6 +187,7 @@ class NUTS(Engine):
                 "hyper": "fixed at the CAVI fit's values (point estimates, gate included)",
                 "marginalize": joint.marginalize,
                 "precondition": opts.precondition,
+                "gradient": "closed form" if pre.closed else "autograd",
                 "chains": C,
                 "warmup": opts.warmup,
                 "draws": D,
@@ -222,24 +247,27 @@ class NUTS(Engine):
                 "progress": opts.progress,
                 "tol": opts.tol,
                 "max_iter": opts.cavi_max_iter,
+                **(opts.cavi_options or {}),
             }
         )
-        try:
-            return CAVI(self.model, self.X, self.y, self.config, cavi_opts).fit()
+        try:  # with the search a user's fit makes (fit_curves turns it on)
+            return CAVI(
+                self.model, self.X, self.y, self.config, cavi_opts, search=self.search
+            ).fit()
         except NonConjugateError as e:
             raise NonConjugateError(
                 "method='nuts' fixes the hyperparameters at a CAVI fit and preconditions by "
                 f"its posterior, which this model file does not allow: {e}"
             ) from e
 
-    def _chain(self, joint: LogJoint, pre: _Preconditioner, c: int, show: bool):
+    def _chain(self, joint: LogJoint, pre: _Target, c: int, show: bool):
         """One chain: its draws of eps (draws, ...) and its sampler statistics."""
         opts = self.options
         calls = [0]
 
-        def potential(eps):
+        def potential(z):  # one flat site: Pyro's per-site work once per step
             calls[0] += 1
-            return joint.potential(pre.u(eps))
+            return pre.potential(z["eps"])
 
         kernel = PyroNUTS(
             potential_fn=potential,
@@ -269,7 +297,7 @@ class NUTS(Engine):
         seed = opts.seed + c
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            init = pre.initial(seed)
+            init = {"eps": pre.flatten(pre.initial(seed))}
             mcmc = MCMC(
                 kernel,
                 num_samples=opts.max_iter,
@@ -292,86 +320,262 @@ class NUTS(Engine):
             "time": torch.tensor(times, dtype=torch.float64),
             "seconds": torch.tensor(time.perf_counter() - t0, dtype=torch.float64),
         }
-        return {n: samples[n].to(self.X.dtype) for n in pre.names}, stats
+        eps = pre.unflatten(samples["eps"].to(self.X.dtype))
+        return eps, stats
 
 
-class _Preconditioner:
-    """The affine map u = mu + S eps from NUTS's coordinates eps to the unconstrained
-    coordinates u of each latent site (module docstring, step 3)."""
+class _Target:
+    """NUTS's coordinates eps and its potential energy U(eps) (module docstring, step 3).
+
+    The map theta(eps): w_k = m_k + L_k eps_k; pi = softmax([a, 0]) with
+    a = mu + sigma eps (the additive log-ratio a_c = log pi_c / pi_C, c < C); beta =
+    exp(mu + sigma eps). Its log-Jacobian (:meth:`log_det`) is
+    sum_k log |L_k| + sum_c log pi_c + sum log sigma (pi) + sum log beta + sum log sigma
+    (beta), and U(eps) = -log p(y, theta(eps) | h) - log |det d theta / d eps|.
+
+    :meth:`energy` evaluates U and its gradient in closed form (no autograd) when the
+    priors are the ones of :mod:`pyro_moe.parts` (w_k ~ N(w0_k, A_k), pi ~ Dir(alpha0),
+    beta ~ Gamma(a0, b0)) and z is summed by log-sum-exp. With r_ic the posterior
+    probabilities of the components at theta, res_ik = t_ik - w_k^T phi_ik and
+    s_ik = r_ik beta_k res_ik:
+
+        dU/d eps_w,k = -L_k^T (sum_i s_ik phi_ik - A_k^{-1} (w_k - w0_k))
+        dU/d a_c     = -(n_c + alpha0_c - pi_c sum_c' (n_c' + alpha0_c')),  n_c = sum_i r_ic
+        dU/d log beta_k = -(a0 - b0 beta_k + sum_i r_ik (1 - beta_k res_ik^2) / 2)
+
+    (summed over k for a shared beta), times sigma for pi and beta. Otherwise (an edited
+    prior, or ``marginalize="enumerate"``) U is :class:`pyro_moe.joint.LogJoint`'s with
+    autograd (:meth:`reference`); the closed form is checked against it, value and
+    gradient, at the start of every fit.
+    """
 
     def __init__(self, joint: LogJoint, cavi: FitResult, how: str, seed: int):
         self.joint = joint
-        X = cavi.X
+        X = joint.X
         dt = dict(dtype=X.dtype, device=X.device)
+        cfg = joint.config
+        self.K, self.C = cfg.experts, cfg.components
         gen = torch.Generator(device="cpu").manual_seed(seed)
         q = q_draws(cavi, joint.sites, 1000, gen)
-        self.loc, self.scale, self.tril = {}, {}, None
-        self.fixed: dict[str, torch.Tensor] = {}  # sites with no free coordinate (pi, K = 1)
-        u = joint.unconstrain(q)
-        for n in joint.sites:
-            if u[n].shape[-1:] == (0,):
-                self.fixed[n] = u[n][0]
+        self.loc: dict[str, torch.Tensor] = {}
+        self.scale: dict[str, torch.Tensor] = {}
+        self.fixed: dict[str, torch.Tensor] = {}  # pi of a single component
+        n = cavi.mean.shape[-1]
+        if how == "none":
+            self.loc["w"] = torch.zeros(self.K, n, **dt)
+            self.tril = torch.eye(n, **dt).expand(self.K, n, n)
+        else:
+            self.loc["w"] = cavi.mean.to(**dt)
+            self.tril = cholesky(cavi.cov.to(**dt))
+        for name, coords in (("pi", _alr), ("noise_precision", torch.log)):
+            if name not in joint.sites:
                 continue
-            if how == "none":
-                self.loc[n] = torch.zeros(u[n].shape[1:], **dt)
-                self.scale[n] = torch.ones(u[n].shape[1:], **dt)
-            elif n == "w":
-                self.loc[n] = cavi.mean.to(**dt)
-                self.tril = cholesky(cavi.cov.to(**dt))
-            else:
-                self.loc[n] = u[n].mean(0)
-                self.scale[n] = u[n].std(0).clamp_min(1e-12)
+            if name == "pi" and q[name].shape[-1] == 1:
+                self.fixed[name] = torch.ones(1, **dt)
+                continue
+            c = coords(q[name].to(**dt))
+            self.loc[name] = torch.zeros_like(c[0]) if how == "none" else c.mean(0)
+            self.scale[name] = torch.ones_like(c[0]) if how == "none" else c.std(0).clamp_min(1e-12)
         self.names = [n for n in joint.sites if n not in self.fixed]
+        self._log_det_const = torch.log(self.tril.diagonal(dim1=-2, dim2=-1)).sum() + sum(
+            torch.log(s).sum() for s in self.scale.values()
+        )
+        self.closed = joint.marginalize == "sum" and self._read_priors()
+        self._offset = 0.0
+        if self.closed:  # the dropped normalising constants, from one reference value
+            zero = {n: torch.zeros_like(self.loc[n]) for n in self.names}
+            self._offset = float(self.reference(zero)) - float(self.energy(zero)[0])
 
-    def u(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """u(eps) at one point (no batch dim) or a batch (leading dims)."""
-        out = dict(self.fixed)
-        for n in self.names:
-            if n == "w" and self.tril is not None:
-                out[n] = self.loc[n] + (self.tril @ eps[n].unsqueeze(-1)).squeeze(-1)
-            else:
-                out[n] = self.loc[n] + self.scale[n] * eps[n]
+    # ---- the map ------------------------------------------------------------------------
+    def theta(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Constrained values from eps with leading batch dims (..., site shape)."""
+        w = eps["w"]
+        out = {"w": self.loc["w"] + (self.tril @ w.unsqueeze(-1)).squeeze(-1)}
+        lead = w.shape[:-2]
+        if "pi" in self.fixed:
+            out["pi"] = self.fixed["pi"].expand(*lead, 1)
+        elif "pi" in self.names:
+            a = self.loc["pi"] + self.scale["pi"] * eps["pi"]
+            out["pi"] = torch.softmax(torch.cat([a, torch.zeros_like(a[..., :1])], -1), -1)
+        if "noise_precision" in self.names:
+            out["noise_precision"] = torch.exp(
+                self.loc["noise_precision"] + self.scale["noise_precision"] * eps["noise_precision"]
+            )
         return out
 
-    def theta(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Constrained draws (chains, draws, ...) from eps (chains, draws, ...)."""
-        lead = next(iter(eps.values())).shape[:2]
-        flat = {n: v.reshape(-1, *v.shape[2:]) for n, v in eps.items()}
-        u = self.u(flat)
-        S = lead[0] * lead[1]
-        u = {n: (v.expand(S, *v.shape) if n in self.fixed else v) for n, v in u.items()}
-        theta, _ = self.joint.constrain(u)
-        return {n: v.reshape(*lead, *v.shape[1:]) for n, v in theta.items()}
+    def log_det(self, eps: dict[str, torch.Tensor], theta: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log |det d theta / d eps| (leading batch dims)."""
+        out = self._log_det_const.expand(eps["w"].shape[:-2])
+        if "pi" in self.names:
+            out = out + torch.log(theta["pi"]).sum(-1)
+        if "noise_precision" in self.names:
+            lb = torch.log(theta["noise_precision"])
+            out = out + lb.reshape(*eps["w"].shape[:-2], -1).sum(-1)
+        return out
 
     def initial(self, seed: int) -> dict[str, torch.Tensor]:
-        """A chain's start: eps ~ N(0, I), a draw from q (a standard normal start for
-        ``precondition="none"`` too, around 0 in u)."""
+        """A chain's start: eps ~ N(0, I), a draw from (the moments of) q."""
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        out = {}
-        for n in self.names:
-            shape = self.loc[n].shape
-            out[n] = torch.randn(shape, generator=gen, dtype=torch.float64).to(self.loc[n])
-        return out
+        return {
+            n: torch.randn(self.loc[n].shape, generator=gen, dtype=torch.float64).to(self.loc[n])
+            for n in self.names
+        }
+
+    # ---- the energy -----------------------------------------------------------------------
+    def reference(self, eps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """U(eps) through :class:`LogJoint` (any model file; autograd gives its gradient)."""
+        batched = {n: v.unsqueeze(0) for n, v in eps.items()}
+        theta = self.theta(batched)
+        ld = self.log_det(batched, theta)[0]
+        joint = self.joint
+        if joint.marginalize == "enumerate":
+            u = joint.unconstrain(theta)
+            _, ld_u = joint.constrain(u)
+            return joint.potential({n: v[0] for n, v in u.items()}) + ld_u[0] - ld
+        return -(joint.log_prob(theta)[0] + ld)
+
+    def flatten(self, eps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The sites' eps as one vector (the site NUTS moves)."""
+        return torch.cat([eps[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`flatten`'s inverse, for leading batch dims too."""
+        shapes = [self.loc[n].shape for n in self.names]
+        parts = torch.split(flat, [math.prod(s) for s in shapes], -1)
+        lead = flat.shape[:-1]
+        return {n: p.reshape(*lead, *s) for n, p, s in zip(self.names, parts, shapes, strict=True)}
+
+    def potential(self, flat: torch.Tensor) -> torch.Tensor:
+        """U at the flat eps, for Pyro's NUTS; its gradient the closed form's where there
+        is one, else autograd's through :meth:`reference`."""
+        if not self.closed:
+            return self.reference(self.unflatten(flat))
+        return _Energy.apply(self, flat)
+
+    def _read_priors(self) -> bool:
+        """The priors' parameters when they are those of pyro_moe.parts (else False)."""
+        priors = self.joint.priors
+        w = priors["w"]
+        if type(w) not in (dist.MultivariateNormal, torch.distributions.MultivariateNormal):
+            return False
+        self.w0 = w.loc.expand(self.loc["w"].shape)
+        self.precision = torch.cholesky_inverse(w.scale_tril).expand(*self.tril.shape)
+        if "pi" in self.names:
+            p = priors["pi"]
+            if type(p) not in (dist.Dirichlet, torch.distributions.Dirichlet):
+                return False
+            self.alpha0 = p.concentration
+        if "noise_precision" in self.names:
+            g = priors["noise_precision"]
+            if type(g) not in (dist.Gamma, torch.distributions.Gamma):
+                return False
+            self.a0, self.b0 = g.concentration, g.rate
+        return True
+
+    def energy(self, eps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """U(eps) and dU/d eps in closed form (class docstring), at one point."""
+        joint, K = self.joint, self.K
+        cfg = joint.config
+        theta = self.theta(eps)
+        w = theta["w"]
+        if "noise_precision" in theta:
+            beta = theta["noise_precision"]
+        else:
+            beta = cfg.noise_precision
+        if "pi" in theta:
+            log_pi = torch.log(theta["pi"])
+            log_g = log_pi
+        else:
+            log_g = joint.log_gate
+        Z = joint.Z
+        res = Z @ residual_map(w, cfg.maps).T  # (N, K)
+        b = beta if beta.dim() == 1 else beta.reshape(1)
+        logits = log_g + expected_log_densities(res * res, torch.log(b), b, joint.log_u)
+        lse = torch.logsumexp(logits, -1)
+        r = torch.softmax(logits, -1)  # (N, C)
+        rk = r[:, :K]
+        d = w - self.w0
+        pd = (self.precision @ d.unsqueeze(-1)).squeeze(-1)
+        log_p = lse.sum() - 0.5 * (d * pd).sum()
+        s = rk * b * res  # (N, K)
+        sZ = s.T @ Z  # (K, d)
+        n = w.shape[-1]
+        if cfg.maps is None:
+            g_w = sZ[:, :n]
+        else:
+            g_w = torch.einsum("kd,kjd->kj", sZ, cfg.maps[:, :n])
+        g_w = g_w - pd
+        grads = {"w": -(self.tril.transpose(-1, -2) @ g_w.unsqueeze(-1)).squeeze(-1)}
+        if "pi" in self.names:
+            c = r.sum(0) + self.alpha0
+            log_p = log_p + (self.alpha0 * log_pi).sum()  # prior (alpha0 - 1) + Jacobian 1
+            g_a = c[:-1] - theta["pi"][:-1] * c.sum()
+            grads["pi"] = -g_a * self.scale["pi"]
+        if "noise_precision" in self.names:
+            lb = torch.log(beta)
+            half = 0.5 * (rk * (1 - b * res * res)).sum(0)  # (K,)
+            if beta.dim() == 0:
+                half = half.sum()
+            log_p = log_p + (self.a0 * lb - self.b0 * beta).sum()  # (a0 - 1) + Jacobian 1
+            g_b = self.a0 - self.b0 * beta + half
+            grads["noise_precision"] = -g_b * self.scale["noise_precision"]
+        return -log_p + self._offset, grads
 
 
-def _check_sum(model, X, y, config, joint: LogJoint, pre: _Preconditioner) -> None:
-    """The log-sum-exp potential against Pyro's enumeration of the model file at the
-    preconditioner's centre and one draw from q; a mismatch is a ModelFileError."""
+class _Energy(torch.autograd.Function):
+    """U(eps) as an autograd node whose backward is the closed-form gradient."""
+
+    @staticmethod
+    def forward(ctx, target: _Target, flat: torch.Tensor):
+        with torch.no_grad():
+            U, grads = target.energy(target.unflatten(flat))
+        ctx.save_for_backward(target.flatten(grads))
+        return U
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, g * ctx.saved_tensors[0]
+
+
+def _alr(pi: torch.Tensor) -> torch.Tensor:
+    """a_c = log pi_c - log pi_C (c < C), the additive log-ratio."""
+    log = torch.log(pi)
+    return log[..., :-1] - log[..., -1:]
+
+
+def _check(model, X, y, config, joint: LogJoint, target: _Target) -> None:
+    """The log-sum-exp log joint against Pyro's enumeration of the model file at the centre
+    of q and one draw from it (a mismatch is a ModelFileError); the closed-form energy
+    against :meth:`_Target.reference` there, value and gradient (a mismatch, which no model
+    file of pyro_moe.parts gives, falls back to the reference)."""
     enum = LogJoint(model, X, y, config, marginalize="enumerate")
     for seed in (None, 0):
         eps = (
-            pre.initial(seed)
+            target.initial(seed)
             if seed is not None
-            else {n: torch.zeros_like(pre.loc[n]) for n in pre.names}
+            else {n: torch.zeros_like(target.loc[n]) for n in target.names}
         )
-        u = pre.u(eps)
-        a, b = float(joint.potential(u)), float(enum.potential(u))
+        theta = target.theta({n: v.unsqueeze(0) for n, v in eps.items()})
+        a, b = float(joint.log_prob(theta)[0]), float(enum.log_prob(theta)[0])
         if not abs(a - b) <= 1e-8 * max(1.0, abs(b)):
             raise ModelFileError(
-                f"the closed-form sum over z gives a log joint of {-a:.10g} and Pyro's "
-                f"enumeration of model file {model.name!r} {-b:.10g}: the file's likelihood is "
+                f"the closed-form sum over z gives a log joint of {a:.10g} and Pyro's "
+                f"enumeration of model file {model.name!r} {b:.10g}: the file's likelihood is "
                 "not the one of pyro_moe.parts; fit with marginalize='enumerate'"
             )
+        if not target.closed:
+            continue
+        leaves = {n: v.clone().requires_grad_(True) for n, v in eps.items()}
+        ref = target.reference(leaves)
+        g_ref = torch.autograd.grad(ref, list(leaves.values()))
+        U, grads = target.energy(eps)
+        scale = max(1.0, abs(float(ref.detach())))
+        close = abs(float(U) - float(ref.detach())) <= 1e-8 * scale and all(
+            torch.allclose(grads[n], g, rtol=1e-6, atol=1e-8 * scale)
+            for n, g in zip(target.names, g_ref, strict=True)
+        )
+        if not close:
+            target.closed = False
 
 
 def _align(theta: dict, reference: torch.Tensor, K: int) -> tuple[dict, int]:

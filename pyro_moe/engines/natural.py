@@ -277,6 +277,7 @@ def natural_run(
     run.summary["objective_se"] = 0.0  # the final objective is exact (closed form)
     run.summary["stop_se"] = stop_se
     run.summary["optimizer"] = "natural"
+    run.summary["batch_size"] = None if full else B
     if gate is not None:
         for p in gate.parameters():
             p.requires_grad_(False)

@@ -162,3 +162,28 @@ def test_bad_options_raise_input_error(bad):
     X, t = circle_design(d.xy)
     with pytest.raises(pyro_moe.InputError):
         pyro_moe.fit("mixture_of_models", X, t, method="svi", **bad)
+
+
+def test_adam_starts_a_latent_beta_from_its_closed_form(tmp_path: Path):
+    """With beta ~ Gamma(a0 = 2, b0 = 0.1) in the model file, Adam SVI's q(beta) starts in
+    closed form given its starting q(Z) and q(W), not at 1/Var(y): after 5 steps at
+    lr = 1e-7 (the start, to ~1e-6) a = a0 + N/2 and
+    b = b0 + 1/2 sum_ik r_ik ((y_i - m_k^T x_i)^2 + x_i^T B_k x_i)."""
+    from conftest import edited_model
+
+    old = '    """p(beta): None makes beta'
+    new = "    return dist.Gamma(config.const(2.0), config.const(0.1))\n" + old
+    model = pyro_moe.load_model(edited_model(tmp_path, "mixture_of_models", old, new))
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    r = _quiet(
+        model=model, X=X, y=t, experts=2, prior_mean=STUDY_PRIOR, n_init=1, method="svi",
+        optimizer="adam", max_iter=5, lr=1e-7,
+    )  # fmt: skip
+    x, y = np.asarray(X, float), np.asarray(t, float)
+    m, B, resp = r.mean.numpy(), r.cov.numpy(), r.responsibilities.numpy()
+    sq = (y[:, None] - x @ m.T) ** 2 + np.einsum("ni,kij,nj->nk", x, B, x)
+    b = 0.1 + 0.5 * float((resp * sq).sum())
+    assert float(r.noise_shape) == pytest.approx(2.0 + 0.5 * len(y), rel=1e-5)
+    assert float(r.noise_rate) == pytest.approx(b, rel=1e-4)
+    assert abs(float(r.noise_shape / r.noise_rate) * float(y.var()) - 1) > 0.5  # not 1/Var(y)

@@ -56,6 +56,7 @@ import time
 from types import MappingProxyType
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import SVI as PyroSVI
@@ -66,7 +67,7 @@ from pyro.poutine.util import site_is_subsample
 from ..closed_form import updates as U
 from ..closed_form.bridge import closed_form_objective
 from ..closed_form.init import initial_log_responsibilities
-from ..closed_form.sites import read_model
+from ..closed_form.sites import _unwrap, read_model
 from ..config import Config, gate_weights, log_gate
 from ..errors import InputError, ModelFileError, NonConjugateError
 from ..likelihood import noise_log_density
@@ -307,6 +308,11 @@ def _initialise(model: Model, X, y, cfg: Config, options: Options, how: str, see
         beta_max = 1e10 / max(float(y.var()), 1e-300)
         beta = U.update_noise_precision(total_sq, n_k, beta_max, previous=beta)
         q = U.update_weights(stats, prior, beta)
+    qbeta = None
+    if "noise_shape" in store:  # latent beta: q(beta) in closed form too, not from 1/Var(y)
+        qbeta = _closed_form_qbeta(model_tr, stats, prior, q, cfg)
+        q = U.update_weights(stats, prior, qbeta[0] / qbeta[1])
+        qbeta = _closed_form_qbeta(model_tr, stats, prior, q, cfg)
     with torch.no_grad():
         store["weight_mean"] = q.mean
         store["weight_scale_tril"] = torch.linalg.cholesky(q.cov)
@@ -316,11 +322,27 @@ def _initialise(model: Model, X, y, cfg: Config, options: Options, how: str, see
             store["noise_precision"] = beta
         if "noise_weight" in store:
             store["noise_weight"] = r[:, cfg.experts].mean().clamp(1e-6, 1 - 1e-6)
-        if "noise_shape" in store:
-            a = 1.0 + 0.5 * (N / cfg.experts if cfg.per_expert_noise else N)
-            store["noise_shape"] = torch.full_like(beta, a)
-            store["noise_rate"] = a / beta
+        if qbeta is not None:
+            store["noise_shape"], store["noise_rate"] = qbeta
     return priors
+
+
+def _closed_form_qbeta(model_tr, stats: U.Stats, prior, q, cfg: Config):
+    """q(beta) = Gamma(a0 + N_k/2, b0 + 1/2 sum_i r_ik E(y_i - w_k^T x_i)^2) given q(W) and
+    the initial q(Z) (:func:`~pyro_moe.closed_form.updates.update_noise_gamma`), with
+    (a0, b0) of the model's Gamma prior on ``noise_precision``; a prior of another family
+    starts from the likelihood's part alone (a0 = 1, b0 = 0)."""
+    g = _unwrap(model_tr.nodes["noise_precision"]["fn"])
+    like = cfg.noise_precision
+    if isinstance(g, dist.Gamma):
+        a0, b0 = (p.detach().to(like).expand(like.shape) for p in (g.concentration, g.rate))
+    else:
+        a0, b0 = torch.ones_like(like), torch.zeros_like(like)
+    total, n_k = U.summed_sq_residuals(stats, q), stats.Nk
+    if not cfg.per_expert_noise:
+        total, n_k = total.sum(), n_k.sum()
+    a, b = U.update_noise_gamma(total, n_k, a0, b0)
+    return a.detach().clone(), b.clamp_min(1e-300).detach().clone()
 
 
 def _gate_prior_fn(trace):

@@ -477,7 +477,31 @@ def _run(
         store = pyro.get_param_store()
         _fitted(run, {k: store[k].detach().clone() for k in store.keys()},
                 _config_from_store(cfg), config)  # fmt: skip
+        run.posterior.site_draws = _site_draws(model, X, y, cfg, SITE_DRAWS)
     return run
+
+
+#: the sites the Posterior holds in closed form; every other latent site is drawn
+KNOWN_SITES = frozenset({"pi", "w", "z", "noise_precision"})
+SITE_DRAWS = 1000  # draws kept of each other latent site's q (ArviZ's default per chain)
+
+
+def _site_draws(model: Model, X, y, cfg: Config, S: int) -> dict[str, torch.Tensor] | None:
+    """S draws from the final guide of every latent site outside :data:`KNOWN_SITES` (an
+    added scale tau, a latent hyperparameter), (S, *site shape), or None without any. The
+    guide runs on one data row (``subsample``), so a draw costs the globals only."""
+    idx = torch.zeros(1, dtype=torch.long, device=X.device)
+    draws: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for i in range(S):
+            tr = poutine.trace(model.guide).get_trace(X, y, cfg, subsample=idx)
+            for name, site in tr.nodes.items():
+                if (site["type"] == "sample" and not site["is_observed"]
+                        and not site_is_subsample(site) and name not in KNOWN_SITES):  # fmt: skip
+                    draws.setdefault(name, []).append(site["value"].detach().clone())
+            if i == 0 and not draws:
+                return None
+    return {name: torch.stack(v) for name, v in draws.items()}
 
 
 def _regularizer_at(xi, has_reg: bool, cfg: Config) -> float:

@@ -23,8 +23,8 @@ gradient). The local step is the closed-form q(z_i) of the minibatch given the g
 
 Step sizes: rho_t = 1 with the full batch (each step is then exactly one CAVI iteration,
 in CAVI's order: q(W), q(pi), [w0], [A], [beta or q(beta)], [gate], q(Z)); with minibatches
-Robbins-Monro rho_t = (t + tau)^(-kappa), kappa = 0.7, tau = 1 (scikit-learn's online
-LDA uses tau = 10, which took twice the steps here; see :data:`pyro_moe.engines.svi.OPTIONS`),
+Robbins-Monro rho_t = (t + tau)^(-kappa), kappa = 0.7, tau = 10 (scikit-learn's online
+LDA; a smaller tau was faster but less robust, see :data:`pyro_moe.engines.svi.OPTIONS`),
 t the minibatch step. The first step is always taken with rho = 1 from the full-data
 statistics of the initial q(Z) (the closed-form start).
 

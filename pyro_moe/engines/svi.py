@@ -192,6 +192,7 @@ class SVI(Engine):
                 self.conj = read_model(self.model, self.X, self.y, self.config)
             except NonConjugateError:
                 self.conj = None
+        self.check()  # a batch_size above N is an error even where the full batch is used
         opts = self.options
         small = opts.batch_size is not None and self.X.shape[0] < opts.minibatch_from
         if self.conj is not None and small:  # full batch: exact steps are cheaper here

@@ -11,8 +11,8 @@ Two scenes, `mixture_of_models`, study prior means, one restart each, the same s
 
 Rows: ``cavi``; ``svi`` (natural gradient, full batch, rho = 1); ``svi_minibatch``
 (``batch_size=min(1000, N // 4)``, Robbins-Monro, ``minibatch_from=0`` so minibatches at
-every N; the default ``minibatch_from = 10_000`` runs the full batch below it, so the
-default row at N < 1e4 is ``svi``). Time to within 0.1 % of the final objective: CAVI and
+every N; the default ``minibatch_from = 50_000`` runs the full batch below it, so the
+default row at N < 5e4 is ``svi``). Time to within 0.1 % of the final objective: CAVI and
 full batch read their exact objective history; a minibatch run's per-step objective is a
 minibatch estimate (with stray points its sd is hundreds of nats), so it is timed on the
 exact objective instead: the same seeded run stopped after s = 1, 2, 3, 5, 10, ... steps

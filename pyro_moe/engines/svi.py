@@ -112,14 +112,15 @@ _HYPERS = ("prior_mean", "prior_cov", "noise_precision")
 #:   step; on the full batch CAVI's L-BFGS M-step.
 #: * ``tol=None``: 1e-3 for Adam, 1e-8 for natural gradient on the full batch (an exact
 #:   objective, CAVI's tolerance), 1e-5 on minibatches (the window test above).
-#: * ``minibatch_from=10_000``: natural-gradient SVI takes ``batch_size`` from this N on
+#: * ``minibatch_from=50_000``: natural-gradient SVI takes ``batch_size`` from this N on
 #:   and the full batch's exact steps (CAVI's iterates) below it. A natural step costs
 #:   ~3 ms of fixed work (the global update, the KL terms) beside ~1.7 us a point, so a
-#:   full step on N = 1e3 points costs no more than a minibatch step, and a minibatch run
-#:   needs hundreds of steps to average its noise: measured at N = 1e3 (B = 250), time to
-#:   within 0.1 % of the final objective 17x CAVI's with minibatches and 0.7x on the full
-#:   batch, at N = 1e4 (B = 1000) 2-3x with stray points (benchmarks/results/natural_scaling.md). The
-#:   restarts' summaries report the ``batch_size`` used. 0 always honours ``batch_size``.
+#:   full step on N = 1e3 points costs no more than a minibatch step, and with stray
+#:   points a minibatch run needs 20-100 steps to come within 0.1 %: measured time to
+#:   0.1 % with minibatches (B = min(1000, N/4)) 43x CAVI's at N = 1e3, 4x at 1e4, 0.88x
+#:   at 1e5, 0.23x at 1e6, against 1.1-1.5x on the full batch
+#:   (benchmarks/results/natural_scaling.md). The restarts' summaries report the
+#:   ``batch_size`` used. 0 always honours ``batch_size``.
 TOL = MappingProxyType({"adam": 1e-3, "natural": 1e-8, "natural_minibatch": 1e-5})
 OPTIONS = MappingProxyType(
     {
@@ -148,7 +149,7 @@ OPTIONS = MappingProxyType(
         "gate_lr": Option(0.01, number(0.0, strict=True), "Adam's lr for the gate (natural)"),
         "gate_steps": Option(1, integer(1), "Adam steps of the gate per step (natural)"),
         "minibatch_from": Option(
-            10_000, integer(0), "natural gradient takes batch_size from this N on"
+            50_000, integer(0), "natural gradient takes batch_size from this N on"
         ),
         "prior_var_min": Option(1e-10, number(0.0, strict=True), "floor of A_k's eigenvalues"),
     }

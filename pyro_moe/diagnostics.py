@@ -9,7 +9,9 @@ q(W) q(pi) [q(beta)] in closed form; :func:`to_inference_data` draws from it and
     ``pi`` (chain, draw, expert): draws from q(pi) = Dir(alpha) (mixtures of models only);
     ``beta`` (chain, draw) or (chain, draw, expert) with one noise precision per expert:
     draws from q(beta) = Gamma(shape, rate) when beta is latent, else the point estimate
-    repeated; and, for shape fits, the curve parameters of every
+    repeated; every other latent site of a swapped model file (an added scale tau), by
+    its site name: the fit's draws from its q (``result.posterior.site_draws``, SVI); and,
+    for shape fits, the curve parameters of every
     draw in pixel units: circles ``x0, y0, r`` (chain, draw, expert) with
     x0 = c_x + sigma w_1/2, y0 = c_y + sigma w_2/2, r = sigma sqrt(w_3 + (w_1/2)^2 + (w_2/2)^2)
     (NaN for a draw whose r^2 < 0), or conics ``xc, yc, semi_major, semi_minor, angle``
@@ -148,6 +150,10 @@ def _single(result: FitResult, rng: np.random.Generator, draws: int) -> dict[str
         b0 = _np(result.noise_precision).astype(float)
         beta = np.broadcast_to(b0, (draws, *b0.shape)).copy()
     out["beta"] = beta
+    for name, values in (result.posterior.site_draws or {}).items():
+        # the fit's own draws from q of an added site: the first `draws`, else resampled
+        v = _np(values).astype(float)
+        out[name] = v[:draws] if len(v) >= draws else v[rng.integers(0, len(v), draws)]
     out["log_lik"] = _log_lik(result, w, pi, beta)
     return out
 

@@ -12,7 +12,8 @@ Saved as ``.npz`` (:meth:`FitResult.save`) with these arrays:
 whose ``noise_shape``/``noise_rate`` are saved too), ``concentration`` (K,),
 ``regularization_cov`` (n, n; regularized model), ``objective_history``, ``elbo_history``,
 ``time_history`` (seconds), ``maps`` (K, n+1, d; experts with their own feature maps,
-:mod:`pyro_moe.experts`), ``gate/<name>`` (gate parameters), ``draws/<name>`` (a NUTS fit's :class:`Draws`) and a JSON ``meta`` string
+:mod:`pyro_moe.experts`), ``gate/<name>`` (gate parameters), ``site_draws/<name>`` (draws
+from q of a model file's other latent sites, :attr:`Posterior.site_draws`), ``draws/<name>`` (a NUTS fit's :class:`Draws`) and a JSON ``meta`` string
 (method, model, iterations, wall time, converged, learn, shapes standardization).
 """
 
@@ -118,6 +119,9 @@ class Posterior:
         mean, cov: m (K, n) and B (K, n, n) of q(w_k) = N(m_k, B_k).
         alpha: (C,) of q(pi) = Dir(alpha) (mixtures of models), else None.
         noise_shape, noise_rate: (a, b) of q(beta) = Gamma(a, b) when beta is latent.
+        site_draws: draws (S, *site shape) from the guide's q of every other latent site
+            of a model file (an added scale tau, ...), by site name, else None (SVI; saved
+            as ``site_draws/<name>``; not relabelled by :meth:`permuted`).
     """
 
     responsibilities: torch.Tensor
@@ -126,6 +130,7 @@ class Posterior:
     alpha: torch.Tensor | None = None
     noise_shape: torch.Tensor | None = None
     noise_rate: torch.Tensor | None = None
+    site_draws: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def permuted(self, idx: torch.Tensor) -> Posterior:
         K = self.mean.shape[0]
@@ -530,6 +535,8 @@ class FitResult:
             arrays["log_gate"] = _np(self.log_gate)
         for name, value in (self.gate_state or {}).items():
             arrays[f"gate/{name}"] = _np(value)
+        for name, value in (self.posterior.site_draws or {}).items():
+            arrays[f"site_draws/{name}"] = _np(value)
         if self.draws is not None:
             for name in _DRAWS:
                 if getattr(self.draws, name) is not None:
@@ -570,6 +577,7 @@ class FitResult:
                 part: {n: arrays[n] for n in names if n in arrays} for part, names in _PARTS.items()
             }
             gate = {k[5:]: v for k, v in arrays.items() if k.startswith("gate/")} or None
+            sites = {k[11:]: v for k, v in arrays.items() if k.startswith("site_draws/")}
             K = parts["posterior"]["mean"].shape[0]
             geometry = meta.get("geometry", meta.get("shapes"))
             draws = None
@@ -580,7 +588,7 @@ class FitResult:
                 method=meta["method"],
                 model_name=meta["model_name"],
                 model_path=meta["model_path"],
-                posterior=Posterior(**parts["posterior"]),
+                posterior=Posterior(**parts["posterior"], site_draws=sites or None),
                 hyper=Hyperparameters(
                     **parts["hyper"], gate_state=gate, gate_hidden=meta["gate_hidden"]
                 ),
@@ -635,7 +643,7 @@ class FitResult:
 
 #: the saved arrays of each part, by name (gate parameters are saved as ``gate/<name>``)
 _PARTS = {
-    "posterior": sorted(f.name for f in fields(Posterior)),
+    "posterior": sorted(f.name for f in fields(Posterior) if f.name != "site_draws"),
     "hyper": sorted({f.name for f in fields(Hyperparameters)} - {"gate_state", "gate_hidden"}),
 }
 _HISTORY = {"objective_history": "objective", "elbo_history": "elbo", "time_history": "time"}

@@ -72,7 +72,11 @@ CASES = {
     "circle + ellipse": dict(experts="circle,ellipse"),
     "svi": dict(model="mixture_of_models", method="svi", max_iter=20),
     "svi minibatch, gate": dict(
-        model="regularized_experts", method="svi", max_iter=20, batch_size=64
+        model="regularized_experts",
+        method="svi",
+        max_iter=20,
+        batch_size=64,
+        minibatch_from=0,
     ),
 }
 

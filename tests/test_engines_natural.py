@@ -20,16 +20,15 @@ import pyro_moe
 from pyro_moe.closed_form import updates as U
 from pyro_moe.config import Config
 from pyro_moe.engines.natural import robbins_monro, window_test
-from pyro_moe.shapes import circle_design, circle_points, synthetic_1
+from pyro_moe.shapes import circle_design, circle_from_weights, circle_points, synthetic_1
 from pyro_moe.study import STUDY_PRIOR_MEAN as STUDY_PRIOR
 
 
 def _fit(X, t, method, model="mixture_of_models", **kw):
+    kw = {"n_init": 1, **kw}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
-        return pyro_moe.fit(
-            model, X, t, experts=2, prior_mean=STUDY_PRIOR, n_init=1, method=method, **kw
-        )
+        return pyro_moe.fit(model, X, t, experts=2, prior_mean=STUDY_PRIOR, method=method, **kw)
 
 
 @pytest.fixture
@@ -185,10 +184,8 @@ def _agree(svi, cavi):
 def test_svi_reaches_cavi_on_the_measured_kinds_of_data():
     """Default method="svi" (natural gradient, full batch) against CAVI: objective within
     0.01 % (or 0.5 nats), posterior sds within 5 %, and a minibatch run (B = N/4,
-    Robbins-Monro) the same without the noise expert; the study's 1.csv-3.csv join when
-    ../shared/data is there. (With the noise expert the Robbins-Monro run does not leave
-    the noise-dominated start within 2000 steps at N = 200: measured -242.8 against CAVI's
-    -82.6 on "stray", -148.2 against 804.8 on "exact"; not asserted, see the issue.)"""
+    Robbins-Monro, minibatches forced at this small N) the same without the noise expert;
+    the study's 1.csv-3.csv join when ../shared/data is there."""
     for name, xy, noise in _cases():
         X, t = circle_design(xy)
         cavi = _fit(X, t, "cavi", noise_expert=noise)
@@ -197,14 +194,49 @@ def test_svi_reaches_cavi_on_the_measured_kinds_of_data():
         assert svi.converged, name
         if noise:
             continue
-        mini = _fit(X, t, "svi", noise_expert=noise, batch_size=len(t) // 4, max_iter=2000)
+        mini = _fit(X, t, "svi", batch_size=len(t) // 4, max_iter=2000, minibatch_from=0)
         _agree(mini, cavi)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["stray", "exact"])
+def test_minibatch_with_the_noise_expert_reaches_cavi(case):
+    """Minibatch natural-gradient SVI with the noise expert (q(pi) over K + 1 components,
+    its share rescaled by N/B like every statistic) reaches CAVI's objective within 0.01 %
+    or 0.5 nats from the same start, on the two kinds the issue measured: two apart
+    circles with 30 % stray points and exact concentric circles. Two restarts: the first
+    ("prior") ends in the noise-dominated optimum for both engines, the second in the
+    circles' one, and both engines must land in each."""
+    xy = dict((name, xy) for name, xy, _ in _cases()[:3])[case]
+    X, t = circle_design(xy)
+    kw = dict(noise_expert=True, n_init=2)
+    cavi = _fit(X, t, "cavi", **kw)
+    mini = _fit(X, t, "svi", batch_size=len(t) // 4, max_iter=1500, minibatch_from=0, **kw)
+    assert mini.restarts[0]["batch_size"] == len(t) // 4
+    for c, m in zip(cavi.restarts, mini.restarts, strict=True):
+        assert abs(m["objective"] - c["objective"]) <= max(1e-4 * abs(c["objective"]), 0.5)
+    assert cavi.objective > cavi.restarts[0]["objective"] + 100  # the second is the circles'
+    gap = abs(mini.objective - cavi.objective)
+    assert gap <= max(1e-4 * abs(cavi.objective), 0.5), (mini.objective, cavi.objective)
+
+
+def test_minibatches_only_from_minibatch_from_points():
+    """Below ``minibatch_from`` points natural SVI takes the full batch's exact steps
+    (CAVI's iterates, CAVI's tolerance) and says so; from it on, the minibatches."""
+    xy, _ = circle_points([(0.0, 0.0), (0.3, -0.2)], [0.5, 1.5], 200, jitter=0.005, seed=3)
+    X, t = circle_design(xy)
+    cavi = _fit(X, t, "cavi")
+    small = _fit(X, t, "svi", batch_size=100)
+    assert small.restarts[0]["batch_size"] is None
+    assert torch.allclose(small.objective_history[:-1], cavi.objective_history, rtol=1e-10)
+    forced = _fit(X, t, "svi", batch_size=100, max_iter=5, minibatch_from=400)
+    assert forced.restarts[0]["batch_size"] == 100
 
 
 def test_minibatch_objective_is_exact_at_the_end_and_se_reported():
     xy, _ = circle_points([(0.0, 0.0), (0.3, -0.2)], [0.5, 1.5], 400, jitter=0.005, seed=3)
     X, t = circle_design(xy)
-    r = _fit(X, t, "svi", batch_size=200, max_iter=400)
+    r = _fit(X, t, "svi", batch_size=200, max_iter=400, minibatch_from=0)
     summary = r.restarts[0]
     assert summary["objective_se"] == 0.0 and np.isfinite(summary["stop_se"])
     cavi = _fit(X, t, "cavi")
@@ -265,3 +297,22 @@ def test_result_reports_the_dirichlet_prior_in_use(tmp_path: Path, optimizer):
     X, t = circle_design(d.xy)
     r = _fit(X, t, "svi", asym, optimizer=optimizer, max_iter=20)
     assert r.concentration.tolist() == [1.0, 4.0]
+
+
+@pytest.mark.parametrize("model", ["mixture_of_experts", "regularized_experts"])
+def test_full_batch_gate_takes_cavis_m_step(model):
+    """A gated model on the full batch: the gate takes CAVI's L-BFGS M-step (not Adam's
+    small steps), so natural SVI reaches CAVI's objective (0.01 % or 0.5 nats), its S
+    and its posterior sds (5 %) on Synthetic 2, as fast as CAVI in iterations."""
+    from pyro_moe.shapes import circle_error, synthetic_2
+
+    d = synthetic_2(0)
+    X, t = circle_design(d.xy)
+    kw = dict(model=model, prior_cov=1.0, tol=1e-8)
+    cavi = _fit(X, t, "cavi", **kw)
+    svi = _fit(X, t, "svi", **kw)
+    _agree(svi.aligned_to(cavi), cavi)
+    assert svi.converged and svi.iterations <= 2 * cavi.iterations + 5
+    S = [circle_error(d.circles, [circle_from_weights(w) for w in r.mean.numpy()])
+         for r in (cavi, svi)]  # fmt: skip
+    assert S[1] <= max(2 * S[0], 1e-6), S

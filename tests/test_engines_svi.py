@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import pyro_moe
+from pyro_moe.diagnostics import to_inference_data
 from pyro_moe.shapes import (
     circle_design,
     circle_error,
@@ -162,3 +163,80 @@ def test_bad_options_raise_input_error(bad):
     X, t = circle_design(d.xy)
     with pytest.raises(pyro_moe.InputError):
         pyro_moe.fit("mixture_of_models", X, t, method="svi", **bad)
+
+
+def test_adam_starts_a_latent_beta_from_its_closed_form(tmp_path: Path):
+    """With beta ~ Gamma(a0 = 2, b0 = 0.1) in the model file, Adam SVI's q(beta) starts in
+    closed form given its starting q(Z) and q(W), not at 1/Var(y): after 5 steps at
+    lr = 1e-7 (the start, to ~1e-6) a = a0 + N/2 and
+    b = b0 + 1/2 sum_ik r_ik ((y_i - m_k^T x_i)^2 + x_i^T B_k x_i)."""
+    from conftest import edited_model
+
+    old = '    """p(beta): None makes beta'
+    new = "    return dist.Gamma(config.const(2.0), config.const(0.1))\n" + old
+    model = pyro_moe.load_model(edited_model(tmp_path, "mixture_of_models", old, new))
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    r = _quiet(
+        model=model, X=X, y=t, experts=2, prior_mean=STUDY_PRIOR, n_init=1, method="svi",
+        optimizer="adam", max_iter=5, lr=1e-7,
+    )  # fmt: skip
+    x, y = np.asarray(X, float), np.asarray(t, float)
+    m, B, resp = r.mean.numpy(), r.cov.numpy(), r.responsibilities.numpy()
+    sq = (y[:, None] - x @ m.T) ** 2 + np.einsum("ni,kij,nj->nk", x, B, x)
+    b = 0.1 + 0.5 * float((resp * sq).sum())
+    assert float(r.noise_shape) == pytest.approx(2.0 + 0.5 * len(y), rel=1e-5)
+    assert float(r.noise_rate) == pytest.approx(b, rel=1e-4)
+    assert abs(float(r.noise_shape / r.noise_rate) * float(y.var()) - 1) > 0.5  # not 1/Var(y)
+
+
+def _tau_model(tmp_path: Path):
+    """mixture_of_models with an added latent scale: tau ~ HalfCauchy(1), w_k | tau ~
+    N(w0_k, tau^2 A_k), and q(tau) = LogNormal(l, s) in the guide."""
+    from conftest import edited_model
+
+    path = edited_model(
+        tmp_path, "mixture_of_models",
+        "    with pyro.plate(parts.EXPERTS_PLATE, config.experts):\n"
+        '        w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), '
+        'config.hyper("prior_cov")))\n',
+        '    tau = pyro.sample("tau", dist.HalfCauchy(config.const(1.0)))\n'
+        "    with pyro.plate(parts.EXPERTS_PLATE, config.experts):\n"
+        '        w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), '
+        'tau**2 * config.hyper("prior_cov")))\n',
+    )  # fmt: skip
+    text = path.read_text().replace(
+        "    parts.mixing_guide(config)\n",
+        '    loc = pyro.param("tau_loc", config.const(0.0))\n'
+        '    scale = pyro.param("tau_scale", config.const(0.5), '
+        "constraint=dist.constraints.positive)\n"
+        '    pyro.sample("tau", dist.LogNormal(loc, scale))\n'
+        "    parts.mixing_guide(config)\n",
+    )
+    path.write_text(text)
+    return pyro_moe.load_model(path)
+
+
+def test_an_added_latent_site_has_its_q_in_the_result_and_arviz(tmp_path: Path):
+    """An added scale tau (not a site the Posterior knows) keeps its q: SVI stores draws
+    of the final q(tau), saved and loaded with the result, and to_inference_data puts
+    them in the posterior group beside w (their spread is q's: LogNormal(l, s))."""
+    model = _tau_model(tmp_path)
+    d = synthetic_1()
+    X, t = circle_design(d.xy)
+    r = _quiet(
+        model=model, X=X, y=t, experts=2, prior_mean=STUDY_PRIOR, n_init=1, method="svi",
+        max_iter=50, learn="none", noise_precision=1e3, final_particles=5,
+    )  # fmt: skip
+    assert r.restarts[0]["optimizer"] == "adam"  # tau is not conjugate: the Adam path
+    tau = r.posterior.site_draws["tau"]
+    assert tau.shape == (1000,) and (tau > 0).all()
+    assert r.mean.shape == (2, 3)  # the known sites stay where they were
+    assert set(r.posterior.site_draws) == {"tau"}
+    log_tau = tau.log()
+    assert 0.1 < float(log_tau.std()) < 2.0  # a distribution, not a point
+    idata = to_inference_data(r, draws=500)
+    assert idata.posterior["tau"].shape == (1, 500)
+    np.testing.assert_allclose(idata.posterior["tau"].values[0], tau[:500].numpy())
+    back = pyro_moe.FitResult.load(r.save(tmp_path / "tau.npz"))
+    assert torch.equal(back.posterior.site_draws["tau"], tau)

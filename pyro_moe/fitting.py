@@ -193,8 +193,11 @@ def _search(engine, model, X, y, config, options, result: FitResult) -> FitResul
     responsibilities; one ConvergenceWarning at the end if the kept fit did not converge."""
     given = dict(options)
 
-    def refit(R):
-        opts = engine.options({**given, "responsibilities": R, "n_init": 1, "init": "auto"})
+    def refit(R, max_iter=None):
+        limit = {} if max_iter is None else {"max_iter": min(max_iter, options.max_iter)}
+        opts = engine.options(
+            {**given, "responsibilities": R, "n_init": 1, "init": "auto", **limit}
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             return engine(model, X, y, config, opts).fit()

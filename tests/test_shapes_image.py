@@ -166,7 +166,7 @@ def test_max_points_seeded(ring: np.ndarray) -> None:
 def test_otsu_threshold() -> None:
     rng = np.random.default_rng(0)
     upper = rng.random((40, 40)) < 0.3
-    img = np.where(upper, 0.8, 0.2) + rng.normal(0, 0.02, (40, 40))
+    img = np.where(upper, 0.8, 0.2) + rng.normal(0, 0.01, (40, 40))
     t = otsu_threshold(img)
     # skimage's threshold_otsu: ``img > t`` is exactly the upper class
     np.testing.assert_array_equal(img > t, upper)

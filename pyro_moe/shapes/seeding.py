@@ -9,8 +9,9 @@ result is still the fixed point that the model defines, only reached from a bett
 
 For each curve, ``candidates`` minimal subsets of the form (n points for n features) are
 drawn *locally* (Myatt et al. 2002, NAPSAC): an anchor point at random among the points not
-yet explained, the other n - 1 among its neighbours within a radius rho, rho cycling over
-:data:`RADII` x the points' extent. Each subset is solved exactly, and scored by its
+yet explained, the other n - 1 at random among its k nearest neighbours, k cycling over
+:data:`NEIGHBOURS` (so the scale follows the points' density, and a small curve among
+many is drawn as often as a large one). Each subset is solved exactly, and scored by its
 inliers (weighted by the share of :data:`ARCS` arcs about the curve's centre
 that they cover, for circles and ellipses: a circle tangent to several coins has many
 inliers on few arcs): the points within ``tau`` of the curve in the Sampson (first-order geometric)
@@ -35,10 +36,11 @@ import numpy as np
 
 from .geometry import monomials
 
-__all__ = ["RADII", "seed_curves"]
+__all__ = ["NEIGHBOURS", "seed_curves"]
 
-#: The radii of the neighbourhoods the minimal subsets are drawn from, x the extent.
-RADII = (0.05, 0.1, 0.2, 0.4, 1.0)
+#: The sizes (nearest neighbours of the anchor) of the neighbourhoods the minimal subsets
+#: are drawn from; larger than the point set: the whole set.
+NEIGHBOURS = (16, 64, 256, 1024, 4096)
 #: The arcs (equal angles about the centre) whose coverage weighs a candidate's inliers.
 ARCS = 36
 
@@ -129,7 +131,7 @@ def seed_curves(
     if tau is None:
         nn = tree.query(P, k=2)[0][:, 1]
         tau = 2.0 * float(np.median(nn))
-    radii = np.resize(np.array(RADII) * extent, candidates)
+    hood = np.resize(np.array(NEIGHBOURS), candidates)
 
     def distance(W: np.ndarray, idx: np.ndarray) -> np.ndarray:
         f = t[idx] - W @ phi[idx].T
@@ -145,17 +147,22 @@ def seed_curves(
         left = np.flatnonzero(labels < 0)
         if len(left) < n + 2:
             break
-        sub = cKDTree(P[left])
         anchors = rng.integers(len(left), size=candidates)
         picks = np.empty((candidates, n), dtype=np.int64)
         picks[:, 0] = anchors
-        hoods = sub.query_ball_point(P[left[anchors]], radii)
-        for c, near in enumerate(hoods):  # one neighbourhood per candidate (not per point)
-            near = np.asarray(near)
-            near = near[near != anchors[c]]
-            if len(near) < n - 1:
-                near = np.delete(np.arange(len(left)), anchors[c])
-            picks[c, 1:] = rng.choice(near, size=n - 1, replace=False)
+        sub = cKDTree(P[left])
+        for size in np.unique(hood):  # one k-nearest query per neighbourhood size
+            rows = np.flatnonzero(hood == size)
+            m = int(min(size, len(left)))
+            # n - 1 distinct draws among the m nearest (the anchor itself excluded): the
+            # smallest n - 1 of m - 1 random keys
+            keys = rng.random((len(rows), m - 1)).argsort(-1)[:, : n - 1] + 1
+            if m >= len(left):  # the whole set: no tree query
+                order = np.argsort(np.linalg.norm(P[left][None] - P[left[anchors[rows]]][:, None],
+                                                  axis=-1), -1)  # fmt: skip
+            else:
+                order = sub.query(P[left[anchors[rows]]], k=m)[1]
+            picks[rows, 1:] = np.take_along_axis(order, keys, -1)
         idx = left[picks]
         A, b = phi[idx], t[idx]
         ok = np.abs(np.linalg.det(A)) > 1e-12

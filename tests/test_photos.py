@@ -15,6 +15,7 @@ References were measured independently of pyro_moe's fit:
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -128,3 +129,22 @@ def test_the_eye_photo_k2_gives_the_pupil_and_the_iris_within_8_px():
     circles = result.circles()
     for name, ref in EYE.items():
         assert min(_gap(ref, c) for c in circles) <= 8.0, (name, circles)
+
+
+def test_the_command_line_passes_edge_sigma(capsys, tmp_path):
+    from cli_helpers import run_cli
+    from PIL import Image
+
+    path = tmp_path / "coins.png"
+    Image.fromarray(data.coins()).save(path)
+    counts = {}
+    for sigma in ("1", "4"):
+        code, out, _ = run_cli(capsys, "circles", path, "--edges", "--edge-sigma", sigma,
+                               "--experts", "1", "--json")  # fmt: skip
+        assert code == 0
+        counts[sigma] = json.loads(out)["points"]
+    gray = data.coins() / 255.0
+    assert counts == {
+        "1": int(canny_edges(gray, 1.0).sum()),
+        "4": int(canny_edges(gray, 4.0).sum()),
+    }

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import learn_set
 from .errors import InputError
 from .experts import layout
 from .fitting import fit
@@ -290,14 +291,19 @@ def fit_curves(
         image_options=image_options, allow_mixed_targets=allow_mixed_targets,
     )  # fmt: skip
     if seeded and fit_options.get("responsibilities") is None and "init" not in fit_options:
+        settings = load_model(model).settings
         noise = fit_options.get("noise_expert")
         if noise is None:
-            noise = bool(load_model(model).settings.get("noise_expert", False))
+            noise = bool(settings.get("noise_expert", False))
         start = seed_responsibilities(data, noise_expert=noise, seed=seed)
         if start is not None:
             R, beta = start
             fit_options = {**fit_options, "responsibilities": R}
-            if fit_options.get("noise_precision") is None and per_expert_noise:
+            # the seeded precisions are a starting value: only where beta is learned
+            learned = "noise_precision" in learn_set(
+                fit_options.get("learn", settings.get("learn"))
+            )
+            if fit_options.get("noise_precision") is None and per_expert_noise and learned:
                 fit_options["noise_precision"] = beta
     return fit(
         model, data.X, data.y, experts=data.experts, seed=seed, geometry=data.geometry,

@@ -21,8 +21,9 @@ One move re-seeds a *victim* expert v on the points that the other experts expla
    victim's form (n_v rows) are solved exactly; the candidate with the most points within
    ``threshold`` robust standard deviations of the current fit's residuals wins;
 4. the victim's responsibilities become those inliers (the rest of its mass goes to the
-   other components in proportion), and the fit restarts from there; the converged result
-   replaces the current one when its objective is higher by more than ``min_gain`` nats.
+   other components in proportion), and the fit restarts from there for at most
+   ``trial_iter`` iterations; a move that beats the current objective by more than
+   ``min_gain`` nats by then runs on to convergence and replaces the current fit.
 
 Moves repeat until a pass over every victim finds no gain, or ``max_moves`` refits.
 """
@@ -38,7 +39,12 @@ from .closed_form.init import _solve
 from .likelihood import LOG_2PI, noise_log_density, residual_map
 from .result import FitResult
 
-__all__ = ["SearchReport", "search"]
+__all__ = ["TRIAL_ITER", "SearchReport", "search"]
+
+#: Iterations a move gets to overtake the current fit before it is dropped. Measured on
+#: ``skimage.data.coins`` (K = 24): a full refit per move made the search 75 s of a 78 s
+#: fit; see :func:`search`.
+TRIAL_ITER = 25
 
 
 @dataclass
@@ -149,11 +155,16 @@ def search(
     min_share: float = 0.01,
     max_moves: int | None = None,
     min_gain: float | None = None,
+    trial_iter: int | None = TRIAL_ITER,
 ) -> tuple[FitResult, SearchReport]:
     """Improve a converged fit by re-seeding experts (module docstring).
 
-    ``refit(R)`` fits the same model and data from responsibilities ``R`` (N, C) and
-    returns the converged result. Returns the best result found and a report.
+    ``refit(R, max_iter)`` fits the same model and data from responsibilities ``R`` (N, C)
+    in at most ``max_iter`` iterations (None: the fit's own limit) and returns the result.
+    A move is tried with ``trial_iter`` iterations (None: to convergence); one that already
+    beats the current objective then runs to convergence. The objective never decreases
+    along a run, so a move rejected after ``trial_iter`` iterations is one that had not
+    overtaken the current fit by then. Returns the best result found and a report.
     """
     K = result.experts
     report = SearchReport(objective_before=result.objective)
@@ -174,10 +185,14 @@ def search(
             if R is None:
                 continue
             report.tried += 1
-            trial = refit(R)
+            trial = refit(R, trial_iter)
             gain_needed = (
                 min_gain if min_gain is not None else 1e-6 * max(abs(current.objective), 1.0)
             )
+            if trial.objective > current.objective + gain_needed and not trial.converged:
+                more = refit(trial.responsibilities)  # finish the move from where it stands
+                if more.objective >= trial.objective:
+                    trial = more
             if trial.objective > current.objective + gain_needed:
                 trial.restarts = [*current.restarts, *trial.restarts[-1:]]
                 current = trial

@@ -36,14 +36,17 @@ def test_the_search_finds_every_ring_that_plain_cavi_misses(rings):
     img, truth = rings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
-        plain = pyro_moe.fit_circles(img, experts=3, noise_expert=True, per_expert_noise=False,
-                                     search=False)  # fmt: skip
-        found = pyro_moe.fit_circles(img, experts=3, noise_expert=True, per_expert_noise=False)
+        # the engine's own restarts (no sequential-RANSAC start), with and without the search
+        kw = dict(experts=3, noise_expert=True, per_expert_noise=False, seeded=False)
+        plain = pyro_moe.fit_circles(img, search=False, **kw)
+        found = pyro_moe.fit_circles(img, **kw)
+        seeded = pyro_moe.fit_circles(img, experts=3, noise_expert=True, search=False)
     assert max(_errors(truth, plain.circles()), default=np.inf) > 10  # the trap is real
     assert max(_errors(truth, found.circles())) < 0.5
     assert found.search["accepted"] >= 1
     assert found.objective > plain.objective + 100
     assert found.search["objective_before"] == pytest.approx(plain.objective)
+    assert max(_errors(truth, seeded.circles())) < 0.5  # the seeded start alone is right
 
 
 def test_the_search_keeps_a_fit_it_cannot_improve_and_never_lowers_the_objective():
@@ -53,7 +56,7 @@ def test_the_search_keeps_a_fit_it_cannot_improve_and_never_lowers_the_objective
     start = pyro_moe.fit("mixture_of_models", data.X, data.y, **fit)
     calls = []
 
-    def refit(R):
+    def refit(R, max_iter=None):
         calls.append(R)
         return pyro_moe.fit("mixture_of_models", data.X, data.y, responsibilities=R, **fit)
 

@@ -98,7 +98,7 @@ def test_rgb_and_rgba(ring: np.ndarray, tmp_path: Path) -> None:
     p = tmp_path / "rgb.png"
     Image.fromarray(rgb).save(p)
     gray = read_image(p)
-    assert gray.max() == pytest.approx(0.299)
+    assert gray.max() == pytest.approx(0.2125)  # skimage.color.rgb2gray: BT.709 red weight
     _check(image_to_points(p))
 
     rgba = np.zeros((*SHAPE, 4), dtype=np.uint8)
@@ -165,10 +165,12 @@ def test_max_points_seeded(ring: np.ndarray) -> None:
 
 def test_otsu_threshold() -> None:
     rng = np.random.default_rng(0)
-    img = np.where(rng.random((40, 40)) < 0.3, 0.8, 0.2) + rng.normal(0, 0.02, (40, 40))
+    upper = rng.random((40, 40)) < 0.3
+    img = np.where(upper, 0.8, 0.2) + rng.normal(0, 0.01, (40, 40))
     t = otsu_threshold(img)
-    assert 0.3 < t < 0.7
-    assert otsu_threshold(np.array([[0.0, 1.0], [1.0, 0.0]])) == pytest.approx(0.5)
+    # skimage's threshold_otsu: ``img > t`` is exactly the upper class
+    np.testing.assert_array_equal(img > t, upper)
+    assert otsu_threshold(np.array([[0.0, 1.0], [1.0, 0.0]])) < 1.0
     mask = foreground_mask(img)
     assert mask.mean() == pytest.approx((img > 0.5).mean())
     assert foreground_mask(img, 0.5, invert=False).sum() == (img > 0.5).sum()

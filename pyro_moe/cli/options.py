@@ -332,7 +332,16 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--edges",
         action="store_true",
-        help="keep only the boundary pixels of filled shapes (default: off)",
+        help="keep only edge points: the boundary of a binary mask, or Canny's edges of a "
+        "gray or colour photo (default: off)",
+    )
+    p.add_argument(
+        "--edge-sigma",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="with --edges on a photo: Canny's smoothing scale in pixels (default: the "
+        "smallest of 1, 1.5, ..., 6 whose edges are at most 6 (H + W) pixels)",
     )
     add_plot_option(
         p,
@@ -364,8 +373,11 @@ def add_curve_options(p: argparse.ArgumentParser, design: str) -> None:
 
 
 def image_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``image_options`` of the curve fitters from ``--threshold``, ``--invert``, ``--edges``."""
+    """``image_options`` of the curve fitters from ``--threshold``, ``--invert``, ``--edges``,
+    ``--edge-sigma``."""
     options = {"threshold": args.threshold, "invert": args.invert, "edges": args.edges}
+    if args.edge_sigma is not None:
+        options["edge_sigma"] = args.edge_sigma
     if args.max_pixels is not None:
         options["max_pixels"] = args.max_pixels or None
     return options

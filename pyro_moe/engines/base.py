@@ -203,8 +203,11 @@ class Engine:
         given = dict(self.options)
         engine = type(self)
 
-        def refit(R):
-            opts = engine.options({**given, "responsibilities": R, "n_init": 1, "init": "auto"})
+        def refit(R, max_iter=None):
+            limit = {} if max_iter is None else {"max_iter": min(max_iter, self.options.max_iter)}
+            opts = engine.options(
+                {**given, "responsibilities": R, "n_init": 1, "init": "auto", **limit}
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 return engine(self.model, self.X, self.y, self.config, opts).fit()

@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from pyro_moe.errors import ImageError, InputError
+from pyro_moe.shapes.edges import canny_edges, check_edge_sigma, is_binary
 from pyro_moe.shapes.points import PointSet, Standardization
 
 __all__ = [
@@ -23,9 +24,6 @@ __all__ = [
     "to_gray",
 ]
 
-# ITU-R BT.601 luma weights (the same as Pillow's "L" conversion).
-_LUMA = np.array([0.299, 0.587, 0.114])
-
 #: The largest image :func:`read_image` opens by default, in pixels (100 megapixels: about
 #: 800 MB as float64 gray levels). Pass ``max_pixels=None`` (CLI: ``--max-pixels 0``) to
 #: open larger images; Pillow's own decompression-bomb limit is lifted for them then.
@@ -33,8 +31,10 @@ MAX_PIXELS = 100_000_000
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
-    """$Y = 0.299 R + 0.587 G + 0.114 B$ (ITU-R BT.601)."""
-    return rgb[..., :3] @ _LUMA
+    """$Y = 0.2125 R + 0.7154 G + 0.0721 B$ (ITU-R BT.709, :func:`skimage.color.rgb2gray`)."""
+    from skimage.color import rgb2gray
+
+    return rgb2gray(rgb[..., :3])
 
 
 def _unit_range(arr: np.ndarray) -> np.ndarray:
@@ -70,7 +70,7 @@ def to_gray(image: object) -> np.ndarray:
     """Convert an image array to (H, W) float64 gray levels in [0, 1].
 
     (H, W) arrays are scaled by :func:`_unit_range`; (H, W, 3) RGB → luminance
-    $0.299R + 0.587G + 0.114B$; (H, W, 4) RGBA → luminance of RGB when alpha is
+    $0.2125R + 0.7154G + 0.0721B$ (:func:`skimage.color.rgb2gray`); (H, W, 4) RGBA → luminance of RGB when alpha is
     fully opaque everywhere, otherwise luminance × alpha (composited on black);
     (H, W, 2) gray+alpha the same way; (H, W, 1) squeezed.
     """
@@ -104,7 +104,8 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIX
     """Read PNG / JPEG / TIFF (anything Pillow opens) as (H, W) float64 gray in [0, 1].
 
     Gray images are kept as they are; 8-bit values are divided by 255 and 16-bit ones by
-    65535; colour → luminance $Y = 0.299R + 0.587G + 0.114B$. Images with an alpha
+    65535; colour → luminance $Y = 0.2125R + 0.7154G + 0.0721B$
+    (:func:`skimage.color.rgb2gray`). Images with an alpha
     channel: if alpha is fully opaque, the luminance of the colour channels; otherwise
     luminance × alpha, i.e. composited on black (transparent = background). Palette
     images are expanded first; multi-frame files give their first frame.
@@ -158,45 +159,24 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIX
 
 
 def otsu_threshold(gray: object) -> float:
-    """Otsu's threshold from a 256-bin histogram over [min, max] of the image.
+    """Otsu's threshold, :func:`skimage.filters.threshold_otsu` (256 bins): the level $t$
+    that maximizes the between-class variance
+    $\\sigma_B^2(t) = \\omega_0(t)\\,\\omega_1(t)\\,(\\mu_0(t) - \\mu_1(t))^2$ of the
+    classes ``gray <= t`` and ``gray > t``.
 
-    With bin probabilities $p_i$, centres $c_i$, $\\omega(k) =
-    \\sum_{i\\le k} p_i$, $\\mu(k) = \\sum_{i\\le k} p_i c_i$, $\\mu_T = \\mu(255)$,
-    the bin $k^*$ maximizes the between-class variance
-
-    $$\\sigma_B^2(k) = \\frac{(\\mu_T\\,\\omega(k) - \\mu(k))^2}{\\omega(k)(1-\\omega(k))}$$
-
-    (first maximizer on ties). The returned threshold is the midpoint between the largest
-    pixel value in bins $\\le k^*$ and the smallest one above, so ``gray > t``
-    selects exactly Otsu's upper class.
-
-    Raises ImageError when all pixels have the same value.
+    Raises ImageError for an empty image, NaN or infinite values, or when all pixels have
+    the same value (no foreground).
     """
+    from skimage.filters import threshold_otsu
+
     g = np.asarray(gray, dtype=np.float64)
     if g.size == 0:
         raise ImageError("image is empty")
     if not np.isfinite(g).all():
         raise ImageError("image contains NaN or infinite pixel values")
-    lo, hi = float(g.min()), float(g.max())
-    if not hi > lo:
+    if not float(g.max()) > float(g.min()):
         raise ImageError("image has no foreground: all pixels have the same value")
-    counts, edges = np.histogram(g, bins=256, range=(lo, hi))
-    p = counts / counts.sum()
-    centers = 0.5 * (edges[:-1] + edges[1:])
-    omega = np.cumsum(p)[:-1]
-    mu = np.cumsum(p * centers)[:-1]
-    mu_t = float(np.sum(p * centers))
-    denom = omega * (1.0 - omega)
-    valid = denom > 1e-15
-    sigma_b = np.zeros_like(omega)
-    sigma_b[valid] = (mu_t * omega[valid] - mu[valid]) ** 2 / denom[valid]
-    k = int(np.argmax(sigma_b))
-    edge = edges[k + 1]
-    below = g[g < edge]
-    above = g[g >= edge]
-    if below.size == 0 or above.size == 0:  # pragma: no cover - guarded by valid
-        return float(edge)
-    return float(0.5 * (below.max() + above.min()))
+    return float(threshold_otsu(g))
 
 
 def foreground_mask(
@@ -250,6 +230,7 @@ def image_to_points(
     threshold: float | str | None = "otsu",
     invert: bool | None = None,
     edges: bool = False,
+    edge_sigma: float | None = None,
     max_points: int | None = None,
     seed: int = 0,
     max_pixels: int | None = MAX_PIXELS,
@@ -259,7 +240,12 @@ def image_to_points(
     ``source`` is a path (read with :func:`read_image`) or an array. A *boolean* array is
     taken as the foreground mask itself (``threshold`` ignored; ``invert=True`` flips it);
     other arrays go through :func:`to_gray` and :func:`foreground_mask`. ``edges=True``
-    keeps only the boundary (:func:`edge_mask`). ``max_points`` subsamples without
+    keeps edge points: the boundary of a binary mask (a boolean array, or a gray image
+    that :func:`pyro_moe.shapes.edges.is_binary` calls one; :func:`edge_mask` of the
+    thresholded image, as without edges), or Canny's edges of a gray or colour photograph
+    (:func:`pyro_moe.shapes.edges.canny_edges` at ``edge_sigma`` pixels; None: chosen by
+    :func:`pyro_moe.shapes.edges.auto_edge_sigma`; ``threshold`` and ``invert`` are not
+    used then). ``max_points`` subsamples without
     replacement with ``np.random.default_rng(seed)`` (kept in raster order). The
     standardization is :meth:`Standardization.fit` on the returned points.
 
@@ -267,18 +253,23 @@ def image_to_points(
 
     Raises ImageError when there is no foreground or fewer than 3 foreground points.
     """
+    sigma = check_edge_sigma(edge_sigma)
+    gray = None
     if isinstance(source, (str, os.PathLike)):
         gray = read_image(source, max_pixels=max_pixels)
-        mask = foreground_mask(gray, threshold, invert)
     else:
         arr = np.asarray(source)
         if arr.dtype == np.bool_ and arr.ndim == 2:
             mask = ~arr if invert else arr.copy()
         else:
             gray = to_gray(arr)
+    if edges and gray is not None and not is_binary(gray):
+        mask = canny_edges(gray, sigma)
+    else:
+        if gray is not None:
             mask = foreground_mask(gray, threshold, invert)
-    if edges:
-        mask = edge_mask(mask)
+        if edges:
+            mask = edge_mask(mask)
     rows, cols = np.nonzero(mask)
     n = rows.size
     if n == 0:

@@ -59,6 +59,8 @@ __all__ = ["DaskData", "DaskSource", "as_dask_data", "connect", "is_distributed"
 
 #: rows per chunk of a store read from disk (1e6 rows of 4 float64: 32 MB per task)
 STORE_CHUNK_ROWS = 1_000_000
+#: seconds to wait for a scheduler before the one-line SchedulerError
+CONNECT_TIMEOUT = 10.0
 #: rows of the head the model file is traced on (its sites and prior values)
 HEAD_ROWS = 1000
 #: the most values the exact median of the subsets init gathers on the client
@@ -71,7 +73,7 @@ class SchedulerError(PyroMoeError):
 
 # ---- connecting ------------------------------------------------------------------------
 @contextlib.contextmanager
-def connect(scheduler: str | None = None, workers: int | None = None, timeout: float = 10.0):
+def connect(scheduler: str | None = None, workers: int | None = None, timeout: float | None = None):
     """The client to compute on: the active ``dask.distributed`` client, a client of
     ``scheduler`` (an address, e.g. ``tcp://host:8786``), or a new ``LocalCluster`` of
     ``workers`` processes (default 2, one thread each), closed afterwards.
@@ -80,12 +82,16 @@ def connect(scheduler: str | None = None, workers: int | None = None, timeout: f
     from distributed import Client, LocalCluster, get_client
 
     if scheduler is None and workers is None:
-        with contextlib.suppress(ValueError):
-            yield get_client()
+        try:
+            active = get_client()
+        except ValueError:  # no active client: a LocalCluster below
+            active = None
+        if active is not None:
+            yield active
             return
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout=timeout)
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT if timeout is None else timeout)
         except (OSError, TimeoutError, ValueError) as e:
             raise SchedulerError(
                 f"cannot reach the Dask scheduler at {scheduler!r} "
@@ -224,9 +230,10 @@ def as_dask_data(X, y, client) -> DaskData:
     if isinstance(X, DaskData):
         return X
     if isinstance(X, str | os.PathLike):
-        X, y = open_store(X, y)
-        if isinstance(X, DaskData):
-            return X
+        opened = open_store(X, y)
+        if isinstance(opened, DaskData):
+            return opened
+        X, y = opened
     import dask.array as da
 
     if not isinstance(X, da.Array):
@@ -432,7 +439,7 @@ class DaskSource:
         """``fn(x, y, *args)`` on every chunk, on the workers; the results in chunk order."""
         from dask import delayed
 
-        task = delayed(fn, pure=True)
+        task = delayed(fn, pure=False)  # the state differs every pass: no hashing of it
         futures = self.client.compute([task(x, y, *args) for x, y in self.data.parts])
         self.passes += 1
         return self.client.gather(futures)

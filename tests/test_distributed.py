@@ -3,6 +3,7 @@ worker, and refuses what it cannot do by name."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import warnings
@@ -154,6 +155,25 @@ def test_refusals_name_what_is_wrong(client, tmp_path):
         pyro_moe.fit("mixture_of_models", Xd, yd[:100])
     with pytest.raises(InputError, match="store"):
         pyro_moe.fit("mixture_of_models", str(tmp_path / "nothing.csv"), None)
+
+
+def test_cli_fits_a_store(client, capsys, tmp_path, monkeypatch):
+    from cli_helpers import run_cli
+
+    X, y = two_lines(3000, seed=5)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    code, out, err = run_cli(
+        capsys, "fit", tmp_path, "-k", "2", "--restarts", "1", "--max-iter", "5", "--json"
+    )
+    assert code == 0, err
+    mem = quiet_fit("mixture_of_models", X, y, experts=2, n_init=1, max_iter=5)
+    assert abs(json.loads(out)["objective"] - float(mem.objective_history[-1])) < 1e-6
+    monkeypatch.setattr(D, "CONNECT_TIMEOUT", 1.0)
+    code, out, err = run_cli(capsys, "fit", tmp_path, "--scheduler", "tcp://127.0.0.1:9")
+    assert code != 0 and "cannot reach the Dask scheduler" in err
+    code, out, err = run_cli(capsys, "fit", tmp_path, "--target", "y")
+    assert code != 0 and "--target" in err
 
 
 @pytest.mark.slow

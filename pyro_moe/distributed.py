@@ -59,6 +59,9 @@ __all__ = ["DaskData", "DaskSource", "as_dask_data", "connect", "is_distributed"
 
 #: rows per chunk of a store read from disk (1e6 rows of 4 float64: 32 MB per task)
 STORE_CHUNK_ROWS = 1_000_000
+#: Dask arrays up to this size are persisted on the workers (larger ones, e.g. read from
+#: zarr, are recomputed from their graph in every pass)
+PERSIST_BYTES = 1 << 30
 #: seconds to wait for a scheduler before the one-line SchedulerError
 CONNECT_TIMEOUT = 10.0
 #: rows of the head the model file is traced on (its sites and prior values)
@@ -134,8 +137,26 @@ def local_cluster(workers: int, memory_limit: str = "2GiB"):
 
 
 # ---- the data ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NpySlice:
+    """Rows start..stop of a ``.npy`` file: a chunk that the task computing on it reads
+    itself (through a memory map), so no chunk travels between workers."""
+
+    path: str
+    start: int
+    stop: int
+
+    def read(self) -> np.ndarray:
+        return _load_rows(self.path, self.start, self.stop)
+
+
+def _read(a):
+    return a.read() if isinstance(a, NpySlice) else a
+
+
 def _tensor(a) -> torch.Tensor:
-    """A chunk (numpy, memmap slice, tensor) as a float64 tensor."""
+    """A chunk (numpy, memmap slice, tensor, :class:`NpySlice`) as a float64 tensor."""
+    a = _read(a)
     if torch.is_tensor(a):
         return a.to(torch.float64)
     return torch.from_numpy(np.array(a, dtype=np.float64, copy=True))
@@ -155,8 +176,9 @@ def _load_rows(path: str, start: int, stop: int) -> np.ndarray:
 
 @dataclass
 class DaskData:
-    """X (N, n) and y (N,) as row chunks: ``parts`` is one (X chunk, y chunk) pair of dask
-    delayed objects (or futures) per chunk, in row order, ``sizes`` their rows."""
+    """X (N, n) and y (N,) as row chunks: ``parts`` is one (X chunk, y chunk) pair per
+    chunk, in row order (dask delayed objects of a persisted array, or :class:`NpySlice`
+    of a file), ``sizes`` their rows."""
 
     parts: list[tuple[Any, Any]]
     sizes: list[int]
@@ -212,8 +234,6 @@ def open_store(path: str | os.PathLike, y=None, *, chunk_rows: int = STORE_CHUNK
 
 
 def _npy_parts(px: Path, py: Path, chunk_rows: int) -> DaskData:
-    from dask import delayed
-
     for p in (px, py):
         if not p.exists():
             raise InputError(f"the store has no file {str(p)!r}")
@@ -231,17 +251,17 @@ def _npy_parts(px: Path, py: Path, chunk_rows: int) -> DaskData:
     if X.shape[0] != y.shape[0]:
         raise InputError(f"X has {X.shape[0]} rows but y has {y.shape[0]} entries")
     N = X.shape[0]
-    load = delayed(_load_rows, pure=True)
     parts, sizes = [], []
     for i in range(0, N, chunk_rows):
         j = min(i + chunk_rows, N)
-        parts.append((load(str(px), i, j), load(str(py), i, j)))
+        parts.append((NpySlice(str(px), i, j), NpySlice(str(py), i, j)))
         sizes.append(j - i)
     return DaskData(parts, sizes, X.shape[1])
 
 
 def as_dask_data(X, y, client) -> DaskData:
-    """:class:`DaskData` of Dask arrays (persisted on the cluster), of a store path
+    """:class:`DaskData` of Dask arrays (persisted on the cluster up to PERSIST_BYTES), of a
+    store path
     (:func:`open_store`), or as given."""
     if isinstance(X, DaskData):
         return X
@@ -270,7 +290,8 @@ def as_dask_data(X, y, client) -> DaskData:
         raise InputError("X has no columns (features)")
     X = X.rechunk({1: -1})
     y = y.rechunk((X.chunks[0],))
-    X, y = client.persist([X, y])
+    if X.nbytes + y.nbytes <= PERSIST_BYTES:  # held on the workers; else read every pass
+        X, y = client.persist([X, y])
     xs, ys = X.to_delayed().ravel().tolist(), y.to_delayed().ravel().tolist()
     return DaskData(list(zip(xs, ys, strict=True)), list(X.chunks[0]), X.shape[1], (X, y))
 
@@ -279,8 +300,8 @@ def as_dask_data(X, y, client) -> DaskData:
 def _summary(x, y) -> dict:
     """Validate a chunk (:func:`pyro_moe.checks.as_array`, finite, not overflowing) and
     return its moments: rows, sum y, sum (y - mean)^2, min y, max y, sum x_j^2, sum y^2."""
-    X = as_array("X", x)
-    y = as_array("y", y)
+    X = as_array("X", _read(x))
+    y = as_array("y", _read(y))
     if y.dim() == 2 and y.shape[1] == 1:
         y = y[:, 0]
     check_magnitude("X", X)

@@ -698,6 +698,9 @@ def fit_on_dask(
         raise InputError(
             f"method={engine.name!r} does not run on distributed data; use method='cavi'"
         )
+    if isinstance(X, str | os.PathLike):  # a bad path fails before any cluster starts
+        opened = open_store(X, y)
+        X, y = (opened, None) if isinstance(opened, DaskData) else opened
     with connect(scheduler, workers) as client:
         data = as_dask_data(X, y, client)
         if data.N == 0:

@@ -140,12 +140,16 @@ def fit(
             duplicate another, hold almost nothing, or lose to the noise expert, on the points
             the others explain worst, and keep a move only when the converged objective
             improves (:mod:`pyro_moe.search`; the curve functions turn it on).
-        scheduler, workers, collect: distributed data (:mod:`pyro_moe.distributed`): X a
-            Dask array (y too), a ``.npy`` path (y another), a directory of ``X.npy`` and
-            ``y.npy`` or a zarr store (y None) is fitted by CAVI on a ``dask.distributed``
-            cluster: the active client, the scheduler at address ``scheduler``, or a
-            ``LocalCluster`` of ``workers`` processes (default 2). ``collect``: gather X, y
-            and q(Z) into the result (default: when they take at most 1 GiB).
+        scheduler: distributed data (:mod:`pyro_moe.distributed`, ``docs/distributed.md``):
+            X a Dask array (y too), a ``.npy`` path (y another), a directory of ``X.npy``
+            and ``y.npy`` or a zarr store (y None) is fitted by CAVI on a
+            ``dask.distributed`` cluster: the scheduler at address ``scheduler`` when given,
+            else a ``LocalCluster`` of ``workers`` when given, else the active client or a
+            2-worker ``LocalCluster``.
+        workers: the number of worker processes of that ``LocalCluster`` (default 2).
+        collect: gather X, y and q(Z) of distributed data into the result (default: when
+            they take at most 1 GiB; otherwise the result's X, y and responsibilities have
+            no rows).
         engine_options: the engine's own options (e.g. ``prior_var_min``, ``gate_steps``
             for CAVI, ``lr``, ``batch_size`` for SVI), validated with the shared ones
             (:mod:`pyro_moe.engines.options`): an unknown or out-of-range option is an

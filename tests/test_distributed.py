@@ -70,7 +70,7 @@ def quiet_fit(*args, **kw):
 @pytest.mark.slow
 def test_mixture_of_models_on_dask_matches_in_memory(client):
     X, y = two_lines(100_000)
-    kw = dict(experts=2, n_init=1, max_iter=15)
+    kw = dict(experts=2, n_init=1, max_iter=10)
     mem = quiet_fit("mixture_of_models", X, y, **kw)
     dk = quiet_fit("mixture_of_models", *chunked(X, y, 50_000), **kw)
     same(dk, mem)
@@ -106,6 +106,20 @@ def test_npy_store_and_noise_expert_match_in_memory(client, tmp_path):
     mem = quiet_fit("mixture_of_models", X, y, **kw)
     same(quiet_fit("mixture_of_models", str(tmp_path), None, **kw), mem)
     same(quiet_fit("mixture_of_models", tmp_path / "X.npy", tmp_path / "y.npy", **kw), mem)
+
+
+@pytest.mark.parametrize(
+    "model, options",
+    [
+        ("mixture_of_experts", {"noise_expert": True}),  # the gate prior and the noise share
+        ("regularized_experts", {}),  # R(w0) and its w0 update
+        ("mixture_of_models", {"learn": "all", "per_expert_noise": True}),
+    ],
+)
+def test_other_model_files_match_in_memory(client, model, options):
+    X, y = two_lines(3000, seed=1, outliers=0.05)
+    kw = dict(experts=2, n_init=1, max_iter=3, tol=0.0, **options)
+    same(quiet_fit(model, *chunked(X, y, 1000), **kw), quiet_fit(model, X, y, **kw))
 
 
 def test_exact_median_beyond_what_is_gathered(client, monkeypatch):

@@ -168,7 +168,7 @@ def write(rows: list[dict]) -> None:
         "",
         "Written by `benchmarks/dask_scaling.py` (2-worker LocalCluster, one thread each, "
         f"{CHUNK_ROWS:.1e}-row tasks memory-mapping .npy files; mixture of models, "
-        "K = 2, n = 3). Seconds per iteration: the median over the 20; the initialisation's "
+        "K = 2, n = 3). Seconds per iteration: the median over the iterations run; the initialisation's "
         "passes (moments, subsets, the exact median) are in the wall time only. `tol = 0`: a "
         "fit stops early only when the objective repeats exactly.",
         "",

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .checks import as_array, check_count, check_device, check_magnitude
+from .distributed import is_distributed
 from .engines import ENGINES, get_engine
 from .errors import InputError
 from .model_file import Model, load_model
@@ -48,8 +49,11 @@ def weight_scale(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     does not depend on the data's scale (X -> X c, y -> y d gives weights w d / c). A column
     or a y that is all zero counts as scale 1. See "Units of the priors" in the README.
     """
-    rms_x = X.square().mean(0).sqrt()
-    rms_y = y.square().mean().sqrt()
+    return weight_scale_of(X.square().mean(0).sqrt(), y.square().mean().sqrt())
+
+
+def weight_scale_of(rms_x: torch.Tensor, rms_y: torch.Tensor) -> torch.Tensor:
+    """:func:`weight_scale` from the root mean squares of the columns (n,) and of y."""
     rms_x = torch.where(rms_x > 0, rms_x, torch.ones_like(rms_x))
     rms_y = rms_y if float(rms_y) > 0 else torch.ones_like(rms_y)
     return rms_y / rms_x
@@ -83,6 +87,9 @@ def fit(
     geometry: Geometry | None = None,
     maps=None,
     search: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    collect: bool | None = None,
     **engine_options,
 ) -> FitResult:
     """Fit a model file to a design X (N, n) and targets y (N,).
@@ -129,6 +136,16 @@ def fit(
             duplicate another, hold almost nothing, or lose to the noise expert, on the points
             the others explain worst, and keep a move only when the converged objective
             improves (:mod:`pyro_moe.search`; the curve functions turn it on).
+        scheduler: distributed data (:mod:`pyro_moe.distributed`, ``docs/distributed.md``):
+            X a Dask array (y too), a ``.npy`` path (y another), a directory of ``X.npy``
+            and ``y.npy`` or a zarr store (y None) is fitted by CAVI on a
+            ``dask.distributed`` cluster: the scheduler at address ``scheduler`` when given,
+            else a ``LocalCluster`` of ``workers`` when given, else the active client or a
+            2-worker ``LocalCluster``.
+        workers: the number of worker processes of that ``LocalCluster`` (default 2).
+        collect: gather X, y and q(Z) of distributed data into the result (default: when
+            they take at most 1 GiB; otherwise the result's X, y and responsibilities have
+            no rows).
         engine_options: the engine's own options (e.g. ``prior_var_min``, ``gate_steps``
             for CAVI, ``lr``, ``batch_size`` for SVI), validated with the shared ones
             (:mod:`pyro_moe.engines.options`): an unknown or out-of-range option is an
@@ -154,6 +171,33 @@ def fit(
     )
     device = check_device(device)
     model = load_model(model)
+    hyper = dict(
+        prior_mean=prior_mean,
+        prior_cov=prior_cov,
+        noise_precision=noise_precision,
+        concentration=concentration,
+        regularization_cov=regularization_cov,
+        gate_hidden=gate_hidden,
+        noise_expert=noise_expert,
+        learn=learn,
+        maps=maps,
+        per_expert_noise=per_expert_noise,
+        noise_range=noise_range,
+    )
+    if is_distributed(X) or scheduler is not None or workers is not None:
+        if search:
+            raise InputError(
+                "search=True needs the data in memory; fit distributed data without it"
+            )
+        from .distributed import fit_on_dask
+
+        result = fit_on_dask(
+            engine, options, model, X, y, experts, hyper,
+            weight_scale_of=weight_scale_of if maps is None and geometry is None else None,
+            scheduler=scheduler, workers=workers, collect=collect,
+        )  # fmt: skip
+        result.geometry = geometry
+        return result
     X, y = as_data(X, y, device=device)
     N = X.shape[0]
     experts = check_count("experts", experts, 1)
@@ -163,19 +207,9 @@ def fit(
         X,
         y,
         int(experts),
-        prior_mean=prior_mean,
-        prior_cov=prior_cov,
-        noise_precision=noise_precision,
-        concentration=concentration,
-        regularization_cov=regularization_cov,
-        gate_hidden=gate_hidden,
-        noise_expert=noise_expert,
-        learn=learn,
         seed=options.seed,
-        maps=maps,
-        per_expert_noise=per_expert_noise,
-        noise_range=noise_range,
         weight_scale=weight_scale(X, y) if maps is None and geometry is None else None,
+        **hyper,
     )
     result = engine(model, X, y, config, options, search=search).fit()
     result.geometry = geometry

@@ -86,8 +86,9 @@ def without_timings(text: str) -> str:
 
 def khat(result: FitResult) -> float | None:
     """PSIS k-hat of a variational fit (:func:`pyro_moe.diagnostics.psis_khat`); None for
-    a NUTS result (it has draws of the exact posterior, no q to grade)."""
-    if result.draws is not None:
+    a NUTS result (it has draws of the exact posterior, no q to grade), and for a distributed
+    fit whose data were not gathered into the result (no rows to grade q on)."""
+    if result.draws is not None or result.y.shape[0] == 0:
         return None
     from pyro_moe.diagnostics import psis_khat  # arviz: imported only when a fit is printed
 

@@ -56,15 +56,9 @@ def initial_log_responsibilities(
         return U.responsibilities(log_prior, e, e_log_beta, e_beta, noise_log_density)
     if how == "subsets":
         W = subset_weights(X, y, K, gen, maps)
-        if maps is None:
-            res2 = (y.unsqueeze(-1) - X @ W.T) ** 2
-        else:
-            res2 = (torch.cat([X, y.unsqueeze(-1)], -1) @ U.residual_map(W, maps).T) ** 2
-        # robust scale: the median of chi^2_1 is 0.455, so sigma^2 ~ median(res^2) / 0.455
-        var_y = float(y.var()) if y.numel() > 1 else 0.0  # (one point: no spread)
-        beta0 = 0.455 / res2.min(-1).values.median().clamp_min(1e-12 * var_y + 1e-300)
-        flat = torch.zeros(X.shape[0], C, dtype=X.dtype, device=X.device)
-        return U.responsibilities(flat, res2, torch.log(beta0), beta0, noise_log_density)
+        res2 = subset_residuals(X, y, W, maps)
+        beta0 = subset_precision(res2.min(-1).values.median(), y)
+        return subset_responsibilities(res2, beta0, C, noise_log_density)
     if how == "random":
         # normalised Exp(1) draws are Dir(1) rows
         g = torch.empty(X.shape[0], C, dtype=X.dtype, device="cpu").exponential_(generator=gen)
@@ -86,6 +80,33 @@ def _given(r, N: int, K: int, X: torch.Tensor) -> torch.Tensor:
     if not torch.allclose(r.sum(-1), torch.ones(N, dtype=X.dtype, device=X.device), atol=1e-6):
         raise InputError("each row of the responsibilities must sum to one")
     return torch.log(r)
+
+
+def subset_residuals(
+    X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, maps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """res_ik^2 = (t_ik - w_k^T phi_ik)^2 of the subset fits W (K, n), shape (N, K)."""
+    if maps is None:
+        return (y.unsqueeze(-1) - X @ W.T) ** 2
+    return (torch.cat([X, y.unsqueeze(-1)], -1) @ U.residual_map(W, maps).T) ** 2
+
+
+def subset_precision(median_sq: torch.Tensor, y_or_var) -> torch.Tensor:
+    """beta0 = 0.455 / median_i min_k res_ik^2 (the median of chi^2_1 is 0.455, so
+    sigma^2 ~ median / 0.455), floored at 1e-12 Var(y); ``y_or_var``: the targets or Var(y)."""
+    if torch.is_tensor(y_or_var) and y_or_var.dim() > 0:
+        var_y = float(y_or_var.var()) if y_or_var.numel() > 1 else 0.0  # (one point: no spread)
+    else:
+        var_y = float(y_or_var)
+    return 0.455 / median_sq.clamp_min(1e-12 * var_y + 1e-300)
+
+
+def subset_responsibilities(
+    res2: torch.Tensor, beta0: torch.Tensor, C: int, noise_log_density=None
+) -> torch.Tensor:
+    """log r (N, C) = log softmax_k(-beta0/2 res_ik^2) [with the noise expert's log u]."""
+    flat = res2.new_zeros(res2.shape[0], C)
+    return U.responsibilities(flat, res2, torch.log(beta0), beta0, noise_log_density)
 
 
 def _solve(Xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -114,13 +135,32 @@ def subset_weights(
     in its own features phi_k and target t_k when ``maps`` are given
     (its padded weights come out zero: the ridge term decides columns that are all zero).
     """
-    N = X.shape[0]
-    dev = X.device
-    rows = torch.randperm(N, generator=gen, device="cpu")[: min(N, SCORING_ROWS)].to(dev)
+    rows = scoring_rows(X.shape[0], gen).to(X.device)
+    return subset_fit(X[rows], y[rows], K, gen, maps)
+
+
+def scoring_rows(N: int, gen: torch.Generator) -> torch.Tensor:
+    """The rows (CPU indices) the subset fits are drawn from and scored on: the first
+    SCORING_ROWS of a random permutation of 0..N-1 under ``gen``."""
+    return torch.randperm(N, generator=gen, device="cpu")[: min(N, SCORING_ROWS)]
+
+
+def subset_fit(
+    Xr: torch.Tensor,
+    yr: torch.Tensor,
+    K: int,
+    gen: torch.Generator,
+    maps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`subset_weights` on its scoring rows Xr (m, n), yr (m,) (:func:`scoring_rows`),
+    drawing the minimal subsets from ``gen``."""
+    dev = Xr.device
+    rows = torch.arange(Xr.shape[0], device=dev)
+    X, y = Xr, yr
     if maps is None:
-        designs = [(X[rows], y[rows], X.shape[1])] * K
+        designs = [(X, y, X.shape[1])] * K
     else:
-        Zs = torch.cat([X[rows], y[rows].unsqueeze(-1)], -1) @ maps.transpose(-1, -2)
+        Zs = torch.cat([X, y.unsqueeze(-1)], -1) @ maps.transpose(-1, -2)
         used = (maps[:, :-1].abs().sum(-1) > 0).sum(-1).tolist()  # n_k
         designs = [(Zk[:, :-1], Zk[:, -1], nk) for Zk, nk in zip(Zs, used, strict=True)]
     free = torch.ones(len(rows), dtype=torch.bool, device=dev)

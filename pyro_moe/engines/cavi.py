@@ -85,7 +85,11 @@ class CAVI(Engine):
 
     def run(self, how: str, seed: int, restart: int, progress: Progress) -> Run:
         return _run(self.X, self.y, self.config, self.conj, self.options, how, seed, restart,
-                    progress)  # fmt: skip
+                    progress, self.source())  # fmt: skip
+
+    def source(self) -> InMemory:
+        """Where the iteration's passes over the data run: here, in this process."""
+        return InMemory(self.X, self.y)
 
 
 def _point_last(t: torch.Tensor) -> torch.Tensor:
@@ -107,6 +111,76 @@ def _log_gate(log_softmax: torch.Tensor, rho) -> torch.Tensor:
     return out.T
 
 
+def target_variance(var: float, mean_sq: float) -> float:
+    """Var(y), or for constant targets their mean square, else 1: the scale of the
+    targets that beta's ceiling and default are measured in."""
+    if var > 0:
+        return var
+    return mean_sq or 1.0
+
+
+class InMemory:
+    """The data in this process's memory: the passes of one CAVI iteration over all N rows
+    at once (the one-chunk case of :class:`pyro_moe.distributed.DaskSource`, which holds
+    the data on a cluster and sums the same per-chunk statistics over its chunks).
+
+    It keeps log q(Z) (N, C) point-last between the passes (:func:`_point_last`), and the
+    gate's log softmax (N, K) for the E-step's log prior.
+    """
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor):
+        self.X, self.y = X, y
+        self.N = X.shape[0]
+        self.log_r: torch.Tensor | None = None
+
+    def target_variance(self) -> float:
+        N, y = self.N, self.y
+        return target_variance(float(y.var()) if N > 1 else 0.0, float(y.square().mean()))
+
+    def gate_fitter(self, gate, steps, dtype, warm, tolerance, prior_scale) -> GateFitter:
+        return GateFitter(gate, self.X, steps, dtype, warm, tolerance, prior_scale)
+
+    def gate_layout(self, log_softmax: torch.Tensor) -> torch.Tensor:
+        """The gate's log softmax in the e-step's layout."""
+        return _point_last(log_softmax)
+
+    def log_prior(self, row: torch.Tensor | None, gate_log_softmax, rho) -> torch.Tensor:
+        """The E-step's log prior (N, C): a mixture's row l_k broadcast over the points, or
+        the gate's log g_ik with the noise share rho."""
+        if row is not None:
+            return row.expand(self.N, row.shape[-1])
+        return _log_gate(gate_log_softmax, rho)
+
+    def initial(self, how: str, K: int, seed: int, **kw) -> tuple[U.Stats, torch.Tensor]:
+        """Initial q(Z) (:func:`~pyro_moe.closed_form.init.initial_log_responsibilities`),
+        kept; returns its statistics over the K Gaussian experts and sum_i r_ik."""
+        log_r = initial_log_responsibilities(how, self.X, self.y, K, seed, **kw)
+        r = log_r.exp()
+        # the noise expert has no weights
+        stats, r_sum = U.sufficient_stats(self.X, self.y, r[:, :K], kw.get("maps")), r.sum(0)
+        del r
+        self.log_r = _point_last(log_r)  # the e-step's layout: (N, C) view of a (C, N) buffer
+        return stats, r_sum
+
+    def gate_responsibilities(self, K: int) -> torch.Tensor:
+        """r (N, K) of the Gaussian experts, row-major for the gate."""
+        assert self.log_r is not None
+        return self.log_r[:, :K].contiguous().exp_()
+
+    def e_step(self, q, log_prior, e_log_beta, e_beta, noise, maps) -> U.EStep:
+        """q(Z) fused with its statistics and sum_i lse_i (:func:`U.e_step`); log r is
+        written in place (no second (N, C) buffer)."""
+        est = U.e_step(
+            self.X, self.y, q, log_prior, e_log_beta, e_beta, noise, out=self.log_r, maps=maps
+        )
+        self.log_r = est.log_r
+        return est
+
+    def log_responsibilities(self) -> torch.Tensor:
+        assert self.log_r is not None
+        return self.log_r
+
+
 def _run(
     X: torch.Tensor,
     y: torch.Tensor,
@@ -117,19 +191,23 @@ def _run(
     seed: int,
     restart: int,
     progress: Progress,
+    source=None,
 ) -> Run:
-    """One CAVI restart from initialisation ``how``: iterate to convergence or max_iter."""
-    N = X.shape[0]
-    K, n_comp = config.experts, config.components
+    """One CAVI restart from initialisation ``how``: iterate to convergence or max_iter.
+
+    ``source`` runs the passes over the data (:class:`InMemory` over X and y by default);
+    everything else here works on per-expert quantities only.
+    """
+    source = InMemory(X, y) if source is None else source
+    N = source.N
+    K = config.experts
     maps = config.maps  # each expert's own features and target (None: the shared design)
     noise = conj.noise_log_density
     learn = config.learn
     w0, A = conj.prior_mean.clone(), conj.prior_cov.clone()
     xi = conj.regularization_cov
     mu = conj.concentration
-    var_y = float(y.var()) if N > 1 else 0.0
-    if not var_y > 0:  # constant targets: the scale of y itself, else 1
-        var_y = float(y.square().mean()) or 1.0
+    var_y = source.target_variance()  # constant targets: the scale of y itself, else 1
     beta_max = options.noise_precision_max or 1e10 / max(var_y, 1e-300)
     latent_beta = conj.noise_prior is not None
     per_expert = config.per_expert_noise  # beta_k, one per expert: sums over k are not taken
@@ -143,46 +221,38 @@ def _run(
         e_beta, e_log_beta = beta, torch.log(beta)
     gate = fresh_gate(config.gate, seed, restart)
     learn_gate = gate is not None and "gate" in learn
-    rho = gate_prior = None
+    rho = gate_prior = gate_log_softmax = None
     if gate is not None:
         for p in gate.parameters():
             p.requires_grad_(learn_gate)
         rho = config.noise_weight
-        gate_dtype = {"float32": torch.float32, "float64": torch.float64}.get(
-            options.gate_dtype,
-            X.dtype,
-        )
+        # "auto": None, the data's dtype
+        gate_dtype = {"float32": torch.float32, "float64": torch.float64}.get(options.gate_dtype)
         warm = options.gate_warm_start
         warm = N >= GATE_WARM_START_N if warm is None else warm
-        fitter = GateFitter(
-            gate, X, options.gate_steps, gate_dtype, warm, options.gate_tolerance,
+        fitter = source.gate_fitter(
+            gate, options.gate_steps, gate_dtype, warm, options.gate_tolerance,
             conj.gate_prior_scale if learn_gate else None,
         )  # fmt: skip
-        gate_log_softmax = _point_last(fitter.log_softmax())
+        gate_log_softmax = source.gate_layout(fitter.log_softmax())
         # log p(V): a constant when the gate is held fixed, updated with each gate step
         gate_prior = (
-            U.gate_log_prior(gate_weights(gate), conj.gate_prior_scale).detach().to(X.dtype)
+            U.gate_log_prior(gate_weights(gate), conj.gate_prior_scale).detach().to(fitter.X.dtype)
             if conj.gate_prior_scale is not None
             else None
         )
-        log_gate = _log_gate(gate_log_softmax, rho)
     alpha = None
 
     def log_prior_of(alpha_):
-        return U.dirichlet_expected_log(alpha_).expand(N, n_comp) if conj.mixture else log_gate
+        row = U.dirichlet_expected_log(alpha_).unsqueeze(0) if conj.mixture else None
+        return source.log_prior(row, gate_log_softmax, rho)
 
-    log_r = initial_log_responsibilities(
-        how, X, y, K, seed,
-        prior=U.prior_from(w0, A),
-        log_prior=(U.dirichlet_expected_log(mu).expand(N, n_comp) if conj.mixture else log_gate),
+    stats, r_sum = source.initial(
+        how, K, seed,
+        prior=U.prior_from(w0, A), log_prior=log_prior_of(mu),
         e_beta=e_beta, e_log_beta=e_log_beta, given=options.responsibilities,
         noise_log_density=noise, maps=maps,
     )  # fmt: skip
-    r = log_r.exp()
-    # the noise expert has no weights
-    stats, r_sum = U.sufficient_stats(X, y, r[:, :K], maps), r.sum(0)
-    del r
-    log_r = _point_last(log_r)  # the e-step's layout: (N, C) view of a (C, N) buffer
 
     # A^{-1}, log|A|, A^{-1} w0 and log B(mu): rebuilt only when the M-step moves w0 or A
     prior = U.weight_prior(w0, A)
@@ -215,10 +285,10 @@ def _run(
             # a gate step whose gain was negligible is skipped for 1, 2, 4, ... iterations
             # (a partial M-step: skipping never lowers the objective)
             if gate_wait == 0:
-                r_k = log_r[:, :K].contiguous().exp_()  # (N, K), row-major for the gate
-                before = (r_k * gate_log_softmax).sum() + fitter.log_prior()
-                gate_log_softmax = _point_last(fitter.step(r_k, gate_log_softmax))
-                gain = float((r_k * gate_log_softmax).sum() + fitter.log_prior() - before)
+                r_k = source.gate_responsibilities(K)  # (N, K), row-major for the gate
+                before = fitter.expected(r_k, gate_log_softmax) + fitter.log_prior()
+                gate_log_softmax = source.gate_layout(fitter.step(r_k, gate_log_softmax))
+                gain = float(fitter.expected(r_k, gate_log_softmax) + fitter.log_prior() - before)
                 if gate_prior is not None:
                     gate_prior = fitter.log_prior()
                 del r_k
@@ -232,12 +302,11 @@ def _run(
                 gate_wait -= 1
             if rho is not None:  # M-step for the noise share: rho = (1/N) sum_i r_iK
                 rho = (r_sum[K] / N).clamp(1e-12, 1 - 1e-12)
-            log_gate = _log_gate(gate_log_softmax, rho)
         log_prior = log_prior_of(alpha)
         # q(Z), fused with the next iteration's sufficient statistics and the ELBO's
         # data term sum_i lse_i; log r is written in place (no second (N, C) buffer)
-        est = U.e_step(X, y, q, log_prior, e_log_beta, e_beta, noise, out=log_r, maps=maps)
-        log_r, stats, r_sum = est.log_r, est.stats, est.r_sum
+        est = source.e_step(q, log_prior, e_log_beta, e_beta, noise, maps)
+        stats, r_sum = est.stats, est.r_sum
         elbo, F = U.elbo_from_lse(
             est.lse, q, prior=prior, alpha=alpha, mu=mu if conj.mixture else None,
             log_norm_mu=log_norm_mu,
@@ -259,6 +328,6 @@ def _run(
                 break
     run.iterations = len(run.objective)
     return closed_form_fit(
-        run, config, log_r, q, alpha=alpha, qbeta=(a, b) if latent_beta else None,
+        run, config, source.log_responsibilities(), q, alpha=alpha, qbeta=(a, b) if latent_beta else None,
         e_beta=e_beta, w0=w0, A=A, mu=mu, xi=xi, rho=rho, gate=gate,
     )  # fmt: skip

@@ -51,8 +51,12 @@ class GateFitter:
         warm: bool = False,
         tolerance: float | None = None,
         prior_scale: float | None = None,
+        N: int | None = None,
     ):
+        # X: the design (N, n); a subclass that holds the data elsewhere (on a cluster,
+        # pyro_moe.distributed) passes rows of it and the data's N
         self.gate, self.X, self.steps, self.warm = gate, X, steps, warm
+        self.N = X.shape[0] if N is None else int(N)
         self.prior_scale = prior_scale
         self.tolerance = tolerance if tolerance is not None else 1e-14
         self.params = [p for p in gate.parameters() if p.requires_grad]
@@ -65,7 +69,7 @@ class GateFitter:
         self.wparams = [p for p in self.work.parameters() if p.requires_grad]
         self.wweights = [p for p in gate_weights(self.work) if p.requires_grad]
         self.opt: torch.optim.LBFGS | None = None
-        N = X.shape[0]
+        N = self.N
         self.rows = U.chunk_rows(N, 4 * max(8, sum(p.numel() for p in self.params) // 4))
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None  # (params, log softmax)
         # a large move of the gate is first found on a subsample (see step)
@@ -108,13 +112,22 @@ class GateFitter:
         assert self.prior_scale is not None
         return sum((w * w).sum() for w in self.wweights) / (2 * self.prior_scale**2 * N)
 
+    def expected(self, r, log_g) -> torch.Tensor:
+        """sum_ik r_ik log g_ik: the gate's data term at the log softmax ``log_g``."""
+        return (r * log_g).sum()
+
+    def sample_rows(self, r) -> tuple[torch.Tensor, torch.Tensor]:
+        """The presample's rows of the (working) design and of r."""
+        assert self.sample is not None
+        return self.Xw[self.sample], r[self.sample]
+
     def _presample(self, r: torch.Tensor) -> None:
         """L-BFGS on the subsample's term, -(1/m) sum_{i in S} r_i . log g(x_i) + |W|^2 /
         (2 s^2 N), an unbiased estimate of the full loss: it moves the parameters most of
         the way at m/N of the cost; the full-data step then polishes and decides."""
         assert self.sample is not None
-        Xs, rs = self.Xw[self.sample], r[self.sample]
-        N, m = self.Xw.shape[0], len(self.sample)
+        Xs, rs = self.sample_rows(r)
+        N, m = self.N, len(self.sample)
         opt = self._lbfgs()
 
         def closure():
@@ -128,8 +141,7 @@ class GateFitter:
         opt.step(closure)
 
     def _closure(self, r: torch.Tensor):
-        N = self.Xw.shape[0]
-        keep = self.work is self.gate  # the log softmax is in the data's dtype
+        N = self.N
 
         def closure():
             assert self.opt is not None
@@ -140,28 +152,36 @@ class GateFitter:
                 penalty.backward()
                 total += penalty.detach().to(total.dtype)
             self._cached = None  # the last evaluation's buffer goes before a new one comes
-            out = self.X.new_empty(N, r.shape[-1]) if keep else None
-            for sl in U.chunks(N, self.rows):
-                log_g = torch.log_softmax(self.work(self.Xw[sl]), -1)
-                loss = -(r[sl] * log_g).sum() / N
-                loss.backward()
-                total += loss.detach().to(total.dtype)
-                if out is not None:
-                    out[sl] = log_g.detach()
-            self._cached = (self._flat_params(), out) if out is not None else None
-            return total
+            return self._data_loss(r, total)
 
         return closure
+
+    def _data_loss(self, r: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """``total`` plus -(1/N) sum_ik r_ik log g_ik(V), summed over row chunks, its
+        gradient accumulated into the working parameters; keeps the log softmax it computed
+        (data dtype only)."""
+        N = self.N
+        keep = self.work is self.gate  # the log softmax is in the data's dtype
+        out = self.X.new_empty(N, r.shape[-1]) if keep else None
+        for sl in U.chunks(N, self.rows):
+            log_g = torch.log_softmax(self.work(self.Xw[sl]), -1)
+            loss = -(r[sl] * log_g).sum() / N
+            loss.backward()
+            total += loss.detach().to(total.dtype)
+            if out is not None:
+                out[sl] = log_g.detach()
+        self._cached = (self._flat_params(), out) if out is not None else None
+        return total
 
     def step(self, r: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         """One gate M-step given r (N, K) and ``current`` = log softmax of V at the present
         parameters (N, K); returns the log softmax at the kept parameters."""
-        before = (r * current).sum() + self.log_prior()
+        before = self.expected(r, current) + self.log_prior()
         saved = [p.detach().clone() for p in self.params]
         if self.opt is None or not self.warm:
             self.opt = self._lbfgs()
-        rw = r if r.dtype == self.Xw.dtype else r.to(self.Xw.dtype)
-        if self.sample is not None and self.last_gain > GATE_PRESAMPLE_GAIN * r.shape[0]:
+        rw = r if not torch.is_tensor(r) or r.dtype == self.Xw.dtype else r.to(self.Xw.dtype)
+        if self.sample is not None and self.last_gain > GATE_PRESAMPLE_GAIN * self.N:
             self._presample(rw)
         self.opt.step(self._closure(rw))
         with torch.no_grad():
@@ -173,7 +193,7 @@ class GateFitter:
             new = cached[1]
         else:
             new = self.log_softmax()
-        after = (r * new).sum() + self.log_prior()
+        after = self.expected(r, new) + self.log_prior()
         if after >= before:
             self.last_gain = float(after - before)
             return new

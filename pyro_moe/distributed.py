@@ -1,0 +1,752 @@
+"""Fitting on Dask: the same CAVI iteration with the data held as row chunks on a
+``dask.distributed`` cluster.
+
+One CAVI iteration is a sum of per-point sufficient statistics (derivation section 6):
+the E-step of a chunk of rows gives its G_k = sum_i r_ik z_i z_i^T (N_k, S_k, s_k and
+sum r y^2 at once), sum_i r_ik and sum_i lse_i, and the statistics of the whole data are
+their sums. So, as Spark's ``GaussianMixture`` distributes EM:
+
+* on the workers, per chunk: the fused E-step :func:`pyro_moe.closed_form.updates.e_step`
+  (the very function the in-memory pass runs over all rows), the initial q(Z)'s
+  statistics (:mod:`pyro_moe.closed_form.init`), and the gate's data term and gradient;
+* on the client: the sums, reduced in chunk order (so the answer does not depend on which
+  worker ran what), the M-step and the objective, in :func:`pyro_moe.engines.cavi._run`
+  itself: :class:`DaskSource` is the distributed twin of
+  :class:`pyro_moe.engines.cavi.InMemory`, whose one chunk is all the data.
+
+q(Z) itself is never shipped: a pass that needs r (the gate's step) recomputes it on each
+chunk from the small state of the last E-step (q(W), the log prior's parameters, E beta),
+which is what the in-memory pass computed on those rows. A lost worker's chunks are
+recomputed by Dask from their graph (their file, or the persisted array's source), so a
+fault does not change the answer.
+
+The gate's M-step (:class:`DaskGateFitter`) is :class:`pyro_moe.engines.gate.GateFitter`
+with its two data sums, sum_ik r_ik log g_ik and the loss/gradient of the L-BFGS closure,
+reduced over the chunks; its subsample presample gathers its rows once.
+
+Data: Dask arrays, ``.npy`` files (read as memory maps, one slice per task), a directory
+holding ``X.npy`` and ``y.npy``, or a zarr store (when zarr is installed), via
+:func:`open_store`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checks import as_array, check_magnitude
+from .closed_form import updates as U
+from .closed_form.init import (
+    scoring_rows,
+    subset_fit,
+    subset_precision,
+    subset_residuals,
+    subset_responsibilities,
+)
+from .engines.cavi import CAVI, _log_gate
+from .engines.gate import GateFitter
+from .errors import InputError, PyroMoeError
+
+__all__ = ["DaskData", "DaskSource", "as_dask_data", "connect", "is_distributed", "open_store"]
+
+#: rows per chunk of a store read from disk (1e6 rows of 4 float64: 32 MB per task)
+STORE_CHUNK_ROWS = 1_000_000
+#: Dask arrays up to this size are persisted on the workers (larger ones, e.g. read from
+#: zarr, are recomputed from their graph in every pass)
+PERSIST_BYTES = 1 << 30
+#: seconds to wait for a scheduler before the one-line SchedulerError
+CONNECT_TIMEOUT = 10.0
+#: rows of the head the model file is traced on (its sites and prior values)
+HEAD_ROWS = 1000
+#: the most values the exact median of the subsets init gathers on the client
+GATHER = 1 << 20
+
+
+class SchedulerError(PyroMoeError):
+    """The Dask scheduler cannot be reached (a one-line error, no traceback of Dask's)."""
+
+
+# ---- connecting ------------------------------------------------------------------------
+@contextlib.contextmanager
+def connect(scheduler: str | None = None, workers: int | None = None, timeout: float | None = None):
+    """The client to compute on: the active ``dask.distributed`` client, a client of
+    ``scheduler`` (an address, e.g. ``tcp://host:8786``), or a new ``LocalCluster`` of
+    ``workers`` processes (default 2, one thread each), closed afterwards.
+
+    An unreachable scheduler is one :class:`SchedulerError` naming the address."""
+    from distributed import Client, get_client
+
+    if scheduler is None and workers is None:
+        try:
+            active = get_client()
+        except ValueError:  # no active client: a LocalCluster below
+            active = None
+        if active is not None:
+            yield active
+            return
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT if timeout is None else timeout)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise SchedulerError(
+                f"cannot reach the Dask scheduler at {scheduler!r} "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'timed out'})"
+            ) from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = 2 if workers is None else int(workers)
+    if n < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    cluster = local_cluster(n)
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def local_cluster(workers: int, memory_limit: str = "2GiB"):
+    """A ``LocalCluster`` of ``workers`` processes, one thread each.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also turns
+    off glibc's adaptive mmap threshold: every temporary of the E-step's blocks (a few MB)
+    is then a fresh mmap and its page faults; measured 2-3x slower elementwise torch ops
+    in a worker than in the client. Both thresholds are raised to 256 MiB here."""
+    import dask
+    from distributed import LocalCluster
+
+    environ = "distributed.nanny.pre-spawn-environ."
+    with dask.config.set({environ + "MALLOC_TRIM_THRESHOLD_": 1 << 28,
+                          environ + "MALLOC_MMAP_THRESHOLD_": 1 << 28}):  # fmt: skip
+        return LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            memory_limit=memory_limit,
+        )  # fmt: skip
+
+
+# ---- the data ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NpySlice:
+    """Rows start..stop of a ``.npy`` file: a chunk that the task computing on it reads
+    itself (through a memory map), so no chunk travels between workers."""
+
+    path: str
+    start: int
+    stop: int
+
+    def read(self) -> np.ndarray:
+        return _load_rows(self.path, self.start, self.stop)
+
+
+def _read(a):
+    return a.read() if isinstance(a, NpySlice) else a
+
+
+def _tensor(a) -> torch.Tensor:
+    """A chunk (numpy, memmap slice, tensor, :class:`NpySlice`) as a float64 tensor."""
+    a = _read(a)
+    if torch.is_tensor(a):
+        return a.to(torch.float64)
+    return torch.from_numpy(np.array(a, dtype=np.float64, copy=True))
+
+
+def _pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    X, y = _tensor(x), _tensor(y)
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    return X, y
+
+
+def _load_rows(path: str, start: int, stop: int) -> np.ndarray:
+    """Rows start..stop of a ``.npy`` file, read through a memory map (one task's slice)."""
+    return np.asarray(np.load(path, mmap_mode="r")[start:stop])
+
+
+@dataclass
+class DaskData:
+    """X (N, n) and y (N,) as row chunks: ``parts`` is one (X chunk, y chunk) pair per
+    chunk, in row order (dask delayed objects of a persisted array, or :class:`NpySlice`
+    of a file), ``sizes`` their rows."""
+
+    parts: list[tuple[Any, Any]]
+    sizes: list[int]
+    n: int
+    keep: Any = None  # the persisted arrays, whose futures hold the chunks on the cluster
+
+    @property
+    def N(self) -> int:
+        return int(sum(self.sizes))
+
+    @property
+    def offsets(self) -> list[int]:
+        return [0, *np.cumsum(self.sizes).tolist()]
+
+
+def is_distributed(X) -> bool:
+    """Whether ``X`` is data for the distributed path: a Dask array, a store path
+    (``.npy``, a directory of ``X.npy``/``y.npy``, zarr), or :class:`DaskData`."""
+    if isinstance(X, DaskData):
+        return True
+    if isinstance(X, str | os.PathLike):
+        return True
+    mod = type(X).__module__ or ""
+    return mod.startswith("dask.")
+
+
+def open_store(path: str | os.PathLike, y=None, *, chunk_rows: int = STORE_CHUNK_ROWS):
+    """X and y of an on-disk store, lazily, as (X, y) for :func:`as_dask_data`.
+
+    ``path``: a ``.npy`` file of X (with ``y`` another ``.npy`` path), a directory with
+    ``X.npy`` and ``y.npy``, or a zarr store with arrays ``X`` and ``y`` (needs zarr).
+    ``.npy`` files are memory-mapped by each task, one slice of ``chunk_rows`` rows each."""
+    p = Path(path)
+    if p.is_dir() and (p / "X.npy").exists():
+        return _npy_parts(p / "X.npy", p / "y.npy", chunk_rows)
+    if p.suffix == ".npy":
+        if y is None:
+            raise InputError(f"X is the file {str(p)!r}: give y as a .npy path too")
+        return _npy_parts(p, Path(y), chunk_rows)
+    if p.suffix == ".zarr" or (p / ".zgroup").exists() or (p / "zarr.json").exists():
+        try:
+            import dask.array as da
+        except ImportError as e:  # pragma: no cover - dask is installed with the extra
+            raise InputError("reading a zarr store needs dask: pip install pyro_moe[dask]") from e
+        try:
+            return da.from_zarr(str(p), component="X"), da.from_zarr(str(p), component="y")
+        except (ImportError, ModuleNotFoundError):
+            raise InputError("reading a zarr store needs zarr: pip install zarr") from None
+    raise InputError(
+        f"cannot read the store {str(p)!r}: give a .npy file of X (and y), a directory with "
+        "X.npy and y.npy, or a zarr store with arrays X and y"
+    )
+
+
+def _npy_parts(px: Path, py: Path, chunk_rows: int) -> DaskData:
+    for p in (px, py):
+        if not p.exists():
+            raise InputError(f"the store has no file {str(p)!r}")
+    try:
+        X = np.load(px, mmap_mode="r")
+        y = np.load(py, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot read {str(px)!r} / {str(py)!r} as .npy: {e}") from None
+    if X.ndim != 2:
+        raise InputError(f"X must be a 2-d array (N points x n features), got shape {X.shape}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        pass
+    elif y.ndim != 1:
+        raise InputError(f"y must be a 1-d array of N targets, got shape {y.shape}")
+    if X.shape[0] != y.shape[0]:
+        raise InputError(f"X has {X.shape[0]} rows but y has {y.shape[0]} entries")
+    N = X.shape[0]
+    parts, sizes = [], []
+    for i in range(0, N, chunk_rows):
+        j = min(i + chunk_rows, N)
+        parts.append((NpySlice(str(px), i, j), NpySlice(str(py), i, j)))
+        sizes.append(j - i)
+    return DaskData(parts, sizes, X.shape[1])
+
+
+def as_dask_data(X, y, client) -> DaskData:
+    """:class:`DaskData` of Dask arrays (persisted on the cluster up to PERSIST_BYTES), of a
+    store path
+    (:func:`open_store`), or as given."""
+    if isinstance(X, DaskData):
+        return X
+    if isinstance(X, str | os.PathLike):
+        opened = open_store(X, y)
+        if isinstance(opened, DaskData):
+            return opened
+        X, y = opened
+    import dask.array as da
+
+    if not isinstance(X, da.Array):
+        X = da.asarray(X)
+    if y is None:
+        raise InputError("y is missing: give the targets (a Dask array or a store)")
+    if not isinstance(y, da.Array):
+        y = da.asarray(y)
+    if X.ndim != 2:
+        raise InputError(f"X must be a 2-d array (N points x n features), got shape {X.shape}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise InputError(f"y must be a 1-d array of N targets, got shape {y.shape}")
+    if X.shape[0] != y.shape[0]:
+        raise InputError(f"X has {X.shape[0]} rows but y has {y.shape[0]} entries")
+    if X.shape[1] == 0:
+        raise InputError("X has no columns (features)")
+    X = X.rechunk({1: -1})
+    y = y.rechunk((X.chunks[0],))
+    if X.nbytes + y.nbytes <= PERSIST_BYTES:  # held on the workers; else read every pass
+        X, y = client.persist([X, y])
+    xs, ys = X.to_delayed().ravel().tolist(), y.to_delayed().ravel().tolist()
+    return DaskData(list(zip(xs, ys, strict=True)), list(X.chunks[0]), X.shape[1], (X, y))
+
+
+# ---- the passes: per-chunk functions run on the workers --------------------------------
+def _summary(x, y) -> dict:
+    """Validate a chunk (:func:`pyro_moe.checks.as_array`, finite, not overflowing) and
+    return its moments: rows, sum y, sum (y - mean)^2, min y, max y, sum x_j^2, sum y^2."""
+    X = as_array("X", _read(x))
+    y = as_array("y", _read(y))
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    check_magnitude("X", X)
+    check_magnitude("y", y)
+    m = y.mean()
+    return {
+        "n": y.shape[0],
+        "mean": m,
+        "m2": (y - m).square().sum(),
+        "min": y.min(),
+        "max": y.max(),
+        "xx": X.square().sum(0),
+        "yy": y.square().sum(),
+    }
+
+
+def _merge(parts: list[dict]) -> dict:
+    """The moments of all chunks, merged in row order (Chan et al.'s pairwise update of the
+    mean and the sum of squared deviations)."""
+    out = dict(parts[0])
+    for p in parts[1:]:
+        n, m = out["n"] + p["n"], p["mean"] - out["mean"]
+        out["m2"] = out["m2"] + p["m2"] + m * m * out["n"] * p["n"] / n
+        out["mean"] = out["mean"] + m * p["n"] / n
+        out["n"] = n
+        out["min"], out["max"] = (
+            torch.minimum(out["min"], p["min"]),
+            torch.maximum(out["max"], p["max"]),
+        )
+        out["xx"], out["yy"] = out["xx"] + p["xx"], out["yy"] + p["yy"]
+    return out
+
+
+def _pair_chunk(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    return _pair(x, y)
+
+
+def _rows(x, y, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    X, y = _pair(x, y)
+    i = torch.from_numpy(idx)
+    return X[i], y[i]
+
+
+@dataclass
+class GateAt:
+    """The gate at given parameters (a detached copy): the distributed handle of its log
+    softmax, computed on each chunk where it is needed."""
+
+    gate: torch.nn.Module
+
+    def log_softmax(self, X: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.log_softmax(self.gate(X.to(next(self.gate.parameters()).dtype)), -1).to(
+                X.dtype
+            )
+
+
+def _log_prior(X: torch.Tensor, spec) -> torch.Tensor:
+    """The E-step's log prior (rows, C) on a chunk: a mixture's row, or the gate's."""
+    kind, *args = spec
+    if kind == "row":
+        (row,) = args
+        return row.expand(X.shape[0], row.shape[-1])
+    gate, rho = args
+    return _log_gate(gate.log_softmax(X), rho)
+
+
+def _log_r(X: torch.Tensor, y: torch.Tensor, state) -> torch.Tensor:
+    """log q(Z) (rows, C) of a chunk under the state that made it: the last E-step, or the
+    initialisation (what the in-memory pass computed on these rows)."""
+    kind, *a = state
+    if kind == "e":
+        q, spec, e_log_beta, e_beta, noise, maps = a
+        return U.e_step(X, y, q, _log_prior(X, spec), e_log_beta, e_beta, noise, maps=maps).log_r
+    if kind == "prior":
+        q, spec, e_log_beta, e_beta, noise, maps = a
+        e = U.expected_sq_residuals(X, y, q, maps)
+        return U.responsibilities(_log_prior(X, spec), e, e_log_beta, e_beta, noise)
+    W, beta0, C, noise, maps = a  # "subsets"
+    return subset_responsibilities(subset_residuals(X, y, W, maps), beta0, C, noise)
+
+
+def _initial_stats(x, y, state, K: int, maps):
+    X, y = _pair(x, y)
+    r = _log_r(X, y, state).exp()
+    stats = U.sufficient_stats(X, y, r[:, :K], maps)
+    return (stats.Nk, stats.S, stats.s, stats.yy), r.sum(0)
+
+
+def _e_step(x, y, q, spec, e_log_beta, e_beta, noise, maps):
+    X, y = _pair(x, y)
+    est = U.e_step(X, y, q, _log_prior(X, spec), e_log_beta, e_beta, noise, maps=maps)
+    st = est.stats
+    return (st.Nk, st.S, st.s, st.yy), est.r_sum, est.lse
+
+
+def _log_r_chunk(x, y, state) -> torch.Tensor:
+    X, y = _pair(x, y)
+    return _log_r(X, y, state)
+
+
+def _min_sq(x, y, W, maps) -> torch.Tensor:
+    X, y = _pair(x, y)
+    return subset_residuals(X, y, W, maps).min(-1).values
+
+
+def _bucket_counts(x, y, W, maps, edges: torch.Tensor) -> torch.Tensor:
+    """Counts of min_k res_ik^2 in the buckets (-inf, e_0), [e_0, e_1), ..., [e_m-1, inf)."""
+    v = _min_sq(x, y, W, maps)
+    return torch.bincount(torch.bucketize(v, edges, right=True), minlength=len(edges) + 1)
+
+
+def _bucket_values(x, y, W, maps, lo: float, hi: float) -> torch.Tensor:
+    v = _min_sq(x, y, W, maps)
+    return v[(v >= lo) & (v < hi)]
+
+
+def _gate_expected(x, y, state, K: int, gate: GateAt) -> torch.Tensor:
+    """sum_ik r_ik log g_ik of a chunk."""
+    X, y = _pair(x, y)
+    r = _log_r(X, y, state)[:, :K].exp()
+    return (r * gate.log_softmax(X)).sum()
+
+
+def _gate_loss(x, y, state, K: int, work: torch.nn.Module, N: int, rows: int):
+    """-(1/N) sum_ik r_ik log g_ik(V) of a chunk and its gradient in the working
+    parameters (summed over the fitter's row blocks, as in memory)."""
+    X, y = _pair(x, y)
+    params = [p for p in work.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = None
+    dtype = params[0].dtype
+    r = _log_r(X, y, state)[:, :K].exp().to(dtype)
+    Xw = X.to(dtype)
+    total = X.new_zeros(())
+    for sl in U.chunks(X.shape[0], rows):
+        loss = -(r[sl] * torch.log_softmax(work(Xw[sl]), -1)).sum() / N
+        loss.backward()
+        total += loss.detach().to(total.dtype)
+    return total, [p.grad for p in params]
+
+
+# ---- the source: DaskSource is cavi.InMemory's distributed twin --------------------------
+@dataclass
+class _EStep:
+    stats: U.Stats
+    r_sum: torch.Tensor
+    lse: torch.Tensor
+
+
+def _stats(Nk, S, s, yy) -> U.Stats:
+    return U.Stats(Nk=Nk, S=S, s=s, yy=yy)
+
+
+class DaskSource:
+    """The passes of one CAVI iteration over :class:`DaskData` on ``client``: each pass is
+    one task per chunk (the per-chunk functions above), its small results summed here in
+    chunk order. The interface is :class:`pyro_moe.engines.cavi.InMemory`'s.
+
+    ``progress``: a callable told of every pass (the CLI's per-iteration line)."""
+
+    def __init__(self, data: DaskData, client, summary: dict, head: tuple, collect: bool):
+        self.data, self.client, self.summary = data, client, summary
+        self.N = data.N
+        self.head = head
+        self.collect = collect
+        self.state = None  # what made the present q(Z): recomputed where r is needed
+        self.passes = 0
+
+    # -- mapping over the chunks
+    def map(self, fn, *args) -> list:
+        """``fn(x, y, *args)`` on every chunk, on the workers; the results in chunk order."""
+        from dask import delayed
+
+        task = delayed(fn, pure=False)  # the state differs every pass: no hashing of it
+        futures = self.client.compute([task(x, y, *args) for x, y in self.data.parts])
+        self.passes += 1
+        return self.client.gather(futures)
+
+    def target_variance(self) -> float:
+        from .engines.cavi import target_variance
+
+        s = self.summary
+        var = float(s["m2"] / (s["n"] - 1)) if s["n"] > 1 else 0.0
+        return target_variance(var, float(s["yy"] / s["n"]))
+
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """X[idx], y[idx] (in the order of ``idx``), gathered from the chunks that hold them."""
+        idx = idx.cpu().numpy()
+        off = np.asarray(self.data.offsets)
+        chunk = np.searchsorted(off, idx, side="right") - 1
+        out_X = torch.empty(len(idx), self.data.n, dtype=torch.float64)
+        out_y = torch.empty(len(idx), dtype=torch.float64)
+        from dask import delayed
+
+        jobs, where = [], []
+        for c in np.unique(chunk):
+            sel = np.nonzero(chunk == c)[0]
+            x, y = self.data.parts[c]
+            jobs.append(delayed(_rows, pure=True)(x, y, idx[sel] - off[c]))
+            where.append(sel)
+        for sel, (Xr, yr) in zip(where, self.client.gather(self.client.compute(jobs)), strict=True):
+            out_X[torch.from_numpy(sel)] = Xr
+            out_y[torch.from_numpy(sel)] = yr
+        return out_X, out_y
+
+    # -- the gate
+    def gate_fitter(self, gate, steps, dtype, warm, tolerance, prior_scale) -> DaskGateFitter:
+        return DaskGateFitter(self, gate, steps, dtype, warm, tolerance, prior_scale)
+
+    def gate_layout(self, log_softmax):
+        return log_softmax
+
+    def log_prior(self, row, gate_log_softmax, rho):
+        if row is not None:
+            return ("row", row)
+        return ("gate", gate_log_softmax, rho)
+
+    def gate_responsibilities(self, K: int):
+        return self.state
+
+    # -- q(Z)
+    def initial(self, how: str, K: int, seed: int, *, prior, log_prior, e_beta, e_log_beta,
+                given, noise_log_density, maps):  # fmt: skip
+        if how in ("random", "given"):
+            raise InputError(
+                f"init={how!r} is not available for distributed data (its draws or values "
+                "cover all N rows at once); use init='subsets' or 'prior'"
+            )
+        noise = noise_log_density
+        C = K + int(noise is not None)
+        if how == "prior":
+            self.state = ("prior", prior, log_prior, e_log_beta, e_beta, noise, maps)
+        elif how == "subsets":
+            gen = torch.Generator(device="cpu").manual_seed(int(seed))
+            Xr, yr = self.rows(scoring_rows(self.N, gen))
+            W = subset_fit(Xr, yr, K, gen, maps)
+            median = self._median_min_sq(W, maps, subset_residuals(Xr, yr, W, maps).min(-1).values)
+            beta0 = subset_precision(median, self.target_variance_raw())
+            self.state = ("subsets", W, beta0, C, noise, maps)
+        else:
+            raise InputError(
+                f"unknown init {how!r}; use 'prior', 'subsets', 'random' or given responsibilities"
+            )
+        parts = self.map(_initial_stats, self.state, K, maps)
+        stats = _stats(*(sum(p[0][i] for p in parts) for i in range(4)))
+        return stats, sum(p[1] for p in parts)
+
+    def target_variance_raw(self) -> float:
+        """Var(y) as ``y.var()`` gives it (0 for one point)."""
+        s = self.summary
+        return float(s["m2"] / (s["n"] - 1)) if s["n"] > 1 else 0.0
+
+    def rows_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All of X and y, gathered (the result of a fit small enough to collect)."""
+        parts = self.map(_pair_chunk)
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _median_min_sq(self, W, maps, sample: torch.Tensor) -> torch.Tensor:
+        """The lower median of v_i = min_k res_ik^2 over all N rows (what
+        ``torch.median`` returns in memory), exactly: the values are counted in buckets
+        between the sample's values, and only the bucket holding the median is gathered."""
+        k = (self.N - 1) // 2  # 0-based rank of the lower median
+        if self.N <= GATHER:
+            v = torch.cat(self.map(_min_sq, W, maps))
+            return v.kthvalue(k + 1).values
+        lo, hi = -math.inf, math.inf
+        edges = torch.unique(sample)
+        for _ in range(8):
+            counts = sum(self.map(_bucket_counts, W, maps, edges))
+            cum = torch.cumsum(counts, 0)
+            j = int(torch.searchsorted(cum, torch.tensor(k), right=True))
+            below = int(cum[j - 1]) if j > 0 else 0
+            lo = float(edges[j - 1]) if j > 0 else lo
+            hi = float(edges[j]) if j < len(edges) else hi
+            if int(counts[j]) <= GATHER:
+                v = torch.cat(self.map(_bucket_values, W, maps, lo, hi))
+                return v.kthvalue(k - below + 1).values
+            if lo == -math.inf or hi == math.inf or not hi > lo:
+                break
+            edges = torch.linspace(lo, hi, 4097, dtype=torch.float64)
+        v = torch.cat(self.map(_bucket_values, W, maps, lo, hi))  # many ties: gather them
+        return v.kthvalue(k - below + 1).values
+
+    def e_step(self, q, log_prior, e_log_beta, e_beta, noise, maps) -> _EStep:
+        parts = self.map(_e_step, q, log_prior, e_log_beta, e_beta, noise, maps)
+        self.state = ("e", q, log_prior, e_log_beta, e_beta, noise, maps)
+        stats = _stats(*(sum(p[0][i] for p in parts) for i in range(4)))
+        return _EStep(stats, sum(p[1] for p in parts), sum(p[2] for p in parts))
+
+    def log_responsibilities(self) -> torch.Tensor:
+        """log q(Z) (N, C) gathered from the chunks, or (0, C) when not collected."""
+        C = self._components()
+        if not self.collect:
+            return torch.empty(0, C, dtype=torch.float64)
+        return torch.cat(self.map(_log_r_chunk, self.state))
+
+    def _components(self) -> int:
+        kind, *a = self.state
+        if kind == "subsets":
+            return int(a[2])
+        spec = a[1]
+        if spec[0] == "row":
+            return spec[1].shape[-1]
+        return len(a[0].mean) + int(spec[2] is not None)
+
+
+class DaskGateFitter(GateFitter):
+    """:class:`GateFitter` over :class:`DaskData`: its data sums (sum r log g, the L-BFGS
+    closure's loss and gradient) reduced over the chunks; r is the source's last E-step
+    state, a log softmax is a :class:`GateAt`; the presample's rows are gathered once."""
+
+    def __init__(self, source: DaskSource, gate, steps, dtype, warm, tolerance, prior_scale):
+        super().__init__(gate, source.head[0], steps, dtype, warm, tolerance, prior_scale,
+                         N=source.N)  # fmt: skip
+        self.source = source
+        self.K = None
+        self._sample_rows = source.rows(self.sample) if self.sample is not None else None
+
+    def log_softmax(self) -> GateAt:
+        return GateAt(copy.deepcopy(self.gate))
+
+    def expected(self, r, log_g) -> torch.Tensor:
+        K = self._experts(log_g)
+        return sum(self.source.map(_gate_expected, r, K, log_g))
+
+    def _experts(self, log_g: GateAt) -> int:
+        if self.K is None:
+            self.K = int(log_g.log_softmax(self.source.head[0][:1]).shape[-1])
+        return self.K
+
+    def sample_rows(self, r):
+        Xs, ys = self._sample_rows
+        rs = _log_r(Xs, ys, r)[:, : self._experts(GateAt(self.gate))].exp()
+        return Xs.to(self.Xw.dtype), rs.to(self.Xw.dtype)
+
+    def _data_loss(self, r, total: torch.Tensor) -> torch.Tensor:
+        K = self._experts(GateAt(self.gate))
+        work = copy.deepcopy(self.work)
+        parts = self.source.map(_gate_loss, r, K, work, self.N, self.rows)
+        with torch.no_grad():
+            for p, *grads in zip(self.wparams, *(g for _, g in parts), strict=True):
+                g = sum(grads)
+                p.grad = g if p.grad is None else p.grad + g
+        for loss, _ in parts:
+            total += loss.to(total.dtype)
+        self._cached = None
+        return total
+
+
+# ---- the engine and the entry point -----------------------------------------------------
+class DaskCAVI(CAVI):
+    """CAVI whose passes run on a Dask cluster (:class:`DaskSource`); the model file is
+    traced on the data's first rows (its sites and prior values do not depend on N)."""
+
+    def __init__(self, model, X, y, config, options, source: DaskSource):
+        super().__init__(model, X, y, config, options)
+        self._source = source
+
+    def source(self) -> DaskSource:
+        return self._source
+
+    def show_progress(self) -> bool:
+        import sys
+
+        return sys.stderr.isatty()
+
+
+def fit_on_dask(
+    engine,
+    options,
+    model,
+    X,
+    y,
+    experts: int,
+    hyper: dict,
+    *,
+    weight_scale_of=None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    collect: bool | None = None,
+):
+    """:func:`pyro_moe.fit` of distributed data (Dask arrays, a store): the moments of the
+    data that the defaults need (Var y, the target range, rms of each column) in one pass,
+    the model file traced on the first rows, then CAVI with :class:`DaskSource`.
+
+    ``collect``: gather X, y and q(Z) into the result (default: when they take at most
+    COLLECT_BYTES); otherwise the result's X, y and responsibilities have no rows.
+    """
+    from .checks import check_count
+    from .model_file import noise_bounds
+
+    if engine.name != "cavi":
+        raise InputError(
+            f"method={engine.name!r} does not run on distributed data; use method='cavi'"
+        )
+    if isinstance(X, str | os.PathLike):  # a bad path fails before any cluster starts
+        opened = open_store(X, y)
+        X, y = (opened, None) if isinstance(opened, DaskData) else opened
+    with connect(scheduler, workers) as client:
+        data = as_dask_data(X, y, client)
+        if data.N == 0:
+            raise InputError("no data: X and y are empty")
+        if data.n == 0:
+            raise InputError("X has no columns (features)")
+        parts = DaskSource(data, client, {}, (None, None), False).map(_summary)
+        summary = _merge(parts)
+        N = data.N
+        experts = check_count("experts", experts, 1)
+        if experts > N:
+            raise InputError(f"experts = {experts} is more than the number of points ({N})")
+        src = DaskSource(data, client, summary, (None, None), False)
+        head = src.rows(torch.arange(min(N, HEAD_ROWS)))
+        var = src.target_variance_raw()
+        hyper = dict(hyper)
+        if hyper.get("noise_precision") is None:
+            from .engines.cavi import target_variance
+
+            hyper["noise_precision"] = 1.0 / target_variance(var, float(summary["yy"] / N))
+        if hyper.get("noise_range") is None:
+            hyper["noise_range"] = noise_bounds(torch.stack([summary["min"], summary["max"]]))
+        ws = None
+        if weight_scale_of is not None:  # the data's units of the weights (fitting.weight_scale)
+            ws = weight_scale_of((summary["xx"] / N).sqrt(), (summary["yy"] / N).sqrt())
+        config = model.config(head[0], head[1], int(experts), seed=options.seed,
+                              weight_scale=ws, **hyper)  # fmt: skip
+        if config.noise_bounds is not None:
+            lo, hi = (float(b) for b in config.noise_bounds)
+            if float(summary["min"]) < lo or float(summary["max"]) > hi:
+                raise InputError(
+                    f"noise_range ({lo:.6g}, {hi:.6g}) does not hold every target (from "
+                    f"{float(summary['min']):.6g} to {float(summary['max']):.6g})"
+                )
+        width = data.n + 1 + config.components
+        collect = N * width * 8 <= COLLECT_BYTES if collect is None else bool(collect)
+        src = DaskSource(data, client, summary, head, collect)
+        result = DaskCAVI(model, head[0], head[1], config, options, src).fit()
+        if collect:
+            Xa, ya = src.rows_all()
+        else:
+            Xa, ya = head[0][:0], head[1][:0]
+        result.X, result.y = Xa, ya
+        result.restarts = [dict(r, passes=src.passes) for r in result.restarts]
+        return result
+
+
+#: the most bytes of X, y and q(Z) a distributed fit gathers into its result by default
+COLLECT_BYTES = 1 << 30

@@ -1,0 +1,212 @@
+"""pyro_moe.distributed: CAVI on Dask gives the in-memory fit's objective, survives a lost
+worker, and refuses what it cannot do by name."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import pyro_moe
+from pyro_moe import distributed as D
+from pyro_moe.errors import ConvergenceWarning, InputError
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+RTOL = 1e-10
+
+
+def two_lines(N: int, seed: int = 0, outliers: float = 0.0):
+    """X = [x1, x2, 1], y from one of two planes (noise 0.3), a share of outliers."""
+    g = np.random.default_rng(seed)
+    X = np.c_[g.normal(size=(N, 2)), np.ones(N)]
+    W = np.array([[1.0, -2.0, 0.5], [-1.5, 0.5, 3.0]])
+    z = (X[:, 0] > 0).astype(int) if seed % 2 else g.integers(0, 2, N)
+    y = (X * W[z]).sum(1) + 0.3 * g.normal(size=N)
+    bad = g.random(N) < outliers
+    y[bad] = g.uniform(-10, 10, bad.sum())
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def chunked(X, y, rows):
+    return da.from_array(X, chunks=(rows, X.shape[1])), da.from_array(y, chunks=rows)
+
+
+def same(a, b, lengths: bool = True):
+    """The same objective history to RTOL (the same final objective, when a fit that reached
+    its fixed point a step earlier or later may differ in length)."""
+    ha, hb = a.objective_history, b.objective_history
+    if lengths:
+        assert len(ha) == len(hb)
+    m = min(len(ha), len(hb))
+    rel = ((ha[:m] - hb[:m]).abs() / hb[:m].abs()).max().item()
+    assert rel < RTOL, rel
+    assert abs(ha[-1] - hb[-1]) / abs(hb[-1]) < RTOL
+
+
+def quiet_fit(*args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return pyro_moe.fit(*args, **kw)
+
+
+@pytest.mark.slow
+def test_mixture_of_models_on_dask_matches_in_memory(client):
+    X, y = two_lines(100_000)
+    kw = dict(experts=2, n_init=1, max_iter=10)
+    mem = quiet_fit("mixture_of_models", X, y, **kw)
+    dk = quiet_fit("mixture_of_models", *chunked(X, y, 50_000), **kw)
+    same(dk, mem)
+    assert torch.allclose(dk.mean, mem.mean, rtol=1e-8, atol=1e-10)
+    # small enough: X, y and q(Z) are gathered into the result, in row order
+    assert torch.equal(dk.X, mem.X)
+    assert torch.allclose(dk.responsibilities, mem.responsibilities, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_gated_model_on_dask_matches_in_memory(client):
+    # 1e5 points: the gate's warm L-BFGS and its subsample presample both run
+    X, y = two_lines(100_000, seed=1)
+    kw = dict(experts=2, n_init=1, max_iter=3, tol=0.0)
+    mem = quiet_fit("mixture_of_experts", X, y, **kw)
+    dk = quiet_fit("mixture_of_experts", *chunked(X, y, 50_000), **kw)
+    same(dk, mem)
+    for a, b in zip(dk.gate.parameters(), mem.gate.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_npy_store_and_noise_expert_match_in_memory(client, tmp_path):
+    X, y = two_lines(6000, seed=2, outliers=0.05)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    kw = dict(experts=2, n_init=1, max_iter=8, noise_expert=True)
+    mem = quiet_fit("mixture_of_models", X, y, **kw)
+    store = D.open_store(tmp_path, chunk_rows=1000)  # six tasks per pass, read from disk
+    dk = quiet_fit("mixture_of_models", store, None, **kw)
+    same(dk, mem)
+    # the directory itself, and X.npy with y.npy, are stores too
+    kw = dict(kw, max_iter=2)
+    mem = quiet_fit("mixture_of_models", X, y, **kw)
+    same(quiet_fit("mixture_of_models", str(tmp_path), None, **kw), mem)
+    same(quiet_fit("mixture_of_models", tmp_path / "X.npy", tmp_path / "y.npy", **kw), mem)
+
+
+@pytest.mark.parametrize(
+    "model, options",
+    [
+        ("mixture_of_experts", {"noise_expert": True}),  # the gate prior and the noise share
+        ("regularized_experts", {}),  # R(w0) and its w0 update
+        ("mixture_of_models", {"learn": "all", "per_expert_noise": True}),
+    ],
+)
+def test_other_model_files_match_in_memory(client, model, options):
+    X, y = two_lines(3000, seed=1, outliers=0.05)
+    kw = dict(experts=2, n_init=1, max_iter=3, tol=0.0, **options)
+    same(quiet_fit(model, *chunked(X, y, 1000), **kw), quiet_fit(model, X, y, **kw))
+
+
+def test_exact_median_beyond_what_is_gathered(client, monkeypatch):
+    """The subsets init's median over all rows, counted in buckets when too many to gather,
+    is torch.median's (the lower median), with and without ties."""
+    X, y = two_lines(20_001, seed=3)
+    y[:3000] = (X[:3000] * np.array([1.0, -2.0, 0.5])).sum(1)  # exact fits: ties at 0
+    data = D.as_dask_data(*chunked(X, y, 3000), client)
+    src = D.DaskSource(data, client, {}, (None, None), False)
+    W = torch.tensor([[1.0, -2.0, 0.5], [-1.5, 0.5, 3.0]], dtype=torch.float64)
+    v = D.subset_residuals(torch.from_numpy(X), torch.from_numpy(y), W).min(-1).values
+    sample = v[torch.randperm(len(v), generator=torch.Generator().manual_seed(0))[:200]]
+    for gather in (50, 10**7):
+        monkeypatch.setattr(D, "GATHER", gather)
+        assert src._median_min_sq(W, None, sample) == v.median()
+    y[:12_000] = (X[:12_000] * np.array([1.0, -2.0, 0.5])).sum(1)  # the median itself tied
+    data = D.as_dask_data(*chunked(X, y, 3000), client)
+    src = D.DaskSource(data, client, {}, (None, None), False)
+    v = D.subset_residuals(torch.from_numpy(X), torch.from_numpy(y), W).min(-1).values
+    monkeypatch.setattr(D, "GATHER", 50)
+    assert src._median_min_sq(W, None, v[:200]) == v.median()
+
+
+def test_unreachable_scheduler_is_one_line_error(monkeypatch):
+    X, y = two_lines(100)
+    monkeypatch.setattr(D, "CONNECT_TIMEOUT", 1.0)
+    with pytest.raises(D.SchedulerError) as e:
+        pyro_moe.fit("mixture_of_models", X, y, scheduler="tcp://127.0.0.1:9")
+    assert "tcp://127.0.0.1:9" in str(e.value) and "\n" not in str(e.value)
+    assert isinstance(e.value, pyro_moe.errors.PyroMoeError)
+
+
+def test_refusals_name_what_is_wrong(client, tmp_path):
+    X, y = two_lines(2000)
+    Xd, yd = chunked(X, y, 500)
+    with pytest.raises(InputError, match="method='svi'"):
+        pyro_moe.fit("mixture_of_models", Xd, yd, method="svi")
+    with pytest.raises(InputError, match="init='random'"):
+        pyro_moe.fit("mixture_of_models", Xd, yd, init="random", n_init=1)
+    with pytest.raises(InputError, match="search"):
+        pyro_moe.fit("mixture_of_models", Xd, yd, search=True)
+    bad = y.copy()
+    bad[1700] = np.nan
+    with pytest.raises(InputError, match="y"):
+        pyro_moe.fit("mixture_of_models", Xd, da.from_array(bad, chunks=500))
+    with pytest.raises(InputError, match="rows"):
+        pyro_moe.fit("mixture_of_models", Xd, yd[:100])
+    with pytest.raises(InputError, match="store"):
+        pyro_moe.fit("mixture_of_models", str(tmp_path / "nothing.csv"), None)
+
+
+def test_cli_fits_a_store(client, capsys, tmp_path, monkeypatch):
+    from cli_helpers import run_cli
+
+    X, y = two_lines(3000, seed=5)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    code, out, err = run_cli(
+        capsys, "fit", tmp_path, "-k", "2", "--restarts", "1", "--max-iter", "5", "--json"
+    )
+    assert code == 0, err
+    mem = quiet_fit("mixture_of_models", X, y, experts=2, n_init=1, max_iter=5)
+    assert abs(json.loads(out)["objective"] - float(mem.objective_history[-1])) < 1e-6
+    monkeypatch.setattr(D, "CONNECT_TIMEOUT", 1.0)
+    code, out, err = run_cli(capsys, "fit", tmp_path, "--scheduler", "tcp://127.0.0.1:9")
+    assert code != 0 and "cannot reach the Dask scheduler" in err
+    code, out, err = run_cli(capsys, "fit", tmp_path, "--target", "y")
+    assert code != 0 and "--target" in err
+
+
+@pytest.mark.slow
+def test_a_worker_lost_mid_fit_does_not_change_the_answer(client, monkeypatch):
+    """Last in the file: it kills a worker of the shared cluster (its nanny restarts it)."""
+    X, y = two_lines(20_000, seed=4)
+    kw = dict(experts=2, n_init=1, max_iter=10, tol=0.0)
+    mem = quiet_fit("mixture_of_models", X, y, **kw)
+    pids = list(client.run(os.getpid).values())
+    original = D.DaskSource.map
+    killed = []
+
+    def map_then_kill(self, fn, *args):
+        if self.passes == 6 and not killed:  # mid-fit: after a few iterations
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+        return original(self, fn, *args)
+
+    monkeypatch.setattr(D.DaskSource, "map", map_then_kill)
+    dk = quiet_fit("mixture_of_models", *chunked(X, y, 2500), **kw)
+    assert killed
+    same(dk, mem, lengths=False)

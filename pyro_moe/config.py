@@ -250,9 +250,9 @@ class ScaledInput(torch.nn.Module):
         return self.inner(X / self.scale)
 
 
-def input_scale(X: torch.Tensor) -> torch.Tensor:
-    """s_j = rms(x_j) over the rows of X (n,), 1 where a column is all zero."""
-    rms = X.square().mean(0).sqrt()
+def input_scale(rms: torch.Tensor) -> torch.Tensor:
+    """The gate's s (n,) from the columns' root mean squares rms(x_j): s_j = rms(x_j), 1
+    where a column is all zero."""
     return torch.where(rms > 0, rms, torch.ones_like(rms))
 
 

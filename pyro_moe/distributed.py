@@ -727,7 +727,8 @@ def fit_on_dask(
         if weight_scale_of is not None:  # the data's units of the weights (fitting.weight_scale)
             ws = weight_scale_of((summary["xx"] / N).sqrt(), (summary["yy"] / N).sqrt())
         config = model.config(head[0], head[1], int(experts), seed=options.seed,
-                              weight_scale=ws, **hyper)  # fmt: skip
+                              weight_scale=ws, input_rms=(summary["xx"] / N).sqrt(),
+                              **hyper)  # fmt: skip
         if config.noise_bounds is not None:
             lo, hi = (float(b) for b in config.noise_bounds)
             if float(summary["min"]) < lo or float(summary["max"]) > hi:

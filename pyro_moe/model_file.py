@@ -98,6 +98,7 @@ class Model:
         noise_range=None,
         per_expert_noise: bool | None = None,
         weight_scale: torch.Tensor | None = None,
+        input_rms: torch.Tensor | None = None,
     ) -> Config:
         """Build the :class:`Config` of a fit; ``None`` arguments take the file's defaults.
 
@@ -120,6 +121,10 @@ class Model:
         ``weight_scale`` s (n,): the unit of each weight (:func:`pyro_moe.fitting.weight_scale`).
         The defaults are then in those units: A_k = diag(s)^2 and the file's Xi becomes
         diag(s) Xi diag(s); values given here are used as they are (data units).
+
+        ``input_rms`` (n,): rms(x_j) of the whole data set, for the gate's input scale
+        (:class:`~pyro_moe.config.ScaledInput`) when ``X`` holds only some of its rows (a
+        distributed fit); default: computed from ``X``.
         """
         K, n = int(experts), X.shape[1]
         dt = dict(dtype=X.dtype, device=X.device)
@@ -195,7 +200,8 @@ class Model:
             # same gate on every device
             with torch.random.fork_rng(devices=[]), torch.device("cpu"):
                 torch.manual_seed(seed)
-                gate = self.make_gate(X.shape[1], K, hidden, input_scale(X.cpu()))
+                rms = X.square().mean(0).sqrt() if input_rms is None else input_rms
+                gate = self.make_gate(X.shape[1], K, hidden, input_scale(rms.cpu()))
             gate = gate.to(**dt)
         learned = learn_set(s.get("learn", "all") if learn is None else learn)
         if not self.gated:

@@ -27,7 +27,7 @@ from .model_file import load_model
 from .result import FitResult
 from .shapes.geometry import Geometry, monomials, target_name
 from .shapes.image import image_to_points
-from .shapes.points import PointSet, Standardization, validate_points
+from .shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
 
 #: The least height and width of an image given as an array (see :func:`as_points`).
 MIN_IMAGE_SIDE = 4
@@ -48,12 +48,25 @@ def is_image_array(arr: np.ndarray) -> bool:
     return False
 
 
+def _point_set(xy: np.ndarray, max_points: int | None, seed: int) -> PointSet:
+    """Checked points, at most ``max_points`` of them drawn at random with ``seed``."""
+    xy = validate_points(xy)
+    if max_points is not None and len(xy) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(xy), max_points, replace=False))
+        xy = xy[keep]
+    return PointSet(xy, Standardization.fit(xy), None)
+
+
 def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_options) -> PointSet:
-    """A :class:`PointSet` from a PointSet, an (N, 2) array of (x, y), or an image (a path, or
-    an array that :func:`is_image_array` calls an image); any other array is an InputError
-    (an (N, 3) array is neither: it is refused, not read as an image)."""
+    """A :class:`PointSet` from a PointSet, an (N, 2) array of (x, y), a point file (a path
+    ending in ``.csv``, ``.txt`` or ``.npy``: :func:`pyro_moe.shapes.points.read_points`),
+    or an image (any other path, or an array that :func:`is_image_array` calls an image);
+    any other array is an InputError (an (N, 3) array is neither: it is refused, not read
+    as an image)."""
     if isinstance(source, PointSet):
         ps = source
+    elif isinstance(source, str | Path) and is_point_file(source):
+        ps = _point_set(read_points(source), max_points, seed)
     elif isinstance(source, str | Path):
         ps = image_to_points(source, max_points=max_points, seed=seed, **image_options)
     else:
@@ -64,13 +77,7 @@ def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_o
                 f"points or image must be an array, a path or a PointSet: {e}"
             ) from None
         if arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype != bool:
-            xy = validate_points(arr)
-            if max_points is not None and len(xy) > max_points:
-                keep = np.sort(
-                    np.random.default_rng(seed).choice(len(xy), max_points, replace=False)
-                )
-                xy = xy[keep]
-            ps = PointSet(xy, Standardization.fit(xy), None)
+            ps = _point_set(arr, max_points, seed)
         elif is_image_array(arr):
             ps = image_to_points(arr, max_points=max_points, seed=seed, **image_options)
         else:

@@ -135,11 +135,16 @@ def distinct_experts(
 ) -> tuple[int, str]:
     """Number of distinct, used experts of a fit and a note on the rest.
 
-    Experts with share < ``min_share`` are unused; of a group of coinciding experts (see
-    the module docstring) one is counted. Returns ``(count, note)``; ``count ==
+    For a curve fit, the experts :func:`curve_reports` calls valid are counted and the
+    note lists the reasons of the others. Otherwise experts with share < ``min_share`` are
+    unused; of a group of coinciding experts (see the module docstring) one is counted. Returns ``(count, note)``; ``count ==
     result.experts`` means the fit is admissible.
     """
     K = result.experts
+    if result.geometry is not None and set(result.expert_kinds) <= {"circle", "conic"}:
+        reports = curve_reports(result, min_share=min_share, min_separation=min_separation)
+        bad = [f"{r.expert + 1}: {r.reason}" for r in reports if not r.valid]
+        return sum(r.valid for r in reports), "; ".join(bad)
     share = _expert_shares(result)
     used = [k for k in range(K) if share[k] >= min_share]
     notes = []

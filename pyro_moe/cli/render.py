@@ -69,7 +69,7 @@ TIMING_KEYS = ("seconds", "timings_s")
 
 def without_timings(text: str) -> str:
     """``--deterministic``: the JSON object(s) of ``text`` without :data:`TIMING_KEYS`,
-    re-printed as :func:`emit_json` prints them."""
+    re-printed as :func:`emit_json` prints them (JSON lines, batch mode: one per line)."""
 
     def strip(o: Any) -> Any:
         if isinstance(o, dict):
@@ -78,6 +78,14 @@ def without_timings(text: str) -> str:
             return [strip(v) for v in o]
         return o
 
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and all(line.startswith("{") and line.endswith("}") for line in lines):
+        try:  # JSON lines (batch mode): each line on its own, kept one per line
+            objs = [json.loads(line) for line in lines]
+        except json.JSONDecodeError:
+            objs = None
+        if objs is not None:
+            return "".join(json.dumps(strip(o), allow_nan=False) + "\n" for o in objs)
     return json.dumps(strip(json.loads(text)), indent=2, allow_nan=False) + "\n"
 
 

@@ -314,12 +314,12 @@ def _circle_row(rep: Any) -> list[str]:
         fmt(c.x0),
         fmt(c.y0),
         fmt(c.r) if c.valid else "invalid",
-        fmt(rep.r_corrected),
         f"{rep.share:.3f}",
         "yes" if rep.valid else "no",
         sd_text(sd.sd_x0, wide),
         sd_text(sd.sd_y0, wide),
         sd_text(sd.sd_r, wide),
+        fmt(rep.r_corrected),
         rep.reason or "",
     ]
 
@@ -340,7 +340,7 @@ def _conic_row(rep: Any) -> list[str]:
 #: and ``conics`` print one column per parameter; ``curves`` one description per expert.
 LAYOUTS: dict[str, tuple[list[str], str | None]] = {
     "circles": (
-        ["circle", "x0", "y0", "r", "r corr", "share", "valid", "sd x0", "sd y0", "sd r", "note"],
+        ["circle", "x0", "y0", "r", "share", "valid", "sd x0", "sd y0", "sd r", "r corr", "note"],
         "(r corr: r with the Kasa bias removed by the circle's own noise; sd: posterior "
         "standard deviations, delta method, 'wide': too wide to mean anything)",
     ),

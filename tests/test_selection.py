@@ -119,7 +119,7 @@ def _line_image() -> np.ndarray:
 
 
 def test_a_clean_ring_is_one_valid_circle():
-    img, truth = circle_image([(60.0, 60.0)], [40.0], (120, 120))
+    img, _ = circle_image([(60.0, 60.0)], [40.0], (120, 120))
     (rep,) = curve_reports(pyro_moe.fit_circles(img, experts=1, noise_expert=True, n_init=1))
     assert rep.valid and rep.reason is None and not rep.wide
     assert abs(rep.r_corrected - 40.0) < 0.1 and 0.1 < rep.noise_px < 0.5  # raster: ~0.3 px

@@ -14,8 +14,9 @@ a found circle within 2 px in each of x0, y0 and r.
 * ``pyro_moe``: the command line in batch mode, K given: the scenes are written as PNG
   files, one folder per K, and ``pyro-moe circles FOLDER --experts K --json`` fits each
   folder in one process (the noise expert on, the default restarts and search). Time per
-  image: the fit's own ``seconds``; the whole process (Python, torch's import, reading)
-  divided by the images is in the summary.
+  image: its line's ``input_seconds`` (reading, every restart, the search, the report);
+  the whole process (Python's start and torch's import too) divided by the images is in
+  the summary.
 * ``auto``: ``pyro-moe circles FOLDERS... --experts auto --json`` (K = 1..5, the default
   --max-experts) on every scene in one process; *right K* when the chosen K is the true
   one (the 5-apart scenes, K = 5, are at the top of the range).
@@ -188,7 +189,15 @@ def main() -> None:
     if "auto" in methods:
         times.append(f"{np.mean([r['auto']['seconds'] for r in rows]):.2g} s")
     lines.append("| **mean time per image** | | | " + " | ".join(times) + " |")
+    med = [f"{np.median([r[m]['seconds'] for r in rows]):.2g} s" for m in given]
+    if "auto" in methods:
+        med.append(f"{np.median([r['auto']['seconds'] for r in rows]):.2g} s")
+    lines.append("| **median time per image** | | | " + " | ".join(med) + " |")
     lines.append("")
+    if "pyro_moe" in methods:
+        bad = sum(r["pyro_moe"]["invalid"] for r in rows)
+        lines.append(f"- pyro_moe, K given: {bad} of {sum(r['K'] for r in rows)} circles "
+                     "marked not valid (`valid: false`)")  # fmt: skip
     for m, s in summary.items():
         lines.append(f"- {m}: the batch process took {s['process_seconds_per_image']:.2g} s per "
                      f"image over {s['images']} images (Python start, torch's import and "

@@ -232,9 +232,24 @@ def fit_curves(
     )  # fmt: skip
     return fit(
         model, data.X, data.y, experts=data.experts, seed=seed, geometry=data.geometry,
-        maps=data.maps, search=search, per_expert_noise=per_expert_noise,
-        noise_range=data.noise_range, **fit_options,
+        **curve_fit_options(data, search=search, per_expert_noise=per_expert_noise),
+        **fit_options,
     )  # fmt: skip
+
+
+def curve_fit_options(
+    data: CurveData, *, search: bool = True, per_expert_noise: bool = True
+) -> dict:
+    """The options of :func:`pyro_moe.fit` that make a fit a curve fit, the one place they
+    are set (:func:`fit_curves` and :func:`pyro_moe.select_curves`, which fits each K as
+    ``fit_curves`` would): the expert maps, the noise expert's support over the points'
+    bounding box, one noise precision per curve and the search (see :func:`fit_curves`)."""
+    return {
+        "maps": data.maps,
+        "noise_range": data.noise_range,
+        "search": search,
+        "per_expert_noise": per_expert_noise,
+    }
 
 
 def fit_circles(source, *, experts: int = 2, **options) -> FitResult:

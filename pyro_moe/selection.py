@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .curve_fitting import curve_data
+from .curve_fitting import curve_data, curve_fit_options
 from .errors import InputError
 from .fitting import fit
 from .model_file import Model
@@ -516,14 +516,22 @@ def select_curves(
     """:func:`select_experts` on the curve design of points or an image.
 
     ``source`` is what :func:`pyro_moe.fit_curves` takes (image path or array, (N, 2)
-    points, a PointSet). Points are standardized as in ``fit_curves`` and the results carry
-    their geometry, so ``selection.result.circles()`` / ``.conics()`` are in pixel units.
+    points, a PointSet, a point file). Each K is fitted as ``fit_curves`` fits it (the same
+    :func:`~pyro_moe.curve_fitting.curve_fit_options`: the noise expert over the points'
+    box, one noise precision per curve, the search; ``search=`` and ``per_expert_noise=``
+    among ``options`` change them) and the results carry their geometry, so
+    ``selection.result.circles()`` / ``.conics()`` are in pixel units.
     ``options`` go to :func:`select_experts` and on to :func:`pyro_moe.fit`.
     """
     data = curve_data(
         source, 1, design=design, model=model, max_points=max_points, seed=seed,
         image_options=image_options,
     )  # fmt: skip
+    curve = curve_fit_options(
+        data,
+        search=options.pop("search", True),
+        per_expert_noise=options.pop("per_expert_noise", True),
+    )
     return select_experts(
         model,
         data.X,
@@ -532,6 +540,7 @@ def select_curves(
         min_experts=min_experts,
         seed=seed,
         geometry=data.geometry,
+        **curve,
         **options,
     )
 

@@ -13,6 +13,7 @@ import argparse
 import io
 import json
 import sys
+import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -207,8 +208,8 @@ def _batch(
 ) -> int:
     """Batch mode: every input fitted in this one process (torch imported once), with a
     progress bar on stderr. ``--json``: one JSON object per line and input, with its
-    ``input`` path, ``ok``, its ``warnings`` and, when it failed, its ``error`` (the
-    others still run); else each input's table under a ``== PATH`` line. Exit status 0
+    ``input`` path, ``ok``, its ``warnings``, ``input_seconds`` (its wall time: reading,
+    fitting, reporting) and, when it failed, its ``error`` (the others still run); else each input's table under a ``== PATH`` line. Exit status 0
     when every input succeeded, else 1."""
     from tqdm import tqdm
 
@@ -217,6 +218,7 @@ def _batch(
     failed = 0
     for path in tqdm(inputs, desc=f"{PROG} {args.command}", unit="input", file=sys.stderr):
         source = str(path)
+        started = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -226,13 +228,14 @@ def _batch(
                 error = one_line(str(e))
             except Exception as e:  # one bad input must not stop the others
                 error = f"internal error: {type(e).__name__}: {one_line(str(e))}"
+        elapsed = {"input_seconds": time.perf_counter() - started}
         said = [one_line(str(w.message)) for w in caught if issubclass(w.category, UserWarning)]
         said = list(dict.fromkeys(said))
         if error is not None:
             failed += 1
             if args.json:
                 ctx.out.write(json.dumps(
-                    {"input": source, "ok": False, "error": error, "warnings": said},
+                    {"input": source, "ok": False, "error": error, "warnings": said, **elapsed},
                     allow_nan=False) + "\n")  # fmt: skip
             else:
                 print(f"== {source}: error: {error}\n", file=ctx.out)
@@ -241,7 +244,7 @@ def _batch(
             buf = io.StringIO()
             render_curves(result, buf, layout=layout, title=title, as_json=True,
                           selection=selection, names=names, source=source)  # fmt: skip
-            line = {**json.loads(buf.getvalue()), "warnings": said}
+            line = {**json.loads(buf.getvalue()), "warnings": said, **elapsed}
             ctx.out.write(json.dumps(line, allow_nan=False) + "\n")
         else:
             print(f"== {source}", file=ctx.out)

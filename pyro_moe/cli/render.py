@@ -64,7 +64,7 @@ def emit_json(obj: dict[str, Any], out: TextIO) -> None:
 
 
 #: the JSON fields that hold wall-clock times (left out by ``--deterministic``)
-TIMING_KEYS = ("seconds", "timings_s")
+TIMING_KEYS = ("seconds", "timings_s", "input_seconds")
 
 
 def without_timings(text: str) -> str:

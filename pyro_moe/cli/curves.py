@@ -1,10 +1,13 @@
-"""``pyro-moe circles``, ``conics`` and ``curves``: the curves of a binary image.
+"""``pyro-moe circles``, ``conics`` and ``curves``: the curves of an image or a point set.
 
 ``circles`` and ``conics`` fit K curves of one kind (``--experts auto`` selects K);
 ``curves`` fits one expert per name (``--experts circle,ellipse``), each with its own
-feature map. All three print through one renderer (:func:`pyro_moe.cli.render.
-render_curves`), each expert as its own kind of curve, and plot through
-:func:`pyro_moe.plots.plot_fit`.
+feature map. An input is an image or a point set (``.csv``/``.txt``/``.npy`` of x, y:
+:func:`pyro_moe.shapes.points.read_points`). All three print through one renderer
+(:func:`pyro_moe.cli.render.render_curves`), each expert as its own kind of curve with its
+validity (:func:`pyro_moe.curve_reports`), and plot through :func:`pyro_moe.plots.plot_fit`.
+Several inputs, or a directory, run in batch mode (:func:`_batch`): one process, a progress
+bar, JSON lines, a failed input reported in its line.
 """
 
 from __future__ import annotations

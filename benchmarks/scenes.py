@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="no 1024^2 scene")
     ap.add_argument("--methods", default="pyro_moe,auto,ransac,hough")
+    ap.add_argument("--name", default="scenes", help="results/NAME.{json,md}")
     args = ap.parse_args()
     methods = args.methods.split(",")
     from PIL import Image
@@ -166,7 +167,7 @@ def main() -> None:
         print(row["scene"], row["seed"], {m: row[m] for m in methods if m in row}, flush=True)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "scenes.json").write_text(
+    (out / f"{args.name}.json").write_text(
         json.dumps({"rows": rows, "summary": summary}, indent=1, default=float) + "\n"
     )
     given = [m for m in methods if m != "auto"]
@@ -202,7 +203,7 @@ def main() -> None:
         lines.append(f"- {m}: the batch process took {s['process_seconds_per_image']:.2g} s per "
                      f"image over {s['images']} images (Python start, torch's import and "
                      "reading included)")  # fmt: skip
-    (out / "scenes.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

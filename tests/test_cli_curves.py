@@ -305,6 +305,11 @@ def test_batch_mode_json_lines(capsys, tmp_path, circles_png):
     assert "100%" in err  # the progress bar
     code, out, _ = run_cli(capsys, "circles", folder / "a.csv", folder / "b.csv", "-k", "2")
     assert code == 0 and out.count("== ") == 2 and "2 of 2 inputs fitted" in out
+    argv = ("circles", folder / "a.csv", folder / "b.csv", "-k", "2", "--json")
+    code, out, _ = run_cli(capsys, *argv, "--deterministic")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(lines) == 2
+    assert all("input_seconds" not in line and "seconds" not in line for line in lines)
 
 
 def test_batch_mode_refuses_plot_and_an_empty_folder(capsys, tmp_path, circles_png):

@@ -43,7 +43,9 @@ _HOMES = {
     "load_model": "model_file",
     "FitResult": "result",
     "Prediction": "result",
+    "CurveReport": "selection",
     "Selection": "selection",
+    "curve_reports": "selection",
     "select_circles": "selection",
     "select_curves": "selection",
     "select_experts": "selection",
@@ -56,6 +58,7 @@ __all__ = [
     "Comparison",
     "Config",
     "ConvergenceWarning",
+    "CurveReport",
     "FitResult",
     "ImageError",
     "InputError",
@@ -71,6 +74,7 @@ __all__ = [
     "compare",
     "compare_circles",
     "conic_uncertainty",
+    "curve_reports",
     "curve_uncertainty",
     "fit",
     "fit_circles",
@@ -98,7 +102,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never run
     from .fitting import fit
     from .model_file import Model, builtin_models, load_model
     from .result import FitResult, Prediction
-    from .selection import Selection, select_circles, select_curves, select_experts
+    from .selection import (
+        CurveReport,
+        Selection,
+        curve_reports,
+        select_circles,
+        select_curves,
+        select_experts,
+    )
     from .uncertainty import circle_uncertainty, conic_uncertainty, curve_uncertainty
 
 

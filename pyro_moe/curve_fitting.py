@@ -28,7 +28,7 @@ from .model_file import load_model
 from .result import FitResult
 from .shapes.geometry import FORMS, Geometry, monomials, target_name
 from .shapes.image import image_to_points
-from .shapes.points import PointSet, Standardization, validate_points
+from .shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
 from .shapes.seeding import seed_curves
 
 #: The least height and width of an image given as an array (see :func:`as_points`).
@@ -50,12 +50,25 @@ def is_image_array(arr: np.ndarray) -> bool:
     return False
 
 
+def _point_set(xy: np.ndarray, max_points: int | None, seed: int) -> PointSet:
+    """Checked points, at most ``max_points`` of them drawn at random with ``seed``."""
+    xy = validate_points(xy)
+    if max_points is not None and len(xy) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(xy), max_points, replace=False))
+        xy = xy[keep]
+    return PointSet(xy, Standardization.fit(xy), None)
+
+
 def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_options) -> PointSet:
-    """A :class:`PointSet` from a PointSet, an (N, 2) array of (x, y), or an image (a path, or
-    an array that :func:`is_image_array` calls an image); any other array is an InputError
-    (an (N, 3) array is neither: it is refused, not read as an image)."""
+    """A :class:`PointSet` from a PointSet, an (N, 2) array of (x, y), a point file (a path
+    ending in ``.csv``, ``.txt`` or ``.npy``: :func:`pyro_moe.shapes.points.read_points`),
+    or an image (any other path, or an array that :func:`is_image_array` calls an image);
+    any other array is an InputError (an (N, 3) array is neither: it is refused, not read
+    as an image)."""
     if isinstance(source, PointSet):
         ps = source
+    elif isinstance(source, str | Path) and is_point_file(source):
+        ps = _point_set(read_points(source), max_points, seed)
     elif isinstance(source, str | Path):
         ps = image_to_points(source, max_points=max_points, seed=seed, **image_options)
     else:
@@ -66,13 +79,7 @@ def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_o
                 f"points or image must be an array, a path or a PointSet: {e}"
             ) from None
         if arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype != bool:
-            xy = validate_points(arr)
-            if max_points is not None and len(xy) > max_points:
-                keep = np.sort(
-                    np.random.default_rng(seed).choice(len(xy), max_points, replace=False)
-                )
-                xy = xy[keep]
-            ps = PointSet(xy, Standardization.fit(xy), None)
+            ps = _point_set(arr, max_points, seed)
         elif is_image_array(arr):
             ps = image_to_points(arr, max_points=max_points, seed=seed, **image_options)
         else:
@@ -307,9 +314,24 @@ def fit_curves(
                 fit_options["noise_precision"] = beta
     return fit(
         model, data.X, data.y, experts=data.experts, seed=seed, geometry=data.geometry,
-        maps=data.maps, search=search, per_expert_noise=per_expert_noise,
-        noise_range=data.noise_range, **fit_options,
+        **curve_fit_options(data, search=search, per_expert_noise=per_expert_noise),
+        **fit_options,
     )  # fmt: skip
+
+
+def curve_fit_options(
+    data: CurveData, *, search: bool = True, per_expert_noise: bool = True
+) -> dict:
+    """The options of :func:`pyro_moe.fit` that make a fit a curve fit, the one place they
+    are set (:func:`fit_curves` and :func:`pyro_moe.select_curves`, which fits each K as
+    ``fit_curves`` would): the expert maps, the noise expert's support over the points'
+    bounding box, one noise precision per curve and the search (see :func:`fit_curves`)."""
+    return {
+        "maps": data.maps,
+        "noise_range": data.noise_range,
+        "search": search,
+        "per_expert_noise": per_expert_noise,
+    }
 
 
 def fit_circles(source, *, experts: int = 2, **options) -> FitResult:

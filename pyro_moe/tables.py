@@ -21,11 +21,12 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["read_csv", "read_xy"]
+__all__ = ["read_csv", "read_numeric", "read_xy"]
 
 
-def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    """The header (stripped names) and the data rows of a CSV file; blank lines skipped."""
+def _all_rows(path: Path) -> list[list[str]]:
+    """Every non-blank row of a CSV file; an InputError naming the file when it is missing,
+    unreadable or empty."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
@@ -37,6 +38,12 @@ def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
         raise InputError(f"cannot read CSV file {path}: {e}") from None
     if not rows:
         raise InputError(f"{path} is empty; a header row with the column names is required")
+    return rows
+
+
+def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """The header (stripped names) and the data rows of a CSV file; blank lines skipped."""
+    rows = _all_rows(path)
     header = [h.strip() for h in rows[0]]
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
@@ -45,15 +52,20 @@ def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def _values(
-    path: Path, header: list[str], body: list[list[str]], columns: Sequence[str]
+    path: Path,
+    header: list[str],
+    body: list[list[str]],
+    columns: Sequence[str],
+    first_line: int = 2,
 ) -> np.ndarray:
-    """The ``columns`` of ``body`` as an (N, len(columns)) float64 array, checked cell by cell."""
+    """The ``columns`` of ``body`` as an (N, len(columns)) float64 array, checked cell by
+    cell (``first_line``: the file's 1-based line of ``body[0]``, 2 after a header)."""
     if not body:
         raise InputError(f"{path} has a header row but no data rows")
     wanted = [header.index(c) for c in columns]
     values = np.empty((len(body), len(wanted)), dtype=np.float64)
     for i, row in enumerate(body):
-        line = i + 2  # 1-based, after the header
+        line = i + first_line
         if len(row) != len(header):
             raise InputError(
                 f"{path}, line {line}: {len(row)} fields, but the header has {len(header)}"
@@ -105,6 +117,30 @@ def read_csv(path: str | Path, columns: Sequence[str] | None = None) -> dict[str
     _missing(path, header, names, "asked for")
     values = _values(path, header, body, names)
     return {name: values[:, j].copy() for j, name in enumerate(names)}
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def read_numeric(path: str | Path) -> tuple[list[str] | None, np.ndarray]:
+    """Every column of a CSV file with or without a header row: ``(names, values (N, m))``.
+
+    The first row is data, and ``names`` None, when every one of its cells is a number;
+    else it is the header. Raises :class:`~pyro_moe.errors.InputError` as :func:`read_csv`
+    does (file, line and column of a bad cell).
+    """
+    path = Path(path)
+    rows = _all_rows(path)
+    if all(_is_number(c.strip()) for c in rows[0]):
+        names = [str(j + 1) for j in range(len(rows[0]))]
+        return None, _values(path, names, rows, names, first_line=1)
+    header, body = _rows(path)
+    return header, _values(path, header, body, header)
 
 
 def read_xy(

@@ -253,3 +253,94 @@ def test_curves_prints_a_line_expert_as_a_line(capsys, circle_and_ellipse_png):
     code, out, _ = run_cli(capsys, *argv, "--restarts", "1", "--json")
     line = json.loads(out)["curves"][1]
     assert line["expert"] == "line" and line["kind"] == "line" and {"a", "c", "angle"} <= set(line)
+
+
+# --------------------------------------------------------------------------- point sets, batch
+
+
+def _points_csv(path: Path, *, header: bool = True, seed: int = 0) -> Path:
+    """Two concentric circles (r 0.5 and 1.5 around the origin) as x, y rows."""
+    rng = np.random.default_rng(seed)
+    phi = rng.uniform(0, 2 * np.pi, 200)
+    r = np.where(np.arange(200) < 100, 0.5, 1.5) + rng.normal(0, 0.01, 200)
+    rows = "".join(
+        f"{a:.6f},{b:.6f}\n" for a, b in zip(r * np.cos(phi), r * np.sin(phi), strict=True)
+    )
+    path.write_text(("x,y\n" if header else "") + rows)
+    return path
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_circles_of_a_point_set(capsys, tmp_path, header):
+    csv = _points_csv(tmp_path / "points.csv", header=header)
+    code, out, err = run_cli(capsys, "circles", csv, "-k", "2", "--json")
+    assert code == 0, err
+    radii = sorted(c["r"] for c in json.loads(out)["circles"])
+    assert radii == pytest.approx([0.5, 1.5], abs=0.02)
+
+
+def test_a_point_set_of_three_columns_is_refused(capsys, tmp_path, image_outputs):
+    bad = tmp_path / "three.npy"
+    np.save(bad, np.zeros((10, 3)))
+    err = expect_failure(capsys, tmp_path, 1, "circles", bad, *image_outputs)
+    assert "(N, 2)" in err and "(10, 3)" in err
+
+
+def test_batch_mode_json_lines(capsys, tmp_path, circles_png):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    _points_csv(folder / "a.csv")
+    _points_csv(folder / "b.csv", header=False, seed=1)
+    (folder / "bad.csv").write_text("a,b,c\n1,2,3\n")
+    (folder / "notes.md").write_text("not an input")
+    code, out, err = run_cli(capsys, "circles", folder, circles_png, "-k", "2", "--json")
+    assert code == 1  # one input failed
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["input"] for line in lines] == [
+        str(folder / "a.csv"), str(folder / "b.csv"), str(folder / "bad.csv"), str(circles_png)
+    ]  # fmt: skip
+    assert [line["ok"] for line in lines] == [True, True, False, True]
+    assert "3 columns" in lines[2]["error"]
+    assert all(len(line["circles"]) == 2 for line in lines if line["ok"])
+    assert "100%" in err  # the progress bar
+    code, out, _ = run_cli(capsys, "circles", folder / "a.csv", folder / "b.csv", "-k", "2")
+    assert code == 0 and out.count("== ") == 2 and "2 of 2 inputs fitted" in out
+    argv = ("circles", folder / "a.csv", folder / "b.csv", "-k", "2", "--json")
+    code, out, _ = run_cli(capsys, *argv, "--deterministic")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(lines) == 2
+    assert all("input_seconds" not in line and "seconds" not in line for line in lines)
+
+
+def test_batch_mode_refuses_plot_and_an_empty_folder(capsys, tmp_path, circles_png):
+    code, _, err = run_cli(
+        capsys, "circles", circles_png, circles_png, "--plot", tmp_path / "p.png"
+    )
+    assert code == 2 and "one input" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "circles", tmp_path / "empty")
+    assert code == 2 and "without images or point sets" in err
+
+
+def test_invalid_experts_are_marked_with_their_reason(capsys, tmp_path):
+    img = np.zeros((100, 100), bool)  # a straight line: no circle
+    img[np.arange(100), (0.5 * np.arange(100) + 20).astype(int)] = True
+    png = save_png(tmp_path / "line.png", img)
+    code, out, err = run_cli(capsys, "circles", png, "-k", "2", "--restarts", "1")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    assert [r[5] for r in rows] == ["no", "no"] and "not valid curves" in out
+    code, out, _ = run_cli(capsys, "circles", png, "-k", "2", "--restarts", "1", "--json")
+    for c in json.loads(out)["circles"]:
+        assert c["valid"] is False and c["reason"]
+        if c["reason"].startswith("posterior too wide"):
+            assert c["sd_x0"] is None and c["sd_r"] is None
+
+
+def test_plot_with_stray_pixels_held_by_the_noise_expert(capsys, tmp_path):
+    img, _ = circle_image([(60, 60)] * 2, [20, 45], (120, 120), outlier_fraction=0.2, seed=1)
+    png, plot = save_png(tmp_path / "stray.png", img), tmp_path / "plot.png"
+    code, out, err = run_cli(capsys, "circles", png, "-k", "2", "--json", "--plot", plot)
+    assert code == 0, err
+    assert json.loads(out)["outlier_share"] > 0.1
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE

@@ -87,3 +87,17 @@ def test_compare_json_validates_against_the_schema(capsys, tmp_path):
     document = json.loads(out)
     _validate(document, "compare")
     assert [row["method"] for row in document["rows"]] == ["cavi", "svi"]
+
+
+def test_batch_json_lines_validate_against_the_schema(capsys, tmp_path):
+    png = circles_png(tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,c\n1,2,3\n")
+    code, out, err = run_cli(capsys, "circles", png, bad, "-k", "2", "--restarts", "1", "--json")
+    assert code == 1, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["ok"] for line in lines] == [True, False]
+    for line in lines:
+        _validate(line, "batch")
+    with pytest.raises(jsonschema.ValidationError):  # a failed line must say why
+        _validate({"input": "x", "ok": False, "warnings": []}, "batch")

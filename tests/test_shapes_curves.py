@@ -24,6 +24,7 @@ from pyro_moe.shapes import (
     ellipse_points,
     hyperbola_points,
 )
+from pyro_moe.shapes.curves import kasa_corrected_radius, radial_noise
 
 
 def _lstsq(X: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -214,3 +215,14 @@ def test_conic_to_pixels() -> None:
 def test_circle_design_too_few_points() -> None:
     with pytest.raises(InputError, match=r"need at least 3 points to fit a circle \(3 unknowns\)"):
         circle_design([[0, 0], [1, 1]])
+
+
+@pytest.mark.parametrize(("r", "sigma"), [(10.0, 0.5), (1.5, 0.1), (40.0, 2.0)])
+def test_kasa_correction_inverts_the_bias(r: float, sigma: float) -> None:
+    """With r_hat^2 = r^2 + 2 sigma^2 and v = 4 r^2 sigma^2 + 4 sigma^4 (the moments of
+    |p - c|^2 under isotropic noise), the correction gives back r and sigma."""
+    r_hat = math.sqrt(r * r + 2 * sigma * sigma)
+    v = 4 * r * r * sigma * sigma + 4 * sigma**4
+    assert kasa_corrected_radius(r_hat, v) == pytest.approx(r, rel=1e-12)
+    assert radial_noise(r_hat, v) == pytest.approx(sigma, rel=1e-9)
+    assert kasa_corrected_radius(1.0, 2.0) is None and radial_noise(1.0, 2.0) is None

@@ -10,6 +10,7 @@ from hypothesis.extra.numpy import arrays
 
 from pyro_moe.errors import InputError
 from pyro_moe.shapes import PointSet, Standardization, validate_points
+from pyro_moe.shapes.points import is_point_file, read_points
 
 finite = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
 
@@ -84,3 +85,37 @@ def test_standardization_rejects_bad_scale() -> None:
         Standardization(np.zeros(2), 0.0)
     with pytest.raises(InputError, match="centre"):
         Standardization(np.zeros(3), 1.0)
+
+
+def test_read_points_from_csv_and_npy(tmp_path) -> None:
+    xy = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 7.0]])
+    named = tmp_path / "named.csv"  # columns named, in any order, among others
+    named.write_text("id,Y,X\n" + "".join(f"{i},{y},{x}\n" for i, (x, y) in enumerate(xy)))
+    bare = tmp_path / "bare.csv"  # no header: the first row is data
+    bare.write_text("".join(f"{x},{y}\n" for x, y in xy))
+    npy = tmp_path / "points.npy"
+    np.save(npy, xy)
+    for path in (named, bare, npy):
+        assert is_point_file(path)
+        np.testing.assert_array_equal(read_points(path), xy)
+    assert not is_point_file(tmp_path / "eye.png")
+
+
+def test_read_points_refuses_other_shapes(tmp_path) -> None:
+    three = tmp_path / "three.csv"
+    three.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(InputError, match=r"two columns, x and y .* got 3 columns \(a, b, c\)"):
+        read_points(three)
+    np.save(tmp_path / "three.npy", np.zeros((4, 3)))
+    with pytest.raises(InputError, match=r"\(N, 2\) numeric array .* shape \(4, 3\)"):
+        read_points(tmp_path / "three.npy")
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.array([[0.0, np.nan], [1.0, 1.0]]))
+    with pytest.raises(InputError, match="NaN or infinite"):
+        read_points(nan)
+    with pytest.raises(InputError, match="no such file"):
+        read_points(tmp_path / "missing.npy")
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not an array")
+    with pytest.raises(InputError, match="cannot read"):
+        read_points(bad)

@@ -7,14 +7,17 @@ import pytest
 
 from pyro_moe.errors import InputError
 from pyro_moe.shapes import (
+    SCENE_KINDS,
     circle_image,
     circle_points,
+    circle_scene,
     demo_image,
     ellipse_points,
     hyperbola_points,
     image_to_points,
     noise_sweep,
     rasterize,
+    ring_image,
     synthetic_1,
     synthetic_2,
     synthetic_3,
@@ -126,3 +129,28 @@ def test_demo_image() -> None:
     for c in circles:
         d = np.abs(np.hypot(pts.xy[:, 0] - c.x0, pts.xy[:, 1] - c.y0) - c.r)
         assert (d < 1.0).sum() > 4 * c.r
+
+
+@pytest.mark.parametrize("kind", SCENE_KINDS)
+def test_every_scene_kind_draws_new_circles_per_seed(kind) -> None:
+    img, truth = circle_scene(kind, 0)
+    again, same = circle_scene(kind, 0)
+    _, moved = circle_scene(kind, 1)
+    assert np.array_equal(img, again) and same == truth
+    assert moved != truth and img.dtype == bool
+    assert len(truth) == len(moved) >= 2
+    h, w = img.shape
+    for c in truth:  # every circle has pixels in the image, "cut by the border" or not
+        phi = np.linspace(0, 2 * np.pi, 64)
+        x, y = c.x0 + c.r * np.cos(phi), c.y0 + c.r * np.sin(phi)
+        assert ((x >= 0) & (x < w) & (y >= 0) & (y < h)).any()
+    if kind == "cut by the border":
+        assert any(c.x0 - c.r < 0 or c.y0 + c.r > h for c in truth)
+
+
+def test_ring_image_jitter_and_unknown_kind() -> None:
+    plain, _ = ring_image([(40, 40)], [20], (80, 80))
+    jittered, _ = ring_image([(40, 40)], [20], (80, 80), jitter=0.7, seed=1)
+    assert not np.array_equal(plain, jittered)
+    with pytest.raises(InputError, match="unknown scene kind"):
+        circle_scene("hexagons")

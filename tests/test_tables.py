@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pyro_moe.errors import InputError
-from pyro_moe.tables import read_csv, read_xy
+from pyro_moe.tables import read_csv, read_numeric, read_xy
 
 
 def _csv(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
@@ -74,3 +74,14 @@ def test_unreadable_files_are_input_errors(tmp_path):
         read_csv(bad)
     with pytest.raises(InputError, match="asked for"):
         read_csv(_csv(tmp_path, "a,y\n1,2\n"), ["b"])
+
+
+def test_read_numeric_with_and_without_a_header(tmp_path):
+    names, values = read_numeric(_csv(tmp_path, "x,y\n1,2\n3,4\n"))
+    assert names == ["x", "y"] and values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    names, values = read_numeric(_csv(tmp_path, "1,2\n3,4.5\n"))
+    assert names is None and values.tolist() == [[1.0, 2.0], [3.0, 4.5]]
+    with pytest.raises(InputError, match=r"line 2, column '2': 'b' is not a number"):
+        read_numeric(_csv(tmp_path, "1,2\n3,b\n"))
+    with pytest.raises(InputError, match="is empty"):
+        read_numeric(_csv(tmp_path, ""))

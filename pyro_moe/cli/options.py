@@ -300,7 +300,16 @@ def add_plot_option(p: argparse.ArgumentParser, help: str) -> None:
 
 def add_image_options(p: argparse.ArgumentParser) -> None:
     """Options of the image subcommands (``circles``, ``conics``, ``curves``)."""
-    p.add_argument("image", type=Path, metavar="IMAGE", help="image file (PNG, JPEG, TIFF, ...)")
+    p.add_argument(
+        "image",
+        type=Path,
+        nargs="+",
+        metavar="INPUT",
+        help="image file (PNG, JPEG, TIFF, ...) or point set (.csv with or without a header, "
+        ".npy: columns x, y); several inputs or a directory run in batch mode (one process, a "
+        "progress bar on stderr, with --json one JSON line per input; exit status 1 when any "
+        "input failed)",
+    )
     p.add_argument(
         "--max-points",
         type=max_points_arg,

@@ -64,12 +64,12 @@ def emit_json(obj: dict[str, Any], out: TextIO) -> None:
 
 
 #: the JSON fields that hold wall-clock times (left out by ``--deterministic``)
-TIMING_KEYS = ("seconds", "timings_s")
+TIMING_KEYS = ("seconds", "timings_s", "input_seconds")
 
 
 def without_timings(text: str) -> str:
     """``--deterministic``: the JSON object(s) of ``text`` without :data:`TIMING_KEYS`,
-    re-printed as :func:`emit_json` prints them."""
+    re-printed as :func:`emit_json` prints them (JSON lines, batch mode: one per line)."""
 
     def strip(o: Any) -> Any:
         if isinstance(o, dict):
@@ -78,6 +78,14 @@ def without_timings(text: str) -> str:
             return [strip(v) for v in o]
         return o
 
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and all(line.startswith("{") and line.endswith("}") for line in lines):
+        try:  # JSON lines (batch mode): each line on its own, kept one per line
+            objs = [json.loads(line) for line in lines]
+        except json.JSONDecodeError:
+            objs = None
+        if objs is not None:
+            return "".join(json.dumps(strip(o), allow_nan=False) + "\n" for o in objs)
     return json.dumps(strip(json.loads(text)), indent=2, allow_nan=False) + "\n"
 
 
@@ -227,31 +235,61 @@ def kind_of(curve: Any) -> str | None:
     return None
 
 
-def curve_json(curve: Any, sd: Any) -> dict[str, Any]:
+def sd_value(value: float | None, wide: bool = False) -> float | None:
+    """A posterior sd for JSON: None when not finite, or when the posterior is too wide to
+    mean anything (``wide``, :func:`pyro_moe.curve_reports`)."""
+    return None if value is None or wide else finite(value)
+
+
+def sd_text(value: float | None, wide: bool = False) -> str:
+    """A posterior sd for a table: ``wide`` for a posterior too wide to mean anything,
+    ``-`` when there is none."""
+    return "wide" if wide else fmt(value)
+
+
+def curve_json(curve: Any, sd: Any, wide: bool = False) -> dict[str, Any]:
     """The JSON fields of one expert by its kind: a circle's x0, y0, r, valid and sds; a
     conic's kind, centre, semi-axes, angle, coefficients and sds; a line's a, c, angle;
-    else the weights."""
+    else the weights. ``wide``: the sds are null (too wide to mean anything)."""
     kind = kind_of(curve)
     if kind == "circle":
         return {
             **circle_json(curve),
-            "sd_x0": finite(sd.sd_x0),
-            "sd_y0": finite(sd.sd_y0),
-            "sd_r": None if sd.sd_r is None else finite(sd.sd_r),
+            "sd_x0": sd_value(sd.sd_x0, wide),
+            "sd_y0": sd_value(sd.sd_y0, wide),
+            "sd_r": sd_value(sd.sd_r, wide),
         }
     if kind == "conic":
-        return {**conic_json(curve), "sd": sd.sd}
+        sds = None if sd.sd is None or wide else {k: finite(v) for k, v in sd.sd.items()}
+        return {**conic_json(curve), "sd": sds}
     if kind == "line":
         return {k: finite(v) for k, v in curve.as_dict().items()}
     return {"weights": [finite(v) for v in curve]}
 
 
-def curve_text(curve: Any, sd: Any) -> tuple[str, str]:
-    """One expert in words by its kind, and its posterior sds (``-`` when none)."""
+def report_json(rep: Any) -> dict[str, Any]:
+    """One expert's JSON item (:class:`pyro_moe.CurveReport`): its curve's fields
+    (:func:`curve_json`), ``share``, ``valid`` (a curve of the data: share, a real curve,
+    a posterior that means something, a fit, no duplicate) and ``reason`` (why not, or
+    null); a circle also ``r_corrected`` (the Kasa bias removed) and ``noise_px``."""
+    item = {**curve_json(rep.curve, rep.sd, rep.wide), "share": rep.share}
+    if kind_of(rep.curve) == "circle":
+        item["r_corrected"] = sd_value(rep.r_corrected)
+        item["noise_px"] = sd_value(rep.noise_px)
+    item["valid"] = bool(rep.valid)
+    item["reason"] = rep.reason
+    return item
+
+
+def curve_text(curve: Any, sd: Any, wide: bool = False) -> tuple[str, str]:
+    """One expert in words by its kind, and its posterior sds (``-`` when none, ``wide``
+    when too wide to mean anything)."""
     kind = kind_of(curve)
     if kind == "circle":
         c = curve
         what = f"circle x0={fmt(c.x0)} y0={fmt(c.y0)} r={fmt(c.r) if c.valid else 'invalid'}"
+        if wide:
+            return what, "wide"
         return what, f"{fmt(sd.sd_x0)} {fmt(sd.sd_y0)} {fmt(sd.sd_r)}"
     if kind == "conic":
         c = curve
@@ -262,6 +300,8 @@ def curve_text(curve: Any, sd: Any) -> tuple[str, str]:
             what += f" axes=({fmt(c.semi_axes[0])}, {fmt(c.semi_axes[1])})"
         if c.angle is not None:
             what += f" angle={fmt(math.degrees(c.angle), 2)}deg"
+        if wide:
+            return what, "wide"
         sds = "-" if sd.sd is None else " ".join(fmt(sd.sd[f]) for f in ("cx", "cy", "a", "b"))
         return what, sds
     if kind == "line":
@@ -269,24 +309,30 @@ def curve_text(curve: Any, sd: Any) -> tuple[str, str]:
     return "weights " + " ".join(fmt(float(v)) for v in curve), "-"
 
 
-def _circle_row(c: Any, share: float, sd: Any) -> list[str]:
+def _circle_row(rep: Any) -> list[str]:
+    c, sd, wide = rep.curve, rep.sd, rep.wide
     return [
         fmt(c.x0),
         fmt(c.y0),
         fmt(c.r) if c.valid else "invalid",
-        f"{share:.3f}",
-        "yes" if c.valid else "no",
-        fmt(sd.sd_x0),
-        fmt(sd.sd_y0),
-        fmt(sd.sd_r),
+        f"{rep.share:.3f}",
+        "yes" if rep.valid else "no",
+        sd_text(sd.sd_x0, wide),
+        sd_text(sd.sd_y0, wide),
+        sd_text(sd.sd_r, wide),
+        fmt(rep.r_corrected),
+        rep.reason or "",
     ]
 
 
-def _conic_row(c: Any, share: float, sd: Any) -> list[str]:
+def _conic_row(rep: Any) -> list[str]:
+    c = rep.curve
     cx, cy = c.center if c.center is not None else (None, None)
     a, b = c.semi_axes if c.semi_axes is not None else (None, None)
     angle = None if c.angle is None else math.degrees(c.angle)
-    return [c.kind, fmt(cx), fmt(cy), fmt(a), fmt(b), fmt(angle, 2), f"{share:.3f}"]
+    valid = "yes" if rep.valid else "no"
+    return [c.kind, fmt(cx), fmt(cy), fmt(a), fmt(b), fmt(angle, 2), f"{rep.share:.3f}", valid,
+            rep.reason or ""]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the curve report
@@ -295,16 +341,24 @@ def _conic_row(c: Any, share: float, sd: Any) -> list[str]:
 #: and ``conics`` print one column per parameter; ``curves`` one description per expert.
 LAYOUTS: dict[str, tuple[list[str], str | None]] = {
     "circles": (
-        ["circle", "x0", "y0", "r", "share", "valid", "sd x0", "sd y0", "sd r"],
-        "(sd: posterior standard deviations, delta method, pixels)",
+        ["circle", "x0", "y0", "r", "share", "valid", "sd x0", "sd y0", "sd r", "r corr", "note"],
+        "(r corr: r with the Kasa bias removed by the circle's own noise; sd: posterior "
+        "standard deviations, delta method, 'wide': too wide to mean anything)",
     ),
-    "conics": (["conic", "kind", "cx", "cy", "a", "b", "angle (deg)", "share"], None),
+    "conics": (
+        ["conic", "kind", "cx", "cy", "a", "b", "angle (deg)", "share", "valid", "note"],
+        None,
+    ),
     "curves": (
-        ["expert", "name", "curve (pixels)", "sd", "share"],
-        "(sd: posterior standard deviations, delta method, pixels: circles x0 y0 r, "
-        "conics cx cy a b)",
+        ["expert", "name", "curve", "sd", "share", "valid", "note"],
+        "(sd: posterior standard deviations, delta method: circles x0 y0 r, "
+        "conics cx cy a b; 'wide': too wide to mean anything)",
     ),
 }
+
+#: An outlier share at or above this is pointed out under the table (stray pixels, or
+#: more curves than K).
+OUTLIER_NOTE = 0.1
 
 
 def render_curves(
@@ -316,56 +370,66 @@ def render_curves(
     as_json: bool = False,
     names: Sequence[str] | None = None,
     selection: Any = None,
+    source: str | None = None,
 ) -> None:
-    """Print the experts of a shape fit, each as its own kind of curve (``result.curves()``,
-    sds from :func:`pyro_moe.curve_uncertainty`), as a table or one JSON object.
+    """Print the experts of a shape fit, each as its own kind of curve with its validity
+    (:func:`pyro_moe.curve_reports`), as a table or one JSON object.
 
     ``layout``: ``circles`` or ``conics`` (one column per parameter; JSON key ``circles`` /
     ``conics``) or ``curves`` (one description per expert, named by ``names``; JSON key
     ``curves``). Below the table: the selection of K (``selection``), the outlier share
-    when a noise expert is fitted, and the fit summary.
+    when a noise expert is fitted, and the fit summary. ``source``: the input's path, a
+    JSON field ``input`` (batch mode).
     """
-    from pyro_moe import curve_uncertainty
+    from pyro_moe.selection import curve_reports
 
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
-    curves = result.curves()
-    sds = curve_uncertainty(result)
-    share = shares(result)
-    names = list(names) if names is not None else [str(k + 1) for k in range(len(curves))]
+    reports = curve_reports(result)
+    names = list(names) if names is not None else [str(k + 1) for k in range(len(reports))]
     outliers = outlier_json(result)
-    experts = list(zip(names, curves, share, sds, strict=True))
     if as_json:
         if layout == "curves":
             items = [
-                {"expert": n, "share": s, "kind": kind_of(c), **curve_json(c, u)}
-                for n, c, s, u in experts
+                {"expert": n, "kind": kind_of(rep.curve), **report_json(rep)}
+                for n, rep in zip(names, reports, strict=True)
             ]
         else:
-            items = [{**curve_json(c, u), "share": s} for _, c, s, u in experts]
+            items = [report_json(rep) for rep in reports]
         extra = {} if selection is None else {"selection": selection_json(selection)}
-        emit_json({layout: items, **outliers, **extra, **summary_json(result)}, out)
+        head = {} if source is None else {"input": source, "ok": True}
+        emit_json({**head, layout: items, **outliers, **extra, **summary_json(result)}, out)
         return
     headers, note = LAYOUTS[layout]
     rows = []
-    for k, (n, c, s, u) in enumerate(experts):
+    for k, (n, rep) in enumerate(zip(names, reports, strict=True)):
         if layout == "circles":
-            rows.append([str(k + 1), *_circle_row(c, s, u)])
+            rows.append([str(k + 1), *_circle_row(rep)])
         elif layout == "conics":
-            rows.append([str(k + 1), *_conic_row(c, s, u)])
+            rows.append([str(k + 1), *_conic_row(rep)])
         else:
-            rows.append([str(k + 1), n, *curve_text(c, u), f"{s:.3f}"])
+            valid = "yes" if rep.valid else "no"
+            what, sds = curve_text(rep.curve, rep.sd, rep.wide)
+            rows.append([str(k + 1), n, what, sds, f"{rep.share:.3f}", valid, rep.reason or ""])
     print(f"{title} (pixel units: x = column, y = row from the top-left)", file=out)
     print(file=out)
     print(format_table(headers, rows), file=out)
     if note:
         print(note, file=out)
+    bad = sum(not rep.valid for rep in reports)
+    if bad:
+        print(f"warning: {bad} of {len(reports)} experts are not valid curves (see 'note')",
+              file=out)  # fmt: skip
     print(file=out)
     if selection is not None:
         print("\n".join(selection_lines(selection)), file=out)
         print(file=out)
     if outliers["noise_expert"]:
-        print(f"outliers    {outliers['outlier_share']:.3f} of the points", file=out)
+        share = outliers["outlier_share"]
+        line = f"outliers    {share:.3f} of the points"
+        if share >= OUTLIER_NOTE:
+            line += " (stray pixels, or more curves than K: try --experts auto)"
+        print(line, file=out)
     print("\n".join(summary_lines(result)), file=out)
 
 

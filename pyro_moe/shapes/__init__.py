@@ -16,7 +16,9 @@ from pyro_moe.shapes.curves import (
     conic_from_weights,
     conic_to_pixels,
     conic_weights_from_geometry,
+    kasa_corrected_radius,
     line_from_weights,
+    radial_noise,
 )
 from pyro_moe.shapes.emprior import (
     emprior_dir,
@@ -33,16 +35,19 @@ from pyro_moe.shapes.image import (
     to_gray,
 )
 from pyro_moe.shapes.metric import circle_error, match_circles
-from pyro_moe.shapes.points import PointSet, Standardization, validate_points
+from pyro_moe.shapes.points import PointSet, Standardization, read_points, validate_points
 from pyro_moe.shapes.synthetic import (
+    SCENE_KINDS,
     SyntheticData,
     circle_image,
     circle_points,
+    circle_scene,
     demo_image,
     ellipse_points,
     hyperbola_points,
     noise_sweep,
     rasterize,
+    ring_image,
     synthetic_1,
     synthetic_2,
     synthetic_3,
@@ -50,6 +55,7 @@ from pyro_moe.shapes.synthetic import (
 
 __all__ = [
     "CONIC_KINDS",
+    "SCENE_KINDS",
     "Circle",
     "Conic",
     "Line",
@@ -62,6 +68,7 @@ __all__ = [
     "circle_image",
     "circle_parameters",
     "circle_points",
+    "circle_scene",
     "circle_to_pixels",
     "circle_weights",
     "circles_from_weights",
@@ -77,14 +84,18 @@ __all__ = [
     "foreground_mask",
     "hyperbola_points",
     "image_to_points",
+    "kasa_corrected_radius",
     "line_from_weights",
     "load_emprior_points",
     "load_eye_mask",
     "match_circles",
     "noise_sweep",
     "otsu_threshold",
+    "radial_noise",
     "rasterize",
     "read_image",
+    "read_points",
+    "ring_image",
     "study_eye_points",
     "synthetic_1",
     "synthetic_2",

@@ -43,7 +43,9 @@ __all__ = [
     "conic_from_weights",
     "conic_to_pixels",
     "conic_weights_from_geometry",
+    "kasa_corrected_radius",
     "line_from_weights",
+    "radial_noise",
 ]
 
 CONIC_KINDS = ("ellipse", "parabola", "hyperbola", "degenerate")
@@ -158,6 +160,39 @@ def circle_parameters(W: object, standardization: Standardization | None = None)
         c, s = standardization.center, standardization.scale
         x0, y0, r = c[0] + s * x0, c[1] + s * y0, s * r
     return np.stack([x0, y0, r], -1)
+
+
+def kasa_corrected_radius(r: float, target_variance: float) -> float | None:
+    """The radius corrected for the Kasa bias: $\\hat r_c = (\\hat r^4 - v)^{1/4}$.
+
+    The circle regression of $t = x^2 + y^2$ on $[x, y, 1]$ (Kasa's fit) over-estimates r
+    when the points are noisy: with $p = c + r u + \\varepsilon$, $|u| = 1$ and isotropic
+    noise $\\varepsilon \\sim N(0, \\sigma^2 I)$,
+    $|p - c|^2 = r^2 + 2r\\,u^\\top\\varepsilon + |\\varepsilon|^2$, so the fitted
+    $\\hat r^2 \\approx E|p - c|^2 = r^2 + 2\\sigma^2$ ($\\hat r \\approx r + \\sigma^2/r$),
+    and the target's residual variance is $v = 4r^2\\sigma^2 + 4\\sigma^4$ (the two terms
+    are uncorrelated). Eliminating $\\sigma^2$ and $r^2 = \\hat r^2 - 2\\sigma^2$ gives
+    $4\\sigma^4 - 4\\hat r^2\\sigma^2 + v = 0$, the smaller root
+    $\\sigma^2 = (\\hat r^2 - \\sqrt{\\hat r^4 - v})/2$ and $r^2 = \\sqrt{\\hat r^4 - v}$
+    (docs/guide.md, "The Kasa bias"). ``r`` and ``v = 1/beta_k`` (the expert's fitted noise
+    variance of t) in one system of units; None when $v \\ge \\hat r^4$ (the noise is too
+    large for the expansion: no radius can be read).
+    """
+    disc = float(r) ** 4 - float(target_variance)
+    if not (math.isfinite(disc) and disc > 0.0):
+        return None
+    return float(disc**0.25)
+
+
+def radial_noise(r: float, target_variance: float) -> float | None:
+    """The points' noise sd about a circle, $\\sigma = \\sqrt{(\\hat r^2 -
+    \\sqrt{\\hat r^4 - v})/2}$ ($\\approx \\sqrt v / (2\\hat r)$), read from the target's
+    residual variance v as in :func:`kasa_corrected_radius`; None when $v \\ge \\hat r^4$."""
+    disc = float(r) ** 4 - float(target_variance)
+    if not (math.isfinite(disc) and disc > 0.0):
+        return None
+    s2 = 0.5 * (float(r) ** 2 - math.sqrt(disc))
+    return float(math.sqrt(max(s2, 0.0)))
 
 
 def circles_from_weights(W: object) -> list[Circle]:

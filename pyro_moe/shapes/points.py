@@ -15,12 +15,17 @@ $((x_0 - c_x)/\\sigma, (y_0 - c_y)/\\sigma, r/\\sigma)$ in standard units.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from pyro_moe.errors import InputError
+from pyro_moe.tables import read_numeric
 
-__all__ = ["PointSet", "Standardization", "validate_points"]
+__all__ = ["POINT_SUFFIXES", "PointSet", "Standardization", "read_points", "validate_points"]
+
+#: File name endings read as point sets (not images) by :func:`read_points`.
+POINT_SUFFIXES = (".csv", ".txt", ".npy")
 
 
 def validate_points(xy: object, min_points: int = 1, *, what: str = "points") -> np.ndarray:
@@ -49,6 +54,52 @@ def validate_points(xy: object, min_points: int = 1, *, what: str = "points") ->
     if arr.shape[0] < min_points:
         raise InputError(f"need at least {min_points} {what}, got {arr.shape[0]}")
     return arr
+
+
+def is_point_file(path: str | Path) -> bool:
+    """Whether ``path`` names a point set (its ending is one of :data:`POINT_SUFFIXES`)."""
+    return Path(path).suffix.lower() in POINT_SUFFIXES
+
+
+def read_points(path: str | Path) -> np.ndarray:
+    """The (N, 2) points (x, y) of a CSV or ``.npy`` file, as float64.
+
+    * CSV (``.csv``, ``.txt``; read by :func:`pyro_moe.tables.read_numeric`, with or
+      without a header row): the columns named ``x`` and ``y`` (any case) when the header
+      has them, else the file must have exactly two columns (x first);
+    * ``.npy``: an (N, 2) numeric array (no pickles).
+
+    Raises :class:`~pyro_moe.errors.InputError` naming the file: missing or unreadable,
+    a bad cell (its line and column), the wrong number of columns (an (N, 3) table is
+    refused, not cut), NaN or infinite points, or no points.
+    """
+    path = Path(path)
+    what = f"points of {path}"
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise InputError(f"no such file: {path}") from None
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read {path} as a .npy array of points: {e}") from None
+        if arr.ndim != 2 or arr.shape[1] != 2 or not np.issubdtype(arr.dtype, np.number):
+            raise InputError(
+                f"{path}: a point set is an (N, 2) numeric array of (x, y), got shape "
+                f"{arr.shape} and dtype {arr.dtype}"
+            )
+        return validate_points(arr, 1, what=what)
+    names, values = read_numeric(path)
+    if names is not None:
+        lower = [n.lower() for n in names]
+        if "x" in lower and "y" in lower:
+            return validate_points(values[:, [lower.index("x"), lower.index("y")]], 1, what=what)
+    if values.shape[1] != 2:
+        cols = "" if names is None else f" ({', '.join(names)})"
+        raise InputError(
+            f"{path}: a point set has two columns, x and y (or columns named x and y), got "
+            f"{values.shape[1]} columns{cols}, shape {values.shape}"
+        )
+    return validate_points(values, 1, what=what)
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,14 +16,17 @@ from pyro_moe.errors import InputError
 from pyro_moe.shapes.curves import Circle
 
 __all__ = [
+    "SCENE_KINDS",
     "SyntheticData",
     "circle_image",
     "circle_points",
+    "circle_scene",
     "demo_image",
     "ellipse_points",
     "hyperbola_points",
     "noise_sweep",
     "rasterize",
+    "ring_image",
     "synthetic_1",
     "synthetic_2",
     "synthetic_3",
@@ -303,3 +306,146 @@ def demo_image() -> tuple[np.ndarray, list[Circle]]:
     centers = [(x, y) for x, y, _ in DEMO_CIRCLES]
     radii = [r for _, _, r in DEMO_CIRCLES]
     return circle_image(centers, radii, DEMO_SHAPE)
+
+
+def ring_image(
+    centers: object,
+    radii: object,
+    shape: tuple[int, int],
+    *,
+    thickness: int = 1,
+    outlier_fraction: float = 0.0,
+    jitter: float = 0.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[Circle]]:
+    """:func:`circle_image` with an optional radial ``jitter`` (sd in pixels, Gaussian)
+    of each angular sample before rasterizing; ``jitter=0`` is :func:`circle_image`."""
+    if jitter == 0.0:
+        return circle_image(centers, radii, shape, thickness=thickness,
+                            outlier_fraction=outlier_fraction, seed=seed)  # fmt: skip
+    c, r = _centers_radii(centers, radii)
+    rng = np.random.default_rng(seed)
+    pts = []
+    for ci, ri in zip(c, r, strict=True):
+        m = math.ceil(8 * math.pi * ri) + 16
+        phi = 2 * np.pi * np.arange(m) / m
+        rr = ri + rng.normal(0.0, jitter, m)
+        pts.append(ci + rr[:, None] * np.column_stack([np.cos(phi), np.sin(phi)]))
+    img = rasterize(np.concatenate(pts), shape, thickness=thickness)
+    n_out = round(outlier_fraction * int(img.sum()))
+    if n_out > 0:
+        bg = np.flatnonzero(~img.ravel())
+        img.flat[rng.choice(bg, size=min(n_out, bg.size), replace=False)] = True
+    return img, [Circle(float(a), float(b), float(q), True) for (a, b), q in zip(c, r, strict=True)]
+
+
+def _radii(rng: np.random.Generator, n: int, lo: float, hi: float, gap: float) -> list[float]:
+    """n sorted radii in [lo, hi], consecutive ones at least ``gap`` apart."""
+    for _ in range(10000):
+        r = np.sort(rng.uniform(lo, hi, n))
+        if n == 1 or np.diff(r).min() >= gap:
+            return [float(v) for v in r]
+    raise InputError(f"cannot draw {n} radii in [{lo}, {hi}] {gap} apart")
+
+
+def _apart(
+    rng: np.random.Generator, radii: Sequence[float], shape: tuple[int, int], gap: float = 6.0
+) -> list[tuple[float, float]]:
+    """Centres for circles of ``radii`` inside the image, none touching another (their
+    rings at least ``gap`` px apart), by rejection."""
+    h, w = shape
+    for _ in range(10000):
+        c = [(rng.uniform(r + 3, w - r - 3), rng.uniform(r + 3, h - r - 3)) for r in radii]
+        ok = all(
+            math.dist(c[i], c[j]) >= radii[i] + radii[j] + gap
+            for i in range(len(c)) for j in range(i)
+        )  # fmt: skip
+        if ok:
+            return c
+    raise InputError(f"cannot place circles of radii {list(radii)} in {shape}")
+
+
+#: The kinds of :func:`circle_scene`: the scenes users bring (issue 15).
+SCENE_KINDS = (
+    "concentric 2",
+    "concentric 3",
+    "concentric 4",
+    "apart 2 (small and large)",
+    "overlapping 2",
+    "small (r 8-15)",
+    "cut by the border",
+    "5 apart",
+    "two concentric pairs",
+    "concentric 2 + 5% stray",
+    "concentric 2 + 30% stray",
+    "apart 3 + 15% stray",
+    "jitter 0.7 px",
+    "2-px-thick rings",
+    "1024^2, 3 concentric",
+)
+
+
+def circle_scene(kind: str, seed: int = 0) -> tuple[np.ndarray, list[Circle]]:
+    """A random binary image of one of :data:`SCENE_KINDS`, and its true circles.
+
+    Each seed draws new centres and radii of the same kind (concentric rings at least
+    15 px apart, separate circles not touching, ...), so a method tuned on some seeds can
+    be checked on others.
+    """
+    if kind not in SCENE_KINDS:
+        raise InputError(f"unknown scene kind {kind!r}; use one of {', '.join(SCENE_KINDS)}")
+    rng = np.random.default_rng(seed)
+
+    def mid(size: float, wobble: float = 3.0) -> float:
+        return size / 2 + rng.uniform(-wobble, wobble)
+
+    if kind.startswith("concentric ") and kind[11:].isdigit():
+        n = int(kind[11:])
+        S = 160 if n == 2 else 220
+        radii = _radii(rng, n, 18, S / 2 - 8, 18)
+        return ring_image([(mid(S), mid(S))] * n, radii, (S, S), seed=seed)
+    if kind == "apart 2 (small and large)":
+        radii = [rng.uniform(20, 30), rng.uniform(60, 80)]
+        return ring_image(_apart(rng, radii, (220, 240)), radii, (220, 240), seed=seed)
+    if kind == "overlapping 2":
+        radii = [rng.uniform(32, 45), rng.uniform(32, 45)]
+        angle, d = rng.uniform(0, 2 * math.pi), rng.uniform(20, 40)
+        cx, cy = mid(160), mid(160)
+        centers = [(cx - d / 2 * math.cos(angle), cy - d / 2 * math.sin(angle)),
+                   (cx + d / 2 * math.cos(angle), cy + d / 2 * math.sin(angle))]  # fmt: skip
+        return ring_image(centers, radii, (160, 160), seed=seed)
+    if kind == "small (r 8-15)":
+        radii = list(rng.uniform(8, 15, 3))
+        return ring_image(_apart(rng, radii, (140, 140)), radii, (140, 140), seed=seed)
+    if kind == "cut by the border":
+        radii = [rng.uniform(30, 42), rng.uniform(30, 42)]
+        f = rng.uniform(0.3, 0.6, 2)  # the share of the radius by which each pokes out
+        centers = [(radii[0] * (1 - f[0]), mid(70, 10)), (mid(120, 8), 160 - radii[1] * (1 - f[1]))]
+        return ring_image(centers, radii, (160, 160), seed=seed)
+    if kind == "5 apart":
+        radii = list(rng.uniform(15, 25, 5))
+        return ring_image(_apart(rng, radii, (160, 160), gap=4), radii, (160, 160), seed=seed)
+    if kind == "two concentric pairs":
+        a, b = _radii(rng, 2, 15, 42, 15), _radii(rng, 2, 12, 36, 15)
+        ca, cb = (mid(110, 5), mid(120, 5)), (mid(300, 5), mid(280, 5))
+        return ring_image([ca, ca, cb, cb], [*a, *b], (200, 200), seed=seed)
+    if kind.startswith("concentric 2 + "):
+        f = 0.05 if "5%" in kind else 0.3
+        radii = _radii(rng, 2, 18, 72, 18)
+        return ring_image([(mid(160), mid(160))] * 2, radii, (160, 160), outlier_fraction=f,
+                          seed=seed)  # fmt: skip
+    if kind == "apart 3 + 15% stray":
+        radii = list(rng.uniform(22, 30, 3))
+        return ring_image(_apart(rng, radii, (160, 160)), radii, (160, 160),
+                          outlier_fraction=0.15, seed=seed)  # fmt: skip
+    if kind == "jitter 0.7 px":
+        big = _radii(rng, 2, 25, 62, 20)
+        small = rng.uniform(10, 14)
+        c = (mid(160), mid(160))
+        return ring_image([c, c, (mid(36), mid(36))], [*big, small], (160, 160), jitter=0.7,
+                          seed=seed)  # fmt: skip
+    if kind == "2-px-thick rings":
+        radii = _radii(rng, 2, 22, 66, 20)
+        return ring_image([(mid(160), mid(160))] * 2, radii, (160, 160), thickness=2, seed=seed)
+    radii = [rng.uniform(100, 140), rng.uniform(230, 290), rng.uniform(380, 420)]
+    return ring_image([(mid(1024), mid(1024))] * 3, radii, (1024, 1024), seed=seed)

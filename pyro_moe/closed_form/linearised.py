@@ -126,4 +126,3 @@ class FactorisedPrior:
 
     def __repr__(self) -> str:
         return f"FactorisedPrior({self.name})"
-

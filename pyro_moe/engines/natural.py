@@ -314,6 +314,7 @@ def _weights_step(stats_hat, prior, factor, q, h, J, rho, e_beta):
     the first step, q = None, is the conjugate one with N(w0, A)). A step whose precision
     is not positive definite (a Student-t prior's convex tail, H > 0) is retaken with -H
     floored at 0. Returns (h, J, q)."""
+
     def mixed(lin):
         h_hat, J_hat = U.weights_natural(stats_hat, lin, e_beta)
         if h is None:

@@ -83,8 +83,8 @@ from ..likelihood import expected_log_densities, residual_map
 from ..result import Draws, FitResult, History, Posterior, expert_alignment
 from .base import Engine, Progress, find_stack_level
 from .cavi import CAVI
-from .svi import SVI
 from .options import Constraint, Option, integer, number, one_of
+from .svi import SVI
 
 __all__ = ["NUTS", "OPTIONS"]
 

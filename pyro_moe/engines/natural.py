@@ -12,6 +12,13 @@ and every step is
 
     eta <- (1 - rho_t) eta + rho_t eta_hat,
 
+(a non-Gaussian factorised prior on w, e.g. Laplace or Student-t: conjugate-computation VI,
+Khan & Lin 2017, the prior's term of eta_hat_w linearised at the present q,
+J_hat = beta S_k - E_q[hess log p(w)], h_hat = beta s_k + E_q[grad log p(w)] - J_prior m_k,
+:mod:`pyro_moe.closed_form.linearised`; the first step is the conjugate one with the
+Gaussian N(w0, A) of the config, and the objective's KL of q(W) is -E_q log p(w) - H[q] by
+quadrature)
+
 with eta_hat the optimal natural parameters given the minibatch's expected sufficient
 statistics rescaled by N/B (:func:`pyro_moe.closed_form.updates.weights_natural`,
 ``mu + (N/B) sum_i r_i``, :func:`~pyro_moe.closed_form.updates.update_noise_gamma`). For an
@@ -185,7 +192,6 @@ def natural_run(
     log_norm_mu = U.dirichlet_log_norm(mu) if conj.mixture else None
     h = J = alpha = q = None
     factor = conj.weight_factor  # a non-Gaussian prior on w: CVI's linearised step
-    kl_prior = prior if factor is None else factor  # the prior the objective's KL is of
     stats_bar, r_sum_bar = stats_hat, r_sum_hat
     run = Run()
     stop_se = 0.0 if full else math.inf
@@ -218,6 +224,7 @@ def natural_run(
             A = U.update_prior_cov(q, w0, options.prior_var_min)
         if "prior_mean" in learn or "prior_cov" in learn:
             prior = U.weight_prior(w0, A)
+        kl_prior = prior if factor is None else factor  # the prior the objective's KL is of
         if latent_beta:
             total_hat = over_experts(U.summed_sq_residuals(stats_hat, q))
             a_hat, b_hat = U.update_noise_gamma(total_hat, over_experts(stats_hat.Nk), a0, b0)

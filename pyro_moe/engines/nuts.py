@@ -7,7 +7,11 @@ variational engines are graded against (README, "The exact posterior").
 
 Algorithm:
 
-1. **CAVI first.** A CAVI fit chooses the hyperparameters h: w0, A, beta (unless beta is
+1. **CAVI first** (or the fit given as ``hyper_from``, a variational fit of the same X, y
+   and K; or, for a model file CAVI refuses -- a Laplace or Student-t prior on w -- an SVI
+   fit of the file with the same ``n_init``, ``init``, ``seed``, ``responsibilities`` and
+   ``search``: natural-gradient SVI with CVI's linearised prior step, whose q then
+   preconditions NUTS; ``draws.info["hyper"]`` names the fit). A CAVI fit chooses the hyperparameters h: w0, A, beta (unless beta is
    latent), Xi, and for gated models the gate V and the noise share rho. It is the fit a
    user's ``fit(..., method="cavi")`` with the same arguments makes: the shared options
    ``n_init``, ``init``, ``seed``, ``responsibilities``, ``tol``, ``cavi_max_iter`` as its

@@ -4,8 +4,14 @@ Two optimizers (option ``optimizer``):
 
 * ``"natural"`` (the default): natural-gradient SVI on the conjugate sites q(W), q(pi),
   q(beta) (:mod:`pyro_moe.engines.natural`; full batch with rho = 1 is exactly CAVI), Adam
-  for the gate. A model file with a non-conjugate site (a Laplace prior on w, an added
-  scale) has no natural-gradient step here and is fitted with ``"adam"`` below.
+  for the gate. A factorised non-Gaussian prior on w (``dist.Laplace(loc, s).to_event(1)``,
+  ``dist.StudentT(df, loc, s).to_event(1)``) takes conjugate-computation VI's step
+  (Khan & Lin 2017, :mod:`pyro_moe.closed_form.linearised`): the prior linearised at the
+  present q, the rest conjugate; the restart's summary then also holds Pyro's own Monte
+  Carlo ELBO of the file at the final q (``pyro_objective`` +- ``pyro_objective_se``,
+  :func:`pyro_objective`). Any other non-conjugate site (an added scale tau, a
+  multivariate non-Gaussian prior, a learned w0 or A under a non-Gaussian prior) has no
+  natural-gradient step here and is fitted with ``"adam"`` below.
 * ``"adam"``: plain Pyro SVI, ClippedAdam on every guide parameter (what follows).
 
 The engine maximises the same objective as CAVI, F = ELBO (+ R(w0) for the regularized

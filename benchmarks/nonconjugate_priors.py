@@ -32,13 +32,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from run import machine  # benchmarks/run.py: one description of the machine
 
 import pyro_moe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import GAUSSIAN_PRIOR, SWAPS, edited_model, two_circles  # noqa: E402
+from conftest import GAUSSIAN_PRIOR, SWAPS, edited_model, two_circles
 
 OUT = Path(__file__).resolve().parent / "results"
 

@@ -375,3 +375,24 @@ def test_cvi_step_with_a_gaussian_prior_is_the_conjugate_step(monkeypatch):
     torch.testing.assert_close(h_c, h_p, rtol=1e-10, atol=1e-8)
     torch.testing.assert_close(cvi.mean, plain.mean, rtol=1e-10, atol=1e-12)
     assert abs(cvi.objective - s["pyro_objective"]) < 4 * s["pyro_objective_se"] + 1e-6
+
+
+def test_cvi_on_minibatches_reaches_the_full_batch_fit(tmp_path):
+    """A Laplace prior on w with minibatches (N = 2000, B = 200, Robbins-Monro rho): the
+    linearised prior step at each minibatch's q ends within 0.1 nat of the full batch's F
+    and its means within 0.25 posterior sd after 300 steps (measured 0.015 nat and 0.093 sd;
+    3e-4 nat and 0.015 sd at N = 5000, B = 500, 3000 steps)."""
+    from conftest import GAUSSIAN_PRIOR, SWAPS, edited_model, two_circles
+
+    path = edited_model(tmp_path, "mixture_of_models", GAUSSIAN_PRIOR, SWAPS["Laplace"])
+    X, t = two_circles(2000, 0.1, 0)
+    kw = dict(experts=2, method="svi", n_init=1, final_particles=20)
+    full = pyro_moe.fit(path, X, t, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        mini = pyro_moe.fit(path, X, t, batch_size=200, minibatch_from=0, max_iter=300, **kw)
+    assert mini.restarts[0]["batch_size"] == 200
+    assert mini.restarts[0]["weight_prior"].startswith("Laplace (CVI")
+    assert abs(mini.objective - full.objective) < 0.1
+    sd = full.cov.diagonal(dim1=-2, dim2=-1).sqrt()
+    assert float(((mini.aligned_to(full).mean - full.mean).abs() / sd).max()) < 0.25

@@ -14,8 +14,8 @@ the natural-gradient step of the ELBO in eta = (B^{-1} m, B^{-1}) (CVI) is
 
     J_hat = J_conjugate - H,      h_hat = h_conjugate + g - H m,
 
-i.e. the prior enters the conjugate update as the Gaussian N(m + H^{-1}...) with precision
--H and precision-mean g - H m (:meth:`FactorisedPrior.linearised`, the drop-in for
+i.e. the prior enters the conjugate update as a Gaussian factor with precision -H and
+precision-mean g - H m (:meth:`FactorisedPrior.linearised`, the drop-in for
 :class:`~pyro_moe.closed_form.updates.WeightPrior` in
 :func:`~pyro_moe.closed_form.updates.weights_natural`). At a fixed point J_lik m = h_lik + g
 (the ELBO is stationary in m) and B^{-1} = J_lik - H (stationary in B).

@@ -25,6 +25,17 @@ def edited_model(tmp_path: Path, name: str, old: str, new: str) -> Path:
     return path
 
 
+#: the weight prior of models/mixture_of_models.py, and two non-conjugate swaps of it for
+#: edited_model (scale s_kj = sqrt(A_kj,jj): the Gaussian's sd)
+GAUSSIAN_PRIOR = "return dist.MultivariateNormal(prior_mean, covariance_matrix=prior_cov)"
+SWAPS = {
+    "Laplace": "return dist.Laplace(prior_mean, "
+    "prior_cov.diagonal(dim1=-2, dim2=-1).sqrt()).to_event(1)",
+    "StudentT": "return dist.StudentT(3.0, prior_mean, "
+    "prior_cov.diagonal(dim1=-2, dim2=-1).sqrt()).to_event(1)",
+}
+
+
 def two_circles(n: int = 60, jitter: float = 0.1, seed: int = 0):
     """X = [x, y, 1], t = x^2 + y^2 for points near circles r = 0.5 and 1.5."""
     rng = np.random.default_rng(seed)

@@ -6,6 +6,8 @@
   conjugate family, its update, its objective term and the test that proves it — and
   :func:`~pyro_moe.closed_form.sites.read_model`, which reads a model file's prior values
   from its trace and refuses a non-conjugate site by name;
+* :mod:`~pyro_moe.closed_form.linearised`: a non-Gaussian factorised prior on w (Laplace,
+  Student-t) linearised for natural-gradient SVI's CVI step (Gauss-Hermite expectations);
 * :mod:`~pyro_moe.closed_form.init`: initial responsibilities q(Z);
 * :mod:`~pyro_moe.closed_form.bridge`: between Pyro's guide parameters and the closed
   form (the analytic objective at any guide parameters).

@@ -32,6 +32,7 @@ from ..config import Config, gate_weights
 from ..errors import ModelFileError, NonConjugateError, PyroMoeError
 from ..model_file import Model, model_file_error
 from . import updates as U
+from .linearised import FactorisedPrior
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class Conjugate:
     regularization_cov: torch.Tensor | None
     noise_log_density: torch.Tensor | None = None  # -log(hi - lo) of the noise expert
     gate_prior_scale: float | None = None  # s of p(V) = N(0, s^2 I) on the gate's weights
+    #: a non-Gaussian factorised prior on w, for natural-gradient SVI's CVI step (None:
+    #: w_k ~ N(w0_k, A_k)); only :func:`read_model` with ``linearise_w=True`` accepts one
+    weight_factor: FactorisedPrior | None = None
 
 
 def _unwrap(fn):
@@ -154,9 +158,22 @@ def _refuse(site: str, fn, why: str) -> NonConjugateError:
     )
 
 
-def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -> Conjugate:
+def _factorised(fn, base) -> bool:
+    """A univariate non-Gaussian density over the n weights, ``base.to_event(1)`` (Laplace,
+    Student-t, ...): what natural-gradient SVI linearises (:mod:`.linearised`)."""
+    return len(fn.event_shape) == 1 and tuple(base.event_shape) == ()
+
+
+def read_model(
+    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, *, linearise_w: bool = False
+) -> Conjugate:
     """Trace ``model.model`` on the data it will fit (every row: a model that fails on
-    some rows fails here) and check every site against the closed forms."""
+    some rows fails here) and check every site against the closed forms.
+
+    ``linearise_w=True`` (natural-gradient SVI) also accepts a factorised non-Gaussian
+    prior on ``w`` (:func:`_factorised`), returned as ``weight_factor`` with w0 its ``loc``
+    (``config.prior_mean`` without one) and A ``config.prior_cov`` (the Gaussian the
+    fit starts from); w0 and A cannot then be learned (no closed-form M-step)."""
     config = copy.deepcopy(config)  # pyro.module would rebind the gate's parameters
     with pyro.get_param_store().scope(), torch.no_grad():
         try:
@@ -181,6 +198,8 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
         family = SITES[name].family
         if name == "w" and _diagonal_gaussian(site["fn"], fn):
             continue  # N(w0, diag(s^2)) written Normal(...).to_event(1): the MVN's family
+        if name == "w" and linearise_w and _factorised(site["fn"], fn):
+            continue  # a Laplace, Student-t, ... prior: linearised by CVI
         if not isinstance(fn, family):
             raise _refuse(
                 name,
@@ -199,10 +218,23 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
 
     K, n = config.experts, config.features
     w = _unwrap(sites["w"]["fn"])
-    prior_mean = w.loc.expand(K, n).detach().clone()
-    if isinstance(w, dist.MultivariateNormal):
+    factor = None
+    if not isinstance(w, dist.MultivariateNormal | dist.Normal):
+        loc = getattr(w, "loc", None)
+        prior_mean = (config.prior_mean if loc is None else loc).expand(K, n).detach().clone()
+        for name in ("prior_mean", "prior_cov"):
+            if config.learns(name):
+                raise _refuse(
+                    "w", w, f"a prior with no closed-form M-step for the learned {name!r}; "
+                    "hold it fixed (learn=...) or fit with optimizer='adam'",
+                )  # fmt: skip
+        factor = FactorisedPrior(w, prior_mean.to(X.dtype))
+        prior_cov = config.prior_cov.expand(K, n, n).detach().clone()
+    elif isinstance(w, dist.MultivariateNormal):
+        prior_mean = w.loc.expand(K, n).detach().clone()
         prior_cov = w.covariance_matrix.expand(K, n, n).detach().clone()
     else:  # a diagonal Gaussian: A_k = diag(s_k^2)
+        prior_mean = w.loc.expand(K, n).detach().clone()
         prior_cov = torch.diag_embed(w.scale.expand(K, n) ** 2).detach().clone()
     _check_learned(config, "prior_mean", prior_mean)
     _check_learned(config, "prior_cov", prior_cov)
@@ -260,6 +292,7 @@ def read_model(model: Model, X: torch.Tensor, y: torch.Tensor, config: Config) -
         noise_precision=noise_precision,
         noise_prior=noise_prior,
         regularization_cov=xi if xi is not None else config.regularization_cov,
+        weight_factor=factor,
     )
 
 

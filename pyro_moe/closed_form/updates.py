@@ -228,7 +228,9 @@ def weights_natural(
     natural form): precision J_k = A_k^{-1} + beta_k S_k and h_k = A_k^{-1} w0_k + beta_k s_k
     (beta_k = beta when the experts share one), q(w_k) proportional to
     exp(h_k^T w - 1/2 w^T J_k w). Linear in the statistics, so a step
-    (1 - rho) eta + rho eta_hat of natural-gradient SVI is a step in (h, J)."""
+    (1 - rho) eta + rho eta_hat of natural-gradient SVI is a step in (h, J). ``prior``
+    is read for its ``precision`` and ``precision_mean`` only: a non-Gaussian prior's
+    linearisation (:class:`~pyro_moe.closed_form.linearised.LinearisedPrior`, CVI) fits."""
     if torch.is_tensor(beta) and beta.dim() == 1:  # one noise precision per expert
         return (
             prior.precision_mean + beta[:, None] * stats.s,
@@ -418,7 +420,12 @@ def responsibilities(
 
 
 def weights_kl(q: WeightPosterior, prior: WeightPrior) -> torch.Tensor:
-    """sum_k KL(q(w_k) || p(w_k)) = sum_k 1/2 [tr(A^{-1} D_k) - n + log|A_k| - log|B_k|]."""
+    """sum_k KL(q(w_k) || p(w_k)) = sum_k 1/2 [tr(A^{-1} D_k) - n + log|A_k| - log|B_k|].
+
+    A non-Gaussian prior (:class:`~pyro_moe.closed_form.linearised.FactorisedPrior`, for
+    natural-gradient SVI) brings its own ``kl``: -E_q log p(w) - H[q] by quadrature."""
+    if not isinstance(prior, WeightPrior):
+        return prior.kl(q)
     n = prior.mean.shape[-1]
     D = scatter_about_prior(q, prior.mean)
     tr = (prior.precision * D).sum()  # sum_k tr(A_k^{-1} D_k), both symmetric

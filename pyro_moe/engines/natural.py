@@ -12,6 +12,13 @@ and every step is
 
     eta <- (1 - rho_t) eta + rho_t eta_hat,
 
+(a non-Gaussian factorised prior on w, e.g. Laplace or Student-t: conjugate-computation VI,
+Khan & Lin 2017, the prior's term of eta_hat_w linearised at the present q,
+J_hat = beta S_k - E_q[hess log p(w)], h_hat = beta s_k + E_q[grad log p(w)] - J_prior m_k,
+:mod:`pyro_moe.closed_form.linearised`; the first step is the conjugate one with the
+Gaussian N(w0, A) of the config, and the objective's KL of q(W) is -E_q log p(w) - H[q] by
+quadrature)
+
 with eta_hat the optimal natural parameters given the minibatch's expected sufficient
 statistics rescaled by N/B (:func:`pyro_moe.closed_form.updates.weights_natural`,
 ``mu + (N/B) sum_i r_i``, :func:`~pyro_moe.closed_form.updates.update_noise_gamma`). For an
@@ -183,7 +190,8 @@ def natural_run(
     batches: list[torch.Tensor] = []
     prior = U.weight_prior(w0, A)
     log_norm_mu = U.dirichlet_log_norm(mu) if conj.mixture else None
-    h = J = alpha = None
+    h = J = alpha = q = None
+    factor = conj.weight_factor  # a non-Gaussian prior on w: CVI's linearised step
     stats_bar, r_sum_bar = stats_hat, r_sum_hat
     run = Run()
     stop_se = 0.0 if full else math.inf
@@ -206,10 +214,7 @@ def natural_run(
             rho = robbins_monro(step - 1, options.kappa, options.tau)
         stats_bar = _mixed(stats_bar, stats_hat, rho)
         r_sum_bar = (1 - rho) * r_sum_bar + rho * r_sum_hat
-        h_hat, J_hat = U.weights_natural(stats_hat, prior, e_beta)
-        h = h_hat if h is None else (1 - rho) * h + rho * h_hat
-        J = J_hat if J is None else (1 - rho) * J + rho * J_hat
-        q = U.weights_from_natural(h, J)
+        h, J, q = _weights_step(stats_hat, prior, factor, q, h, J, rho, e_beta)
         if conj.mixture:
             alpha_hat = mu + r_sum_hat
             alpha = alpha_hat if alpha is None else (1 - rho) * alpha + rho * alpha_hat
@@ -219,6 +224,7 @@ def natural_run(
             A = U.update_prior_cov(q, w0, options.prior_var_min)
         if "prior_mean" in learn or "prior_cov" in learn:
             prior = U.weight_prior(w0, A)
+        kl_prior = prior if factor is None else factor  # the prior the objective's KL is of
         if latent_beta:
             total_hat = over_experts(U.summed_sq_residuals(stats_hat, q))
             a_hat, b_hat = U.update_noise_gamma(total_hat, over_experts(stats_hat.Nk), a0, b0)
@@ -256,7 +262,7 @@ def natural_run(
                 batches = list(perm.split(B))[::-1]
             rows = batches.pop()
         F, elbo, est_stats, est_r_sum = _local(X, y, rows, q, log_prior_at(rows, alpha), e_beta, e_log_beta, noise,
-                         maps, log_r, prior, alpha, mu, log_norm_mu, (a, b), conj, xi,
+                         maps, log_r, kl_prior, alpha, mu, log_norm_mu, (a, b), conj, xi,
                          scale, gate_log_prior().detach())  # fmt: skip
         stats_hat = _scaled(est_stats, scale) if not full else est_stats
         r_sum_hat = est_r_sum * scale if not full else est_r_sum
@@ -273,7 +279,7 @@ def natural_run(
                 break
         elif step % options.eval_every == 0:
             cur = _held_out(X, y, groups, q, alpha, share, gate, conj, config, e_beta, e_log_beta,
-                            prior, mu, log_norm_mu, (a, b), xi, gate_log_prior().detach())  # fmt: skip
+                            kl_prior, mu, log_norm_mu, (a, b), xi, gate_log_prior().detach())  # fmt: skip
             if held is not None:
                 ok, stop_se = _change_test(held, cur, N, m, options.tol, F)
                 passes = passes + 1 if ok else 0
@@ -288,13 +294,15 @@ def natural_run(
         run.record(run.objective[-1], run.elbo[-1], time.perf_counter() - t0)
     else:
         F, elbo, _, _ = _local(X, y, None, q, log_prior_at(None, alpha), e_beta, e_log_beta, noise,
-                         maps, log_r, prior, alpha, mu, log_norm_mu, (a, b), conj, xi, 1.0,
+                         maps, log_r, kl_prior, alpha, mu, log_norm_mu, (a, b), conj, xi, 1.0,
                          gate_log_prior().detach())  # fmt: skip
         run.record(F, elbo, time.perf_counter() - t0)
     run.summary["objective_se"] = 0.0  # the final objective is exact (closed form)
     run.summary["stop_se"] = stop_se
     run.summary["optimizer"] = "natural"
     run.summary["batch_size"] = None if full else B
+    if factor is not None:
+        run.summary["weight_prior"] = f"{factor.name} (CVI, Gauss-Hermite {factor.x.shape[0]})"
     if gate is not None:
         for p in gate.parameters():
             p.requires_grad_(False)
@@ -302,6 +310,32 @@ def natural_run(
         run, config, log_r, q, alpha=alpha, qbeta=(a, b) if latent_beta else None,
         e_beta=e_beta, w0=w0, A=A, mu=mu, xi=xi, rho=share, gate=gate,
     )  # fmt: skip
+
+
+def _weights_step(stats_hat, prior, factor, q, h, J, rho, e_beta):
+    """eta <- (1 - rho) eta + rho eta_hat for q(W): eta_hat = (h_hat, J_hat) of
+    :func:`~pyro_moe.closed_form.updates.weights_natural` with the Gaussian prior, or with
+    a non-Gaussian one linearised at the present q (CVI, Khan & Lin 2017:
+    J_hat = beta S_k - H, h_hat = beta s_k + g - H m, g and H the expected gradient and
+    Hessian of log p(w) under q, :class:`~pyro_moe.closed_form.linearised.FactorisedPrior`;
+    the first step, q = None, is the conjugate one with N(w0, A)). A step whose precision
+    is not positive definite (a Student-t prior's convex tail, H > 0) is retaken with -H
+    floored at 0. Returns (h, J, q)."""
+
+    def mixed(lin):
+        h_hat, J_hat = U.weights_natural(stats_hat, lin, e_beta)
+        if h is None:
+            return h_hat, J_hat
+        return (1 - rho) * h + rho * h_hat, (1 - rho) * J + rho * J_hat
+
+    if factor is None or q is None:
+        h_new, J_new = mixed(prior)
+    else:
+        lin = factor.linearised(q)
+        h_new, J_new = mixed(lin)
+        if not bool((torch.linalg.cholesky_ex(J_new)[1] == 0).all()):
+            h_new, J_new = mixed(factor.clamped(lin, q))
+    return h_new, J_new, U.weights_from_natural(h_new, J_new)
 
 
 def _held_out(X, y, groups, q, alpha, share, gate, conj, config, e_beta, e_log_beta, prior, mu,

@@ -7,7 +7,11 @@ variational engines are graded against (README, "The exact posterior").
 
 Algorithm:
 
-1. **CAVI first.** A CAVI fit chooses the hyperparameters h: w0, A, beta (unless beta is
+1. **CAVI first** (or the fit given as ``hyper_from``, a variational fit of the same X, y
+   and K; or, for a model file CAVI refuses -- a Laplace or Student-t prior on w -- an SVI
+   fit of the file with the same ``n_init``, ``init``, ``seed``, ``responsibilities`` and
+   ``search``: natural-gradient SVI with CVI's linearised prior step, whose q then
+   preconditions NUTS; ``draws.info["hyper"]`` names the fit). A CAVI fit chooses the hyperparameters h: w0, A, beta (unless beta is
    latent), Xi, and for gated models the gate V and the noise share rho. It is the fit a
    user's ``fit(..., method="cavi")`` with the same arguments makes: the shared options
    ``n_init``, ``init``, ``seed``, ``responsibilities``, ``tol``, ``cavi_max_iter`` as its
@@ -77,13 +81,14 @@ from pyro.infer import MCMC
 from pyro.infer import NUTS as PyroNUTS
 from pyro.ops.stats import split_gelman_rubin
 
-from ..errors import ConvergenceWarning, ModelFileError, NonConjugateError
+from ..errors import ConvergenceWarning, InputError, ModelFileError, NonConjugateError
 from ..joint import LogJoint, cholesky, fixed_config, q_draws
 from ..likelihood import expected_log_densities, residual_map
 from ..result import Draws, FitResult, History, Posterior, expert_alignment
 from .base import Engine, Progress, find_stack_level
 from .cavi import CAVI
 from .options import Constraint, Option, integer, number, one_of
+from .svi import SVI
 
 __all__ = ["NUTS", "OPTIONS"]
 
@@ -105,6 +110,11 @@ OPTIONS = MappingProxyType(
         ),
         "precondition": Option("cavi", one_of("cavi", "none"), "affine map from CAVI's q"),
         "cavi_max_iter": Option(1000, integer(1), "max_iter of the CAVI fit"),
+        "hyper_from": Option(
+            None,
+            Constraint(lambda v: v is None or isinstance(v, FitResult), "None or a FitResult"),
+            "a variational fit of the same data whose h and q NUTS takes (None: CAVI's)",
+        ),
         "cavi_options": Option(
             None,
             Constraint(
@@ -136,6 +146,7 @@ class NUTS(Engine):
         opts = self.options
         start = time.perf_counter()
         cavi = self._cavi()
+        source = "given" if opts.hyper_from is not None else cavi.method.upper()
         config = fixed_config(self.model, cavi)
         joint = LogJoint(self.model, self.X, self.y, config, marginalize=opts.marginalize)
         pre = _Target(joint, cavi, opts.precondition, opts.seed)
@@ -184,7 +195,7 @@ class NUTS(Engine):
             log_joint=log_joint.reshape(C, D),
             relabelled=relabelled,
             info={
-                "hyper": "fixed at the CAVI fit's values (point estimates, gate included)",
+                "hyper": f"fixed at the {source} fit's values (point estimates, gate included)",
                 "marginalize": joint.marginalize,
                 "precondition": opts.precondition,
                 "gradient": "closed form" if pre.closed else "autograd",
@@ -236,8 +247,25 @@ class NUTS(Engine):
 
     # ---- parts ------------------------------------------------------------------------
     def _cavi(self) -> FitResult:
-        """The CAVI fit that fixes the hyperparameters and preconditions NUTS."""
+        """The fit that fixes the hyperparameters and preconditions NUTS: ``hyper_from``
+        when given, else CAVI's, else (a non-conjugate model file) SVI's (module docstring,
+        step 1)."""
         opts = self.options
+        if opts.hyper_from is not None:
+            given = opts.hyper_from
+            if given.X.shape != self.X.shape or not (
+                torch.equal(given.X.to(self.X), self.X) and torch.equal(given.y.to(self.y), self.y)
+            ):
+                raise InputError(
+                    "hyper_from: the fit given was made on other data than X, y "
+                    f"(X {tuple(given.X.shape)} against {tuple(self.X.shape)})"
+                )
+            if given.experts != self.config.experts:
+                raise InputError(
+                    f"hyper_from: the fit given has {given.experts} experts, not "
+                    f"{self.config.experts}"
+                )
+            return given
         cavi_opts = CAVI.options(
             {
                 "n_init": opts.n_init,
@@ -254,11 +282,18 @@ class NUTS(Engine):
             return CAVI(
                 self.model, self.X, self.y, self.config, cavi_opts, search=self.search
             ).fit()
-        except NonConjugateError as e:
-            raise NonConjugateError(
-                "method='nuts' fixes the hyperparameters at a CAVI fit and preconditions by "
-                f"its posterior, which this model file does not allow: {e}"
-            ) from e
+        except NonConjugateError:
+            pass  # a non-conjugate prior (Laplace, Student-t on w): SVI's fit instead
+        svi_opts = SVI.options(
+            {
+                "n_init": opts.n_init,
+                "init": opts.init,
+                "seed": opts.seed,
+                "responsibilities": opts.responsibilities,
+                "progress": opts.progress,
+            }
+        )
+        return SVI(self.model, self.X, self.y, self.config, svi_opts, search=self.search).fit()
 
     def _chain(self, joint: LogJoint, pre: _Target, c: int, show: bool):
         """One chain: its draws of eps (draws, ...) and its sampler statistics."""

@@ -4,8 +4,14 @@ Two optimizers (option ``optimizer``):
 
 * ``"natural"`` (the default): natural-gradient SVI on the conjugate sites q(W), q(pi),
   q(beta) (:mod:`pyro_moe.engines.natural`; full batch with rho = 1 is exactly CAVI), Adam
-  for the gate. A model file with a non-conjugate site (a Laplace prior on w, an added
-  scale) has no natural-gradient step here and is fitted with ``"adam"`` below.
+  for the gate. A factorised non-Gaussian prior on w (``dist.Laplace(loc, s).to_event(1)``,
+  ``dist.StudentT(df, loc, s).to_event(1)``) takes conjugate-computation VI's step
+  (Khan & Lin 2017, :mod:`pyro_moe.closed_form.linearised`): the prior linearised at the
+  present q, the rest conjugate; the restart's summary then also holds Pyro's own Monte
+  Carlo ELBO of the file at the final q (``pyro_objective`` +- ``pyro_objective_se``,
+  :func:`pyro_objective`). Any other non-conjugate site (an added scale tau, a
+  multivariate non-Gaussian prior, a learned w0 or A under a non-Gaussian prior) has no
+  natural-gradient step here and is fitted with ``"adam"`` below.
 * ``"adam"``: plain Pyro SVI, ClippedAdam on every guide parameter (what follows).
 
 The engine maximises the same objective as CAVI, F = ELBO (+ R(w0) for the regularized
@@ -53,7 +59,8 @@ import math
 import statistics
 import sys
 import time
-from types import MappingProxyType
+from dataclasses import fields
+from types import MappingProxyType, SimpleNamespace
 
 import pyro
 import pyro.distributions as dist
@@ -65,7 +72,7 @@ from pyro.optim import ClippedAdam
 from pyro.poutine.util import site_is_subsample
 
 from ..closed_form import updates as U
-from ..closed_form.bridge import closed_form_objective
+from ..closed_form.bridge import closed_form_objective, config_at, guide_params
 from ..closed_form.init import initial_log_responsibilities
 from ..closed_form.sites import _unwrap, read_model
 from ..config import Config, gate_weights, log_gate
@@ -190,7 +197,7 @@ class SVI(Engine):
         self.conj = None
         if self.options.optimizer == "natural":
             try:
-                self.conj = read_model(self.model, self.X, self.y, self.config)
+                self.conj = read_model(self.model, self.X, self.y, self.config, linearise_w=True)
             except NonConjugateError:
                 self.conj = None
         self.check()  # a batch_size above N is an error even where the full batch is used
@@ -211,8 +218,13 @@ class SVI(Engine):
 
     def run(self, how: str, seed: int, restart: int, progress: Progress) -> Run:
         if self.conj is not None:
-            return natural_run(self.X, self.y, self.config, self.conj, self.options, how, seed,
-                               restart, progress)  # fmt: skip
+            run = natural_run(self.X, self.y, self.config, self.conj, self.options, how, seed,
+                              restart, progress)  # fmt: skip
+            if self.conj.weight_factor is not None:  # Pyro's own estimate beside the quadrature
+                F, se, S = pyro_objective(self.model, self.X, self.y, self.config, run,
+                                          self.options.final_particles, seed)  # fmt: skip
+                run.summary.update(pyro_objective=F, pyro_objective_se=se, pyro_particles=S)
+            return run
         return _run(self.model, self.X, self.y, self.config, self.options, how, seed, restart,
                     progress)  # fmt: skip
 
@@ -261,6 +273,52 @@ def _check_sites(model: Model, X, y, config: Config) -> torch.Tensor | None:
         fn = fn.base_dist
     conc = getattr(fn, "concentration", None)
     return None if conc is None else conc.detach().to(X.dtype).clone()
+
+
+#: points x particles x components per vectorised block of :func:`pyro_objective`
+_PARTICLE_BLOCK = 2**21
+
+
+def pyro_objective(
+    model: Model, X, y, config: Config, run: Run, particles: int, seed: int
+) -> tuple[float, float, int]:
+    """Pyro's Monte Carlo estimate of F at a run's final q, the model file's own
+    ``TraceEnum_ELBO`` (z summed out, ``particles`` draws of the globals in vectorised
+    blocks): its mean, standard error sd / sqrt(S) and S. The check, for natural-gradient
+    SVI with a linearised prior, that the quadrature objective is the file's ELBO; S is
+    capped so the check costs at most ~2e7 point-component evaluations (large N)."""
+    post, hyper = run.posterior, run.hyper
+    view = SimpleNamespace(**{f.name: getattr(post, f.name) for f in fields(post)},
+                           **{f.name: getattr(hyper, f.name) for f in fields(hyper)})  # fmt: skip
+    params = guide_params(view)
+    cfg = config_at(view, config)
+    C = cfg.components
+    S = max(2, min(particles, (10 * _PARTICLE_BLOCK) // max(1, X.shape[0] * C)))
+    block = max(1, min(-(-S // 20), _PARTICLE_BLOCK // max(1, X.shape[0] * C)))  # >= 20 blocks
+    values = []
+    with pyro.get_param_store().scope(), torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        poutine.trace(model.guide).get_trace(X, y, cfg)
+        poutine.trace(model.model).get_trace(X, y, cfg)
+        store = pyro.get_param_store()
+        for name, value in params.items():
+            if name in store and value is not None:
+                store[name] = value.detach().clone()  # the store marks its tensors requires_grad
+        done = 0
+        while done < S:
+            b = min(block, S - done)
+            loss = TraceEnum_ELBO(max_plate_nesting=1, num_particles=b, vectorize_particles=True)
+            # one call's loss is the mean of b particles: its variance is sd^2 / b
+            values.append((-loss.loss(model.model, model.guide, X, y, cfg), b))
+            done += b
+    total = sum(b for _, b in values)
+    mean = sum(v * b for v, b in values) / total
+    if len(values) > 1:
+        var = sum(b * (v - mean) ** 2 for v, b in values) / (len(values) - 1)  # sd^2 estimate
+        se = math.sqrt(var / total)
+    else:
+        se = math.nan
+    return mean, se, total
 
 
 def _fresh_config(config: Config, seed: int, restart: int) -> Config:

@@ -29,7 +29,7 @@ from .result import FitResult
 from .shapes.geometry import FORMS, Geometry, monomials, target_name
 from .shapes.image import image_to_points
 from .shapes.points import PointSet, Standardization, validate_points
-from .shapes.seeding import seed_curves
+from .shapes.seeding import plausible, seed_curves
 
 #: The least height and width of an image given as an array (see :func:`as_points`).
 MIN_IMAGE_SIDE = 4
@@ -243,6 +243,26 @@ def seed_responsibilities(
     return (1.0 - FLOOR) * R + FLOOR / C, beta
 
 
+def plausible_experts(data: CurveData):
+    """For the search: a map from the posterior-mean weights (K, n) in standard units to
+    (K,) booleans, :func:`pyro_moe.shapes.seeding.plausible` of each expert's curve over the
+    points' box; None except for experts of the conic kind sharing one design. Circles are
+    left to the objective: their form cannot degenerate into the double line that a thin
+    conic becomes (see :mod:`pyro_moe.search`), and an empty circle is re-seeded as it is."""
+    g = data.geometry
+    if not g.shared or set(g.kinds) != {"conic"}:
+        return None
+    P = data.points.standard
+    box = (P.min(0), P.max(0))
+    extent = float(np.linalg.norm(box[1] - box[0]))
+
+    def check(W: torch.Tensor) -> torch.Tensor:
+        ok = plausible("conic", W.detach().cpu().numpy().astype(np.float64), extent, box)
+        return torch.as_tensor(ok, device=W.device)
+
+    return check
+
+
 def fit_curves(
     source,
     *,
@@ -308,7 +328,7 @@ def fit_curves(
     return fit(
         model, data.X, data.y, experts=data.experts, seed=seed, geometry=data.geometry,
         maps=data.maps, search=search, per_expert_noise=per_expert_noise,
-        noise_range=data.noise_range, **fit_options,
+        noise_range=data.noise_range, plausible=plausible_experts(data), **fit_options,
     )  # fmt: skip
 
 

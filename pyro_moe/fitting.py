@@ -83,6 +83,7 @@ def fit(
     geometry: Geometry | None = None,
     maps=None,
     search: bool = False,
+    plausible=None,
     **engine_options,
 ) -> FitResult:
     """Fit a model file to a design X (N, n) and targets y (N,).
@@ -129,6 +130,10 @@ def fit(
             duplicate another, hold almost nothing, or lose to the noise expert, on the points
             the others explain worst, and keep a move only when the converged objective
             improves (:mod:`pyro_moe.search`; the curve functions turn it on).
+        plausible: for the search, a map from the posterior-mean weights (K, n) to (K,)
+            booleans, True where an expert is a plausible curve of its kind; the search
+            prefers fits with fewer implausible experts (the curve functions pass
+            :func:`pyro_moe.shapes.seeding.plausible` for conic experts).
         engine_options: the engine's own options (e.g. ``prior_var_min``, ``gate_steps``
             for CAVI, ``lr``, ``batch_size`` for SVI), validated with the shared ones
             (:mod:`pyro_moe.engines.options`): an unknown or out-of-range option is an
@@ -177,7 +182,7 @@ def fit(
         noise_range=noise_range,
         weight_scale=weight_scale(X, y) if maps is None and geometry is None else None,
     )
-    result = engine(model, X, y, config, options, search=search).fit()
+    result = engine(model, X, y, config, options, search=search, plausible=plausible).fit()
     result.geometry = geometry
     return result
 

@@ -29,7 +29,7 @@ from .result import FitResult
 from .shapes.geometry import FORMS, Geometry, monomials, target_name
 from .shapes.image import image_to_points
 from .shapes.points import PointSet, Standardization, validate_points
-from .shapes.seeding import plausible, seed_curves
+from .shapes.seeding import MIN_COVERAGE, coverage, plausible, seed_curves
 
 #: The least height and width of an image given as an array (see :func:`as_points`).
 MIN_IMAGE_SIDE = 4
@@ -245,19 +245,29 @@ def seed_responsibilities(
 
 def plausible_experts(data: CurveData):
     """For the search: a map from the posterior-mean weights (K, n) in standard units to
-    (K,) booleans, :func:`pyro_moe.shapes.seeding.plausible` of each expert's curve over the
-    points' box; None except for experts of the conic kind sharing one design. Circles are
-    left to the objective: their form cannot degenerate into the double line that a thin
-    conic becomes (see :mod:`pyro_moe.search`), and an empty circle is re-seeded as it is."""
+    (K,) booleans, True where an expert's curve is one the picture shows: a curve of its
+    kind in the points' box (:func:`pyro_moe.shapes.seeding.plausible`; for conics a real
+    ellipse of axis ratio >= 1/4, since the double line a thin conic degenerates into fits
+    straight edges to second order) whose visible arcs hold points on at least
+    :data:`~pyro_moe.shapes.seeding.MIN_COVERAGE` of their length
+    (:func:`pyro_moe.shapes.seeding.coverage`: a circle through an iris's texture only
+    crosses it). None for experts of several forms or of a form without a curve kind."""
     g = data.geometry
-    if not g.shared or set(g.kinds) != {"conic"}:
+    kind = g.kinds[0]
+    if not g.shared or kind not in FORMS:
         return None
     P = data.points.standard
     box = (P.min(0), P.max(0))
     extent = float(np.linalg.norm(box[1] - box[0]))
+    form = FORMS[kind]
+    from scipy.spatial import cKDTree
+
+    tau = 2.0 * float(np.median(cKDTree(P).query(P, k=2)[0][:, 1]))
 
     def check(W: torch.Tensor) -> torch.Tensor:
-        ok = plausible("conic", W.detach().cpu().numpy().astype(np.float64), extent, box)
+        w = W.detach().cpu().numpy().astype(np.float64)[:, : len(form[0])]
+        ok = plausible(kind, w, extent, box)
+        ok &= coverage(P, w, form, kind, tau) >= MIN_COVERAGE
         return torch.as_tensor(ok, device=W.device)
 
     return check

@@ -42,7 +42,9 @@ __all__ = [
     "ARCS",
     "MAX_ARCS",
     "MIN_AXIS_RATIO",
+    "MIN_COVERAGE",
     "NEIGHBOURS",
+    "coverage",
     "default_candidates",
     "plausible",
     "seed_curves",
@@ -149,6 +151,31 @@ def _centres(kind: str | None, W: np.ndarray) -> np.ndarray | None:
 MAX_ARCS = 1024
 
 
+def _arc_counts(kind: str | None, W: np.ndarray, tau: float) -> np.ndarray:
+    """(C,) arcs of a closed curve: max(:data:`ARCS`, L / (2 tau)) for a perimeter L
+    (Ramanujan's, for an ellipse), at most :data:`MAX_ARCS`."""
+    a, b = _semi_axes(kind, W)
+    with np.errstate(invalid="ignore"):
+        L = np.pi * (3.0 * (a + b) - np.sqrt((3.0 * a + b) * (a + 3.0 * b)))
+    return np.clip(np.nan_to_num(L / (2.0 * tau), nan=ARCS), ARCS, MAX_ARCS).astype(np.int64)
+
+
+def _covered(
+    kind: str | None, W: np.ndarray, P: np.ndarray, inlier: np.ndarray, tau: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(covered (C, MAX_ARCS) booleans, arcs (C,)): which of each closed curve's arcs (equal
+    angles about its centre, :func:`_arc_counts`) hold one of its inliers."""
+    centre = _centres(kind, W)
+    arcs = _arc_counts(kind, W, tau)
+    ang = np.arctan2(P[None, :, 1] - centre[:, 1:2], P[None, :, 0] - centre[:, 0:1])
+    arc = np.minimum(((ang + np.pi) / (2 * np.pi) * arcs[:, None]).astype(np.int64),
+                     arcs[:, None] - 1)  # fmt: skip
+    flat = (np.arange(len(W))[:, None] * MAX_ARCS + arc)[inlier]
+    covered = np.zeros(len(W) * MAX_ARCS, dtype=bool)
+    covered[flat] = True
+    return covered.reshape(len(W), MAX_ARCS), arcs
+
+
 def _score(
     kind: str | None, W: np.ndarray, P: np.ndarray, inlier: np.ndarray, tau: float
 ) -> np.ndarray:
@@ -160,20 +187,73 @@ def _score(
     each of 36 wide arcs somewhere, covers only the short stretches where it runs along
     them, while a real curve, traced all round, covers nearly all."""
     count = inlier.sum(-1).astype(np.float64)
+    if _centres(kind, W) is None:
+        return count
+    covered, arcs = _covered(kind, W, P, inlier, tau)
+    return count * covered.sum(-1) / arcs
+
+
+#: The least share of the visible arcs of its curve that an expert's points must cover
+#: (:func:`coverage`) for the curve to be one that the picture shows.
+MIN_COVERAGE = 0.5
+
+
+def coverage(
+    points: np.ndarray,
+    W: np.ndarray,
+    form: tuple[Sequence[str], str, Mapping[str, float]],
+    kind: str | None,
+    tau: float | None = None,
+) -> np.ndarray:
+    """(C,) the share of each closed curve's *visible* arcs (those whose midpoint lies in
+    the points' box, widened by ``tau``) that hold a point within ``tau`` of it (Sampson
+    distance; None: 2 x the median nearest-neighbour spacing, as the seed's). 1 for other
+    kinds. The arcs are those of :func:`_score`, about one band width long, so a circle
+    through an iris's texture, which only crosses its fibres, covers a small share, and a
+    ring cut by the frame is judged on the part inside it."""
+    P = np.asarray(points, dtype=np.float64)
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
     centre = _centres(kind, W)
     if centre is None:
-        return count
-    a, b = _semi_axes(kind, W)
-    with np.errstate(invalid="ignore"):  # Ramanujan's perimeter of an ellipse
-        L = np.pi * (3.0 * (a + b) - np.sqrt((3.0 * a + b) * (a + 3.0 * b)))
-    arcs = np.clip(np.nan_to_num(L / (2.0 * tau), nan=ARCS), ARCS, MAX_ARCS).astype(np.int64)
-    ang = np.arctan2(P[None, :, 1] - centre[:, 1:2], P[None, :, 0] - centre[:, 0:1])
-    arc = np.minimum(((ang + np.pi) / (2 * np.pi) * arcs[:, None]).astype(np.int64),
-                     arcs[:, None] - 1)  # fmt: skip
-    flat = (np.arange(len(W))[:, None] * MAX_ARCS + arc)[inlier]
-    covered = np.zeros(len(W) * MAX_ARCS, dtype=bool)
-    covered[flat] = True
-    return count * covered.reshape(len(W), MAX_ARCS).sum(-1) / arcs
+        return np.ones(len(W))
+    if tau is None:
+        from scipy.spatial import cKDTree
+
+        tau = 2.0 * float(np.median(cKDTree(P).query(P, k=2)[0][:, 1]))
+    inlier = _sampson(W, P, form) <= tau
+    covered, arcs = _covered(kind, W, P, inlier, tau)
+    j = np.arange(MAX_ARCS)[None, :]
+    theta = (j + 0.5) / arcs[:, None] * 2.0 * np.pi - np.pi
+    u = np.stack([np.cos(theta), np.sin(theta)], -1)  # (C, MAX_ARCS, 2)
+    if kind == "circle":
+        rho = _semi_axes(kind, W)[0][:, None]
+    else:  # rho^2 u^T Q u = -f(c), Q = [[1, -B'/2], [-B'/2, -C']]
+        B, Cc = W[:, 0:1], W[:, 1:2]
+        quad = u[..., 0] ** 2 - B * u[..., 0] * u[..., 1] - Cc * u[..., 1] ** 2
+        x, y = centre[:, 0], centre[:, 1]
+        f_c = x * x - W[:, 0] * x * y - W[:, 1] * y * y - W[:, 2] * x - W[:, 3] * y - W[:, 4]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.sqrt(-f_c[:, None] / quad)
+    mid = centre[:, None, :] + rho[..., None] * u
+    lo, hi = P.min(0) - tau, P.max(0) + tau
+    seen = (mid >= lo).all(-1) & (mid <= hi).all(-1) & (j < arcs[:, None])
+    n_seen = seen.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = (covered & seen).sum(-1) / n_seen
+    return np.where(n_seen > 0, share, 0.0)
+
+
+def _sampson(
+    W: np.ndarray, P: np.ndarray, form: tuple[Sequence[str], str, Mapping[str, float]]
+) -> np.ndarray:
+    """(C, N) Sampson distances |f(p_i)| / ||grad f(p_i)|| of the points P (N, 2) to the
+    curves W (C, n) of a form (module docstring)."""
+    features, response, offset = form
+    m = monomials(P)
+    f = _target(m, response, offset, None) - W @ _columns(m, features, None).T
+    gx = _target(m, response, offset, _DX) - W @ _columns(m, features, _DX).T
+    gy = _target(m, response, offset, _DY) - W @ _columns(m, features, _DY).T
+    return np.abs(f) / np.sqrt(gx * gx + gy * gy + 1e-300)
 
 
 def default_candidates(n: int) -> int:

@@ -265,6 +265,11 @@ def default_candidates(n: int) -> int:
     return 256 * 4 ** max(n - 3, 0)
 
 
+#: Elements of the largest (candidates, points) array the seed makes at once: the
+#: candidates are scored in chunks of CHUNK // points (32 MB of float64 per array).
+CHUNK = 1 << 22
+
+
 #: The bands (x tau) of the least-squares refits of every candidate on its own inliers
 #: before it is scored (LO-RANSAC, Chum, Matas & Kittler 2003, with a shrinking threshold):
 #: a minimal subset on a short arc gives a curve that only touches the rest of its curve;
@@ -362,15 +367,19 @@ def seed_curves(
         ok &= plausible(kind, W, extent, box)
         if not ok.any():
             break
-        Wc = W[ok]
-        for wide in LOCAL_BANDS:  # LO-RANSAC: each candidate refitted on its inliers
-            inl = distance(Wc, left) <= wide * tau
-            Wn = _inlier_lsq(phi[left], t[left], inl)
-            keep = (inl.sum(-1) >= n + 2) & np.isfinite(Wn).all(-1)
-            keep &= plausible(kind, np.where(keep[:, None], Wn, Wc), extent, box)
-            Wc = np.where(keep[:, None], Wn, Wc)
-        score = _score(kind, Wc, P[left], distance(Wc, left) <= tau, tau)
-        w = Wc[int(score.argmax())][None]
+        best, w = -np.inf, None
+        step = max(1, CHUNK // len(left))  # candidates at once: (step, |left|) arrays
+        for lo in range(0, int(ok.sum()), step):
+            Wc = W[ok][lo : lo + step]
+            for wide in LOCAL_BANDS:  # LO-RANSAC: each candidate refitted on its inliers
+                inl = distance(Wc, left) <= wide * tau
+                Wn = _inlier_lsq(phi[left], t[left], inl)
+                keep = (inl.sum(-1) >= n + 2) & np.isfinite(Wn).all(-1)
+                keep &= plausible(kind, np.where(keep[:, None], Wn, Wc), extent, box)
+                Wc = np.where(keep[:, None], Wn, Wc)
+            score = _score(kind, Wc, P[left], distance(Wc, left) <= tau, tau)
+            if float(score.max()) > best:
+                best, w = float(score.max()), Wc[int(score.argmax())][None]
         for _ in range(2):  # least squares on the inliers, inliers again
             inl = left[distance(w, left)[0] <= tau]
             if len(inl) < n + 2:

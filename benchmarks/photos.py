@@ -4,7 +4,8 @@
 
 Photos: ``skimage.data.coins`` (24 coins, ``circles --edges --experts 24``, 4 px), the
 study's eye photo ``1.tif`` (pupil and outer iris, ``circles --edges --experts 2``, 8 px;
-skipped when the study's data are absent) and ``skimage.data.coffee`` (cup rim and saucer
+and with ``--experts 4`` the two specular rings too, 2 px; skipped when the study's data
+are absent) and ``skimage.data.coffee`` (cup rim and saucer
 and inner rims and the saucer's rim, ``conics --edges --experts 3``, 4 px in centre and
 semi-axes). The references and how they were
 measured are those of ``tests/test_photos.py``. Every fit runs as the command line does
@@ -28,7 +29,7 @@ import skimage.data  # noqa: E402
 import pyro_moe  # noqa: E402
 from pyro_moe.files import atomic_write  # noqa: E402
 from pyro_moe.shapes.emprior import emprior_dir  # noqa: E402
-from tests.test_photos import COFFEE, COINS, EYE, _ellipse_gap, _found  # noqa: E402
+from tests.test_photos import COFFEE, COINS, EYE, EYE_SPECULAR, _ellipse_gap, _found  # noqa: E402
 
 
 def _timed(fit, *args, **kw):
@@ -55,6 +56,13 @@ def main() -> None:
         refs = list(EYE.values())
         rows.append({"photo": "eye 1.tif (study)", "K": 2, "tol_px": 8,
                      "found": _found(refs, r.circles(), 8.0), "total": len(refs),
+                     "seconds": dt})  # fmt: skip
+        r, dt = _timed(pyro_moe.fit_circles, root / "1.tif", experts=4, edges=True,
+                       noise_expert=True)  # fmt: skip
+        rings = list(EYE_SPECULAR.values())
+        found = _found(refs, r.circles(), 8.0) + _found(rings, r.circles(), 2.0)
+        rows.append({"photo": "eye 1.tif (study), + specular rings", "K": 4,
+                     "tol_px": "8 / 2", "found": found, "total": len(refs) + len(rings),
                      "seconds": dt})  # fmt: skip
     r, dt = _timed(pyro_moe.fit_conics, skimage.data.coffee(), experts=3, edges=True,
                    noise_expert=True)  # fmt: skip

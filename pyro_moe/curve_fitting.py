@@ -29,7 +29,7 @@ from .result import FitResult
 from .shapes.geometry import FORMS, Geometry, monomials, target_name
 from .shapes.image import image_to_points
 from .shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
-from .shapes.seeding import seed_curves
+from .shapes.seeding import MIN_COVERAGE, coverage, plausible, seed_curves
 
 #: The least height and width of an image given as an array (see :func:`as_points`).
 MIN_IMAGE_SIDE = 4
@@ -250,6 +250,36 @@ def seed_responsibilities(
     return (1.0 - FLOOR) * R + FLOOR / C, beta
 
 
+def plausible_experts(data: CurveData):
+    """For the search: a map from the posterior-mean weights (K, n) in standard units to
+    (K,) booleans, True where an expert's curve is one the picture shows: a curve of its
+    kind in the points' box (:func:`pyro_moe.shapes.seeding.plausible`; for conics a real
+    ellipse of axis ratio >= 1/4, since the double line a thin conic degenerates into fits
+    straight edges to second order) whose visible arcs hold points on at least
+    :data:`~pyro_moe.shapes.seeding.MIN_COVERAGE` of their length
+    (:func:`pyro_moe.shapes.seeding.coverage`: a circle through an iris's texture only
+    crosses it). None for experts of several forms or of a form without a curve kind."""
+    g = data.geometry
+    kind = g.kinds[0]
+    if not g.shared or kind not in FORMS:
+        return None
+    P = data.points.standard
+    box = (P.min(0), P.max(0))
+    extent = float(np.linalg.norm(box[1] - box[0]))
+    form = FORMS[kind]
+    from scipy.spatial import cKDTree
+
+    tau = 2.0 * float(np.median(cKDTree(P).query(P, k=2)[0][:, 1]))
+
+    def check(W: torch.Tensor) -> torch.Tensor:
+        w = W.detach().cpu().numpy().astype(np.float64)[:, : len(form[0])]
+        ok = plausible(kind, w, extent, box)
+        ok &= coverage(P, w, form, kind, tau) >= MIN_COVERAGE
+        return torch.as_tensor(ok, device=W.device)
+
+    return check
+
+
 def fit_curves(
     source,
     *,
@@ -325,12 +355,14 @@ def curve_fit_options(
     """The options of :func:`pyro_moe.fit` that make a fit a curve fit, the one place they
     are set (:func:`fit_curves` and :func:`pyro_moe.select_curves`, which fits each K as
     ``fit_curves`` would): the expert maps, the noise expert's support over the points'
-    bounding box, one noise precision per curve and the search (see :func:`fit_curves`)."""
+    bounding box, one noise precision per curve, the search and what it counts as a
+    plausible curve (:func:`plausible_experts`; see :func:`fit_curves`)."""
     return {
         "maps": data.maps,
         "noise_range": data.noise_range,
         "search": search,
         "per_expert_noise": per_expert_noise,
+        "plausible": plausible_experts(data),
     }
 
 

@@ -90,6 +90,7 @@ def fit(
     scheduler: str | None = None,
     workers: int | None = None,
     collect: bool | None = None,
+    plausible=None,
     **engine_options,
 ) -> FitResult:
     """Fit a model file to a design X (N, n) and targets y (N,).
@@ -146,6 +147,10 @@ def fit(
         collect: gather X, y and q(Z) of distributed data into the result (default: when
             they take at most 1 GiB; otherwise the result's X, y and responsibilities have
             no rows).
+        plausible: for the search, a map from the posterior-mean weights (K, n) to (K,)
+            booleans, True where an expert is a plausible curve of its kind; the search
+            prefers fits with fewer implausible experts (the curve functions pass
+            :func:`pyro_moe.shapes.seeding.plausible` for conic experts).
         engine_options: the engine's own options (e.g. ``prior_var_min``, ``gate_steps``
             for CAVI, ``lr``, ``batch_size`` for SVI), validated with the shared ones
             (:mod:`pyro_moe.engines.options`): an unknown or out-of-range option is an
@@ -211,7 +216,7 @@ def fit(
         weight_scale=weight_scale(X, y) if maps is None and geometry is None else None,
         **hyper,
     )
-    result = engine(model, X, y, config, options, search=search).fit()
+    result = engine(model, X, y, config, options, search=search, plausible=plausible).fit()
     result.geometry = geometry
     return result
 

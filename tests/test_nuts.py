@@ -232,9 +232,10 @@ def test_an_edited_prior_falls_back_to_autograd(tmp_path):
 def test_nuts_fixes_h_at_the_optimum_a_users_fit_reaches():
     """NUTS's CAVI runs with the user's search: on three rings with one shared beta, where
     plain CAVI stops at a worse fixed point and the search escapes it (measured), NUTS's
-    hyperparameters are those of fit_circles(...)'s CAVI, not of the worse one."""
+    hyperparameters are those of fit_circles(...)'s CAVI, not of the worse one. From the
+    engine's restarts (``seeded=False``): the sequential-RANSAC seed starts at the optimum
+    already, and the search then has nothing to do."""
     image, _ = circle_image([(64, 64), (64, 64), (40, 90)], [20, 45, 12], (128, 128))
-    # seeded=False: the sequential-RANSAC start finds all three rings by itself
     common = dict(experts=3, max_points=1000, per_expert_noise=False, seeded=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)

@@ -10,7 +10,11 @@ References were measured independently of pyro_moe's fit:
   80..120 px of a hand-read centre (277, 290), RANSAC + CircleModel (2 px), the mean of the
   two sigmas: (276.8, 288.0), r = 100.0 (the sigmas differ by 3.6 px in x); the outer iris
   boundary from Canny edges (sigma 3) 240..320 px from the pupil centre and 5 px clear of
-  the frame, RANSAC + CircleModel (2 px): (285.7, 281.7), r = 276.5.
+  the frame, RANSAC + CircleModel (2 px): (285.7, 281.7), r = 276.5; the two specular
+  rings (the outer edges of the bright highlights in the pupil) from Canny edges (sigma 2
+  and 3) in bands of 18..30 px and 15..25 px about hand-read centres (326, 282) and
+  (249, 299), RANSAC + CircleModel (1.5 px), the mean of the two sigmas: (325.8, 281.7),
+  r = 24.0 and (248.6, 298.8), r = 19.7 (the sigmas differ by 0.8 px in r).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ COINS = [
     (173.0, 260.6, 27.1), (243.7, 263.4, 23.4), (301.0, 262.8, 24.9), (358.1, 268.5, 21.7),
 ]  # fmt: skip
 EYE = {"pupil": (276.8, 288.0, 100.0), "iris": (285.7, 281.7, 276.5)}
+EYE_SPECULAR = {"bright ring": (325.8, 281.7, 24.0), "faint ring": (248.6, 298.8, 19.7)}
 #: ``skimage.data.coffee``'s rims as (x0, y0, semi-major, semi-minor): RANSAC +
 #: ``EllipseModel`` (1.5 px) on the Canny edges (automatic sigma) within 8 px of an
 #: ellipse read by hand off a plot of the edges. The saucer's rim is cut by the cup and
@@ -148,3 +153,96 @@ def test_the_command_line_passes_edge_sigma(capsys, tmp_path):
         "1": int(canny_edges(gray, 1.0).sum()),
         "4": int(canny_edges(gray, 4.0).sum()),
     }
+
+
+def _inside(shape, centre, axes, angle=0.0) -> np.ndarray:
+    """Pixels (H, W) inside an ellipse of centre (x, y), semi-axes and angle."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = (xx - centre[0]) * c + (yy - centre[1]) * s, (centre[0] - xx) * s + (yy - centre[1]) * c
+    return (u / axes[0]) ** 2 + (v / axes[1]) ** 2 <= 1.0
+
+
+def cup_and_saucer(seed: int = 0):
+    """A rendered cup on a saucer seen at an angle, on a grained table with a straight
+    edge: (gray image, {name: (centre, semi-axes, angle)}) of the cup's outer and inner
+    rims and the saucer's rim (the cup's body hides part of the saucer)."""
+    rng = np.random.default_rng(seed)
+    H, W = 300, 420
+    yy, xx = np.mgrid[:H, :W].astype(np.float64)
+    img = 0.55 + 0.06 * np.sin(xx / 7.0 + 0.4 * np.sin(yy / 23.0)) + 0.03 * rng.normal(size=(H, W))
+    img[yy < 0.45 * xx - 60] = 0.15  # the table's straight edge, dark beyond it
+    rims = {"outer": ((210.0, 110.0), (95.0, 60.0), 0.05),
+            "inner": ((210.0, 110.0), (80.0, 50.0), 0.05),
+            "saucer": ((205.0, 200.0), (160.0, 88.0), 0.05)}  # fmt: skip
+    saucer = _inside((H, W), *rims["saucer"])
+    img[saucer] = 0.35 + 0.1 * (xx / W)[saucer]  # shaded
+    img[_inside((H, W), (210.0, 160.0), (95.0, 60.0), 0.05) & (yy > 110)] = 0.28  # the body
+    img[_inside((H, W), *rims["outer"])] = 0.92
+    inner = _inside((H, W), *rims["inner"])
+    img[inner] = 0.25 + 0.1 * (yy / H)[inner]
+    return np.clip(img + 0.02 * rng.normal(size=(H, W)), 0, 1), rims
+
+
+def eye_like(seed: int = 0):
+    """A rendered eye: a textured iris (radial fibres) on a bright sclera, a dark pupil and
+    two small bright highlights in it: (gray image, [(x0, y0, r)] of iris, pupil and the
+    two highlights)."""
+    rng = np.random.default_rng(seed)
+    H, W = 420, 440
+    yy, xx = np.mgrid[:H, :W].astype(np.float64)
+    img = 0.8 + 0.02 * rng.normal(size=(H, W))
+    iris, pupil = (222.0, 205.0, 150.0), (215.0, 212.0, 58.0)
+    spec = [(240.0, 195.0, 14.0), (190.0, 226.0, 9.0)]
+    rad = np.hypot(xx - iris[0], yy - iris[1])
+    fibres = np.sin(60 * np.arctan2(yy - iris[1], xx - iris[0]) + 3 * rng.normal())
+    fibres = 0.45 + 0.08 * fibres * np.cos(rad / 6.0) + 0.05 * rng.normal(size=(H, W))
+    img[rad <= iris[2]] = fibres[rad <= iris[2]]
+    img[np.hypot(xx - pupil[0], yy - pupil[1]) <= pupil[2]] = 0.08
+    for (x, y, r), level in zip(spec, (0.97, 0.7), strict=True):
+        img[np.hypot(xx - x, yy - y) <= r] = level
+    return np.clip(img + 0.01 * rng.normal(size=(H, W)), 0, 1), [iris, pupil, *spec]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_rendered_cup_and_saucer_gives_both_rims_not_the_table_edge(seed):
+    img, rims = cup_and_saucer(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        conics = pyro_moe.fit_conics(img, experts=3, edges=True, noise_expert=True).conics()
+    for name in ("outer", "inner"):
+        (x, y), (a, b), _ = rims[name]
+        assert min(_ellipse_gap((x, y, a, b), c) for c in conics) <= 2.0, (name, conics)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_rendered_eye_k4_gives_pupil_iris_and_both_highlights(seed):
+    img, truth = eye_like(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        circles = pyro_moe.fit_circles(img, experts=4, edges=True, noise_expert=True).circles()
+    assert _found(truth, circles, 2.0) == 4, circles
+
+
+@pytest.mark.slow
+def test_the_eye_photo_k4_adds_both_specular_rings():
+    root = emprior_dir()
+    path = root / "1.tif" if root is not None else None
+    if path is None or not path.exists():
+        pytest.skip("the study's eye photo 1.tif is absent")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        circles = pyro_moe.fit_circles(path, experts=4, edges=True, noise_expert=True).circles()
+    assert _found(list(EYE.values()), circles, 8.0) == 2, circles
+    assert _found(list(EYE_SPECULAR.values()), circles, 2.0) == 2, circles
+
+
+@pytest.mark.slow
+def test_coffee_gives_both_cup_rims_within_4_px():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        conics = pyro_moe.fit_conics(data.coffee(), experts=3, edges=True,
+                                     noise_expert=True).conics()  # fmt: skip
+    for name in ("cup outer rim", "cup inner rim"):
+        assert min(_ellipse_gap(COFFEE[name], c) for c in conics) <= 4.0, (name, conics)

@@ -73,3 +73,32 @@ def test_a_single_expert_is_never_searched():
     img, _ = circle_image([(40.0, 45.0)], [20.0], (100, 100))
     r = pyro_moe.fit_circles(img, experts=1)
     assert r.search is None
+
+
+def test_the_search_prefers_fewer_implausible_experts_to_a_higher_objective():
+    """With ``plausible``, the order is (implausible experts, F): a rule that calls every
+    circle of r < 15 px implausible makes the search trade the true small ring for any
+    fit without one, though F drops."""
+    centres = [(40.0, 45.0), (110.0, 60.0), (60.0, 110.0)]
+    img, _ = circle_image(centres, [10.0, 25.0, 30.0], (150, 160), outlier_fraction=0.3)
+    data = curve_data(img, 3)
+    fit = dict(experts=3, geometry=data.geometry, noise_expert=True, n_init=1,
+               noise_range=data.noise_range)  # fmt: skip
+    start = pyro_moe.fit_circles(img, experts=3, search=False, noise_expert=True)
+    assert min(c.r for c in start.circles()) < 15
+
+    def refit(R, max_iter=None):
+        opts = {} if max_iter is None else {"max_iter": max_iter}
+        return pyro_moe.fit("mixture_of_models", data.X, data.y, responsibilities=R, **fit,
+                            **opts)  # fmt: skip
+
+    def plausible(W):
+        st = data.geometry.standardization
+        r2 = W[:, 2] + 0.25 * (W[:, 0] ** 2 + W[:, 1] ** 2)
+        return r2.clamp_min(0).sqrt() * st.scale >= 15.0
+
+    best, report = search(start, refit, plausible=plausible)
+    assert report.accepted >= 1 and bool(plausible(best.mean).all())
+    assert best.objective < start.objective  # a lower F, bought with plausibility
+    unchanged, _ = search(start, refit)  # without the rule: nothing to gain
+    assert unchanged.objective >= start.objective

@@ -41,3 +41,44 @@ def test_two_ellipses_and_too_few_points():
     assert (labels[:300] == labels[0]).mean() > 0.95 and (labels[300:] == labels[300]).mean() > 0.95
     assert labels[0] != labels[300]
     assert (seed_curves(xy[:5], 1, FORMS["conic"], "conic") == -1).all()  # fewer than n + 2
+
+
+def _conic_w(centre, axes, angle) -> np.ndarray:
+    """The conic-form weights (x^2 = w . [xy, yy, x, y, 1]) of an ellipse."""
+    c, s = np.cos(angle), np.sin(angle)
+    R = np.array([[c, -s], [s, c]])
+    Q = R @ np.diag([1 / axes[0] ** 2, 1 / axes[1] ** 2]) @ R.T
+    p = np.asarray(centre, dtype=np.float64)
+    coef = np.array([2 * Q[0, 1], Q[1, 1], *(-2 * Q @ p), p @ Q @ p - 1]) / Q[0, 0]
+    return -coef
+
+
+def test_an_ellipse_is_plausible_and_its_degenerations_are_not():
+    from pyro_moe.shapes.seeding import MIN_AXIS_RATIO, _centres, plausible
+
+    w = _conic_w((1.0, 2.0), (3.0, 1.0), 0.3)
+    np.testing.assert_allclose(_centres("conic", w[None])[0], [1.0, 2.0], atol=1e-12)
+    assert plausible("conic", w[None], 10.0)[0]
+    assert not plausible("conic", w[None], 2.9)[0]  # wider than the picture
+    assert not plausible("conic", w[None], 10.0, ((2.0, 0.0), (5.0, 5.0)))[0]  # centre outside
+    thin = _conic_w((1.0, 2.0), (3.0, 0.99 * MIN_AXIS_RATIO * 3.0), 0.3)
+    assert not plausible("conic", thin[None], 10.0)[0]
+    double_line = np.array([2.0, -1.0, 0.0, 0.0, 0.0])  # (x - y)^2 = 0
+    hyperbola = np.array([0.0, 1.0, 0.0, 0.0, 1.0])  # x^2 - y^2 = 1
+    assert not plausible("conic", np.stack([double_line, hyperbola]), 10.0).any()
+
+
+def test_coverage_tells_a_traced_curve_from_one_that_crosses_texture():
+    from pyro_moe.shapes.seeding import coverage
+
+    rng = np.random.default_rng(0)
+    ring = ellipse_points((50.0, 50.0), (20.0, 20.0), 0.0, 400, seed=0)
+    texture = rng.uniform(0, 100, (1500, 2))
+    P = np.vstack([ring, texture])
+    on = np.array([100.0, 100.0, 400.0 - 2 * 2500.0])  # the ring: w = (2 x0, 2 y0, r^2 - |c|^2)
+    off = np.array([80.0, 100.0, 900.0 - 1600.0 - 2500.0])  # r = 30 about (40, 50)
+    share = coverage(P, np.stack([on, off]), FORMS["circle"], "circle", tau=1.0)
+    assert share[0] > 0.95 and share[1] < 0.5
+    # a ring cut by the frame is judged on its visible arcs only
+    half = ring[ring[:, 0] <= 50.0]
+    assert coverage(half, on, FORMS["circle"], "circle", tau=1.0)[0] > 0.9

@@ -367,14 +367,12 @@ def add_curve_options(p: argparse.ArgumentParser, design: str) -> None:
         metavar="K",
         help="largest K tried by --experts auto",
     )
-    on = design == "circle"
     p.add_argument(
         "--noise-expert",
         action=argparse.BooleanOptionalAction,
-        default=True if on else None,
+        default=True,
         help="add a uniform background component for stray pixels (outliers) and print "
-        "the outlier share; --no-noise-expert: every point belongs to a curve"
-        + ("" if on else " (default: the model file's SETTINGS['noise_expert'])"),
+        "the outlier share; --no-noise-expert: every point belongs to a curve",
     )
 
 

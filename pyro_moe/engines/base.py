@@ -22,7 +22,7 @@ import dataclasses
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -142,8 +142,11 @@ class Engine:
         options: Options,
         *,
         search: bool = False,
+        plausible: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.model, self.X, self.y, self.config, self.options = model, X, y, config, options
+        #: which experts' weights (K, n) are plausible curves, for the search (None: all)
+        self.plausible = plausible
         #: after the restarts, search the fixed points (:meth:`search_fixed_points`); an
         #: engine that is not :attr:`variational` passes it to the fit it makes inside
         self.search = search
@@ -212,7 +215,9 @@ class Engine:
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 return engine(self.model, self.X, self.y, self.config, opts).fit()
 
-        best, report = search_fixed_points(result, refit, seed=self.options.seed)
+        best, report = search_fixed_points(
+            result, refit, seed=self.options.seed, plausible=self.plausible
+        )
         if report.accepted and not best.converged:
             warnings.warn(
                 f"{self.name.upper()} did not converge in max_iter={self.options.max_iter} "

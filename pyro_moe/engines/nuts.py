@@ -280,7 +280,13 @@ class NUTS(Engine):
         )
         try:  # with the search a user's fit makes (fit_curves turns it on)
             return CAVI(
-                self.model, self.X, self.y, self.config, cavi_opts, search=self.search
+                self.model,
+                self.X,
+                self.y,
+                self.config,
+                cavi_opts,
+                search=self.search,
+                plausible=self.plausible,
             ).fit()
         except NonConjugateError:
             pass  # a non-conjugate prior (Laplace, Student-t on w): SVI's fit instead

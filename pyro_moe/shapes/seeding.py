@@ -7,23 +7,25 @@ The start below finds the curves one at a time (sequential RANSAC, Fischler & Bo
 Zuliani, Kenney & Manjunath 2005), and the mixture then refines them all jointly, so the
 result is still the fixed point that the model defines, only reached from a better start.
 
-For each curve, ``candidates`` minimal subsets of the form (n points for n features) are
-drawn *locally* (Myatt et al. 2002, NAPSAC): an anchor point at random among the points not
-yet explained, the other n - 1 at random among its k nearest neighbours, k cycling over
-:data:`NEIGHBOURS` (so the scale follows the points' density, and a small curve among
-many is drawn as often as a large one). Each subset is solved exactly, and scored by its
-inliers (weighted by the share of :data:`ARCS` arcs about the curve's centre
-that they cover, for circles and ellipses: a circle tangent to several coins has many
-inliers on few arcs): the points within ``tau`` of the curve in the Sampson (first-order geometric)
-distance
+For each curve, ``candidates`` (:func:`default_candidates`) minimal subsets of the form
+(n points for n features) are drawn *locally* (Myatt et al. 2002, NAPSAC): an anchor point
+at random among the points not yet explained, the other n - 1 at random among its k nearest
+neighbours, k cycling over :data:`NEIGHBOURS` (so the scale follows the points' density,
+and a small curve among many is drawn as often as a large one). Each subset is solved
+exactly, refitted by least squares on its inliers in shrinking bands (:data:`LOCAL_BANDS`,
+LO-RANSAC), and scored by its inliers times the share of the arcs about the curve's centre
+that they cover (circles and ellipses, :func:`_score`: a circle tangent to several coins
+has many inliers on few arcs). The inliers are the points within ``tau`` of the curve in
+the Sampson (first-order geometric) distance
 
 $$ d_i = \\frac{|f(p_i)|}{\\lVert\\nabla f(p_i)\\rVert}, \\qquad
    f(p) = t(p) - w^\\top \\phi(p), $$
 
 where t and phi are the form's target and features (monomials of p). Candidates that are
-not their kind of curve inside the picture (a circle of r^2 <= 0 or wider than the points'
-extent; a conic that is not an ellipse) are dropped. The best one is refitted by least
-squares on its inliers (twice, inliers recomputed each time), its inliers are removed,
+not their kind of curve inside the picture (:func:`plausible`: a circle of r^2 <= 0 or wider
+than the points' extent; a conic that is not a real ellipse of axis ratio at least
+:data:`MIN_AXIS_RATIO` centred in the points' box) are dropped. The best one is refitted by
+least squares on its inliers (twice, inliers recomputed each time), its inliers are removed,
 and the next curve is drawn from what is left. ``tau`` is 2 x the median distance from a
 point to its nearest neighbour (2 px on an edge map of 1-px spacing).
 """
@@ -36,7 +38,17 @@ import numpy as np
 
 from .geometry import monomials
 
-__all__ = ["NEIGHBOURS", "seed_curves"]
+__all__ = [
+    "ARCS",
+    "MAX_ARCS",
+    "MIN_AXIS_RATIO",
+    "MIN_COVERAGE",
+    "NEIGHBOURS",
+    "coverage",
+    "default_candidates",
+    "plausible",
+    "seed_curves",
+]
 
 #: The sizes (nearest neighbours of the anchor) of the neighbourhoods the minimal subsets
 #: are drawn from; larger than the point set: the whole set.
@@ -62,14 +74,65 @@ def _target(m, response: str, offset: Mapping[str, float], d: dict | None) -> np
     return cols @ np.array([1.0, *offset.values()])
 
 
-def _plausible(kind: str | None, W: np.ndarray, extent: float) -> np.ndarray:
-    """(C,) True where a candidate's weights are a real curve of its kind in the picture."""
-    if kind == "circle":  # w = (2 x0, 2 y0, r^2 - x0^2 - y0^2)
+#: The least minor / major semi-axis ratio of a plausible ellipse: a round rim seen up to
+#: arccos(1/4) = 75.5 degrees from its normal. Below it, the algebraic target cannot tell an
+#: ellipse from the double line it degenerates into (:func:`plausible`).
+MIN_AXIS_RATIO = 0.25
+
+
+def plausible(kind: str | None, W: np.ndarray, extent: float, box=None) -> np.ndarray:
+    """(C,) True where a candidate's weights W (C, n) are a real curve of its kind in the
+    picture (``extent``: the diagonal of the points' box; ``box``: its corners ((x, y) lo,
+    (x, y) hi), or None).
+
+    A circle, w = (2 x0, 2 y0, r^2 - x0^2 - y0^2): r^2 > 0 and r <= extent. A conic,
+    x^2 = B'xy + C'y^2 + D'x + E'y + F', i.e. f(p) = p^T Q p + ... = 0 with
+    Q = [[1, -B'/2], [-B'/2, -C']]: an ellipse (Q positive definite, B'^2 + 4 C' < 0), real
+    (f(c) < 0 at its centre c), with semi-axes a >= b, a^2 = -f(c) / lambda_min(Q),
+    b / a = sqrt(lambda_min / lambda_max) >= :data:`MIN_AXIS_RATIO`, a <= extent, and its
+    centre inside ``box``. Why the ratio: the noise of the target x^2 about a conic is
+    |grad f| times the distance in pixels, and on an ellipse |grad f| spans the factor a / b;
+    as b / a -> 0 the ellipse becomes the double line (x - a y - c)^2 = 0, which fits any
+    straight edge to second order (|grad f| = 0 on it), so a straight table edge "explains"
+    its points far better than any rim (measured on ``skimage.data.coffee``: the search
+    moved from the rims, F = -5363, to thin ellipses and hyperbolas along the table's
+    edges, F = -1737).
+    """
+    a, b = _semi_axes(kind, W)
+    if a is None:
+        return np.isfinite(W).all(-1)
+    with np.errstate(invalid="ignore"):
+        ok = (b > 0) & (a <= extent)
+        if kind == "conic":
+            ok &= b >= MIN_AXIS_RATIO * a
+    if kind == "conic" and box is not None:
+        c = _centres(kind, W)
+        lo, hi = np.asarray(box[0]), np.asarray(box[1])
+        ok &= (c >= lo).all(-1) & (c <= hi).all(-1)
+    return ok
+
+
+def _semi_axes(kind: str | None, W: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(a, b) (C,) each: the semi-axes a >= b of circles (a = b = r) and ellipses (see
+    :func:`plausible`), NaN where a candidate is not a real one; (None, None) for other
+    kinds."""
+    if kind == "circle":
         r2 = W[:, 2] + 0.25 * (W[:, 0] ** 2 + W[:, 1] ** 2)
-        return (r2 > 0) & (r2 <= extent**2)
-    if kind == "conic":  # x^2 - B'xy - C'y^2 - ... = 0 is an ellipse iff B'^2 + 4 C' < 0
-        return W[:, 0] ** 2 + 4.0 * W[:, 1] < 0
-    return np.isfinite(W).all(-1)
+        r = np.sqrt(np.where(r2 > 0, r2, np.nan))
+        return r, r
+    if kind != "conic":
+        return None, None
+    B, Cc = W[:, 0], W[:, 1]
+    centre = _centres(kind, W)
+    x, y = centre[:, 0], centre[:, 1]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        f_c = x * x - B * x * y - Cc * y * y - W[:, 2] * x - W[:, 3] * y - W[:, 4]
+        half = np.sqrt(0.25 * (1.0 + Cc) ** 2 + 0.25 * B**2)  # eigenvalues of Q: m +- half
+        lam_min, lam_max = 0.5 * (1.0 - Cc) - half, 0.5 * (1.0 - Cc) + half
+        real = (lam_min > 0) & (f_c < 0)
+        a = np.sqrt(np.where(real, -f_c / lam_min, np.nan))
+        b = np.sqrt(np.where(real, -f_c / lam_max, np.nan))
+    return a, b
 
 
 def _centres(kind: str | None, W: np.ndarray) -> np.ndarray | None:
@@ -80,24 +143,160 @@ def _centres(kind: str | None, W: np.ndarray) -> np.ndarray | None:
         B, Cc, D, E = W[:, 0], W[:, 1], W[:, 2], W[:, 3]
         det = -4.0 * Cc - B * B
         det = np.where(np.abs(det) > 1e-300, det, 1e-300)
-        return np.column_stack([(-2.0 * Cc * D - B * E) / det, (2.0 * E + B * D) / det])
+        return np.column_stack([(B * E - 2.0 * Cc * D) / det, (2.0 * E + B * D) / det])
     return None
 
 
-def _score(kind: str | None, W: np.ndarray, P: np.ndarray, inlier: np.ndarray) -> np.ndarray:
-    """(C,) inliers x the share of the :data:`ARCS` arcs about the centre they cover
-    (closed curves; the count alone for others). A circle through the rims of several
-    coins collects many inliers, but only on a few short arcs."""
+#: The most arcs a candidate's coverage is counted on (see :func:`_score`).
+MAX_ARCS = 1024
+
+
+def _arc_counts(kind: str | None, W: np.ndarray, tau: float) -> np.ndarray:
+    """(C,) arcs of a closed curve: max(:data:`ARCS`, L / (2 tau)) for a perimeter L
+    (Ramanujan's, for an ellipse), at most :data:`MAX_ARCS`."""
+    a, b = _semi_axes(kind, W)
+    with np.errstate(invalid="ignore"):
+        L = np.pi * (3.0 * (a + b) - np.sqrt((3.0 * a + b) * (a + 3.0 * b)))
+    return np.clip(np.nan_to_num(L / (2.0 * tau), nan=ARCS), ARCS, MAX_ARCS).astype(np.int64)
+
+
+def _covered(
+    kind: str | None, W: np.ndarray, P: np.ndarray, inlier: np.ndarray, tau: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(covered (C, MAX_ARCS) booleans, arcs (C,)): which of each closed curve's arcs (equal
+    angles about its centre, :func:`_arc_counts`) hold one of its inliers."""
+    centre = _centres(kind, W)
+    arcs = _arc_counts(kind, W, tau)
+    ang = np.arctan2(P[None, :, 1] - centre[:, 1:2], P[None, :, 0] - centre[:, 0:1])
+    arc = np.minimum(((ang + np.pi) / (2 * np.pi) * arcs[:, None]).astype(np.int64),
+                     arcs[:, None] - 1)  # fmt: skip
+    flat = (np.arange(len(W))[:, None] * MAX_ARCS + arc)[inlier]
+    covered = np.zeros(len(W) * MAX_ARCS, dtype=bool)
+    covered[flat] = True
+    return covered.reshape(len(W), MAX_ARCS), arcs
+
+
+def _score(
+    kind: str | None, W: np.ndarray, P: np.ndarray, inlier: np.ndarray, tau: float
+) -> np.ndarray:
+    """(C,) inliers x the share of the arcs about the centre that they cover (closed
+    curves; the count alone for others). A circle through the rims of several coins
+    collects many inliers, but only on a few short arcs. A curve of perimeter L is cut into
+    max(:data:`ARCS`, L / (2 tau)) equal angles (at most :data:`MAX_ARCS`): arcs about one
+    band width long, so a large ellipse that crosses many edges of the clutter, touching
+    each of 36 wide arcs somewhere, covers only the short stretches where it runs along
+    them, while a real curve, traced all round, covers nearly all."""
     count = inlier.sum(-1).astype(np.float64)
+    if _centres(kind, W) is None:
+        return count
+    covered, arcs = _covered(kind, W, P, inlier, tau)
+    return count * covered.sum(-1) / arcs
+
+
+#: The least share of the visible arcs of its curve that an expert's points must cover
+#: (:func:`coverage`) for the curve to be one that the picture shows.
+MIN_COVERAGE = 0.5
+
+
+def coverage(
+    points: np.ndarray,
+    W: np.ndarray,
+    form: tuple[Sequence[str], str, Mapping[str, float]],
+    kind: str | None,
+    tau: float | None = None,
+) -> np.ndarray:
+    """(C,) the share of each closed curve's *visible* arcs (those whose midpoint lies in
+    the points' box, widened by ``tau``) that hold a point within ``tau`` of it (Sampson
+    distance; None: 2 x the median nearest-neighbour spacing, as the seed's). 1 for other
+    kinds. The arcs are those of :func:`_score`, about one band width long, so a circle
+    through an iris's texture, which only crosses its fibres, covers a small share, and a
+    ring cut by the frame is judged on the part inside it."""
+    P = np.asarray(points, dtype=np.float64)
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
     centre = _centres(kind, W)
     if centre is None:
-        return count
-    ang = np.arctan2(P[None, :, 1] - centre[:, 1:2], P[None, :, 0] - centre[:, 0:1])
-    arc = np.clip(((ang + np.pi) / (2 * np.pi) * ARCS).astype(np.int64), 0, ARCS - 1)
-    flat = (np.arange(len(W))[:, None] * ARCS + arc)[inlier]
-    covered = np.zeros(len(W) * ARCS, dtype=bool)
-    covered[flat] = True
-    return count * covered.reshape(len(W), ARCS).mean(-1)
+        return np.ones(len(W))
+    if tau is None:
+        from scipy.spatial import cKDTree
+
+        tau = 2.0 * float(np.median(cKDTree(P).query(P, k=2)[0][:, 1]))
+    inlier = _sampson(W, P, form) <= tau
+    covered, arcs = _covered(kind, W, P, inlier, tau)
+    j = np.arange(MAX_ARCS)[None, :]
+    theta = (j + 0.5) / arcs[:, None] * 2.0 * np.pi - np.pi
+    u = np.stack([np.cos(theta), np.sin(theta)], -1)  # (C, MAX_ARCS, 2)
+    if kind == "circle":
+        rho = _semi_axes(kind, W)[0][:, None]
+    else:  # rho^2 u^T Q u = -f(c), Q = [[1, -B'/2], [-B'/2, -C']]
+        B, Cc = W[:, 0:1], W[:, 1:2]
+        quad = u[..., 0] ** 2 - B * u[..., 0] * u[..., 1] - Cc * u[..., 1] ** 2
+        x, y = centre[:, 0], centre[:, 1]
+        f_c = x * x - W[:, 0] * x * y - W[:, 1] * y * y - W[:, 2] * x - W[:, 3] * y - W[:, 4]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.sqrt(-f_c[:, None] / quad)
+    mid = centre[:, None, :] + rho[..., None] * u
+    lo, hi = P.min(0) - tau, P.max(0) + tau
+    seen = (mid >= lo).all(-1) & (mid <= hi).all(-1) & (j < arcs[:, None])
+    n_seen = seen.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = (covered & seen).sum(-1) / n_seen
+    return np.where(n_seen > 0, share, 0.0)
+
+
+def _sampson(
+    W: np.ndarray, P: np.ndarray, form: tuple[Sequence[str], str, Mapping[str, float]]
+) -> np.ndarray:
+    """(C, N) Sampson distances |f(p_i)| / ||grad f(p_i)|| of the points P (N, 2) to the
+    curves W (C, n) of a form (module docstring)."""
+    features, response, offset = form
+    m = monomials(P)
+    f = _target(m, response, offset, None) - W @ _columns(m, features, None).T
+    gx = _target(m, response, offset, _DX) - W @ _columns(m, features, _DX).T
+    gy = _target(m, response, offset, _DY) - W @ _columns(m, features, _DY).T
+    return np.abs(f) / np.sqrt(gx * gx + gy * gy + 1e-300)
+
+
+def default_candidates(n: int) -> int:
+    """Minimal subsets drawn per curve for a form of n features: 256 x 8^(n - 3) (256 for a
+    circle, 16384 for a conic). A subset is good when all n points lie on one curve, which
+    grows rarer about geometrically in n. Measured on ``skimage.data.coffee`` (K = 3
+    conics; both rims within 4 px, on the photo, the photo scaled by 0.75 and by 0.5, and
+    cropped by 100 columns): 4096 subsets solved 1 of those 4, 8192 2, 16384 3 (the crop's
+    outer rim stays 10 px off), at about 20 s a fit against 5 s (2 noisy cores); the
+    mirrored photo is solved by 4096 and by 16384."""
+    return 256 * 8 ** max(n - 3, 0)
+
+
+#: Elements of the largest (candidates, points) array the seed makes at once: the
+#: candidates are scored in chunks of CHUNK // points (32 MB of float64 per array).
+CHUNK = 1 << 22
+
+
+#: The candidates of the best raw scores that are refitted (:data:`LOCAL_BANDS`) before
+#: the best is chosen.
+LOCAL_TOP = 512
+
+
+#: The bands (x tau) of the least-squares refits of every candidate on its own inliers
+#: before it is scored (LO-RANSAC, Chum, Matas & Kittler 2003, with a shrinking threshold):
+#: a minimal subset on a short arc gives a curve that only touches the rest of its curve;
+#: refitted on the points of a wide band it moves onto it.
+LOCAL_BANDS = (4.0, 2.0, 1.0)
+
+
+def _inlier_lsq(phi: np.ndarray, t: np.ndarray, inlier: np.ndarray) -> np.ndarray:
+    """(C, n): for each candidate c, the least-squares w of t ~ phi w on its inliers
+    (``inlier`` (C, N)): (phi^T D_c phi) w = phi^T D_c t, all candidates at once; NaN where
+    the system is singular."""
+    N, n = phi.shape
+    D = inlier.astype(np.float64)
+    G = (D @ (phi[:, :, None] * phi[:, None, :]).reshape(N, n * n)).reshape(-1, n, n)
+    h = D @ (phi * t[:, None])
+    out = np.full((len(D), n), np.nan)
+    good = np.linalg.cond(G) < 1e12
+    if good.any():
+        out[good] = np.linalg.solve(G[good], h[good][..., None])[..., 0]
+    return out
 
 
 def seed_curves(
@@ -107,12 +306,13 @@ def seed_curves(
     kind: str | None,
     *,
     seed: int = 0,
-    candidates: int = 256,
+    candidates: int | None = None,
     tau: float | None = None,
 ) -> np.ndarray:
     """Labels (N,) of a sequential-RANSAC start: the curve 0..K-1 each point starts on, or
     -1 for a point no curve explains (module docstring). ``points`` (N, 2) in the units
-    the fit uses; ``form`` = (features, response, offset) of the experts' shared form."""
+    the fit uses; ``form`` = (features, response, offset) of the experts' shared form.
+    ``candidates`` per curve (None: :func:`default_candidates`)."""
     from scipy.spatial import cKDTree
 
     features, response, offset = form
@@ -121,12 +321,15 @@ def seed_curves(
     labels = np.full(N, -1)
     if N < n + 2:
         return labels
+    if candidates is None:
+        candidates = default_candidates(n)
     rng = np.random.default_rng(seed)
     m = monomials(P)
     phi, t = _columns(m, features, None), _target(m, response, offset, None)
     phx, tx = _columns(m, features, _DX), _target(m, response, offset, _DX)
     phy, ty = _columns(m, features, _DY), _target(m, response, offset, _DY)
     extent = float(np.linalg.norm(P.max(0) - P.min(0)))
+    box = (P.min(0), P.max(0))
     tree = cKDTree(P)
     if tau is None:
         nn = tree.query(P, k=2)[0][:, 1]
@@ -168,17 +371,34 @@ def seed_curves(
         ok = np.abs(np.linalg.det(A)) > 1e-12
         W = np.zeros((candidates, n))
         W[ok] = np.linalg.solve(A[ok], b[ok][..., None])[..., 0]
-        ok &= _plausible(kind, W, extent)
+        ok &= plausible(kind, W, extent, box)
         if not ok.any():
             break
-        score = _score(kind, W[ok], P[left], distance(W[ok], left) <= tau)
-        w = W[ok][int(score.argmax())][None]
+        Wok = W[ok]
+        step = max(1, CHUNK // len(left))  # candidates at once: (step, |left|) arrays
+        raw = np.concatenate([
+            _score(kind, Wok[lo : lo + step], P[left], distance(Wok[lo : lo + step], left) <= tau, tau)
+            for lo in range(0, len(Wok), step)
+        ])  # fmt: skip
+        top = Wok[np.argsort(-raw, kind="stable")[:LOCAL_TOP]]
+        best, w = -np.inf, None
+        for lo in range(0, len(top), step):
+            Wc = top[lo : lo + step]
+            for wide in LOCAL_BANDS:  # LO-RANSAC: each candidate refitted on its inliers
+                inl = distance(Wc, left) <= wide * tau
+                Wn = _inlier_lsq(phi[left], t[left], inl)
+                keep = (inl.sum(-1) >= n + 2) & np.isfinite(Wn).all(-1)
+                keep &= plausible(kind, np.where(keep[:, None], Wn, Wc), extent, box)
+                Wc = np.where(keep[:, None], Wn, Wc)
+            score = _score(kind, Wc, P[left], distance(Wc, left) <= tau, tau)
+            if float(score.max()) > best:
+                best, w = float(score.max()), Wc[int(score.argmax())][None]
         for _ in range(2):  # least squares on the inliers, inliers again
             inl = left[distance(w, left)[0] <= tau]
             if len(inl) < n + 2:
                 break
             w_new = lsq(inl)
-            if not _plausible(kind, w_new, extent)[0]:
+            if not plausible(kind, w_new, extent, box)[0]:
                 break
             w = w_new
         inl = left[distance(w, left)[0] <= tau]

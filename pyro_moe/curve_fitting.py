@@ -327,26 +327,42 @@ def fit_curves(
         source, experts, design=design, model=model, max_points=max_points, seed=seed,
         image_options=image_options, allow_mixed_targets=allow_mixed_targets,
     )  # fmt: skip
-    if seeded and fit_options.get("responsibilities") is None and "init" not in fit_options:
-        settings = load_model(model).settings
-        noise = fit_options.get("noise_expert")
-        if noise is None:
-            noise = bool(settings.get("noise_expert", False))
-        start = seed_responsibilities(data, noise_expert=noise, seed=seed)
-        if start is not None:
-            R, beta = start
-            fit_options = {**fit_options, "responsibilities": R}
-            # the seeded precisions are a starting value: only where beta is learned
-            learned = "noise_precision" in learn_set(
-                fit_options.get("learn", settings.get("learn"))
-            )
-            if fit_options.get("noise_precision") is None and per_expert_noise and learned:
-                fit_options["noise_precision"] = beta
+    if seeded:
+        fit_options = {
+            **fit_options,
+            **seeded_start(data, model, fit_options, per_expert_noise=per_expert_noise, seed=seed),
+        }
     return fit(
         model, data.X, data.y, experts=data.experts, seed=seed, geometry=data.geometry,
         **curve_fit_options(data, search=search, per_expert_noise=per_expert_noise),
         **fit_options,
     )  # fmt: skip
+
+
+def seeded_start(
+    data: CurveData, model, fit_options: dict, *, per_expert_noise: bool = True, seed: int = 0
+) -> dict:
+    """The options that start a curve fit from :func:`seed_responsibilities` (the one place
+    :func:`fit_curves` and :func:`pyro_moe.select_curves` make them): ``responsibilities``,
+    and the seeded noise precisions where beta is learned per expert (a starting value).
+    Empty when ``fit_options`` give ``responsibilities`` or ``init``, or when no seed is
+    made (experts of several forms)."""
+    if fit_options.get("responsibilities") is not None or "init" in fit_options:
+        return {}
+    settings = load_model(model).settings
+    noise = fit_options.get("noise_expert")
+    if noise is None:
+        noise = bool(settings.get("noise_expert", False))
+    start = seed_responsibilities(data, noise_expert=noise, seed=seed)
+    if start is None:
+        return {}
+    R, beta = start
+    out: dict = {"responsibilities": R}
+    # the seeded precisions are a starting value: only where beta is learned
+    learned = "noise_precision" in learn_set(fit_options.get("learn", settings.get("learn")))
+    if fit_options.get("noise_precision") is None and per_expert_noise and learned:
+        out["noise_precision"] = beta
+    return out
 
 
 def curve_fit_options(

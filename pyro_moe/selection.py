@@ -47,7 +47,9 @@ says so).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .curve_fitting import curve_data, curve_fit_options
+from .curve_fitting import curve_data, curve_fit_options, seeded_start
 from .errors import InputError
 from .fitting import fit
 from .model_file import Model
@@ -428,6 +430,7 @@ def select_experts(
     min_separation: float = 2.0,
     duplicate_sd: float = 1.0,
     geometry: Geometry | None = None,
+    start: Callable[[int], dict] | None = None,
     **fit_kwargs: Any,
 ) -> Selection:
     """Fit K = ``min_experts`` .. ``max_experts`` and choose K by the ELBO.
@@ -440,7 +443,8 @@ def select_experts(
     ``fit_kwargs`` go to :func:`pyro_moe.fit` for every K (method, seed, learn,
     noise_expert, priors, ...). ``experts`` may not be among them. ``geometry``: the
     curve geometry of one expert's form (:mod:`pyro_moe.curve_fitting`), repeated K times
-    for the fit with K experts.
+    for the fit with K experts. ``start``: K -> extra options of the fit with K experts
+    (its starting point; :func:`select_curves` passes the curve fits' seeded start).
     """
     if "experts" in fit_kwargs:
         raise InputError("select_experts chooses the number of experts; do not pass experts=")
@@ -468,7 +472,8 @@ def select_experts(
     table: list[dict[str, Any]] = []
     for K in range(int(min_experts), max_experts + 1):
         g = geometry.repeated(K) if geometry is not None else None
-        res = fit(model, X, y, experts=K, n_init=n_init, geometry=g, **fit_kwargs)
+        extra = start(K) if start is not None else {}
+        res = fit(model, X, y, experts=K, n_init=n_init, geometry=g, **fit_kwargs, **extra)
         results[K] = res
         distinct, note = distinct_experts(
             res, min_share=min_share, min_separation=min_separation, duplicate_sd=duplicate_sd
@@ -541,11 +546,18 @@ def select_curves(
         source, 1, design=design, model=model, max_points=max_points, seed=seed,
         image_options=image_options,
     )  # fmt: skip
+    per_expert_noise = options.pop("per_expert_noise", True)
     curve = curve_fit_options(
-        data,
-        search=options.pop("search", True),
-        per_expert_noise=options.pop("per_expert_noise", True),
+        data, search=options.pop("search", True), per_expert_noise=per_expert_noise
     )
+    seeded = options.pop("seeded", True)
+
+    def start(K: int) -> dict:  # each K starts where fit_curves would start it
+        if not seeded:
+            return {}
+        data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
+        return seeded_start(data_k, model, options, per_expert_noise=per_expert_noise, seed=seed)
+
     return select_experts(
         model,
         data.X,
@@ -554,6 +566,7 @@ def select_curves(
         min_experts=min_experts,
         seed=seed,
         geometry=data.geometry,
+        start=start,
         **curve,
         **options,
     )

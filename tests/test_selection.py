@@ -177,3 +177,26 @@ def test_two_groups_tells_two_rings_from_one_noisy_ring():
     split = two_groups(np.concatenate([rng.normal(20, 0.3, 300), rng.normal(40, 0.3, 500)]))
     assert split == pytest.approx((20, 40), abs=0.1)
     assert two_groups(np.r_[rng.normal(20, 0.3, 10), rng.normal(40, 0.3, 500)]) is None
+
+
+def test_select_curves_starts_each_k_where_fit_curves_starts_it(monkeypatch):
+    """--experts auto fits each K from the seeded start of fit_curves (the sequential-RANSAC
+    curves), not from the engine's restarts: on many curves the restarts find none."""
+    import pyro_moe.selection as selection
+
+    starts: list[int] = []
+    real = selection.seeded_start
+
+    def spy(data, *args, **kwargs):
+        starts.append(data.experts)
+        out = real(data, *args, **kwargs)
+        assert out["responsibilities"].shape[1] == data.experts + 1  # + the noise expert
+        return out
+
+    monkeypatch.setattr(selection, "seeded_start", spy)
+    image, _ = _image(2, seed=0)
+    sel = select_circles(image, max_experts=3, noise_expert=True)
+    assert starts == [1, 2, 3] and sel.experts == 2
+    starts.clear()
+    select_circles(image, max_experts=2, noise_expert=True, seeded=False)
+    assert starts == []

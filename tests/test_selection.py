@@ -180,8 +180,8 @@ def test_two_groups_tells_two_rings_from_one_noisy_ring():
 
 
 def test_select_curves_starts_each_k_where_fit_curves_starts_it(monkeypatch):
-    """--experts auto fits each K from the seeded start of fit_curves (the sequential-RANSAC
-    curves), not from the engine's restarts: on many curves the restarts find none."""
+    """With seeded=True auto fits each K from the seeded start of fit_curves (the
+    sequential-RANSAC curves); by default from the engine's restarts."""
     import pyro_moe.selection as selection
 
     starts: list[int] = []
@@ -195,8 +195,8 @@ def test_select_curves_starts_each_k_where_fit_curves_starts_it(monkeypatch):
 
     monkeypatch.setattr(selection, "seeded_start", spy)
     image, _ = _image(2, seed=0)
-    sel = select_circles(image, max_experts=3, noise_expert=True)
+    sel = select_circles(image, max_experts=3, noise_expert=True, seeded=True)
     assert starts == [1, 2, 3] and sel.experts == 2
     starts.clear()
-    select_circles(image, max_experts=2, noise_expert=True, seeded=False)
+    select_circles(image, max_experts=2, noise_expert=True)  # the default: the restarts
     assert starts == []

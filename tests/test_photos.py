@@ -70,6 +70,17 @@ def _ellipse_gap(ref, conic) -> float:
     return max(abs(conic.center[0] - x), abs(conic.center[1] - y), abs(big - a), abs(small - b))
 
 
+def _eye_photo_circles(experts: int):
+    """The circles of ``circles 1.tif --edges --experts K`` (skipped without the photo)."""
+    root = emprior_dir()
+    path = root / "1.tif" if root is not None else None
+    if path is None or not path.exists():
+        pytest.skip("the study's eye photo 1.tif is absent")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        return pyro_moe.fit_circles(path, experts=experts, edges=True, noise_expert=True).circles()
+
+
 def _found(refs, circles, tol):
     """How many references have a valid circle within ``tol`` px (each circle used once)."""
     left = [c for c in circles if c.valid]
@@ -124,14 +135,7 @@ def test_coins_k24_finds_at_least_23_of_24_within_4_px():
 
 @pytest.mark.slow
 def test_the_eye_photo_k2_gives_the_pupil_and_the_iris_within_8_px():
-    root = emprior_dir()
-    path = root / "1.tif" if root is not None else None
-    if path is None or not path.exists():
-        pytest.skip("the study's eye photo 1.tif is absent")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
-        result = pyro_moe.fit_circles(path, experts=2, edges=True, noise_expert=True)
-    circles = result.circles()
+    circles = _eye_photo_circles(2)
     for name, ref in EYE.items():
         assert min(_gap(ref, c) for c in circles) <= 8.0, (name, circles)
 
@@ -227,13 +231,7 @@ def test_a_rendered_eye_k4_gives_pupil_iris_and_both_highlights(seed):
 
 @pytest.mark.slow
 def test_the_eye_photo_k4_adds_both_specular_rings():
-    root = emprior_dir()
-    path = root / "1.tif" if root is not None else None
-    if path is None or not path.exists():
-        pytest.skip("the study's eye photo 1.tif is absent")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
-        circles = pyro_moe.fit_circles(path, experts=4, edges=True, noise_expert=True).circles()
+    circles = _eye_photo_circles(4)
     assert _found(list(EYE.values()), circles, 8.0) == 2, circles
     assert _found(list(EYE_SPECULAR.values()), circles, 2.0) == 2, circles
 

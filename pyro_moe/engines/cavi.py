@@ -261,6 +261,7 @@ def _run(
     gate_wait, gate_backoff = 0, 1
     t0 = time.perf_counter()
     for _ in range(options.max_iter):
+        gate_skipped = False
         # stats and r_sum are those of the current q(Z) (computed in its E-step pass)
         q = U.update_weights(stats, prior, e_beta)
         if conj.mixture:
@@ -292,14 +293,15 @@ def _run(
                 if gate_prior is not None:
                     gate_prior = fitter.log_prior()
                 del r_k
-                scale = max(abs(run.objective[-1]), N) if run.objective else float("inf")
-                if gain <= options.gate_skip_tol * scale:
+                # (never after the first step: there is no objective to measure it by)
+                if run.objective and gain <= options.gate_skip_tol * max(abs(run.objective[-1]), N):
                     gate_backoff = min(2 * gate_backoff, GATE_MAX_BACKOFF)
                     gate_wait = gate_backoff
                 else:
                     gate_backoff = 1
             else:
                 gate_wait -= 1
+                gate_skipped = True
             if rho is not None:  # M-step for the noise share: rho = (1/N) sum_i r_iK
                 rho = (r_sum[K] / N).clamp(1e-12, 1 - 1e-12)
         log_prior = log_prior_of(alpha)
@@ -324,6 +326,11 @@ def _run(
         if len(run.objective) > 1:
             prev, cur = run.objective[-2], run.objective[-1]
             if abs(cur - prev) <= options.tol * max(abs(cur), N):
+                if gate_skipped:
+                    # F stood still with the gate held: converged only if a gate step
+                    # does not move it either
+                    gate_wait, gate_backoff = 0, 1
+                    continue
                 run.converged = True
                 break
     run.iterations = len(run.objective)

@@ -283,7 +283,7 @@ def _markdown(report: Report) -> str:
         "",
         f"Every fit: K = {CAVI_SETTINGS['experts']}, one restart, seed s for the data and the "
         f"initialization; CAVI max_iter = {CAVI_SETTINGS['max_iter']}, "
-        f"tol = {CAVI_SETTINGS['tol']:g}; SVI {SVI_SETTINGS['max_iter']} steps at most. The "
+        f"tol = {CAVI_SETTINGS.get('tol', 1e-8):g}; SVI {SVI_SETTINGS['max_iter']} steps at most. The "
         "prior choices (`pyro_moe.study.CHOICES`):",
         "",
         "* **f1**: `mixture_of_experts`, w0_k = 0 and A_k = I as initial values, everything "

@@ -148,8 +148,9 @@ class Rows(InMemory):
         """The log prior (N, C) of all rows, as :meth:`e_step` takes it."""
         return lp(self.X)
 
-    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """X[rows], y[rows]: the minibatch, on the client."""
+    def batch(self, rows: torch.Tensor, upcoming: torch.Tensor | None = None):
+        """X[rows], y[rows]: the minibatch, on the client (``upcoming``, the next batch's
+        rows, is for a source that fetches them ahead)."""
         return self.X[rows], self.y[rows]
 
     def all_rows(self, K: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -347,7 +348,8 @@ def natural_run(
             if not batches:
                 perm = torch.randperm(N, generator=gen, device="cpu").to(X.device)
                 batches = list(perm.split(B))[::-1]
-            x_b, y_b = source.batch(batches.pop())  # only the minibatch comes to the client
+            rows = batches.pop()  # only the minibatch comes to the client; the next one is
+            x_b, y_b = source.batch(rows, batches[-1] if batches else None)  # told, to prefetch
             est = U.e_step(x_b, y_b, q, lp(x_b), e_log_beta, e_beta, noise, maps=maps)
             F, elbo = objective(est.lse * scale, kl_prior)
             stats_hat, r_sum_hat = _scaled(est.stats, scale), est.r_sum * scale

@@ -164,7 +164,8 @@ def test_gated_natural_svi_on_dask(client):
     h = dk.objective_history
     assert dk.restarts[0]["batch_size"] == 1000 and len(h) == 61
     assert h[-1] > fresh.objective_history[-1]
-    moved = [(a - b).abs().max() for a, b in zip(dk.gate.parameters(), fresh.gate.parameters())]
+    pairs = zip(dk.gate.parameters(), fresh.gate.parameters(), strict=True)
+    moved = [(a - b).abs().max() for a, b in pairs]
     assert max(moved) > 1e-3
 
 

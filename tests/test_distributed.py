@@ -259,3 +259,94 @@ def test_a_worker_lost_mid_fit_does_not_change_the_answer(client, monkeypatch):
     dk = quiet_fit("mixture_of_models", *chunked(X, y, 2500), **kw)
     assert killed
     same(dk, mem, lengths=False)
+
+
+# ---- curves of distributed points, zarr stores ------------------------------------------
+RINGS = np.array([[100.0, 120.0, 40.0], [260.0, 140.0, 60.0], [180.0, 300.0, 50.0]])
+
+
+def rings(N: int, seed: int = 0) -> np.ndarray:
+    """N points on three circles (x0, y0, r) of RINGS, radial noise 0.5 px."""
+    g = np.random.default_rng(seed)
+    k, th = g.integers(0, 3, N), g.uniform(0, 2 * np.pi, N)
+    r = RINGS[k, 2] + 0.5 * g.normal(size=N)
+    return np.c_[RINGS[k, 0] + r * np.cos(th), RINGS[k, 1] + r * np.sin(th)]
+
+
+def sorted_circles(result) -> np.ndarray:
+    return np.array(sorted((c.x0, c.y0, c.r) for c in result.circles()))
+
+
+@pytest.mark.slow
+def test_circles_of_a_dask_array_match_in_memory(client):
+    """2e5 points as a Dask array: the circles of the in-memory fit_circles of the same
+    points within 0.01 px (each ring has ~6.7e4 points of 0.5 px noise: the fit's own
+    standard error of a centre is ~0.5 / sqrt(6.7e4 / 2) = 0.003 px, and two fits that both
+    converge to tol 1e-8 sit far closer); and, started from the same subsample fit, the
+    in-memory CAVI's objective history to 1e-10."""
+    from pyro_moe.curve_fitting import curve_design
+    from pyro_moe.experts import layout
+    from pyro_moe.likelihood import noise_log_density
+    from pyro_moe.model_file import load_model
+
+    P = rings(200_000)
+    dk = quiet_fit_curves(da.from_array(P, chunks=(50_000, 2)), experts=3)
+    assert dk.restarts[0]["subsample"] == 50_000 and dk.restarts[0]["init"] == "start"
+    mem = quiet_fit_curves(P, experts=3)
+    assert np.abs(sorted_circles(dk) - sorted_circles(mem)).max() < 0.01
+    assert np.abs(sorted_circles(dk) - RINGS[np.argsort(RINGS[:, 0])]).max() < 0.05
+    # the same start in memory: the design in the Dask fit's standard coordinates, q(Z)
+    # one E-step from the subsample fit's globals, the same noise support and beta
+    lay = layout(("circle",) * 3, load_model("mixture_of_models").expert_catalog)
+    X, y = (
+        torch.from_numpy(a) for a in curve_design(lay, dk.geometry.standardization.to_standard(P))
+    )
+    bounds = dk.hyper.noise_bounds
+    start = D.Start.from_result(dk.subsample_fit)
+    R = start.log_responsibilities(X, y, noise_log_density(bounds)).exp()
+    again = quiet_fit(
+        "mixture_of_models", X, y, experts=3, n_init=1, responsibilities=R,
+        noise_range=None if bounds is None else tuple(bounds.tolist()), per_expert_noise=True,
+        noise_precision=dk.subsample_fit.hyper.noise_precision, geometry=dk.geometry,
+    )  # fmt: skip
+    same(dk, again)
+
+
+def quiet_fit_curves(*args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return pyro_moe.fit_circles(*args, **kw)
+
+
+def test_curve_points_errors_name_the_problem(client, tmp_path):
+    P = rings(3000)
+    with pytest.raises(InputError, match=r"shape \(N, 2\)"):
+        pyro_moe.fit_circles(da.from_array(np.c_[P, P[:, :1]], chunks=(1000, 3)), experts=3)
+    bad = P.copy()
+    bad[2500] = np.nan
+    with pytest.raises(InputError, match=r"NaN or infinite values in 1 rows .*\[2500\]"):
+        pyro_moe.fit_circles(da.from_array(bad, chunks=(1000, 2)), experts=3)
+    np.save(tmp_path / "points.npy", bad)
+    with pytest.raises(InputError, match="2500"):
+        pyro_moe.fit_circles(tmp_path / "points.npy", experts=3, workers=1)
+
+
+zarr = pytest.importorskip("zarr")
+
+
+def test_zarr_stores_of_X_y_and_of_points(client, tmp_path):
+    """A zarr group with arrays X and y fits as the in-memory data; a zarr array of points
+    gives the circles of the in-memory fit_circles (all 20k points are the subsample here,
+    so the start is that very fit, and the Dask CAVI from it stays at its fixed point)."""
+    X, y = two_lines(4000, seed=2)
+    store = str(tmp_path / "data.zarr")
+    da.to_zarr(da.from_array(X, chunks=(1000, 3)), store, component="X")
+    da.to_zarr(da.from_array(y, chunks=1000), store, component="y")
+    kw = dict(experts=2, n_init=1, max_iter=5)
+    same(quiet_fit("mixture_of_models", store, None, **kw),
+         quiet_fit("mixture_of_models", X, y, **kw))  # fmt: skip
+    P = rings(20_000, seed=1)
+    da.to_zarr(da.from_array(P, chunks=(5000, 2)), str(tmp_path / "points.zarr"))
+    dk = quiet_fit_curves(str(tmp_path / "points.zarr"), experts=3)
+    mem = quiet_fit_curves(P, experts=3)
+    assert np.abs(sorted_circles(dk) - sorted_circles(mem)).max() < 1e-4

@@ -194,7 +194,7 @@ def fit_curves_on_dask(
             model, Xd, yd, experts=len(names), seed=seed, geometry=geometry,
             maps=None if geometry.shared else lay.maps, noise_range=noise_range,
             per_expert_noise=per_expert_noise, n_init=1, collect=collect,
-            start=Start.from_result(start_fit), **opts,
+            start_from=Start.from_result(start_fit), **opts,
         )  # fmt: skip
     result.subsample_fit = start_fit
     result.restarts = [dict(r, init="start", subsample=M) for r in result.restarts]

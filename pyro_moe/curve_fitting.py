@@ -185,18 +185,31 @@ def curve_data(
         raise InputError(f"need at least {need} points to fit {what}, got {len(ps)}")
     st = ps.standardization
     kinds = tuple(e.kind for e in lay.experts)
+    X, y = curve_design(lay, ps.standard)
     if shared:  # one form: its features and target, no maps
         e = lay.experts[0]
-        m = monomials(ps.standard)
+        geometry = Geometry(names, kinds, e.features, target_name(e.response, e.offset), st, True)
+        return CurveData(X, y, None, geometry, ps, target_range(ps.standard, e.response, e.offset))
+    geometry = Geometry(names, kinds, lay.columns, lay.response, st, False)
+    return CurveData(X, y, lay.maps, geometry, ps, target_range(ps.standard, lay.response))
+
+
+def curve_design(lay, standard: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The design X (N, n) and target y (N,) of standardized points (N, 2) for the experts
+    of layout ``lay`` (:func:`pyro_moe.experts.layout`): experts of one form share their
+    own features phi(x, y) and target t = response + sum_m c_m m (a circle: X = [x, y, 1],
+    t = x^2 + y^2); experts of several forms see the layout's common monomials
+    (:meth:`~pyro_moe.experts.Layout.design`), each through its map. The one place the
+    design is built: in memory, and on each chunk of distributed points."""
+    e = lay.experts[0]
+    if all(f == e for f in lay.experts):
+        m = monomials(standard)
         X = np.column_stack([m[c] for c in e.features])
         y = m[e.response]
         for name, c in e.offset.items():
             y = y + c * m[name]
-        geometry = Geometry(names, kinds, e.features, target_name(e.response, e.offset), st, True)
-        return CurveData(X, y, None, geometry, ps, target_range(ps.standard, e.response, e.offset))
-    X, y = lay.design(ps.standard)
-    geometry = Geometry(names, kinds, lay.columns, lay.response, st, False)
-    return CurveData(X, y, lay.maps, geometry, ps, target_range(ps.standard, lay.response))
+        return X, y
+    return lay.design(standard)
 
 
 #: The share of every point each component keeps in a seeded start. Small: the first
@@ -323,6 +336,14 @@ def fit_curves(
     for name in IMAGE_OPTIONS:
         if name in fit_options:
             image_options[name] = fit_options.pop(name)
+    if is_distributed_points(source, fit_options):
+        from .distributed_curves import fit_curves_on_dask
+
+        return fit_curves_on_dask(
+            source, design=design, experts=experts, model=model, seed=seed,
+            allow_mixed_targets=allow_mixed_targets, search=search,
+            per_expert_noise=per_expert_noise, seeded=seeded, **fit_options,
+        )  # fmt: skip
     data = curve_data(
         source, experts, design=design, model=model, max_points=max_points, seed=seed,
         image_options=image_options, allow_mixed_targets=allow_mixed_targets,
@@ -337,6 +358,21 @@ def fit_curves(
         **curve_fit_options(data, search=search, per_expert_noise=per_expert_noise),
         **fit_options,
     )  # fmt: skip
+
+
+def is_distributed_points(source, fit_options: dict) -> bool:
+    """Whether a curve fit's ``source`` is points for the distributed path
+    (:mod:`pyro_moe.distributed_curves`): a Dask array, a zarr store, or a ``.npy`` file
+    of points when ``scheduler`` or ``workers`` is given."""
+    if (type(source).__module__ or "").startswith("dask."):
+        return True
+    if not isinstance(source, str | Path):
+        return False
+    p = Path(source)
+    if p.suffix == ".zarr" or any((p / f).exists() for f in (".zgroup", ".zarray", "zarr.json")):
+        return True
+    wants = fit_options.get("scheduler") is not None or fit_options.get("workers") is not None
+    return wants and p.suffix.lower() == ".npy"
 
 
 def seeded_start(

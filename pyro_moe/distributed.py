@@ -53,9 +53,13 @@ from .closed_form.init import (
 )
 from .engines.cavi import CAVI, _log_gate
 from .engines.gate import GateFitter
+from .engines.natural import LogPrior, held_out_sums
+from .engines.svi import SVI
 from .errors import InputError, PyroMoeError
 
-__all__ = ["DaskData", "DaskSource", "as_dask_data", "connect", "is_distributed", "open_store"]
+__all__ = [
+    "DaskData", "DaskSource", "Start", "as_dask_data", "connect", "is_distributed", "open_store",
+]  # fmt: skip
 
 #: rows per chunk of a store read from disk (1e6 rows of 4 float64: 32 MB per task)
 STORE_CHUNK_ROWS = 1_000_000
@@ -444,6 +448,56 @@ def _gate_loss(x, y, state, K: int, work: torch.nn.Module, N: int, rows: int):
     return total, [p.grad for p in params]
 
 
+def _held_out(x, y, groups, q, lp: LogPrior, e_log_beta, e_beta, noise, maps) -> torch.Tensor:
+    """The stop rule's per-group data terms (G,) over the subsample rows of a chunk
+    (:func:`pyro_moe.engines.natural.held_out_sums`, the in-memory function)."""
+    X, y = _pair(x, y)
+    return held_out_sums(X, y, groups, q, lp, e_log_beta, e_beta, noise, maps)
+
+
+@dataclass
+class Start:
+    """A start from given globals, for distributed data: the initial q(Z) is one E-step
+    (:func:`pyro_moe.closed_form.updates.e_step`) on each chunk from q(W), the log prior
+    (:class:`~pyro_moe.engines.natural.LogPrior`: the mixing weights' E[log pi] or the
+    gate) and E[beta], E[log beta], e.g. those of a fit to a subsample
+    (:meth:`from_result`). q(Z) itself is never formed on the client.
+    :meth:`log_responsibilities` is the same E-step on rows in memory."""
+
+    q: U.WeightPosterior
+    log_prior: LogPrior
+    e_beta: torch.Tensor
+    e_log_beta: torch.Tensor
+
+    @classmethod
+    def from_result(cls, result) -> Start:
+        """The globals of a closed-form :class:`~pyro_moe.result.FitResult`: q(W) = N(m_k,
+        B_k), E[log pi_k] = psi(alpha_k) - psi(sum alpha) (a mixture; with a noise expert
+        its share log rho last) or the fitted gate, and the point estimate of beta or E of
+        q(beta) (its log for E[log beta], or psi(a) - log b)."""
+        post, hyper = result.posterior, result.hyper
+        cov = post.cov.to(torch.float64)
+        q = U.WeightPosterior(post.mean.to(torch.float64), cov,
+                              U.cholesky_logdet(torch.linalg.cholesky(cov)))  # fmt: skip
+        if result.gate is not None:
+            lp = LogPrior(gate=copy.deepcopy(result.gate), share=hyper.noise_weight)
+        else:
+            lp = LogPrior(row=U.dirichlet_expected_log(post.alpha).unsqueeze(0))
+        if post.noise_shape is not None:
+            a, b = post.noise_shape, post.noise_rate
+            e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
+        else:
+            e_beta = hyper.noise_precision
+            e_log_beta = torch.log(e_beta)
+        return cls(q, lp, e_beta, e_log_beta)
+
+    def log_responsibilities(self, X, y, noise_log_density=None, maps=None) -> torch.Tensor:
+        """log q(Z) (N, C) of rows X, y in memory: the E-step a distributed fit from this
+        start takes on each chunk."""
+        return U.e_step(X, y, self.q, self.log_prior(X), self.e_log_beta, self.e_beta,
+                        noise_log_density, maps=maps).log_r  # fmt: skip
+
+
 # ---- the source: DaskSource is cavi.InMemory's distributed twin --------------------------
 @dataclass
 class _EStep:
@@ -461,13 +515,19 @@ class DaskSource:
     one task per chunk (the per-chunk functions above), its small results summed here in
     chunk order. The interface is :class:`pyro_moe.engines.cavi.InMemory`'s.
 
-    ``progress``: a callable told of every pass (the CLI's per-iteration line)."""
+    It is natural SVI's source as well (:class:`pyro_moe.engines.natural.Rows`' interface):
+    a minibatch's rows are gathered from the chunks that hold them (:meth:`batch`), and the
+    stop rule's subsample is evaluated on the workers (:meth:`held_out`).
 
-    def __init__(self, data: DaskData, client, summary: dict, head: tuple, collect: bool):
+    ``start``: a :class:`Start`; every restart's initial q(Z) is then its E-step."""
+
+    def __init__(self, data: DaskData, client, summary: dict, head: tuple, collect: bool,
+                 start: Start | None = None):  # fmt: skip
         self.data, self.client, self.summary = data, client, summary
         self.N = data.N
         self.head = head
         self.collect = collect
+        self.start = start
         self.state = None  # what made the present q(Z): recomputed where r is needed
         self.passes = 0
 
@@ -490,23 +550,73 @@ class DaskSource:
 
     def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """X[idx], y[idx] (in the order of ``idx``), gathered from the chunks that hold them."""
+        return self._collect(self._submit(idx))
+
+    def _submit(self, idx: torch.Tensor):
+        """The tasks that send X[idx], y[idx]: one per chunk holding some of the rows."""
+        from dask import delayed
+
         idx = idx.cpu().numpy()
         off = np.asarray(self.data.offsets)
         chunk = np.searchsorted(off, idx, side="right") - 1
-        out_X = torch.empty(len(idx), self.data.n, dtype=torch.float64)
-        out_y = torch.empty(len(idx), dtype=torch.float64)
-        from dask import delayed
-
         jobs, where = [], []
         for c in np.unique(chunk):
             sel = np.nonzero(chunk == c)[0]
             x, y = self.data.parts[c]
             jobs.append(delayed(_rows, pure=True)(x, y, idx[sel] - off[c]))
             where.append(sel)
-        for sel, (Xr, yr) in zip(where, self.client.gather(self.client.compute(jobs)), strict=True):
+        return len(idx), where, self.client.compute(jobs)
+
+    def _collect(self, submitted) -> tuple[torch.Tensor, torch.Tensor]:
+        n, where, futures = submitted
+        out_X = torch.empty(n, self.data.n, dtype=torch.float64)
+        out_y = torch.empty(n, dtype=torch.float64)
+        for sel, (Xr, yr) in zip(where, self.client.gather(futures), strict=True):
             out_X[torch.from_numpy(sel)] = Xr
             out_y[torch.from_numpy(sel)] = yr
         return out_X, out_y
+
+    # -- natural SVI's passes (pyro_moe.engines.natural.Rows' interface)
+    def full_log_prior(self, lp: LogPrior):
+        """The E-step's log prior of every chunk, as :meth:`e_step` takes it: the mixture's
+        row, or the gate at its present parameters (a detached copy, :class:`GateAt`)."""
+        return self.log_prior(lp.row, None if lp.gate is None else GateAt(copy.deepcopy(lp.gate)),
+                              lp.share)  # fmt: skip
+
+    def batch(self, rows: torch.Tensor, upcoming: torch.Tensor | None = None):
+        """A minibatch X[rows], y[rows]: one task per chunk holding some of the rows, which
+        sends back only those rows (:meth:`rows`). The ``upcoming`` batch's tasks are
+        submitted before this one returns, so its rows travel while the client takes the
+        step on these (one batch in flight)."""
+        pending = getattr(self, "_pending", None)
+        if pending is not None and pending[0] is rows:
+            submitted = pending[1]
+        else:
+            submitted = self._submit(rows)
+        self._pending = (upcoming, self._submit(upcoming)) if upcoming is not None else None
+        return self._collect(submitted)
+
+    def all_rows(self, K: int) -> None:
+        """None: all rows are never gathered (natural SVI's first Adam step of the gate
+        waits for the first minibatch)."""
+        return None
+
+    def held_out(self, groups, q, lp: LogPrior, e_log_beta, e_beta, noise, maps) -> torch.Tensor:
+        """The stop rule's per-group sums of lse_i (G,) over the evaluation subsample
+        (``groups``: global row indices), each chunk summing the rows it holds on its
+        worker, the chunks' sums added in chunk order."""
+        from dask import delayed
+
+        off = self.data.offsets
+        lp = LogPrior(lp.row, copy.deepcopy(lp.gate), lp.share)  # the gate as it is now
+        jobs = []
+        for c, (x, y) in enumerate(self.data.parts):
+            local = [g[(g >= off[c]) & (g < off[c + 1])] - off[c] for g in groups]
+            if any(t.numel() for t in local):
+                jobs.append(delayed(_held_out, pure=False)(x, y, local, q, lp, e_log_beta,
+                                                           e_beta, noise, maps))  # fmt: skip
+        self.passes += 1
+        return sum(self.client.gather(self.client.compute(jobs)))
 
     # -- the gate
     def gate_fitter(self, gate, steps, dtype, warm, tolerance, prior_scale) -> DaskGateFitter:
@@ -533,7 +643,11 @@ class DaskSource:
             )
         noise = noise_log_density
         C = K + int(noise is not None)
-        if how == "prior":
+        if self.start is not None:  # one E-step from the given globals, on each chunk
+            st = self.start
+            spec = self.full_log_prior(st.log_prior)
+            self.state = ("e", st.q, spec, st.e_log_beta, st.e_beta, noise, maps)
+        elif how == "prior":
             self.state = ("prior", prior, log_prior, e_log_beta, e_beta, noise, maps)
         elif how == "subsets":
             gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -670,6 +784,42 @@ class DaskCAVI(CAVI):
         return sys.stderr.isatty()
 
 
+class DaskSVI(SVI):
+    """Natural-gradient SVI (:func:`pyro_moe.engines.natural.natural_run`) whose passes run
+    on a Dask cluster (:class:`DaskSource`): the full batch is CAVI's iteration on the
+    chunks; a minibatch's rows are gathered from the chunks that hold them. The model file
+    is traced on the data's first rows; the options are checked against all N points."""
+
+    def __init__(self, model, X, y, config, options, source: DaskSource):
+        super().__init__(model, X, y, config, options)
+        self._source = source
+
+    def points(self) -> int:
+        return self._source.N
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.conj is None:
+            raise InputError(
+                "this model file has a site without a natural-gradient step (it needs "
+                "optimizer='adam'), and optimizer='adam' does not run on distributed data"
+            )
+
+    def run(self, how: str, seed: int, restart: int, progress):
+        from .engines.natural import natural_run
+
+        run = natural_run(self.X, self.y, self.config, self.conj, self.options, how, seed,
+                          restart, progress, self._source)  # fmt: skip
+        if self.conj.weight_factor is not None:  # Pyro's Monte Carlo check reads X in memory
+            run.summary["pyro_objective"] = None
+        return run
+
+    def show_progress(self) -> bool:
+        import sys
+
+        return sys.stderr.isatty()
+
+
 def fit_on_dask(
     engine,
     options,
@@ -683,20 +833,28 @@ def fit_on_dask(
     scheduler: str | None = None,
     workers: int | None = None,
     collect: bool | None = None,
+    start: Start | None = None,
 ):
     """:func:`pyro_moe.fit` of distributed data (Dask arrays, a store): the moments of the
     data that the defaults need (Var y, the target range, rms of each column) in one pass,
-    the model file traced on the first rows, then CAVI with :class:`DaskSource`.
+    the model file traced on the first rows, then CAVI (``method="cavi"``) or natural-
+    gradient SVI (``method="svi"``) with :class:`DaskSource`.
 
     ``collect``: gather X, y and q(Z) into the result (default: when they take at most
     COLLECT_BYTES); otherwise the result's X, y and responsibilities have no rows.
+    ``start``: a :class:`Start`, the initial q(Z) of the (one) restart.
     """
     from .checks import check_count
     from .model_file import noise_bounds
 
-    if engine.name != "cavi":
+    if engine.name not in ("cavi", "svi"):
         raise InputError(
-            f"method={engine.name!r} does not run on distributed data; use method='cavi'"
+            f"method={engine.name!r} does not run on distributed data; use method='cavi' or 'svi'"
+        )
+    if engine.name == "svi" and options.optimizer != "natural":
+        raise InputError(
+            "optimizer='adam' does not run on distributed data (Pyro's SVI step reads X and "
+            "y in memory); use optimizer='natural', the default"
         )
     if isinstance(X, str | os.PathLike):  # a bad path fails before any cluster starts
         opened = open_store(X, y)
@@ -738,8 +896,9 @@ def fit_on_dask(
                 )
         width = data.n + 1 + config.components
         collect = N * width * 8 <= COLLECT_BYTES if collect is None else bool(collect)
-        src = DaskSource(data, client, summary, head, collect)
-        result = DaskCAVI(model, head[0], head[1], config, options, src).fit()
+        src = DaskSource(data, client, summary, head, collect, start)
+        engine_type = DaskCAVI if engine.name == "cavi" else DaskSVI
+        result = engine_type(model, head[0], head[1], config, options, src).fit()
         if collect:
             Xa, ya = src.rows_all()
         else:

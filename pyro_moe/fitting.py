@@ -91,6 +91,7 @@ def fit(
     workers: int | None = None,
     collect: bool | None = None,
     plausible=None,
+    start_from=None,
     **engine_options,
 ) -> FitResult:
     """Fit a model file to a design X (N, n) and targets y (N,).
@@ -147,6 +148,11 @@ def fit(
         collect: gather X, y and q(Z) of distributed data into the result (default: when
             they take at most 1 GiB; otherwise the result's X, y and responsibilities have
             no rows).
+        start_from: distributed data only: a :class:`pyro_moe.distributed.Start` (given globals,
+            e.g. of a fit to a subsample) whose E-step on each chunk is the initial q(Z)
+            (the curve functions' distributed path sets it); in memory, give
+            ``responsibilities`` (``start_from.log_responsibilities(X, y).exp()``) instead
+            (``start`` is SVI's own option).
         plausible: for the search, a map from the posterior-mean weights (K, n) to (K,)
             booleans, True where an expert is a plausible curve of its kind; the search
             prefers fits with fewer implausible experts (the curve functions pass
@@ -199,10 +205,12 @@ def fit(
         result = fit_on_dask(
             engine, options, model, X, y, experts, hyper,
             weight_scale_of=weight_scale_of if maps is None and geometry is None else None,
-            scheduler=scheduler, workers=workers, collect=collect,
+            scheduler=scheduler, workers=workers, collect=collect, start=start_from,
         )  # fmt: skip
         result.geometry = geometry
         return result
+    if start_from is not None:
+        raise InputError("start_from= is for distributed data; in memory give responsibilities")
     X, y = as_data(X, y, device=device)
     N = X.shape[0]
     experts = check_count("experts", experts, 1)

@@ -50,6 +50,13 @@ Objective: per step, the minibatch estimate F_hat = (N/B) sum_{i in batch} lse_i
 with their optimal q(Z); exact with the full batch. The final entry is the closed form on
 all points after a last local step (so the reported F is the model file's ELBO under its
 guide, evaluated exactly, as Pyro's TraceEnum_ELBO estimates it).
+
+Data: every pass over the data goes through a *source* (:class:`Rows` here, the data in
+memory; :class:`pyro_moe.distributed.DaskSource` for row chunks on a Dask cluster): the
+full-data passes (the initial q(Z)'s statistics, a full-batch local step, the gate's
+L-BFGS M-step, the stop rule's subsample, the final closed form) run where the data are,
+and only a minibatch's rows (:meth:`Rows.batch`) come to the client, whose local step and
+global step are the same code for both.
 """
 
 from __future__ import annotations
@@ -57,19 +64,20 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
 from ..closed_form import updates as U
-from ..closed_form.init import initial_log_responsibilities
 from ..closed_form.sites import Conjugate
 from ..config import Config, gate_weights, log_gate
 from .base import Progress, Run, closed_form_fit, fresh_gate
 from .cavi import OPTIONS as CAVI_OPTIONS
-from .gate import GATE_WARM_START_N, GateFitter
+from .cavi import InMemory
+from .gate import GATE_WARM_START_N
 from .options import Options
 
-__all__ = ["natural_run", "robbins_monro", "window_test"]
+__all__ = ["LogPrior", "Rows", "held_out_sums", "natural_run", "robbins_monro", "window_test"]
 
 
 def robbins_monro(t: int, kappa: float, tau: float) -> float:
@@ -109,6 +117,68 @@ def _mixed(old: U.Stats, new: U.Stats, rho: float) -> U.Stats:
         (old.Nk, old.S, old.s, old.yy), (new.Nk, new.S, new.s, new.yy), strict=True)))  # fmt: skip
 
 
+@dataclass
+class LogPrior:
+    """The E-step's log prior of any rows: the mixture's row E[log pi] broadcast over them
+    (``row`` (1, C)), or the gate's log g(x) with the noise share (``gate`` at its present
+    parameters, :func:`pyro_moe.config.log_gate`). Evaluated where the rows are (this
+    process, or a Dask worker for its chunk)."""
+
+    row: torch.Tensor | None = None
+    gate: torch.nn.Module | None = None
+    share: torch.Tensor | None = None
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        if self.row is not None:
+            return self.row.expand(X.shape[0], self.row.shape[-1])
+        with torch.no_grad():
+            return log_gate(self.gate, X, self.share)
+
+
+class Rows(InMemory):
+    """The data in this process's memory, as natural SVI reads it: CAVI's
+    :class:`~pyro_moe.engines.cavi.InMemory` passes (initial q(Z), the E-step over all
+    rows, the gate's fitter) and a minibatch's rows."""
+
+    def target_variance_raw(self) -> float:
+        """Var(y) as ``y.var()`` gives it (0 for one point)."""
+        return float(self.y.var()) if self.N > 1 else 0.0
+
+    def full_log_prior(self, lp: LogPrior) -> torch.Tensor:
+        """The log prior (N, C) of all rows, as :meth:`e_step` takes it."""
+        return lp(self.X)
+
+    def batch(self, rows: torch.Tensor, upcoming: torch.Tensor | None = None):
+        """X[rows], y[rows]: the minibatch, on the client (``upcoming``, the next batch's
+        rows, is for a source that fetches them ahead)."""
+        return self.X[rows], self.y[rows]
+
+    def all_rows(self, K: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """X and the present r (N, K) of all rows (the gate's Adam step before any batch),
+        or None where the data are not in this process."""
+        return self.X, self.gate_responsibilities(K)
+
+    def held_out(self, groups, q, lp: LogPrior, e_log_beta, e_beta, noise, maps) -> torch.Tensor:
+        """:func:`held_out_sums` over the evaluation subsample's groups (row indices)."""
+        return held_out_sums(self.X, self.y, groups, q, lp, e_log_beta, e_beta, noise, maps)
+
+
+def held_out_sums(X, y, groups, q, lp: LogPrior, e_log_beta, e_beta, noise, maps) -> torch.Tensor:
+    """Per group g of row indices into X, the data term sum_{i in g} lse_i of the ELBO with
+    q(z_i) optimal given the globals (:func:`~pyro_moe.closed_form.updates.e_step`); 0 for
+    a group with no rows here. Shape (G,). A distributed source sums it over its chunks,
+    each with the groups' rows that it holds."""
+    sums = []
+    for rows in groups:
+        if rows.numel() == 0:
+            sums.append(X.new_zeros(()))
+            continue
+        x_g = X[rows]
+        est = U.e_step(x_g, y[rows], q, lp(x_g), e_log_beta, e_beta, noise, maps=maps)
+        sums.append(est.lse)
+    return torch.stack(sums)
+
+
 def natural_run(
     X: torch.Tensor,
     y: torch.Tensor,
@@ -119,14 +189,21 @@ def natural_run(
     seed: int,
     restart: int,
     progress: Progress,
+    source=None,
 ) -> Run:
-    """One natural-gradient SVI restart from initialisation ``how`` (module docstring)."""
-    N = X.shape[0]
+    """One natural-gradient SVI restart from initialisation ``how`` (module docstring).
+
+    ``source`` runs the passes over the data (:class:`Rows` of X and y by default; a
+    :class:`pyro_moe.distributed.DaskSource`, with X and y the first rows the model file
+    was traced on); everything else here works on per-expert quantities and on the
+    minibatch's rows."""
+    source = Rows(X, y) if source is None else source
+    N = source.N
     K = config.experts
     maps, noise, learn = config.maps, conj.noise_log_density, config.learn
     w0, A = conj.prior_mean.clone(), conj.prior_cov.clone()
     xi, mu = conj.regularization_cov, conj.concentration
-    var_y = float(y.var()) if N > 1 else 1.0
+    var_y = source.target_variance_raw() if N > 1 else 1.0
     beta_max = 1e10 / max(var_y, 1e-300)
     latent_beta = conj.noise_prior is not None
     a = b = None
@@ -154,8 +231,8 @@ def natural_run(
         for p in gate.parameters():
             p.requires_grad_(learn_gate)
         if learn_gate and full:  # CAVI's gate M-step (L-BFGS, accepted only if G rises)
-            fitter = GateFitter(
-                gate, X, CAVI_OPTIONS["gate_steps"].default, X.dtype, N >= GATE_WARM_START_N,
+            fitter = source.gate_fitter(
+                gate, CAVI_OPTIONS["gate_steps"].default, X.dtype, N >= GATE_WARM_START_N,
                 None, scale_v,
             )  # fmt: skip
             gate_ls = fitter.log_softmax()
@@ -167,23 +244,19 @@ def natural_run(
             return X.new_zeros(())
         return U.gate_log_prior(gate_weights(gate), scale_v).to(X.dtype)
 
-    def log_prior_at(rows: torch.Tensor | None, alpha_) -> torch.Tensor:
-        n_rows = N if rows is None else rows.shape[0]
+    def log_prior_at(alpha_) -> LogPrior:
         if conj.mixture:
-            return U.dirichlet_expected_log(alpha_).expand(n_rows, config.components)
-        with torch.no_grad():
-            return log_gate(gate, X if rows is None else X[rows], share)
+            return LogPrior(row=U.dirichlet_expected_log(alpha_).unsqueeze(0))
+        return LogPrior(gate=gate, share=share)
 
-    log_r = initial_log_responsibilities(
-        how, X, y, K, seed,
-        prior=U.prior_from(w0, A), log_prior=log_prior_at(None, mu),
+    stats_hat, r_sum_hat = source.initial(
+        how, K, seed,
+        prior=U.prior_from(w0, A), log_prior=source.full_log_prior(log_prior_at(mu)),
         e_beta=e_beta, e_log_beta=e_log_beta, given=options.responsibilities,
         noise_log_density=noise, maps=maps,
     )  # fmt: skip
-    r = log_r.exp()
-    stats_hat, r_sum_hat = U.sufficient_stats(X, y, r[:, :K], maps), r.sum(0)
-    last_rows: torch.Tensor | None = None  # the rows of the last local step (None: all)
-    del r
+    # the rows and log q(Z) of the last minibatch's local step (None: all rows, in the source)
+    last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     scale = 1.0 if full else N / B
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -201,6 +274,16 @@ def natural_run(
         gen_sub = torch.Generator(device="cpu").manual_seed(seed + 1)
         sub = torch.randperm(N, generator=gen_sub, device="cpu")
         groups = list(sub[:m].to(X.device).tensor_split(min(16, m)))
+
+    def objective(lse, kl_prior) -> tuple[float, float]:
+        """F_hat = lse - KLs [+ R(w0)] [+ log p(V)] and the ELBO, at the present globals."""
+        elbo, F = U.elbo_from_lse(
+            lse, q, prior=kl_prior, alpha=alpha, mu=mu if conj.mixture else None,
+            log_norm_mu=log_norm_mu, qbeta=(a, b) if latent_beta else None,
+            beta_prior=conj.noise_prior, xi=xi,
+        )  # fmt: skip
+        return float(F + gate_log_prior().detach()), float(elbo)
+
     t0 = time.perf_counter()
     for step in range(1, options.max_iter + 1):
         # ---- global step: eta <- (1 - rho) eta + rho eta_hat ----------------------------
@@ -237,36 +320,40 @@ def natural_run(
             )
             e_beta, e_log_beta = beta, torch.log(beta)
         if fitter is not None:  # full batch: the gate's M-step, as in CAVI
-            gate_ls = fitter.step(log_r[:, :K].exp(), gate_ls)
+            gate_ls = fitter.step(source.gate_responsibilities(K), gate_ls)
             if share is not None:  # M-step of the noise share, mean_i r_iK
                 share = (r_sum_bar[K] / N).clamp(1e-12, 1 - 1e-12)
         if gate_opt is not None:  # Adam on (N/B) sum_batch r log g [+ log p(V)]
-            rows = last_rows
-            x_b = X if rows is None else X[rows]
-            r_b = (log_r if rows is None else log_r[rows])[:, :K].exp()
-            for _ in range(options.gate_steps):
-                gate_opt.zero_grad()
-                loss = -(r_b * torch.log_softmax(gate(x_b), -1)).sum() * scale
-                if scale_v is not None:
-                    loss = loss - U.gate_log_prior(gate_weights(gate), scale_v)
-                loss.backward()
-                gate_opt.step()
+            # before the first batch: all rows where they are in memory (a distributed
+            # source has no batch yet, and its first Adam step waits for one)
+            batch = source.all_rows(K) if last is None else (last[0], last[1][:, :K].exp())
+            if batch is not None:
+                x_b, r_b = batch
+                for _ in range(options.gate_steps):
+                    gate_opt.zero_grad()
+                    loss = -(r_b * torch.log_softmax(gate(x_b), -1)).sum() * scale
+                    if scale_v is not None:
+                        loss = loss - U.gate_log_prior(gate_weights(gate), scale_v)
+                    loss.backward()
+                    gate_opt.step()
             if share is not None:  # online M-step of the noise share, mean_i r_iK
                 share = (r_sum_bar[K] / N).clamp(1e-12, 1 - 1e-12)
         # ---- local step: q(z_i) of the next batch given the globals ----------------------
-        if full:
-            rows = None
+        lp = log_prior_at(alpha)
+        if full:  # all rows, where they are; the source keeps q(Z)
+            est = source.e_step(q, source.full_log_prior(lp), e_log_beta, e_beta, noise, maps)
+            F, elbo = objective(est.lse, kl_prior)
+            stats_hat, r_sum_hat = est.stats, est.r_sum
         else:
             if not batches:
                 perm = torch.randperm(N, generator=gen, device="cpu").to(X.device)
                 batches = list(perm.split(B))[::-1]
-            rows = batches.pop()
-        F, elbo, est_stats, est_r_sum = _local(X, y, rows, q, log_prior_at(rows, alpha), e_beta, e_log_beta, noise,
-                         maps, log_r, kl_prior, alpha, mu, log_norm_mu, (a, b), conj, xi,
-                         scale, gate_log_prior().detach())  # fmt: skip
-        stats_hat = _scaled(est_stats, scale) if not full else est_stats
-        r_sum_hat = est_r_sum * scale if not full else est_r_sum
-        last_rows = rows
+            rows = batches.pop()  # only the minibatch comes to the client; the next one is
+            x_b, y_b = source.batch(rows, batches[-1] if batches else None)  # told, to prefetch
+            est = U.e_step(x_b, y_b, q, lp(x_b), e_log_beta, e_beta, noise, maps=maps)
+            F, elbo = objective(est.lse * scale, kl_prior)
+            stats_hat, r_sum_hat = _scaled(est.stats, scale), est.r_sum * scale
+            last = (x_b, est.log_r)
         if not math.isfinite(F):
             raise FloatingPointError(
                 f"natural-gradient SVI produced a non-finite objective at step {step}"
@@ -278,8 +365,8 @@ def natural_run(
                 run.converged = True
                 break
         elif step % options.eval_every == 0:
-            cur = _held_out(X, y, groups, q, alpha, share, gate, conj, config, e_beta, e_log_beta,
-                            kl_prior, mu, log_norm_mu, (a, b), xi, gate_log_prior().detach())  # fmt: skip
+            sums = source.held_out(groups, q, log_prior_at(alpha), e_log_beta, e_beta, noise, maps)
+            cur = (sums, objective(sums.new_zeros(()), kl_prior)[0])  # the exact global part
             if held is not None:
                 ok, stop_se = _change_test(held, cur, N, m, options.tol, F)
                 passes = passes + 1 if ok else 0
@@ -293,9 +380,9 @@ def natural_run(
     if full:
         run.record(run.objective[-1], run.elbo[-1], time.perf_counter() - t0)
     else:
-        F, elbo, _, _ = _local(X, y, None, q, log_prior_at(None, alpha), e_beta, e_log_beta, noise,
-                         maps, log_r, kl_prior, alpha, mu, log_norm_mu, (a, b), conj, xi, 1.0,
-                         gate_log_prior().detach())  # fmt: skip
+        lp = source.full_log_prior(log_prior_at(alpha))
+        est = source.e_step(q, lp, e_log_beta, e_beta, noise, maps)
+        F, elbo = objective(est.lse, kl_prior)
         run.record(F, elbo, time.perf_counter() - t0)
     run.summary["objective_se"] = 0.0  # the final objective is exact (closed form)
     run.summary["stop_se"] = stop_se
@@ -307,7 +394,8 @@ def natural_run(
         for p in gate.parameters():
             p.requires_grad_(False)
     return closed_form_fit(
-        run, config, log_r, q, alpha=alpha, qbeta=(a, b) if latent_beta else None,
+        run, config, source.log_responsibilities(), q, alpha=alpha,
+        qbeta=(a, b) if latent_beta else None,
         e_beta=e_beta, w0=w0, A=A, mu=mu, xi=xi, rho=share, gate=gate,
     )  # fmt: skip
 
@@ -338,29 +426,6 @@ def _weights_step(stats_hat, prior, factor, q, h, J, rho, e_beta):
     return h_new, J_new, U.weights_from_natural(h_new, J_new)
 
 
-def _held_out(X, y, groups, q, alpha, share, gate, conj, config, e_beta, e_log_beta, prior, mu,
-              log_norm_mu, qbeta, xi, gate_lp):  # fmt: skip
-    """The stop rule's evaluation at the present globals on the fixed subsample: per group
-    g the data term sum_{i in g} lse_i (local q(z_i) optimal), and the exact global part
-    -KL [+ R(w0)] [+ log p(V)] (:func:`~pyro_moe.closed_form.updates.elbo_from_lse` of 0)."""
-    sums = []
-    for rows in groups:
-        if conj.mixture:
-            lp = U.dirichlet_expected_log(alpha).expand(rows.shape[0], config.components)
-        else:
-            with torch.no_grad():
-                lp = log_gate(gate, X[rows], share)
-        est = U.e_step(X[rows], y[rows], q, lp, e_log_beta, e_beta, conj.noise_log_density,
-                       maps=config.maps)  # fmt: skip
-        sums.append(est.lse)
-    _, glob = U.elbo_from_lse(
-        X.new_zeros(()), q, prior=prior, alpha=alpha, mu=mu if conj.mixture else None,
-        log_norm_mu=log_norm_mu, qbeta=qbeta if conj.noise_prior is not None else None,
-        beta_prior=conj.noise_prior, xi=xi,
-    )  # fmt: skip
-    return torch.stack(sums), float(glob + gate_lp)
-
-
 def _change_test(old, new, N: int, m: int, tol: float, F: float) -> tuple[bool, float]:
     """The minibatch stop rule: the change of F between two evaluations on the same
     subsample of m points in G groups (common points, so its Monte Carlo error is that of
@@ -373,22 +438,3 @@ def _change_test(old, new, N: int, m: int, tol: float, F: float) -> tuple[bool, 
     D = float(diff.sum()) * N / m + (c_new - c_old)
     se = float(diff.std()) * math.sqrt(G) * N / m if G > 1 else 0.0
     return abs(D) + 2.0 * se <= tol * max(abs(F), N), se
-
-
-def _local(X, y, rows, q, log_prior, e_beta, e_log_beta, noise, maps, log_r, prior, alpha, mu,
-           log_norm_mu, qbeta, conj, xi, scale, gate_lp):  # fmt: skip
-    """The local step on ``rows`` (None: all points): q(z_i) in closed form, written into
-    ``log_r``; returns F_hat = (N/B) sum_batch lse_i - KLs [+ R(w0)] [+ log p(V)], the
-    ELBO's estimate, and the batch's statistics and sum_i r_i (not rescaled)."""
-    x_b, y_b = (X, y) if rows is None else (X[rows], y[rows])
-    est = U.e_step(x_b, y_b, q, log_prior, e_log_beta, e_beta, noise, maps=maps)
-    if rows is None:
-        log_r.copy_(est.log_r)
-    else:
-        log_r[rows] = est.log_r
-    elbo, F = U.elbo_from_lse(
-        est.lse * scale, q, prior=prior, alpha=alpha, mu=mu if conj.mixture else None,
-        log_norm_mu=log_norm_mu, qbeta=qbeta if conj.noise_prior is not None else None,
-        beta_prior=conj.noise_prior, xi=xi,
-    )  # fmt: skip
-    return float(F + gate_lp), float(elbo), est.stats, est.r_sum

@@ -218,18 +218,22 @@ class SVI(Engine):
                 self.conj = None
         self.check()  # a batch_size above N is an error even where the full batch is used
         opts = self.options
-        small = opts.batch_size is not None and self.X.shape[0] < opts.minibatch_from
+        small = opts.batch_size is not None and self.points() < opts.minibatch_from
         if self.conj is not None and small:  # full batch: exact steps are cheaper here
             tol = TOL["natural"] if opts.tol == TOL["natural_minibatch"] else opts.tol
             self.options = Options(self.name, {**opts, "batch_size": None, "tol": tol})
 
+    def points(self) -> int:
+        """N, the points the options are checked against (a distributed fit's X is a head)."""
+        return self.X.shape[0]
+
     def check(self) -> None:
-        B, N = self.options.batch_size, self.X.shape[0]
+        B, N = self.options.batch_size, self.points()
         if B is not None and B > N:
             raise InputError(f"batch_size = {B} is more than N = {N} points")
 
     def show_progress(self) -> bool:
-        B, N = self.options.batch_size, self.X.shape[0]
+        B, N = self.options.batch_size, self.points()
         return sys.stderr.isatty() and self.options.max_iter * min(N, B or N) > 10**6
 
     def run(self, how: str, seed: int, restart: int, progress: Progress) -> Run:

@@ -37,6 +37,7 @@ _HOMES = {
     "NonConjugateError": "errors",
     "NumericalError": "errors",
     "PyroMoeError": "errors",
+    "SchedulerError": "errors",
     "fit": "fitting",
     "Model": "model_file",
     "builtin_models": "model_file",
@@ -68,6 +69,7 @@ __all__ = [
     "NumericalError",
     "Prediction",
     "PyroMoeError",
+    "SchedulerError",
     "Selection",
     "builtin_models",
     "circle_uncertainty",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never run
         NonConjugateError,
         NumericalError,
         PyroMoeError,
+        SchedulerError,
     )
     from .fitting import fit
     from .model_file import Model, builtin_models, load_model

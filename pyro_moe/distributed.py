@@ -55,7 +55,7 @@ from .engines.cavi import CAVI, _log_gate
 from .engines.gate import GateFitter
 from .engines.natural import LogPrior, held_out_sums
 from .engines.svi import SVI
-from .errors import InputError, PyroMoeError
+from .errors import InputError, SchedulerError
 
 __all__ = [
     "DaskData", "DaskSource", "Start", "as_dask_data", "connect", "is_distributed", "open_store",
@@ -72,10 +72,6 @@ CONNECT_TIMEOUT = 10.0
 HEAD_ROWS = 1000
 #: the most values the exact median of the subsets init gathers on the client
 GATHER = 1 << 20
-
-
-class SchedulerError(PyroMoeError):
-    """The Dask scheduler cannot be reached (a one-line error, no traceback of Dask's)."""
 
 
 # ---- connecting ------------------------------------------------------------------------

@@ -11,14 +11,14 @@ The algorithm, with the data never on the client as a whole:
    its standardization, RANSAC-seeded start, search for better fixed points and
    plausibility rules (none of which can run over chunks);
 3. the design of every chunk is built on its worker by
-   :func:`pyro_moe.curve_fitting.curve_design` (the function the in-memory fit uses) in
+   :func:`pyro_moe.curve_design.curve_design` (the function the in-memory fit uses) in
    the subsample fit's standard coordinates, so its weights carry over;
 4. CAVI (or natural SVI, ``method="svi"``) runs over all N points on the cluster
    (:func:`pyro_moe.distributed.fit_on_dask`), starting from the subsample fit's globals
    (:class:`pyro_moe.distributed.Start`): the initial q(Z) of each chunk is one E-step
    from its q(W), E[log pi] (or gate) and beta, on the worker. The noise expert's support
    is the target's range over the *full* data's bounding box joined with every observed
-   target (:func:`pyro_moe.curve_fitting.target_range`, the in-memory rule).
+   target (:func:`pyro_moe.curve_design.target_range`, the in-memory rule).
 
 The result's ``curves()`` / ``circles()`` read its geometry as for an in-memory fit; it
 also holds the subsample fit as ``result.subsample_fit``.
@@ -101,8 +101,8 @@ def _chunk_box(block: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _chunk_design(block: np.ndarray, lay, standardization) -> np.ndarray:
     """[X | y] (rows, n + 1) of a chunk of points in pixels: its standard coordinates'
-    design (:func:`pyro_moe.curve_fitting.curve_design`)."""
-    from .curve_fitting import curve_design
+    design (:func:`pyro_moe.curve_design.curve_design`)."""
+    from .curve_design import curve_design
 
     X, y = curve_design(lay, standardization.to_standard(np.asarray(block, dtype=np.float64)))
     return np.column_stack([X, y])
@@ -124,6 +124,7 @@ def fit_curves_on_dask(
     search: bool = True,
     per_expert_noise: bool = True,
     seeded: bool = True,
+    fit_in_memory=None,
     subsample: int | None = None,
     scheduler: str | None = None,
     workers: int | None = None,
@@ -133,15 +134,19 @@ def fit_curves_on_dask(
     """:func:`pyro_moe.fit_curves` of distributed points (the module docstring's steps).
     ``subsample``: the points of the in-memory start (default :data:`SUBSAMPLE`); the
     other options are :func:`pyro_moe.fit_curves`' (``search``, ``seeded``: for the
-    subsample fit; ``fit_options``: for both fits)."""
+    subsample fit; ``fit_options``: for both fits). ``fit_in_memory``: the in-memory
+    curve fit of the subsample, :func:`pyro_moe.fit_curves` (which passes itself: this
+    module sits below :mod:`pyro_moe.curve_fitting` and does not import it)."""
     from dask import delayed
 
-    from .curve_fitting import expert_names, fit_curves, target_range
+    from .curve_design import expert_names, target_range
     from .distributed import Start, connect
     from .experts import layout
     from .fitting import fit
     from .model_file import load_model
 
+    if fit_in_memory is None:
+        raise TypeError("fit_curves_on_dask needs fit_in_memory= (pyro_moe.fit_curves)")
     for name in ("init", "responsibilities"):
         if fit_options.get(name) is not None:
             raise InputError(
@@ -167,7 +172,7 @@ def fit_curves_on_dask(
         rows = np.sort(np.random.default_rng(seed).choice(N, M, replace=False))
         sub = np.asarray(P[rows].compute(), dtype=np.float64)
         opts = {k: v for k, v in fit_options.items() if k not in ("n_init",)}
-        start_fit = fit_curves(
+        start_fit = fit_in_memory(
             sub, design=design, experts=experts, model=model, seed=seed,
             allow_mixed_targets=allow_mixed_targets, search=search,
             per_expert_noise=per_expert_noise, seeded=seeded, **fit_options,

@@ -42,6 +42,11 @@ class NumericalError(PyroMoeError, ArithmeticError):
     """
 
 
+class SchedulerError(PyroMoeError):
+    """The Dask scheduler of a distributed fit cannot be reached (a one-line error, no
+    traceback of Dask's)."""
+
+
 class ConvergenceWarning(UserWarning):
     """The best run stopped at ``max_iter`` before meeting its tolerance."""
 

@@ -214,9 +214,9 @@ def test_the_first_gate_step_is_not_followed_by_skips(monkeypatch):
     xy = _data("synthetic_3", 0, None).xy
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
-        skipping = fit_choice("f2", xy, method="cavi", seed=0)
+        skipping = fit_choice("f2", xy, method="cavi", seed=0, tol=1e-6)
         steps = len(calls)
-        every = fit_choice("f2", xy, method="cavi", seed=0, gate_skip_tol=0.0)
+        every = fit_choice("f2", xy, method="cavi", seed=0, tol=1e-6, gate_skip_tol=0.0)
     assert steps == skipping.iterations  # no gain was negligible on this fit
     assert skipping.objective == pytest.approx(every.objective, abs=1e-9)
 

@@ -193,7 +193,7 @@ def test_exact_median_beyond_what_is_gathered(client, monkeypatch):
 def test_unreachable_scheduler_is_one_line_error(monkeypatch):
     X, y = two_lines(100)
     monkeypatch.setattr(D, "CONNECT_TIMEOUT", 1.0)
-    with pytest.raises(D.SchedulerError) as e:
+    with pytest.raises(pyro_moe.SchedulerError) as e:
         pyro_moe.fit("mixture_of_models", X, y, scheduler="tcp://127.0.0.1:9")
     assert "tcp://127.0.0.1:9" in str(e.value) and "\n" not in str(e.value)
     assert isinstance(e.value, pyro_moe.errors.PyroMoeError)

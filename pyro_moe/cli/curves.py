@@ -67,7 +67,7 @@ def register(sub: Any) -> None:
         )
         add_image_options(p)
         add_fit_options(p, default_model="mixture_of_models")
-        add_curve_options(p, design)
+        add_curve_options(p)
         p.set_defaults(handler=run_kind, design=design)
 
     mix = add_command(

@@ -358,7 +358,7 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_curve_options(p: argparse.ArgumentParser, design: str) -> None:
+def add_curve_options(p: argparse.ArgumentParser) -> None:
     """``--max-experts`` and ``--noise-expert`` of ``circles`` / ``conics``."""
     p.add_argument(
         "--max-experts",

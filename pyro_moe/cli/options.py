@@ -262,7 +262,7 @@ def add_fit_options(
         metavar="LR",
         help="SVI's learning rate (Adam)"
         + ("" if both_methods else "; only for --method svi")
-        + " (default: the engine's, 0.002)",
+        + " (default: the engine's, 0.002; 0.01 where q(W) is whitened)",
     )
     p.add_argument(
         "--device",

@@ -89,13 +89,14 @@ _HYPERS = ("prior_mean", "prior_cov", "noise_precision")
 #: Defaults, and why:
 #:
 #: * ``lr=None``: 0.002 on the guide's own parameters, 0.01 in whitened coordinates
-#:   (``whiten``, below). ``lr_decay=0.1``. On the guide's own parameters Adam moves every unconstrained parameter by about
-#:   ``lr`` per step even at the optimum (its first steps are ~lr * sign(grad)), and the
-#:   posterior sd of w on the study's circles is ~1e-3, so a large lr throws the
-#:   closed-form start away (lr=0.01 drops F from 333 to 250 nats on synthetic 1 with
-#:   beta = 1e3) and a small one is slow; 0.005 decaying to 5e-4 ended within 0.13 % of
-#:   CAVI there (and stopped early at 0.7 % while climbing back), 0.002 within 0.01 %.
-#:   Raise lr for a start far from the optimum (``start="guide"``, non-conjugate priors).
+#:   (``whiten``, below). ``lr_decay=0.1``. On the guide's own parameters Adam moves
+#:   every unconstrained parameter by about ``lr`` per step even at the optimum (its
+#:   first steps are ~lr * sign(grad)), and the posterior sd of w on the study's
+#:   circles is ~1e-3, so a large lr throws the closed-form start away (lr=0.01 drops F
+#:   from 333 to 250 nats on synthetic 1 with beta = 1e3) and a small one is slow;
+#:   0.005 decaying to 5e-4 ended within 0.13 % of CAVI there (and stopped early at 0.7
+#:   % while climbing back), 0.002 within 0.01 %. Raise lr for a start far from the
+#:   optimum (``start="guide"``, non-conjugate priors).
 #: * ``start="closed_form"``: q(W), q(pi) [q(beta)] from the initial q(Z) in closed form;
 #:   ``"guide"`` keeps the guide's own initial values (only q(Z) is initialised).
 #: * ``tol=1e-3`` on the relative change of a ``window=50``-step rolling mean, tested

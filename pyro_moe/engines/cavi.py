@@ -42,9 +42,10 @@ from .options import Option, Options, boolean, integer, number, one_of
 #: step; below 1e5 points the float64 cold start is cheap. gate_skip_tol: a gate step that
 #: gained at most min(gate_skip_tol, tol) * max(|F|, N) nats is skipped for the next 1, 2,
 #: 4, ... GATE_MAX_BACKOFF iterations (the gate is the costliest block), never after the
-#: first step, and the fit is not declared converged on an iteration that held the gate. With the warm start,
-#: while the last gate step gained > GATE_PRESAMPLE_GAIN nats per point, L-BFGS first runs
-#: on a subsample of GATE_PRESAMPLE rows (docs/cavi_notes.md section 6). Converged when
+#: first step, and the fit is not declared converged on an iteration that held the gate.
+#: With the warm start, while the last gate step gained > GATE_PRESAMPLE_GAIN nats per
+#: point, L-BFGS first runs on a subsample of GATE_PRESAMPLE rows (docs/cavi_notes.md
+#: section 6). Converged when
 #: |F_t - F_{t-1}| <= tol * max(|F_t|, N): a relative change, measured against N when F is
 #: near zero (F is a sum over N points).
 OPTIONS = MappingProxyType(

@@ -386,7 +386,11 @@ def _initialise(model: Model, X, y, cfg: Config, options: Options, how: str, see
         return priors
     stats = U.sufficient_stats(X, y, r[:, : cfg.experts], cfg.maps)
     prior = U.weight_prior(cfg.prior_mean, cfg.prior_cov)
-    q = U.update_weights(stats, prior, beta)
+
+    def weights_at(b):
+        return U.update_weights(stats, prior, b)
+
+    q = weights_at(beta)
     # beta from its closed-form M-step too: from 1/Var(y), Adam's ~lr-sized steps in log beta
     # needed thousands of steps (measured: Synthetic 2 stopped at F = -391 vs CAVI's -225)
     # q(W) and beta alternate to their joint fixed point given q(Z) (per-expert work only):
@@ -394,26 +398,22 @@ def _initialise(model: Model, X, y, cfg: Config, options: Options, how: str, see
     # Adam then spent its steps climbing in log beta (668 nats short after one step)
     if "noise_precision" in store:  # learned point estimate (not latent, not fixed)
         beta_max = 1e10 / max(float(y.var()), 1e-300)
-        for _ in range(START_ROUNDS):
-            total_sq, n_k = U.summed_sq_residuals(stats, q), stats.Nk
+
+        def beta_of(q_):
+            total_sq, n_k = U.summed_sq_residuals(stats, q_), stats.Nk
             if not cfg.per_expert_noise:
                 total_sq, n_k = total_sq.sum(), n_k.sum()
-            new = U.update_noise_precision(total_sq, n_k, beta_max, previous=beta)
-            q = U.update_weights(stats, prior, new)
-            done = bool(((new - beta).abs() <= 1e-10 * new.abs()).all())
-            beta = new
-            if done:
-                break
+            return U.update_noise_precision(total_sq, n_k, beta_max, previous=beta)
+
+        q, beta = _joint_start(weights_at, beta_of, beta)
     qbeta = None
     if "noise_shape" in store:  # latent beta: q(beta) in closed form too, not from 1/Var(y)
-        last = None
-        for _ in range(START_ROUNDS):
-            qbeta = _closed_form_qbeta(model_tr, stats, prior, q, cfg)
-            e_beta = qbeta[0] / qbeta[1]
-            q = U.update_weights(stats, prior, e_beta)
-            if last is not None and bool(((e_beta - last).abs() <= 1e-10 * e_beta.abs()).all()):
-                break
-            last = e_beta
+
+        def e_beta_of(q_):
+            a, b = _closed_form_qbeta(model_tr, stats, prior, q_, cfg)
+            return a / b
+
+        q, _ = _joint_start(weights_at, e_beta_of, beta)
         qbeta = _closed_form_qbeta(model_tr, stats, prior, q, cfg)
     with torch.no_grad():
         store["weight_mean"] = q.mean
@@ -431,6 +431,19 @@ def _initialise(model: Model, X, y, cfg: Config, options: Options, how: str, see
 
 #: rounds of (q(W), beta) at most in the closed-form start
 START_ROUNDS = 200
+
+
+def _joint_start(weights_at, beta_of, beta):
+    """q(W) and beta (or E[beta]) alternated to their joint fixed point given q(Z):
+    q = weights_at(beta), beta = beta_of(q), until beta repeats to 1e-10 relative
+    (START_ROUNDS at most). Returns (q, beta), q that of the last beta."""
+    for _ in range(START_ROUNDS):
+        new = beta_of(weights_at(beta))
+        done = bool(((new - beta).abs() <= 1e-10 * new.abs()).all())
+        beta = new
+        if done:
+            break
+    return weights_at(beta), beta
 
 
 def _closed_form_qbeta(model_tr, stats: U.Stats, prior, q, cfg: Config):
@@ -545,8 +558,8 @@ def _run(
         guide = model.guide if white is None else white.guide(model.guide)
         elbo = TraceEnum_ELBO(max_plate_nesting=1, num_particles=options.num_particles)
         lr = options.lr if options.lr is not None else (WHITE_LR if white else PLAIN_LR)
-        optim = None  # built on the first step, from the parameters that step registers
-        average = None
+        # built on the first step, from the parameters that step registers
+        optim = average = params = None
         B = options.batch_size
         gen = torch.Generator(device="cpu").manual_seed(seed)
         batches: list[torch.Tensor] = []
@@ -565,8 +578,10 @@ def _run(
                 leaves = {id(v.unconstrained()): v.unconstrained()
                           for v in (n["value"] for n in capture.trace.nodes.values())
                           if hasattr(v, "unconstrained")}  # fmt: skip
+                params = list(leaves.values())
+                average = [p.detach().clone() for p in params]
                 optim = ClippedAdam(
-                    list(leaves.values()), lr=lr, clip_norm=options.clip_norm,
+                    params, lr=lr, clip_norm=options.clip_norm,
                     lrd=options.lr_decay ** (1.0 / options.max_iter),
                 )  # fmt: skip
             loss = float(surrogate.detach())
@@ -577,14 +592,11 @@ def _run(
             optim.zero_grad()
             surrogate.backward()
             optim.step()
-            if average is None:
-                average = [p.detach().clone() for g in optim.param_groups for p in g["params"]]
-            else:  # the iterates' mean, exponentially weighted over the last ~window steps
-                c = max(1.0 / step, 1.0 / options.window)
-                with torch.no_grad():
-                    ps = (p for g in optim.param_groups for p in g["params"])
-                    for a, p in zip(average, ps, strict=True):
-                        a.lerp_(p, c)
+            # the iterates' mean, exponentially weighted over the last ~window steps
+            c = max(1.0 / step, 1.0 / options.window)
+            with torch.no_grad():
+                for a, p in zip(average, params, strict=True):
+                    a.lerp_(p, c)
             F = -loss
             prior_terms = _regularizer_at(xi, has_reg, cfg) + _gate_log_prior(gate_prior, cfg)
             run.record(F, F - prior_terms, time.perf_counter() - t0)
@@ -598,8 +610,7 @@ def _run(
         run.iterations = len(run.objective)
         if average is not None:  # the final q is the iterates' mean (Polyak-Ruppert)
             with torch.no_grad():
-                ps = (p for g in optim.param_groups for p in g["params"])
-                for a, p in zip(average, ps, strict=True):
+                for a, p in zip(average, params, strict=True):
                     p.copy_(a)
         if white is not None:
             white.write_back(store)

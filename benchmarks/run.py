@@ -338,6 +338,31 @@ def circle_comparison(quick: bool) -> tuple[list[dict], str | None]:
     return rows, f"scikit-image {skimage.__version__}"
 
 
+def svi_against_cavi(c, s, truth=None) -> dict:
+    """Issue #16's three tests of an SVI fit ``s`` against the CAVI fit ``c`` of the same
+    data (the one home of the rule, for benchmarks/svi_study_rows.py and svi_kinds.py):
+    |F_SVI - F_CAVI| <= max(1e-4 |F_CAVI|, 0.5) nats; S_SVI <= max(2 S_CAVI, 1e-6) (circle
+    error against ``truth``, when given); the largest |sd_SVI / sd_CAVI - 1| of the weights'
+    posterior sds, experts aligned, below 5 %."""
+    sd_c = c.cov.diagonal(dim1=-2, dim2=-1).sqrt()
+    sd_s = s.aligned_to(c).cov.diagonal(dim1=-2, dim2=-1).sqrt()
+    row = {
+        "F_cavi": c.objective,
+        "F_svi": s.objective,
+        "gap": s.objective - c.objective,
+        "F_ok": abs(s.objective - c.objective) <= max(1e-4 * abs(c.objective), 0.5),
+        "sd_ratio_max_dev": float((sd_s / sd_c - 1).abs().max()),
+        "cavi_converged": c.converged,
+        "svi_converged": s.converged,
+    }
+    row["sd_ok"] = row["sd_ratio_max_dev"] < 0.05
+    if truth is not None:
+        row["S_cavi"] = circle_error(truth, c.circles())
+        row["S_svi"] = circle_error(truth, s.circles())
+        row["S_ok"] = row["S_svi"] <= max(2 * row["S_cavi"], 1e-6)
+    return row
+
+
 def table(rows: list[dict], keys: list[str]) -> str:
     def fmt(v):
         if isinstance(v, float):

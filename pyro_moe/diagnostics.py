@@ -53,7 +53,7 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from .errors import InputError
-from .joint import LogJoint, fixed_config, model_of, q_draws
+from .joint import LogJoint, fixed_config, q_draws
 from .likelihood import component_log_densities, noise_log_density
 from .result import FitResult
 from .shapes.curves import circle_parameters, conic_from_weights, conic_to_pixels
@@ -450,7 +450,7 @@ def psis_khat(result: FitResult, *, draws: int = 1000, seed: int = 0) -> float:
         raise InputError("k-hat grades a variational fit; a NUTS result has no q")
     if int(draws) < 10:
         raise InputError(f"draws must be at least 10, got {draws}")
-    model = model_of(result)
+    model = result.model
     joint = LogJoint(model, result.X, result.y, fixed_config(model, result))
     gen = torch.Generator(device="cpu").manual_seed(seed)
     theta = q_draws(result, joint.sites, int(draws), gen)

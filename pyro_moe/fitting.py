@@ -208,7 +208,7 @@ def fit(
             scheduler=scheduler, workers=workers, collect=collect, start=start_from,
         )  # fmt: skip
         result.geometry = geometry
-        return result
+        return result.attach_model(model)
     if start_from is not None:
         raise InputError("start_from= is for distributed data; in memory give responsibilities")
     X, y = as_data(X, y, device=device)
@@ -226,7 +226,7 @@ def fit(
     )
     result = engine(model, X, y, config, options, search=search, plausible=plausible).fit()
     result.geometry = geometry
-    return result
+    return result.attach_model(model)
 
 
 METHODS = tuple(ENGINES)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from pathlib import Path
 
 import pyro
 import torch
@@ -45,10 +44,10 @@ from pyro.poutine.util import site_is_subsample
 from .config import Config, log_gate
 from .errors import InputError, ModelFileError
 from .likelihood import component_log_densities, noise_log_density
-from .model_file import Model, load_model
+from .model_file import Model
 from .result import FitResult
 
-__all__ = ["FAST_LATENTS", "LogJoint", "cholesky", "fixed_config", "model_of", "q_draws"]
+__all__ = ["FAST_LATENTS", "LogJoint", "cholesky", "fixed_config", "q_draws"]
 
 #: Latent sites the log-sum-exp path knows (the rest need enumeration).
 FAST_LATENTS = ("w", "pi", "noise_precision")
@@ -253,12 +252,6 @@ class LogJoint:
                 )
             self._enumerated = fn
         return self._enumerated(dict(u))
-
-
-def model_of(result: FitResult) -> Model:
-    """The model file a result was fitted with (its path, else its built-in name)."""
-    path = Path(result.model_path)
-    return load_model(path if path.is_file() else result.model_name)
 
 
 def cholesky(cov: torch.Tensor) -> torch.Tensor:

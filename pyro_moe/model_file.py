@@ -29,14 +29,42 @@ from .config import Config, ScaledInput, input_scale, learn_set
 from .errors import InputError, ModelFileError, PyroMoeError, find_stack_level
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """The text a model file was executed from and its SHA-256 digest: what a fit carries
+    (:attr:`pyro_moe.FitResult.model_source`) and a saved result stores, so a result never
+    needs the file on disk again and a loaded result can tell whether a file offered to it
+    is the one it was fitted with (:func:`model_for_result`)."""
+
+    name: str
+    path: str
+    text: str
+    sha256: str
+
+    @classmethod
+    def of(cls, name: str, path: Path | str, text: str) -> ModelSource:
+        return cls(name=name, path=str(path), text=text, sha256=_sha256(text))
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex digits of the digest (for messages)."""
+        return self.sha256[:12]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass
 class Model:
-    """A loaded model file: its ``model``/``guide`` pair, settings and gate factory."""
+    """A loaded model file: its ``model``/``guide`` pair, settings and gate factory, and the
+    :class:`ModelSource` it was executed from (read once; never re-read from disk)."""
 
     name: str
     path: Path
     module: ModuleType
     settings: dict[str, Any] = field(default_factory=dict)
+    source: ModelSource | None = None
 
     @property
     def model(self) -> Callable:
@@ -250,14 +278,31 @@ def noise_bounds(y: torch.Tensor, margin: float = 1e-6) -> torch.Tensor:
     return torch.tensor([lo - margin * width, hi + margin * width], dtype=y.dtype, device=y.device)
 
 
-def load_model(name_or_path: str | Path | Model) -> Model:
+def load_model(name_or_path: str | Path | Model, *, sha256: str | None = None) -> Model:
     """Load a model file by built-in name (``"mixture_of_experts"``) or by path.
+
+    The file is read once and executed from that text, which the returned :class:`Model`
+    keeps (:class:`ModelSource`). ``sha256``: the digest the file's text must have; a file
+    whose text differs is refused *before* it runs (a :class:`ModelFileError` saying so).
 
     Raises :class:`ModelFileError` for an unknown name, a missing file, a syntax error or a
     file that lacks ``model``/``guide``.
     """
     if isinstance(name_or_path, Model):
+        _check_digest(name_or_path.source, sha256, name_or_path.path)
         return name_or_path
+    path, name = _locate(name_or_path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"cannot read model file {path}: {e}") from e
+    source = ModelSource.of(name, path, text)
+    _check_digest(source, sha256, path)
+    return _execute(source, path)
+
+
+def _locate(name_or_path: str | Path) -> tuple[Path, str]:
+    """(resolved path, name) of a built-in name or a path."""
     text = str(name_or_path)
     path = Path(text)
     if text.endswith(".py") or path.exists() or "/" in text:
@@ -272,28 +317,71 @@ def load_model(name_or_path: str | Path | Model) -> Model:
                 "(or give the path of a model file)"
             )
         name = text
-    path = path.resolve()
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    module_name = f"pyro_moe_models.{name}_{digest}"
+    return path.resolve(), name
+
+
+def _check_digest(source: ModelSource | None, sha256: str | None, path) -> None:
+    if sha256 is None or (source is not None and source.sha256 == sha256):
+        return
+    have = "unknown" if source is None else source.short
+    raise ModelFileError(
+        f"model file {path} is not the one the result was fitted with: its text has sha256 "
+        f"{have}..., the result's model file had {sha256[:12]}... (not run)"
+    )
+
+
+def _execute(source: ModelSource, path: Path) -> Model:
+    """Run ``source.text`` as the module of the model file at ``path``."""
+    digest = hashlib.sha1(f"{path}\0{source.sha256}".encode()).hexdigest()[:10]
+    module_name = f"pyro_moe_models.{source.name}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
+    if spec is None:
         raise ModelFileError(f"cannot load model file {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look the module up
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source.text, str(path), "exec"), module.__dict__)
     except SyntaxError as e:
+        sys.modules.pop(module_name, None)
         raise ModelFileError(f"syntax error in model file {path}, line {e.lineno}: {e.msg}") from e
     except (Exception, SystemExit) as e:  # a file that calls sys.exit() at import, too
+        sys.modules.pop(module_name, None)
         line = _line_in(path, e) or traceback.extract_tb(e.__traceback__)[-1].lineno
         raise ModelFileError(
             f"model file {path} failed to import (line {line}): {type(e).__name__}: {e}"
         ) from e
-    sys.modules[module_name] = module
     for required in ("model", "guide"):
         if not callable(getattr(module, required, None)):
             raise ModelFileError(f"model file {path} does not define a function {required}()")
     settings = dict(getattr(module, "SETTINGS", {}))
-    return Model(name=name, path=path, module=module, settings=settings)
+    return Model(name=source.name, path=path, module=module, settings=settings, source=source)
+
+
+def model_for_result(
+    source: ModelSource | None, name: str, path: str, given: str | Path | Model | None = None
+) -> Model:
+    """The model file of a *loaded* result, never one the result's own data name.
+
+    ``given`` (the user's choice: ``FitResult.load(..., model=...)``) is loaded only if its
+    text has the digest the result recorded (else a :class:`ModelFileError`, and the file is
+    not run). Without it, only a built-in model file whose installed text has that digest
+    is used (the package's own code); any other file a saved result names is refused with a
+    message saying how to give it: a data file never makes pyro_moe run code.
+    """
+    sha = None if source is None else source.sha256
+    if given is not None:
+        return load_model(given, sha256=sha)
+    builtin = MODELS_DIR / f"{name}.py"
+    if name in builtin_models() and builtin.is_file():
+        text = builtin.read_bytes().decode("utf-8", errors="replace")
+        if sha is None or _sha256(text) == sha:
+            return load_model(name, sha256=sha)
+    digest = "" if sha is None else f" (sha256 {sha[:12]}...)"
+    raise ModelFileError(
+        f"this result was fitted with the model file {path}{digest}, which a loaded result "
+        "does not run by itself; give it explicitly: FitResult.load(file, model=PATH) "
+        "checks that PATH is that file and uses it"
+    )
 
 
 def _line_in(path: Path, exc: BaseException) -> int | None:

@@ -37,7 +37,7 @@ from .config import log_gate
 from .errors import InputError, ModelFileError
 from .files import atomic_write
 from .likelihood import expert_predictive
-from .model_file import load_model
+from .model_file import Model, ModelSource, model_for_result
 from .shapes.geometry import Geometry
 
 
@@ -309,6 +309,7 @@ class FitResult:
     search: dict[str, Any] | None = None
     gate: torch.nn.Module | None = field(default=None, repr=False)
     draws: Draws | None = field(default=None, repr=False)
+    model_source: ModelSource | None = field(default=None, repr=False)
 
     responsibilities = _forward("posterior", "responsibilities")
     mean = _forward("posterior", "mean")
@@ -335,6 +336,25 @@ class FitResult:
 
     def __post_init__(self) -> None:
         self._log_gate: torch.Tensor | None = None
+        self._model: Model | None = None
+
+    # ---- the model file ----------------------------------------------------------------
+    def attach_model(self, model: Model) -> FitResult:
+        """Carry the loaded model file this result was fitted with (``fit`` does it): the
+        gate, predictions and k-hat use it, never the file on disk again."""
+        self._model = model
+        self.model_source = model.source
+        return self
+
+    @property
+    def model(self) -> Model:
+        """The model file fitted: the one loaded for the fit, or for a loaded result the
+        file given to :meth:`load` (checked against the recorded digest) or the built-in
+        model of that name and digest (:func:`pyro_moe.model_file.model_for_result`: a
+        saved result never makes pyro_moe run a file it names)."""
+        if self._model is None:
+            self._model = model_for_result(self.model_source, self.model_name, self.model_path)
+        return self._model
 
     # ---- summaries ---------------------------------------------------------------------
     @property
@@ -404,6 +424,7 @@ class FitResult:
             gate=None,
             draws=self.draws.permuted(idx) if self.draws is not None else None,
         )
+        out._model = self._model
         if self.gate is not None and out.gate_state is not None:
             out.gate = copy.deepcopy(self.gate)
             out.gate.load_state_dict(out.gate_state)
@@ -423,17 +444,19 @@ class FitResult:
             return None
         if self.gate is None:
             try:
-                path = Path(self.model_path)
-                model = load_model(path if path.is_file() else self.model_name)
+                model = self.model
             except ModelFileError as e:
-                raise InputError(
-                    f"cannot rebuild the gate: the model file {self.model_path} is gone "
-                    f"and {self.model_name!r} is not a built-in model ({e})"
-                ) from e
+                raise InputError(f"cannot rebuild the gate: {e}") from e
             with torch.device(self.X.device):  # built where the data are, then overwritten
                 gate = model.make_gate(self.X.shape[1], self.experts, self.gate_hidden)
             gate = gate.to(dtype=self.X.dtype)
-            gate.load_state_dict(self.gate_state)
+            try:
+                gate.load_state_dict({k: v.to(self.X.dtype) for k, v in self.gate_state.items()})
+            except RuntimeError as e:
+                raise InputError(
+                    f"the saved gate does not fit the gate of model file {model.path}: "
+                    + " ".join(str(e).split())[:300]
+                ) from e
             self.gate = gate
         return self.gate
 
@@ -542,10 +565,12 @@ class FitResult:
                 if getattr(self.draws, name) is not None:
                     arrays[f"draws/{name}"] = _np(getattr(self.draws, name))
         meta = {
-            "format": 2,
+            "format": FORMAT,
             "method": self.method,
             "model_name": self.model_name,
             "model_path": self.model_path,
+            "model_source": None if self.model_source is None else self.model_source.text,
+            "model_sha256": None if self.model_source is None else self.model_source.sha256,
             "iterations": self.iterations,
             "wall_time": self.wall_time,
             "converged": self.converged,
@@ -566,13 +591,30 @@ class FitResult:
         return atomic_write(path, write)
 
     @classmethod
-    def load(cls, path: str | Path) -> FitResult:
-        """Read a result written by :meth:`save`; anything else is an :class:`InputError`."""
+    def load(cls, path: str | Path, *, model: str | Path | Model | None = None) -> FitResult:
+        """Read a result written by :meth:`save`; anything else is an :class:`InputError`.
+
+        Loading never runs code. The result carries the text and SHA-256 of the model file
+        it was fitted with; what needs the file (a gated result's gate, k-hat) uses
+        ``model`` (a name, a path or a loaded :class:`~pyro_moe.model_file.Model`) when its
+        text has that digest (else a :class:`~pyro_moe.errors.ModelFileError`, and the file
+        is not run), or the built-in model file of that name and digest; never a file the
+        archive itself names.
+        """
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                arrays = {k: torch.from_numpy(data[k].copy()) for k in data.files if k != "meta"}
-            kw = {k: arrays[k] for k in ("X", "y")}
+                if not isinstance(meta, dict):
+                    raise InputError(f"its metadata is a JSON {type(meta).__name__}, not an object")
+                if meta.get("format") not in (2, FORMAT):
+                    raise InputError(
+                        f"unknown format {meta.get('format')!r} (this version reads 2 and {FORMAT})"
+                    )
+                arrays = {k: _loaded(data[k]) for k in data.files if k != "meta"}
+            source = _source_of(meta)
+            # the design and targets as floats (an integer X saved by hand, too)
+            kw = {k: arrays[k].to(torch.float64) if not arrays[k].is_floating_point()
+                  else arrays[k] for k in ("X", "y")}  # fmt: skip
             parts = {
                 part: {n: arrays[n] for n in names if n in arrays} for part, names in _PARTS.items()
             }
@@ -603,15 +645,55 @@ class FitResult:
                 geometry=Geometry.from_dict(geometry, K) if geometry else None,
                 search=meta.get("search"),
                 draws=draws,
+                model_source=source,
             )
         except InputError as e:
             raise InputError(f"cannot read a saved result from {path}: {e}") from e
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        except (
+            OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError,
+            zipfile.BadZipFile,
+        ) as e:  # fmt: skip
             raise InputError(
                 f"cannot read a saved result from {path}: {type(e).__name__}: {e}"
             ) from e
-        result.check_shapes()
+        try:
+            result.check_shapes()
+            result.check_values()
+        except InputError as e:
+            raise InputError(f"cannot read a saved result from {path}: {e}") from e
+        if model is not None:
+            result.attach_model(
+                model_for_result(source, result.model_name, result.model_path, given=model)
+            )
         return result
+
+    def check_values(self) -> None:
+        """Raise :class:`InputError` unless the posterior is a posterior: finite means and
+        responsibilities in [0, 1], symmetric positive definite covariances, positive
+        noise precisions and Dirichlet/Gamma parameters, an ordered noise range."""
+        bad = []
+        for name in ("X", "y", "mean", "cov", "noise_precision", "responsibilities"):
+            if not bool(torch.isfinite(getattr(self, name)).all()):
+                bad.append(f"{name} has NaN or inf")
+        r = self.responsibilities
+        if r.numel() and not bool(((r >= 0) & (r <= 1 + 1e-9)).all()):
+            bad.append("responsibilities outside [0, 1]")
+        if self.cov.numel() and not bad:
+            sym = torch.allclose(self.cov, self.cov.transpose(-1, -2), rtol=1e-8, atol=0.0)
+            pd = bool((torch.linalg.cholesky_ex(self.cov)[1] == 0).all())
+            if not (sym and pd):
+                bad.append("cov is not symmetric positive definite")
+        if not bool((self.noise_precision > 0).all()):
+            bad.append("noise_precision is not positive")
+        for name in ("alpha", "noise_shape", "noise_rate"):
+            t = getattr(self, name)
+            if t is not None and not bool((torch.isfinite(t) & (t > 0)).all()):
+                bad.append(f"{name} is not positive and finite")
+        nb = self.noise_bounds
+        if nb is not None and not (bool(torch.isfinite(nb).all()) and float(nb[1]) > float(nb[0])):
+            bad.append("noise_bounds is not an interval lo < hi")
+        if bad:
+            raise InputError("invalid result values: " + ", ".join(bad))
 
     def check_shapes(self) -> None:
         """Raise :class:`InputError` unless every array has the shape its role needs."""
@@ -639,6 +721,31 @@ class FitResult:
             bad.append("an empty objective history")
         if bad:
             raise InputError("inconsistent result arrays: " + ", ".join(bad))
+
+
+#: the ``.npz`` format written: 3 carries the model file's text and digest (2 read too)
+FORMAT = 3
+
+
+def _loaded(a: np.ndarray) -> torch.Tensor:
+    """A saved array as a tensor: numbers only (strings, objects, complex are refused)."""
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"an array of dtype {a.dtype} is not a result array")
+    return torch.from_numpy(a.copy())
+
+
+def _source_of(meta: dict) -> ModelSource | None:
+    """The model file's text and digest recorded in ``meta`` (format 3), checked: a text
+    that does not have its recorded digest was altered."""
+    text, sha = meta.get("model_source"), meta.get("model_sha256")
+    if text is None and sha is None:
+        return None
+    if not isinstance(text, str) or not isinstance(sha, str):
+        raise InputError("its model_source / model_sha256 metadata is not text")
+    source = ModelSource.of(str(meta.get("model_name")), str(meta.get("model_path")), text)
+    if source.sha256 != sha:
+        raise InputError("its model file text does not match its recorded sha256 (altered)")
+    return source
 
 
 #: the saved arrays of each part, by name (gate parameters are saved as ``gate/<name>``)

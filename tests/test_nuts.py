@@ -14,7 +14,7 @@ from conftest import GAUSSIAN_PRIOR, SWAPS, edited_model
 
 import pyro_moe
 from pyro_moe import diagnostics as D
-from pyro_moe.joint import LogJoint, fixed_config, model_of
+from pyro_moe.joint import LogJoint, fixed_config
 from pyro_moe.result import FitResult
 from pyro_moe.shapes import circle_image, synthetic_2, synthetic_3
 
@@ -58,7 +58,7 @@ def test_closed_form_sum_over_z_is_pyros_enumeration(model, options):
         fit = pyro_moe.fit_circles(
             data.xy, experts=2, model=model, n_init=1, max_iter=30, **options
         )
-    m = model_of(fit)
+    m = fit.model
     cfg = fixed_config(m, fit)
     fast = LogJoint(m, fit.X, fit.y, cfg)
     enum = LogJoint(m, fit.X, fit.y, cfg, marginalize="enumerate")
@@ -76,7 +76,7 @@ def test_closed_form_sum_over_z_is_pyros_enumeration(model, options):
 def test_learned_hyperparameters_and_model_params_are_refused(tmp_path):
     """The trap: a hyperparameter left learned is a pyro.param NUTS would freeze."""
     fit = pyro_moe.fit_circles(synthetic_2(0).xy, experts=2, n_init=1)
-    m = model_of(fit)
+    m = fit.model
     cfg = fixed_config(m, fit)
     assert cfg.learn == frozenset()
     assert torch.equal(cfg.noise_precision, fit.noise_precision)  # CAVI's beta, not 1/Var y
@@ -184,7 +184,7 @@ def test_the_closed_form_energy_and_gradient_are_the_log_joints(tmp_path, model,
         fit = pyro_moe.fit_circles(
             synthetic_3(0).xy, experts=2, model=model, n_init=1, max_iter=30, **options
         )
-    m = model_of(fit)
+    m = fit.model
     joint = LogJoint(m, fit.X, fit.y, fixed_config(m, fit))
     target = _Target(joint, fit, "cavi", 0)
     assert target.closed

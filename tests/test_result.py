@@ -139,21 +139,22 @@ def test_permuted_twice_back_is_the_original_and_bad_permutations_are_refused():
 
 def test_the_gate_is_built_once_not_per_predict(monkeypatch, tmp_path):
     """Regression: every predict of a gated result re-executed the model file."""
-    import pyro_moe.result as R
+    import pyro_moe.model_file as M
 
     calls = []
-    real = R.load_model
-    monkeypatch.setattr(R, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = M._execute
+    monkeypatch.setattr(M, "_execute", lambda *a, **k: calls.append(a) or real(*a, **k))
     X, y = two_circles(80, seed=2)
     res = pyro_moe.fit("mixture_of_experts", X, y, experts=2, n_init=1)
+    assert len(calls) == 1  # the fit's one load
     first = res.predict(X[:4]).mean
     for _ in range(20):
         res.predict(X[:4])
-    assert calls == []  # the engine's own gate, cached on the result
+    assert len(calls) == 1  # the engine's own gate, cached on the result
     back = pyro_moe.FitResult.load(res.save(tmp_path / "gated.npz"))
     for _ in range(20):
         torch.testing.assert_close(back.predict(X[:4]).mean, first)
-    assert len(calls) == 1  # rebuilt from the model file once, after loading
+    assert len(calls) == 2  # the built-in file, checked by digest and run once after loading
 
 
 def test_load_refuses_inconsistent_arrays(tmp_path):

@@ -227,6 +227,42 @@ def test_the_package_has_no_import_cycle():
     assert not cycles(edges), report(edges)
 
 
+def test_no_cycle_even_through_type_only_imports():
+    """An import under TYPE_CHECKING never runs, but a cycle through it is still two
+    modules that need each other: refused too."""
+    edges = analyse()
+    nodes = {e.source for e in edges} | {e.target for e in edges}
+    found = [c for c in strongly_connected(nodes, edges) if len(c) > 1]
+    assert not found, found
+
+
+def private_imports(root: Path = ROOT, package: str = PACKAGE) -> list[str]:
+    """``file:line: import`` for every import of a private name (``_x``, not a dunder) from
+    another module of the package: a private name is its module's own business."""
+    mods = modules(root, package)
+    found = []
+    for name, path in mods.items():
+        if path is None:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node, _ in _imports(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            source = _absolute(node, name, path)
+            if source != package and not source.startswith(package + "."):
+                continue
+            for alias in node.names:
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if private and source != name:
+                    rel = path.relative_to(root).as_posix()
+                    found.append(f"{rel}:{node.lineno}: {_source(node)}")
+    return found
+
+
+def test_no_private_name_is_imported_across_modules():
+    assert private_imports() == []
+
+
 def test_the_analysis_finds_cycles_and_resolves_imports(tmp_path):
     """The analysis itself, on a small package with three cycles."""
     pkg = tmp_path / "pkg"

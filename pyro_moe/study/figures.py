@@ -4,26 +4,25 @@ level, and the fits over the eye points."""
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .constants import SWEEP_NOISE_POINTS, SWEEP_ROWS
 
-if TYPE_CHECKING:
-    from .report import Report
-
 __all__ = ["eye_figure", "sweep_figure"]
 
 
-def sweep_figure(report: Report) -> bytes:
-    """S (median, IQR band, log scale) and median ELBO per point against the noise level."""
+def sweep_figure(sweep: list[dict[str, Any]]) -> bytes:
+    """S (median, IQR band, log scale) and median ELBO per point against the noise level,
+    from the sweep's summary rows (``Report.sweep``: choice, level, S_summary,
+    elbo_summary)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4))
     ax_s, ax_l = fig.subplots(1, 2)
     for i, choice in enumerate(SWEEP_ROWS):
-        rows = [r for r in report.sweep if r["choice"] == choice]
+        rows = [r for r in sweep if r["choice"] == choice]
         lv = np.array([r["level"] for r in rows])
         med = np.array([r["S_summary"]["median"] for r in rows])
         q25 = np.array([r["S_summary"]["q25"] for r in rows])

@@ -240,7 +240,7 @@ def write_report(
     blobs: dict[Path, bytes] = {}
     if report.sweep:
         p = out_dir / "sweep.png"
-        blobs[p] = sweep_figure(report)
+        blobs[p] = sweep_figure(report.sweep)
         report.figure_paths["sweep"] = p
     if eye_results:
         p = out_dir / "eye_fit.png"

@@ -9,7 +9,10 @@ functions).
 
 The rule for arrays: a real numeric array (numpy, torch, or nested lists of numbers);
 complex values are refused (the imaginary part is never dropped silently), so are
-strings, objects and NaN or inf. A tensor that requires grad is read as data (detached):
+strings, objects, dates and time spans, NaN or inf, None, and masked arrays with masked
+entries (the mask is never ignored; drop or fill the masked rows yourself). Long double
+arrays are read as float64, sparse tensors as dense ones; a meta tensor (no values) is
+refused. A tensor that requires grad is read as data (detached):
 no gradient flows through a fit.
 """
 
@@ -80,23 +83,24 @@ def as_array(
     Raises InputError for a non-numeric or complex array, and (``finite``) for NaN or inf,
     naming the first bad row.
     """
+    if value is None:
+        raise InputError(f"{name} is None: give an array of numbers")
     if torch.is_tensor(value):
         t = value.detach()
-    else:
-        try:
-            a = np.asarray(value)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"{name} must be a numeric array: {e}") from None
-        if a.dtype == object:
+        if t.device.type == "meta":
+            raise InputError(f"{name} is a tensor on the meta device: it holds no values")
+        if t.layout != torch.strided:  # sparse: its values, as a dense tensor
             try:
-                a = a.astype(np.float64)
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"{name} must be a numeric array, got an array of {_kinds(a)}"
-                ) from None
-        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-            raise InputError(f"{name} must be a numeric array, got dtype {a.dtype}")
-        t = torch.from_numpy(a if a.flags.c_contiguous and a.flags.writeable else a.copy())
+                t = t.to_dense()
+            except (RuntimeError, TypeError, NotImplementedError) as e:
+                raise InputError(f"{name} is a {t.layout} tensor that cannot be made dense: "
+                                 f"{e}") from None  # fmt: skip
+    else:
+        a = _numeric(name, value)
+        try:
+            t = torch.from_numpy(a)
+        except TypeError:  # a type torch cannot hold (e.g. some unsigned widths)
+            t = torch.from_numpy(a.astype(np.float64))
     if t.is_complex():
         raise InputError(
             f"{name} is complex: pyro_moe fits real data; pass the real part (or the "
@@ -115,6 +119,48 @@ def as_array(
                 f"{name} has NaN or inf in {int(rows.sum())} row(s), first at row {first}"
             )
     return t
+
+
+def _numeric(name: str, value: Any) -> np.ndarray:
+    """``value`` as a numpy array torch can read: bool, integer, float (long double read as
+    float64) or complex (refused by the caller); a masked array with masked entries,
+    dates and time spans, strings and objects that are not numbers are InputErrors."""
+    if np.ma.isMaskedArray(value):
+        if np.ma.getmaskarray(value).any():
+            raise InputError(f"{name} is a masked array with masked entries: {MASKED}")
+        value = np.ma.getdata(value)
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{name} must be a numeric array: {e}") from None
+    if a.dtype == object:
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{name} must be a numeric array, got an array of {_kinds(a)}"
+            ) from None
+    if a.dtype.kind in "mM":
+        raise InputError(
+            f"{name} has dtype {a.dtype} (dates or time spans): convert it to numbers first, "
+            "e.g. divide by np.timedelta64(1, 's')"
+        )
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InputError(f"{name} must be a numeric array, got dtype {a.dtype}")
+    if a.dtype.kind == "c" and a.dtype.itemsize > 16:  # complex long double
+        a = a.astype(np.complex128)
+    elif a.dtype.kind == "f" and a.dtype.itemsize > 8:  # long double: torch has no such type
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float64)  # beyond float64's range: inf, refused as such
+    return a if a.flags.c_contiguous and a.flags.writeable else a.copy()
+
+
+#: What a masked array with masked entries gets told (by :func:`as_array` and
+#: :func:`pyro_moe.shapes.points.validate_points`).
+MASKED = (
+    "masked values are not dropped nor filled silently; drop the masked rows yourself "
+    "(e.g. a[~np.ma.getmaskarray(a).any(axis=1)]) or fill them (a.filled(value))"
+)
 
 
 def check_magnitude(name: str, t: torch.Tensor) -> None:

@@ -568,7 +568,11 @@ class FitResult:
     @classmethod
     def load(cls, path: str | Path) -> FitResult:
         """Read a result written by :meth:`save`; anything else is an :class:`InputError`."""
+        from .files import check_source
+
         try:
+            if isinstance(path, str | Path):  # a FIFO would block np.load forever
+                check_source(path, "file")
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {k: torch.from_numpy(data[k].copy()) for k in data.files if k != "meta"}

@@ -18,15 +18,18 @@ no gradient flows through a fit.
 
 from __future__ import annotations
 
+import functools
 import numbers
-from typing import Any
+import random
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from .errors import InputError
 
-__all__ = ["as_array", "check_count", "check_device", "check_magnitude"]
+__all__ = ["as_array", "check_count", "check_device", "check_magnitude", "keeps_global_rngs"]
 
 #: The largest magnitude a data value may have: its square (in X^T X) must stay finite in
 #: float64 with room for sums over N points (1e150^2 = 1e300 < 1.8e308).
@@ -177,3 +180,27 @@ def check_magnitude(name: str, t: torch.Tensor) -> None:
 def _kinds(a: np.ndarray) -> str:
     kinds = sorted({type(v).__name__ for v in a.reshape(-1)[:100]})
     return ", ".join(kinds)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keeps_global_rngs(fn: F) -> F:
+    """Decorate a fitting function so that it leaves the caller's global random states as
+    they were: torch's (CPU and CUDA, :func:`torch.random.fork_rng`), numpy's legacy
+    ``np.random`` and Python's ``random`` (Pyro's ``set_rng_seed`` seeds all three). A fit
+    draws from its own seeded generators; the caller's next ``torch.rand`` is the same
+    with or without it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                return fn(*args, **kwargs)
+        finally:
+            np.random.set_state(np_state)  # noqa: NPY002
+            random.setstate(py_state)
+
+    return wrapper  # type: ignore[return-value]

@@ -383,3 +383,26 @@ def test_sigterm_stops_reproduce_and_its_workers(tmp_path):
     while (alive := [p for p in children if _cmdline(p)]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive, f"child processes still running: {alive}"
+
+
+@pytest.mark.parametrize("which", ["plot", "save"])
+def test_a_full_disk_names_the_destination_not_the_temporary(capsys, tmp_path, monkeypatch, which):
+    """UE-4: ENOSPC while writing a staged output names --plot / --save, not .x.tmp."""
+    import errno
+
+    import pyro_moe.cli.curves as curves
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".r.png.x.tmp"))
+
+    if which == "plot":
+        monkeypatch.setattr(curves, "plot_png", full)
+    else:
+        monkeypatch.setattr(np, "savez", full)
+    pts = _points_csv(tmp_path)
+    out = tmp_path / "out"
+    err = expect_failure(capsys, tmp_path, 1, "circles", pts, "-k", "1", "--plot",
+                         out / "r.png", "--save", out / "r.npz")  # fmt: skip
+    dest = out / ("r.png" if which == "plot" else "r.npz")
+    assert f"cannot write {dest}: No space left on device" in err, err
+    assert ".tmp" not in err

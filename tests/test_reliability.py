@@ -456,3 +456,70 @@ def test_black_on_transparent_says_alpha(tmp_path):
     rgba[10:30, 10:30, 3] = 255  # a black square; transparent elsewhere
     Image.fromarray(rgba, "RGBA").save(tmp_path / "bt.png")
     _input_error(lambda: fit_circles(str(tmp_path / "bt.png"), experts=1), "alpha")
+
+
+@pytest.mark.parametrize("method", ["cavi", "svi"])
+def test_a_fit_leaves_the_callers_random_states_alone(method):
+    """Still open: fit and fit_circles no longer advance the global torch RNG (nor numpy's
+    legacy one, nor Python's random, which Pyro's set_rng_seed seeds)."""
+    import random
+
+    def states():
+        return torch.rand(3), np.random.random(3), random.random()  # noqa: NPY002
+
+    def run(call):
+        torch.manual_seed(123)
+        np.random.seed(123)  # noqa: NPY002
+        random.seed(123)
+        if call is not None:
+            call()
+        return states()
+
+    plain = run(None)
+    for call in (
+        lambda: _fit(method=method, max_iter=5),
+        lambda: fit_circles(CIRCLE, experts=1, n_init=1, method=method, max_iter=5),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            after = run(call)
+        torch.testing.assert_close(after[0], plain[0])
+        np.testing.assert_array_equal(after[1], plain[1])
+        assert after[2] == plain[2]
+
+
+def _model_with(tmp_path: Path, text: str, name: str) -> Path:
+    base = (MODELS_DIR / "mixture_of_models.py").read_text()
+    path = tmp_path / f"{name}.py"
+    path.write_text(base + "\n" + text + "\n")
+    return path
+
+
+@pytest.mark.parametrize("settings", ["5", "'abc'", "[('a', 1)]"])
+def test_bad_settings_are_a_model_file_error_naming_the_file(tmp_path, settings):
+    """WE-3."""
+    path = _model_with(tmp_path, f"SETTINGS = {settings}", "bad_settings")
+    with pytest.raises(ModelFileError, match="SETTINGS") as e:
+        pyro_moe.load_model(path)
+    assert str(path.name) in str(e.value)
+
+
+def test_bad_experts_are_a_model_file_error_naming_the_file(tmp_path):
+    """WE-4."""
+    path = _model_with(tmp_path, "EXPERTS = 'nonsense'", "bad_experts")
+    with pytest.raises(ModelFileError, match="EXPERTS") as e:
+        pyro_moe.fit_curves(CIRCLE, experts=["circle"], model=path, n_init=1)
+    assert path.name in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "gate", ["return None", "return nn.Sequential()"], ids=["none", "no-parameters"]
+)
+def test_a_make_gate_without_a_gate_is_a_model_file_error(tmp_path, gate):
+    """WE-5: make_gate returning None, or a module without parameters."""
+    base = (MODELS_DIR / "mixture_of_experts.py").read_text()
+    path = tmp_path / "bad_gate.py"
+    path.write_text(base + f"\n\ndef make_gate(features, experts, hidden):\n    {gate}\n")
+    with pytest.raises(ModelFileError, match="must return a torch.nn.Module with param") as e:
+        _fit(model=path)
+    assert path.name in str(e.value)

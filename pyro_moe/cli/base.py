@@ -110,14 +110,20 @@ def write_outputs(
         return
     with StagedOutputs() as own:
         outputs = own if staged is None else staged
+        current = plot if plot is not None and draw is not None else save
         try:
             if plot is not None and draw is not None:
                 from .options import plot_format
 
                 draw(result, outputs.stage(plot), format=plot_format(plot))
+            current = save
             if save is not None:
                 result.save(outputs.stage(save))
             if staged is None:
                 outputs.commit()
-        except OSError as e:
-            raise RunError(f"cannot write the output files: {e}") from e
+        except OSError as e:  # named by its destination, not by its temporary file
+            raise RunError(f"cannot write {current}: {e.strerror or e}") from e
+        except InputError as e:
+            if isinstance(e.__cause__, OSError):  # result.save's atomic write
+                raise RunError(f"cannot write {current}: {e.__cause__.strerror or e}") from e
+            raise

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                     if ctx.outputs is None:
                         outputs.commit()
                 except OSError as e:
-                    raise RunError(f"cannot write the plot: {e}") from e
+                    raise RunError(f"cannot write {args.plot}: {e.strerror or e}") from e
         finally:
             plt.close(fig)
     rows = comparison.table()

@@ -9,21 +9,27 @@ functions).
 
 The rule for arrays: a real numeric array (numpy, torch, or nested lists of numbers);
 complex values are refused (the imaginary part is never dropped silently), so are
-strings, objects and NaN or inf. A tensor that requires grad is read as data (detached):
+strings, objects, dates and time spans, NaN or inf, None, and masked arrays with masked
+entries (the mask is never ignored; drop or fill the masked rows yourself). Long double
+arrays are read as float64, sparse tensors as dense ones; a meta tensor (no values) is
+refused. A tensor that requires grad is read as data (detached):
 no gradient flows through a fit.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
-from typing import Any
+import random
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from .errors import InputError
 
-__all__ = ["as_array", "check_count", "check_device", "check_magnitude"]
+__all__ = ["as_array", "check_count", "check_device", "check_magnitude", "keeps_global_rngs"]
 
 #: The largest magnitude a data value may have: its square (in X^T X) must stay finite in
 #: float64 with room for sums over N points (1e150^2 = 1e300 < 1.8e308).
@@ -80,23 +86,24 @@ def as_array(
     Raises InputError for a non-numeric or complex array, and (``finite``) for NaN or inf,
     naming the first bad row.
     """
+    if value is None:
+        raise InputError(f"{name} is None: give an array of numbers")
     if torch.is_tensor(value):
         t = value.detach()
-    else:
-        try:
-            a = np.asarray(value)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"{name} must be a numeric array: {e}") from None
-        if a.dtype == object:
+        if t.device.type == "meta":
+            raise InputError(f"{name} is a tensor on the meta device: it holds no values")
+        if t.layout != torch.strided:  # sparse: its values, as a dense tensor
             try:
-                a = a.astype(np.float64)
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"{name} must be a numeric array, got an array of {_kinds(a)}"
-                ) from None
-        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-            raise InputError(f"{name} must be a numeric array, got dtype {a.dtype}")
-        t = torch.from_numpy(a if a.flags.c_contiguous and a.flags.writeable else a.copy())
+                t = t.to_dense()
+            except (RuntimeError, TypeError, NotImplementedError) as e:
+                raise InputError(f"{name} is a {t.layout} tensor that cannot be made dense: "
+                                 f"{e}") from None  # fmt: skip
+    else:
+        a = _numeric(name, value)
+        try:
+            t = torch.from_numpy(a)
+        except TypeError:  # a type torch cannot hold (e.g. some unsigned widths)
+            t = torch.from_numpy(a.astype(np.float64))
     if t.is_complex():
         raise InputError(
             f"{name} is complex: pyro_moe fits real data; pass the real part (or the "
@@ -117,6 +124,48 @@ def as_array(
     return t
 
 
+def _numeric(name: str, value: Any) -> np.ndarray:
+    """``value`` as a numpy array torch can read: bool, integer, float (long double read as
+    float64) or complex (refused by the caller); a masked array with masked entries,
+    dates and time spans, strings and objects that are not numbers are InputErrors."""
+    if np.ma.isMaskedArray(value):
+        if np.ma.getmaskarray(value).any():
+            raise InputError(f"{name} is a masked array with masked entries: {MASKED}")
+        value = np.ma.getdata(value)
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{name} must be a numeric array: {e}") from None
+    if a.dtype == object:
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{name} must be a numeric array, got an array of {_kinds(a)}"
+            ) from None
+    if a.dtype.kind in "mM":
+        raise InputError(
+            f"{name} has dtype {a.dtype} (dates or time spans): convert it to numbers first, "
+            "e.g. divide by np.timedelta64(1, 's')"
+        )
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InputError(f"{name} must be a numeric array, got dtype {a.dtype}")
+    if a.dtype.kind == "c" and a.dtype.itemsize > 16:  # complex long double
+        a = a.astype(np.complex128)
+    elif a.dtype.kind == "f" and a.dtype.itemsize > 8:  # long double: torch has no such type
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float64)  # beyond float64's range: inf, refused as such
+    return a if a.flags.c_contiguous and a.flags.writeable else a.copy()
+
+
+#: What a masked array with masked entries gets told (by :func:`as_array` and
+#: :func:`pyro_moe.shapes.points.validate_points`).
+MASKED = (
+    "masked values are not dropped nor filled silently; drop the masked rows yourself "
+    "(e.g. a[~np.ma.getmaskarray(a).any(axis=1)]) or fill them (a.filled(value))"
+)
+
+
 def check_magnitude(name: str, t: torch.Tensor) -> None:
     """InputError when a value of ``t`` exceeds :data:`MAX_MAGNITUDE` in absolute value
     (its square would overflow float64); the message says to rescale."""
@@ -131,3 +180,27 @@ def check_magnitude(name: str, t: torch.Tensor) -> None:
 def _kinds(a: np.ndarray) -> str:
     kinds = sorted({type(v).__name__ for v in a.reshape(-1)[:100]})
     return ", ".join(kinds)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keeps_global_rngs(fn: F) -> F:
+    """Decorate a fitting function so that it leaves the caller's global random states as
+    they were: torch's (CPU and CUDA, :func:`torch.random.fork_rng`), numpy's legacy
+    ``np.random`` and Python's ``random`` (Pyro's ``set_rng_seed`` seeds all three). A fit
+    draws from its own seeded generators; the caller's next ``torch.rand`` is the same
+    with or without it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                return fn(*args, **kwargs)
+        finally:
+            np.random.set_state(np_state)  # noqa: NPY002
+            random.setstate(py_state)
+
+    return wrapper  # type: ignore[return-value]

@@ -13,6 +13,7 @@ expert as its own kind of curve.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,8 @@ def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_o
     or an image (any other path, or an array that :func:`is_image_array` calls an image);
     any other array is an InputError (an (N, 3) array is neither: it is refused, not read
     as an image)."""
+    if isinstance(source, bytes):  # a path as bytes (os.fsencode)
+        source = os.fsdecode(source)
     if isinstance(source, PointSet):
         ps = source
     elif isinstance(source, str | Path) and is_point_file(source):
@@ -80,7 +83,7 @@ def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_o
                 f"points or image must be an array, a path or a PointSet: {e}"
             ) from None
         if arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype != bool:
-            ps = _point_set(arr, max_points, seed)
+            ps = _point_set(source, max_points, seed)  # its mask, column names, complex parts
         elif is_image_array(arr):
             ps = image_to_points(arr, max_points=max_points, seed=seed, **image_options)
         else:
@@ -194,6 +197,8 @@ def seed_responsibilities(
         R[np.flatnonzero(~hit), found[res.argmin(-1)]] = 1.0
     else:
         R[~hit, :] = 1.0 / K
+    if not np.isfinite(beta).any() and not float(data.y.var()) > 0:
+        return None  # no curve seeded and a constant target (too few points): the default
     fill = float(np.nanmedian(beta)) if np.isfinite(beta).any() else 1.0 / float(data.y.var())
     beta = np.where(np.isfinite(beta), beta, fill)
     return (1.0 - FLOOR) * R + FLOOR / C, beta

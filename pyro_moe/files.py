@@ -14,6 +14,7 @@ a symbolic link) is refused: renaming over it would replace it with a regular fi
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -22,7 +23,39 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["StagedOutputs", "atomic_write", "check_destination"]
+__all__ = ["StagedOutputs", "atomic_write", "check_destination", "check_source", "same_file"]
+
+
+def check_source(path: str | Path, what: str = "file") -> Path:
+    """``path`` as a :class:`~pathlib.Path` that names a regular file to read, or
+    InputError: missing ("no such ``what``"), a loop of symbolic links, a directory, or
+    something that is not a regular file (a FIFO would block the read forever, a device
+    such as ``/dev/zero`` never ends). Symbolic links to regular files are followed."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise InputError(f"no such {what}: {path} is a broken symbolic link") from None
+        raise InputError(f"no such {what}: {path}") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"cannot read {path}: a loop of symbolic links") from None
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"cannot read {path}: it is a directory, not a {what}")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise InputError(f"cannot read {path}: it is {kind}, not a regular file")
+    return path
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name the same existing file (after links), or the same path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def check_destination(path: str | Path) -> Path:

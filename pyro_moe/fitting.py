@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .checks import as_array, check_count, check_device, check_magnitude
+from .checks import as_array, check_count, check_device, check_magnitude, keeps_global_rngs
 from .distributed import is_distributed
 from .engines import ENGINES, get_engine
 from .errors import InputError
@@ -59,6 +59,7 @@ def weight_scale_of(rms_x: torch.Tensor, rms_y: torch.Tensor) -> torch.Tensor:
     return rms_y / rms_x
 
 
+@keeps_global_rngs  # the caller's torch / numpy / random states are left as they were
 def fit(
     model: str | Path | Model,
     X,

@@ -12,7 +12,7 @@ import importlib.util
 import sys
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -90,6 +90,15 @@ class Model:
         catalog = getattr(self.module, "EXPERTS", None)
         if catalog is None:
             catalog = load_model("mixture_of_models").module.EXPERTS
+        from .experts import Expert
+
+        if not isinstance(catalog, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, Expert) for k, v in catalog.items()
+        ):
+            raise ModelFileError(
+                f"model file {self.path}: EXPERTS must be a dict of name -> "
+                f"pyro_moe.experts.Expert, got {_show(catalog)}"
+            )
         return dict(catalog)
 
     def make_gate(
@@ -104,6 +113,13 @@ class Model:
             raise model_file_error(self, e, "in make_gate") or ModelFileError(
                 f"make_gate of model file {self.path} failed: {type(e).__name__}: {e}"
             ) from e
+        if not isinstance(inner, torch.nn.Module) or next(inner.parameters(), None) is None:
+            what = "a module without parameters" if isinstance(inner, torch.nn.Module) else (
+                _show(inner))  # fmt: skip
+            raise ModelFileError(
+                f"make_gate of model file {self.path} must return a torch.nn.Module with "
+                f"parameters (the gate to learn), got {what}"
+            )
         scale = torch.ones(features, dtype=torch.float64) if scale is None else scale
         return ScaledInput(inner, scale.to(next(inner.parameters(), scale)))
 
@@ -353,7 +369,13 @@ def _execute(source: ModelSource, path: Path) -> Model:
     for required in ("model", "guide"):
         if not callable(getattr(module, required, None)):
             raise ModelFileError(f"model file {path} does not define a function {required}()")
-    settings = dict(getattr(module, "SETTINGS", {}))
+    settings = getattr(module, "SETTINGS", {})
+    if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
+        raise ModelFileError(
+            f"model file {path}: SETTINGS must be a dict of option names to values, got "
+            f"{_show(settings)}"
+        )
+    settings = dict(settings)
     return Model(name=source.name, path=path, module=module, settings=settings, source=source)
 
 
@@ -382,6 +404,13 @@ def model_for_result(
         "does not run by itself; give it explicitly: FitResult.load(file, model=PATH) "
         "checks that PATH is that file and uses it"
     )
+
+
+def _show(value: object) -> str:
+    """A short repr of a model file's bad value, with its type."""
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{type(value).__name__} {text}"
 
 
 def _line_in(path: Path, exc: BaseException) -> int | None:

@@ -35,7 +35,7 @@ from scipy.optimize import linear_sum_assignment
 from .checks import as_array
 from .config import log_gate
 from .errors import InputError, ModelFileError
-from .files import atomic_write
+from .files import atomic_write, check_source
 from .likelihood import expert_predictive
 from .model_file import Model, ModelSource, model_for_result
 from .shapes.geometry import Geometry
@@ -602,6 +602,8 @@ class FitResult:
         archive itself names.
         """
         try:
+            if isinstance(path, str | Path):  # a FIFO would block np.load forever
+                check_source(path, "file")
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 if not isinstance(meta, dict):

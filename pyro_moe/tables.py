@@ -26,7 +26,11 @@ __all__ = ["read_csv", "read_numeric", "read_xy"]
 
 def _all_rows(path: Path) -> list[list[str]]:
     """Every non-blank row of a CSV file; an InputError naming the file when it is missing,
-    unreadable or empty."""
+    unreadable or empty; a FIFO or a device (``/dev/zero``) is refused before it is opened,
+    since reading it would block or never end."""
+    from .files import check_source
+
+    check_source(path, "file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]

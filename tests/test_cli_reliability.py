@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import assert_one_error_line, circles_png, run_cli, save_png, table_csv
+from cli_helpers import (
+    assert_one_error_line,
+    circles_png,
+    expect_failure,
+    run_cli,
+    save_png,
+    table_csv,
+)
 
 from pyro_moe.model_file import MODELS_DIR
 
@@ -202,3 +209,200 @@ def test_ctrl_c_during_start_up_is_one_line_and_no_traceback(capsys, monkeypatch
     assert entry.run() == 130
     out, err = capsys.readouterr()
     assert out == "" and err == "pyro-moe: interrupted (no output written)\n"
+
+
+# ---- issue 29: outputs, inputs, signals, stdout --------------------------------------------
+def _points_csv(directory: Path, name: str = "c.csv") -> Path:
+    th = np.linspace(0, 2 * np.pi, 60, endpoint=False)
+    path = directory / name
+    pts = np.column_stack([50 + 20 * np.cos(th), 40 + 20 * np.sin(th)])
+    path.write_text("x,y\n" + "\n".join(f"{x:.6f},{y:.6f}" for x, y in pts) + "\n")
+    return path
+
+
+def test_outputs_onto_an_input_or_onto_each_other_are_refused(capsys, tmp_path):
+    """DL-3, DL-4: --save / --plot over the input, and --plot and --save one path."""
+    pts = _points_csv(tmp_path)
+    table = table_csv(tmp_path)
+    text, data = pts.read_bytes(), table.read_bytes()
+    expect_failure(capsys, tmp_path, 2, "circles", pts, "-k", "1", "--save", pts)
+    expect_failure(capsys, tmp_path, 2, "circles", pts, "-k", "1", "--plot", tmp_path / "c.csv")
+    expect_failure(capsys, tmp_path, 2, "fit", table, "--target", "y", "--save", table)
+    assert pts.read_bytes() == text and table.read_bytes() == data
+    same = tmp_path / "out" / "same.png"
+    err = expect_failure(capsys, tmp_path, 2, "circles", pts, "-k", "1", "--plot", same,
+                         "--save", same)  # fmt: skip
+    assert "same file" in err
+
+
+def test_plot_is_written_in_the_format_of_its_ending(capsys, tmp_path):
+    """SW-10: .jpg gives JPEG bytes, .pdf a PDF; an unknown ending is a usage error."""
+    pts = _points_csv(tmp_path)
+    for name, magic in (("p.jpg", b"\xff\xd8"), ("p.pdf", b"%PDF"), ("p.png", b"\x89PNG")):
+        code, _, err = run_cli(capsys, "circles", pts, "-k", "1", "--plot", tmp_path / name)
+        assert code == 0, err
+        assert (tmp_path / name).read_bytes().startswith(magic), name
+    expect_failure(capsys, tmp_path, 2, "circles", pts, "-k", "1", "--plot", "out/p.xyz")
+
+
+def test_save_to_a_name_ending_in_a_slash_is_refused(capsys, tmp_path):
+    """SW-11: argparse's Path would strip the slash and write a file named newdir."""
+    pts = _points_csv(tmp_path)
+    expect_failure(capsys, tmp_path, 2, "circles", pts, "-k", "1", "--save", f"{tmp_path}/newdir/")
+    assert not (tmp_path / "newdir").exists()
+
+
+def test_batch_reports_every_entry_that_cannot_be_read(capsys, tmp_path):
+    """SW-12: broken links, link loops, FIFOs and links to /dev/zero get a failure line."""
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    _points_csv(batch, "a_good.csv")
+    (batch / "b_broken.png").symlink_to(batch / "missing.png")
+    (batch / "c_loop.png").symlink_to(batch / "c_loop.png")
+    os.mkfifo(batch / "d_fifo.png")
+    os.mkfifo(batch / "e_fifo.csv")
+    (batch / "f_zero.csv").symlink_to("/dev/zero")
+    code, out, _ = run_cli(capsys, "circles", batch, "-k", "1", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 1
+    assert [Path(d["input"]).name for d in lines] == sorted(p.name for p in batch.iterdir())
+    assert [d["ok"] for d in lines] == [True, False, False, False, False, False]
+    assert all("internal error" not in d["error"] for d in lines[1:])
+
+
+def test_options_that_do_not_apply_to_the_input_are_usage_errors(capsys, tmp_path):
+    """UE-6: compare's --max-points on a table, --target on an image; --edge-sigma alone."""
+    table = table_csv(tmp_path)
+    image = circles_png(tmp_path)
+    err = expect_failure(capsys, tmp_path, 2, "compare", table, "--target", "y",
+                         "--max-points", "10")  # fmt: skip
+    assert "--max-points" in err
+    err = expect_failure(capsys, tmp_path, 2, "compare", image, "--target", "y")
+    assert "--target" in err
+    err = expect_failure(capsys, tmp_path, 2, "circles", image, "--edge-sigma", "2")
+    assert "--edges" in err
+
+
+def test_fd_level_writes_of_a_model_file_do_not_reach_stdout(capsys, tmp_path):
+    """SW-14: os.write(1, ...) at import and in model() goes to stderr, not into --json."""
+    text = (MODELS_DIR / "mixture_of_models.py").read_text()
+    model = tmp_path / "fd1.py"
+    model.write_text('import os\nos.write(1, b"RAW FD1 OUTPUT\\n")\n' + text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyro_moe", "fit", table_csv(tmp_path), "--target", "y",
+         "--model", model, "-k", "1", "--restarts", "1", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    json.loads(proc.stdout)
+    assert "RAW FD1 OUTPUT" in proc.stderr
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.mark.parametrize("how", ["closed", "full"])
+def test_a_closed_or_full_stdout_is_one_error_line_and_no_file(tmp_path, how):
+    """WE-12: stdout closed (>&-) or /dev/full: exit 1, one line, no output file."""
+    pts = _points_csv(tmp_path)
+    argv = [sys.executable, "-m", "pyro_moe", "circles", str(pts), "-k", "1", "--json",
+            "--save", str(tmp_path / "r.npz")]  # fmt: skip
+    if how == "full" and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    stdout = subprocess.DEVNULL
+    with open("/dev/full", "w") if how == "full" else open(os.devnull, "w") as sink:
+        if how == "full":
+            stdout = sink
+            proc = subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                                  timeout=300, env=_env())  # fmt: skip
+        else:  # the child starts with file descriptor 1 closed
+            proc = subprocess.run(
+                ["sh", "-c", '"$@" >&-', "sh", *argv],
+                stderr=subprocess.PIPE, text=True, timeout=300, env=_env(),
+            )  # fmt: skip
+    assert_one_error_line(proc.stderr, 1, proc.returncode)
+    assert "standard output" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv"]
+
+
+_SIGNAL_DURING_PLOT = """
+import os, signal, sys
+import pyro_moe.cli.curves as curves
+from pyro_moe.cli import main
+def plot(*args, **kwargs):  # the staged temporaries exist now
+    os.kill(os.getpid(), signal.{name})
+    raise AssertionError("the signal did not stop the run")
+curves.plot_png = plot
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_remove_staged_outputs(tmp_path, name, status):
+    """DL-1: like Ctrl-C: one line, exit 128 + the signal, no temporary left."""
+    pts = _points_csv(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_DURING_PLOT.format(name=name), "circles", str(pts),
+         "-k", "1", "--plot", str(out / "fit.png"), "--save", str(out / "fit.npz")],
+        capture_output=True, text=True, timeout=300, env=_env(),
+    )  # fmt: skip
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr == f"pyro-moe: terminated by {name} (no output written)\n"
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sigterm_stops_reproduce_and_its_workers(tmp_path):
+    """DL-2: SIGTERM to the main process alone: its pool goes with it."""
+    out = tmp_path / "rep"
+    proc = _popen(
+        "reproduce", "--quick", "--cavi-only", "--seeds", "1", "--out", out, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        line = proc.stderr.readline()  # the first progress line: the worker pool is busy
+        assert line.startswith("["), line
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        proc.send_signal(signal.SIGTERM)  # the main process only, not its group
+        code = proc.wait(timeout=120)
+        rest = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 143, rest
+    assert rest == "pyro-moe: terminated by SIGTERM (no output written)\n", rest
+    assert not out.exists()
+    deadline = time.monotonic() + 30
+    while (alive := [p for p in children if _cmdline(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"child processes still running: {alive}"
+
+
+@pytest.mark.parametrize("which", ["plot", "save"])
+def test_a_full_disk_names_the_destination_not_the_temporary(capsys, tmp_path, monkeypatch, which):
+    """UE-4: ENOSPC while writing a staged output names --plot / --save, not .x.tmp."""
+    import errno
+
+    import pyro_moe.cli.curves as curves
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".r.png.x.tmp"))
+
+    if which == "plot":
+        monkeypatch.setattr(curves, "plot_png", full)
+    else:
+        monkeypatch.setattr(np, "savez", full)
+    pts = _points_csv(tmp_path)
+    out = tmp_path / "out"
+    err = expect_failure(capsys, tmp_path, 1, "circles", pts, "-k", "1", "--plot",
+                         out / "r.png", "--save", out / "r.npz")  # fmt: skip
+    dest = out / ("r.png" if which == "plot" else "r.npz")
+    assert f"cannot write {dest}: No space left on device" in err, err
+    assert ".tmp" not in err

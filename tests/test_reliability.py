@@ -5,6 +5,7 @@ a property test drives the public API with generated bad arguments and arrays.""
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -321,3 +322,204 @@ def test_curves_and_predict_with_generated_input_give_a_result_or_a_pyro_moe_err
 
 
 _RESULT = _fit()
+
+
+# ---- issue 29: inputs, files and arrays --------------------------------------------------
+def _input_error(call, *words: str) -> str:
+    with pytest.raises(InputError) as e:
+        call()
+    text = str(e.value)
+    for word in words:
+        assert word in text, text
+    return text
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    """H-1: a FIFO read as points, a table or a saved result is refused before opening."""
+    from pyro_moe.shapes.points import read_points
+    from pyro_moe.tables import read_xy
+
+    for name in ("f.csv", "f.npy", "f.npz"):
+        os.mkfifo(tmp_path / name)
+    _input_error(lambda: read_points(tmp_path / "f.csv"), "FIFO")
+    _input_error(lambda: read_points(tmp_path / "f.npy"), "FIFO")
+    _input_error(lambda: read_xy(tmp_path / "f.csv", "y"), "FIFO")
+    _input_error(lambda: FitResult.load(tmp_path / "f.npz"), "FIFO")
+    _input_error(lambda: fit_circles(str(tmp_path / "f.csv"), experts=1), "FIFO")
+
+
+def test_an_endless_device_is_refused_as_a_table(tmp_path):
+    """H-2: /dev/zero (or a link to it) is not read as a CSV table."""
+    from pyro_moe.tables import read_xy
+
+    (tmp_path / "z.csv").symlink_to("/dev/zero")
+    _input_error(lambda: read_xy("/dev/zero", "y"), "not a regular file")
+    _input_error(lambda: read_xy(tmp_path / "z.csv", "y"), "not a regular file")
+
+
+def test_a_symlink_loop_is_not_reported_as_missing(tmp_path):
+    """UE-3."""
+    from pyro_moe.tables import read_xy
+
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    (tmp_path / "a.csv").symlink_to(tmp_path / "a.csv")
+    text = _input_error(lambda: fit_circles(str(tmp_path / "a.png"), experts=1), "loop")
+    assert "no such" not in text
+    _input_error(lambda: read_xy(tmp_path / "a.csv", "y"), "loop")
+
+
+def test_masked_arrays_with_masked_entries_are_refused():
+    """SW-1: the mask is never ignored (refused, documented in pyro_moe.checks)."""
+    Xm = np.ma.array(X.copy(), mask=np.zeros_like(X, bool))
+    Xm[0, 0], Xm.mask[0, 0] = 1e6, True
+    _input_error(lambda: _fit(Xm), "X", "masked")
+    ym = np.ma.array(Y.copy(), mask=np.zeros_like(Y, bool))
+    ym.mask[3] = True
+    _input_error(lambda: _fit(X, ym), "y", "masked")
+    pts = np.ma.array(CIRCLE.copy(), mask=np.zeros_like(CIRCLE, bool))
+    pts[0], pts.mask[0] = 1e4, True
+    _input_error(lambda: fit_circles(pts, experts=1), "masked")
+    # a masked array without masked entries is its data
+    assert _fit(np.ma.array(X), experts=1).mean.shape == (1, 2)
+
+
+def test_complex_points_are_refused():
+    """SW-2."""
+    _input_error(lambda: fit_circles(CIRCLE + 7j, experts=1), "complex")
+    _input_error(lambda: fit_circles(torch.tensor(CIRCLE + 7j), experts=1), "complex")
+
+
+def test_a_dataframe_of_points_is_read_by_its_column_names():
+    """SW-7: columns named x and y in another order, as the CSV reader reads them."""
+    pd = pytest.importorskip("pandas")
+    from pyro_moe.shapes.points import validate_points
+
+    frame = pd.DataFrame(CIRCLE[:, ::-1], columns=["y", "x"])
+    np.testing.assert_array_equal(validate_points(frame), CIRCLE)
+    np.testing.assert_array_equal(validate_points(pd.DataFrame(CIRCLE, columns=["a", "b"])), CIRCLE)
+    c = fit_circles(frame, experts=1, n_init=1, noise_expert=False).circles()[0]
+    assert abs(c.x0 - 3) < 1e-3 and abs(c.y0 - 1) < 1e-3
+
+
+@pytest.mark.parametrize(
+    "X_, word",
+    [
+        (X.astype("timedelta64[s]"), "timedelta"),
+        (torch.empty(N, 2, device="meta"), "meta"),
+        (None, "None"),
+    ],
+)
+def test_arrays_of_the_wrong_kind_are_input_errors(X_, word):
+    """WE-1, WE-2, UE-5."""
+    _input_error(lambda: _fit(X_), "X", word)
+
+
+def test_long_double_and_sparse_arrays_are_read_as_float64(result):
+    """WE-1, WE-2: read as the float64 / dense arrays they hold."""
+    a = _fit(X, Y, experts=1)
+    b = _fit(X.astype(np.longdouble), Y.astype(np.longdouble), experts=1)
+    c = _fit(torch.tensor(X).to_sparse(), Y, experts=1)
+    torch.testing.assert_close(a.mean, b.mean)
+    torch.testing.assert_close(a.mean, c.mean)
+    rows = X[:3]
+    torch.testing.assert_close(
+        result.predict(rows.astype(np.longdouble)).mean, result.predict(rows).mean
+    )
+
+
+def test_huge_points_say_to_rescale():
+    """UE-5: 1e200 * a circle overflows the standardization: the error says to rescale."""
+    _input_error(lambda: fit_circles(1e200 * CIRCLE, experts=1), "rescale")
+
+
+def test_four_points_on_a_circle_fit_without_a_raw_error():
+    """WE-8: too few points for the seeding and a constant target (1 / Var = 1 / 0)."""
+    sq = np.array([[5, 0], [0, 5], [-5, 0], [0, -5.0]])
+    r = fit_circles(sq, experts=1, n_init=1, noise_expert=False)
+    assert abs(r.circles()[0].r - 5) < 1e-3
+
+
+def test_a_bytes_path_is_read_as_a_path(tmp_path):
+    """Still open: a path as bytes gets the message a str path gets."""
+    np.savetxt(tmp_path / "c.csv", CIRCLE, delimiter=",", header="x,y", comments="")
+    r = fit_circles(os.fsencode(tmp_path / "c.csv"), experts=1, n_init=1, noise_expert=False)
+    assert abs(r.circles()[0].r - 2) < 1e-3
+    _input_error(lambda: fit_circles(b"/nonexistent/x.png", experts=1), "no such")
+
+
+def test_black_on_transparent_says_alpha(tmp_path):
+    """Still open: an RGBA image drawn in black on a transparent background."""
+    from PIL import Image
+
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[10:30, 10:30, 3] = 255  # a black square; transparent elsewhere
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "bt.png")
+    _input_error(lambda: fit_circles(str(tmp_path / "bt.png"), experts=1), "alpha")
+
+
+@pytest.mark.parametrize("method", ["cavi", "svi"])
+def test_a_fit_leaves_the_callers_random_states_alone(method):
+    """Still open: fit and fit_circles no longer advance the global torch RNG (nor numpy's
+    legacy one, nor Python's random, which Pyro's set_rng_seed seeds)."""
+    import random
+
+    def states():
+        return torch.rand(3), np.random.random(3), random.random()  # noqa: NPY002
+
+    def run(call):
+        torch.manual_seed(123)
+        np.random.seed(123)  # noqa: NPY002
+        random.seed(123)
+        if call is not None:
+            call()
+        return states()
+
+    plain = run(None)
+    for call in (
+        lambda: _fit(method=method, max_iter=5),
+        lambda: fit_circles(CIRCLE, experts=1, n_init=1, method=method, max_iter=5),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            after = run(call)
+        torch.testing.assert_close(after[0], plain[0])
+        np.testing.assert_array_equal(after[1], plain[1])
+        assert after[2] == plain[2]
+
+
+def _model_with(tmp_path: Path, text: str, name: str) -> Path:
+    base = (MODELS_DIR / "mixture_of_models.py").read_text()
+    path = tmp_path / f"{name}.py"
+    path.write_text(base + "\n" + text + "\n")
+    return path
+
+
+@pytest.mark.parametrize("settings", ["5", "'abc'", "[('a', 1)]"])
+def test_bad_settings_are_a_model_file_error_naming_the_file(tmp_path, settings):
+    """WE-3."""
+    path = _model_with(tmp_path, f"SETTINGS = {settings}", "bad_settings")
+    with pytest.raises(ModelFileError, match="SETTINGS") as e:
+        pyro_moe.load_model(path)
+    assert str(path.name) in str(e.value)
+
+
+def test_bad_experts_are_a_model_file_error_naming_the_file(tmp_path):
+    """WE-4."""
+    path = _model_with(tmp_path, "EXPERTS = 'nonsense'", "bad_experts")
+    with pytest.raises(ModelFileError, match="EXPERTS") as e:
+        pyro_moe.fit_curves(CIRCLE, experts=["circle"], model=path, n_init=1)
+    assert path.name in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "gate", ["return None", "return nn.Sequential()"], ids=["none", "no-parameters"]
+)
+def test_a_make_gate_without_a_gate_is_a_model_file_error(tmp_path, gate):
+    """WE-5: make_gate returning None, or a module without parameters."""
+    base = (MODELS_DIR / "mixture_of_experts.py").read_text()
+    path = tmp_path / "bad_gate.py"
+    path.write_text(base + f"\n\ndef make_gate(features, experts, hidden):\n    {gate}\n")
+    with pytest.raises(ModelFileError, match="must return a torch.nn.Module with param") as e:
+        _fit(model=path)
+    assert path.name in str(e.value)

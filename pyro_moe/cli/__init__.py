@@ -28,7 +28,9 @@ import argparse
 import contextlib
 import io
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
@@ -42,6 +44,7 @@ from .base import (
     PROG,
     Context,
     RunError,
+    Terminated,
     UsageError,
     one_line,
 )
@@ -113,6 +116,72 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`~pyro_moe.cli.base.Terminated` while the command
+    runs, so that they are handled like Ctrl-C: staged outputs removed, worker pools
+    stopped, one line, exit status 128 + the signal. (Only in the main thread; elsewhere
+    the handlers cannot be set and are left alone.)"""
+    wanted = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {}
+    raised = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal raised
+        if not raised:  # once: a second signal must not interrupt the clean-up
+            raised = True
+            raise Terminated(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in wanted:
+            with contextlib.suppress(OSError, ValueError):
+                previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """While the command runs, whatever writes to stdout goes to stderr: Python's
+    ``print`` (``sys.stdout``) and file descriptor 1 itself (a model file's ``os.write(1,
+    ...)``, a subprocess, a C extension), so that stdout holds only the command's output
+    (e.g. pure JSON with ``--json``). File descriptor 1 is restored afterwards."""
+    saved = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stdout.flush()  # what was printed before goes first
+    with contextlib.suppress(OSError):
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            with contextlib.suppress(OSError):
+                os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _deliver(printed: str) -> None:
+    """Write the command's text to stdout; a closed stdout or a full disk is a RunError
+    (the output files are then not committed)."""
+    if sys.stdout is None:
+        raise RunError("cannot print the result: standard output is closed")
+    try:
+        sys.stdout.write(printed)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as e:
+        _silence_stdout()  # the interpreter's last flush must not fail again
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise RunError(f"cannot print the result to standard output: {reason}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pyro-moe`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     from pyro_moe.errors import ModelFileError, PyroMoeError
@@ -142,16 +211,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # file of a run that did not finish. A model file's prints go to stderr (stdout
         # holds only the command's output, e.g. pure JSON with --json).
         text = io.StringIO()
-        with StagedOutputs() as staged, _reported_warnings(debug):
-            with contextlib.redirect_stdout(sys.stderr):
+        if sys.stdout is None:  # started with stdout closed: nowhere to print the result
+            raise RunError("standard output is closed: nowhere to print the result")
+        with _terminate_cleanly(), StagedOutputs() as staged, _reported_warnings(debug):
+            with _stdout_to_stderr():
                 status = args.handler(args, Context(out=text, outputs=staged))
             printed = text.getvalue()
             if getattr(args, "deterministic", False):
                 if not getattr(args, "json", False):
                     raise UsageError("--deterministic goes with --json")
                 printed = without_timings(printed)
-            sys.stdout.write(printed)
-            sys.stdout.flush()
+            _deliver(printed)
             try:
                 staged.commit()
             except OSError as e:
@@ -170,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(EXIT_FAILED, f"error: {one_line(str(e))}", e)
     except KeyboardInterrupt as e:
         return fail(EXIT_INTERRUPTED, "interrupted (no output written)", e)
+    except Terminated as e:
+        return fail(128 + e.signum, f"terminated by {e.name} (no output written)", e)
     except Exception as e:
         return fail(
             EXIT_FAILED,

@@ -4,7 +4,7 @@ and the output files (checked before fitting, written all-or-nothing by
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -33,6 +33,19 @@ class RunError(Exception):
     """A run that failed for a reason outside the library (exit status 1)."""
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived (raised by :func:`pyro_moe.cli.main`'s handler, so that
+    staged outputs and worker pools are cleaned up as for Ctrl-C): exit status 128 +
+    the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
 @dataclass
 class Context:
     """What a command needs besides its arguments: where to print, and where to stage its
@@ -55,18 +68,28 @@ def load_model(spec: str) -> Model:
     return pyro_moe.load_model(spec)
 
 
-def check_output_paths(*paths: Path | None) -> None:
+def check_output_paths(*paths: Path | None, inputs: Sequence[Path | str] = ()) -> None:
     """Fail early (before fitting) when an output cannot be written atomically: its folder
-    is missing, or it is a directory, link, FIFO or device (a usage error, status 2)."""
-    from pyro_moe.files import check_destination
+    is missing, or it is a directory, link, FIFO or device; when two outputs name the same
+    file (one would be lost); or when an output is one of the ``inputs`` (it would be
+    replaced). A usage error, status 2."""
+    from pyro_moe.files import check_destination, same_file
 
-    for path in paths:
-        if path is None:
-            continue
+    given = [p for p in paths if p is not None]
+    for i, path in enumerate(given):
         try:
             check_destination(path)
         except InputError as e:
             raise UsageError(str(e)) from e
+        for other in given[:i]:
+            if same_file(path, other):
+                raise UsageError(
+                    f"two outputs are the same file {path}: one would be lost; give "
+                    "--plot and --save different paths"
+                )
+        for source in inputs:
+            if same_file(path, source):
+                raise UsageError(f"refusing to write {path} over the input {source}")
 
 
 def write_outputs(
@@ -74,23 +97,33 @@ def write_outputs(
     *,
     save: Path | None,
     plot: Path | None,
-    draw: Callable[[FitResult, Path], None] | None = None,
+    draw: Callable[..., None] | None = None,
     staged: StagedOutputs | None = None,
 ) -> None:
     """Write ``--plot`` and ``--save`` together (both or neither, :class:`pyro_moe.files.
-    StagedOutputs`); an OSError on the way is a failed run and leaves no file."""
+    StagedOutputs`); ``draw(result, path, format=...)`` writes the plot in the format of
+    its ending (:func:`pyro_moe.cli.options.plot_format`). An OSError on the way is a
+    failed run and leaves no file."""
     from pyro_moe.files import StagedOutputs
 
     if save is None and plot is None:
         return
     with StagedOutputs() as own:
         outputs = own if staged is None else staged
+        current = plot if plot is not None and draw is not None else save
         try:
             if plot is not None and draw is not None:
-                draw(result, outputs.stage(plot))
+                from .options import plot_format
+
+                draw(result, outputs.stage(plot), format=plot_format(plot))
+            current = save
             if save is not None:
                 result.save(outputs.stage(save))
             if staged is None:
                 outputs.commit()
-        except OSError as e:
-            raise RunError(f"cannot write the output files: {e}") from e
+        except OSError as e:  # named by its destination, not by its temporary file
+            raise RunError(f"cannot write {current}: {e.strerror or e}") from e
+        except InputError as e:
+            if isinstance(e.__cause__, OSError):  # result.save's atomic write
+                raise RunError(f"cannot write {current}: {e.__cause__.strerror or e}") from e
+            raise

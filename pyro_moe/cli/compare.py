@@ -16,9 +16,13 @@ from .options import (
     experts_arg,
     fit_options,
     max_points_arg,
+    plot_format,
     resolve_experts,
 )
 from .render import emit_json
+
+#: ``--max-points`` of an image when none is given.
+MAX_POINTS = 2000
 
 
 def register(sub: Any) -> None:
@@ -44,9 +48,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--max-points",
         type=max_points_arg,
-        default=2000,
+        default=None,
         metavar="M",
-        help="at most M foreground pixels, drawn at random (images only)",
+        help=f"at most M foreground pixels, drawn at random (images only; default: {MAX_POINTS})",
     )
     p.add_argument(
         "-k", "--experts", type=experts_arg, default=2, metavar="K", help="number of experts"
@@ -75,14 +79,20 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from pyro_moe.files import StagedOutputs
     from pyro_moe.tables import read_xy
 
-    check_output_paths(args.plot)
+    check_output_paths(args.plot, inputs=[args.source])
+    table = args.source.suffix.lower() == ".csv"
+    wrong = ("--max-points",) if table else ("--target", "--features")
+    for flag in wrong:
+        if getattr(args, flag[2:].replace("-", "_")) is not None:
+            where = "images" if table else "CSV tables"
+            raise UsageError(f"{flag} applies to {where}; {args.source} is not one")
     model = load_model(args.model)
     experts = resolve_experts(args.experts)
     common = {**fit_options(args), "noise_expert": args.noise_expert}
     seed = common.pop("seed")
     if args.lr is not None:
         common["svi_options"] = {"lr": args.lr}
-    if args.source.suffix.lower() == ".csv":
+    if table:
         if args.target is None:
             raise UsageError("a CSV source needs --target COL")
         X, y, _ = read_xy(args.source, args.target, args.features)
@@ -93,7 +103,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             str(args.source),
             experts=experts,
             model=model,
-            max_points=args.max_points,
+            max_points=MAX_POINTS if args.max_points is None else args.max_points,
             seed=seed,
             **common,
         )
@@ -105,11 +115,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             with StagedOutputs() as own:
                 outputs = own if ctx.outputs is None else ctx.outputs  # committed by main
                 try:
-                    fig.savefig(outputs.stage(args.plot), format="png", dpi=120)
+                    fig.savefig(outputs.stage(args.plot), format=plot_format(args.plot), dpi=120)
                     if ctx.outputs is None:
                         outputs.commit()
                 except OSError as e:
-                    raise RunError(f"cannot write the plot: {e}") from e
+                    raise RunError(f"cannot write {args.plot}: {e.strerror or e}") from e
         finally:
             plt.close(fig)
     rows = comparison.table()

@@ -114,15 +114,16 @@ INPUT_SUFFIXES = (
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
-    """The inputs of a run: each path as given, a directory replaced by its files whose
-    names end in :data:`INPUT_SUFFIXES` (sorted; hidden files and sub-folders skipped).
-    A directory without such files is a usage error."""
+    """The inputs of a run: each path as given, a directory replaced by its entries whose
+    names end in :data:`INPUT_SUFFIXES` (sorted; hidden entries and sub-folders skipped;
+    a broken link, a FIFO or a device is kept, and fails in its own line).
+    A directory without such entries is a usage error."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
             found = sorted(
                 p for p in path.iterdir()
-                if p.is_file() and not p.name.startswith(".")
+                if not p.is_dir() and not p.name.startswith(".")
                 and p.suffix.lower() in INPUT_SUFFIXES
             )  # fmt: skip
             if not found:
@@ -185,7 +186,7 @@ def _run(args: argparse.Namespace, ctx: Context, fit_one: Any, spec: Any, layout
     """Fit every input (:func:`expand_inputs`) and print each; one input runs as before
     (its error is the command's), several are a batch (:func:`_batch`)."""
     check_method(args.method)
-    check_output_paths(args.plot, args.save)
+    check_output_paths(args.plot, args.save, inputs=args.image)
     model = load_model(args.model)
     inputs = expand_inputs(list(args.image))
     names = args.experts if layout == "curves" else None

@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help="random seed")
     add_json_option(p, "print one JSON object (default: table)")
-    add_plot_option(p, "write a PNG (default: no plot)")
+    add_plot_option(p, "write a plot of the fit (default: no plot)")
     p.set_defaults(handler=run)
 
 

@@ -89,7 +89,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from pyro_moe.tables import read_xy
 
     check_method(args.method)
-    check_output_paths(args.save)
+    check_output_paths(args.save, inputs=[args.data])
+    if args.save is not None and args.data.is_dir():  # a store: its files are inputs too
+        if args.save.resolve().is_relative_to(args.data.resolve()):
+            raise UsageError(f"refusing to write {args.save} into the input store {args.data}")
     model = load_model(args.model)
     experts = resolve_experts(args.experts)
     store = args.data.suffix.lower() != ".csv" and (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -88,6 +89,36 @@ def max_points_arg(text: str) -> int:
     if value < 3:
         raise argparse.ArgumentTypeError(f"must be an integer >= 3, got {value}")
     return value
+
+
+def out_path(text: str) -> Path:
+    """``--save`` / ``--plot``: a file name (a trailing ``/`` names a directory: refused
+    here, since :class:`~pathlib.Path` would strip it)."""
+    if not text or text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"must name a file, got the directory {text!r}")
+    return Path(text)
+
+
+#: The file endings ``--plot`` writes (in the format they name, by matplotlib); a name
+#: without an ending gets a PNG.
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+def plot_format(path: Path) -> str:
+    """The matplotlib format of ``--plot PATH``, by its ending (none: png)."""
+    suffix = path.suffix.lower().lstrip(".")
+    return suffix or "png"
+
+
+def plot_path(text: str) -> Path:
+    """``--plot``: a file name ending in one of :data:`PLOT_FORMATS` (or in none: PNG)."""
+    path = out_path(text)
+    if plot_format(path) not in PLOT_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"cannot write a plot as {path.suffix!r} ({text!r}); give a file name ending in "
+            f"{', '.join('.' + f for f in PLOT_FORMATS)}"
+        )
+    return path
 
 
 def positive_float(text: str) -> float:
@@ -276,7 +307,7 @@ def add_fit_options(
         return
     p.add_argument(
         "--save",
-        type=Path,
+        type=out_path,
         default=None,
         metavar="NPZ",
         help="save the fit (posteriors, hyperparameters, history) as a .npz file, "
@@ -295,7 +326,13 @@ def add_json_option(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_plot_option(p: argparse.ArgumentParser, help: str) -> None:
-    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help=help)
+    p.add_argument(
+        "--plot",
+        type=plot_path,
+        default=None,
+        metavar="FILE",
+        help=help + "; the format is the file's ending: .png (or none), .pdf, .svg, .jpg, ...",
+    )
 
 
 def add_image_options(p: argparse.ArgumentParser) -> None:
@@ -354,7 +391,7 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
     )
     add_plot_option(
         p,
-        "write a PNG of the points coloured by expert with the fitted curves (default: no plot)",
+        "write a plot of the points coloured by expert with the fitted curves (default: no plot)",
     )
 
 
@@ -383,6 +420,8 @@ def image_options(args: argparse.Namespace) -> dict[str, Any]:
     """``image_options`` of the curve fitters from ``--threshold``, ``--invert``, ``--edges``,
     ``--edge-sigma``."""
     options = {"threshold": args.threshold, "invert": args.invert, "edges": args.edges}
+    if args.edge_sigma is not None and not args.edges:
+        raise UsageError("--edge-sigma is Canny's scale for --edges; give --edges with it")
     if args.edge_sigma is not None:
         options["edge_sigma"] = args.edge_sigma
     if args.max_pixels is not None:

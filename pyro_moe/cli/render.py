@@ -436,16 +436,17 @@ def render_curves(
 # --------------------------------------------------------------------------- the plot
 
 
-def plot_png(result: FitResult, path: Path, *, title: str) -> None:
-    """Save a PNG of a shape fit drawn by :func:`pyro_moe.plots.plot_fit` (points coloured
-    by their most responsible expert, the fitted curves, pixel units, y down)."""
+def plot_png(result: FitResult, path: Path, *, title: str, format: str = "png") -> None:
+    """Save a PNG (or another matplotlib ``format``) of a shape fit drawn by
+    :func:`pyro_moe.plots.plot_fit` (points coloured by their most responsible expert, the
+    fitted curves, pixel units, y down)."""
     from matplotlib.figure import Figure
 
     from pyro_moe.plots import plot_fit
 
     fig = Figure(figsize=(6, 6), dpi=100)
     plot_fit(result, ax=fig.add_subplot(), title=title)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format=format)
 
 
 def curve_plot_title(result: FitResult, what: str) -> str:

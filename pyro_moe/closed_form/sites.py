@@ -181,7 +181,9 @@ def read_model(
         except Exception as e:  # a user's model file may fail anywhere
             if isinstance(e, PyroMoeError):
                 raise
-            raise model_file_error(model, e, "under CAVI (tracing the model)") or ModelFileError(
+            raise model_file_error(
+                model, e, "while tracing the model (reading its sites)"
+            ) or ModelFileError(
                 f"model {model.name!r} ({model.path}) failed when run: {type(e).__name__}: {e}"
             ) from e
     sites = {

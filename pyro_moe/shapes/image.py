@@ -72,7 +72,9 @@ def to_gray(image: object) -> np.ndarray:
     (H, W) arrays are scaled by :func:`_unit_range`; (H, W, 3) RGB → luminance
     $0.2125R + 0.7154G + 0.0721B$ (:func:`skimage.color.rgb2gray`); (H, W, 4) RGBA → luminance of RGB when alpha is
     fully opaque everywhere, otherwise luminance × alpha (composited on black);
-    (H, W, 2) gray+alpha the same way; (H, W, 1) squeezed.
+    (H, W, 2) gray+alpha the same way; (H, W, 1) squeezed. An image whose composite is
+    one flat value while its alpha varies (black shapes on a transparent background) is an
+    ImageError that says so (its shapes are only in the alpha channel).
     """
     try:
         arr = np.asarray(image)
@@ -91,6 +93,14 @@ def to_gray(image: object) -> np.ndarray:
         if has_alpha:
             alpha = chans[..., -1]
             gray = base if np.all(alpha >= 1.0) else base * alpha
+            if gray.size and gray.max() == gray.min() and alpha.max() > alpha.min():
+                raise ImageError(
+                    "image has no foreground: composited on black (transparent = "
+                    "background) every pixel has the same value, yet its alpha channel "
+                    "varies: the shapes are drawn in one colour (black?) on a transparent "
+                    "background; pass the alpha channel as the image (e.g. "
+                    "np.asarray(PIL.Image.open(path))[..., -1]) or flatten it onto white"
+                )
         else:
             gray = base
     else:
@@ -116,11 +126,15 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIX
     """
     from PIL import Image, UnidentifiedImageError
 
+    from pyro_moe.files import check_source
+
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise ImageError(f"no such image file: {p}")
-    if not p.is_file():
-        raise ImageError(f"not a readable image: {p} is not a file")
+    try:
+        check_source(p, "image file")
+    except InputError as e:
+        raise ImageError(f"not a readable image: {e}") from None
     limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = None  # ours is checked below, with a message that says how

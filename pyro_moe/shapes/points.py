@@ -31,14 +31,17 @@ POINT_SUFFIXES = (".csv", ".txt", ".npy")
 def validate_points(xy: object, min_points: int = 1, *, what: str = "points") -> np.ndarray:
     """Check and convert a point array to float64 of shape (N, 2).
 
+    A table with named columns (a pandas DataFrame) gives the columns named ``x`` and ``y``
+    (any case, in any order) when it has them, as a CSV point file does; else its two
+    columns in order. A tensor is read as data (detached, on the CPU).
+
     Raises :class:`~pyro_moe.errors.InputError` (never a raw numpy error) when the array is
-    not (N, 2), holds NaN or infinite values (the message says how many rows), or has fewer
-    than ``min_points`` rows.
+    not (N, 2), is complex (the imaginary part is never dropped), holds dates or time spans,
+    is a masked array with masked entries (never ignored: drop or fill them yourself), holds
+    NaN or infinite values (the message says how many rows), or has fewer than
+    ``min_points`` rows.
     """
-    try:
-        arr = np.asarray(xy, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{what} must be a numeric array of shape (N, 2): {exc}") from None
+    arr = _point_array(xy, what)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise InputError(
             f"{what} must have shape (N, 2) (one row per point: x, y), got shape {arr.shape}"
@@ -54,6 +57,53 @@ def validate_points(xy: object, min_points: int = 1, *, what: str = "points") ->
     if arr.shape[0] < min_points:
         raise InputError(f"need at least {min_points} {what}, got {arr.shape[0]}")
     return arr
+
+
+def _point_array(xy: object, what: str) -> np.ndarray:
+    """``xy`` as float64 (unchecked shape): column names honoured, masks, complex values,
+    dates and meta tensors refused (:func:`validate_points`)."""
+    from pyro_moe.checks import MASKED
+
+    if xy is None:
+        raise InputError(f"{what} is None: give an (N, 2) array of (x, y)")
+    columns = getattr(xy, "columns", None)
+    if columns is not None and hasattr(xy, "iloc") and hasattr(xy, "to_numpy"):
+        names = [str(c).strip().lower() for c in columns]
+        if names.count("x") == 1 and names.count("y") == 1:
+            xy = xy.iloc[:, [names.index("x"), names.index("y")]]
+        xy = xy.to_numpy()
+    if hasattr(xy, "detach") and hasattr(xy, "is_complex"):  # a torch tensor
+        if xy.device.type == "meta":
+            raise InputError(f"{what} are a tensor on the meta device: it holds no values")
+        if xy.is_complex():
+            raise InputError(f"{what} are complex: {_COMPLEX}")
+        import torch
+
+        xy = xy.detach().cpu()
+        xy = (xy if xy.layout == torch.strided else xy.to_dense()).numpy()
+    if np.ma.isMaskedArray(xy):
+        if np.ma.getmaskarray(xy).any():
+            raise InputError(f"{what} are a masked array with masked entries: {MASKED}")
+        xy = np.ma.getdata(xy)
+    try:
+        raw = np.asarray(xy)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be a numeric array of shape (N, 2): {exc}") from None
+    if raw.dtype.kind == "c":
+        raise InputError(f"{what} are complex: {_COMPLEX}")
+    if raw.dtype.kind in "mM":
+        raise InputError(f"{what} have dtype {raw.dtype} (dates or time spans), not numbers")
+    try:
+        with np.errstate(over="ignore"):  # a long double beyond float64: inf, refused after
+            return np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be a numeric array of shape (N, 2): {exc}") from None
+
+
+_COMPLEX = (
+    "points are real (x, y); pass the real part, or the real and imaginary parts as the "
+    "two columns (np.column_stack([z.real, z.imag])), yourself"
+)
 
 
 def is_point_file(path: str | Path) -> bool:
@@ -73,7 +123,9 @@ def read_points(path: str | Path) -> np.ndarray:
     a bad cell (its line and column), the wrong number of columns (an (N, 3) table is
     refused, not cut), NaN or infinite points, or no points.
     """
-    path = Path(path)
+    from pyro_moe.files import check_source
+
+    path = check_source(path, "file")  # a FIFO would block, /dev/zero never end
     what = f"points of {path}"
     if path.suffix.lower() == ".npy":
         try:
@@ -142,11 +194,19 @@ class Standardization:
         """Centre = mean point; scale $\\sigma = \\sqrt{(\\mathrm{var}\\,x +
         \\mathrm{var}\\,y)/2}$ (population variances).
 
-        Raises InputError when all points coincide (zero scale).
+        Raises InputError when all points coincide (zero scale), or when they are so large
+        that their variance overflows (the message says to rescale).
         """
         pts = validate_points(xy, 1)
-        center = pts.mean(axis=0)
-        scale = float(np.sqrt(0.5 * (pts[:, 0].var() + pts[:, 1].var())))
+        with np.errstate(over="ignore", invalid="ignore"):
+            center = pts.mean(axis=0)
+            scale = float(np.sqrt(0.5 * (pts[:, 0].var() + pts[:, 1].var())))
+        if not (np.isfinite(scale) and np.isfinite(center).all()):
+            raise InputError(
+                f"points up to {float(np.abs(pts).max()):.3g} in magnitude are too large to "
+                "standardize (their variance overflows float64); rescale them (divide by a "
+                "common factor; the circles scale with them)"
+            )
         if not scale > 0.0:
             raise InputError(
                 f"cannot standardize {pts.shape[0]} point(s) that all coincide (zero spread)"

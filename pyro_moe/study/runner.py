@@ -169,6 +169,23 @@ def _worker_init() -> None:
     # Ctrl-C reaches the whole process group: the parent alone handles it (it terminates
     # the workers), so a worker neither prints a traceback nor keeps running
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the process that started it dies (killed by a signal
+    it does not handle, even SIGKILL), so that no worker outlives the run; elsewhere, a
+    no-op."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() == 1:  # the parent died before the call: go now
+        os._exit(1)
 
 
 def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:

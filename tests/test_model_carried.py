@@ -20,9 +20,7 @@ def counted_copy(tmp_path, name: str = "mixture_of_experts", stem: str = "counte
     is executed; returns (path, a function giving the count)."""
     counter = tmp_path / f"{stem}.count"
     text = (MODELS_DIR / f"{name}.py").read_text()
-    head = (
-        f"with open({str(counter)!r}, 'a') as _fh:\n    _fh.write('x')\n"  # one char per run
-    )
+    head = f"with open({str(counter)!r}, 'a') as _fh:\n    _fh.write('x')\n"  # one char per run
     path = tmp_path / f"{stem}.py"
     path.write_text(head + text)
     return path, lambda: len(counter.read_text()) if counter.exists() else 0

@@ -82,7 +82,7 @@ def test_circles_plot_and_save(capsys, circles_png, tmp_path):
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
     with Image.open(plot) as im:
         im.verify()
-    loaded = pyro_moe.FitResult.load(save)
+    loaded = pyro_moe.CurveFit.load(save)
     printed = json.loads(out)["circles"]
     for c, p in zip(loaded.circles(), printed, strict=True):
         assert (c.x0, c.y0, c.r) == pytest.approx((p["x0"], p["y0"], p["r"]), abs=1e-9)
@@ -229,7 +229,7 @@ def test_curves_reports_each_expert_as_its_kind(capsys, circle_and_ellipse_png, 
     assert np.allclose(ellipse["semi_axes"], [45, 22], atol=1)
     assert abs(ellipse["angle_degrees"] - 30) < 2
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
-    assert pyro_moe.FitResult.load(save).expert_kinds == ["circle", "conic"]
+    assert pyro_moe.CurveFit.load(save).expert_kinds == ["circle", "conic"]
     code, out, _ = run_cli(capsys, "curves", str(circle_and_ellipse_png), "-k", "circle,ellipse")
     assert code == 0 and "circle x0=150" in out and "ellipse centre=(70.0" in out
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import pyro_moe
-from pyro_moe.curve_fitting import CurveData, as_points, curve_data, expert_names
+from pyro_moe.curves.design import expert_names
+from pyro_moe.curves.fitting import CurveData, as_points, curve_data
 from pyro_moe.experts import MixedTargetsWarning
 from pyro_moe.shapes import (
     Circle,
@@ -292,7 +293,7 @@ def test_a_clean_circle_is_never_called_outliers(radius):
 
 
 def test_target_range_covers_the_box_and_every_target():
-    from pyro_moe.curve_fitting import target_range
+    from pyro_moe.curves.design import target_range
 
     rng = np.random.default_rng(0)
     pts = rng.uniform(-1.0, 2.0, size=(50, 2))

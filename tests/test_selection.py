@@ -17,13 +17,8 @@ import numpy as np
 import pytest
 
 import pyro_moe
-from pyro_moe.selection import (
-    curve_reports,
-    distinct_experts,
-    select_circles,
-    select_experts,
-    two_groups,
-)
+from pyro_moe.curves.selection import curve_reports, select_circles, two_groups
+from pyro_moe.selection import distinct_experts, select_experts
 from pyro_moe.shapes import circle_image, match_circles
 
 # (centre, radius) per circle, pixels; equal centres stay concentric after the shift

@@ -177,7 +177,7 @@ def test_two_groups_tells_two_rings_from_one_noisy_ring():
 def test_select_curves_starts_each_k_where_fit_curves_starts_it(monkeypatch):
     """With seeded=True auto fits each K from the seeded start of fit_curves (the
     sequential-RANSAC curves); by default from the engine's restarts."""
-    import pyro_moe.selection as selection
+    import pyro_moe.curves.selection as selection
 
     starts: list[int] = []
     real = selection.seeded_start

@@ -90,8 +90,10 @@ def test_delta_method_agrees_with_sampling(n, jitter):
 
 def test_invalid_circle_has_no_radius_sd_and_no_nan():
     X, t = circle_design(circle_points([(0, 0)], [1.0], 50, jitter=0.05, seed=0)[0])
-    res = _quiet_fit("mixture_of_models", X, t, experts=1, n_init=1)
-    res.geometry = Geometry.of("circle", 1, Standardization(np.array([10.0, 20.0]), 5.0))
+    res = pyro_moe.CurveFit(
+        _quiet_fit("mixture_of_models", X, t, experts=1, n_init=1),
+        Geometry.of("circle", 1, Standardization(np.array([10.0, 20.0]), 5.0)),
+    )
     res.mean[0] = res.mean.new_tensor([0.2, 0.2, -3.0])  # r^2 < 0
     (u,) = circle_uncertainty(res)
     assert not u.valid and u.r is None and u.sd_r is None and u.r_interval is None

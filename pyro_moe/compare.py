@@ -198,8 +198,8 @@ def compare(
     for one method only (e.g. ``{"batch_size": 1000}`` for SVI). ``method="svi"`` is
     natural-gradient SVI (its default optimizer); ``adam=True`` adds plain Adam SVI
     (``optimizer="adam"``, the same ``svi_options``) as a third row. ``geometry``: the
-    curve geometry of a curve design (:func:`compare_circles`): the priors are then in unit
-    units and each fit is a :class:`~pyro_moe.curves.CurveFit`.
+    curve geometry of a curve design (:func:`compare_circles`): ``prior_units="unit"``
+    is then the default and each fit is a :class:`~pyro_moe.curves.CurveFit`.
     """
     for name in ("method",):
         if name in common:

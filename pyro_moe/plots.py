@@ -257,8 +257,8 @@ def trace_parameters(
         iterations: increasing iteration counts.
         fit_kwargs: other :func:`pyro_moe.fit` arguments (experts, seed, init,
             responsibilities, priors, ...); ``method`` must be "cavi". ``geometry``: the
-            curve geometry of a curve design (then the priors are in unit units, as the
-            curve functions fit), for the trace's circle parameters.
+            curve geometry of a curve design (then ``prior_units="unit"``, as the curve
+            functions fit), for the trace's circle parameters.
     """
     its = sorted({int(t) for t in iterations})
     if not its or its[0] < 1:

@@ -8,10 +8,11 @@ that maps the fitted weights back to curves in pixel units (x = column, y = row 
 top-left). Experts of one form share one design (a circle is the regression of
 t = x^2 + y^2 on X = [x, y, 1], CAVI's fast path); experts of different forms each see the
 design through their own map (:mod:`pyro_moe.experts`). The fit is the core
-:func:`pyro_moe.fit` with the curve options (:func:`curve_fit_options`: priors in unit
-units, the expert maps, the noise expert's support, the search with the plausible-curve
-rule) and its result a :class:`~pyro_moe.curves.result.CurveFit`: ``fit.curves()``
-reports each expert as its own kind of curve. The model file is loaded once per call.
+:func:`pyro_moe.fit` with the curve options (:func:`curve_fit_options`:
+``prior_units="unit"``, the expert maps, the noise expert's support, the search with the
+plausible-curve rule) and its result a :class:`~pyro_moe.curves.result.CurveFit`:
+``fit.curves()`` reports each expert as its own kind of curve. The model file is loaded
+once per call.
 """
 
 from __future__ import annotations

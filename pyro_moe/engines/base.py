@@ -33,7 +33,7 @@ from ..config import Config
 from ..errors import ConvergenceWarning, NumericalError, PyroMoeError, find_stack_level
 from ..model_file import Model, model_file_error
 from ..result import FitResult, History, Hyperparameters, Posterior
-from ..search import SearchPolicy
+from ..search import SearchPolicy, as_search_policy
 from .options import Option, Options, resolve
 
 __all__ = ["Engine", "Progress", "Run", "find_stack_level", "fresh_gate", "init_schedule"]
@@ -141,13 +141,13 @@ class Engine:
         config: Config,
         options: Options,
         *,
-        search: SearchPolicy | None = None,
+        search: SearchPolicy | bool | None = None,
     ):
         self.model, self.X, self.y, self.config, self.options = model, X, y, config, options
         #: after the restarts, search the fixed points (:meth:`search_fixed_points`) by this
         #: policy (None: no search); an engine that is not :attr:`variational` passes it to
         #: the fit it makes inside
-        self.search = search
+        self.search = as_search_policy(search)
 
     # ---- hooks ---------------------------------------------------------------------
     def prepare(self) -> None:

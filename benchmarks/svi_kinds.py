@@ -73,10 +73,10 @@ def main() -> None:
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    fits[method] = pyro_moe.fit(
+                    fits[method] = pyro_moe.CurveFit(pyro_moe.fit(
                         "mixture_of_models", X, t, experts=2, method=method, seed=seed,
-                        progress=False, geometry=Geometry.of("circle", 2), **opts,
-                    )  # fmt: skip
+                        progress=False, prior_units="unit", **opts,
+                    ), Geometry.of("circle", 2))  # fmt: skip
                 fits[method + "_s"] = time.perf_counter() - t0
             row = {"kind": kind, "seed": seed, "N": int(X.shape[0]),
                    **svi_against_cavi(fits["cavi"], fits["svi"], truth),

@@ -496,7 +496,7 @@ regions; the mixture of models can only say "about half the points are on each c
 """),
     code(SETUP),
     code("""
-from pyro_moe.curve_fitting import curve_data
+from pyro_moe.curves.fitting import curve_data
 from pyro_moe.shapes import circle_error, circle_points
 
 xy, labels = circle_points([(45, 60), (115, 70)], [22, 30], [120, 160], jitter=0.6, seed=0)

@@ -27,9 +27,10 @@ _HOMES = {
     "compare": "compare",
     "compare_circles": "compare",
     "Config": "config",
-    "fit_circles": "curve_fitting",
-    "fit_conics": "curve_fitting",
-    "fit_curves": "curve_fitting",
+    "CurveFit": "curves.result",
+    "fit_circles": "curves.fitting",
+    "fit_conics": "curves.fitting",
+    "fit_curves": "curves.fitting",
     "ConvergenceWarning": "errors",
     "ImageError": "errors",
     "InputError": "errors",
@@ -44,21 +45,23 @@ _HOMES = {
     "load_model": "model_file",
     "FitResult": "result",
     "Prediction": "result",
-    "CurveReport": "selection",
+    "SearchPolicy": "search",
+    "CurveReport": "curves.selection",
     "Selection": "selection",
-    "curve_reports": "selection",
-    "select_circles": "selection",
-    "select_curves": "selection",
+    "curve_reports": "curves.selection",
+    "select_circles": "curves.selection",
+    "select_curves": "curves.selection",
     "select_experts": "selection",
-    "circle_uncertainty": "uncertainty",
-    "conic_uncertainty": "uncertainty",
-    "curve_uncertainty": "uncertainty",
+    "circle_uncertainty": "curves.uncertainty",
+    "conic_uncertainty": "curves.uncertainty",
+    "curve_uncertainty": "curves.uncertainty",
 }
 
 __all__ = [
     "Comparison",
     "Config",
     "ConvergenceWarning",
+    "CurveFit",
     "CurveReport",
     "FitResult",
     "ImageError",
@@ -70,6 +73,7 @@ __all__ = [
     "Prediction",
     "PyroMoeError",
     "SchedulerError",
+    "SearchPolicy",
     "Selection",
     "builtin_models",
     "circle_uncertainty",
@@ -91,7 +95,10 @@ __all__ = [
 if TYPE_CHECKING:  # what type checkers and IDEs see; never run
     from .compare import Comparison, compare, compare_circles
     from .config import Config
-    from .curve_fitting import fit_circles, fit_conics, fit_curves
+    from .curves.fitting import fit_circles, fit_conics, fit_curves
+    from .curves.result import CurveFit
+    from .curves.selection import CurveReport, curve_reports, select_circles, select_curves
+    from .curves.uncertainty import circle_uncertainty, conic_uncertainty, curve_uncertainty
     from .errors import (
         ConvergenceWarning,
         ImageError,
@@ -105,15 +112,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never run
     from .fitting import fit
     from .model_file import Model, builtin_models, load_model
     from .result import FitResult, Prediction
-    from .selection import (
-        CurveReport,
-        Selection,
-        curve_reports,
-        select_circles,
-        select_curves,
-        select_experts,
-    )
-    from .uncertainty import circle_uncertainty, conic_uncertainty, curve_uncertainty
+    from .search import SearchPolicy
+    from .selection import Selection, select_experts
 
 
 def __getattr__(name: str) -> Any:

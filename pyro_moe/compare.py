@@ -19,12 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from .curve_fitting import curve_data
 from .errors import InputError
 from .fitting import fit
 from .result import FitResult
 from .result import expert_alignment as align
 from .shapes.geometry import Geometry
+
+
+def _circle_design(r) -> bool:
+    """Whether ``r`` is a curve fit (:class:`pyro_moe.curves.CurveFit`) of circles."""
+    geometry = getattr(r, "geometry", None)
+    return geometry is not None and geometry.design == "circle"
+
 
 ROLLING = 50
 
@@ -99,7 +105,7 @@ class Comparison:
                 "wall_time_s": r.wall_time,
                 "time_to_0.1%_s": time_to_within(r),
             }
-            if r.geometry is not None and r.geometry.design == "circle":
+            if _circle_design(r):
                 circles = r.circles()
                 if name != "cavi":
                     circles = [circles[j] for j in self._perm(name)]
@@ -139,7 +145,7 @@ class Comparison:
         span = max(abs(lo) * 0.05, 10.0)
         left.set_ylim(lo - span, max(r.objective for _, r in self.rows()) + span / 5)
         left.legend()
-        if self.cavi.geometry is not None and self.cavi.geometry.design == "circle":
+        if _circle_design(self.cavi):
             pts = self.cavi.pixel_points()
             right.scatter(pts[:, 0], pts[:, 1], s=4, c="0.6", label="data")
             phi = np.linspace(0, 2 * np.pi, 200)
@@ -191,21 +197,35 @@ def compare(
     ``cavi_options`` / ``svi_options`` are extra keyword arguments of :func:`pyro_moe.fit`
     for one method only (e.g. ``{"batch_size": 1000}`` for SVI). ``method="svi"`` is
     natural-gradient SVI (its default optimizer); ``adam=True`` adds plain Adam SVI
-    (``optimizer="adam"``, the same ``svi_options``) as a third row.
+    (``optimizer="adam"``, the same ``svi_options``) as a third row. ``geometry``: the
+    curve geometry of a curve design (:func:`compare_circles`): ``prior_units="unit"``
+    is then the default and each fit is a :class:`~pyro_moe.curves.CurveFit`.
     """
     for name in ("method",):
         if name in common:
             raise InputError(f"compare runs both methods; do not pass {name!r}")
-    kw = dict(experts=experts, seed=seed, geometry=geometry, **common)
-    cavi = fit(model, X, y, method="cavi", **copy.deepcopy(kw), **(cavi_options or {}))
-    svi = fit(model, X, y, method="svi", **copy.deepcopy(kw), **(svi_options or {}))
+    kw = dict(experts=experts, seed=seed, **common)
+    if geometry is not None:
+        from .curves.result import CurveFit
+
+        kw.setdefault("prior_units", "unit")
+
+        def run(**options):
+            return CurveFit(fit(model, X, y, **options), geometry)
+    else:
+
+        def run(**options):
+            return fit(model, X, y, **options)
+
+    cavi = run(method="cavi", **copy.deepcopy(kw), **(cavi_options or {}))
+    svi = run(method="svi", **copy.deepcopy(kw), **(svi_options or {}))
     perm = align(cavi.mean, svi.mean)
     gap = abs(svi.objective - cavi.objective)
     dist = (cavi.mean - svi.mean[perm]).norm(dim=-1).max()
     adam_fit = adam_perm = None
     if adam:
         extra = {**(svi_options or {}), "optimizer": "adam"}
-        adam_fit = fit(model, X, y, method="svi", **copy.deepcopy(kw), **extra)
+        adam_fit = run(method="svi", **copy.deepcopy(kw), **extra)
         adam_perm = align(cavi.mean, adam_fit.mean)
     return Comparison(
         adam=adam_fit,
@@ -229,6 +249,10 @@ def compare_circles(
     **options,
 ) -> Comparison:
     """:func:`compare` on circles from points or an image (standardized circle design)."""
+    from .curves.fitting import curve_data
+    from .model_file import load_model
+
+    model = load_model(model)
     data = curve_data(source, experts, model=model, max_points=max_points, seed=seed)
     return compare(
         model, data.X, data.y, experts=experts, geometry=data.geometry, seed=seed, **options

@@ -11,7 +11,7 @@ q(W) q(pi) [q(beta)] in closed form; :func:`to_inference_data` draws from it and
     draws from q(beta) = Gamma(shape, rate) when beta is latent, else the point estimate
     repeated; every other latent site of a swapped model file (an added scale tau), by
     its site name: the fit's draws from its q (``result.posterior.site_draws``, SVI); and,
-    for shape fits, the curve parameters of every
+    for curve fits (:class:`pyro_moe.curves.CurveFit`), the curve parameters of every
     draw in pixel units: circles ``x0, y0, r`` (chain, draw, expert) with
     x0 = c_x + sigma w_1/2, y0 = c_y + sigma w_2/2, r = sigma sqrt(w_3 + (w_1/2)^2 + (w_2/2)^2)
     (NaN for a draw whose r^2 < 0), or conics ``xc, yc, semi_major, semi_minor, angle``
@@ -56,8 +56,6 @@ from .errors import InputError
 from .joint import LogJoint, fixed_config, q_draws
 from .likelihood import component_log_densities, noise_log_density
 from .result import FitResult
-from .shapes.curves import circle_parameters, conic_from_weights, conic_to_pixels
-from .shapes.geometry import Geometry
 
 with warnings.catch_warnings():
     # arviz 0.23 announces its 1.0 refactor with a FutureWarning at import; we pin <1.
@@ -110,28 +108,6 @@ def _mvn_draws(rng: np.random.Generator, mean: np.ndarray, cov: np.ndarray, n: i
         root = V * np.sqrt(np.clip(lam, 0.0, None))
         out[:, k] = mean[k] + rng.standard_normal((n, d)) @ root.T
     return out
-
-
-def _circle_params(w: np.ndarray, geometry: Geometry) -> dict[str, np.ndarray]:
-    p = circle_parameters(w, geometry.standardization)
-    return {"x0": p[..., 0], "y0": p[..., 1], "r": p[..., 2]}
-
-
-def _conic_params(
-    w: np.ndarray, geometry: Geometry
-) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    st = geometry.standardization
-    flat = w.reshape(-1, w.shape[-1])
-    vals = np.full((len(flat), len(_CONIC_VARS)), np.nan)
-    kinds: dict[str, int] = {}
-    for i, row in enumerate(flat):
-        c = conic_from_weights(row)
-        kinds[c.kind] = kinds.get(c.kind, 0) + 1
-        if c.kind in ("ellipse", "hyperbola"):
-            p = conic_to_pixels(c, st)
-            vals[i] = (*p.center, *p.semi_axes, p.angle)
-    shape = w.shape[:-1]
-    return {v: vals[:, j].reshape(shape) for j, v in enumerate(_CONIC_VARS)}, kinds
 
 
 def _single(result: FitResult, rng: np.random.Generator, draws: int) -> dict[str, np.ndarray]:
@@ -225,7 +201,7 @@ def to_inference_data(
     Raises:
         InputError: for no results, draws < 1, or results on different data.
     """
-    if isinstance(results, FitResult):
+    if not isinstance(results, Sequence):  # one result (a FitResult, or a layer's)
         results = [results]
     results = list(results)
     sample_stats = None
@@ -246,9 +222,11 @@ def to_inference_data(
         log_lik = stacked.pop("log_lik")
     first = results[0]
     K, n = first.mean.shape
-    geometry = first.geometry
-    design = geometry.design if geometry is not None else None
-    features = list(geometry.columns) if design in ("circle", "conic") else []
+    # a layer above the core (a curve fit, pyro_moe.curves.CurveFit) names the design's
+    # columns and reads the weights' draws as its own parameters; the core result does not
+    names = getattr(first, "feature_names", None)
+    derived = getattr(first, "derived_parameters", None)
+    features = list(names or [])
     if len(features) != n:
         features = [f"w{j}" for j in range(n)]
     posterior = dict(stacked)
@@ -271,14 +249,11 @@ def to_inference_data(
             "exact posterior at fixed hyperparameters (NUTS draws; hyperparameters "
             "and gate fixed at the CAVI fit's values)"
         )
-    if design == "circle":
-        posterior.update(_circle_params(stacked["w"], geometry))
-        dims.update({v: ["expert"] for v in ("x0", "y0", "r")})
-    elif design == "conic":
-        params, kinds = _conic_params(stacked["w"], geometry)
+    if derived is not None:
+        params, extra = derived(stacked["w"])
         posterior.update(params)
-        dims.update({v: ["expert"] for v in _CONIC_VARS})
-        attrs["conic_kind"] = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
+        dims.update({v: ["expert"] for v in params})
+        attrs.update(extra)
     coords = {
         "expert": np.arange(K),
         "feature": features,
@@ -289,9 +264,7 @@ def to_inference_data(
         coords["component"] = [*(str(k) for k in range(K)), "noise"]
     if first.maps is not None:  # experts with their own maps: X holds the layout's columns
         dims["X"] = ["point", "column"]
-        coords["column"] = (
-            list(geometry.columns) if geometry is not None else list(range(first.X.shape[1]))
-        )
+        coords["column"] = list(names) if names else list(range(first.X.shape[1]))
     idata = az.from_dict(
         posterior=posterior,
         sample_stats=sample_stats,

@@ -1,19 +1,18 @@
 """Experts with their own feature maps: the study's "learning with expert information".
 
-Expert k of a heterogeneous mixture has its own feature map phi_k and target map t_k of a
-point omega = (x, y), both linear combinations of the monomials
-
-    Z(omega) = [xx, xy, yy, x, y, 1]  (x*x, x*y, y*y, x, y and the constant),
-
-and models t_k(omega) | z = k ~ N(w_k^T phi_k(omega), 1/beta) with w_k in R^{n_k}. An
-:class:`Expert` declares phi_k by monomial names, and t_k as a *response* monomial plus a
-known *offset*:
+Expert k of a heterogeneous mixture has its own feature map phi_k and target map t_k, both
+linear combinations of named *columns* of the data (the curve application names monomials
+of a point, ``xx, xy, yy, x, y, 1``: :mod:`pyro_moe.curves.design`), and models
+t_k | z = k ~ N(w_k^T phi_k, 1/beta) with w_k in R^{n_k}. An :class:`Expert` declares phi_k
+by column names, and t_k as a *response* column plus a known *offset* (a linear combination
+of other columns); its ``kind`` is an opaque label that the layer above reads (the curve
+application: how the weights read as a curve). For example, with monomials of a point:
 
 * circle  (x - x0)^2 + (y - y0)^2 = r^2:   phi = [x, y, 1],          t = xx + yy
 * conic   x^2 = B'xy + C'y^2 + D'x + E'y + F':  phi = [xy, yy, x, y, 1], t = xx
 * line    x = a y + c:                     phi = [y, 1],             t = x
 
-**One design for all.** A fit sees one design X (the monomials any expert uses, except the
+**One design for all.** A fit sees one design X (the columns any expert uses, except the
 reference response) and one target y (the reference response: the first expert's), so
 Z = [X, y] has d columns. Expert k is the linear map T_k, shape (n+1, d) with n = max_k
 n_k: rows 1..n_k give phi_k = T_k[:n_k] z, row n+1 gives t_k = T_k[n] z, and rows
@@ -45,20 +44,8 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .shapes.geometry import FORMS, KINDS, MONOMIALS, curve_of, monomials
 
-__all__ = [
-    "FORMS",
-    "KINDS",
-    "MONOMIALS",
-    "Expert",
-    "Layout",
-    "MixedTargetsWarning",
-    "check_maps",
-    "curve_of",
-    "layout",
-    "monomials",
-]
+__all__ = ["Expert", "Layout", "MixedTargetsWarning", "check_maps", "layout"]
 
 
 class MixedTargetsWarning(UserWarning):
@@ -67,8 +54,9 @@ class MixedTargetsWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Expert:
-    """One expert's maps: phi = ``features`` (monomial names), t = ``response`` +
-    sum(c * m for m, c in ``offset``); ``kind`` says how its weights read as a curve."""
+    """One expert's maps: phi = ``features`` (column names), t = ``response`` +
+    sum(c * m for m, c in ``offset``); ``kind`` is an opaque label for the layer above
+    (the curve application reads it as the kind of curve, :mod:`pyro_moe.curves.design`)."""
 
     kind: str | None
     features: tuple[str, ...]
@@ -76,25 +64,6 @@ class Expert:
     offset: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind is not None and self.kind not in KINDS:
-            raise InputError(
-                f"unknown expert kind {self.kind!r}; use one of {', '.join(KINDS)} or None"
-            )
-        if self.kind is not None:
-            features, response, offset = FORMS[self.kind]
-            if (tuple(self.features), self.response, dict(self.offset)) != (
-                features,
-                response,
-                offset,
-            ):
-                raise InputError(
-                    f"a {self.kind} expert reads its weights in the form features={features}, "
-                    f"response={response!r}, offset={offset}; declare another form with kind=None"
-                )
-        names = (*self.features, self.response, *self.offset)
-        unknown = sorted(set(names) - set(MONOMIALS))
-        if unknown:
-            raise InputError(f"unknown monomial(s) {unknown}; use {', '.join(MONOMIALS)}")
         if len(set(self.features)) != len(self.features) or not self.features:
             raise InputError(
                 f"an expert's features must be distinct and non-empty: {self.features}"
@@ -115,7 +84,7 @@ class Layout:
     Attributes:
         names: the experts' names as asked for (e.g. ``("circle", "ellipse")``).
         experts: their :class:`Expert` declarations.
-        columns: monomial names of the design X's columns; y is ``response``.
+        columns: the names of the design X's columns; y is ``response``.
         response: the reference response (the first expert's).
         maps: T, shape (K, n + 1, d) float64, d = len(columns) + 1.
         mixed_targets: True when some expert has another response.
@@ -133,10 +102,9 @@ class Layout:
         """n = max_k n_k, the padded length of the weights."""
         return self.maps.shape[1] - 1
 
-    def design(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(X (N, d - 1), y (N,)) of points xy (N, 2), in the units of xy."""
-        m = monomials(np.asarray(xy, dtype=np.float64))
-        return np.column_stack([m[c] for c in self.columns]), m[self.response]
+    def design(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(X (N, d - 1), y (N,)) from the data's columns by name (each (N,))."""
+        return np.column_stack([values[c] for c in self.columns]), values[self.response]
 
     def as_dict(self) -> dict:
         """What a saved result needs to rebuild the layout: names, kinds, columns."""
@@ -153,9 +121,12 @@ def layout(
     catalog: Mapping[str, Expert],
     *,
     allow_mixed_targets: bool = False,
+    order: Sequence[str] | None = None,
 ) -> Layout:
     """The :class:`Layout` of experts ``names`` declared in ``catalog`` (a model file's
-    ``EXPERTS``). Mixed responses need ``allow_mixed_targets=True`` and then warn."""
+    ``EXPERTS``). Mixed responses need ``allow_mixed_targets=True`` and then warn. The
+    design's columns follow ``order`` (the curve application's monomials), then any other
+    column in the order the experts first use it."""
     if isinstance(names, str):
         names = [s.strip() for s in names.split(",") if s.strip()]
     names = tuple(names)
@@ -185,7 +156,9 @@ def layout(
             )
         warnings.warn(message, MixedTargetsWarning, stacklevel=3)
     used = {m for e in experts for m in (*e.features, e.response, *e.offset)}
-    columns = tuple(m for m in MONOMIALS if m in used and m != response)
+    seen = [m for e in experts for m in (*e.features, e.response, *e.offset)]
+    ranked = [*(order or ()), *dict.fromkeys(seen)]
+    columns = tuple(m for m in dict.fromkeys(ranked) if m in used and m != response)
     z_index = {m: j for j, m in enumerate((*columns, response))}
     n = max(e.size for e in experts)
     maps = torch.zeros(len(experts), n + 1, len(z_index), dtype=torch.float64, device="cpu")

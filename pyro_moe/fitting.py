@@ -12,7 +12,10 @@ from .engines import ENGINES, get_engine
 from .errors import InputError
 from .model_file import Model, load_model
 from .result import FitResult
-from .shapes.geometry import Geometry
+from .search import SearchPolicy, as_search_policy
+
+#: the units of the default priors (``fit(prior_units=...)``)
+PRIOR_UNITS = ("data", "unit")
 
 
 def as_data(X, y, *, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,13 +88,12 @@ def fit(
     noise_range=None,
     device: str | torch.device | None = None,
     progress: bool | None = None,
-    geometry: Geometry | None = None,
+    prior_units: str = "data",
     maps=None,
-    search: bool = False,
+    search: bool | SearchPolicy = False,
     scheduler: str | None = None,
     workers: int | None = None,
     collect: bool | None = None,
-    plausible=None,
     start_from=None,
     **engine_options,
 ) -> FitResult:
@@ -116,10 +118,14 @@ def fit(
             Default: the model file's ``SETTINGS["learn"]``.
         prior_mean: a hyperparameter's value (its initial value when learned), in the data's
             units; so are ``prior_cov``, ``noise_precision``, ``concentration``,
-            ``regularization_cov`` and ``gate_hidden``. The defaults are in the data's own
-            units (:func:`weight_scale`): A_k = diag(rms(y) / rms(x_j))^2 and beta = 1 / Var(y),
-            so scaling X or y does not change the fit (curve fits, whose data are
-            standardized already, keep A_k = I).
+            ``regularization_cov`` and ``gate_hidden``. The defaults' units are
+            ``prior_units``'.
+        prior_units: the units of the default priors. ``"data"`` (default): the data's own
+            units (:func:`weight_scale`): A_k = diag(rms(y) / rms(x_j))^2 and
+            beta = 1 / Var(y), so scaling X or y does not change the fit. ``"unit"``: the
+            model file's defaults as written (A_k = I), for data already standardized (the
+            curve functions, :mod:`pyro_moe.curves`, use it). With ``maps`` the experts'
+            weights have no common data units and the priors are always ``"unit"``.
         noise_expert: add a uniform background component over the observed target range
             (outliers; default: the model file's ``SETTINGS["noise_expert"]``). The result's
             responsibilities then have K + 1 columns, the noise expert last.
@@ -130,15 +136,16 @@ def fit(
             target over the points' bounding box).
         device: where to compute ("cpu", "cuda"); CAVI computes in float64.
         progress: show a progress bar (default: only on a terminal for long runs).
-        geometry: the curve geometry attached to the result (set by the curve functions,
-            :mod:`pyro_moe.curve_fitting`).
         maps: expert maps T (K, n + 1, d), one per expert, for experts with their own
             features and targets (:mod:`pyro_moe.experts`; :func:`pyro_moe.fit_curves`
             builds them from expert names). None: every expert regresses y on X.
         search: after the restarts, move between fixed points: re-seed experts that
             duplicate another, hold almost nothing, or lose to the noise expert, on the points
             the others explain worst, and keep a move only when the converged objective
-            improves (:mod:`pyro_moe.search`; the curve functions turn it on).
+            improves (:mod:`pyro_moe.search`; the curve functions turn it on). True: the
+            default :class:`~pyro_moe.search.SearchPolicy`; a policy sets the search's
+            settings and an admissibility rule for the experts (the curve functions pass
+            one that refuses implausible curves).
         scheduler: distributed data (:mod:`pyro_moe.distributed`, ``docs/distributed.md``):
             X a Dask array (y too), a ``.npy`` path (y another), a directory of ``X.npy``
             and ``y.npy`` or a zarr store (y None) is fitted by CAVI on a
@@ -154,10 +161,6 @@ def fit(
             (the curve functions' distributed path sets it); in memory, give
             ``responsibilities`` (``start_from.log_responsibilities(X, y).exp()``) instead
             (``start`` is SVI's own option).
-        plausible: for the search, a map from the posterior-mean weights (K, n) to (K,)
-            booleans, True where an expert is a plausible curve of its kind; the search
-            prefers fits with fewer implausible experts (the curve functions pass
-            :func:`pyro_moe.shapes.seeding.plausible` for conic experts).
         engine_options: the engine's own options (e.g. ``prior_var_min``, ``gate_steps``
             for CAVI, ``lr``, ``batch_size`` for SVI), validated with the shared ones
             (:mod:`pyro_moe.engines.options`): an unknown or out-of-range option is an
@@ -182,6 +185,12 @@ def fit(
         }
     )
     device = check_device(device)
+    if prior_units not in PRIOR_UNITS:
+        raise InputError(
+            f"prior_units must be one of {', '.join(PRIOR_UNITS)}, got {prior_units!r}"
+        )
+    search = as_search_policy(search)
+    data_units = prior_units == "data" and maps is None
     model = load_model(model)
     hyper = dict(
         prior_mean=prior_mean,
@@ -197,7 +206,7 @@ def fit(
         noise_range=noise_range,
     )
     if is_distributed(X) or scheduler is not None or workers is not None:
-        if search:
+        if search is not None:
             raise InputError(
                 "search=True needs the data in memory; fit distributed data without it"
             )
@@ -205,10 +214,9 @@ def fit(
 
         result = fit_on_dask(
             engine, options, model, X, y, experts, hyper,
-            weight_scale_of=weight_scale_of if maps is None and geometry is None else None,
+            weight_scale_of=weight_scale_of if data_units else None,
             scheduler=scheduler, workers=workers, collect=collect, start=start_from,
         )  # fmt: skip
-        result.geometry = geometry
         return result.attach_model(model)
     if start_from is not None:
         raise InputError("start_from= is for distributed data; in memory give responsibilities")
@@ -222,12 +230,10 @@ def fit(
         y,
         int(experts),
         seed=options.seed,
-        weight_scale=weight_scale(X, y) if maps is None and geometry is None else None,
+        weight_scale=weight_scale(X, y) if data_units else None,
         **hyper,
     )
-    result = engine(model, X, y, config, options, search=search, plausible=plausible).fit()
-    result.geometry = geometry
-    return result.attach_model(model)
+    return engine(model, X, y, config, options, search=search).fit().attach_model(model)
 
 
 METHODS = tuple(ENGINES)

@@ -160,7 +160,7 @@ class Model:
         (lo, hi): the support of the noise expert's uniform density over the targets
         (default: the observed range, :func:`noise_bounds`; the curve functions pass the
         range of the target over the points' bounding box, see
-        :func:`pyro_moe.curve_design.target_range`).
+        :func:`pyro_moe.curves.design.target_range`).
 
         ``weight_scale`` s (n,): the unit of each weight (:func:`pyro_moe.fitting.weight_scale`).
         The defaults are then in those units: A_k = diag(s)^2 and the file's Xi becomes

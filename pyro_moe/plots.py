@@ -2,7 +2,7 @@
 the gate's weights over the input space.
 
 Every function returns the :class:`matplotlib.figure.Figure` and never calls ``show()``,
-so it works under the Agg backend. Shape fits (``result.geometry`` set by
+so it works under the Agg backend. Curve fits (:class:`pyro_moe.curves.CurveFit`, from
 :func:`pyro_moe.fit_circles` / :func:`pyro_moe.fit_conics`) are drawn in pixel units with
 the image convention: x = column, y = row, y axis pointing down.
 (ArviZ posterior and forest plots are in :mod:`pyro_moe.diagnostics`.)
@@ -53,8 +53,13 @@ def _new_axes(ax: Axes | None, figsize=(5.5, 5.0)) -> tuple[Figure, Axes]:
     return fig, ax
 
 
+def _geometry(result) -> Geometry | None:
+    """The curve geometry of a curve fit (:class:`pyro_moe.curves.CurveFit`), else None."""
+    return getattr(result, "geometry", None)
+
+
 def _design(result: FitResult) -> str | None:
-    return result.geometry.design if result.geometry is not None else None
+    return _geometry(result).design if _geometry(result) is not None else None
 
 
 def data_points(result: FitResult) -> np.ndarray:
@@ -181,7 +186,7 @@ def plot_objective(
         ylim_nats: show F down to this many nats below the lowest final objective
             (default max(5 % of it, 10 nats)); early SVI steps are far below.
     """
-    if isinstance(results, FitResult):
+    if not isinstance(results, Mapping):  # one result (a FitResult or a CurveFit)
         results = {results.method.upper(): results}
     if not results:
         raise InputError("no results to plot")
@@ -251,7 +256,9 @@ def trace_parameters(
         model, X, y: as for :func:`pyro_moe.fit`.
         iterations: increasing iteration counts.
         fit_kwargs: other :func:`pyro_moe.fit` arguments (experts, seed, init,
-            responsibilities, priors, geometry, ...); ``method`` must be "cavi".
+            responsibilities, priors, ...); ``method`` must be "cavi". ``geometry``: the
+            curve geometry of a curve design (then ``prior_units="unit"``, as the curve
+            functions fit), for the trace's circle parameters.
     """
     its = sorted({int(t) for t in iterations})
     if not its or its[0] < 1:
@@ -259,6 +266,9 @@ def trace_parameters(
     if fit_kwargs.get("method", "cavi") != "cavi":
         raise InputError("trace_parameters re-runs CAVI; method must be 'cavi'")
     fit_kwargs = {**fit_kwargs, "n_init": 1, "method": "cavi"}
+    geometry = fit_kwargs.pop("geometry", None)
+    if geometry is not None:
+        fit_kwargs.setdefault("prior_units", "unit")
     means, objectives, done = [], [], None
     for t in its:
         if done is None:
@@ -271,7 +281,7 @@ def trace_parameters(
             res = done
         means.append(_np(res.mean).astype(float))
         objectives.append(res.objective)
-    return ParameterTrace(np.array(its), np.stack(means), np.array(objectives), res.geometry)
+    return ParameterTrace(np.array(its), np.stack(means), np.array(objectives), geometry)
 
 
 def plot_trajectories(trace: ParameterTrace, *, names: Sequence[str] | None = None) -> Figure:
@@ -304,8 +314,8 @@ def plot_trajectories(trace: ParameterTrace, *, names: Sequence[str] | None = No
 
 
 def _grid_design(result: FitResult) -> Callable[[np.ndarray], np.ndarray]:
-    if result.geometry is not None:  # a curve fit: the design's columns, as monomials
-        columns = result.geometry.columns
+    if _geometry(result) is not None:  # a curve fit: the design's columns, as monomials
+        columns = _geometry(result).columns
         return lambda s: np.column_stack([monomials(s)[c] for c in columns])
     X = _np(result.X)
     if X.shape[1] == 3 and np.ptp(X[:, 2]) == 0:
@@ -337,8 +347,8 @@ def plot_gate_map(
             default from ``result.geometry``, or [x1, x2, c] when X has that form.
     """
     make = design or _grid_design(result)
-    shape = result.geometry is not None
-    st = result.geometry.standardization if result.geometry is not None else None
+    shape = _geometry(result) is not None
+    st = _geometry(result).standardization if shape else None
     if shape:
         pts = data_points(result)
     else:

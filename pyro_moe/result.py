@@ -14,7 +14,10 @@ whose ``noise_shape``/``noise_rate`` are saved too), ``concentration`` (K,),
 ``time_history`` (seconds), ``maps`` (K, n+1, d; experts with their own feature maps,
 :mod:`pyro_moe.experts`), ``gate/<name>`` (gate parameters), ``site_draws/<name>`` (draws
 from q of a model file's other latent sites, :attr:`Posterior.site_draws`), ``draws/<name>`` (a NUTS fit's :class:`Draws`) and a JSON ``meta`` string
-(method, model, iterations, wall time, converged, learn, shapes standardization).
+(method, model, iterations, wall time, converged, learn, search). A layer above the core
+stores its own metadata beside it as JSON strings ``metadata/<key>``
+(:meth:`FitResult.save`'s ``metadata``, read back by :func:`read_metadata`; the curve
+application keeps its geometry there, :class:`pyro_moe.curves.CurveFit`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ from .errors import InputError, ModelFileError
 from .files import atomic_write, check_source
 from .likelihood import expert_predictive
 from .model_file import Model, ModelSource, model_for_result
-from .shapes.geometry import Geometry
 
 
 @dataclass
@@ -279,13 +281,12 @@ class FitResult:
     Attributes:
         method: the engine ("cavi", "svi").
         model_name, model_path: the model file fitted.
-        X, y: the design and targets the engines saw (standardized for curve fits).
+        X, y: the design and targets the engines saw.
         posterior: :class:`Posterior`, q(Z) q(W), with q(pi) and q(beta) where the model has them.
         hyper: :class:`Hyperparameters`, point estimates and fixed values.
         history: :class:`History` of the kept restart.
         learn: the point-estimated hyperparameters.
         restarts: one summary per restart (init, seed, objective, iterations, converged).
-        geometry: the :class:`~pyro_moe.shapes.geometry.Geometry` of a curve fit, else None.
         search: what the search over fixed points did (:mod:`pyro_moe.search`: refits
             tried, moves accepted, the objective before and after), or None.
         draws: :class:`Draws` of an MCMC engine (NUTS), else None.
@@ -305,7 +306,6 @@ class FitResult:
     history: History
     learn: tuple[str, ...] = ()
     restarts: list[dict[str, Any]] = field(default_factory=list)
-    geometry: Geometry | None = None
     search: dict[str, Any] | None = None
     gate: torch.nn.Module | None = field(default=None, repr=False)
     draws: Draws | None = field(default=None, repr=False)
@@ -409,7 +409,7 @@ class FitResult:
 
         Every per-expert quantity moves with its expert: the responsibilities (the noise
         expert's column stays last), q(W), q(pi), the priors, the expert maps, the gate's
-        output layer and the geometry's kinds.
+        output layer.
         """
         K = self.experts
         perm = [int(p) for p in perm]
@@ -420,7 +420,6 @@ class FitResult:
             self,
             posterior=self.posterior.permuted(idx),
             hyper=self.hyper.permuted(idx),
-            geometry=self.geometry.permuted(perm) if self.geometry is not None else None,
             gate=None,
             draws=self.draws.permuted(idx) if self.draws is not None else None,
         )
@@ -501,51 +500,12 @@ class FitResult:
         variance = (second - mean * mean).clamp_min(0)
         return Prediction(mean, variance, g[:, :K], mu, var, g0, self.noise_bounds)
 
-    # ---- curves ------------------------------------------------------------------------
-    def _geometry(self) -> Geometry:
-        if self.geometry is None:
-            raise InputError("this result was not fitted on shape data (no curve geometry)")
-        return self.geometry
-
-    @property
-    def shapes(self) -> dict[str, Any] | None:
-        """The geometry as a plain dict (:meth:`Geometry.as_dict`), or None."""
-        return None if self.geometry is None else self.geometry.as_dict()
-
-    def pixel_points(self) -> np.ndarray:
-        """The fitted points (N, 2) in pixel units, read back from the design."""
-        return self._geometry().pixel_points(_np(self.X), _np(self.y))
-
-    @property
-    def expert_kinds(self) -> list[str | None]:
-        """The kind of curve each expert is ("circle", "conic", "line" or None)."""
-        return list(self._geometry().kinds)
-
-    def curves(self) -> list:
-        """Each expert as its own kind of curve, in pixel units, from E_q[w_k]: a Circle for
-        a circle expert, a Conic for a conic (ellipse) expert, a Line for a line expert, the
-        weights for an expert without a kind (:mod:`pyro_moe.experts`)."""
-        return self._geometry().curves(_np(self.mean))
-
-    def _curves_of(self, kind: str) -> list:
-        kinds = self.expert_kinds
-        if set(kinds) != {kind}:
-            plural = {"circle": "circles", "conic": "conics"}[kind]
-            raise InputError(f"the experts are {kinds}, not all {plural}; use result.curves()")
-        return self.curves()
-
-    def circles(self) -> list:
-        """One circle per expert, in pixel units (x = column, y = row), from E_q[w_k]."""
-        return self._curves_of("circle")
-
-    def conics(self) -> list:
-        """One conic per expert, in pixel units, from E_q[w_k]."""
-        return self._curves_of("conic")
-
     # ---- persistence -------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
         """Write a ``.npz`` (see the module docstring), atomically
-        (:func:`pyro_moe.files.atomic_write`)."""
+        (:func:`pyro_moe.files.atomic_write`). ``metadata``: key -> a JSON-able value that a
+        layer above the core keeps with the result (saved as ``metadata/<key>``, read back by
+        :func:`read_metadata`; :meth:`load` leaves them alone)."""
         arrays: dict[str, np.ndarray] = {"X": _np(self.X), "y": _np(self.y)}
         for part, names in _PARTS.items():
             for name in names:
@@ -577,12 +537,13 @@ class FitResult:
             "learn": list(self.learn),
             "gate_hidden": self.gate_hidden,
             "restarts": self.restarts,
-            "geometry": self.shapes,
             "search": self.search,
         }
         if self.draws is not None:
             meta["draws"] = {"relabelled": self.draws.relabelled, "info": self.draws.info}
         arrays["meta"] = np.array(json.dumps(meta, default=_jsonable))
+        for key, value in (metadata or {}).items():
+            arrays[f"{_METADATA}{key}"] = np.array(json.dumps(value, default=_jsonable))
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
@@ -612,7 +573,11 @@ class FitResult:
                     raise InputError(
                         f"unknown format {meta.get('format')!r} (this version reads 2 and {FORMAT})"
                     )
-                arrays = {k: _loaded(data[k]) for k in data.files if k != "meta"}
+                arrays = {
+                    k: _loaded(data[k])
+                    for k in data.files
+                    if k != "meta" and not k.startswith(_METADATA)
+                }
             source = _source_of(meta)
             # the design and targets as floats (an integer X saved by hand, too)
             kw = {k: arrays[k].to(torch.float64) if not arrays[k].is_floating_point()
@@ -622,8 +587,6 @@ class FitResult:
             }
             gate = {k[5:]: v for k, v in arrays.items() if k.startswith("gate/")} or None
             sites = {k[11:]: v for k, v in arrays.items() if k.startswith("site_draws/")}
-            K = parts["posterior"]["mean"].shape[0]
-            geometry = meta.get("geometry", meta.get("shapes"))
             draws = None
             if "draws" in meta:
                 draws = Draws(**{n: arrays.get(f"draws/{n}") for n in _DRAWS}, **meta["draws"])
@@ -644,7 +607,6 @@ class FitResult:
                 ),
                 learn=tuple(meta["learn"]),
                 restarts=list(meta["restarts"]),
-                geometry=Geometry.from_dict(geometry, K) if geometry else None,
                 search=meta.get("search"),
                 draws=draws,
                 model_source=source,
@@ -748,6 +710,28 @@ def _source_of(meta: dict) -> ModelSource | None:
     if source.sha256 != sha:
         raise InputError("its model file text does not match its recorded sha256 (altered)")
     return source
+
+
+#: the prefix of the saved metadata of a layer above the core (:func:`read_metadata`)
+_METADATA = "metadata/"
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata a layer above the core saved with a result (:meth:`FitResult.save`'s
+    ``metadata``), key -> value, and the core's own ``meta`` as ``"meta"`` (a layer reads
+    what an older version kept there). An unreadable file is an :class:`InputError`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {
+                k[len(_METADATA) :]: json.loads(str(data[k]))
+                for k in data.files
+                if k.startswith(_METADATA)
+            }
+            if "meta" in data.files:
+                out["meta"] = json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read a saved result from {path}: {type(e).__name__}: {e}") from e
+    return out
 
 
 #: the saved arrays of each part, by name (gate parameters are saved as ``gate/<name>``)

@@ -27,12 +27,15 @@ One move re-seeds a *victim* expert v on the points that the other experts expla
 
 Moves repeat until a pass over every victim finds no gain, or ``max_moves`` refits.
 
-With ``plausible`` (the curve functions pass it for conic experts,
-:func:`pyro_moe.shapes.seeding.plausible`), the search maximizes F over the fits whose
-experts are all plausible curves of their kind: an implausible expert is the first victim,
-and a move is kept when it leaves fewer implausible experts, or as many and a higher F
-(the lexicographic order (implausible count, F)). The objective of the conic design cannot
-do this alone: the double line that a thin ellipse or a hyperbola degenerates into fits a
+The search is asked for by ``pyro_moe.fit(search=True)`` or a :class:`SearchPolicy`, which
+also carries its settings and, optionally, an *admissibility rule* of the layer above: a map
+``admissible(W)`` from the posterior-mean weights (K, n) to (K,) booleans, True where an
+expert is acceptable (the curve application's rule: a plausible curve of its kind,
+:func:`pyro_moe.curves.fitting.plausible_experts`). With one, the search maximizes F over
+the fits whose experts are all admissible: an inadmissible expert is the first victim, and
+a move is kept when it leaves fewer inadmissible experts, or as many and a higher F (the
+lexicographic order (inadmissible count, F)). The objective alone cannot always do this:
+for conics, the double line that a thin ellipse or a hyperbola degenerates into fits a
 straight edge to second order, so F prefers the table's edges to a cup's rims (measured
 on ``skimage.data.coffee``, K = 3: F = -1737 on thin ellipses and hyperbolas along the
 table's edges against F = -5363 with both rims).
@@ -46,10 +49,11 @@ from dataclasses import dataclass
 import torch
 
 from .closed_form.init import _solve
+from .errors import InputError
 from .likelihood import LOG_2PI, noise_log_density, residual_map
 from .result import FitResult
 
-__all__ = ["TRIAL_ITER", "SearchReport", "search"]
+__all__ = ["TRIAL_ITER", "SearchPolicy", "SearchReport", "as_search_policy", "search"]
 
 #: Iterations a move gets to overtake the current fit before it is dropped. Measured on
 #: ``skimage.data.coins`` (K = 24): a full refit per move made the search 75 s of a 78 s
@@ -65,6 +69,54 @@ class SearchReport:
     accepted: int = 0
     objective_before: float = float("nan")
     objective_after: float = float("nan")
+
+
+#: an admissibility rule: posterior-mean weights (K, n) -> (K,) booleans
+Admissible = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SearchPolicy:
+    """How ``pyro_moe.fit(search=...)`` searches the fixed points after the restarts
+    (:func:`search`; ``search=True`` is ``SearchPolicy()``).
+
+    Attributes:
+        admissible: the layer above's rule, posterior-mean weights (K, n) -> (K,) booleans,
+            True where an expert is acceptable (None: all are); see the module docstring.
+        candidates, threshold, min_share, max_moves, min_gain, trial_iter: :func:`search`'s.
+    """
+
+    admissible: Admissible | None = None
+    candidates: int = 256
+    threshold: float = 3.0
+    min_share: float = 0.01
+    max_moves: int | None = None
+    min_gain: float | None = None
+    trial_iter: int | None = TRIAL_ITER
+
+    def run(
+        self, result: FitResult, refit: Callable[..., FitResult], *, seed: int = 0
+    ) -> tuple[FitResult, SearchReport]:
+        """:func:`search` from ``result`` with this policy."""
+        return search(
+            result, refit, seed=seed, candidates=self.candidates, threshold=self.threshold,
+            min_share=self.min_share, max_moves=self.max_moves, min_gain=self.min_gain,
+            trial_iter=self.trial_iter, admissible=self.admissible,
+        )  # fmt: skip
+
+
+def as_search_policy(search: bool | SearchPolicy | None) -> SearchPolicy | None:
+    """``fit``'s ``search=``: True -> :class:`SearchPolicy` (), False/None -> None (no
+    search), a policy as given; anything else is an :class:`InputError`."""
+    if search is None or search is False:
+        return None
+    if search is True:
+        return SearchPolicy()
+    if isinstance(search, SearchPolicy):
+        return search
+    raise InputError(
+        f"search must be True, False or a pyro_moe.search.SearchPolicy, got {search!r}"
+    )
 
 
 def _residuals(result: FitResult) -> torch.Tensor:
@@ -173,7 +225,7 @@ def search(
     max_moves: int | None = None,
     min_gain: float | None = None,
     trial_iter: int | None = TRIAL_ITER,
-    plausible: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    admissible: Admissible | None = None,
 ) -> tuple[FitResult, SearchReport]:
     """Improve a converged fit by re-seeding experts (module docstring).
 
@@ -182,16 +234,16 @@ def search(
     A move is tried with ``trial_iter`` iterations (None: to convergence); one that already
     beats the current objective then runs to convergence. The objective never decreases
     along a run, so a move rejected after ``trial_iter`` iterations is one that had not
-    overtaken the current fit by then. ``plausible(W)`` maps the posterior-mean weights
-    (K, n) to (K,) booleans, True where an expert is a plausible curve of its kind (None:
-    all are); see the module docstring. Returns the best result found and a report.
+    overtaken the current fit by then. ``admissible(W)`` maps the posterior-mean weights
+    (K, n) to (K,) booleans, True where an expert is acceptable (None: all are); see the
+    module docstring. Returns the best result found and a report.
     """
 
     def implausible(fit: FitResult) -> int:
-        return 0 if plausible is None else int((~plausible(fit.mean)).sum())
+        return 0 if admissible is None else int((~admissible(fit.mean)).sum())
 
     def better(trial: FitResult, cur: FitResult, gain: float) -> bool:
-        """(implausible count, F) in lexicographic order."""
+        """(inadmissible count, F) in lexicographic order."""
         bad_t, bad_c = implausible(trial), implausible(cur)
         return bad_t < bad_c or (bad_t == bad_c and trial.objective > cur.objective + gain)
 
@@ -207,7 +259,7 @@ def search(
         hard = current.responsibilities[:, :K].argmax(-1)
         own = res.gather(1, hard.unsqueeze(-1)).squeeze(-1)
         sd = 1.4826 * own.abs().median().clamp_min(1e-12)  # robust residual scale
-        bad = None if plausible is None else ~plausible(current.mean)
+        bad = None if admissible is None else ~admissible(current.mean)
         for v in _victims(current, res, sd, min_share, bad):
             if report.tried >= budget:
                 break

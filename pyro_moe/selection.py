@@ -31,14 +31,15 @@ Admissibility. A fit at K counts only when its K experts are *distinct and used*
 
 * every expert's weight share (``result.weights``, the noise expert excluded) is at least
   ``min_share`` (default 1%);
-* no two experts coincide: for circle experts (``result.geometry``), two circles coincide
-  when their Hausdorff distance $|c_j - c_k| + |r_j - r_k|$ is below
-  ``min_separation`` pixels (default 2: a 1-px raster cannot resolve closer rings), and an
-  invalid circle ($r^2 < 0$) with a share above ``min_share`` is not a curve; for any
-  design, two experts coincide when their mean predictions differ by less than
-  ``duplicate_sd`` noise standard deviations,
+* no two experts coincide: two experts coincide when their mean predictions differ by
+  less than ``duplicate_sd`` noise standard deviations,
   $\\sqrt{\\overline{(x_i^\\top (m_j - m_k))^2}} < \\text{duplicate\\_sd}/\\sqrt{\\beta}$
   (the symmetric solution where experts share one line).
+
+A layer above the core counts its own fits' distinct experts (``select_experts``'s
+``distinct``): the curve application counts the curves its reports call valid (a circle
+within ``min_separation`` pixels of another is a duplicate, an invalid circle is not a
+curve; :func:`pyro_moe.curves.selection.select_curves`).
 
 The choice is the smallest admissible K whose score is within ``margin`` nats of the best
 admissible score. If no K is admissible, the best score wins (and ``Selection.admissible``
@@ -47,7 +48,6 @@ says so).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,25 +57,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .curve_fitting import curve_data, curve_fit_options, seeded_start
 from .errors import InputError
 from .fitting import fit
 from .model_file import Model
 from .result import FitResult
-from .shapes.curves import kasa_corrected_radius, radial_noise
-from .shapes.geometry import Geometry
-from .uncertainty import curve_uncertainty
 
-__all__ = [
-    "CurveReport",
-    "Selection",
-    "curve_reports",
-    "distinct_experts",
-    "select_circles",
-    "select_curves",
-    "select_experts",
-    "two_groups",
-]
+__all__ = ["Selection", "distinct_experts", "select_experts"]
 
 
 @dataclass
@@ -84,7 +71,8 @@ class Selection:
 
     Attributes:
         experts: the chosen K.
-        result: the fit at the chosen K.
+        result: the fit at the chosen K (a :class:`~pyro_moe.result.FitResult`, or a
+            layer's wrapping of it: a :class:`~pyro_moe.curves.CurveFit` for curves).
         results: every fit, by K.
         table: one row per K: ``experts``, ``objective``, ``elbo``, ``score``
             (objective + log K! when corrected), ``converged``, ``distinct`` (number of
@@ -94,8 +82,8 @@ class Selection:
     """
 
     experts: int
-    result: FitResult
-    results: dict[int, FitResult]
+    result: Any
+    results: dict[int, Any]
     table: list[dict[str, Any]]
     criterion: str
     admissible: bool = True
@@ -129,24 +117,15 @@ def _mean_noise_precision(result: FitResult) -> float:
 
 
 def distinct_experts(
-    result: FitResult,
-    *,
-    min_share: float = 0.01,
-    min_separation: float = 2.0,
-    duplicate_sd: float = 1.0,
+    result: FitResult, *, min_share: float = 0.01, duplicate_sd: float = 1.0
 ) -> tuple[int, str]:
     """Number of distinct, used experts of a fit and a note on the rest.
 
-    For a curve fit, the experts :func:`curve_reports` calls valid are counted and the
-    note lists the reasons of the others. Otherwise experts with share < ``min_share`` are
-    unused; of a group of coinciding experts (see the module docstring) one is counted. Returns ``(count, note)``; ``count ==
+    Experts with share < ``min_share`` are unused; of a group of coinciding experts (see
+    the module docstring) one is counted. Returns ``(count, note)``; ``count ==
     result.experts`` means the fit is admissible.
     """
     K = result.experts
-    if result.geometry is not None and set(result.expert_kinds) <= {"circle", "conic"}:
-        reports = curve_reports(result, min_share=min_share, min_separation=min_separation)
-        bad = [f"{r.expert + 1}: {r.reason}" for r in reports if not r.valid]
-        return sum(r.valid for r in reports), "; ".join(bad)
     share = _expert_shares(result)
     used = [k for k in range(K) if share[k] >= min_share]
     notes = []
@@ -163,24 +142,8 @@ def distinct_experts(
             rms = float(np.sqrt(np.mean((X @ (m[a] - m[b])) ** 2)))
             if rms < duplicate_sd * sd:
                 same[a, b] = same[b, a] = True
-    invalid = []
-    if result.geometry is not None and set(result.expert_kinds) == {"circle"}:
-        circles = result.circles()
-        for a in used:
-            if not circles[a].valid:
-                invalid.append(a)
-        for a in used:
-            for b in used:
-                if b <= a or a in invalid or b in invalid:
-                    continue
-                ca, cb = circles[a], circles[b]
-                hausdorff = math.hypot(ca.x0 - cb.x0, ca.y0 - cb.y0) + abs(ca.r - cb.r)
-                if hausdorff < min_separation:
-                    same[a, b] = same[b, a] = True
-    if invalid:
-        notes.append(f"{len(invalid)} invalid circle(s)")
     # count connected groups of coinciding experts among the used, valid ones
-    remaining = [k for k in used if k not in invalid]
+    remaining = used
     groups = 0
     seen: set[int] = set()
     for k in remaining:
@@ -199,223 +162,6 @@ def distinct_experts(
     return groups, "; ".join(notes)
 
 
-@dataclass(frozen=True)
-class CurveReport:
-    """One expert of a curve fit as it should be reported.
-
-    Attributes:
-        expert: its index (0-based).
-        name: its name (``"circle"``, ``"ellipse"``, ...).
-        curve: the curve in pixel units (:meth:`pyro_moe.FitResult.curves`).
-        share: its mean responsibility over the points.
-        sd: its delta-method posterior sds (:func:`pyro_moe.curve_uncertainty`), or None.
-        valid: whether it is a curve of the data (see :func:`curve_reports`).
-        reason: why not, a short phrase (None when valid).
-        wide: True when its posterior sds are too wide to mean anything (print none).
-        r_corrected: a circle's radius corrected for the Kasa bias from its own noise
-            (:func:`pyro_moe.shapes.curves.kasa_corrected_radius`), pixels; else None.
-        noise_px: a circle's fitted noise sd of the points about it, pixels
-            (:func:`pyro_moe.shapes.curves.radial_noise`); else None.
-    """
-
-    expert: int
-    name: str
-    curve: Any
-    share: float
-    sd: Any
-    valid: bool
-    reason: str | None
-    wide: bool = False
-    r_corrected: float | None = None
-    noise_px: float | None = None
-
-
-def _expert_betas(result: FitResult) -> np.ndarray:
-    beta = result.noise_precision.detach().cpu().numpy().astype(float).reshape(-1)
-    return np.broadcast_to(beta, (result.experts,)) if beta.size == 1 else beta
-
-
-def _sd_size(kind: str | None, curve: Any, sd: Any) -> tuple[float, float] | None:
-    """(largest sd of the curve's position and size, the curve's size) in pixels, or None
-    when there is nothing to compare: a circle's max(sd x0, y0, r) against r, an ellipse's
-    max(sd cx, cy, a, b) against its major semi-axis (inf when the delta method fails)."""
-    if kind == "circle" and sd is not None and curve.valid:
-        return max(sd.sd_x0, sd.sd_y0, sd.sd_r or 0.0), float(curve.r)
-    if kind == "conic" and curve.kind == "ellipse" and curve.semi_axes is not None:
-        if sd is None or sd.sd is None:
-            return math.inf, float(curve.semi_axes[0])
-        return max(sd.sd[f] for f in ("cx", "cy", "a", "b")), float(curve.semi_axes[0])
-    return None
-
-
-def two_groups(
-    values: np.ndarray, *, max_gap: float = 6.0, min_group: float = 0.2
-) -> tuple[float, float] | None:
-    """The means of two groups when ``values`` (n,) form two, else None.
-
-    The best split of the sorted values into a lower and an upper group (least
-    within-group sum of squares, all n - 1 splits at once by cumulative sums) is accepted
-    when each group holds at least ``min_group`` of the values and their means differ by
-    more than ``max_gap`` pooled within-group sds, $|\\bar v_2 - \\bar v_1| >
-    \\text{max\\_gap}\\,\\sqrt{SS_w / n}$. One Gaussian or uniform group splits at
-    about 2.7 and 3.5 sds.
-    """
-    v = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
-    n = v.size
-    lo = max(1, math.ceil(min_group * n))
-    if n < 4 or n - lo < lo:
-        return None
-    c1, c2 = np.cumsum(v), np.cumsum(v * v)
-    i = np.arange(lo, n - lo + 1)  # sizes of the lower group
-    s1, q1 = c1[i - 1], c2[i - 1]
-    s2, q2 = c1[-1] - s1, c2[-1] - q1
-    ss = (q1 - s1 * s1 / i) + (q2 - s2 * s2 / (n - i))
-    best = int(np.argmin(ss))
-    m1, m2 = s1[best] / i[best], s2[best] / (n - i[best])
-    sd = math.sqrt(max(float(ss[best]), 0.0) / n)
-    if m2 - m1 > max_gap * max(sd, 1e-12 * max(abs(m1), abs(m2), 1.0)):
-        return float(m1), float(m2)
-    return None
-
-
-def curve_reports(
-    result: FitResult,
-    *,
-    min_share: float = 0.01,
-    max_relative_sd: float = 0.25,
-    max_relative_noise: float = 0.25,
-    max_noise_ratio: float = 5.0,
-    max_gap: float = 6.0,
-    min_group: float = 0.2,
-    min_separation: float = 2.0,
-) -> list[CurveReport]:
-    """Each expert of a curve fit with its validity and the reason when it is not valid.
-
-    An expert is *not* valid, with the first reason that applies:
-
-    * ``"empty (share S)"``: its share of the points is below ``min_share``;
-    * ``"no real radius (r^2 < 0)"`` (a circle) or ``"degenerate conic"``: its weights
-      describe no real curve;
-    * ``"posterior too wide (sd D px for size R px)"``: its largest posterior sd of
-      position or size exceeds ``max_relative_sd`` times its size (a circle's r, an
-      ellipse's major semi-axis; sds that are not even defined count as too wide): the
-      data do not pin the curve down, and its sds are not printed (``wide``);
-    * ``"poor fit (noise N px for r R px)"`` (a circle): its points lie, by its own fitted
-      noise precision beta_k, more than ``max_relative_noise`` r from it (a line read as
-      a circle), or so far that no radius can be read; or more than ``max_noise_ratio``
-      times the median noise of the other circles of the fit (a circle drawn through stray
-      pixels beside clean rings: measured 9.7 px against 0.35 px);
-    * ``"two curves (r R1 and R2 px)"`` (a circle): the radial distances of the points it
-      holds form two groups (:func:`two_groups`: the best split of the sorted distances
-      leaves groups of at least ``min_group`` of its points whose means are more than
-      ``max_gap`` within-group sds apart), i.e. one circle drawn through two rings;
-      measured: Gaussian jitter and uniform (raster, thick-ring) noise split at 2.7 and
-      3.5 sds, a circle through two rings far beyond;
-    * ``"duplicate of expert J"`` (1-based): a circle within
-      min(``min_separation`` px, r / 4) of a valid one with a larger share (Hausdorff
-      distance |c_j - c_k| + |r_j - r_k|; r / 4 for point sets in small units); two other
-      experts of one shared form when their fitted targets differ by less than the noise
-      sd on the points, sqrt(mean (x_i^T (m_j - m_k))^2) < sd.
-
-    Circles also carry ``r_corrected`` (the Kasa bias removed with their own noise) and
-    ``noise_px``.
-    """
-    curves = result.curves()
-    sds = curve_uncertainty(result)
-    geometry = result._geometry()
-    kinds = list(geometry.kinds)
-    scale = geometry.standardization.scale
-    K = result.experts
-    share = [float(v) for v in result.responsibilities.mean(0)[:K].cpu()]
-    beta = _expert_betas(result)
-    order = sorted(range(K), key=lambda k: -share[k])
-    reasons: list[str | None] = [None] * K
-    wide = [False] * K
-    extra: list[tuple[float | None, float | None]] = [(None, None)] * K
-    for k in range(K):
-        kind, c = kinds[k], curves[k]
-        if kind == "circle" and c.valid:
-            v = 1.0 / max(float(beta[k]), 1e-300)
-            r_s = c.r / scale
-            corr, noise = kasa_corrected_radius(r_s, v), radial_noise(r_s, v)
-            extra[k] = (
-                None if corr is None else scale * corr,
-                None if noise is None else scale * noise,
-            )
-        ss = _sd_size(kind, c, sds[k])
-        wide[k] = ss is not None and not ss[0] <= max_relative_sd * ss[1]
-        if share[k] < min_share:
-            reasons[k] = f"empty (share {share[k]:.3f})"
-        elif kind == "circle" and not c.valid:
-            reasons[k] = "no real radius (r^2 < 0)"
-        elif kind == "conic" and c.kind == "degenerate":
-            reasons[k] = "degenerate conic"
-        elif wide[k]:
-            reasons[k] = f"posterior too wide (sd {ss[0]:.3g} px for size {ss[1]:.3g} px)"
-        elif kind == "circle" and (extra[k][1] is None or extra[k][1] > max_relative_noise * c.r):
-            noise = "too large" if extra[k][1] is None else f"{extra[k][1]:.3g} px"
-            reasons[k] = f"poor fit (noise {noise} for r {c.r:.3g} px)"
-    circle_noise = [extra[k][1] for k in range(K) if reasons[k] is None and kinds[k] == "circle"]
-    for k in range(K):
-        others = sorted(circle_noise)
-        if reasons[k] is not None or kinds[k] != "circle" or len(others) < 2:
-            continue
-        others.remove(extra[k][1])
-        typical = float(np.median(others))
-        if extra[k][1] > max_noise_ratio * typical:
-            reasons[k] = (
-                f"poor fit (noise {extra[k][1]:.3g} px, the other circles' {typical:.3g} px)"
-            )
-    X = result.X.detach().cpu().numpy()
-    m = result.mean.detach().cpu().numpy()
-    if "circle" in kinds:
-        xy = geometry.pixel_points(X, result.y.detach().cpu().numpy())
-        hard = result.responsibilities.argmax(-1).cpu().numpy()
-        for k in range(K):
-            c = curves[k]
-            if reasons[k] is not None or kinds[k] != "circle":
-                continue
-            d = np.hypot(xy[hard == k, 0] - c.x0, xy[hard == k, 1] - c.y0)
-            split = two_groups(d, max_gap=max_gap, min_group=min_group)
-            if split is not None:
-                reasons[k] = f"two curves (r {split[0]:.3g} and {split[1]:.3g} px)"
-    for pos, k in enumerate(order):
-        if reasons[k] is not None:
-            continue
-        for j in order[:pos]:
-            if reasons[j] is not None or kinds[j] != kinds[k]:
-                continue
-            if kinds[k] == "circle":
-                a, b = curves[j], curves[k]
-                near = min(min_separation, 0.25 * min(a.r, b.r))
-                same = math.hypot(a.x0 - b.x0, a.y0 - b.y0) + abs(a.r - b.r) < near
-            elif geometry.shared:
-                sd = math.sqrt(
-                    0.5 / max(float(beta[j]), 1e-300) + 0.5 / max(float(beta[k]), 1e-300)
-                )
-                same = float(np.sqrt(np.mean((X @ (m[j] - m[k])) ** 2))) < sd
-            else:
-                same = False
-            if same:
-                reasons[k] = f"duplicate of expert {j + 1}"
-                break
-    return [
-        CurveReport(
-            expert=k,
-            name=geometry.names[k],
-            curve=curves[k],
-            share=share[k],
-            sd=sds[k],
-            valid=reasons[k] is None,
-            reason=reasons[k],
-            wide=wide[k],
-            r_corrected=extra[k][0],
-            noise_px=extra[k][1],
-        )
-        for k in range(K)
-    ]
-
-
 def select_experts(
     model: str | Path | Model,
     X,
@@ -427,10 +173,10 @@ def select_experts(
     margin: float = 3.0,
     symmetry_correction: bool = True,
     min_share: float = 0.01,
-    min_separation: float = 2.0,
     duplicate_sd: float = 1.0,
-    geometry: Geometry | None = None,
     start: Callable[[int], dict] | None = None,
+    wrap: Callable[[int, FitResult], Any] | None = None,
+    distinct: Callable[[Any], tuple[int, str]] | None = None,
     **fit_kwargs: Any,
 ) -> Selection:
     """Fit K = ``min_experts`` .. ``max_experts`` and choose K by the ELBO.
@@ -441,10 +187,12 @@ def select_experts(
     See the module docstring for the biases of this criterion.
 
     ``fit_kwargs`` go to :func:`pyro_moe.fit` for every K (method, seed, learn,
-    noise_expert, priors, ...). ``experts`` may not be among them. ``geometry``: the
-    curve geometry of one expert's form (:mod:`pyro_moe.curve_fitting`), repeated K times
-    for the fit with K experts. ``start``: K -> extra options of the fit with K experts
-    (its starting point; :func:`select_curves` passes the curve fits' seeded start).
+    noise_expert, priors, ...). ``experts`` may not be among them. ``start``: K -> extra
+    options of the fit with K experts (its starting point). A layer above the core plugs
+    in with ``wrap(K, result)``, what each fit becomes (the curve application's
+    :class:`~pyro_moe.curves.CurveFit`), and ``distinct(fit) -> (count, note)``, how its
+    fits count distinct experts (default :func:`distinct_experts`); see
+    :func:`pyro_moe.curves.selection.select_curves`.
     """
     if "experts" in fit_kwargs:
         raise InputError("select_experts chooses the number of experts; do not pass experts=")
@@ -468,16 +216,20 @@ def select_experts(
             f"min_experts = {min_experts} is more than {n_rows} points can determine "
             f"({per_expert} weights per expert)"
         )
-    results: dict[int, FitResult] = {}
+    if distinct is None:
+
+        def distinct(res: FitResult) -> tuple[int, str]:
+            return distinct_experts(res, min_share=min_share, duplicate_sd=duplicate_sd)
+
+    results: dict[int, Any] = {}
     table: list[dict[str, Any]] = []
     for K in range(int(min_experts), max_experts + 1):
-        g = geometry.repeated(K) if geometry is not None else None
         extra = start(K) if start is not None else {}
-        res = fit(model, X, y, experts=K, n_init=n_init, geometry=g, **fit_kwargs, **extra)
+        res = fit(model, X, y, experts=K, n_init=n_init, **fit_kwargs, **extra)
+        if wrap is not None:
+            res = wrap(K, res)
         results[K] = res
-        distinct, note = distinct_experts(
-            res, min_share=min_share, min_separation=min_separation, duplicate_sd=duplicate_sd
-        )
+        count, note = distinct(res)
         correction = math.lgamma(K + 1) if symmetry_correction else 0.0
         table.append(
             {
@@ -486,8 +238,8 @@ def select_experts(
                 "elbo": res.elbo,
                 "score": res.objective + correction,
                 "converged": bool(res.converged),
-                "distinct": distinct,
-                "admissible": distinct == K,
+                "distinct": count,
+                "admissible": count == K,
                 "note": note,
             }
         )
@@ -514,70 +266,6 @@ def select_experts(
             "margin": margin,
             "symmetry_correction": symmetry_correction,
             "min_share": min_share,
-            "min_separation": min_separation,
             "duplicate_sd": duplicate_sd,
         },
     )
-
-
-def select_curves(
-    source,
-    *,
-    design: str = "circle",
-    max_experts: int = 5,
-    min_experts: int = 1,
-    model: str | Path | Model = "mixture_of_models",
-    max_points: int | None = None,
-    seed: int = 0,
-    image_options: dict | None = None,
-    **options: Any,
-) -> Selection:
-    """:func:`select_experts` on the curve design of points or an image.
-
-    ``source`` is what :func:`pyro_moe.fit_curves` takes (image path or array, (N, 2)
-    points, a PointSet, a point file). Each K is fitted as ``fit_curves`` fits it (the same
-    :func:`~pyro_moe.curve_fitting.curve_fit_options`: the noise expert over the points'
-    box, one noise precision per curve, the search; ``search=`` and ``per_expert_noise=``
-    among ``options`` change them; ``seeded=True`` also starts each K from the
-    sequential-RANSAC curves, as ``fit_curves`` does: better for many curves, worse with
-    heavy clutter, see the comment in the code) and the results carry their geometry, so
-    ``selection.result.circles()`` / ``.conics()`` are in pixel units.
-    ``options`` go to :func:`select_experts` and on to :func:`pyro_moe.fit`.
-    """
-    data = curve_data(
-        source, 1, design=design, model=model, max_points=max_points, seed=seed,
-        image_options=image_options,
-    )  # fmt: skip
-    per_expert_noise = options.pop("per_expert_noise", True)
-    curve = curve_fit_options(
-        data, search=options.pop("search", True), per_expert_noise=per_expert_noise
-    )
-    # Off by default, measured: from the seeded curves every K of a scene with 30 % stray
-    # pixels explains clusters of stray points by extra circles, and auto chose 5 for 2
-    # rings (27/29 scenes right, 29/29 from the restarts); on skimage.data.coins the
-    # restarts find no coins (auto chose 16 wrong circles) and the seeded start 24 + 1.
-    seeded = options.pop("seeded", False)
-
-    def start(K: int) -> dict:  # with seeded=True, each K starts where fit_curves does
-        if not seeded:
-            return {}
-        data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
-        return seeded_start(data_k, model, options, per_expert_noise=per_expert_noise, seed=seed)
-
-    return select_experts(
-        model,
-        data.X,
-        data.y,
-        max_experts=max_experts,
-        min_experts=min_experts,
-        seed=seed,
-        geometry=data.geometry,
-        start=start,
-        **curve,
-        **options,
-    )
-
-
-def select_circles(source, *, max_experts: int = 5, **options: Any) -> Selection:
-    """Circles: ``select_curves(source, design="circle", ...)``."""
-    return select_curves(source, design="circle", max_experts=max_experts, **options)

@@ -111,13 +111,14 @@ def test_objective_never_decreases_with_heterogeneous_experts(
     """Experts with their own feature maps (weights padded to the longest): the same
     guarantee, whatever mix of kinds and hyperparameters."""
     from pyro_moe.experts import layout
+    from pyro_moe.shapes.geometry import monomials
 
     rng = np.random.default_rng(seed)
     th = rng.uniform(0, 2 * np.pi, N)
     rad = rng.choice([0.5, 1.5], N)
     xy = np.c_[rad * np.cos(th), 0.7 * rad * np.sin(th)] + 0.05 * rng.normal(size=(N, 2))
     lay = layout(names, pyro_moe.load_model("mixture_of_models").expert_catalog)
-    X, y = lay.design(xy)
+    X, y = lay.design(monomials(xy))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
         result = pyro_moe.fit(

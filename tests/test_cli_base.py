@@ -39,7 +39,7 @@ def test_a_directory_or_fifo_as_output_is_a_usage_error(capsys, tmp_path, circle
 def test_failure_while_writing_leaves_no_file(capsys, tmp_path, circles_png, monkeypatch):
     """The plot is staged first; a failing save must remove it too."""
 
-    def broken_save(self, path):
+    def broken_save(self, path, **options):  # a CurveFit saves with metadata=
         Path(path).write_bytes(b"partial")
         raise OSError("disk full")
 

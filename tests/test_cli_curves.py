@@ -82,7 +82,7 @@ def test_circles_plot_and_save(capsys, circles_png, tmp_path):
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
     with Image.open(plot) as im:
         im.verify()
-    loaded = pyro_moe.FitResult.load(save)
+    loaded = pyro_moe.CurveFit.load(save)
     printed = json.loads(out)["circles"]
     for c, p in zip(loaded.circles(), printed, strict=True):
         assert (c.x0, c.y0, c.r) == pytest.approx((p["x0"], p["y0"], p["r"]), abs=1e-9)
@@ -229,7 +229,7 @@ def test_curves_reports_each_expert_as_its_kind(capsys, circle_and_ellipse_png, 
     assert np.allclose(ellipse["semi_axes"], [45, 22], atol=1)
     assert abs(ellipse["angle_degrees"] - 30) < 2
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
-    assert pyro_moe.FitResult.load(save).expert_kinds == ["circle", "conic"]
+    assert pyro_moe.CurveFit.load(save).expert_kinds == ["circle", "conic"]
     code, out, _ = run_cli(capsys, "curves", str(circle_and_ellipse_png), "-k", "circle,ellipse")
     assert code == 0 and "circle x0=150" in out and "ellipse centre=(70.0" in out
 
@@ -344,3 +344,19 @@ def test_plot_with_stray_pixels_held_by_the_noise_expert(capsys, tmp_path):
     assert code == 0, err
     assert json.loads(out)["outlier_share"] > 0.1
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
+
+
+@pytest.mark.parametrize("k", ["100000000", "99999999999999999999"])
+@pytest.mark.parametrize("command", ["circles", "conics"])
+def test_a_huge_k_is_refused_at_once_as_more_experts_than_points(
+    capsys, tmp_path, circles_png, image_outputs, command, k
+):
+    """H-3: ``-k 100000000`` built 11 GB before any check, ``-k 999...9`` was an internal
+    OverflowError; both are fit's own error, before anything of size K is allocated."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    err = expect_failure(capsys, tmp_path, 1, command, circles_png, "-k", k, *image_outputs)
+    assert f"experts = {k} is more than the number of points (" in err
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 200, grown_mib

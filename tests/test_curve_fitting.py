@@ -3,12 +3,15 @@ and circles / conics recovered in pixel units."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 import pyro_moe
-from pyro_moe.curve_fitting import CurveData, as_points, curve_data, expert_names
+from pyro_moe.curves.design import expert_names
+from pyro_moe.curves.fitting import CurveData, as_points, curve_data
 from pyro_moe.experts import MixedTargetsWarning
 from pyro_moe.shapes import (
     Circle,
@@ -292,7 +295,7 @@ def test_a_clean_circle_is_never_called_outliers(radius):
 
 
 def test_target_range_covers_the_box_and_every_target():
-    from pyro_moe.curve_fitting import target_range
+    from pyro_moe.curves.design import target_range
 
     rng = np.random.default_rng(0)
     pts = rng.uniform(-1.0, 2.0, size=(50, 2))
@@ -313,3 +316,41 @@ def test_curves_have_one_noise_precision_each_by_default():
     assert float(r.noise_precision[small]) > float(r.noise_precision[big])
     shared = pyro_moe.fit_circles(img, experts=2, per_expert_noise=False)
     assert shared.noise_precision.shape == ()
+
+
+@pytest.mark.parametrize("experts", [2**40, 10**20, 10**8])
+def test_a_huge_count_of_experts_is_fits_error_before_anything_is_built(experts):
+    """H-3: ``fit_circles(C, experts=2**40)`` was a raw MemoryError in expert_names; now the
+    InputError of ``fit``, raised before anything of size K (names, maps) is built."""
+    img, _ = circle_image([(40.0, 45.0)], [20.0], (100, 100))
+    n = len(as_points(img))
+    message = f"experts = {experts} is more than the number of points ({n})"
+    for call in (pyro_moe.fit_circles, pyro_moe.fit_conics):
+        with pytest.raises(pyro_moe.InputError, match=re.escape(message)):
+            call(img, experts=experts)
+    with pytest.raises(pyro_moe.InputError, match=re.escape(message)):
+        expert_names(experts, points=n)
+    with pytest.raises(pyro_moe.InputError, match=r"experts = 3 is more than .* \(2\)"):
+        pyro_moe.fit_curves(np.array([[0.0, 1.0], [1.0, 0.0]]), experts=["line"] * 3)
+
+
+def test_one_curve_fit_executes_the_model_file_once(tmp_path):
+    """The model file is loaded once per curve fit (it was three times: the layout, the
+    seeded start and fit each loaded it): a copy of the built-in file that counts its
+    executions in a file."""
+    from conftest import edited_model
+
+    counter = tmp_path / "executions.txt"
+    path = edited_model(
+        tmp_path,
+        "mixture_of_models",
+        "import pyro\n",
+        f"import pyro\n\nwith open({str(counter)!r}, 'a') as _fh:\n    _fh.write('x')\n",
+    )
+    img, _ = circle_image([(40.0, 45.0), (100.0, 60.0)], [20.0, 25.0], (120, 140))
+    res = pyro_moe.fit_circles(img, experts=2, model=path)
+    assert counter.read_text() == "x"
+    assert len(res.circles()) == 2
+    counter.write_text("")
+    pyro_moe.select_circles(img, max_experts=2, n_init=1, model=path)
+    assert counter.read_text() == "x"

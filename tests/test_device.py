@@ -23,9 +23,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import pyro_moe
+from pyro_moe.curves.uncertainty import curve_uncertainty
 from pyro_moe.plots import plot_gate_map
 from pyro_moe.shapes import circle_points
-from pyro_moe.uncertainty import curve_uncertainty
 
 ROOT = Path(pyro_moe.__file__).resolve().parent.parent
 OURS = (str(ROOT / "pyro_moe"), str(ROOT / "models"))

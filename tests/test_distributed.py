@@ -284,8 +284,7 @@ def test_circles_of_a_dask_array_match_in_memory(client):
     standard error of a centre is ~0.5 / sqrt(6.7e4 / 2) = 0.003 px, and two fits that both
     converge to tol 1e-8 sit far closer); and, started from the same subsample fit, the
     in-memory CAVI's objective history to 1e-10."""
-    from pyro_moe.curve_fitting import curve_design
-    from pyro_moe.experts import layout
+    from pyro_moe.curves.design import curve_design, curve_layout
     from pyro_moe.likelihood import noise_log_density
     from pyro_moe.model_file import load_model
 
@@ -297,17 +296,17 @@ def test_circles_of_a_dask_array_match_in_memory(client):
     assert np.abs(sorted_circles(dk) - RINGS[np.argsort(RINGS[:, 0])]).max() < 0.05
     # the same start in memory: the design in the Dask fit's standard coordinates, q(Z)
     # one E-step from the subsample fit's globals, the same noise support and beta
-    lay = layout(("circle",) * 3, load_model("mixture_of_models").expert_catalog)
+    lay = curve_layout(("circle",) * 3, load_model("mixture_of_models").expert_catalog)
     X, y = (
         torch.from_numpy(a) for a in curve_design(lay, dk.geometry.standardization.to_standard(P))
     )
     bounds = dk.hyper.noise_bounds
-    start = D.Start.from_result(dk.subsample_fit)
+    start = D.Start.from_result(dk.subsample_fit.result)
     R = start.log_responsibilities(X, y, noise_log_density(bounds)).exp()
     again = quiet_fit(
         "mixture_of_models", X, y, experts=3, n_init=1, responsibilities=R,
         noise_range=None if bounds is None else tuple(bounds.tolist()), per_expert_noise=True,
-        noise_precision=dk.subsample_fit.hyper.noise_precision, geometry=dk.geometry,
+        noise_precision=dk.subsample_fit.hyper.noise_precision, prior_units="unit",
     )  # fmt: skip
     same(dk, again)
 

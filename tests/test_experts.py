@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import pyro_moe
+from pyro_moe.curves.design import curve_layout
 from pyro_moe.experts import Expert, MixedTargetsWarning, layout
 from pyro_moe.shapes import Circle, Conic, Line, ellipse_points, rasterize
 
@@ -127,7 +128,7 @@ def test_noise_expert_and_save_load_keep_the_kinds(image, tmp_path):
     circle, ellipse = res.curves()
     assert math.dist((circle.x0, circle.y0), CIRCLE[:2]) < 1
     assert math.dist(ellipse.center, ELLIPSE[0]) < 1
-    back = pyro_moe.FitResult.load(res.save(tmp_path / "mix.npz"))
+    back = pyro_moe.CurveFit.load(res.save(tmp_path / "mix.npz"))
     assert back.expert_kinds == ["circle", "conic"]
     torch.testing.assert_close(back.maps, res.maps)
     assert str(back.curves()[0]) == str(circle)
@@ -173,7 +174,7 @@ def test_mixed_targets_are_refused_unless_asked_and_then_warn():
 
 
 def test_layout_of_a_circle_and_a_conic():
-    lay = layout(["circle", "conic"], pyro_moe.load_model("mixture_of_models").expert_catalog)
+    lay = curve_layout(["circle", "conic"], pyro_moe.load_model("mixture_of_models").expert_catalog)
     assert lay.columns == ("xy", "yy", "x", "y", "1") and lay.response == "xx"
     assert lay.maps.shape == (2, 6, 6) and not lay.mixed_targets
     # the circle's target row is x^2 + y^2
@@ -185,10 +186,17 @@ def test_layout_of_a_circle_and_a_conic():
 def test_bad_declarations_are_refused():
     with pytest.raises(pyro_moe.InputError, match="unknown expert"):
         layout(["circle", "hexagon"], pyro_moe.load_model("mixture_of_models").expert_catalog)
+    # the core's Expert is generic (any column names, an opaque kind); a curve layout
+    # checks the columns are monomials and a kind's form
     with pytest.raises(pyro_moe.InputError, match="unknown monomial"):
-        Expert(None, features=("x", "zz"), response="xx")
+        curve_layout(["odd"], {"odd": Expert(None, features=("x", "zz"), response="xx")})
     with pytest.raises(pyro_moe.InputError, match="reads its weights in the form"):
-        Expert("circle", features=("y", "x", "1"), response="xx", offset={"yy": 1.0})
+        bad = Expert("circle", features=("y", "x", "1"), response="xx", offset={"yy": 1.0})
+        curve_layout(["bad"], {"bad": bad})
+    with pytest.raises(pyro_moe.InputError, match="unknown expert kind"):
+        curve_layout(["hex"], {"hex": Expert("hexagon", features=("x", "1"), response="y")})
+    with pytest.raises(pyro_moe.InputError, match="distinct and non-empty"):
+        Expert(None, features=("a", "a"), response="b")
     with pytest.raises(pyro_moe.InputError, match="means nothing"):
         pyro_moe.fit_curves(
             np.random.default_rng(0).normal(size=(50, 2)), experts=["circle", "ellipse"],
@@ -215,3 +223,21 @@ def test_a_model_file_declares_its_own_expert(tmp_path):
     assert isinstance(w, np.ndarray)
     # standardized units: compare the fitted curve at the points instead of the weights
     torch.testing.assert_close(res.predict(res.X).mean, res.y, atol=1e-3, rtol=0)
+
+
+def test_the_core_layout_is_generic():
+    """The core's layout knows no monomials: any column names, an opaque kind label; its
+    columns follow the experts' first use (or ``order``)."""
+    catalog = {
+        "a": Expert("flat", features=("u", "1"), response="v"),
+        "b": Expert(None, features=("w", "u"), response="v", offset={"u": 2.0}),
+    }
+    lay = layout(["a", "b"], catalog)
+    assert lay.columns == ("u", "1", "w") and lay.response == "v"
+    assert layout(["a", "b"], catalog, order=("w", "1")).columns == ("w", "1", "u")
+    X, y = lay.design({"u": np.arange(3.0), "1": np.ones(3), "w": -np.ones(3), "v": np.zeros(3)})
+    assert X.shape == (3, 3) and y.shape == (3,)
+    # expert b's target row is v + 2 u
+    torch.testing.assert_close(
+        lay.maps[1, 2], torch.tensor([2.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    )

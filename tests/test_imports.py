@@ -317,5 +317,77 @@ def test_the_analysis_finds_cycles_and_resolves_imports(tmp_path):
     assert cycles(analyse(tmp_path, "pkg")) == [["pkg", "pkg.x"], ["pkg.d", "pkg.ns.e"]]
 
 
+#: the general core: it knows nothing of the curve application
+CORE = (
+    "pyro_moe.fitting",
+    "pyro_moe.result",
+    "pyro_moe.experts",
+    "pyro_moe.search",
+    "pyro_moe.selection",
+    "pyro_moe.diagnostics",
+    "pyro_moe.engines",
+    "pyro_moe.closed_form",
+)
+#: the curve application and the layer under it
+CURVE_SIDE = ("pyro_moe.shapes", "pyro_moe.curves")
+
+
+def _within(name: str, roots) -> bool:
+    return any(name == r or name.startswith(r + ".") for r in roots)
+
+
+def core_imports_of_curves(edges: list[Edge] | None = None) -> list[str]:
+    """Each way a core module (:data:`CORE`, their submodules too) reaches the curve side:
+    its own imports of any kind (TYPE_CHECKING-only ones included), and the modules it
+    runs (module- and function-level imports, followed through the package) that do."""
+    edges = analyse() if edges is None else edges
+    runs: dict[str, list[Edge]] = {}
+    for e in edges:
+        if e.where != "TYPE_CHECKING":
+            runs.setdefault(e.source, []).append(e)
+    found = []
+    for e in edges:
+        if _within(e.source, CORE) and _within(e.target, CURVE_SIDE):
+            found.append(f"{e.source} imports {e.target} ({e.file}:{e.line}: {e.text})")
+    for start in sorted({e.source for e in edges if _within(e.source, CORE)}):
+        seen, stack, via = {start}, [start], {start: None}
+        while stack:
+            here = stack.pop()
+            for e in runs.get(here, []):
+                if e.target in seen or (_within(e.target, CURVE_SIDE) and here == start):
+                    continue
+                if _within(e.target, CURVE_SIDE):
+                    path, node = [e.target], here
+                    while node is not None:
+                        path.append(node)
+                        node = via[node]
+                    found.append(" -> ".join(reversed(path)) + f" ({e.file}:{e.line})")
+                    continue
+                seen.add(e.target)
+                via[e.target] = here
+                stack.append(e.target)
+    return sorted(set(found))
+
+
+def test_the_core_imports_nothing_of_the_curve_application():
+    """fitting, result, experts, search, selection, diagnostics, engines and closed_form
+    import neither pyro_moe.shapes nor pyro_moe.curves, directly (TYPE_CHECKING-only
+    imports too) or through a module they run."""
+    assert not core_imports_of_curves(), "\n".join(core_imports_of_curves())
+
+
+def test_the_core_check_sees_a_type_only_import(tmp_path):
+    fake = [Edge("pyro_moe.result", "pyro_moe.shapes.geometry", 3, "TYPE_CHECKING",
+                 "from .shapes.geometry import Geometry", "pyro_moe/result.py")]  # fmt: skip
+    assert core_imports_of_curves(fake)
+    chain = [
+        Edge("pyro_moe.fitting", "pyro_moe.helper", 1, "function", "x", "pyro_moe/fitting.py"),
+        Edge("pyro_moe.helper", "pyro_moe.curves.result", 1, "module", "y", "pyro_moe/helper.py"),
+    ]
+    assert core_imports_of_curves(chain) == [
+        "pyro_moe.fitting -> pyro_moe.helper -> pyro_moe.curves.result (pyro_moe/helper.py:1)"
+    ]
+
+
 if __name__ == "__main__":
     print(report())

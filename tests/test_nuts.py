@@ -145,7 +145,7 @@ def test_nuts_on_two_circles_aligns_saves_and_reads_back(tmp_path):
     swapped = result.permuted([1, 0])
     assert torch.equal(swapped.draws.w[:, :, 0], result.draws.w[:, :, 1])
     assert torch.equal(swapped.draws.pi[..., 0], result.draws.pi[..., 1])
-    back = FitResult.load(result.save(tmp_path / "nuts.npz"))
+    back = pyro_moe.CurveFit.load(result.save(tmp_path / "nuts.npz"))
     assert torch.equal(back.draws.w, result.draws.w)
     assert back.draws.info["marginalize"] == "sum"
     idata = D.to_inference_data(back)

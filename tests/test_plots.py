@@ -88,7 +88,10 @@ def test_trace_parameters_is_deterministic_and_consistent(tmp_path):
     np.testing.assert_array_equal(again.mean[0], tr.mean[1])
     # iteration 3 of the 5-iteration run is the 3-iteration run
     with pytest.warns(pyro_moe.ConvergenceWarning):  # stopped at 5 on purpose
-        full = pyro_moe.fit("mixture_of_models", X, t, n_init=1, max_iter=5, tol=0.0, **kw)
+        fit_kw = {k: v for k, v in kw.items() if k != "geometry"}  # as trace_parameters fits
+        full = pyro_moe.fit(
+            "mixture_of_models", X, t, n_init=1, max_iter=5, tol=0.0, prior_units="unit", **fit_kw
+        )
     assert full.objective_history.numpy()[2] == pytest.approx(tr.objective[1], rel=1e-12)
     assert tr.circles().shape == (3, 2, 3)
     fig = P.plot_trajectories(tr)

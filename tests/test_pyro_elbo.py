@@ -94,6 +94,7 @@ def _circle_and_ellipse(names, n=30):
     """Points on a circle and a rotated ellipse, jittered, in the layout of ``names``."""
     from pyro_moe.experts import layout
     from pyro_moe.shapes import ellipse_points
+    from pyro_moe.shapes.geometry import monomials
 
     xy = np.concatenate(
         [
@@ -102,7 +103,7 @@ def _circle_and_ellipse(names, n=30):
         ]
     )
     lay = layout(names, pyro_moe.load_model("mixture_of_models").expert_catalog)
-    X, y = lay.design(xy)
+    X, y = lay.design(monomials(xy))
     return (X, y), lay.maps
 
 

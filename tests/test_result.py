@@ -67,7 +67,7 @@ def test_save_load_round_trip(tmp_path, name):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
-    back = pyro_moe.FitResult.load(path)
+    back = pyro_moe.CurveFit.load(path)
     with np.load(path) as data:
         for key in ["X", "y", "responsibilities", "alpha" if name == "mixture_of_models" else "log_gate",
                     "mean", "cov", "prior_mean", "prior_cov", "noise_precision", "objective_history"]:  # fmt: skip
@@ -81,6 +81,38 @@ def test_save_load_round_trip(tmp_path, name):
         res.converged,
     )
     torch.testing.assert_close(back.predict(res.X[:4]).mean, res.predict(res.X[:4]).mean)
+    # the core reads the same file as a plain result: it knows no geometry
+    core = pyro_moe.FitResult.load(path)
+    assert isinstance(core, pyro_moe.FitResult) and not hasattr(core, "circles")
+    torch.testing.assert_close(core.mean, res.mean)
+
+
+def test_the_curve_geometry_is_a_layer_over_the_core_result(tmp_path):
+    """A CurveFit saves the core .npz plus its own metadata key; a core result loaded as a
+    curve fit is refused; a file whose core ``meta`` holds the geometry (as saved before
+    the curve application was layered) still loads as a curve fit."""
+    import json
+
+    from pyro_moe.curves import load_fit
+    from pyro_moe.result import read_metadata
+
+    img, _ = circle_image([(40.0, 50.0)], [20.0], shape=(90, 90))
+    res = pyro_moe.fit_circles(img, experts=1)
+    assert isinstance(res.result, pyro_moe.FitResult) and not hasattr(res.result, "geometry")
+    path = res.save(tmp_path / "fit.npz")
+    with np.load(path) as data:
+        meta = json.loads(str(data["meta"]))
+        arrays = {k: data[k] for k in data.files}
+    assert "geometry" not in meta and "metadata/geometry" in arrays
+    assert read_metadata(path)["geometry"] == res.geometry.as_dict()
+    plain = res.result.save(tmp_path / "plain.npz")
+    assert isinstance(load_fit(plain), pyro_moe.FitResult)
+    with pytest.raises(pyro_moe.InputError, match="not a curve fit"):
+        pyro_moe.CurveFit.load(plain)
+    legacy = {k: v for k, v in arrays.items() if not k.startswith("metadata/")}
+    legacy["meta"] = np.array(json.dumps({**meta, "geometry": res.geometry.as_dict()}))
+    np.savez(tmp_path / "legacy.npz", **legacy)
+    assert pyro_moe.CurveFit.load(tmp_path / "legacy.npz").circles() == res.circles()
 
 
 def test_load_rejects_a_non_result(tmp_path):

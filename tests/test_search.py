@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import pyro_moe
-from pyro_moe.curve_fitting import curve_data
+from pyro_moe.curves import CurveFit
+from pyro_moe.curves.fitting import curve_data
 from pyro_moe.search import search
 from pyro_moe.shapes import circle_image, match_circles
 
@@ -52,7 +53,7 @@ def test_the_search_finds_every_ring_that_plain_cavi_misses(rings):
 def test_the_search_keeps_a_fit_it_cannot_improve_and_never_lowers_the_objective():
     img, truth = circle_image([(40.0, 45.0), (110.0, 60.0)], [20.0, 30.0], (140, 160))
     data = curve_data(img, 2)
-    fit = dict(experts=2, geometry=data.geometry, noise_expert=True, n_init=1)
+    fit = dict(experts=2, prior_units="unit", noise_expert=True, n_init=1)
     start = pyro_moe.fit("mixture_of_models", data.X, data.y, **fit)
     calls = []
 
@@ -66,7 +67,7 @@ def test_the_search_keeps_a_fit_it_cannot_improve_and_never_lowers_the_objective
     for R in calls:  # every proposal is a valid q(Z) with the noise column
         assert R.shape == start.responsibilities.shape
         torch.testing.assert_close(R.sum(-1), torch.ones(len(R), dtype=R.dtype))
-    assert max(_errors(truth, best.circles())) < 0.5
+    assert max(_errors(truth, CurveFit(best, data.geometry).circles())) < 0.5
 
 
 def test_a_single_expert_is_never_searched():
@@ -76,13 +77,13 @@ def test_a_single_expert_is_never_searched():
 
 
 def test_the_search_prefers_fewer_implausible_experts_to_a_higher_objective():
-    """With ``plausible``, the order is (implausible experts, F): a rule that calls every
+    """With ``admissible``, the order is (implausible experts, F): a rule that calls every
     circle of r < 15 px implausible makes the search trade the true small ring for any
     fit without one, though F drops."""
     centres = [(40.0, 45.0), (110.0, 60.0), (60.0, 110.0)]
     img, _ = circle_image(centres, [10.0, 25.0, 30.0], (150, 160), outlier_fraction=0.3)
     data = curve_data(img, 3)
-    fit = dict(experts=3, geometry=data.geometry, noise_expert=True, n_init=1,
+    fit = dict(experts=3, prior_units="unit", noise_expert=True, n_init=1,
                noise_range=data.noise_range)  # fmt: skip
     start = pyro_moe.fit_circles(img, experts=3, search=False, noise_expert=True)
     assert min(c.r for c in start.circles()) < 15
@@ -97,8 +98,8 @@ def test_the_search_prefers_fewer_implausible_experts_to_a_higher_objective():
         r2 = W[:, 2] + 0.25 * (W[:, 0] ** 2 + W[:, 1] ** 2)
         return r2.clamp_min(0).sqrt() * st.scale >= 15.0
 
-    best, report = search(start, refit, plausible=plausible)
+    best, report = search(start.result, refit, admissible=plausible)
     assert report.accepted >= 1 and bool(plausible(best.mean).all())
     assert best.objective < start.objective  # a lower F, bought with plausibility
-    unchanged, _ = search(start, refit)  # without the rule: nothing to gain
+    unchanged, _ = search(start.result, refit)  # without the rule: nothing to gain
     assert unchanged.objective >= start.objective

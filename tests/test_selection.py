@@ -17,13 +17,8 @@ import numpy as np
 import pytest
 
 import pyro_moe
-from pyro_moe.selection import (
-    curve_reports,
-    distinct_experts,
-    select_circles,
-    select_experts,
-    two_groups,
-)
+from pyro_moe.curves.selection import curve_reports, select_circles, two_groups
+from pyro_moe.selection import distinct_experts, select_experts
 from pyro_moe.shapes import circle_image, match_circles
 
 # (centre, radius) per circle, pixels; equal centres stay concentric after the shift
@@ -182,7 +177,7 @@ def test_two_groups_tells_two_rings_from_one_noisy_ring():
 def test_select_curves_starts_each_k_where_fit_curves_starts_it(monkeypatch):
     """With seeded=True auto fits each K from the seeded start of fit_curves (the
     sequential-RANSAC curves); by default from the engine's restarts."""
-    import pyro_moe.selection as selection
+    import pyro_moe.curves.selection as selection
 
     starts: list[int] = []
     real = selection.seeded_start

@@ -27,6 +27,12 @@ import numpy as np
 import pytest
 
 import pyro_moe
+from pyro_moe.curves.uncertainty import (
+    circle_jacobian,
+    circle_samples,
+    circle_uncertainty,
+    conic_uncertainty,
+)
 from pyro_moe.shapes import (
     Standardization,
     circle_design,
@@ -36,12 +42,6 @@ from pyro_moe.shapes import (
     ellipse_points,
 )
 from pyro_moe.shapes.geometry import Geometry
-from pyro_moe.uncertainty import (
-    circle_jacobian,
-    circle_samples,
-    circle_uncertainty,
-    conic_uncertainty,
-)
 
 
 def _quiet_fit(*args, **kwargs):
@@ -90,8 +90,10 @@ def test_delta_method_agrees_with_sampling(n, jitter):
 
 def test_invalid_circle_has_no_radius_sd_and_no_nan():
     X, t = circle_design(circle_points([(0, 0)], [1.0], 50, jitter=0.05, seed=0)[0])
-    res = _quiet_fit("mixture_of_models", X, t, experts=1, n_init=1)
-    res.geometry = Geometry.of("circle", 1, Standardization(np.array([10.0, 20.0]), 5.0))
+    res = pyro_moe.CurveFit(
+        _quiet_fit("mixture_of_models", X, t, experts=1, n_init=1),
+        Geometry.of("circle", 1, Standardization(np.array([10.0, 20.0]), 5.0)),
+    )
     res.mean[0] = res.mean.new_tensor([0.2, 0.2, -3.0])  # r^2 < 0
     (u,) = circle_uncertainty(res)
     assert not u.valid and u.r is None and u.sd_r is None and u.r_interval is None
@@ -112,9 +114,8 @@ def _model_draw(seed: int, learn: str):
     beta = 400.0
     t = X @ w + np.random.default_rng(10_000 + seed).normal(0.0, beta**-0.5, len(X))
     kw = {"noise_precision": beta, "learn": "none"} if learn == "none" else {"learn": learn}
-    res = _quiet_fit(
-        "mixture_of_models", X, t, experts=1, n_init=1, geometry=Geometry.of("circle", 1, st), **kw
-    )
+    res = _quiet_fit("mixture_of_models", X, t, experts=1, n_init=1, prior_units="unit", **kw)
+    res = pyro_moe.CurveFit(res, Geometry.of("circle", 1, st))
     return circle_uncertainty(res, level=0.95)[0]
 
 

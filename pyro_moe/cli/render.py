@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from pyro_moe.curves import CurveFit
     from pyro_moe.result import FitResult
 
 # --------------------------------------------------------------------------- numbers and tables
@@ -362,7 +363,7 @@ OUTLIER_NOTE = 0.1
 
 
 def render_curves(
-    result: FitResult,
+    result: CurveFit,
     out: TextIO,
     *,
     layout: str,
@@ -372,7 +373,7 @@ def render_curves(
     selection: Any = None,
     source: str | None = None,
 ) -> None:
-    """Print the experts of a shape fit, each as its own kind of curve with its validity
+    """Print the experts of a curve fit (:class:`pyro_moe.curves.CurveFit`), each as its own kind of curve with its validity
     (:func:`pyro_moe.curve_reports`), as a table or one JSON object.
 
     ``layout``: ``circles`` or ``conics`` (one column per parameter; JSON key ``circles`` /
@@ -381,7 +382,7 @@ def render_curves(
     when a noise expert is fitted, and the fit summary. ``source``: the input's path, a
     JSON field ``input`` (batch mode).
     """
-    from pyro_moe.selection import curve_reports
+    from pyro_moe.curves.selection import curve_reports
 
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
@@ -436,7 +437,7 @@ def render_curves(
 # --------------------------------------------------------------------------- the plot
 
 
-def plot_png(result: FitResult, path: Path, *, title: str, format: str = "png") -> None:
+def plot_png(result: CurveFit, path: Path, *, title: str, format: str = "png") -> None:
     """Save a PNG (or another matplotlib ``format``) of a shape fit drawn by
     :func:`pyro_moe.plots.plot_fit` (points coloured by their most responsible expert, the
     fitted curves, pixel units, y down)."""
@@ -449,6 +450,6 @@ def plot_png(result: FitResult, path: Path, *, title: str, format: str = "png") 
     fig.savefig(path, format=format)
 
 
-def curve_plot_title(result: FitResult, what: str) -> str:
+def curve_plot_title(result: CurveFit | FitResult, what: str) -> str:
     """``<what>, <METHOD>, objective <F>``: the title of a curve plot."""
     return f"{what}, {result.method.upper()}, objective {result.objective:.4g}"

@@ -22,7 +22,7 @@ import dataclasses
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -33,7 +33,7 @@ from ..config import Config
 from ..errors import ConvergenceWarning, NumericalError, PyroMoeError, find_stack_level
 from ..model_file import Model, model_file_error
 from ..result import FitResult, History, Hyperparameters, Posterior
-from ..search import search as search_fixed_points
+from ..search import SearchPolicy, as_search_policy
 from .options import Option, Options, resolve
 
 __all__ = ["Engine", "Progress", "Run", "find_stack_level", "fresh_gate", "init_schedule"]
@@ -141,15 +141,13 @@ class Engine:
         config: Config,
         options: Options,
         *,
-        search: bool = False,
-        plausible: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        search: SearchPolicy | bool | None = None,
     ):
         self.model, self.X, self.y, self.config, self.options = model, X, y, config, options
-        #: which experts' weights (K, n) are plausible curves, for the search (None: all)
-        self.plausible = plausible
-        #: after the restarts, search the fixed points (:meth:`search_fixed_points`); an
-        #: engine that is not :attr:`variational` passes it to the fit it makes inside
-        self.search = search
+        #: after the restarts, search the fixed points (:meth:`search_fixed_points`) by this
+        #: policy (None: no search); an engine that is not :attr:`variational` passes it to
+        #: the fit it makes inside
+        self.search = as_search_policy(search)
 
     # ---- hooks ---------------------------------------------------------------------
     def prepare(self) -> None:
@@ -215,9 +213,7 @@ class Engine:
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 return engine(self.model, self.X, self.y, self.config, opts).fit()
 
-        best, report = search_fixed_points(
-            result, refit, seed=self.options.seed, plausible=self.plausible
-        )
+        best, report = self.search.run(result, refit, seed=self.options.seed)
         if report.accepted and not best.converged:
             warnings.warn(
                 f"{self.name.upper()} did not converge in max_iter={self.options.max_iter} "

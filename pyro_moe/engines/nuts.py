@@ -286,7 +286,6 @@ class NUTS(Engine):
                 self.config,
                 cavi_opts,
                 search=self.search,
-                plausible=self.plausible,
             ).fit()
         except NonConjugateError:
             pass  # a non-conjugate prior (Laplace, Student-t on w): SVI's fit instead

@@ -69,7 +69,7 @@ def fit_choice(
     :data:`~pyro_moe.study.constants.CAVI_SETTINGS` or ``SVI_SETTINGS``; ``overrides``
     replace any of them.
 
-    Returns the :class:`~pyro_moe.FitResult` (circles via ``result.circles()``, standard
+    Returns a :class:`~pyro_moe.CurveFit` (circles via ``result.circles()``, standard
     units). ConvergenceWarning is not caught here.
     """
     import pyro_moe
@@ -84,9 +84,10 @@ def fit_choice(
     X, t = circle_design(xy)
     # the study's points are in standard units already: the identity standardization
     geometry = Geometry.of("circle", opts["experts"])
-    return pyro_moe.fit(
-        model, X, t, method=method, seed=seed, geometry=geometry, progress=False, **opts
+    result = pyro_moe.fit(
+        model, X, t, method=method, seed=seed, prior_units="unit", progress=False, **opts
     )
+    return pyro_moe.CurveFit(result, geometry)
 
 
 def _data(dataset: str, seed: int, level: float | None):

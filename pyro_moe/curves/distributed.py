@@ -1,6 +1,6 @@
 """Curve fits of points held on a Dask cluster: ``fit_curves`` / ``fit_circles`` /
 ``fit_conics`` of a Dask array (N, 2), a zarr store of points, or a ``.npy`` file of points
-with ``scheduler=`` or ``workers=`` (:func:`pyro_moe.curve_fitting.is_distributed_points`).
+with ``scheduler=`` or ``workers=`` (:func:`pyro_moe.curves.fitting.is_distributed_points`).
 
 The algorithm, with the data never on the client as a whole:
 
@@ -11,17 +11,19 @@ The algorithm, with the data never on the client as a whole:
    its standardization, RANSAC-seeded start, search for better fixed points and
    plausibility rules (none of which can run over chunks);
 3. the design of every chunk is built on its worker by
-   :func:`pyro_moe.curve_design.curve_design` (the function the in-memory fit uses) in
+   :func:`pyro_moe.curves.design.curve_design` (the function the in-memory fit uses) in
    the subsample fit's standard coordinates, so its weights carry over;
 4. CAVI (or natural SVI, ``method="svi"``) runs over all N points on the cluster
    (:func:`pyro_moe.distributed.fit_on_dask`), starting from the subsample fit's globals
    (:class:`pyro_moe.distributed.Start`): the initial q(Z) of each chunk is one E-step
    from its q(W), E[log pi] (or gate) and beta, on the worker. The noise expert's support
    is the target's range over the *full* data's bounding box joined with every observed
-   target (:func:`pyro_moe.curve_design.target_range`, the in-memory rule).
+   target (:func:`pyro_moe.curves.design.target_range`, the in-memory rule).
 
-The result's ``curves()`` / ``circles()`` read its geometry as for an in-memory fit; it
-also holds the subsample fit as ``result.subsample_fit``.
+The result is a :class:`~pyro_moe.curves.result.CurveFit` whose ``curves()`` /
+``circles()`` read its geometry as for an in-memory fit; it also holds the subsample fit as
+``result.subsample_fit``. The model file is loaded once (a loaded
+:class:`~pyro_moe.model_file.Model` is passed on to both fits).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: the most points the in-memory start (seeding, search, plausibility) is fitted on
 SUBSAMPLE = 50_000
@@ -44,7 +46,7 @@ def points_array(source):
     import dask.array as da
     from dask import delayed
 
-    from .distributed import STORE_CHUNK_ROWS, _load_rows
+    from ..distributed import STORE_CHUNK_ROWS, _load_rows
 
     if isinstance(source, str | os.PathLike):
         p = Path(source)
@@ -101,8 +103,8 @@ def _chunk_box(block: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _chunk_design(block: np.ndarray, lay, standardization) -> np.ndarray:
     """[X | y] (rows, n + 1) of a chunk of points in pixels: its standard coordinates'
-    design (:func:`pyro_moe.curve_design.curve_design`)."""
-    from .curve_design import curve_design
+    design (:func:`pyro_moe.curves.design.curve_design`)."""
+    from .design import curve_design
 
     X, y = curve_design(lay, standardization.to_standard(np.asarray(block, dtype=np.float64)))
     return np.column_stack([X, y])
@@ -136,14 +138,14 @@ def fit_curves_on_dask(
     other options are :func:`pyro_moe.fit_curves`' (``search``, ``seeded``: for the
     subsample fit; ``fit_options``: for both fits). ``fit_in_memory``: the in-memory
     curve fit of the subsample, :func:`pyro_moe.fit_curves` (which passes itself: this
-    module sits below :mod:`pyro_moe.curve_fitting` and does not import it)."""
+    module sits below :mod:`pyro_moe.curves.fitting` and does not import it)."""
     from dask import delayed
 
-    from .curve_design import expert_names, target_range
-    from .distributed import Start, connect
-    from .experts import layout
-    from .fitting import fit
-    from .model_file import load_model
+    from ..distributed import Start, connect
+    from ..fitting import fit
+    from ..model_file import load_model
+    from .design import curve_layout, expert_names, target_range
+    from .result import CurveFit
 
     if fit_in_memory is None:
         raise TypeError("fit_curves_on_dask needs fit_in_memory= (pyro_moe.fit_curves)")
@@ -154,8 +156,10 @@ def fit_curves_on_dask(
                 "in-memory fit of a subsample"
             )
     P = points_array(source)
-    names = expert_names(experts, design)
-    lay = layout(names, load_model(model).expert_catalog, allow_mixed_targets=allow_mixed_targets)
+    N = P.shape[0]
+    names = expert_names(experts, design, points=int(N) if N == N else None)  # NaN: unknown
+    model = load_model(model)
+    lay = curve_layout(names, model.expert_catalog, allow_mixed_targets=allow_mixed_targets)
     with connect(scheduler, workers) as client:
         starts = np.cumsum([0, *P.chunks[0]])
         blocks = P.to_delayed().ravel().tolist()
@@ -194,13 +198,12 @@ def fit_curves_on_dask(
         y_lo, y_hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
         noise_range = (min(t_lo, float(y_lo)), max(t_hi, float(y_hi)))
         if opts.get("noise_precision") is None:
-            opts["noise_precision"] = start_fit.hyper.noise_precision
+            opts["noise_precision"] = start_fit.result.hyper.noise_precision
         result = fit(
-            model, Xd, yd, experts=len(names), seed=seed, geometry=geometry,
+            model, Xd, yd, experts=len(names), seed=seed, prior_units="unit",
             maps=None if geometry.shared else lay.maps, noise_range=noise_range,
             per_expert_noise=per_expert_noise, n_init=1, collect=collect,
-            start_from=Start.from_result(start_fit), **opts,
+            start_from=Start.from_result(start_fit.result), **opts,
         )  # fmt: skip
-    result.subsample_fit = start_fit
     result.restarts = [dict(r, init="start", subsample=M) for r in result.restarts]
-    return result
+    return CurveFit(result, geometry, subsample_fit=start_fit)

@@ -36,10 +36,10 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .errors import InputError
-from .result import FitResult
-from .shapes.curves import circle_parameters, conic_from_weights, conic_to_pixels
-from .shapes.points import Standardization
+from ..errors import InputError
+from ..shapes.curves import circle_parameters, conic_from_weights, conic_to_pixels
+from ..shapes.points import Standardization
+from .result import CurveFit
 
 __all__ = [
     "CircleUncertainty",
@@ -96,8 +96,8 @@ class CircleUncertainty:
         }
 
 
-def _circle_standardization(result: FitResult) -> Standardization:
-    if result.geometry is None or set(_kinds(result)) != {"circle"}:
+def _circle_standardization(result: CurveFit) -> Standardization:
+    if set(_kinds(result)) != {"circle"}:
         raise InputError(
             "circle uncertainty needs a fit whose experts are all circles (fit_circles); "
             "for a mix of kinds use curve_uncertainty"
@@ -105,14 +105,12 @@ def _circle_standardization(result: FitResult) -> Standardization:
     return result.geometry.standardization
 
 
-def _kinds(result: FitResult) -> list:
-    try:
-        return result.expert_kinds
-    except InputError:
-        return []
+def _kinds(result) -> list:
+    """The experts' kinds of a curve fit; none for anything else (a core FitResult)."""
+    return list(result.expert_kinds) if isinstance(result, CurveFit) else []
 
 
-def _posteriors(result: FitResult, size: int | None = None):
+def _posteriors(result: CurveFit, size: int | None = None):
     """(m_k, B_k) per expert as float numpy arrays, cut to the first ``size`` weights (an
     expert with its own feature map has its n_k weights first, then padding)."""
     means = result.mean.detach().cpu().numpy().astype(float)
@@ -133,7 +131,7 @@ def circle_jacobian(w: np.ndarray) -> np.ndarray | None:
     return np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [x0 / (2 * r), y0 / (2 * r), 1.0 / (2 * r)]])
 
 
-def circle_uncertainty(result: FitResult, level: float = 0.95) -> list[CircleUncertainty]:
+def circle_uncertainty(result: CurveFit, level: float = 0.95) -> list[CircleUncertainty]:
     """Per expert: (x0, y0, r) in pixels with delta-method sds and ``level`` intervals.
 
     $\\operatorname{Cov}_{px} = \\sigma^2 J B_k J^\\top$ with J from
@@ -174,7 +172,7 @@ def _circle(m: np.ndarray, B: np.ndarray, st: Standardization, level: float) -> 
     )
 
 
-def circle_samples(result: FitResult, draws: int = 20000, seed: int = 0) -> np.ndarray:
+def circle_samples(result: CurveFit, draws: int = 20000, seed: int = 0) -> np.ndarray:
     """Draws of (x0, y0, r) in pixel units from q(w_k) = N(m_k, B_k): array (K, draws, 3).
 
     ``r`` is NaN in the draws whose radicand $w_3 + x_0^2 + y_0^2$ is negative (no
@@ -233,7 +231,7 @@ def _conic_geometry(w: np.ndarray, st) -> tuple[str, np.ndarray | None]:
 
 
 def conic_uncertainty(
-    result: FitResult, level: float = 0.95, rel_step: float = 1e-4
+    result: CurveFit, level: float = 0.95, rel_step: float = 1e-4
 ) -> list[ConicUncertainty]:
     """Per expert: centre, semi-axes and angle (pixels, radians) with delta-method sds.
 
@@ -241,7 +239,7 @@ def conic_uncertainty(
     ``rel_step`` times the posterior sd of each weight (the angle difference is wrapped
     to (-pi/2, pi/2]). The angle of a near-circle is ill-defined and its sd large.
     """
-    if result.geometry is None or set(_kinds(result)) != {"conic"}:
+    if set(_kinds(result)) != {"conic"}:
         raise InputError(
             "conic uncertainty needs a fit whose experts are all conics (fit_conics); "
             "for a mix of kinds use curve_uncertainty"
@@ -279,12 +277,14 @@ def _conic(
 
 
 def curve_uncertainty(
-    result: FitResult, level: float = 0.95, rel_step: float = 1e-4
+    result: CurveFit, level: float = 0.95, rel_step: float = 1e-4
 ) -> list[CircleUncertainty | ConicUncertainty | None]:
     """Per expert, by its kind: a :class:`CircleUncertainty` for a circle expert, a
     :class:`ConicUncertainty` for a conic (ellipse) expert, None for other kinds (a line
     expert's (a, c) sds are ``sqrt(diag(result.cov[k][:2, :2]))`` in standard units)."""
-    st = result._geometry().standardization
+    if not isinstance(result, CurveFit):
+        raise InputError("this result was not fitted on shape data (no curve geometry)")
+    st = result.geometry.standardization
     out: list[CircleUncertainty | ConicUncertainty | None] = []
     for kind, (m, B) in zip(result.expert_kinds, _posteriors(result), strict=True):
         if kind == "circle":

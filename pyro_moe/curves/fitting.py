@@ -7,8 +7,12 @@ such as ``["circle", "ellipse"]``) are looked up in the model file's ``EXPERTS``
 that maps the fitted weights back to curves in pixel units (x = column, y = row from the
 top-left). Experts of one form share one design (a circle is the regression of
 t = x^2 + y^2 on X = [x, y, 1], CAVI's fast path); experts of different forms each see the
-design through their own map (:mod:`pyro_moe.experts`). ``result.curves()`` reports each
-expert as its own kind of curve.
+design through their own map (:mod:`pyro_moe.experts`). The fit is the core
+:func:`pyro_moe.fit` with the curve options (:func:`curve_fit_options`:
+``prior_units="unit"``, the expert maps, the noise expert's support, the search with the
+plausible-curve rule) and its result a :class:`~pyro_moe.curves.result.CurveFit`:
+``fit.curves()`` reports each expert as its own kind of curve. The model file is loaded
+once per call.
 """
 
 from __future__ import annotations
@@ -21,17 +25,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import learn_set
-from .curve_design import curve_design, expert_names, target_range
-from .errors import InputError
-from .experts import layout
-from .fitting import fit
-from .model_file import load_model
-from .result import FitResult
-from .shapes.geometry import FORMS, Geometry, target_name
-from .shapes.image import image_to_points
-from .shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
-from .shapes.seeding import MIN_COVERAGE, coverage, plausible, seed_curves
+from ..config import learn_set
+from ..errors import InputError
+from ..fitting import fit
+from ..model_file import Model, load_model
+from ..search import SearchPolicy
+from ..shapes.geometry import FORMS, Geometry, target_name
+from ..shapes.image import image_to_points
+from ..shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
+from ..shapes.seeding import MIN_COVERAGE, coverage, plausible, seed_curves
+from .design import curve_design, curve_layout, expert_names, target_range
+from .result import CurveFit
 
 #: The least height and width of an image given as an array (see :func:`as_points`).
 MIN_IMAGE_SIDE = 4
@@ -131,10 +135,13 @@ def curve_data(
     allow_mixed_targets: bool = False,
 ) -> CurveData:
     """The design, target and geometry of a curve fit on the standardized points of
-    ``source`` (see the module docstring)."""
-    names = expert_names(experts, design)
-    lay = layout(names, load_model(model).expert_catalog, allow_mixed_targets=allow_mixed_targets)
+    ``source`` (see the module docstring). A count of ``experts`` above the number of
+    points is refused before anything of size K is built."""
     ps = as_points(source, max_points=max_points, seed=seed, **(image_options or {}))
+    names = expert_names(experts, design, points=len(ps))
+    lay = curve_layout(
+        names, load_model(model).expert_catalog, allow_mixed_targets=allow_mixed_targets
+    )
     need = max(e.size for e in lay.experts)
     shared = all(e == lay.experts[0] for e in lay.experts)
     if len(ps) < need:
@@ -205,7 +212,8 @@ def seed_responsibilities(
 
 
 def plausible_experts(data: CurveData):
-    """For the search: a map from the posterior-mean weights (K, n) in standard units to
+    """The curve application's admissibility rule for the search
+    (:class:`pyro_moe.search.SearchPolicy`): a map from the posterior-mean weights (K, n) in standard units to
     (K,) booleans, True where an expert's curve is one the picture shows: a curve of its
     kind in the points' box (:func:`pyro_moe.shapes.seeding.plausible`; for conics a real
     ellipse of axis ratio >= 1/4, since the double line a thin conic degenerates into fits
@@ -248,8 +256,8 @@ def fit_curves(
     per_expert_noise: bool = True,
     seeded: bool = True,
     **fit_options,
-) -> FitResult:
-    """Fit curves to points or an image.
+) -> CurveFit:
+    """Fit curves to points or an image; a :class:`~pyro_moe.curves.result.CurveFit`.
 
     ``experts`` is a number of curves of kind ``design`` ("circle" or "conic"), or the
     experts' names (a list, or "circle,ellipse"), each with its own feature map as the
@@ -262,8 +270,8 @@ def fit_curves(
     precision makes a large ring look noisy and a small one precise; measured on the scenes
     of ``benchmarks/scenes.py``, per-curve noise with the search solved 14 of 14, one shared
     precision 12. ``search`` (default on): after the restarts, re-seed experts that duplicate another or
-    lose to the noise expert, keeping a move only when the converged objective improves
-    (:mod:`pyro_moe.search`). ``seeded`` (default on, for experts of one kind, when neither
+    lose to the noise expert or are implausible curves (:func:`plausible_experts`), keeping
+    a move only when the converged objective improves (:mod:`pyro_moe.search`). ``seeded`` (default on, for experts of one kind, when neither
     ``init`` nor ``responsibilities`` is given): start from the curves that sequential
     RANSAC finds (:func:`seed_responsibilities`) instead of the engine's restarts; measured
     on ``skimage.data.coins`` (24 coins), the restarts found none of them. ``fit_options`` go to :func:`pyro_moe.fit` (method, n_init,
@@ -271,14 +279,16 @@ def fit_curves(
     The image options (:data:`IMAGE_OPTIONS`: ``threshold``, ``invert``, ``edges``,
     ``edge_sigma``, ``max_pixels``) may be given as keywords or in ``image_options``.
     Priors are in standardized units. Use ``result.curves()`` (each expert as its kind),
-    or ``result.circles()`` / ``result.conics()``.
+    or ``result.circles()`` / ``result.conics()``. ``model`` (a name, a path or a loaded
+    :class:`~pyro_moe.model_file.Model`) is loaded once.
     """
+    model = load_model(model)
     image_options = dict(image_options or {})
     for name in IMAGE_OPTIONS:
         if name in fit_options:
             image_options[name] = fit_options.pop(name)
     if is_distributed_points(source, fit_options):
-        from .distributed_curves import fit_curves_on_dask
+        from .distributed import fit_curves_on_dask
 
         return fit_curves_on_dask(
             source, design=design, experts=experts, model=model, seed=seed,
@@ -295,16 +305,17 @@ def fit_curves(
             **fit_options,
             **seeded_start(data, model, fit_options, per_expert_noise=per_expert_noise, seed=seed),
         }
-    return fit(
-        model, data.X, data.y, experts=data.experts, seed=seed, geometry=data.geometry,
+    result = fit(
+        model, data.X, data.y, experts=data.experts, seed=seed,
         **curve_fit_options(data, search=search, per_expert_noise=per_expert_noise),
         **fit_options,
     )  # fmt: skip
+    return CurveFit(result, data.geometry)
 
 
 def is_distributed_points(source, fit_options: dict) -> bool:
     """Whether a curve fit's ``source`` is points for the distributed path
-    (:mod:`pyro_moe.distributed_curves`): a Dask array, a zarr store, or a ``.npy`` file
+    (:mod:`pyro_moe.curves.distributed`): a Dask array, a zarr store, or a ``.npy`` file
     of points when ``scheduler`` or ``workers`` is given."""
     if (type(source).__module__ or "").startswith("dask."):
         return True
@@ -318,7 +329,12 @@ def is_distributed_points(source, fit_options: dict) -> bool:
 
 
 def seeded_start(
-    data: CurveData, model, fit_options: dict, *, per_expert_noise: bool = True, seed: int = 0
+    data: CurveData,
+    model: Model,
+    fit_options: dict,
+    *,
+    per_expert_noise: bool = True,
+    seed: int = 0,
 ) -> dict:
     """The options that start a curve fit from :func:`seed_responsibilities` (the one place
     :func:`fit_curves` and :func:`pyro_moe.select_curves` make them): ``responsibilities``,
@@ -348,23 +364,25 @@ def curve_fit_options(
 ) -> dict:
     """The options of :func:`pyro_moe.fit` that make a fit a curve fit, the one place they
     are set (:func:`fit_curves` and :func:`pyro_moe.select_curves`, which fits each K as
-    ``fit_curves`` would): the expert maps, the noise expert's support over the points'
-    bounding box, one noise precision per curve, the search and what it counts as a
-    plausible curve (:func:`plausible_experts`; see :func:`fit_curves`)."""
+    ``fit_curves`` would): the priors in the standardized points' units
+    (``prior_units="unit"``), the expert maps, the noise expert's support over the points'
+    bounding box, one noise precision per curve, and the search with what it counts as a
+    plausible curve (a :class:`~pyro_moe.search.SearchPolicy` with
+    :func:`plausible_experts`; see :func:`fit_curves`)."""
     return {
+        "prior_units": "unit",
         "maps": data.maps,
         "noise_range": data.noise_range,
-        "search": search,
+        "search": SearchPolicy(admissible=plausible_experts(data)) if search else False,
         "per_expert_noise": per_expert_noise,
-        "plausible": plausible_experts(data),
     }
 
 
-def fit_circles(source, *, experts: int = 2, **options) -> FitResult:
+def fit_circles(source, *, experts: int = 2, **options) -> CurveFit:
     """Circles: ``fit_curves(source, design="circle", ...)``."""
     return fit_curves(source, design="circle", experts=experts, **options)
 
 
-def fit_conics(source, *, experts: int = 2, **options) -> FitResult:
+def fit_conics(source, *, experts: int = 2, **options) -> CurveFit:
     """Conics: ``fit_curves(source, design="conic", ...)``."""
     return fit_curves(source, design="conic", experts=experts, **options)

@@ -149,19 +149,20 @@ class CurveFit:
         return self.result.save(path, metadata={GEOMETRY_KEY: self.geometry.as_dict()})
 
     @classmethod
-    def load(cls, path: str | Path) -> CurveFit:
+    def load(cls, path: str | Path, *, model=None) -> CurveFit:
         """Read a curve fit written by :meth:`save`; a result without a geometry, or
-        anything else, is an :class:`InputError`."""
-        fit = load_fit(path)
+        anything else, is an :class:`InputError`. ``model``: as for
+        :meth:`FitResult.load` (a saved result never runs a model file it names)."""
+        fit = load_fit(path, model=model)
         if not isinstance(fit, CurveFit):
             raise InputError(f"{path} holds a fit without a curve geometry (not a curve fit)")
         return fit
 
 
-def load_fit(path: str | Path) -> FitResult | CurveFit:
+def load_fit(path: str | Path, *, model=None) -> FitResult | CurveFit:
     """A saved result: a :class:`CurveFit` when it has a curve geometry, else the core
-    :class:`~pyro_moe.result.FitResult`."""
-    result = FitResult.load(path)
+    :class:`~pyro_moe.result.FitResult` (``model``: :meth:`FitResult.load`'s)."""
+    result = FitResult.load(path, model=model)
     metadata = read_metadata(path)
     legacy = metadata.get("meta", {})
     geometry = metadata.get(GEOMETRY_KEY) or legacy.get("geometry") or legacy.get("shapes")

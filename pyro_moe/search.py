@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .closed_form.init import _solve
+from .closed_form.init import batched_least_squares as _solve
 from .likelihood import LOG_2PI, noise_log_density, residual_map
 from .result import FitResult
 

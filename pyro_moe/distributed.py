@@ -785,7 +785,7 @@ class DaskCAVI(OnDask, CAVI):
 
 
 class DaskSVI(OnDask, SVI):
-    """Natural-gradient SVI (:func:`pyro_moe.engines.natural.natural_run`) whose passes run
+    """Natural-gradient SVI (:func:`pyro_moe.engines.sweep.sweep`) whose passes run
     on a Dask cluster (:class:`DaskSource`): the full batch is CAVI's iteration on the
     chunks; a minibatch's rows are gathered from the chunks that hold them. The options are
     checked against all N points."""

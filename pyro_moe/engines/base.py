@@ -200,8 +200,26 @@ class Engine:
             ) from e
 
     def run_fit(self) -> FitResult:
-        """The fit itself (restarts, chains, ...): one result."""
+        """The fit itself (restarts, chains, ...): one result (:meth:`result`)."""
         raise NotImplementedError
+
+    def result(
+        self,
+        posterior: Posterior,
+        hyper: Hyperparameters,
+        history: History,
+        learn: tuple[str, ...],
+        restarts: list[dict[str, Any]],
+        gate: torch.nn.Module | None,
+        **extra: Any,
+    ) -> FitResult:
+        """The :class:`~pyro_moe.result.FitResult` of this engine on its model file and data
+        (``extra``: engine-specific fields, e.g. a sampler's ``draws``)."""
+        return FitResult(
+            method=self.name, model_name=self.model.name, model_path=str(self.model.path),
+            X=self.X, y=self.y, posterior=posterior, hyper=hyper, history=history,
+            learn=learn, restarts=restarts, gate=gate, **extra,
+        )  # fmt: skip
 
 
 class Variational(Engine):
@@ -299,19 +317,10 @@ class Variational(Engine):
             wall_time=time.perf_counter() - start,
             converged=best.converged,
         )
-        return FitResult(
-            method=self.name,
-            model_name=self.model.name,
-            model_path=str(self.model.path),
-            X=self.X,
-            y=self.y,
-            posterior=best.posterior,
-            hyper=best.hyper,
-            history=history,
-            learn=tuple(sorted(self.config.learn)),
-            restarts=summaries,
-            gate=best.gate,
-        )
+        return self.result(
+            best.posterior, best.hyper, history, tuple(sorted(self.config.learn)), summaries,
+            best.gate,
+        )  # fmt: skip
 
 
 def closed_form_fit(

@@ -70,16 +70,12 @@ from __future__ import annotations
 import math
 import statistics
 
-import torch
-
 from ..closed_form.sites import Conjugate
-from ..config import Config
-from .base import Progress, Run
+from .base import Run
 from .options import Options
-from .source import DataSource, InMemory
-from .sweep import EVAL_ROWS, Schedule, robbins_monro, sweep
+from .sweep import EVAL_ROWS, Schedule, robbins_monro
 
-__all__ = ["EVAL_ROWS", "natural_run", "robbins_monro", "window_test"]
+__all__ = ["EVAL_ROWS", "natural_schedule", "natural_summary", "robbins_monro", "window_test"]
 
 
 def window_test(values: list[float], window: int, tol: float, N: int) -> tuple[bool, float]:
@@ -104,39 +100,30 @@ def window_test(values: list[float], window: int, tol: float, N: int) -> tuple[b
     return abs(f2 - f1) + 2.0 * se_d <= tol * max(abs(f2), N), se_new
 
 
-def natural_run(
-    X: torch.Tensor,
-    y: torch.Tensor,
-    config: Config,
-    conj: Conjugate,
-    options: Options,
-    how: str,
-    seed: int,
-    restart: int,
-    progress: Progress,
-    source: DataSource | None = None,
-) -> Run:
-    """One natural-gradient SVI restart from initialisation ``how`` (module docstring): the
-    closed-form sweep under natural SVI's :class:`~pyro_moe.engines.sweep.Schedule`.
-
-    ``source`` runs the passes over the data (:class:`~pyro_moe.engines.source.InMemory`
-    of X and y by default; a :class:`pyro_moe.distributed.DaskSource`, with X and y the
-    first rows the model file was traced on). The restart's summary reports the optimizer,
-    the batch size, the stop rule's standard error and a linearised weight prior."""
-    source = InMemory(X, y) if source is None else source
+def natural_schedule(options: Options, N: int) -> Schedule:
+    """Natural SVI's :class:`~pyro_moe.engines.sweep.Schedule` for N rows (module
+    docstring): the full batch (``batch_size`` None or N) or minibatches of B rows, rho from
+    ``step_size`` or Robbins-Monro (``kappa``, ``tau``), the minibatch stop rule's
+    ``eval_every`` and ``history``, Adam's ``gate_lr``, and the final entry of SVI's
+    histories."""
     B = options.batch_size
-    full = B is None or B == source.N
-    schedule = Schedule(
-        batch_size=None if full else B, step_size=options.step_size, kappa=options.kappa,
-        tau=options.tau, eval_every=options.eval_every, history=options.history,
-        gate_lr=options.gate_lr, final_entry=True, name="natural-gradient SVI",
+    return Schedule(
+        batch_size=None if B is None or B == N else B, step_size=options.step_size,
+        kappa=options.kappa, tau=options.tau, eval_every=options.eval_every,
+        history=options.history, gate_lr=options.gate_lr, final_entry=True,
+        name="natural-gradient SVI",
     )  # fmt: skip
-    run = sweep(source, config, conj, options, how, seed, restart, progress, schedule)
+
+
+def natural_summary(run: Run, schedule: Schedule, conj: Conjugate) -> Run:
+    """The restart's summary of a natural SVI run (the optimizer, the batch size, the stop
+    rule's standard error, a linearised weight prior); the fitted gate's parameters are
+    handed back without gradients."""
     stop_se = run.summary.pop("stop_se")
     run.summary["objective_se"] = 0.0  # the final objective is exact (closed form)
     run.summary["stop_se"] = stop_se
     run.summary["optimizer"] = "natural"
-    run.summary["batch_size"] = None if full else B
+    run.summary["batch_size"] = schedule.batch_size
     factor = conj.weight_factor
     if factor is not None:
         run.summary["weight_prior"] = f"{factor.name} (CVI, Gauss-Hermite {factor.x.shape[0]})"

@@ -232,19 +232,8 @@ class NUTS(Engine):
             }
             for c in range(C)
         ]
-        return FitResult(
-            method=self.name,
-            model_name=self.model.name,
-            model_path=str(self.model.path),
-            X=self.X,
-            y=self.y,
-            posterior=_moments(joint, flat, cavi),
-            hyper=hyper,
-            history=history,
-            learn=(),
-            restarts=restarts,
-            gate=config.gate,
-            draws=draws,
+        return self.result(
+            _moments(joint, flat, cavi), hyper, history, (), restarts, config.gate, draws=draws
         )
 
     # ---- parts ------------------------------------------------------------------------

@@ -80,9 +80,10 @@ from ..likelihood import noise_log_density
 from ..model_file import Model, model_file_error
 from ..result import Hyperparameters, Posterior
 from .base import Progress, Run, Variational, fresh_gate
-from .natural import natural_run, window_test
+from .natural import natural_schedule, natural_summary, window_test
 from .options import CLOSED_FORM, Option, Options, boolean, integer, number, one_of
 from .source import DataSource, InMemory
+from .sweep import sweep
 
 _HYPERS = ("prior_mean", "prior_cov", "noise_precision")
 
@@ -255,8 +256,11 @@ class SVI(Variational):
 
     def run(self, how: str, seed: int, restart: int, progress: Progress) -> Run:
         if self.conj is not None:
-            run = natural_run(self.X, self.y, self.config, self.conj, self.options, how, seed,
-                              restart, progress, self.source())  # fmt: skip
+            source = self.source()
+            schedule = natural_schedule(self.options, source.N)
+            run = sweep(source, self.config, self.conj, self.options, how, seed, restart,
+                        progress, schedule)  # fmt: skip
+            natural_summary(run, schedule, self.conj)
             if self.conj.weight_factor is not None:  # Pyro's own estimate beside the quadrature
                 self.monte_carlo_check(run, seed)
             return run

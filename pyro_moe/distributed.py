@@ -10,9 +10,11 @@ their sums. So, as Spark's ``GaussianMixture`` distributes EM:
   (the very function the in-memory pass runs over all rows), the initial q(Z)'s
   statistics (:mod:`pyro_moe.closed_form.init`), and the gate's data term and gradient;
 * on the client: the sums, reduced in chunk order (so the answer does not depend on which
-  worker ran what), the M-step and the objective, in :func:`pyro_moe.engines.cavi._run`
-  itself: :class:`DaskSource` is the distributed twin of
-  :class:`pyro_moe.engines.cavi.InMemory`, whose one chunk is all the data.
+  worker ran what), the M-step and the objective, in the closed-form sweep itself
+  (:func:`pyro_moe.engines.sweep.sweep`, CAVI's and natural SVI's, with every safeguard):
+  :class:`DaskSource` implements :class:`pyro_moe.engines.source.DataSource`, the
+  distributed twin of :class:`pyro_moe.engines.source.InMemory`, whose one chunk is all
+  the data.
 
 q(Z) itself is never shipped: a pass that needs r (the gate's step) recomputes it on each
 chunk from the small state of the last E-step (q(W), the log prior's parameters, E beta),
@@ -51,9 +53,9 @@ from .closed_form.init import (
     subset_residuals,
     subset_responsibilities,
 )
-from .engines.cavi import CAVI, _log_gate
+from .engines.cavi import CAVI
 from .engines.gate import GateFitter
-from .engines.natural import LogPrior, held_out_sums
+from .engines.source import LogPrior, held_out_sums, log_gate_of, target_variance
 from .engines.svi import SVI
 from .errors import InputError, SchedulerError
 
@@ -366,7 +368,7 @@ def _log_prior(X: torch.Tensor, spec) -> torch.Tensor:
         (row,) = args
         return row.expand(X.shape[0], row.shape[-1])
     gate, rho = args
-    return _log_gate(gate.log_softmax(X), rho)
+    return log_gate_of(gate.log_softmax(X), rho)
 
 
 def _log_r(X: torch.Tensor, y: torch.Tensor, state) -> torch.Tensor:
@@ -446,7 +448,7 @@ def _gate_loss(x, y, state, K: int, work: torch.nn.Module, N: int, rows: int):
 
 def _held_out(x, y, groups, q, lp: LogPrior, e_log_beta, e_beta, noise, maps) -> torch.Tensor:
     """The stop rule's per-group data terms (G,) over the subsample rows of a chunk
-    (:func:`pyro_moe.engines.natural.held_out_sums`, the in-memory function)."""
+    (:func:`pyro_moe.engines.source.held_out_sums`, the in-memory function)."""
     X, y = _pair(x, y)
     return held_out_sums(X, y, groups, q, lp, e_log_beta, e_beta, noise, maps)
 
@@ -455,7 +457,7 @@ def _held_out(x, y, groups, q, lp: LogPrior, e_log_beta, e_beta, noise, maps) ->
 class Start:
     """A start from given globals, for distributed data: the initial q(Z) is one E-step
     (:func:`pyro_moe.closed_form.updates.e_step`) on each chunk from q(W), the log prior
-    (:class:`~pyro_moe.engines.natural.LogPrior`: the mixing weights' E[log pi] or the
+    (:class:`~pyro_moe.engines.source.LogPrior`: the mixing weights' E[log pi] or the
     gate) and E[beta], E[log beta], e.g. those of a fit to a subsample
     (:meth:`from_result`). q(Z) itself is never formed on the client.
     :meth:`log_responsibilities` is the same E-step on rows in memory."""
@@ -494,7 +496,7 @@ class Start:
                         noise_log_density, maps=maps).log_r  # fmt: skip
 
 
-# ---- the source: DaskSource is cavi.InMemory's distributed twin --------------------------
+# ---- the source: DaskSource is source.InMemory's distributed twin --------------------------
 @dataclass
 class _EStep:
     stats: U.Stats
@@ -509,10 +511,10 @@ def _stats(Nk, S, s, yy) -> U.Stats:
 class DaskSource:
     """The passes of one CAVI iteration over :class:`DaskData` on ``client``: each pass is
     one task per chunk (the per-chunk functions above), its small results summed here in
-    chunk order. The interface is :class:`pyro_moe.engines.cavi.InMemory`'s.
+    chunk order. It implements :class:`pyro_moe.engines.source.DataSource`, as
+    :class:`~pyro_moe.engines.source.InMemory` does in memory.
 
-    It is natural SVI's source as well (:class:`pyro_moe.engines.natural.Rows`' interface):
-    a minibatch's rows are gathered from the chunks that hold them (:meth:`batch`), and the
+    It is natural SVI's source as well: a minibatch's rows are gathered from the chunks that hold them (:meth:`batch`), and the
     stop rule's subsample is evaluated on the workers (:meth:`held_out`).
 
     ``start``: a :class:`Start`; every restart's initial q(Z) is then its E-step."""
@@ -538,8 +540,6 @@ class DaskSource:
         return self.client.gather(futures)
 
     def target_variance(self) -> float:
-        from .engines.cavi import target_variance
-
         s = self.summary
         var = float(s["m2"] / (s["n"] - 1)) if s["n"] > 1 else 0.0
         return target_variance(var, float(s["yy"] / s["n"]))
@@ -572,7 +572,7 @@ class DaskSource:
             out_y[torch.from_numpy(sel)] = yr
         return out_X, out_y
 
-    # -- natural SVI's passes (pyro_moe.engines.natural.Rows' interface)
+    # -- natural SVI's passes (minibatches, the stop rule's subsample)
     def full_log_prior(self, lp: LogPrior):
         """The E-step's log prior of every chunk, as :meth:`e_step` takes it: the mixture's
         row, or the gate at its present parameters (a detached copy, :class:`GateAt`)."""
@@ -763,8 +763,8 @@ class DaskGateFitter(GateFitter):
 
 
 # ---- the engine and the entry point -----------------------------------------------------
-class DaskCAVI(CAVI):
-    """CAVI whose passes run on a Dask cluster (:class:`DaskSource`); the model file is
+class OnDask:
+    """An engine whose passes run on a Dask cluster (:class:`DaskSource`): the model file is
     traced on the data's first rows (its sites and prior values do not depend on N)."""
 
     def __init__(self, model, X, y, config, options, source: DaskSource):
@@ -780,15 +780,15 @@ class DaskCAVI(CAVI):
         return sys.stderr.isatty()
 
 
-class DaskSVI(SVI):
-    """Natural-gradient SVI (:func:`pyro_moe.engines.natural.natural_run`) whose passes run
-    on a Dask cluster (:class:`DaskSource`): the full batch is CAVI's iteration on the
-    chunks; a minibatch's rows are gathered from the chunks that hold them. The model file
-    is traced on the data's first rows; the options are checked against all N points."""
+class DaskCAVI(OnDask, CAVI):
+    """CAVI whose passes run on a Dask cluster (:class:`DaskSource`)."""
 
-    def __init__(self, model, X, y, config, options, source: DaskSource):
-        super().__init__(model, X, y, config, options)
-        self._source = source
+
+class DaskSVI(OnDask, SVI):
+    """Natural-gradient SVI (:func:`pyro_moe.engines.sweep.sweep`) whose passes run
+    on a Dask cluster (:class:`DaskSource`): the full batch is CAVI's iteration on the
+    chunks; a minibatch's rows are gathered from the chunks that hold them. The options are
+    checked against all N points."""
 
     def points(self) -> int:
         return self._source.N
@@ -801,19 +801,8 @@ class DaskSVI(SVI):
                 "optimizer='adam'), and optimizer='adam' does not run on distributed data"
             )
 
-    def run(self, how: str, seed: int, restart: int, progress):
-        from .engines.natural import natural_run
-
-        run = natural_run(self.X, self.y, self.config, self.conj, self.options, how, seed,
-                          restart, progress, self._source)  # fmt: skip
-        if self.conj.weight_factor is not None:  # Pyro's Monte Carlo check reads X in memory
-            run.summary["pyro_objective"] = None
-        return run
-
-    def show_progress(self) -> bool:
-        import sys
-
-        return sys.stderr.isatty()
+    def monte_carlo_check(self, run, seed: int) -> None:
+        run.summary["pyro_objective"] = None  # Pyro's Monte Carlo check reads X in memory
 
 
 def fit_on_dask(
@@ -872,8 +861,6 @@ def fit_on_dask(
         var = src.target_variance_raw()
         hyper = dict(hyper)
         if hyper.get("noise_precision") is None:
-            from .engines.cavi import target_variance
-
             hyper["noise_precision"] = 1.0 / target_variance(var, float(summary["yy"] / N))
         if hyper.get("noise_range") is None:
             hyper["noise_range"] = noise_bounds(torch.stack([summary["min"], summary["max"]]))

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .closed_form.init import _solve
+from .closed_form.init import batched_least_squares
 from .errors import InputError
 from .likelihood import LOG_2PI, noise_log_density, residual_map
 from .result import FitResult
@@ -192,7 +192,7 @@ def _propose(
         return None
     pick = torch.randint(len(pool), (candidates, n), generator=gen, device="cpu")
     idx = pool[pick.to(pool.device)]
-    W = _solve(phi[idx], t[idx])  # (candidates, n)
+    W = batched_least_squares(phi[idx], t[idx])  # (candidates, n)
     e = (t[pool].unsqueeze(0) - W @ phi[pool].T).abs()  # (candidates, |pool|)
     tau = threshold * sd
     count = (e <= tau).sum(-1)

@@ -226,29 +226,29 @@ def test_convergence_is_not_declared_while_the_gate_is_held(monkeypatch):
     """With gate steps skipped (gains below tol while a learned prior covariance still
     creeps), F barely moves on the iterations without one; the fit only stops on an
     iteration whose gate step kept F still too."""
-    from pyro_moe.engines import cavi as engine
+    from pyro_moe.engines import base, gate
 
     held: list[bool] = []
-    original = engine.GateFitter.step
+    original = gate.GateFitter.step
 
     def step(self, r, cur):
         held.append(True)
         return original(self, r, cur)
 
-    monkeypatch.setattr(engine.GateFitter, "step", step)
+    monkeypatch.setattr(gate.GateFitter, "step", step)
     rng = np.random.default_rng(3)
     N = 400
     x = rng.uniform(-1, 1, N)
     y = np.where(x < 0, 1 + 2 * x, -1 + 0.5 * x) + 0.05 * rng.normal(size=N)
     X = np.c_[x, np.ones(N)]
     rows = []
-    original_record = engine.Run.record
+    original_record = base.Run.record
 
     def record(self, F, elbo, t):
         rows.append(len(held))
         return original_record(self, F, elbo, t)
 
-    monkeypatch.setattr(engine.Run, "record", record)
+    monkeypatch.setattr(base.Run, "record", record)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
         result = pyro_moe.fit(

@@ -109,8 +109,12 @@ def subset_responsibilities(
     return U.responsibilities(flat, res2, torch.log(beta0), beta0, noise_log_density)
 
 
-def _solve(Xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """Ridge-stabilised least squares for a batch: (C, m, n), (C, m) -> (C, n)."""
+def batched_least_squares(Xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Ridge-stabilised least squares for a batch: (C, m, n), (C, m) -> (C, n),
+
+        w_c = (X_c^T X_c + eps_c I)^{-1} X_c^T y_c,   eps_c = 1e-10 (mean diag(X_c^T X_c) + 1e-12),
+
+    and w_c = 0 where X_c^T X_c + eps_c I is not positive definite."""
     n = Xs.shape[-1]
     G = Xs.transpose(-1, -2) @ Xs
     G = G + 1e-10 * (
@@ -172,7 +176,7 @@ def subset_fit(
             pool = torch.arange(len(rows), device=dev)
         pick = torch.randint(len(pool), (CANDIDATES, n), generator=gen, device="cpu").to(dev)
         idx = pool[pick]
-        W = _solve(Xs[idx], ys[idx])  # (C, n)
+        W = batched_least_squares(Xs[idx], ys[idx])  # (C, n)
         res = (ys[pool].unsqueeze(0) - W @ Xs[pool].T).abs()  # (C, |pool|)
         k = max(1, int(quantile * len(rows)))
         k = min(k, res.shape[1])
@@ -182,7 +186,7 @@ def subset_fit(
         inliers = pool[res[best] <= thresh]
         w = W[best]
         if len(inliers) >= n:
-            w = _solve(Xs[inliers].unsqueeze(0), ys[inliers].unsqueeze(0))[0]
+            w = batched_least_squares(Xs[inliers].unsqueeze(0), ys[inliers].unsqueeze(0))[0]
         free[inliers] = False
         out.append(w)
     return torch.stack(out)

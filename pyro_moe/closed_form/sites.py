@@ -135,7 +135,8 @@ class Conjugate:
     weight_factor: FactorisedPrior | None = None
 
 
-def _unwrap(fn):
+def unwrap(fn):
+    """The distribution inside ``fn``'s wrappers (``.to_event``, ``.expand``, ``.mask``)."""
     while True:
         if isinstance(fn, Independent):
             fn = fn.base_dist
@@ -190,7 +191,7 @@ def read_model(
         n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
     }
     for name, site in sites.items():
-        fn = _unwrap(site["fn"])
+        fn = unwrap(site["fn"])
         if name not in SITES:
             raise NonConjugateError(
                 f"CAVI cannot fit site {name!r} ({type(fn).__name__}): it knows only the sites "
@@ -219,7 +220,7 @@ def read_model(
         )
 
     K, n = config.experts, config.features
-    w = _unwrap(sites["w"]["fn"])
+    w = unwrap(sites["w"]["fn"])
     factor = None
     if not isinstance(w, dist.MultivariateNormal | dist.Normal):
         loc = getattr(w, "loc", None)
@@ -243,10 +244,10 @@ def read_model(
 
     concentration = None
     if "pi" in sites:
-        concentration = _unwrap(sites["pi"]["fn"]).concentration.detach().to(X.dtype).clone()
+        concentration = unwrap(sites["pi"]["fn"]).concentration.detach().to(X.dtype).clone()
     noise_prior = noise_precision = None
     if "noise_precision" in sites:
-        g = _unwrap(sites["noise_precision"]["fn"])
+        g = unwrap(sites["noise_precision"]["fn"])
         shape = (K,) if config.per_expert_noise else ()
         noise_prior = tuple(
             p.detach()
@@ -260,12 +261,12 @@ def read_model(
     elif config.per_expert_noise:
         noise_precision = _per_expert_precision(sites, config)
     else:
-        scale = _unwrap(sites["y"]["fn"]).scale
+        scale = unwrap(sites["y"]["fn"]).scale
         noise_precision = (1.0 / scale.reshape(-1)[0] ** 2).detach().clone()
         _check_learned(config, "noise_precision", noise_precision)
     xi = None
     if "prior_regularization" in sites:
-        reg = _unwrap(sites["prior_regularization"]["fn"])
+        reg = unwrap(sites["prior_regularization"]["fn"])
         if not torch.all(reg.loc == 0):
             raise _refuse(
                 "prior_regularization", reg, "with a non-zero mean, which CAVI does not implement"
@@ -280,7 +281,7 @@ def read_model(
     )
     noise_log_density = None
     if "y_noise" in sites:
-        u = _unwrap(sites["y_noise"]["fn"])
+        u = unwrap(sites["y_noise"]["fn"])
         bounds = torch.stack([u.low.reshape(-1)[0], u.high.reshape(-1)[0]]).detach().to(X.dtype)
         noise_log_density = likelihood.noise_log_density(bounds)
     return Conjugate(
@@ -301,7 +302,7 @@ def read_model(
 def _gate_prior_scale(site, config: Config) -> float:
     """s of the ``gate_prior`` site: Normal(0, s), one s for every entry, observed at the
     gate's weights (:func:`pyro_moe.config.gate_weights`) as they are."""
-    fn = _unwrap(site["fn"])
+    fn = unwrap(site["fn"])
     if not site["is_observed"]:
         raise _refuse("gate_prior", fn, "but it is not observed")
     if config.gate is None:
@@ -327,7 +328,7 @@ def _per_expert_precision(sites, config: Config) -> torch.Tensor:
     checked against the scale the traced ``y`` site gives each point, 1/sqrt(beta_{z_i})."""
     beta = config.noise_precision.detach()
     z = sites["z"]["value"].reshape(-1)
-    scale = _unwrap(sites["y"]["fn"]).scale.detach().reshape(-1)
+    scale = unwrap(sites["y"]["fn"]).scale.detach().reshape(-1)
     gauss = z < config.experts  # the noise expert's points have no Gaussian scale
     if scale.numel() == z.numel() and bool(gauss.any()):
         want = beta[z[gauss]].rsqrt()

@@ -4,15 +4,18 @@ one options type (:mod:`~pyro_moe.engines.options`), engines registered by name.
 ``pyro_moe.fit(..., method=NAME)`` looks the engine up here. Built in: ``"cavi"``
 (:class:`~pyro_moe.engines.cavi.CAVI`, closed-form variational EM) and ``"svi"``
 (:class:`~pyro_moe.engines.svi.SVI`, Pyro SVI) and ``"nuts"`` (:class:`~pyro_moe.engines.nuts.NUTS`,
-Pyro's NUTS on the exact posterior at CAVI's hyperparameters). A new engine subclasses
-:class:`~pyro_moe.engines.base.Engine`, declares its options, implements ``run`` (one
-restart) and calls :func:`register`.
+Pyro's NUTS on the exact posterior at CAVI's hyperparameters). CAVI and natural-gradient
+SVI run one closed-form sweep (:mod:`~pyro_moe.engines.sweep`) over a data source
+(:class:`~pyro_moe.engines.source.DataSource`). A new variational engine subclasses
+:class:`~pyro_moe.engines.base.Variational`, declares its options, implements ``run`` (one
+restart) and calls :func:`register`; another kind (a sampler) subclasses
+:class:`~pyro_moe.engines.base.Engine` and implements ``run_fit``.
 """
 
 from __future__ import annotations
 
 from ..errors import InputError
-from .base import Engine, Progress, Run
+from .base import Engine, Progress, Run, Variational
 from .cavi import CAVI
 from .nuts import NUTS
 from .options import COMMON, Option, Options
@@ -29,6 +32,7 @@ __all__ = [
     "Options",
     "Progress",
     "Run",
+    "Variational",
     "get_engine",
     "register",
 ]

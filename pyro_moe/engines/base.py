@@ -1,14 +1,20 @@
-"""The engine template: what every inference engine shares, written once.
+"""The engine templates: what every inference engine shares, written once.
 
-An engine (CAVI, SVI, ...) is a subclass of :class:`Engine` that declares its options and
-implements one restart (:meth:`Engine.run`). The template :meth:`Engine.fit` does the rest,
-as scikit-learn's ``BaseMixture.fit`` does for its mixtures: the initialisation schedule
-of the restarts, the ``n_init`` loop that keeps the best final objective, the progress
-bar, one :class:`~pyro_moe.errors.ConvergenceWarning` pointing at the user's own line, and
-the assembly of the :class:`~pyro_moe.result.FitResult`, and (``search=True``, the curve
-functions' default) the search over fixed points after the restarts
-(:mod:`pyro_moe.search`), so an engine that fits a variational engine inside it (NUTS's
-CAVI) reaches the same optimum a user's fit would.
+:class:`Engine` is what every engine shares: its declared options (validated once,
+:mod:`~pyro_moe.engines.options`), its registry entry (``name``), its progress bar, the
+translation of a breakdown into one :class:`~pyro_moe.errors.NumericalError` or
+:class:`~pyro_moe.errors.ModelFileError`, and the :class:`~pyro_moe.result.FitResult`
+it returns from :meth:`Engine.run_fit`. Two kinds of engine implement ``run_fit``:
+
+* :class:`Variational` (CAVI, SVI): the restart loop, as scikit-learn's
+  ``BaseMixture.fit`` does for its mixtures: the initialisation schedule of the restarts,
+  the ``n_init`` loop that keeps the best final objective, one
+  :class:`~pyro_moe.errors.ConvergenceWarning` pointing at the user's own line, and the
+  assembly of the result; each engine implements one restart (:meth:`Variational.run`).
+  With ``search=True`` (the curve functions' default) the search over fixed points
+  follows the restarts (:mod:`pyro_moe.search`), so an engine that fits a variational
+  engine inside it (NUTS's CAVI) reaches the same optimum a user's fit would.
+* a sampler (:class:`~pyro_moe.engines.nuts.NUTS`): its own run (chains, not restarts).
 
 A restart returns a :class:`Run`: its objective history (total nats, one entry per
 iteration, the last entry final), whether it converged, and the fitted
@@ -36,7 +42,15 @@ from ..result import FitResult, History, Hyperparameters, Posterior
 from ..search import SearchPolicy, as_search_policy
 from .options import Option, Options, resolve
 
-__all__ = ["Engine", "Progress", "Run", "find_stack_level", "fresh_gate", "init_schedule"]
+__all__ = [
+    "Engine",
+    "Progress",
+    "Run",
+    "Variational",
+    "find_stack_level",
+    "fresh_gate",
+    "init_schedule",
+]
 
 
 @dataclass
@@ -116,8 +130,9 @@ class Engine:
     """Base class of the inference engines (the template method is :meth:`fit`).
 
     Subclasses set :attr:`name`, :attr:`declared` (their own options; the shared ones are
-    :data:`pyro_moe.engines.options.COMMON`) and implement :meth:`run`; they may override
-    :meth:`prepare` (once per fit, before the restarts) and :meth:`schedule_prior_mean`.
+    :data:`pyro_moe.engines.options.COMMON`) and implement :meth:`run_fit` (a variational
+    engine subclasses :class:`Variational`, which implements it, and implements one
+    restart instead).
     """
 
     name: ClassVar[str] = ""
@@ -149,21 +164,6 @@ class Engine:
         #: the fit it makes inside
         self.search = as_search_policy(search)
 
-    # ---- hooks ---------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Work done once per fit, before the restarts (CAVI reads the model file)."""
-
-    def schedule_prior_mean(self) -> torch.Tensor:
-        """The prior means that decide ``init="auto"``'s first restart."""
-        return self.config.prior_mean
-
-    def check(self) -> None:
-        """Checks of the options against the data (after :meth:`prepare`)."""
-
-    def run(self, how: str, seed: int, restart: int, progress: Progress) -> Run:
-        """One restart from initialisation ``how`` under ``seed``."""
-        raise NotImplementedError
-
     def show_progress(self) -> bool:
         """Default of the ``progress`` option: on a terminal, for a large problem."""
         return sys.stderr.isatty() and self.X.shape[0] * self.config.experts > 10**6
@@ -178,7 +178,7 @@ class Engine:
         a :class:`~pyro_moe.errors.ModelFileError` naming the file and line.
         """
         try:
-            result = self._fit()
+            result = self.run_fit()
             if self.search and self.variational and result.experts > 1:
                 result = self.search_fixed_points(result)
             return result
@@ -196,6 +196,52 @@ class Engine:
                 "(duplicated or collinear rows, a column of extreme values): check X and y, "
                 "or fit fewer experts"
             ) from e
+
+    def run_fit(self) -> FitResult:
+        """The fit itself (restarts, chains, ...): one result (:meth:`result`)."""
+        raise NotImplementedError
+
+    def result(
+        self,
+        posterior: Posterior,
+        hyper: Hyperparameters,
+        history: History,
+        learn: tuple[str, ...],
+        restarts: list[dict[str, Any]],
+        gate: torch.nn.Module | None,
+        **extra: Any,
+    ) -> FitResult:
+        """The :class:`~pyro_moe.result.FitResult` of this engine on its model file and data
+        (``extra``: engine-specific fields, e.g. a sampler's ``draws``)."""
+        return FitResult(
+            method=self.name, model_name=self.model.name, model_path=str(self.model.path),
+            X=self.X, y=self.y, posterior=posterior, hyper=hyper, history=history,
+            learn=learn, restarts=restarts, gate=gate, **extra,
+        )  # fmt: skip
+
+
+class Variational(Engine):
+    """A variational engine: restarts from the schedule, the best final objective kept
+    (:meth:`run_fit`), then the search over fixed points when asked.
+
+    Subclasses implement :meth:`run` (one restart); they may override :meth:`prepare`
+    (once per fit, before the restarts), :meth:`check` and :meth:`schedule_prior_mean`.
+    """
+
+    # ---- hooks ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Work done once per fit, before the restarts (CAVI reads the model file)."""
+
+    def schedule_prior_mean(self) -> torch.Tensor:
+        """The prior means that decide ``init="auto"``'s first restart."""
+        return self.config.prior_mean
+
+    def check(self) -> None:
+        """Checks of the options against the data (after :meth:`prepare`)."""
+
+    def run(self, how: str, seed: int, restart: int, progress: Progress) -> Run:
+        """One restart from initialisation ``how`` under ``seed``."""
+        raise NotImplementedError
 
     def search_fixed_points(self, result: FitResult) -> FitResult:
         """:func:`pyro_moe.search.search` from ``result``, with refits of this engine from
@@ -224,7 +270,7 @@ class Engine:
         best.search = dataclasses.asdict(report)
         return best
 
-    def _fit(self) -> FitResult:
+    def run_fit(self) -> FitResult:
         self.prepare()
         self.check()
         opts = self.options
@@ -267,19 +313,10 @@ class Engine:
             wall_time=time.perf_counter() - start,
             converged=best.converged,
         )
-        return FitResult(
-            method=self.name,
-            model_name=self.model.name,
-            model_path=str(self.model.path),
-            X=self.X,
-            y=self.y,
-            posterior=best.posterior,
-            hyper=best.hyper,
-            history=history,
-            learn=tuple(sorted(self.config.learn)),
-            restarts=summaries,
-            gate=best.gate,
-        )
+        return self.result(
+            best.posterior, best.hyper, history, tuple(sorted(self.config.learn)), summaries,
+            best.gate,
+        )  # fmt: skip
 
 
 def closed_form_fit(

@@ -131,8 +131,9 @@ _BLOCK = 2**21
 
 class NUTS(Engine):
     """NUTS on the model file's log joint with z summed out (``method="nuts"``); the
-    module docstring has the algorithm. Overrides :meth:`Engine.fit`: one CAVI fit, then
-    the chains (no restarts of its own)."""
+    module docstring has the algorithm. A sampler, not a :class:`~pyro_moe.engines.base.Variational`
+    engine: its own :meth:`run_fit` (one CAVI fit, then the chains; no restarts of its
+    own) under the shared :meth:`Engine.fit` (options, progress, errors, the result)."""
 
     name = "nuts"
     declared = OPTIONS
@@ -142,7 +143,8 @@ class NUTS(Engine):
     def show_progress(self) -> bool:
         return sys.stderr.isatty()
 
-    def fit(self) -> FitResult:
+    def run_fit(self) -> FitResult:
+        """The variational fit that fixes the hyperparameters, the chains, the result."""
         opts = self.options
         start = time.perf_counter()
         cavi = self._cavi()
@@ -230,19 +232,8 @@ class NUTS(Engine):
             }
             for c in range(C)
         ]
-        return FitResult(
-            method=self.name,
-            model_name=self.model.name,
-            model_path=str(self.model.path),
-            X=self.X,
-            y=self.y,
-            posterior=_moments(joint, flat, cavi),
-            hyper=hyper,
-            history=history,
-            learn=(),
-            restarts=restarts,
-            gate=config.gate,
-            draws=draws,
+        return self.result(
+            _moments(joint, flat, cavi), hyper, history, (), restarts, config.gate, draws=draws
         )
 
     # ---- parts ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import torch
 from ..errors import InputError
 
 __all__ = [
+    "CLOSED_FORM",
     "COMMON",
     "INITS",
     "Constraint",
@@ -179,6 +180,43 @@ COMMON: Mapping[str, Option] = MappingProxyType(
         "progress": Option(None, boolean(none=True), "progress bar (None: on a terminal)"),
         "max_iter": Option(None, integer(1), "iteration limit (a CAVI sweep, an SVI step)"),
         "tol": Option(None, number(0.0), "relative change of the objective to converge"),
+    }
+)
+
+
+#: The closed-form sweep's options (:mod:`pyro_moe.engines.sweep`), declared once and read
+#: by every engine that runs it (CAVI, natural-gradient SVI, both on Dask too).
+#:
+#: prior_var_min, noise_precision_max: the floors for noise-free data (eigenvalues of A_k
+#: >= prior_var_min, beta <= noise_precision_max, default 1e10 / Var(y)).
+#: gate_steps: the gate's iterations per step: L-BFGS iterations of its closed-form
+#: M-step on the full batch, Adam steps on a minibatch (None: 10 and 1). gate_dtype:
+#: "auto" (the data's dtype), "float32" or "float64"; the accept test is always in the
+#: data's dtype. gate_warm_start: keep the L-BFGS history across sweeps (None: from
+#: GATE_WARM_START_N points). Measured (benchmarks/results/cavi.md, and 15 iterations at
+#: 1e6 points: float64 warm 8.8 s, float32 warm 16.6 s, same objective): float32 does not
+#: pay here, because converged float32 L-BFGS never meets its tolerance and spends every
+#: step; below 1e5 points the float64 cold start is cheap. gate_skip_tol: a gate step that
+#: gained at most min(gate_skip_tol, tol) * max(|F|, N) nats is skipped for the next 1, 2,
+#: 4, ... GATE_MAX_BACKOFF sweeps (the gate is the costliest block), never after the first
+#: step, and the fit is not declared converged on a sweep that held the gate. With the
+#: warm start, while the last gate step gained > GATE_PRESAMPLE_GAIN nats per point,
+#: L-BFGS first runs on a subsample of GATE_PRESAMPLE rows (docs/cavi_notes.md section 6).
+CLOSED_FORM: Mapping[str, Option] = MappingProxyType(
+    {
+        "prior_var_min": Option(1e-10, number(0.0, strict=True), "floor of A_k's eigenvalues"),
+        "noise_precision_max": Option(
+            None, number(0.0, strict=True, none=True), "ceiling of beta (None: 1e10 / Var y)"
+        ),
+        "gate_steps": Option(
+            None, integer(1, none=True), "gate iterations per step (None: 10 L-BFGS, 1 Adam)"
+        ),
+        "gate_dtype": Option("auto", one_of("auto", "float32", "float64"), "the gate's dtype"),
+        "gate_warm_start": Option(None, boolean(none=True), "keep L-BFGS history"),
+        "gate_tolerance": Option(
+            None, number(0.0, strict=True, none=True), "L-BFGS tolerance_change"
+        ),
+        "gate_skip_tol": Option(1e-7, number(0.0), "skip gate steps that gain less"),
     }
 )
 

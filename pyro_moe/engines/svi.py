@@ -73,15 +73,17 @@ from pyro.poutine.util import site_is_subsample
 from ..closed_form import updates as U
 from ..closed_form.bridge import closed_form_objective, config_at, guide_params
 from ..closed_form.init import initial_log_responsibilities
-from ..closed_form.sites import _unwrap, read_model
+from ..closed_form.sites import read_model, unwrap
 from ..config import Config, gate_weights, log_gate
 from ..errors import InputError, ModelFileError, NonConjugateError
 from ..likelihood import noise_log_density
 from ..model_file import Model, model_file_error
 from ..result import Hyperparameters, Posterior
-from .base import Engine, Progress, Run, fresh_gate
-from .natural import natural_run, window_test
-from .options import Option, Options, boolean, integer, number, one_of
+from .base import Progress, Run, Variational, fresh_gate
+from .natural import natural_schedule, natural_summary, window_test
+from .options import CLOSED_FORM, Option, Options, boolean, integer, number, one_of
+from .source import DataSource, InMemory
+from .sweep import sweep
 
 _HYPERS = ("prior_mean", "prior_cov", "noise_precision")
 
@@ -127,8 +129,10 @@ _HYPERS = ("prior_mean", "prior_cov", "noise_precision")
 #:   (rho = 0.62, 0.46, ... after it) needed about half the steps to come within 0.1 %
 #:   with stray points at N = 1e4, B = 1e3 (15-20 against 30), but on 3.csv (N = 400,
 #:   B = 100) it ended in a worse fixed point, 5.3 nats below CAVI (tau = 10: 0.1).
-#:   On minibatches the gate takes ``gate_steps=1`` Adam steps of ``gate_lr=0.01`` per
-#:   step; on the full batch CAVI's L-BFGS M-step.
+#:   On minibatches the gate takes ``gate_steps`` (None: 1) Adam steps of ``gate_lr=0.01``
+#:   per step; on the full batch CAVI's L-BFGS M-step, skip rule included.
+#: * The closed-form sweep's options (``prior_var_min``, ``noise_precision_max``, the gate's
+#:   ``gate_*``) are CAVI's, :data:`pyro_moe.engines.options.CLOSED_FORM`.
 #: * ``tol=None``: 1e-3 for Adam, 1e-8 for natural gradient on the full batch (an exact
 #:   objective, CAVI's tolerance), 1e-6 on minibatches (the change of F between two
 #:   evaluations on all rows, or on a fixed subsample of EVAL_ROWS beyond that many,
@@ -174,16 +178,15 @@ OPTIONS = MappingProxyType(
         "kappa": Option(0.7, number(0.5, strict=True, high=1.0), "Robbins-Monro exponent"),
         "tau": Option(10.0, number(0.0), "Robbins-Monro delay"),
         "gate_lr": Option(0.01, number(0.0, strict=True), "Adam's lr for the gate (natural)"),
-        "gate_steps": Option(1, integer(1), "Adam steps of the gate per step (natural)"),
         "minibatch_from": Option(
             50_000, integer(0), "natural gradient takes batch_size from this N on"
         ),
-        "prior_var_min": Option(1e-10, number(0.0, strict=True), "floor of A_k's eigenvalues"),
+        **CLOSED_FORM,
     }
 )
 
 
-class SVI(Engine):
+class SVI(Variational):
     """Pyro SVI on the model file's own model and guide (``method="svi"``).
 
     X (N, n) and y (N,) are float64 tensors. The global param store is left untouched:
@@ -236,18 +239,30 @@ class SVI(Engine):
         if B is not None and B > N:
             raise InputError(f"batch_size = {B} is more than N = {N} points")
 
+    def source(self) -> DataSource:
+        """Where natural SVI's passes over the data run: here, in this process."""
+        return InMemory(self.X, self.y)
+
+    def monte_carlo_check(self, run: Run, seed: int) -> None:
+        """Pyro's own Monte Carlo ELBO of the file at the final q, beside CVI's quadrature
+        (:func:`pyro_objective`), into the restart's summary."""
+        F, se, S = pyro_objective(self.model, self.X, self.y, self.config, run,
+                                  self.options.final_particles, seed)  # fmt: skip
+        run.summary.update(pyro_objective=F, pyro_objective_se=se, pyro_particles=S)
+
     def show_progress(self) -> bool:
         B, N = self.options.batch_size, self.points()
         return sys.stderr.isatty() and self.options.max_iter * min(N, B or N) > 10**6
 
     def run(self, how: str, seed: int, restart: int, progress: Progress) -> Run:
         if self.conj is not None:
-            run = natural_run(self.X, self.y, self.config, self.conj, self.options, how, seed,
-                              restart, progress)  # fmt: skip
+            source = self.source()
+            schedule = natural_schedule(self.options, source.N)
+            run = sweep(source, self.config, self.conj, self.options, how, seed, restart,
+                        progress, schedule)  # fmt: skip
+            natural_summary(run, schedule, self.conj)
             if self.conj.weight_factor is not None:  # Pyro's own estimate beside the quadrature
-                F, se, S = pyro_objective(self.model, self.X, self.y, self.config, run,
-                                          self.options.final_particles, seed)  # fmt: skip
-                run.summary.update(pyro_objective=F, pyro_objective_se=se, pyro_particles=S)
+                self.monte_carlo_check(run, seed)
             return run
         whiten = self.options.whiten
         if whiten is None:  # natural gradient fell back on Adam: in posterior-sd units
@@ -451,7 +466,7 @@ def _closed_form_qbeta(model_tr, stats: U.Stats, prior, q, cfg: Config):
     the initial q(Z) (:func:`~pyro_moe.closed_form.updates.update_noise_gamma`), with
     (a0, b0) of the model's Gamma prior on ``noise_precision``; a prior of another family
     starts from the likelihood's part alone (a0 = 1, b0 = 0)."""
-    g = _unwrap(model_tr.nodes["noise_precision"]["fn"])
+    g = unwrap(model_tr.nodes["noise_precision"]["fn"])
     like = cfg.noise_precision
     if isinstance(g, dist.Gamma):
         a0, b0 = (p.detach().to(like).expand(like.shape) for p in (g.concentration, g.rate))

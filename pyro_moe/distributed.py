@@ -149,7 +149,7 @@ class NpySlice:
     stop: int
 
     def read(self) -> np.ndarray:
-        return _load_rows(self.path, self.start, self.stop)
+        return load_rows(self.path, self.start, self.stop)
 
 
 def _read(a):
@@ -171,7 +171,7 @@ def _pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
-def _load_rows(path: str, start: int, stop: int) -> np.ndarray:
+def load_rows(path: str, start: int, stop: int) -> np.ndarray:
     """Rows start..stop of a ``.npy`` file, read through a memory map (one task's slice)."""
     return np.asarray(np.load(path, mmap_mode="r")[start:stop])
 

@@ -662,14 +662,14 @@ class FitResult:
     def check_shapes(self) -> None:
         """Raise :class:`InputError` unless every array has the shape its role needs."""
         N, n = self.X.shape if self.X.dim() == 2 else (-1, -1)
-        K = self.mean.shape[0] if self.mean.dim() == 2 else -1
+        K, d = self.mean.shape if self.mean.dim() == 2 else (-1, -1)
         C = K + int(self.noise_expert)
         want = {
             "X": (self.X, (N, n)),
             "y": (self.y, (N,)),
             "responsibilities": (self.responsibilities, (N, C)),
-            "mean": (self.mean, (K, n) if self.maps is None else (K, self.mean.shape[-1])),
-            "cov": (self.cov, (K, self.mean.shape[-1], self.mean.shape[-1])),
+            "mean": (self.mean, (K, n) if self.maps is None else (K, d)),
+            "cov": (self.cov, (K, d, d)),
             "noise_precision": (self.noise_precision, (K,) if self.noise_precision.dim() else ()),
         }
         if self.alpha is not None:

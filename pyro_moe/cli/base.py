@@ -92,6 +92,12 @@ def check_output_paths(*paths: Path | None, inputs: Sequence[Path | str] = ()) -
                 raise UsageError(f"refusing to write {path} over the input {source}")
 
 
+def plot_format(path: Path) -> str:
+    """The matplotlib format of ``--plot PATH``, by its ending (none: png)."""
+    suffix = path.suffix.lower().lstrip(".")
+    return suffix or "png"
+
+
 def write_outputs(
     result: FitResult,
     *,
@@ -102,7 +108,7 @@ def write_outputs(
 ) -> None:
     """Write ``--plot`` and ``--save`` together (both or neither, :class:`pyro_moe.files.
     StagedOutputs`); ``draw(result, path, format=...)`` writes the plot in the format of
-    its ending (:func:`pyro_moe.cli.options.plot_format`). An OSError on the way is a
+    its ending (:func:`plot_format`). An OSError on the way is a
     failed run and leaves no file."""
     from pyro_moe.files import StagedOutputs
 
@@ -113,8 +119,6 @@ def write_outputs(
         current = plot if plot is not None and draw is not None else save
         try:
             if plot is not None and draw is not None:
-                from .options import plot_format
-
                 draw(result, outputs.stage(plot), format=plot_format(plot))
             current = save
             if save is not None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .base import EXIT_USAGE, PROG, UsageError, one_line
+from .base import EXIT_USAGE, PROG, UsageError, one_line, plot_format
 
 AUTO = "auto"  # ``--experts auto``: choose K by the ELBO (pyro_moe.selection)
 
@@ -102,12 +102,6 @@ def out_path(text: str) -> Path:
 #: The file endings ``--plot`` writes (in the format they name, by matplotlib); a name
 #: without an ending gets a PNG.
 PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
-
-
-def plot_format(path: Path) -> str:
-    """The matplotlib format of ``--plot PATH``, by its ending (none: png)."""
-    suffix = path.suffix.lower().lstrip(".")
-    return suffix or "png"
 
 
 def plot_path(text: str) -> Path:

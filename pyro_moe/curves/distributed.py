@@ -46,7 +46,7 @@ def points_array(source):
     import dask.array as da
     from dask import delayed
 
-    from ..distributed import STORE_CHUNK_ROWS, _load_rows
+    from ..distributed import STORE_CHUNK_ROWS, load_rows
 
     if isinstance(source, str | os.PathLike):
         p = Path(source)
@@ -60,7 +60,7 @@ def points_array(source):
             _check_shape(mm.shape)
             N = mm.shape[0]
             parts = [
-                da.from_delayed(delayed(_load_rows)(str(p), i, min(i + STORE_CHUNK_ROWS, N)),
+                da.from_delayed(delayed(load_rows)(str(p), i, min(i + STORE_CHUNK_ROWS, N)),
                                 shape=(min(i + STORE_CHUNK_ROWS, N) - i, 2), dtype=mm.dtype)
                 for i in range(0, N, STORE_CHUNK_ROWS)
             ]  # fmt: skip

@@ -11,11 +11,11 @@ from .distributed import is_distributed
 from .engines import ENGINES, get_engine
 from .errors import InputError
 from .model_file import Model, load_model
+from .parameters import COMMON, FIT, HYPERPARAMETERS
 from .result import FitResult
 from .search import SearchPolicy, as_search_policy
 
 #: the units of the default priors (``fit(prior_units=...)``)
-PRIOR_UNITS = ("data", "unit")
 
 
 def as_data(X, y, *, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,6 +113,7 @@ def fit(
             engine's default).
         max_iter: the iteration limit: CAVI sweeps or SVI steps (None: the engine's
             default).
+        seed: the seed of the first restart (restart i uses seed + i).
         learn: hyperparameters to point-estimate ("all", "none", or names among
             prior_mean, prior_cov, noise_precision, gate); the rest stay fixed.
             Default: the model file's ``SETTINGS["learn"]``.
@@ -171,40 +172,18 @@ def fit(
         regularizer R(w0) for the regularized model, and the gate prior log p(V) of a gated
         model with the noise expert).
     """
+    given = locals()  # fit's own keywords, as declared in pyro_moe.parameters
     engine = get_engine(method)
-    options = engine.options(
-        {
-            "n_init": n_init,
-            "init": init,
-            "seed": seed,
-            "responsibilities": responsibilities,
-            "progress": progress,
-            "tol": tol,
-            "max_iter": max_iter,
-            **engine_options,
-        }
-    )
+    options = engine.options({**{n: given[n] for n in COMMON}, **engine_options})
     device = check_device(device)
-    if prior_units not in PRIOR_UNITS:
+    if not FIT["prior_units"].constraint(prior_units):  # declared in pyro_moe.parameters
         raise InputError(
-            f"prior_units must be one of {', '.join(PRIOR_UNITS)}, got {prior_units!r}"
+            f"prior_units must be {FIT['prior_units'].constraint.allowed}, got {prior_units!r}"
         )
     search = as_search_policy(search)
     data_units = prior_units == "data" and maps is None
     model = load_model(model)
-    hyper = dict(
-        prior_mean=prior_mean,
-        prior_cov=prior_cov,
-        noise_precision=noise_precision,
-        concentration=concentration,
-        regularization_cov=regularization_cov,
-        gate_hidden=gate_hidden,
-        noise_expert=noise_expert,
-        learn=learn,
-        maps=maps,
-        per_expert_noise=per_expert_noise,
-        noise_range=noise_range,
-    )
+    hyper = {n: given[n] for n in HYPERPARAMETERS}
     if is_distributed(X) or scheduler is not None or workers is not None:
         if search is not None:
             raise InputError(

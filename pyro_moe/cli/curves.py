@@ -153,7 +153,7 @@ def _fit_kind(args: argparse.Namespace, source: str, model: Any, spec: int | str
         options = dict(common)
         options.pop("n_init")
         selection = pyro_moe.select_curves(
-            source, design=args.design, max_experts=args.max_experts, n_init=args.restarts,
+            source, design=args.design, max_experts=args.max_experts, n_init=args.n_init,
             **options,
         )  # fmt: skip
         result = selection.result

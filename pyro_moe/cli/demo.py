@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any
 
 from .base import EXIT_OK, Context, check_output_paths, write_outputs
-from .options import add_command, add_json_option, add_plot_option, positive_int, seed_arg
+from .options import add_command, add_json_option, add_plot_option, add_run_options
 from .render import (
     circle_json,
     curve_plot_title,
@@ -33,10 +33,7 @@ def register(sub: Any) -> None:
         "the recovered circles with the true ones in pixel units, with the study's error S "
         "(sum of squared differences of x0, y0 and r over the best matching).",
     )
-    p.add_argument(
-        "--restarts", type=positive_int, default=5, metavar="N", help="number of restarts"
-    )
-    p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help="random seed")
+    add_run_options(p)
     add_json_option(p, "print one JSON object (default: table)")
     add_plot_option(p, "write a plot of the fit (default: no plot)")
     p.set_defaults(handler=run)
@@ -55,7 +52,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         model="mixture_of_models",
         method="cavi",
         learn=DEMO_LEARN,
-        n_init=args.restarts,
+        n_init=args.n_init,
         seed=args.seed,
     )
     found = result.circles()

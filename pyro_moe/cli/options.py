@@ -64,7 +64,7 @@ threads_arg = int_at_least(1, f"an integer from 1 to {MAX_THREADS}", MAX_THREADS
 
 def seed_arg(text: str) -> int:
     """``--seed``: an integer in the range every engine accepts (restart i uses seed + i)."""
-    from pyro_moe.engines.options import SEED_MAX
+    from pyro_moe.parameters import SEED_MAX
 
     return int_at_least(0, f"an integer from 0 to {SEED_MAX}", SEED_MAX)(text)
 
@@ -177,6 +177,26 @@ def device_arg(text: str) -> str:
     return text
 
 
+def _doc(name: str) -> str:
+    """The help of an option: its text in :mod:`pyro_moe.parameters`, the one table."""
+    from pyro_moe.parameters import COMMON, ENGINE_OPTIONS
+
+    if name in COMMON:
+        return COMMON[name].doc
+    return next(opts[name].doc for opts in ENGINE_OPTIONS.values() if name in opts)
+
+
+def _engine_defaults(name: str) -> str:
+    """``(default: the engine's: cavi 1000, svi 3000, nuts 1000)``, from the engines' own
+    declarations (:data:`pyro_moe.parameters.ENGINE_OPTIONS`)."""
+    from pyro_moe.parameters import SVI_TOL, engine_defaults
+
+    shown = {e: f"{v:g}" for e, v in engine_defaults(name).items()}
+    if name == "tol":  # SVI's depends on its optimizer
+        shown["svi"] = "by optimizer (" + ", ".join(f"{k} {v:g}" for k, v in SVI_TOL.items()) + ")"
+    return "(default: the engine's: " + ", ".join(f"{e} {v}" for e, v in shown.items()) + ")"
+
+
 # --------------------------------------------------------------------------- option groups
 
 
@@ -204,6 +224,20 @@ def add_command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(name, formatter_class=Formatter, **kwargs)
     add_global_options(p, top=False)
     return p
+
+
+def add_run_options(p: argparse.ArgumentParser, *, restarts: int = 5, each: str = "") -> None:
+    """``--n-init`` (alias ``--restarts``) and ``--seed``: the API's names and help."""
+    p.add_argument(
+        "--n-init",
+        "--restarts",
+        dest="n_init",
+        type=positive_int,
+        default=restarts,
+        metavar="N",
+        help=_doc("n_init") + each,
+    )
+    p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help=_doc("seed"))
 
 
 def add_fit_options(
@@ -246,16 +280,7 @@ def add_fit_options(
             help="the engine: cavi (closed-form variational EM), svi (Pyro stochastic "
             "variational inference), or any other engine registered in pyro_moe.engines",
         )
-    p.add_argument(
-        "--restarts",
-        type=positive_int,
-        default=restarts,
-        metavar="N",
-        help="number of restarts"
-        + (" of each method" if both_methods else "")
-        + "; the run with the best objective is kept",
-    )
-    p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help="random seed")
+    add_run_options(p, restarts=restarts, each=" (each method)" if both_methods else "")
     p.add_argument(
         "--learn",
         type=learn_arg,
@@ -270,24 +295,23 @@ def add_fit_options(
         type=positive_int,
         default=None,
         metavar="N",
-        help="iteration (CAVI) or step (SVI) limit (default: the engine's, 1000 for CAVI)",
+        help=_doc("max_iter") + " " + _engine_defaults("max_iter"),
     )
     p.add_argument(
         "--tol",
         type=positive_float,
         default=None,
         metavar="TOL",
-        help="relative change of the objective that counts as converged "
-        "(default: the engine's, 1e-8 for CAVI)",
+        help=_doc("tol") + " " + _engine_defaults("tol"),
     )
     p.add_argument(
         "--lr",
         type=positive_float,
         default=None,
         metavar="LR",
-        help="SVI's learning rate (Adam)"
+        help=_doc("lr")
         + ("" if both_methods else "; only for --method svi")
-        + " (default: the engine's, 0.002; 0.01 where q(W) is whitened)",
+        + " (default: the engine's; 0.002, 0.01 where q(W) is whitened)",
     )
     p.add_argument(
         "--device",
@@ -426,7 +450,7 @@ def image_options(args: argparse.Namespace) -> dict[str, Any]:
 def fit_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of ``pyro_moe.fit`` from the common options (no ``method`` nor
     ``lr`` for ``compare``, which has no ``--method``: it takes ``--lr`` for SVI alone)."""
-    options: dict[str, Any] = {"n_init": args.restarts, "seed": args.seed, "learn": args.learn}
+    options: dict[str, Any] = {"n_init": args.n_init, "seed": args.seed, "learn": args.learn}
     method = getattr(args, "method", None)
     if method is not None:
         options["method"] = method

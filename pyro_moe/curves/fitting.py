@@ -287,6 +287,7 @@ def fit_curves(
     for name in IMAGE_OPTIONS:
         if name in fit_options:
             image_options[name] = fit_options.pop(name)
+    check_fit_options(fit_options, "fit_curves")
     if is_distributed_points(source, fit_options):
         from .distributed import fit_curves_on_dask
 
@@ -357,6 +358,22 @@ def seeded_start(
     if fit_options.get("noise_precision") is None and per_expert_noise and learned:
         out["noise_precision"] = beta
     return out
+
+
+#: what :func:`curve_fit_options` sets from the points, which a caller cannot also give
+SET_BY_THE_CURVE_FIT = ("prior_units", "maps", "noise_range")
+
+
+def check_fit_options(fit_options: dict, where: str) -> None:
+    """One :class:`InputError` for a keyword a curve function sets itself (it would clash
+    with :func:`curve_fit_options`): the priors' units, the expert maps, the noise
+    expert's support are made from the points."""
+    clash = [n for n in SET_BY_THE_CURVE_FIT if n in fit_options]
+    if clash:
+        raise InputError(
+            f"{where} sets {', '.join(clash)} itself from the points (the curve design); "
+            "leave it out, or fit the design with pyro_moe.fit"
+        )
 
 
 def curve_fit_options(

@@ -24,7 +24,7 @@ import numpy as np
 from ..model_file import Model, load_model
 from ..selection import Selection, distinct_experts, select_experts
 from ..shapes.curves import kasa_corrected_radius, radial_noise
-from .fitting import curve_data, curve_fit_options, seeded_start
+from .fitting import check_fit_options, curve_data, curve_fit_options, seeded_start
 from .result import CurveFit
 from .uncertainty import curve_uncertainty
 
@@ -301,6 +301,7 @@ def select_curves(
     :func:`~pyro_moe.selection.select_experts` and on to :func:`pyro_moe.fit`. The model
     file is loaded once.
     """
+    check_fit_options(options, "select_curves")
     model = load_model(model)
     data = curve_data(
         source, 1, design=design, model=model, max_points=max_points, seed=seed,

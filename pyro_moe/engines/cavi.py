@@ -21,27 +21,15 @@ natural-gradient SVI.
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 import torch
 
 from ..closed_form.sites import read_model
+from ..parameters import ENGINE_OPTIONS
 from .base import Progress, Run, Variational
-from .options import CLOSED_FORM, Option, integer, number
 from .source import DataSource, InMemory
 from .sweep import sweep
 
-#: CAVI's own options (the shared ones are :data:`pyro_moe.engines.options.COMMON`, the
-#: closed-form sweep's :data:`pyro_moe.engines.options.CLOSED_FORM`). Converged when
-#: |F_t - F_{t-1}| <= tol * max(|F_t|, N): a relative change, measured against N when F is
-#: near zero (F is a sum over N points).
-OPTIONS = MappingProxyType(
-    {
-        "tol": Option(1e-8, number(0.0), "relative change of F that counts as converged"),
-        "max_iter": Option(1000, integer(1), "CAVI iterations (full sweeps)"),
-        **CLOSED_FORM,
-    }
-)
+OPTIONS = ENGINE_OPTIONS["cavi"]
 
 
 class CAVI(Variational):

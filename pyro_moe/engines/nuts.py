@@ -71,9 +71,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Mapping
 from dataclasses import replace
-from types import MappingProxyType
 
 import pyro.distributions as dist
 import torch
@@ -84,46 +82,15 @@ from pyro.ops.stats import split_gelman_rubin
 from ..errors import ConvergenceWarning, InputError, ModelFileError, NonConjugateError
 from ..joint import LogJoint, cholesky, fixed_config, q_draws
 from ..likelihood import expected_log_densities, residual_map
+from ..parameters import ENGINE_OPTIONS
 from ..result import Draws, FitResult, History, Posterior, expert_alignment
 from .base import Engine, Progress, find_stack_level
 from .cavi import CAVI
-from .options import Constraint, Option, integer, number, one_of
 from .svi import SVI
 
 __all__ = ["NUTS", "OPTIONS"]
 
-#: NUTS's own options (the shared ones are :data:`pyro_moe.engines.options.COMMON`;
-#: ``n_init``, ``init``, ``seed``, ``responsibilities`` and ``tol`` go to the CAVI fit that
-#: fixes the hyperparameters, ``seed + c`` also seeds chain c).
-OPTIONS = MappingProxyType(
-    {
-        "max_iter": Option(1000, integer(1), "draws kept per chain, after the warm-up"),
-        "tol": Option(1e-8, number(0.0), "tol of the CAVI fit that fixes the hyperparameters"),
-        "warmup": Option(200, integer(1), "warm-up (adaptation) iterations per chain"),
-        "chains": Option(4, integer(1), "chains, run one after another"),
-        "target_accept": Option(
-            0.8, number(0.0, strict=True, high=1.0, high_strict=True), "NUTS's target acceptance"
-        ),
-        "max_tree_depth": Option(10, integer(1, 20), "NUTS's largest tree depth"),
-        "marginalize": Option(
-            "auto", one_of("auto", "sum", "enumerate"), "how z is summed out (auto: sum)"
-        ),
-        "precondition": Option("cavi", one_of("cavi", "none"), "affine map from CAVI's q"),
-        "cavi_max_iter": Option(1000, integer(1), "max_iter of the CAVI fit"),
-        "hyper_from": Option(
-            None,
-            Constraint(lambda v: v is None or isinstance(v, FitResult), "None or a FitResult"),
-            "a variational fit of the same data whose h and q NUTS takes (None: CAVI's)",
-        ),
-        "cavi_options": Option(
-            None,
-            Constraint(
-                lambda v: v is None or isinstance(v, Mapping), "None or a dict of CAVI's options"
-            ),
-            "CAVI's own options for the CAVI fit (prior_var_min, gate_steps, ...)",
-        ),
-    }
-)
+OPTIONS = ENGINE_OPTIONS["nuts"]
 
 #: draws per block when the posterior's moments over the N points are formed
 _BLOCK = 2**21

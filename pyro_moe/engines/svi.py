@@ -78,112 +78,17 @@ from ..config import Config, gate_weights, log_gate
 from ..errors import InputError, ModelFileError, NonConjugateError
 from ..likelihood import noise_log_density
 from ..model_file import Model, model_file_error
+from ..parameters import ENGINE_OPTIONS, SVI_TOL
 from ..result import Hyperparameters, Posterior
 from .base import Progress, Run, Variational, fresh_gate
 from .natural import natural_schedule, natural_summary, window_test
-from .options import CLOSED_FORM, Option, Options, boolean, integer, number, one_of
+from .options import Options
 from .source import DataSource, InMemory
 from .sweep import sweep
 
 _HYPERS = ("prior_mean", "prior_cov", "noise_precision")
 
-#: SVI's own options (the shared ones are :data:`pyro_moe.engines.options.COMMON`).
-#: Defaults, and why:
-#:
-#: * ``lr=None``: 0.002 on the guide's own parameters, 0.01 in whitened coordinates
-#:   (``whiten``, below). ``lr_decay=0.1``. On the guide's own parameters Adam moves
-#:   every unconstrained parameter by about ``lr`` per step even at the optimum (its
-#:   first steps are ~lr * sign(grad)), and the posterior sd of w on the study's
-#:   circles is ~1e-3, so a large lr throws the closed-form start away (lr=0.01 drops F
-#:   from 333 to 250 nats on synthetic 1 with beta = 1e3) and a small one is slow;
-#:   0.005 decaying to 5e-4 ended within 0.13 % of CAVI there (and stopped early at 0.7
-#:   % while climbing back), 0.002 within 0.01 %. Raise lr for a start far from the
-#:   optimum (``start="guide"``, non-conjugate priors).
-#: * ``start="closed_form"``: q(W), q(pi) [q(beta)] from the initial q(Z) in closed form;
-#:   ``"guide"`` keeps the guide's own initial values (only q(Z) is initialised).
-#: * ``tol=1e-3`` on the relative change of a ``window=50``-step rolling mean, tested
-#:   every ``eval_every=50`` steps, mean and median of the last ``history=5`` changes:
-#:   the per-step objective's Monte Carlo sd at convergence is a few nats (2.7 nats on
-#:   synthetic 1), so the rolling mean's relative change has a noise floor of about
-#:   0.2 sd / max(|F|, N), measured 5e-4 to 1e-3 at N = 200; a tol of 1e-4 would never
-#:   trigger below N ~ 1e4 and only runs the clock to ``max_iter`` (Stan ADVI's
-#:   default tol_rel_obj is 1e-2, on a 100-draw estimate). The floor falls like 1/N
-#:   (F grows with N, the noise of the global draws does not), so big data stop on drift.
-#: * ``max_iter=3000`` steps; ``clip_norm=10`` (ClippedAdam's elementwise gradient clip).
-#:   The final q is the mean of the iterates (Polyak-Ruppert averaging, exponentially
-#:   weighted over the last ~``window`` steps): Adam's iterate keeps a spread of ~lr about
-#:   the optimum; measured on a Laplace-prior file (CVI's F as the reference), the gap went
-#:   0.054 -> 0.035 nats (two circles, N = 200) and 0.143 -> 0.067 (Synthetic 1).
-#: * ``whiten=None``: Adam on q(W) in coordinates whitened by the closed-form start
-#:   (:class:`Whitening`: a step is ~lr posterior sds) when natural gradient falls back on
-#:   Adam (a site it has no step for: an added scale tau, a multivariate non-Gaussian
-#:   prior, a learned w0 or A under a non-Gaussian prior); plain Adam on the guide's own
-#:   parameters when ``optimizer="adam"`` is asked for (the comparison's baseline). On the
-#:   Laplace file: the stop rule met after 550 and 150 steps (6 s, 2 s) against 2150 and
-#:   not in 3000 (37 s, 41 s) on the guide's own parameters, the same gap.
-#: * ``batch_size=None``: full batch; an int B gives minibatch SVI (module docstring).
-#: * ``optimizer="natural"``: natural-gradient steps for the conjugate sites (module
-#:   docstring); ``step_size=None`` is rho = 1 on the full batch (CAVI) and Robbins-Monro
-#:   (t + tau)^-kappa, ``kappa=0.7``, ``tau=10`` on minibatches (scikit-learn's online
-#:   LDA; the first step, from the full data's initial statistics, has rho = 1). tau = 1
-#:   (rho = 0.62, 0.46, ... after it) needed about half the steps to come within 0.1 %
-#:   with stray points at N = 1e4, B = 1e3 (15-20 against 30), but on 3.csv (N = 400,
-#:   B = 100) it ended in a worse fixed point, 5.3 nats below CAVI (tau = 10: 0.1).
-#:   On minibatches the gate takes ``gate_steps`` (None: 1) Adam steps of ``gate_lr=0.01``
-#:   per step; on the full batch CAVI's L-BFGS M-step, skip rule included.
-#: * The closed-form sweep's options (``prior_var_min``, ``noise_precision_max``, the gate's
-#:   ``gate_*``) are CAVI's, :data:`pyro_moe.engines.options.CLOSED_FORM`.
-#: * ``tol=None``: 1e-3 for Adam, 1e-8 for natural gradient on the full batch (an exact
-#:   objective, CAVI's tolerance), 1e-6 on minibatches (the change of F between two
-#:   evaluations on all rows, or on a fixed subsample of EVAL_ROWS beyond that many,
-#:   :data:`pyro_moe.engines.natural.EVAL_ROWS`; at 1e-5 a run at N = 1e6 with stray points
-#:   stopped 8.3 nats below CAVI, at 1e-6 1.9 nats).
-#: * ``minibatch_from=50_000``: natural-gradient SVI takes ``batch_size`` from this N on
-#:   and the full batch's exact steps (CAVI's iterates) below it. A natural step costs
-#:   ~3 ms of fixed work (the global update, the KL terms) beside ~1.7 us a point, so a
-#:   full step on N = 1e3 points costs no more than a minibatch step, and with stray
-#:   points a minibatch run needs 20-100 steps to come within 0.1 %: measured time to
-#:   0.1 % with minibatches (B = min(1000, N/4)) 43x CAVI's at N = 1e3, 4x at 1e4, 0.88x
-#:   at 1e5, 0.23x at 1e6, against 1.1-1.5x on the full batch
-#:   (benchmarks/results/natural_scaling.md). The restarts' summaries report the
-#:   ``batch_size`` used. 0 always honours ``batch_size``.
-TOL = MappingProxyType({"adam": 1e-3, "natural": 1e-8, "natural_minibatch": 1e-6})
-OPTIONS = MappingProxyType(
-    {
-        "optimizer": Option("natural", one_of("natural", "adam"), "natural gradient or Adam"),
-        "tol": Option(
-            TOL["adam"], number(0.0, none=True), "relative change of the objective (None: auto)"
-        ),
-        "max_iter": Option(3000, integer(1), "SVI steps"),
-        "lr": Option(
-            None, number(0.0, strict=True, none=True), "Adam's learning rate (None: auto)"
-        ),
-        "whiten": Option(
-            None, boolean(none=True), "Adam on q(W) in whitened coordinates (None: auto)"
-        ),
-        "lr_decay": Option(
-            0.1, number(0.0, strict=True, high=1.0), "lr falls to lr * lr_decay by max_iter"
-        ),
-        "clip_norm": Option(10.0, number(0.0, strict=True), "ClippedAdam's gradient clip"),
-        "num_particles": Option(1, integer(1), "draws of the globals per step"),
-        "batch_size": Option(None, integer(1, none=True), "minibatch size (None: full batch)"),
-        "eval_every": Option(50, integer(1), "steps between convergence tests"),
-        "window": Option(50, integer(1), "steps in the rolling mean"),
-        "history": Option(2, integer(1), "window tests in a row that must pass (Adam)"),
-        "final_particles": Option(200, integer(1), "draws of the final Monte Carlo ELBO"),
-        "start": Option("closed_form", one_of("closed_form", "guide"), "start of q(W), q(pi)"),
-        "step_size": Option(
-            None, number(0.0, strict=True, high=1.0, none=True), "rho of natural steps"
-        ),
-        "kappa": Option(0.7, number(0.5, strict=True, high=1.0), "Robbins-Monro exponent"),
-        "tau": Option(10.0, number(0.0), "Robbins-Monro delay"),
-        "gate_lr": Option(0.01, number(0.0, strict=True), "Adam's lr for the gate (natural)"),
-        "minibatch_from": Option(
-            50_000, integer(0), "natural gradient takes batch_size from this N on"
-        ),
-        **CLOSED_FORM,
-    }
-)
+OPTIONS = ENGINE_OPTIONS["svi"]
 
 
 class SVI(Variational):
@@ -206,7 +111,7 @@ class SVI(Variational):
             opt = given.get("optimizer", "natural")
             mini = given.get("batch_size") is not None
             key = "natural_minibatch" if opt == "natural" and mini else opt
-            given["tol"] = TOL.get(key, TOL["adam"])
+            given["tol"] = SVI_TOL.get(key, SVI_TOL["adam"])
         return super().options(given)
 
     def prepare(self) -> None:
@@ -227,7 +132,7 @@ class SVI(Variational):
         opts = self.options
         small = opts.batch_size is not None and self.points() < opts.minibatch_from
         if self.conj is not None and small:  # full batch: exact steps are cheaper here
-            tol = TOL["natural"] if opts.tol == TOL["natural_minibatch"] else opts.tol
+            tol = SVI_TOL["natural"] if opts.tol == SVI_TOL["natural_minibatch"] else opts.tol
             self.options = Options(self.name, {**opts, "batch_size": None, "tol": tol})
 
     def points(self) -> int:

@@ -41,7 +41,7 @@ import torch
 from run import machine, table  # benchmarks/run.py: the machine, the markdown table
 
 import pyro_moe
-from pyro_moe.compare import time_to_within
+from pyro_moe.comparison import time_to_within
 from pyro_moe.shapes import circle_design, circle_points
 from pyro_moe.study import STUDY_PRIOR_MEAN
 

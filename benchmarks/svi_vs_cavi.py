@@ -19,7 +19,7 @@ import torch
 from run import machine  # benchmarks/run.py: one description of the machine
 
 import pyro_moe
-from pyro_moe.compare import time_to_within
+from pyro_moe.comparison import time_to_within
 from pyro_moe.shapes import Circle, circle_design, circle_error, circle_from_weights, circle_points
 
 OUT = Path(__file__).resolve().parent / "results"

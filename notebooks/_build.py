@@ -228,7 +228,7 @@ NOTEBOOKS["03_svi_vs_cavi"] = [
     md("""
 # SVI against CAVI on the same model file
 
-`pyro_moe.compare.compare` fits one model file both ways, with the same data, priors and
+`pyro_moe.comparison.compare` fits one model file both ways, with the same data, priors and
 initial q(Z): closed-form variational EM (CAVI), natural-gradient SVI (the default of
 `method="svi"`: q(W), q(pi) stepped in natural parameters; with the full batch and rho = 1
 each step is one CAVI sweep) and plain Adam SVI (`optimizer="adam"`, Pyro's
@@ -239,7 +239,7 @@ mixture of models, K = 2.
     code(SETUP),
     code(STUDY),
     code("""
-from pyro_moe.compare import compare_circles
+from pyro_moe.comparison import compare_circles
 from pyro_moe.shapes import synthetic_2
 
 d = synthetic_2(0)

@@ -15,17 +15,15 @@ pyro_moe`` imports neither torch nor Pyro, so the command line answers ``--help`
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _HOMES = {
-    "Comparison": "compare",
-    "compare": "compare",
-    "compare_circles": "compare",
+    "Comparison": "comparison",
+    "compare": "comparison",
+    "compare_circles": "comparison",
     "Config": "config",
     "CurveFit": "curves.result",
     "fit_circles": "curves.fitting",
@@ -93,7 +91,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; never run
-    from .compare import Comparison, compare, compare_circles
+    from .comparison import Comparison, compare, compare_circles
     from .config import Config
     from .curves.fitting import fit_circles, fit_conics, fit_curves
     from .curves.result import CurveFit
@@ -128,16 +126,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-class _Package(types.ModuleType):
-    """The package module: a submodule that shares its name with a public function
-    (``pyro_moe.compare``) does not replace the function when it is imported."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _HOMES.get(name) == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

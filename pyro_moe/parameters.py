@@ -219,11 +219,11 @@ CLOSED_FORM: Mapping[str, Option] = MappingProxyType(
 
 
 def _is_fit_result(v: Any) -> bool:
-    if v is None:
-        return True
-    from .result import FitResult  # here: the result type needs torch
-
-    return isinstance(v, FitResult)
+    """None or a :class:`pyro_moe.result.FitResult` (by its type's name: the table sits
+    below the result type and imports nothing of it)."""
+    return v is None or any(
+        c.__name__ == "FitResult" and c.__module__ == "pyro_moe.result" for c in type(v).__mro__
+    )
 
 
 #: CAVI's own options (the shared ones are :data:`pyro_moe.engines.options.COMMON`, the

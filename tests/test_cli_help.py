@@ -109,10 +109,14 @@ def test_every_public_name_resolves_where_it_lives():
         pyro_moe.no_such_name  # noqa: B018
 
 
-def test_the_compare_function_survives_its_submodule_import():
-    import pyro_moe.compare  # the submodule, imported again: the package keeps the function
-    from pyro_moe.compare import time_to_within
+def test_no_module_of_the_package_shares_a_name_with_a_public_function():
+    """``pyro_moe.compare`` is the function; its module is ``pyro_moe.comparison`` (a
+    submodule named like a function would replace it on import)."""
+    from test_imports import modules
 
-    assert callable(time_to_within)
-    assert pyro_moe.compare.__module__ == "pyro_moe.compare"
+    import pyro_moe.comparison
+
+    names = {m.split(".")[1] for m in modules() if m.count(".") == 1}  # pyro_moe.<name>
+    clash = [n for n in pyro_moe.__all__ if n in names and callable(getattr(pyro_moe, n))]
+    assert clash == []
     assert not isinstance(pyro_moe.compare, type(sys))

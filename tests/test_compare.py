@@ -1,4 +1,4 @@
-"""Tests of pyro_moe.compare: CAVI vs SVI on the study's synthetic 1."""
+"""Tests of pyro_moe.comparison: CAVI vs SVI on the study's synthetic 1."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pyro_moe
-from pyro_moe.compare import align, compare, time_to_within
+from pyro_moe.comparison import align, compare, time_to_within
 from pyro_moe.shapes import circle_design, circle_error, synthetic_1
 from pyro_moe.shapes.geometry import Geometry
 from pyro_moe.study import STUDY_PRIOR_MEAN as STUDY_PRIOR

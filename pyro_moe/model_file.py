@@ -30,9 +30,9 @@ from .errors import InputError, ModelFileError, PyroMoeError, find_stack_level
 
 
 @dataclass(frozen=True)
-class ModelSource:
+class ModelText:
     """The text a model file was executed from and its SHA-256 digest: what a fit carries
-    (:attr:`pyro_moe.FitResult.model_source`) and a saved result stores, so a result never
+    (:attr:`pyro_moe.FitResult.model_text`) and a saved result stores, so a result never
     needs the file on disk again and a loaded result can tell whether a file offered to it
     is the one it was fitted with (:func:`model_for_result`)."""
 
@@ -42,7 +42,7 @@ class ModelSource:
     sha256: str
 
     @classmethod
-    def of(cls, name: str, path: Path | str, text: str) -> ModelSource:
+    def of(cls, name: str, path: Path | str, text: str) -> ModelText:
         return cls(name=name, path=str(path), text=text, sha256=_sha256(text))
 
     @property
@@ -58,13 +58,13 @@ def _sha256(text: str) -> str:
 @dataclass
 class Model:
     """A loaded model file: its ``model``/``guide`` pair, settings and gate factory, and the
-    :class:`ModelSource` it was executed from (read once; never re-read from disk)."""
+    :class:`ModelText` it was executed from (read once; never re-read from disk)."""
 
     name: str
     path: Path
     module: ModuleType
     settings: dict[str, Any] = field(default_factory=dict)
-    source: ModelSource | None = None
+    text: ModelText | None = None
 
     @property
     def model(self) -> Callable:
@@ -298,23 +298,23 @@ def load_model(name_or_path: str | Path | Model, *, sha256: str | None = None) -
     """Load a model file by built-in name (``"mixture_of_experts"``) or by path.
 
     The file is read once and executed from that text, which the returned :class:`Model`
-    keeps (:class:`ModelSource`). ``sha256``: the digest the file's text must have; a file
+    keeps (:class:`ModelText`). ``sha256``: the digest the file's text must have; a file
     whose text differs is refused *before* it runs (a :class:`ModelFileError` saying so).
 
     Raises :class:`ModelFileError` for an unknown name, a missing file, a syntax error or a
     file that lacks ``model``/``guide``.
     """
     if isinstance(name_or_path, Model):
-        _check_digest(name_or_path.source, sha256, name_or_path.path)
+        _check_digest(name_or_path.text, sha256, name_or_path.path)
         return name_or_path
     path, name = _locate(name_or_path)
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ModelFileError(f"cannot read model file {path}: {e}") from e
-    source = ModelSource.of(name, path, text)
-    _check_digest(source, sha256, path)
-    return _execute(source, path)
+    written = ModelText.of(name, path, text)
+    _check_digest(written, sha256, path)
+    return _execute(written, path)
 
 
 def _locate(name_or_path: str | Path) -> tuple[Path, str]:
@@ -336,27 +336,27 @@ def _locate(name_or_path: str | Path) -> tuple[Path, str]:
     return path.resolve(), name
 
 
-def _check_digest(source: ModelSource | None, sha256: str | None, path) -> None:
-    if sha256 is None or (source is not None and source.sha256 == sha256):
+def _check_digest(written: ModelText | None, sha256: str | None, path) -> None:
+    if sha256 is None or (written is not None and written.sha256 == sha256):
         return
-    have = "unknown" if source is None else source.short
+    have = "unknown" if written is None else written.short
     raise ModelFileError(
         f"model file {path} is not the one the result was fitted with: its text has sha256 "
         f"{have}..., the result's model file had {sha256[:12]}... (not run)"
     )
 
 
-def _execute(source: ModelSource, path: Path) -> Model:
-    """Run ``source.text`` as the module of the model file at ``path``."""
-    digest = hashlib.sha1(f"{path}\0{source.sha256}".encode()).hexdigest()[:10]
-    module_name = f"pyro_moe_models.{source.name}_{digest}"
+def _execute(written: ModelText, path: Path) -> Model:
+    """Run ``written.text`` as the module of the model file at ``path``."""
+    digest = hashlib.sha1(f"{path}\0{written.sha256}".encode()).hexdigest()[:10]
+    module_name = f"pyro_moe_models.{written.name}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None:
         raise ModelFileError(f"cannot load model file {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and pickling look the module up
     try:
-        exec(compile(source.text, str(path), "exec"), module.__dict__)
+        exec(compile(written.text, str(path), "exec"), module.__dict__)
     except SyntaxError as e:
         sys.modules.pop(module_name, None)
         raise ModelFileError(f"syntax error in model file {path}, line {e.lineno}: {e.msg}") from e
@@ -376,11 +376,11 @@ def _execute(source: ModelSource, path: Path) -> Model:
             f"{_show(settings)}"
         )
     settings = dict(settings)
-    return Model(name=source.name, path=path, module=module, settings=settings, source=source)
+    return Model(name=written.name, path=path, module=module, settings=settings, text=written)
 
 
 def model_for_result(
-    source: ModelSource | None, name: str, path: str, given: str | Path | Model | None = None
+    written: ModelText | None, name: str, path: str, given: str | Path | Model | None = None
 ) -> Model:
     """The model file of a *loaded* result, never one the result's own data name.
 
@@ -390,7 +390,7 @@ def model_for_result(
     is used (the package's own code); any other file a saved result names is refused with a
     message saying how to give it: a data file never makes pyro_moe run code.
     """
-    sha = None if source is None else source.sha256
+    sha = None if written is None else written.sha256
     if given is not None:
         return load_model(given, sha256=sha)
     builtin = MODELS_DIR / f"{name}.py"

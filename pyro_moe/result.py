@@ -40,7 +40,7 @@ from .config import log_gate
 from .errors import InputError, ModelFileError
 from .files import atomic_write, check_source
 from .likelihood import expert_predictive
-from .model_file import Model, ModelSource, model_for_result
+from .model_file import Model, ModelText, model_for_result
 
 
 @dataclass
@@ -309,7 +309,7 @@ class FitResult:
     search: dict[str, Any] | None = None
     gate: torch.nn.Module | None = field(default=None, repr=False)
     draws: Draws | None = field(default=None, repr=False)
-    model_source: ModelSource | None = field(default=None, repr=False)
+    model_text: ModelText | None = field(default=None, repr=False)
 
     responsibilities = _forward("posterior", "responsibilities")
     mean = _forward("posterior", "mean")
@@ -343,7 +343,7 @@ class FitResult:
         """Carry the loaded model file this result was fitted with (``fit`` does it): the
         gate, predictions and k-hat use it, never the file on disk again."""
         self._model = model
-        self.model_source = model.source
+        self.model_text = model.text
         return self
 
     @property
@@ -353,7 +353,7 @@ class FitResult:
         model of that name and digest (:func:`pyro_moe.model_file.model_for_result`: a
         saved result never makes pyro_moe run a file it names)."""
         if self._model is None:
-            self._model = model_for_result(self.model_source, self.model_name, self.model_path)
+            self._model = model_for_result(self.model_text, self.model_name, self.model_path)
         return self._model
 
     # ---- summaries ---------------------------------------------------------------------
@@ -529,8 +529,8 @@ class FitResult:
             "method": self.method,
             "model_name": self.model_name,
             "model_path": self.model_path,
-            "model_source": None if self.model_source is None else self.model_source.text,
-            "model_sha256": None if self.model_source is None else self.model_source.sha256,
+            "model_text": None if self.model_text is None else self.model_text.text,
+            "model_sha256": None if self.model_text is None else self.model_text.sha256,
             "iterations": self.iterations,
             "wall_time": self.wall_time,
             "converged": self.converged,
@@ -578,7 +578,7 @@ class FitResult:
                     for k in data.files
                     if k != "meta" and not k.startswith(_METADATA)
                 }
-            source = _source_of(meta)
+            written = _text_of(meta)
             # the design and targets as floats (an integer X saved by hand, too)
             kw = {k: arrays[k].to(torch.float64) if not arrays[k].is_floating_point()
                   else arrays[k] for k in ("X", "y")}  # fmt: skip
@@ -609,7 +609,7 @@ class FitResult:
                 restarts=list(meta["restarts"]),
                 search=meta.get("search"),
                 draws=draws,
-                model_source=source,
+                model_text=written,
             )
         except InputError as e:
             raise InputError(f"cannot read a saved result from {path}: {e}") from e
@@ -627,7 +627,7 @@ class FitResult:
             raise InputError(f"cannot read a saved result from {path}: {e}") from e
         if model is not None:
             result.attach_model(
-                model_for_result(source, result.model_name, result.model_path, given=model)
+                model_for_result(written, result.model_name, result.model_path, given=model)
             )
         return result
 
@@ -698,18 +698,18 @@ def _loaded(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a.copy())
 
 
-def _source_of(meta: dict) -> ModelSource | None:
+def _text_of(meta: dict) -> ModelText | None:
     """The model file's text and digest recorded in ``meta`` (format 3), checked: a text
     that does not have its recorded digest was altered."""
-    text, sha = meta.get("model_source"), meta.get("model_sha256")
+    text, sha = meta.get("model_text"), meta.get("model_sha256")
     if text is None and sha is None:
         return None
     if not isinstance(text, str) or not isinstance(sha, str):
-        raise InputError("its model_source / model_sha256 metadata is not text")
-    source = ModelSource.of(str(meta.get("model_name")), str(meta.get("model_path")), text)
-    if source.sha256 != sha:
+        raise InputError("its model_text / model_sha256 metadata is not text")
+    written = ModelText.of(str(meta.get("model_name")), str(meta.get("model_path")), text)
+    if written.sha256 != sha:
         raise InputError("its model file text does not match its recorded sha256 (altered)")
-    return source
+    return written
 
 
 #: the prefix of the saved metadata of a layer above the core (:func:`read_metadata`)

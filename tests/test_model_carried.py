@@ -55,7 +55,7 @@ def test_a_fit_executes_its_model_file_once_and_never_again(tmp_path):
     back = pyro_moe.FitResult.load(res.save(tmp_path / "fit.npz"), model=path)
     back.predict(X[:5])
     assert count() == 2  # the load with model= ran it once more; nothing else did
-    assert res.model_source.sha256 == back.model_source.sha256
+    assert res.model_text.sha256 == back.model_text.sha256
 
 
 def test_a_fit_survives_its_model_file_deleted_or_edited_after_the_fit(tmp_path):
@@ -95,12 +95,12 @@ def test_a_loaded_result_never_runs_the_file_its_archive_names(tmp_path):
     sha = hashlib.sha256(text.encode()).hexdigest()
     for name in ("evil", "mixture_of_experts"):  # a built-in's name: its digest differs
         bad = rewrite_meta(
-            saved, tmp_path / f"s_{name}.npz", model_source=text, model_sha256=sha, model_name=name
+            saved, tmp_path / f"s_{name}.npz", model_text=text, model_sha256=sha, model_name=name
         )
         with pytest.raises(pyro_moe.PyroMoeError):
             pyro_moe.FitResult.load(bad).predict(X[:3])
     # altered text, old digest: refused at load
-    bad = rewrite_meta(saved, tmp_path / "alt.npz", model_source=text)
+    bad = rewrite_meta(saved, tmp_path / "alt.npz", model_text=text)
     with pytest.raises(pyro_moe.InputError, match="altered"):
         pyro_moe.FitResult.load(bad)
     assert not marker.exists()

@@ -70,7 +70,7 @@ def fit(
     *,
     experts: int = 2,
     method: str = "cavi",
-    n_init: int = 5,
+    n_init: int | None = None,
     init: str | list[str] = "auto",
     responsibilities=None,
     tol: float | None = None,
@@ -105,7 +105,8 @@ def fit(
         experts: K, the number of experts (1 <= K <= N).
         method: an engine registered in :mod:`pyro_moe.engines`: ``"cavi"`` (closed-form
             variational EM) or ``"svi"`` (Pyro SVI).
-        n_init: restarts; the run with the best final objective is kept.
+        n_init: restarts; the run with the best final objective is kept (None: one per
+            entry of an ``init`` list, else 5).
         init: ``"auto"`` ("prior" first when the prior means differ, then "subsets"),
             ``"prior"``, ``"subsets"``, ``"random"``, or a list, one per restart.
         responsibilities: initial q(Z) (N, K); overrides ``init``.

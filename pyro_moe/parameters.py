@@ -33,6 +33,8 @@ from typing import Any
 INITS = ("auto", "prior", "subsets", "random")
 #: Seeds are restart seeds seed, seed + 1, ...: numpy and torch accept [0, 2**32).
 SEED_MAX = 2**32 - 1 - 1000
+#: Restarts when neither ``n_init`` nor a list of ``init`` says how many.
+DEFAULT_RESTARTS = 5
 #: At most this many restarts (seed + i stays below 2**32; each restart is a full fit).
 MAX_RESTARTS = 1000
 
@@ -158,7 +160,12 @@ _anything = Constraint(lambda v: True, _anything_doc)
 #: The options every engine takes, with the same meaning everywhere.
 COMMON: Mapping[str, Option] = MappingProxyType(
     {
-        "n_init": Option(5, integer(1, MAX_RESTARTS), "restarts; the best final objective is kept"),
+        "n_init": Option(
+            None,
+            integer(1, MAX_RESTARTS, none=True),
+            "restarts; the best final objective is kept (None: one per entry of an init "
+            f"list, else {DEFAULT_RESTARTS})",
+        ),
         "init": Option(
             "auto",
             Constraint(

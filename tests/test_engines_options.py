@@ -98,3 +98,15 @@ def test_resolve_fills_engine_defaults():
     assert (opts.tol, opts.max_iter) == (0.5, 3)
     with pytest.raises(pyro_moe.InputError, match="declares no default for max_iter"):
         resolve("x", {}, {})
+
+
+def test_an_init_list_sets_the_number_of_restarts_or_must_match_it():
+    """UE-6 of reliability round 3: init=[3 names] with n_init=2 ran 3 restarts silently."""
+    from pyro_moe.engines import get_engine
+
+    cavi = get_engine("cavi")
+    assert cavi.options({"init": ["prior", "subsets", "random"]}).n_init == 3
+    assert cavi.options({}).n_init == 5
+    assert cavi.options({"init": ["random"] * 2, "n_init": 2}).n_init == 2
+    with pytest.raises(pyro_moe.InputError, match="init lists 3 starts but n_init=2"):
+        cavi.options({"init": ["prior", "subsets", "random"], "n_init": 2})

@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..parameters import (
     CLOSED_FORM,
     COMMON,
+    DEFAULT_RESTARTS,
     INITS,
     Constraint,
     Option,
@@ -118,6 +119,14 @@ def resolve(
                 f"{name} must be {option.constraint.allowed}"
             )
         out[name] = list(value) if name == "init" and not isinstance(value, str) else value
+    starts = out["init"] if isinstance(out["init"], list) else None
+    if out["n_init"] is None:  # one restart per listed start, else the default count
+        out["n_init"] = len(starts) if starts is not None else DEFAULT_RESTARTS
+    elif starts is not None and len(starts) != out["n_init"]:
+        raise InputError(
+            f"init lists {len(starts)} starts but n_init={out['n_init']}; give one start per "
+            "restart (or leave n_init out)"
+        )
     return Options(engine, out)
 
 

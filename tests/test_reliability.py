@@ -207,6 +207,23 @@ def test_scaling_the_data_scales_the_answer(c, d):
     )
 
 
+@pytest.mark.parametrize("c, d", [(1e-140, 1.0), (1e140, 1e-5), (1e-120, 1e-120)])
+def test_extreme_but_representable_scales_give_the_same_fit(c, d):
+    """SW-3: the rms of a tiny column no longer underflows to 0 (counted as scale 1)."""
+    ref = _fit(X, Y, experts=1)
+    got = _fit(X * c, Y * d, experts=1)
+    np.testing.assert_allclose(got.mean.numpy() * c / d, ref.mean.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "c, d", [(1e-200, 1.0), (1e-160, 1.0), (1e100, 1e-100), (1e80, 1e-80), (1.0, 1e-200)]
+)
+def test_scales_beyond_float64_say_to_rescale(c, d):
+    """SW-3 / UE-1: X*1e-200 used to fit 0 silently; the others blamed a prior never set."""
+    with pytest.raises(InputError, match="rescale the data"):
+        _fit(X * c, Y * d, experts=1)
+
+
 @pytest.mark.parametrize("c, d", [(1e4, 1e4), (1e-3, 1e3)])
 def test_the_gate_sees_its_inputs_in_the_data_units(c, d):
     rng = np.random.default_rng(1)

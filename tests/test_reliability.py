@@ -540,3 +540,19 @@ def test_a_make_gate_without_a_gate_is_a_model_file_error(tmp_path, gate):
     with pytest.raises(ModelFileError, match="must return a torch.nn.Module with param") as e:
         _fit(model=path)
     assert path.name in str(e.value)
+
+
+# ---- issue 29, third pass: engines -----------------------------------------------------
+@pytest.mark.parametrize("draws", [1, 3])
+def test_too_few_nuts_draws_are_an_input_error_naming_max_iter(draws):
+    """WE-9: max_iter=1 reached pyro's split_gelman_rubin, an AssertionError after 10 s."""
+    with pytest.raises(InputError, match=r"max_iter.*>= 4"):
+        _fit(method="nuts", max_iter=draws)
+
+
+@pytest.mark.parametrize("model", ["mixture_of_models", "mixture_of_experts"])
+def test_an_svi_divergence_is_a_numerical_error_not_the_model_files(model):
+    """WE-11: lr=1e6 made a parameter inf; the next step's distribution check blamed the
+    built-in model file (a ModelFileError)."""
+    with pytest.raises(pyro_moe.NumericalError, match="SVI diverged.*lower lr"):
+        _fit(model=model, method="svi", optimizer="adam", lr=1e6)

@@ -556,3 +556,36 @@ def test_an_svi_divergence_is_a_numerical_error_not_the_model_files(model):
     built-in model file (a ModelFileError)."""
     with pytest.raises(pyro_moe.NumericalError, match="SVI diverged.*lower lr"):
         _fit(model=model, method="svi", optimizer="adam", lr=1e6)
+
+
+@pytest.mark.parametrize("outlier", [1e12, 1e150])
+def test_one_extreme_outlier_goes_to_the_noise_expert(outlier):
+    """SW-5: one y of 1e12 (or 1e150) among two lines collapsed both experts onto one
+    blended line: 1 / Var(y), the subsets' floor 1e-12 Var(y) and beta's ceiling
+    1e10 / Var(y) were all set by the outlier. With the noise expert they are robust (MAD)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, 200)
+    X2 = np.column_stack([x, np.ones(200)])
+    y2 = np.where(rng.random(200) < 0.5, 2 * x + 1, -x) + 0.1 * rng.normal(size=200)
+    clean = _fit(X2, y2, noise_expert=True, n_init=5, max_iter=500)
+    y2[0] = outlier
+    got = _fit(X2, y2, noise_expert=True, n_init=5, max_iter=500)
+    order = np.argsort(got.mean.numpy()[:, 0])
+    np.testing.assert_allclose(got.mean.numpy()[order], [[-1, 0], [2, 1]], atol=0.03)
+    np.testing.assert_allclose(got.mean.numpy(), clean.mean.numpy(), atol=0.01)
+    assert got.responsibilities[0, -1] > 0.99
+    assert got.responsibilities[1:, -1].max() < 0.5
+
+
+# ---- issue 29, third pass: curves --------------------------------------------------------
+@pytest.mark.parametrize("n", [12, 40, 100])
+def test_points_exactly_on_a_circle_keep_their_circle_with_the_noise_expert(n):
+    """SW-4: Var(x^2 + y^2) of exact points is rounding (~1e-31), so beta's ceiling
+    1e10 / Var was ~1e40 and a rounding residual cost the circle every point: r = 0,
+    outliers 1.000. Targets constant up to rounding now count as constant."""
+    th = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    pts = np.column_stack([3 + 5 * np.cos(th), 1 + 5 * np.sin(th)])
+    fit = fit_circles(pts, experts=1, noise_expert=True)
+    (c,) = fit.circles()
+    assert c.valid and (c.x0, c.y0, c.r) == pytest.approx((3, 1, 5), abs=1e-6)
+    assert fit.result.responsibilities[:, -1].max() < 1e-3

@@ -326,6 +326,18 @@ def update_prior_cov(q: WeightPosterior, w0: torch.Tensor, min_var: float) -> to
     return (U * lam.clamp_min(min_var).unsqueeze(-2)) @ U.transpose(-1, -2)
 
 
+def robust_variance(y: torch.Tensor) -> float:
+    """Var(y), or (1.4826 MAD(y))^2 where that is smaller and positive: the targets' spread
+    without the pull of a few extreme ones (one y of 1e12 among O(1) targets makes Var(y)
+    ~1e22, and scales from it, 1 / Var(y) or 1e10 / Var(y), no longer fit the others)."""
+    var = float(y.var()) if y.numel() > 1 else 0.0
+    if y.numel() > 2:
+        mad = 1.4826 * float((y - y.median()).abs().median())
+        if mad > 0:
+            var = min(var, mad * mad)
+    return var
+
+
 def update_noise_precision(
     total_sq: torch.Tensor, N, max_precision: float, previous: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -441,3 +441,21 @@ def test_a_bad_chunk_of_a_store_is_one_line_without_the_worker_log(tmp_path):
     assert_one_error_line(proc.stderr, 1, proc.returncode)
     assert "first at row 250" in proc.stderr and proc.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_deterministic_curves_are_the_same_bytes_whatever_the_threads(capsys, tmp_path):
+    """SW-13: with over 32768 values torch sums in parallel, in an order that depends on
+    the thread count: --threads 1 and 2 differed in the last digits (noise_share)."""
+    g = np.random.default_rng(0)
+    n = 40_000
+    th = g.uniform(0, 2 * np.pi, n)
+    r = np.where(g.random(n) < 0.5, 30, 15) + 0.3 * g.normal(size=n)
+    pts = np.column_stack([50 + r * np.cos(th), 40 + r * np.sin(th)])
+    pts[:8000] = g.uniform(0, 100, (8000, 2))
+    path = tmp_path / "pts.csv"
+    np.savetxt(path, pts, delimiter=",", header="x,y", comments="")
+    argv = ["curves", path, "-k", "circle,ellipse", "--restarts", "1", "--max-iter", "5",
+            "--json", "--deterministic"]  # fmt: skip
+    outs = [run_cli(capsys, "--threads", t, *argv) for t in (1, 2)]
+    assert outs[0][0] == 0 and outs[0][1] == outs[1][1]
+    assert '"noise_share"' in outs[0][1]

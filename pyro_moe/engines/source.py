@@ -190,9 +190,10 @@ class InMemory:
         N, y = self.N, self.y
         # robust: one extreme target (1e12 among O(1) ones) made beta's ceiling 1e10 / Var(y)
         # so low that no expert could fit the others (issue 29, SW-5)
-        var, mean_sq = U.robust_variance(y), float(y.square().mean())
-        if N > 2:
-            mean_sq = min(mean_sq, float(y.square().median()))
+        var, mean_sq = float(y.var()) if N > 1 else 0.0, float(y.square().mean())
+        robust = U.robust_variance(y)
+        if robust < var:  # a few extreme targets: a robust spread and scale
+            var, mean_sq = robust, min(mean_sq, float(y.square().median()))
         return target_variance(var, mean_sq)
 
     def gate_fitter(self, gate, steps, dtype, warm, tolerance, prior_scale) -> GateFitter:

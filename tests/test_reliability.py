@@ -589,3 +589,29 @@ def test_points_exactly_on_a_circle_keep_their_circle_with_the_noise_expert(n):
     (c,) = fit.circles()
     assert c.valid and (c.x0, c.y0, c.r) == pytest.approx((3, 1, 5), abs=1e-6)
     assert fit.result.responsibilities[:, -1].max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    "seed", [0, 4, *(pytest.param(s, marks=pytest.mark.slow) for s in (1, 2, 3, 5, 6, 7, 8, 9))]
+)
+def test_a_circle_through_uniform_noise_is_not_valid(seed):
+    """SW-6: seeds 0 and 4 of a 200 x 200 image of pure noise (30% of the pixels) gave a
+    valid circle (noise 0.237 r, just under the 0.25 cutoff); the points around it are as
+    dense beside it as on it (contrast ~1, a ring's is 2 or more)."""
+    from pyro_moe.curves import curve_reports
+
+    img = np.random.default_rng(seed).random((200, 200)) < 0.3
+    reports = curve_reports(fit_circles(img, experts=2))
+    assert not any(r.valid for r in reports), [(r.curve, r.reason) for r in reports]
+
+
+@pytest.mark.parametrize("width", [5, 30])
+def test_a_thick_filled_ring_stays_a_valid_circle(width):
+    """The ring-contrast rule of SW-6 keeps a filled annulus (contrast ~2.1-2.5)."""
+    from pyro_moe.curves import curve_reports
+
+    yy, xx = np.mgrid[:200, :200]
+    img = np.abs(np.hypot(xx - 100, yy - 95) - 60) < width / 2
+    (report,) = curve_reports(fit_circles(img, experts=1))
+    assert report.valid, report.reason
+    assert report.curve.r == pytest.approx(60, abs=2.5)

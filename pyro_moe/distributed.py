@@ -382,6 +382,8 @@ def _summary(x, y, start: int = 0, declared: int | None = None) -> dict:
         "max": y.max(),
         "xx": X.square().sum(0),
         "yy": y.square().sum(),
+        "xabs": X.abs().amax(0),
+        "yabs": y.abs().max(),
     }
 
 
@@ -399,6 +401,8 @@ def _merge(parts: list[dict]) -> dict:
             torch.maximum(out["max"], p["max"]),
         )
         out["xx"], out["yy"] = out["xx"] + p["xx"], out["yy"] + p["yy"]
+        out["xabs"] = torch.maximum(out["xabs"], p["xabs"])
+        out["yabs"] = torch.maximum(out["yabs"], p["yabs"])
     return out
 
 
@@ -943,7 +947,11 @@ def fit_on_dask(
             hyper["noise_range"] = noise_bounds(torch.stack([summary["min"], summary["max"]]))
         ws = None
         if weight_scale_of is not None:  # the data's units of the weights (fitting.weight_scale)
-            ws = weight_scale_of((summary["xx"] / N).sqrt(), (summary["yy"] / N).sqrt())
+            # a sum of squares that underflowed to 0 (values below ~1e-154): the largest
+            # magnitude stands in for the rms, so the scale is refused, not taken as 1
+            rms_x = torch.where(summary["xx"] > 0, (summary["xx"] / N).sqrt(), summary["xabs"])
+            rms_y = (summary["yy"] / N).sqrt() if summary["yy"] > 0 else summary["yabs"]
+            ws = weight_scale_of(rms_x, rms_y)
         config = model.config(head[0], head[1], int(experts), seed=options.seed,
                               weight_scale=ws, input_rms=(summary["xx"] / N).sqrt(),
                               **hyper)  # fmt: skip

@@ -244,6 +244,14 @@ def test_a_bad_chunk_is_one_input_error_naming_its_rows(client, tmp_path):
         quiet_fit("mixture_of_models", _npy_data(tmp_path, 100, 100, missing=True), None)
 
 
+def test_a_column_too_tiny_for_float64_says_to_rescale(client):
+    """SW-3 on Dask: the sum of squares of X * 1e-200 underflows to 0, which counted as
+    scale 1 (a weight pinned at 0); it is refused as in memory."""
+    X, y = two_lines(400)
+    with pytest.raises(InputError, match="rescale the data"):
+        quiet_fit("mixture_of_models", *chunked(X * 1e-200, y, 200), n_init=1, max_iter=2)
+
+
 def test_a_gate_on_a_thread_based_cluster_matches_in_memory():
     """The gate-loss tasks of one pass got the same gate object on an in-process cluster
     and their backward passes raced on its .grad: each task now works on its own copy."""

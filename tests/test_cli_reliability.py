@@ -459,3 +459,11 @@ def test_deterministic_curves_are_the_same_bytes_whatever_the_threads(capsys, tm
     outs = [run_cli(capsys, "--threads", t, *argv) for t in (1, 2)]
     assert outs[0][0] == 0 and outs[0][1] == outs[1][1]
     assert '"noise_share"' in outs[0][1]
+
+
+def test_too_few_nuts_draws_are_one_error_line(capsys, tmp_path):
+    """WE-9: --method nuts --max-iter 3 was "internal error: AssertionError: ;" after 10 s."""
+    argv = ["fit", table_csv(tmp_path), "--target", "y", "--method", "nuts", "--max-iter", "3"]
+    code, out, err = run_cli(capsys, *argv)
+    assert_one_error_line(err, 1, code)
+    assert "max_iter" in err and ">= 4" in err and out == ""

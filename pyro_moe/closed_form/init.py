@@ -93,8 +93,9 @@ def subset_residuals(
 
 def subset_precision(median_sq: torch.Tensor, y_or_var) -> torch.Tensor:
     """beta0 = 0.455 / median_i min_k res_ik^2 (the median of chi^2_1 is 0.455, so
-    sigma^2 ~ median / 0.455), floored at 1e-12 Var(y) (:func:`~pyro_moe.closed_form.updates.robust_variance`);
-    ``y_or_var``: the targets or Var(y)."""
+    sigma^2 ~ median / 0.455), floored at 1e-12 Var(y) (of the targets: robust to a few
+    extreme ones, :func:`~pyro_moe.closed_form.updates.robust_variance`); ``y_or_var``: the
+    targets or Var(y)."""
     if torch.is_tensor(y_or_var) and y_or_var.dim() > 0:
         var_y = U.robust_variance(y_or_var)  # (one point: no spread)
     else:

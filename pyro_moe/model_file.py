@@ -25,8 +25,7 @@ from .catalog import (
     builtin_models as builtin_models,  # re-exported: pyro_moe.model_file.builtin_models
 )
 from .checks import as_array, check_count
-from .closed_form.updates import robust_variance
-from .config import Config, ScaledInput, input_scale, learn_set
+from .config import Config, ScaledInput, input_scale, learn_set, robust_variance
 from .errors import InputError, ModelFileError, PyroMoeError, find_stack_level
 
 

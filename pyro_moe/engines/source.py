@@ -22,7 +22,7 @@ import torch
 
 from ..closed_form import updates as U
 from ..closed_form.init import initial_log_responsibilities
-from ..config import log_gate
+from ..config import log_gate, robust_variance
 from .gate import GateFitter
 
 __all__ = [
@@ -191,7 +191,7 @@ class InMemory:
         # robust: one extreme target (1e12 among O(1) ones) made beta's ceiling 1e10 / Var(y)
         # so low that no expert could fit the others (issue 29, SW-5)
         var, mean_sq = float(y.var()) if N > 1 else 0.0, float(y.square().mean())
-        robust = U.robust_variance(y)
+        robust = robust_variance(y)
         if robust < var:  # a few extreme targets: a robust spread and scale
             var, mean_sq = robust, min(mean_sq, float(y.square().median()))
         return target_variance(var, mean_sq)

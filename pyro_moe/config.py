@@ -30,6 +30,7 @@ name                   shape        meaning
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -286,3 +287,28 @@ def gate_weights(gate: torch.nn.Module) -> list[torch.Tensor]:
     weights shrinks the gate towards a constant gate, not towards equal shares.
     """
     return [p for p in gate.parameters() if p.dim() >= 2]
+
+
+#: the share of the targets trimmed from each end for :func:`robust_variance`
+TRIM = 0.025
+#: Var(y) over the trimmed variance beyond which the trimmed one is the targets' spread (a
+#: few extreme targets): far beyond what clean data of O(1) clusters give, so they keep
+#: Var(y) (and the in-memory fit the distributed one's, which has no order statistics)
+ROBUST_RATIO = 1e6
+
+
+def robust_variance(y: torch.Tensor) -> float:
+    """Var(y), or the variance of y without its TRIM smallest and largest values (at least
+    one each) where Var(y) is more than :data:`ROBUST_RATIO` times that: the targets' spread
+    without the pull of a few extreme ones (one y of 1e12 among O(1) targets makes Var(y)
+    ~1e22, and scales from it, 1 / Var(y) or 1e10 / Var(y), no longer fit the others). A
+    trimmed variance, not the MAD: the MAD is 0 when half the targets are equal (points on
+    a circle of exact data)."""
+    n = y.numel()
+    var = float(y.var()) if n > 1 else 0.0
+    k = max(1, math.ceil(TRIM * n))
+    if n > 2 * k + 1:
+        trimmed = float(y.reshape(-1).sort().values[k : n - k].var())
+        if trimmed > 0 and var > ROBUST_RATIO * trimmed:
+            return trimmed
+    return var

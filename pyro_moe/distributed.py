@@ -57,7 +57,7 @@ from .engines.cavi import CAVI
 from .engines.gate import GateFitter
 from .engines.source import LogPrior, held_out_sums, log_gate_of, target_variance
 from .engines.svi import SVI
-from .errors import InputError, SchedulerError
+from .errors import InputError, PyroMoeError, SchedulerError
 
 __all__ = [
     "DaskData", "DaskSource", "Start", "as_dask_data", "connect", "is_distributed", "open_store",
@@ -174,6 +174,49 @@ def _pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
 def load_rows(path: str, start: int, stop: int) -> np.ndarray:
     """Rows start..stop of a ``.npy`` file, read through a memory map (one task's slice)."""
     return np.asarray(np.load(path, mmap_mode="r")[start:stop])
+
+
+@dataclass
+class _Failed:
+    """What a guarded task returns instead of raising: its error, raised on the client
+    (a task that raises makes the worker log "Compute Failed" and a traceback to stderr)."""
+
+    error: BaseException
+
+
+def _guarded(fn, rows: tuple[int, int] | None, *args):
+    """``fn(*args)`` on a worker, an error returned as :class:`_Failed`: a PyroMoeError as it
+    is, a read that failed (OSError: a storage fault) as an InputError naming the rows of the
+    chunk, any other error as it is."""
+    try:
+        return fn(*args)
+    except PyroMoeError as e:
+        return _Failed(e)
+    except OSError as e:
+        where = f"rows {rows[0]}..{rows[1]} of " if rows is not None else ""
+        return _Failed(InputError(f"cannot read {where}the data: {type(e).__name__}: {e}"))
+    except Exception as e:  # raised on the client, with its type
+        return _Failed(e)
+
+
+def guarded_task(fn, rows: tuple[int, int] | None = None, *, pure: bool = False):
+    """A delayed ``fn`` whose errors come back to the client (:func:`gather_guarded`) rather
+    than through the worker's log; ``rows`` (start, stop): the chunk's rows, for messages."""
+    from dask import delayed
+
+    def task(*args):
+        return delayed(_guarded, pure=pure)(fn, rows, *args)
+
+    return task
+
+
+def gather_guarded(client, futures) -> list:
+    """The results of guarded tasks; the first error among them (in task order) raised."""
+    out = client.gather(futures)
+    for r in out:
+        if isinstance(r, _Failed):
+            raise r.error
+    return out
 
 
 @dataclass
@@ -299,15 +342,37 @@ def as_dask_data(X, y, client) -> DaskData:
 
 
 # ---- the passes: per-chunk functions run on the workers --------------------------------
-def _summary(x, y) -> dict:
-    """Validate a chunk (:func:`pyro_moe.checks.as_array`, finite, not overflowing) and
-    return its moments: rows, sum y, sum (y - mean)^2, min y, max y, sum x_j^2, sum y^2."""
-    X = as_array("X", _read(x))
-    y = as_array("y", _read(y))
+def _summary(x, y, start: int = 0, declared: int | None = None) -> dict:
+    """Validate a chunk (:func:`pyro_moe.checks.as_array`, finite, not overflowing, the rows
+    its array declares) and return its moments: rows, sum y, sum (y - mean)^2, min y, max y,
+    sum x_j^2, sum y^2. ``start``: the chunk's first row in the data (errors name rows
+    there)."""
+    X = as_array("X", _read(x), finite=False)
+    y = as_array("y", _read(y), finite=False)
     if y.dim() == 2 and y.shape[1] == 1:
         y = y[:, 0]
+    stop = start + (y.shape[0] if declared is None else declared)
+    for name, a in (("X", X), ("y", y)):
+        if declared is not None and (a.dim() == 0 or a.shape[0] != declared):
+            got = "no rows" if a.dim() == 0 else f"{a.shape[0]} rows"
+            raise InputError(
+                f"the chunk of rows {start}..{stop} of {name} holds {got}, but its array "
+                f"declares {declared}: the Dask array's chunks do not match their data"
+            )
+        bad = ~torch.isfinite(a)
+        if bad.any():
+            rows = bad.reshape(a.shape[0], -1).any(-1)
+            raise InputError(
+                f"{name} has NaN or inf in {int(rows.sum())} row(s) of the chunk of rows "
+                f"{start}..{stop}, first at row {start + int(rows.nonzero()[0])}"
+            )
     check_magnitude("X", X)
     check_magnitude("y", y)
+    if X.dim() != 2 or X.shape[0] != y.shape[0]:
+        raise InputError(
+            f"the chunk of rows {start}..{stop}: X has shape {tuple(X.shape)} and y "
+            f"{tuple(y.shape)}; they must be (rows, n) and (rows,)"
+        )
     m = y.mean()
     return {
         "n": y.shape[0],
@@ -317,6 +382,8 @@ def _summary(x, y) -> dict:
         "max": y.max(),
         "xx": X.square().sum(0),
         "yy": y.square().sum(),
+        "xabs": X.abs().amax(0),
+        "yabs": y.abs().max(),
     }
 
 
@@ -334,6 +401,8 @@ def _merge(parts: list[dict]) -> dict:
             torch.maximum(out["max"], p["max"]),
         )
         out["xx"], out["yy"] = out["xx"] + p["xx"], out["yy"] + p["yy"]
+        out["xabs"] = torch.maximum(out["xabs"], p["xabs"])
+        out["yabs"] = torch.maximum(out["yabs"], p["yabs"])
     return out
 
 
@@ -432,6 +501,9 @@ def _gate_loss(x, y, state, K: int, work: torch.nn.Module, N: int, rows: int):
     """-(1/N) sum_ik r_ik log g_ik(V) of a chunk and its gradient in the working
     parameters (summed over the fitter's row blocks, as in memory)."""
     X, y = _pair(x, y)
+    # a copy per task: on a thread-based cluster every chunk's task gets the same object, and
+    # their backward passes would race on its .grad
+    work = copy.deepcopy(work)
     params = [p for p in work.parameters() if p.requires_grad]
     for p in params:
         p.grad = None
@@ -532,12 +604,24 @@ class DaskSource:
     # -- mapping over the chunks
     def map(self, fn, *args) -> list:
         """``fn(x, y, *args)`` on every chunk, on the workers; the results in chunk order."""
-        from dask import delayed
-
-        task = delayed(fn, pure=False)  # the state differs every pass: no hashing of it
-        futures = self.client.compute([task(x, y, *args) for x, y in self.data.parts])
+        off = self.data.offsets
+        # the state differs every pass: no hashing of it (pure=False)
+        futures = self.client.compute([
+            guarded_task(fn, (off[c], off[c + 1]))(x, y, *args)
+            for c, (x, y) in enumerate(self.data.parts)
+        ])  # fmt: skip
         self.passes += 1
-        return self.client.gather(futures)
+        return gather_guarded(self.client, futures)
+
+    def summary_pass(self) -> list[dict]:
+        """:func:`_summary` of every chunk (each checked against its declared rows)."""
+        off = self.data.offsets
+        futures = self.client.compute([
+            guarded_task(_summary, (off[c], off[c + 1]))(x, y, off[c], self.data.sizes[c])
+            for c, (x, y) in enumerate(self.data.parts)
+        ])  # fmt: skip
+        self.passes += 1
+        return gather_guarded(self.client, futures)
 
     def target_variance(self) -> float:
         s = self.summary
@@ -550,8 +634,6 @@ class DaskSource:
 
     def _submit(self, idx: torch.Tensor):
         """The tasks that send X[idx], y[idx]: one per chunk holding some of the rows."""
-        from dask import delayed
-
         idx = idx.cpu().numpy()
         off = np.asarray(self.data.offsets)
         chunk = np.searchsorted(off, idx, side="right") - 1
@@ -559,7 +641,8 @@ class DaskSource:
         for c in np.unique(chunk):
             sel = np.nonzero(chunk == c)[0]
             x, y = self.data.parts[c]
-            jobs.append(delayed(_rows, pure=True)(x, y, idx[sel] - off[c]))
+            rows = (int(off[c]), int(off[c + 1]))
+            jobs.append(guarded_task(_rows, rows, pure=True)(x, y, idx[sel] - off[c]))
             where.append(sel)
         return len(idx), where, self.client.compute(jobs)
 
@@ -567,7 +650,7 @@ class DaskSource:
         n, where, futures = submitted
         out_X = torch.empty(n, self.data.n, dtype=torch.float64)
         out_y = torch.empty(n, dtype=torch.float64)
-        for sel, (Xr, yr) in zip(where, self.client.gather(futures), strict=True):
+        for sel, (Xr, yr) in zip(where, gather_guarded(self.client, futures), strict=True):
             out_X[torch.from_numpy(sel)] = Xr
             out_y[torch.from_numpy(sel)] = yr
         return out_X, out_y
@@ -601,18 +684,16 @@ class DaskSource:
         """The stop rule's per-group sums of lse_i (G,) over the evaluation subsample
         (``groups``: global row indices), each chunk summing the rows it holds on its
         worker, the chunks' sums added in chunk order."""
-        from dask import delayed
-
         off = self.data.offsets
         lp = LogPrior(lp.row, copy.deepcopy(lp.gate), lp.share)  # the gate as it is now
         jobs = []
         for c, (x, y) in enumerate(self.data.parts):
             local = [g[(g >= off[c]) & (g < off[c + 1])] - off[c] for g in groups]
             if any(t.numel() for t in local):
-                jobs.append(delayed(_held_out, pure=False)(x, y, local, q, lp, e_log_beta,
-                                                           e_beta, noise, maps))  # fmt: skip
+                jobs.append(guarded_task(_held_out, (off[c], off[c + 1]))(
+                    x, y, local, q, lp, e_log_beta, e_beta, noise, maps))  # fmt: skip
         self.passes += 1
-        return sum(self.client.gather(self.client.compute(jobs)))
+        return sum(gather_guarded(self.client, self.client.compute(jobs)))
 
     # -- the gate
     def gate_fitter(self, gate, steps, dtype, warm, tolerance, prior_scale) -> DaskGateFitter:
@@ -850,7 +931,7 @@ def fit_on_dask(
             raise InputError("no data: X and y are empty")
         if data.n == 0:
             raise InputError("X has no columns (features)")
-        parts = DaskSource(data, client, {}, (None, None), False).map(_summary)
+        parts = DaskSource(data, client, {}, (None, None), False).summary_pass()
         summary = _merge(parts)
         N = data.N
         experts = check_count("experts", experts, 1)
@@ -866,7 +947,11 @@ def fit_on_dask(
             hyper["noise_range"] = noise_bounds(torch.stack([summary["min"], summary["max"]]))
         ws = None
         if weight_scale_of is not None:  # the data's units of the weights (fitting.weight_scale)
-            ws = weight_scale_of((summary["xx"] / N).sqrt(), (summary["yy"] / N).sqrt())
+            # a sum of squares that underflowed to 0 (values below ~1e-154): the largest
+            # magnitude stands in for the rms, so the scale is refused, not taken as 1
+            rms_x = torch.where(summary["xx"] > 0, (summary["xx"] / N).sqrt(), summary["xabs"])
+            rms_y = (summary["yy"] / N).sqrt() if summary["yy"] > 0 else summary["yabs"]
+            ws = weight_scale_of(rms_x, rms_y)
         config = model.config(head[0], head[1], int(experts), seed=options.seed,
                               weight_scale=ws, input_rms=(summary["xx"] / N).sqrt(),
                               **hyper)  # fmt: skip

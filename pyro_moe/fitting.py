@@ -50,16 +50,46 @@ def weight_scale(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     diag(s) on both sides): the same as standardizing each column of X and y by its root
     mean square, fitting with the file's defaults and mapping the weights back, so the fit
     does not depend on the data's scale (X -> X c, y -> y d gives weights w d / c). A column
-    or a y that is all zero counts as scale 1. See "Units of the priors" in the README.
+    or a y that is all zero counts as scale 1. The root mean squares are taken of the values
+    divided by their largest magnitude, so tiny columns do not underflow to 0; a scale outside
+    the range that float64 holds (:data:`SCALE_RANGE`) is an InputError saying to rescale.
+    See "Units of the priors" in the README.
     """
-    return weight_scale_of(X.square().mean(0).sqrt(), y.square().mean().sqrt())
+    return weight_scale_of(_rms(X), _rms(y))
+
+
+def _rms(a: torch.Tensor) -> torch.Tensor:
+    """The root mean square over the rows (dim 0), computed without underflow or overflow."""
+    top = a.abs().amax(0)
+    unit = torch.where(top > 0, top, torch.ones_like(top))
+    return (a / unit).square().mean(0).sqrt() * unit
+
+
+#: the range of rms(x_j), rms(y) and s_j = rms(y) / rms(x_j) that the default priors hold:
+#: beyond it the squares (Var y, A_k = diag(s)^2, X^T X) underflow or overflow float64
+SCALE_RANGE = (1e-150, 1e150)
 
 
 def weight_scale_of(rms_x: torch.Tensor, rms_y: torch.Tensor) -> torch.Tensor:
-    """:func:`weight_scale` from the root mean squares of the columns (n,) and of y."""
+    """:func:`weight_scale` from the root mean squares of the columns (n,) and of y.
+
+    A root mean square (other than 0) or a ratio s_j outside :data:`SCALE_RANGE` is an
+    InputError saying to rescale."""
+    lo, hi = SCALE_RANGE
+    named = [(f"rms of column {j} of X", v) for j, v in enumerate(rms_x.reshape(-1).tolist())]
+    named.append(("rms of y", float(rms_y)))
     rms_x = torch.where(rms_x > 0, rms_x, torch.ones_like(rms_x))
     rms_y = rms_y if float(rms_y) > 0 else torch.ones_like(rms_y)
-    return rms_y / rms_x
+    s = rms_y / rms_x
+    named += [(f"rms(y) / rms(column {j} of X)", v) for j, v in enumerate(s.reshape(-1).tolist())]
+    for what, v in named:
+        if v != 0 and not lo <= v <= hi:
+            raise InputError(
+                f"the {what} is {v:.3g}, outside [{lo:.0e}, {hi:.0e}]: the default priors "
+                "(in the data's units) would underflow or overflow float64; rescale the data "
+                "(the fit does not depend on the scale of each column)"
+            )
+    return s
 
 
 @keeps_global_rngs  # the caller's torch / numpy / random states are left as they were

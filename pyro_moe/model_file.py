@@ -25,7 +25,7 @@ from .catalog import (
     builtin_models as builtin_models,  # re-exported: pyro_moe.model_file.builtin_models
 )
 from .checks import as_array, check_count
-from .config import Config, ScaledInput, input_scale, learn_set
+from .config import Config, ScaledInput, input_scale, learn_set, robust_variance
 from .errors import InputError, ModelFileError, PyroMoeError, find_stack_level
 
 
@@ -189,8 +189,9 @@ class Model:
             cov = _as_cov(1.0 if prior_cov is None else prior_cov, n, dt, "prior_cov")
         if cov.dim() == 2:
             cov = cov.expand(K, n, n)
-        if noise_precision is None:
-            var = float(y.var()) if y.numel() > 1 else 0.0
+        if noise_precision is None:  # with a noise expert: a spread robust to its outliers
+            noisy = s.get("noise_expert", False) if noise_expert is None else noise_expert
+            var = robust_variance(y) if noisy is True else float(y.var()) if y.numel() > 1 else 0.0
             if not var > 0:  # constant targets: their own square as the scale, else 1
                 var = float(y.square().mean()) or 1.0
             noise_precision = 1.0 / var

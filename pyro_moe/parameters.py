@@ -350,7 +350,8 @@ SVI: Mapping[str, Option] = MappingProxyType(
 #: fixes the hyperparameters, ``seed + c`` also seeds chain c).
 NUTS: Mapping[str, Option] = MappingProxyType(
     {
-        "max_iter": Option(1000, integer(1), "draws kept per chain, after the warm-up"),
+        # split R-hat halves each chain and needs two draws per half
+        "max_iter": Option(1000, integer(4), "draws kept per chain, after the warm-up"),
         "tol": Option(1e-8, number(0.0), "tol of the CAVI fit that fixes the hyperparameters"),
         "warmup": Option(200, integer(1), "warm-up (adaptation) iterations per chain"),
         "chains": Option(4, integer(1), "chains, run one after another"),

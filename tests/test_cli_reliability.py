@@ -406,3 +406,64 @@ def test_a_full_disk_names_the_destination_not_the_temporary(capsys, tmp_path, m
     dest = out / ("r.png" if which == "plot" else "r.npz")
     assert f"cannot write {dest}: No space left on device" in err, err
     assert ".tmp" not in err
+
+
+# ---- issue 29, third pass ----------------------------------------------------------------
+def test_points_exactly_on_a_circle_are_the_circle_not_outliers(capsys, tmp_path):
+    """SW-4: 40 exact points on (3, 1, r 2) with the CLI's default noise expert gave r = 0."""
+    th = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    pts = np.column_stack([3 + 2 * np.cos(th), 1 + 2 * np.sin(th)])
+    path = tmp_path / "exact.csv"
+    path.write_text("x,y\n" + "".join(f"{float(x)!r},{float(y)!r}\n" for x, y in pts))
+    code, out, err = run_cli(capsys, "circles", path, "-k", "1", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    (c,) = got["circles"]
+    assert c["valid"] and (c["x0"], c["y0"], c["r"]) == pytest.approx((3, 1, 2), abs=1e-6)
+    assert got["outlier_share"] == 0.0
+
+
+def test_a_bad_chunk_of_a_store_is_one_line_without_the_worker_log(tmp_path):
+    """TB-1 / UE-2: a NaN in a store fitted on a worker printed Dask's "Compute Failed" log
+    (8 lines) before the error, which named the row within its chunk."""
+    pytest.importorskip("distributed")
+    g = np.random.default_rng(0)
+    X = np.column_stack([g.normal(size=300), np.ones(300)])
+    y = X @ [2.0, 1.0]
+    y[250] = np.nan
+    store = tmp_path / "store"
+    store.mkdir()
+    np.save(store / "X.npy", X)
+    np.save(store / "y.npy", y)
+    argv = [sys.executable, "-m", "pyro_moe", "fit", str(store), "--workers", "1",
+            "--save", str(tmp_path / "r.npz")]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=_env())
+    assert_one_error_line(proc.stderr, 1, proc.returncode)
+    assert "first at row 250" in proc.stderr and proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_deterministic_curves_are_the_same_bytes_whatever_the_threads(capsys, tmp_path):
+    """SW-13: with over 32768 values torch sums in parallel, in an order that depends on
+    the thread count: --threads 1 and 2 differed in the last digits (noise_share)."""
+    g = np.random.default_rng(0)
+    n = 40_000
+    th = g.uniform(0, 2 * np.pi, n)
+    r = np.where(g.random(n) < 0.5, 30, 15) + 0.3 * g.normal(size=n)
+    pts = np.column_stack([50 + r * np.cos(th), 40 + r * np.sin(th)])
+    pts[:8000] = g.uniform(0, 100, (8000, 2))
+    path = tmp_path / "pts.csv"
+    np.savetxt(path, pts, delimiter=",", header="x,y", comments="")
+    argv = ["curves", path, "-k", "circle,ellipse", "--restarts", "1", "--max-iter", "5",
+            "--json", "--deterministic"]  # fmt: skip
+    outs = [run_cli(capsys, "--threads", t, *argv) for t in (1, 2)]
+    assert outs[0][0] == 0 and outs[0][1] == outs[1][1]
+    assert '"noise_share"' in outs[0][1]
+
+
+def test_too_few_nuts_draws_are_one_error_line(capsys, tmp_path):
+    """WE-9: --method nuts --max-iter 3 was "internal error: AssertionError: ;" after 10 s."""
+    argv = ["fit", table_csv(tmp_path), "--target", "y", "--method", "nuts", "--max-iter", "3"]
+    code, out, err = run_cli(capsys, *argv)
+    assert_one_error_line(err, 1, code)
+    assert "max_iter" in err and ">= 4" in err and out == ""

@@ -212,12 +212,63 @@ def test_refusals_name_what_is_wrong(client, tmp_path):
         pyro_moe.fit("mixture_of_models", Xd, yd, search=True)
     bad = y.copy()
     bad[1700] = np.nan
-    with pytest.raises(InputError, match="y"):
+    # UE-2: the row in the data, not within its chunk (1700 is row 200 of the 4th chunk)
+    with pytest.raises(InputError, match="y has NaN.*first at row 1700"):
         pyro_moe.fit("mixture_of_models", Xd, da.from_array(bad, chunks=500))
     with pytest.raises(InputError, match="rows"):
         pyro_moe.fit("mixture_of_models", Xd, yd[:100])
     with pytest.raises(InputError, match="store"):
         pyro_moe.fit("mixture_of_models", str(tmp_path / "nothing.csv"), None)
+
+
+def _npy_data(tmp_path, rows: int, declared: int, missing: bool = False) -> D.DaskData:
+    """Two chunks of 100 declared rows; the second reads ``rows`` rows of its file (or a
+    file that is missing: an OSError when the task reads it)."""
+    X, y = two_lines(100 + rows)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    px, py = str(tmp_path / "X.npy"), str(tmp_path / "y.npy")
+    if missing:
+        px = str(tmp_path / "gone.npy")
+    first = (D.NpySlice(str(tmp_path / "X.npy"), 0, 100), D.NpySlice(py, 0, 100))
+    second = (D.NpySlice(px, 100, 100 + declared), D.NpySlice(py, 100, 100 + declared))
+    return D.DaskData([first, second], [100, declared], X.shape[1])
+
+
+def test_a_bad_chunk_is_one_input_error_naming_its_rows(client, tmp_path):
+    """WE-10: a chunk whose data has fewer rows than declared was an IndexError (in the
+    head's row gather); one whose read raises OSError (a storage fault) came back raw."""
+    with pytest.raises(InputError, match=r"rows 100\.\.200 of X holds 50 rows.*declares 100"):
+        quiet_fit("mixture_of_models", _npy_data(tmp_path, 50, 100), None, n_init=1)
+    with pytest.raises(InputError, match=r"cannot read rows 100\.\.200 of the data: .*Error"):
+        quiet_fit("mixture_of_models", _npy_data(tmp_path, 100, 100, missing=True), None)
+
+
+def test_a_column_too_tiny_for_float64_says_to_rescale(client):
+    """SW-3 on Dask: the sum of squares of X * 1e-200 underflows to 0, which counted as
+    scale 1 (a weight pinned at 0); it is refused as in memory."""
+    X, y = two_lines(400)
+    with pytest.raises(InputError, match="rescale the data"):
+        quiet_fit("mixture_of_models", *chunked(X * 1e-200, y, 200), n_init=1, max_iter=2)
+
+
+def test_a_gate_on_a_thread_based_cluster_matches_in_memory():
+    """The gate-loss tasks of one pass got the same gate object on an in-process cluster
+    and their backward passes raced on its .grad: each task now works on its own copy."""
+    X, y = two_lines(4000, seed=1)
+    kw = dict(experts=2, n_init=1, max_iter=3, tol=0.0)
+    mem = quiet_fit("mixture_of_experts", X, y, **kw)
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None
+    )
+    try:
+        for _ in range(2):
+            dk = quiet_fit(
+                "mixture_of_experts", *chunked(X, y, 250), scheduler=cluster.scheduler_address, **kw
+            )
+            same(dk, mem)
+    finally:
+        cluster.close()
 
 
 def test_cli_fits_a_store(client, capsys, tmp_path, monkeypatch):

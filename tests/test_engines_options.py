@@ -17,7 +17,7 @@ from pyro_moe.engines.options import COMMON, Option, integer, number, resolve
 METHODS = sorted(ENGINES)
 
 BAD = [
-    ({"max_iter": 0}, "max_iter=0 is not allowed.*max_iter must be an integer >= 1"),
+    ({"max_iter": 0}, "max_iter=0 is not allowed.*max_iter must be an integer >= [14]"),
     ({"max_iter": -1}, "max_iter=-1 is not allowed"),
     ({"max_iter": 2.5}, "max_iter=2.5 is not allowed"),
     ({"max_iter": True}, "max_iter=True is not allowed"),

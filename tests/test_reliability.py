@@ -207,6 +207,23 @@ def test_scaling_the_data_scales_the_answer(c, d):
     )
 
 
+@pytest.mark.parametrize("c, d", [(1e-140, 1.0), (1e140, 1e-5), (1e-120, 1e-120)])
+def test_extreme_but_representable_scales_give_the_same_fit(c, d):
+    """SW-3: the rms of a tiny column no longer underflows to 0 (counted as scale 1)."""
+    ref = _fit(X, Y, experts=1)
+    got = _fit(X * c, Y * d, experts=1)
+    np.testing.assert_allclose(got.mean.numpy() * c / d, ref.mean.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "c, d", [(1e-200, 1.0), (1e-160, 1.0), (1e100, 1e-100), (1e80, 1e-80), (1.0, 1e-200)]
+)
+def test_scales_beyond_float64_say_to_rescale(c, d):
+    """SW-3 / UE-1: X*1e-200 used to fit 0 silently; the others blamed a prior never set."""
+    with pytest.raises(InputError, match="rescale the data"):
+        _fit(X * c, Y * d, experts=1)
+
+
 @pytest.mark.parametrize("c, d", [(1e4, 1e4), (1e-3, 1e3)])
 def test_the_gate_sees_its_inputs_in_the_data_units(c, d):
     rng = np.random.default_rng(1)
@@ -523,3 +540,78 @@ def test_a_make_gate_without_a_gate_is_a_model_file_error(tmp_path, gate):
     with pytest.raises(ModelFileError, match="must return a torch.nn.Module with param") as e:
         _fit(model=path)
     assert path.name in str(e.value)
+
+
+# ---- issue 29, third pass: engines -----------------------------------------------------
+@pytest.mark.parametrize("draws", [1, 3])
+def test_too_few_nuts_draws_are_an_input_error_naming_max_iter(draws):
+    """WE-9: max_iter=1 reached pyro's split_gelman_rubin, an AssertionError after 10 s."""
+    with pytest.raises(InputError, match=r"max_iter.*>= 4"):
+        _fit(method="nuts", max_iter=draws)
+
+
+@pytest.mark.parametrize("model", ["mixture_of_models", "mixture_of_experts"])
+def test_an_svi_divergence_is_a_numerical_error_not_the_model_files(model):
+    """WE-11: lr=1e6 made a parameter inf; the next step's distribution check blamed the
+    built-in model file (a ModelFileError)."""
+    with pytest.raises(pyro_moe.NumericalError, match="SVI diverged.*lower lr"):
+        _fit(model=model, method="svi", optimizer="adam", lr=1e6)
+
+
+@pytest.mark.parametrize("outlier", [1e12, 1e150])
+def test_one_extreme_outlier_goes_to_the_noise_expert(outlier):
+    """SW-5: one y of 1e12 (or 1e150) among two lines collapsed both experts onto one
+    blended line: 1 / Var(y), the subsets' floor 1e-12 Var(y) and beta's ceiling
+    1e10 / Var(y) were all set by the outlier. With the noise expert they are robust (MAD)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, 200)
+    X2 = np.column_stack([x, np.ones(200)])
+    y2 = np.where(rng.random(200) < 0.5, 2 * x + 1, -x) + 0.1 * rng.normal(size=200)
+    clean = _fit(X2, y2, noise_expert=True, n_init=5, max_iter=500)
+    y2[0] = outlier
+    got = _fit(X2, y2, noise_expert=True, n_init=5, max_iter=500)
+    order = np.argsort(got.mean.numpy()[:, 0])
+    np.testing.assert_allclose(got.mean.numpy()[order], [[-1, 0], [2, 1]], atol=0.03)
+    np.testing.assert_allclose(got.mean.numpy(), clean.mean.numpy(), atol=0.01)
+    assert got.responsibilities[0, -1] > 0.99
+    assert got.responsibilities[1:, -1].max() < 0.5
+
+
+# ---- issue 29, third pass: curves --------------------------------------------------------
+@pytest.mark.parametrize("n", [12, 40, 100])
+def test_points_exactly_on_a_circle_keep_their_circle_with_the_noise_expert(n):
+    """SW-4: Var(x^2 + y^2) of exact points is rounding (~1e-31), so beta's ceiling
+    1e10 / Var was ~1e40 and a rounding residual cost the circle every point: r = 0,
+    outliers 1.000. Targets constant up to rounding now count as constant."""
+    th = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    pts = np.column_stack([3 + 5 * np.cos(th), 1 + 5 * np.sin(th)])
+    fit = fit_circles(pts, experts=1, noise_expert=True)
+    (c,) = fit.circles()
+    assert c.valid and (c.x0, c.y0, c.r) == pytest.approx((3, 1, 5), abs=1e-6)
+    assert fit.result.responsibilities[:, -1].max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    "seed", [0, 4, *(pytest.param(s, marks=pytest.mark.slow) for s in (1, 2, 3, 5, 6, 7, 8, 9))]
+)
+def test_a_circle_through_uniform_noise_is_not_valid(seed):
+    """SW-6: seeds 0 and 4 of a 200 x 200 image of pure noise (30% of the pixels) gave a
+    valid circle (noise 0.237 r, just under the 0.25 cutoff); the points around it are as
+    dense beside it as on it (contrast ~1, a ring's is 2 or more)."""
+    from pyro_moe.curves import curve_reports
+
+    img = np.random.default_rng(seed).random((200, 200)) < 0.3
+    reports = curve_reports(fit_circles(img, experts=2))
+    assert not any(r.valid for r in reports), [(r.curve, r.reason) for r in reports]
+
+
+@pytest.mark.parametrize("width", [5, 30])
+def test_a_thick_filled_ring_stays_a_valid_circle(width):
+    """The ring-contrast rule of SW-6 keeps a filled annulus (contrast ~2.1-2.5)."""
+    from pyro_moe.curves import curve_reports
+
+    yy, xx = np.mgrid[:200, :200]
+    img = np.abs(np.hypot(xx - 100, yy - 95) - 60) < width / 2
+    (report,) = curve_reports(fit_circles(img, experts=1))
+    assert report.valid, report.reason
+    assert report.curve.r == pytest.approx(60, abs=2.5)

@@ -206,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
+        if getattr(args, "deterministic", False):  # torch's parallel sums depend on the
+            import torch  # thread count (their order differs): one thread, the same bytes
+
+            torch.set_num_threads(1)
         # The command prints into a buffer and stages its files; the text is written out
         # and the files committed only at the end, so a closed pipe or Ctrl-C leaves no
         # file of a run that did not finish. A model file's prints go to stderr (stdout

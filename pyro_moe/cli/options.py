@@ -339,7 +339,8 @@ def add_json_option(p: argparse.ArgumentParser, help: str) -> None:
         "--deterministic",
         action="store_true",
         help="with --json: leave out the wall-clock timings (every 'seconds' and "
-        "'timings_s' field), so runs with the same seed print the same bytes (default: off)",
+        "'timings_s' field) and compute on one thread, so runs with the same seed print the "
+        "same bytes whatever --threads (default: off)",
     )
 
 

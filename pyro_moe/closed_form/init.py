@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import robust_variance
 from ..errors import InputError
 from . import updates as U
 
@@ -93,9 +94,11 @@ def subset_residuals(
 
 def subset_precision(median_sq: torch.Tensor, y_or_var) -> torch.Tensor:
     """beta0 = 0.455 / median_i min_k res_ik^2 (the median of chi^2_1 is 0.455, so
-    sigma^2 ~ median / 0.455), floored at 1e-12 Var(y); ``y_or_var``: the targets or Var(y)."""
+    sigma^2 ~ median / 0.455), floored at 1e-12 Var(y) (of the targets: robust to a few
+    extreme ones, :func:`~pyro_moe.config.robust_variance`); ``y_or_var``: the
+    targets or Var(y)."""
     if torch.is_tensor(y_or_var) and y_or_var.dim() > 0:
-        var_y = float(y_or_var.var()) if y_or_var.numel() > 1 else 0.0  # (one point: no spread)
+        var_y = robust_variance(y_or_var)  # (one point: no spread)
     else:
         var_y = float(y_or_var)
     return 0.455 / median_sq.clamp_min(1e-12 * var_y + 1e-300)

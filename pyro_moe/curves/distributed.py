@@ -28,6 +28,7 @@ The result is a :class:`~pyro_moe.curves.result.CurveFit` whose ``curves()`` /
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -88,9 +89,18 @@ def _check_shape(shape) -> None:
         )
 
 
-def _chunk_box(block: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """Check a chunk of points (rows start.. of the data) and return its (min, max)."""
+def _chunk_box(
+    block: np.ndarray, start: int, declared: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check a chunk of points (rows start.. of the data, ``declared`` rows as its array
+    says) and return its (min, max)."""
     arr = np.asarray(block, dtype=np.float64)
+    if declared is not None and (arr.ndim != 2 or arr.shape != (declared, 2)):
+        raise InputError(
+            f"the chunk of points of rows {start}..{start + declared} has shape "
+            f"{arr.shape}, but its array declares ({declared}, 2): the Dask array's chunks "
+            "do not match their data"
+        )
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         first = (np.flatnonzero(bad)[:5] + start).tolist()
@@ -139,9 +149,7 @@ def fit_curves_on_dask(
     subsample fit; ``fit_options``: for both fits). ``fit_in_memory``: the in-memory
     curve fit of the subsample, :func:`pyro_moe.fit_curves` (which passes itself: this
     module sits below :mod:`pyro_moe.curves.fitting` and does not import it)."""
-    from dask import delayed
-
-    from ..distributed import Start, connect
+    from ..distributed import Start, connect, gather_guarded, guarded_task
     from ..fitting import fit
     from ..model_file import load_model
     from .design import curve_layout, expert_names, target_range
@@ -163,9 +171,11 @@ def fit_curves_on_dask(
     with connect(scheduler, workers) as client:
         starts = np.cumsum([0, *P.chunks[0]])
         blocks = P.to_delayed().ravel().tolist()
-        boxes = client.gather(client.compute(
-            [delayed(_chunk_box)(b, int(s)) for b, s in zip(blocks, starts, strict=False)]
-        ))  # fmt: skip
+        bounds = [(int(a), int(b)) for a, b in itertools.pairwise(starts)]
+        boxes = gather_guarded(client, client.compute([
+            guarded_task(_chunk_box, r)(b, r[0], r[1] - r[0])
+            for b, r in zip(blocks, bounds, strict=True)
+        ]))  # fmt: skip
         N = int(P.shape[0])
         need = max(e.size for e in lay.experts)
         if N < need:
@@ -192,9 +202,10 @@ def fit_curves_on_dask(
         response, offset = (e.response, e.offset) if geometry.shared else (lay.response, {})
         box = st.to_standard(np.vstack([lo, hi, [lo[0], hi[1]], [hi[0], lo[1]], sub]))
         t_lo, t_hi = target_range(box, response, offset)
-        ranges = client.gather(client.compute(
-            [delayed(_chunk_target_range)(b, lay, st) for b in blocks]
-        ))  # fmt: skip
+        ranges = gather_guarded(client, client.compute([
+            guarded_task(_chunk_target_range, r)(b, lay, st)
+            for b, r in zip(blocks, bounds, strict=True)
+        ]))  # fmt: skip
         y_lo, y_hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
         noise_range = (min(t_lo, float(y_lo)), max(t_hi, float(y_hi)))
         if opts.get("noise_precision") is None:

@@ -22,7 +22,7 @@ import torch
 
 from ..closed_form import updates as U
 from ..closed_form.init import initial_log_responsibilities
-from ..config import log_gate
+from ..config import log_gate, robust_variance
 from .gate import GateFitter
 
 __all__ = [
@@ -58,8 +58,10 @@ def log_gate_of(log_softmax: torch.Tensor, rho: torch.Tensor | None) -> torch.Te
 
 def target_variance(var: float, mean_sq: float) -> float:
     """Var(y), or for constant targets their mean square, else 1: the scale of the
-    targets that beta's ceiling (1e10 / Var y) and default (1 / Var y) are measured in."""
-    if var > 0:
+    targets that beta's ceiling (1e10 / Var y) and default (1 / Var y) are measured in.
+    A Var(y) under 1e-18 of the mean square is rounding (targets constant up to ~100 ulps,
+    e.g. x^2 + y^2 of points exactly on a circle): such targets count as constant."""
+    if var > 1e-18 * mean_sq:
         return var
     return mean_sq or 1.0
 
@@ -186,7 +188,13 @@ class InMemory:
 
     def target_variance(self) -> float:
         N, y = self.N, self.y
-        return target_variance(float(y.var()) if N > 1 else 0.0, float(y.square().mean()))
+        # robust: one extreme target (1e12 among O(1) ones) made beta's ceiling 1e10 / Var(y)
+        # so low that no expert could fit the others (issue 29, SW-5)
+        var, mean_sq = float(y.var()) if N > 1 else 0.0, float(y.square().mean())
+        robust = robust_variance(y)
+        if robust < var:  # a few extreme targets: a robust spread and scale
+            var, mean_sq = robust, min(mean_sq, float(y.square().median()))
+        return target_variance(var, mean_sq)
 
     def gate_fitter(self, gate, steps, dtype, warm, tolerance, prior_scale) -> GateFitter:
         return GateFitter(gate, self.X, steps, dtype, warm, tolerance, prior_scale)

@@ -75,7 +75,7 @@ from ..closed_form.bridge import closed_form_objective, config_at, guide_params
 from ..closed_form.init import initial_log_responsibilities
 from ..closed_form.sites import read_model, unwrap
 from ..config import Config, gate_weights, log_gate
-from ..errors import InputError, ModelFileError, NonConjugateError
+from ..errors import InputError, ModelFileError, NonConjugateError, NumericalError, PyroMoeError
 from ..likelihood import noise_log_density
 from ..model_file import Model, model_file_error
 from ..parameters import ENGINE_OPTIONS, SVI_TOL
@@ -451,6 +451,19 @@ def _current_prior_mean(cfg: Config) -> torch.Tensor:
     return cfg.prior_mean
 
 
+def _store_finite(store) -> bool:
+    """Whether every parameter in the store is finite (constrained values, as the model reads)."""
+    with torch.no_grad():
+        return all(bool(torch.isfinite(store[k]).all()) for k in store.keys())
+
+
+def _diverged(step: int, lr: float) -> NumericalError:
+    return NumericalError(
+        f"SVI diverged at step {step} (the loss or a parameter became inf or NaN); lower lr "
+        f"(now {lr:g})"
+    )
+
+
 def _run(
     model: Model,
     X: torch.Tensor,
@@ -492,8 +505,13 @@ def _run(
                     perm = torch.randperm(N, generator=gen, device="cpu").to(X.device)
                     batches = list(perm.split(B))[::-1]
                 kw["subsample"] = batches.pop()
-            with poutine.trace(param_only=True) as capture:
-                surrogate = elbo.differentiable_loss(model.model, guide, X, y, cfg, **kw)
+            try:
+                with poutine.trace(param_only=True) as capture:
+                    surrogate = elbo.differentiable_loss(model.model, guide, X, y, cfg, **kw)
+            except Exception as e:  # a step that made a parameter inf or NaN: a divergence
+                if step > 1 and not isinstance(e, PyroMoeError) and not _store_finite(store):
+                    raise _diverged(step, lr) from e
+                raise
             if optim is None:  # every unconstrained leaf the step read (not substituted ones)
                 leaves = {id(v.unconstrained()): v.unconstrained()
                           for v in (n["value"] for n in capture.trace.nodes.values())
@@ -506,9 +524,7 @@ def _run(
                 )  # fmt: skip
             loss = float(surrogate.detach())
             if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"SVI produced a non-finite loss at step {step}; lower lr (now {lr})"
-                )
+                raise _diverged(step, lr)
             optim.zero_grad()
             surrogate.backward()
             optim.step()

@@ -38,16 +38,27 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
+from pyro.infer import config_enumerate
 from pyro.infer.mcmc.util import initialize_model
 from pyro.poutine.util import site_is_subsample
+
+from .closed_form.sites import likelihood_mismatch
 
 from .config import Config, log_gate
 from .errors import InputError, ModelFileError
 from .likelihood import component_log_densities, noise_log_density
 from .model_file import Model
+from .parts import DATA_PLATE
 from .result import FitResult
 
-__all__ = ["FAST_LATENTS", "LogJoint", "cholesky", "fixed_config", "q_draws"]
+__all__ = [
+    "FAST_LATENTS",
+    "LogJoint",
+    "cholesky",
+    "fixed_config",
+    "pointwise_log_likelihood",
+    "q_draws",
+]
 
 #: Latent sites the log-sum-exp path knows (the rest need enumeration).
 FAST_LATENTS = ("w", "pi", "noise_precision")
@@ -152,6 +163,20 @@ class LogJoint:
                 f"{list(FAST_LATENTS)} and the observations of pyro_moe.parts; use "
                 "marginalize='enumerate'"
             )
+        if fast:  # the observation must be the closed form's, not just of its family
+            beta = None if "noise_precision" in latent else config.noise_precision
+            shape = nodes["noise_precision"]["value"].shape if beta is None else None
+            self.mismatch = likelihood_mismatch(model, X, y, config, beta, latent_beta=shape)
+            fast = self.mismatch is None
+        else:
+            self.mismatch = "its sites are not those of pyro_moe.parts"
+        self.fast = fast
+        if marginalize == "sum" and not fast:
+            raise ModelFileError(
+                f"model file {model.name!r}: z can be summed in closed form only when its "
+                f"site 'y' is the closed form's Gaussian ({self.mismatch}); use "
+                "marginalize='enumerate'"
+            )
         self.marginalize = "sum" if marginalize == "auto" and fast else marginalize
         self._constant = sum(
             (nodes[n]["fn"].log_prob(nodes[n]["value"]).sum() for n in observed if n in _CONSTANTS),
@@ -209,8 +234,27 @@ class LogJoint:
         )
 
     def log_likelihood(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """log p(y_i | theta) = log sum_c g_ic p(y_i | z_i = c, theta), (S, N)."""
+        """log p(y_i | theta) = log sum_c g_ic p(y_i | z_i = c, theta), (S, N): in closed
+        form for the built-in likelihood (:attr:`fast`), else from the model file's own
+        observed sites (:meth:`file_log_likelihood`)."""
+        if not self.fast:
+            return self.file_log_likelihood(theta)
         return torch.logsumexp(self.component_logits(theta), -1)
+
+    def file_log_likelihood(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """log p(y_i | theta) (S, N) through Pyro, for any likelihood a model file writes:
+        the file traced once per draw with its latent sites conditioned on theta_s and z
+        enumerated in parallel; log sum_c exp(log p(z_i = c | .) + sum of the log-densities
+        of the observed sites in the data plate), the sum over the components c by
+        log-sum-exp (:func:`pointwise_log_likelihood`)."""
+        S = next(iter(theta.values())).shape[0]
+        rows = [
+            pointwise_log_likelihood(
+                self.model, self.X, self.y, self.config, {n: theta[n][s] for n in self.sites}
+            )
+            for s in range(S)
+        ]
+        return torch.stack(rows)
 
     def log_prior(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """log p(theta | h) (S,): each latent site's prior from the model file's trace."""
@@ -252,6 +296,37 @@ class LogJoint:
                 )
             self._enumerated = fn
         return self._enumerated(dict(u))
+
+
+def pointwise_log_likelihood(
+    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, latents: Mapping
+) -> torch.Tensor:
+    """log p(y_i | latents) (N,) of the model file itself, z summed out: one trace of the
+    file with ``latents`` conditioned and z enumerated (``poutine.enum``), the observed
+    sites of the data plate (``y``, ``y_noise``, a Bernoulli or Student-t ``y`` alike)
+    summed with log p(z_i = c), then log-sum-exp over c. ``y`` may be new targets at new
+    rows ``X`` (a held-out score)."""
+    fn = poutine.enum(config_enumerate(model.model, "parallel"), first_available_dim=-2)
+    fn = poutine.condition(fn, data=dict(latents))
+    with pyro.get_param_store().scope(), torch.no_grad():
+        trace = poutine.trace(fn).get_trace(X, y, config)
+    total = torch.zeros((), dtype=X.dtype, device=X.device)
+    pointwise = False
+    for name, node in trace.nodes.items():
+        if node["type"] != "sample" or site_is_subsample(node):
+            continue
+        in_data = any(f.name == DATA_PLATE for f in node["cond_indep_stack"])
+        if not in_data or not (node["is_observed"] or name == "z"):
+            continue
+        total = total + node["fn"].log_prob(node["value"])
+        pointwise = pointwise or node["is_observed"]
+    if not pointwise:
+        raise ModelFileError(
+            f"model file {model.name!r} has no observed site in plate {DATA_PLATE!r}: no "
+            "pointwise log-likelihood"
+        )
+    total = total.reshape(-1, X.shape[0]) if total.dim() > 1 else total.reshape(1, -1)
+    return torch.logsumexp(total, 0)
 
 
 def cholesky(cov: torch.Tensor) -> torch.Tensor:

@@ -53,3 +53,31 @@ def _seed_and_clean_param_store():
     torch.manual_seed(0)
     yield
     pyro.clear_param_store()
+
+
+#: the observation of models/mixture_of_experts.py, and the text a copy puts in its place
+#: (:func:`observed_model`): z and y written out in the file, LIKELIHOOD and MEAN edited
+OBSERVE = """    parts.observe_targets(
+        X, y, w, beta, lambda x: dist.Categorical(logits=gate(x)), config, subsample
+    )"""
+INLINE_OBSERVE = """    with pyro.plate(parts.DATA_PLATE, X.shape[0], subsample=subsample) as idx:
+        z = pyro.sample("z", dist.Categorical(logits=gate(X[idx])))
+        mean = Vindex(X[idx] @ w.transpose(-1, -2))[..., z]
+        scale = beta.rsqrt()
+        pyro.sample("y", LIKELIHOOD, obs=y[idx])"""
+
+
+def observed_model(
+    tmp_path: Path, likelihood: str = "dist.Normal(mean, scale)", *, name: str = "observed"
+) -> Path:
+    """A copy of ``models/mixture_of_experts.py`` whose observation is written out in the
+    file with the likelihood ``likelihood`` (an expression of ``mean``, the chosen
+    expert's w_k^T x_i, and ``scale`` = 1/sqrt(beta)): e.g. ``dist.Normal(mean**3, scale)``
+    (an edited mean), ``dist.StudentT(3.0, mean, scale)``, ``dist.Bernoulli(logits=mean)``."""
+    text = (MODELS_DIR / "mixture_of_experts.py").read_text()
+    assert OBSERVE in text
+    text = text.replace(OBSERVE, INLINE_OBSERVE.replace("LIKELIHOOD", likelihood))
+    text = text.replace("import pyro\n", "import pyro\nfrom pyro.ops.indexing import Vindex\n", 1)
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    return path

@@ -43,7 +43,6 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.poutine.util import site_is_subsample
 
 from .closed_form.sites import likelihood_mismatch
-
 from .config import Config, log_gate
 from .errors import InputError, ModelFileError
 from .likelihood import component_log_densities, noise_log_density
@@ -55,8 +54,10 @@ __all__ = [
     "FAST_LATENTS",
     "LogJoint",
     "cholesky",
+    "file_joint",
     "fixed_config",
     "pointwise_log_likelihood",
+    "predictive_components",
     "q_draws",
 ]
 
@@ -298,6 +299,53 @@ class LogJoint:
         return self._enumerated(dict(u))
 
 
+def file_joint(result: FitResult) -> LogJoint:
+    """The log joint of ``result``'s own model file at its hyperparameters: its ``fast``
+    says whether the file's likelihood is the closed form's Gaussian, and its
+    ``log_likelihood`` reads the file otherwise."""
+    model = result.model
+    return LogJoint(model, result.X, result.y, fixed_config(model, result))
+
+
+def _enumerated_trace(model: Model, X, y, config: Config, latents: Mapping):
+    """One trace of the model file with ``latents`` conditioned and z enumerated."""
+    fn = poutine.enum(config_enumerate(model.model, "parallel"), first_available_dim=-2)
+    fn = poutine.condition(fn, data=dict(latents))
+    with pyro.get_param_store().scope(), torch.no_grad():
+        return poutine.trace(fn).get_trace(X, y, config)
+
+
+def _pointwise_sites(trace) -> dict:
+    """The sample sites of the data plate (z and the observations), by name."""
+    return {
+        name: node
+        for name, node in trace.nodes.items()
+        if node["type"] == "sample"
+        and not site_is_subsample(node)
+        and any(f.name == DATA_PLATE for f in node["cond_indep_stack"])
+    }
+
+
+def predictive_components(
+    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, latents: Mapping
+):
+    """(log g (C, N), the distribution of y under each component, batch (C, N)) of the
+    model file at ``latents``, z enumerated; ``y`` only fills the observed site (any value
+    in its support). A file with more than one observed site per point (the noise
+    expert's ``y_noise`` beside ``y``) is refused by name."""
+    sites = _pointwise_sites(_enumerated_trace(model, X, y, config, latents))
+    observed = [n for n, s in sites.items() if s["is_observed"]]
+    if observed != ["y"] or "z" not in sites:
+        raise InputError(
+            f"model file {model.name!r} observes {observed} per point (with z "
+            f"{'enumerated' if 'z' in sites else 'absent'}): the Monte Carlo predictive "
+            "handles one observed site 'y' per point and a discrete z"
+        )
+    N = X.shape[0]
+    log_g = sites["z"]["fn"].log_prob(sites["z"]["value"])
+    return log_g.expand(-1, N) if log_g.dim() == 2 else log_g.reshape(-1, N), sites["y"]["fn"]
+
+
 def pointwise_log_likelihood(
     model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, latents: Mapping
 ) -> torch.Tensor:
@@ -306,17 +354,10 @@ def pointwise_log_likelihood(
     sites of the data plate (``y``, ``y_noise``, a Bernoulli or Student-t ``y`` alike)
     summed with log p(z_i = c), then log-sum-exp over c. ``y`` may be new targets at new
     rows ``X`` (a held-out score)."""
-    fn = poutine.enum(config_enumerate(model.model, "parallel"), first_available_dim=-2)
-    fn = poutine.condition(fn, data=dict(latents))
-    with pyro.get_param_store().scope(), torch.no_grad():
-        trace = poutine.trace(fn).get_trace(X, y, config)
     total = torch.zeros((), dtype=X.dtype, device=X.device)
     pointwise = False
-    for name, node in trace.nodes.items():
-        if node["type"] != "sample" or site_is_subsample(node):
-            continue
-        in_data = any(f.name == DATA_PLATE for f in node["cond_indep_stack"])
-        if not in_data or not (node["is_observed"] or name == "z"):
+    for name, node in _pointwise_sites(_enumerated_trace(model, X, y, config, latents)).items():
+        if not (node["is_observed"] or name == "z"):
             continue
         total = total + node["fn"].log_prob(node["value"])
         pointwise = pointwise or node["is_observed"]
@@ -358,4 +399,17 @@ def q_draws(result: FitResult, sites, S: int, gen: torch.Generator) -> dict[str,
                 out["noise_precision"] = g.sample((S,))
             else:
                 out["noise_precision"] = result.noise_precision.expand(S)
+    for name in sites:  # a site the file adds (an ARD precision, tau): the fit's own draws
+        if name in out:
+            continue
+        drawn = (result.posterior.site_draws or {}).get(name)
+        if drawn is None:
+            raise InputError(
+                f"the fit has no draws of the model file's latent site {name!r} (only SVI "
+                "keeps draws of an added site, posterior.site_draws)"
+            )
+        take = (
+            torch.arange(S) if len(drawn) >= S else torch.randint(len(drawn), (S,), generator=gen)
+        )
+        out[name] = drawn[take].to(X)
     return out

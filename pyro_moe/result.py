@@ -26,7 +26,7 @@ import copy
 import json
 import math
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,51 @@ class Prediction:
     expert_variances: torch.Tensor  # (N, K)
     noise_weight: torch.Tensor | None = None  # (N,) weight of the noise expert
     noise_bounds: torch.Tensor | None = None  # (lo, hi) of its uniform density
+    #: the model file's likelihood when it is not the closed form's Gaussian (e.g.
+    #: "StudentT", "Bernoulli"): mean and variance are then Monte Carlo moments over draws
+    #: of the posterior, and :meth:`log_prob` reads the file (``log_density``)
+    likelihood: str = "Normal"
+    log_density: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+
+    def log_prob(self, y) -> torch.Tensor:
+        """log p(y_i | x_i, data) (N,): the posterior predictive log density of held-out
+        targets, from the model file's own likelihood, mixed over the experts by the gate
+        (or E[pi]) and over the posterior.
+
+        For the closed-form Gaussian, log sum_k g_k N(y_i | mu_ik, s_ik^2) (+ g_0 / (hi - lo)
+        inside the noise expert's range) with the experts' predictive moments; otherwise
+        log (1/S) sum_s sum_c g_c(x_i) p(y_i | z_i = c, theta_s) over S draws theta_s of the
+        posterior, the file's own density of y (``FitResult.predict(draws=, seed=)``)."""
+        y = torch.as_tensor(y, dtype=self.mean.dtype, device=self.mean.device)
+        if y.shape != self.mean.shape:
+            raise InputError(f"y must have shape {tuple(self.mean.shape)}, got {tuple(y.shape)}")
+        if self.log_density is not None:
+            return self.log_density(y)
+        var = self.expert_variances
+        log_n = -0.5 * (
+            math.log(2 * math.pi) + var.log() + (y.unsqueeze(-1) - self.expert_means) ** 2 / var
+        )
+        terms = torch.log(self.expert_weights) + log_n
+        if self.noise_weight is not None:
+            lo, hi = self.noise_bounds.unbind(-1)
+            inside = (y >= lo) & (y <= hi)
+            log_u = torch.where(inside, -torch.log(hi - lo), -torch.inf)
+            terms = torch.cat([terms, (torch.log(self.noise_weight) + log_u).unsqueeze(-1)], -1)
+        return torch.logsumexp(terms, -1)
+
+    def _gaussian(self, what: str) -> None:
+        if self.likelihood != "Normal":
+            raise InputError(
+                f"{what} needs the mixture of Gaussians of the closed form; this model file's "
+                f"'y' is {self.likelihood}: use mean, variance and log_prob"
+            )
 
     def interval(self, level: float = 0.95) -> torch.Tensor:
         """Central prediction interval of the mixture, (N, 2), from mixture quantiles.
 
         Quantiles are found by bisection on the mixture CDF (exact up to 1e-10 in y).
         """
+        self._gaussian("interval")
         if not 0 < level < 1:
             raise InputError(f"level must be in (0, 1), got {level}")
         sd = self.expert_variances.sqrt()
@@ -89,12 +128,20 @@ class Prediction:
 
     def cdf(self, y: torch.Tensor) -> torch.Tensor:
         """The predictive CDF at y (one value per row)."""
+        self._gaussian("cdf")
         z = (y.unsqueeze(-1) - self.expert_means) / self.expert_variances.sqrt()
         out = (self.expert_weights * _normal_cdf(z)).sum(-1)
         if self.noise_weight is not None:
             lo, hi = self.noise_bounds.unbind(-1)
             out = out + self.noise_weight * ((y - lo) / (hi - lo)).clamp(0, 1)
         return out
+
+
+def _unwrap(fn):
+    """The distribution inside ``.to_event``, ``.expand``, ``.mask`` wrappers."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
 
 
 def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
@@ -337,6 +384,7 @@ class FitResult:
     def __post_init__(self) -> None:
         self._log_gate: torch.Tensor | None = None
         self._model: Model | None = None
+        self._fast: bool | None = None  # the file's likelihood is the closed form's
 
     # ---- the model file ----------------------------------------------------------------
     def attach_model(self, model: Model) -> FitResult:
@@ -479,13 +527,22 @@ class FitResult:
             return self.weights.expand(X.shape[0], -1)
         return self._log_expert_weights(X).exp()
 
-    def predict(self, X) -> Prediction:
-        """Posterior predictive mean and variance at the rows of X (a mixture over experts).
+    def predict(self, X, *, draws: int = 1000, seed: int = 0) -> Prediction:
+        """Posterior predictive mean and variance at the rows of X (a mixture over experts),
+        from the model file's own likelihood.
 
-        X must be real and finite (:func:`pyro_moe.checks.as_array`), shape (N, n)."""
+        For the closed form's Gaussian likelihood (the built-in files), in closed form.
+        For any other likelihood the file writes (Student-t, Bernoulli, an edited mean),
+        by Monte Carlo over ``draws`` draws of the posterior (q's, or a NUTS fit's draws;
+        ``seed``): each expert's mean and variance of y are the file's own distribution's
+        (``.mean``, ``.variance``: probabilities for Bernoulli experts, not logits), and
+        :meth:`Prediction.log_prob` the file's density. X must be real and finite
+        (:func:`pyro_moe.checks.as_array`), shape (N, n)."""
         X = as_array("X", X, dtype=self.X.dtype, device=self.X.device)
         if X.dim() != 2 or X.shape[1] != self.X.shape[1]:
             raise InputError(f"X must have shape (N, {self.X.shape[1]}), got {tuple(X.shape)}")
+        if not self._closed_form_likelihood():
+            return self._predict_from_file(X, int(draws), int(seed))
         g = self.expert_weights(X)
         K = self.experts
         mu, var = expert_predictive(X, self.mean, self.cov, self.noise_precision, self.maps)
@@ -499,6 +556,77 @@ class FitResult:
             second = second + g0 * (lo * lo + lo * hi + hi * hi) / 3
         variance = (second - mean * mean).clamp_min(0)
         return Prediction(mean, variance, g[:, :K], mu, var, g0, self.noise_bounds)
+
+    def _closed_form_likelihood(self) -> bool:
+        """Whether the model file's observation is the closed form's Gaussian
+        (:class:`pyro_moe.joint.LogJoint`'s ``fast``), read once per result."""
+        if self._fast is None:
+            from .joint import file_joint  # joint builds on this module
+
+            try:
+                self._fast = file_joint(self).fast
+            except ModelFileError as e:
+                raise InputError(f"predict reads the model file's likelihood: {e}") from e
+        return self._fast
+
+    def _posterior_draws(self, sites, S: int, seed: int) -> dict[str, torch.Tensor]:
+        """S draws of the latent sites: a NUTS fit's own draws, else q's."""
+        from .joint import q_draws
+
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        if self.draws is None:
+            return q_draws(self, sites, S, gen)
+        d = self.draws
+        have = {"w": d.w, "pi": d.pi, "noise_precision": d.beta}
+        out = {}
+        for name in sites:
+            if have.get(name) is None:
+                raise InputError(f"the NUTS fit has no draws of the model file's site {name!r}")
+            flat = have[name].reshape(-1, *have[name].shape[2:])
+            take = torch.randint(len(flat), (S,), generator=gen)
+            out[name] = flat[take].to(self.X)
+        return out
+
+    def _predict_from_file(self, X: torch.Tensor, S: int, seed: int) -> Prediction:
+        """:meth:`predict` by Monte Carlo from the model file (its docstring)."""
+        from .joint import file_joint, fixed_config, predictive_components
+
+        if S < 1:
+            raise InputError(f"draws must be at least 1, got {S}")
+        model = self.model
+        cfg = fixed_config(model, self)
+        sites = file_joint(self).sites
+        theta = self._posterior_draws(sites, S, seed)
+        fill = self.y[:1].expand(X.shape[0])  # a value in the support of y
+        K = self.experts
+        log_gs, fns = [], []
+        for s in range(S):
+            log_g, fn = predictive_components(model, X, fill, cfg, {n: theta[n][s] for n in sites})
+            log_gs.append(log_g[:K].transpose(0, 1))  # (N, K)
+            fns.append(fn)
+        log_g = torch.stack(log_gs)  # (S, N, K)
+        mu = torch.stack([fn.mean.expand(K, X.shape[0]).transpose(0, 1) for fn in fns])
+        second = torch.stack(
+            [(fn.variance + fn.mean**2).expand(K, X.shape[0]).transpose(0, 1) for fn in fns]
+        )
+        g = log_g.exp()
+        mean = (g * mu).sum(-1).mean(0)
+        variance = ((g * second).sum(-1).mean(0) - mean**2).clamp_min(0)
+        gk = g.mean(0)
+        e_mu = (g * mu).mean(0) / gk
+        e_var = ((g * second).mean(0) / gk - e_mu**2).clamp_min(0)
+
+        def log_density(y: torch.Tensor) -> torch.Tensor:
+            terms = torch.stack(
+                [
+                    torch.logsumexp(log_gs[s] + fn.log_prob(y).transpose(0, 1)[:, :K], -1)
+                    for s, fn in enumerate(fns)
+                ]
+            )
+            return torch.logsumexp(terms, 0) - math.log(S)
+
+        name = type(_unwrap(fns[0])).__name__
+        return Prediction(mean, variance, gk, e_mu, e_var, likelihood=name, log_density=log_density)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:

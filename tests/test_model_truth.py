@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import observed_model
 
 import pyro_moe
@@ -38,9 +39,9 @@ def _load(path):
 )
 def test_closed_form_engines_refuse_an_edited_gaussian_likelihood_by_site(tmp_path, edit):
     """Today CAVI and natural SVI checked only the family of y: an edited mean or scale got
-    the linear model's answer. Now the trace's density of y is checked against the closed
-    form's at random draws of the latents, and CAVI refuses naming 'y' (beta held fixed, so
-the refusal is not the learned hyperparameter's)."""
+        the linear model's answer. Now the trace's density of y is checked against the closed
+        form's at random draws of the latents, and CAVI refuses naming 'y' (beta held fixed, so
+    the refusal is not the learned hyperparameter's)."""
     path = observed_model(tmp_path, edit)
     X, y = two_lines()
     with pytest.raises(pyro_moe.NonConjugateError, match=r"site 'y'.*optimizer='adam'.*nuts"):
@@ -76,3 +77,151 @@ def test_adam_reports_the_files_own_elbo_not_the_closed_forms(tmp_path):
     same = pyro_moe.fit("mixture_of_experts", X, y, experts=2, method="svi", optimizer="adam",
                         n_init=1, max_iter=100)  # fmt: skip
     assert same.restarts[0]["objective_se"] == 0.0  # the closed form where it holds
+
+
+# ---- 2. diagnostics and predict read the file's own likelihood ---------------------------
+STUDENT_T = "dist.StudentT(3.0, mean, scale)"
+BERNOULLI = "dist.Bernoulli(logits=mean)"
+
+
+@pytest.fixture(scope="module")
+def file_fits(tmp_path_factory):
+    """Adam fits (short: the numbers are compared with hand computations at the fit, not
+    with an optimum) of a Student-t and a Bernoulli file, by likelihood."""
+    import warnings
+
+    d = tmp_path_factory.mktemp("files")
+    X, y = two_lines()
+    out = {}
+    for lik, yy in ((STUDENT_T, y), (BERNOULLI, (y > 0).astype(float))):
+        path = observed_model(d, lik, name=lik.split("(")[0].split(".")[1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out[lik] = pyro_moe.fit(path, X, yy, experts=2, method="svi", optimizer="adam",
+                                    n_init=1, max_iter=100)  # fmt: skip
+    return out
+
+
+def _hand_component_log_density(lik, X, y, w, beta):
+    """log p(y_i | z_i = k, w) (S, N, K) written out by hand (torch.distributions)."""
+    loc = X @ w.transpose(-1, -2)  # (S, N, K)
+    if lik == STUDENT_T:
+        scale = beta.rsqrt()
+        return torch.distributions.StudentT(3.0, loc, scale).log_prob(y.unsqueeze(-1))
+    return torch.distributions.Bernoulli(logits=loc).log_prob(y.unsqueeze(-1))
+
+
+def _hand_log_lik(fit, lik, w):
+    """log p(y_i | w) (S, N) by hand: log sum_k g_k(x_i) p(y_i | z_i = k, w)."""
+    dens = _hand_component_log_density(lik, fit.X, fit.y, w, fit.noise_precision)
+    return torch.logsumexp(fit.log_gate + dens, -1)
+
+
+@pytest.mark.parametrize("lik", [STUDENT_T, BERNOULLI])
+def test_khat_is_the_files_own_by_hand(file_fits, lik):
+    """k-hat's importance ratios use the file's likelihood (was: the Gaussian's, k-hat 3.56
+    on Student-t, inf on Bernoulli): equal to a hand computation to 1e-8."""
+    import arviz as az
+
+    from pyro_moe.diagnostics import psis_khat
+    from pyro_moe.joint import q_draws
+
+    fit = file_fits[lik]
+    S = 200
+    theta = q_draws(fit, ["w"], S, torch.Generator().manual_seed(0))
+    w = theta["w"]
+    prior = torch.distributions.MultivariateNormal(fit.prior_mean, fit.prior_cov)
+    q = torch.distributions.MultivariateNormal(fit.mean, 0.5 * (fit.cov + fit.cov.mT))
+    log_p = prior.log_prob(w).sum(-1) + _hand_log_lik(fit, lik, w).sum(-1)
+    log_ratio = (log_p - q.log_prob(w).sum(-1)).numpy()
+    _, k_hand = az.psislw(log_ratio - log_ratio.max())
+    k = psis_khat(fit, draws=S, seed=0)
+    assert np.isfinite(k)
+    assert k == pytest.approx(float(k_hand), abs=1e-8)
+
+
+@pytest.mark.parametrize("lik", [STUDENT_T, BERNOULLI])
+def test_loo_is_the_files_own_by_hand(file_fits, lik):
+    """The pointwise log-likelihood behind LOO is the file's own at the same draws (1e-8),
+    and elpd_loo follows."""
+    import arviz as az
+
+    from pyro_moe.diagnostics import loo, to_inference_data
+
+    fit = file_fits[lik]
+    idata = to_inference_data(fit, draws=200, seed=0)
+    w = torch.from_numpy(idata.posterior["w"].values[0])
+    hand = _hand_log_lik(fit, lik, w).numpy()
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], hand, rtol=0, atol=1e-8)
+    elpd = loo(idata).elpd_loo
+    by_hand = idata.copy()
+    by_hand.log_likelihood["y"].values[0] = hand
+    assert elpd == pytest.approx(float(loo(by_hand).elpd_loo), abs=1e-8)
+    assert elpd == pytest.approx(float(az.loo(by_hand, reff=1.0).elpd_loo), abs=1e-8)
+
+
+def test_the_files_own_log_likelihood_equals_the_closed_form_on_the_built_in_files():
+    """Pyro's pointwise log-likelihood of a built-in file (z enumerated, through the trace)
+    equals the closed-form fast path to 1e-8, noise expert on and off."""
+    from conftest import two_circles
+
+    from pyro_moe.joint import file_joint, q_draws
+
+    X, y = two_circles(40)
+    for name in pyro_moe.builtin_models():
+        for noise in (False, True):
+            fit = pyro_moe.fit(name, X, y, experts=2, n_init=1, noise_expert=noise)
+            joint = file_joint(fit)
+            assert joint.fast
+            theta = q_draws(fit, joint.sites, 4, torch.Generator().manual_seed(0))
+            torch.testing.assert_close(
+                joint.file_log_likelihood(theta), joint.log_likelihood(theta), rtol=0, atol=1e-8
+            )
+
+
+def test_prediction_log_prob_of_the_built_in_file_by_hand():
+    """Prediction.log_prob on the built-in Gaussian file: log sum_k g_k(x) N(y | m_k^T x,
+    1/beta + x^T B_k x), by hand (1e-8)."""
+    X, y = two_lines()
+    fit = pyro_moe.fit("mixture_of_experts", X, y, experts=2, n_init=1)
+    Xn, yn = two_lines(20, seed=5)
+    pred = fit.predict(Xn)
+    Xt = torch.as_tensor(Xn, dtype=fit.X.dtype)
+    mu = Xt @ fit.mean.T
+    var = 1 / fit.noise_precision + torch.einsum("ni,kij,nj->nk", Xt, fit.cov, Xt)
+    hand = torch.logsumexp(
+        fit.expert_weights(Xt).log()
+        + torch.distributions.Normal(mu, var.sqrt()).log_prob(torch.as_tensor(yn).unsqueeze(-1)),
+        -1,
+    )
+    torch.testing.assert_close(pred.log_prob(yn), hand, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("lik", [STUDENT_T, BERNOULLI])
+def test_prediction_reads_the_files_likelihood(file_fits, lik):
+    """predict on a Student-t or Bernoulli file: the file's own moments (Bernoulli: a
+    probability, never logits) and log_prob = log (1/S) sum_s sum_k g_k p(y | k, w_s),
+    by hand at the same draws (1e-8); the Gaussian-only interval is refused."""
+    from pyro_moe.joint import q_draws
+
+    fit = file_fits[lik]
+    Xn, yn = two_lines(15, seed=7)
+    if lik == BERNOULLI:
+        yn = (yn > 0).astype(float)
+    S = 100
+    pred = fit.predict(Xn, draws=S, seed=3)
+    assert pred.likelihood == lik.split("(")[0].split(".")[1]
+    w = q_draws(fit, ["w"], S, torch.Generator().manual_seed(3))["w"]
+    Xt, yt = (torch.as_tensor(a, dtype=fit.X.dtype) for a in (Xn, yn))
+    terms = fit.expert_weights(Xt).log() + _hand_component_log_density(
+        lik, Xt, yt, w, fit.noise_precision
+    )
+    hand = torch.logsumexp(torch.logsumexp(terms, -1), 0) - np.log(S)
+    torch.testing.assert_close(pred.log_prob(yn), hand, rtol=0, atol=1e-8)
+    if lik == BERNOULLI:
+        p = torch.sigmoid(Xt @ w.transpose(-1, -2))  # (S, N, K)
+        mean = (fit.expert_weights(Xt) * p).sum(-1).mean(0)
+        torch.testing.assert_close(pred.mean, mean, rtol=0, atol=1e-10)
+        assert bool(((pred.mean > 0) & (pred.mean < 1)).all())
+    with pytest.raises(pyro_moe.InputError, match="interval needs the mixture of Gaussians"):
+        pred.interval()

@@ -312,9 +312,7 @@ def _trace(model: Model, X, y, config: Config, data: Mapping | None = None):
 LIKELIHOOD_DRAWS = 3
 
 
-def check_likelihood(
-    model: Model, X, y, config: Config, conj: Conjugate, sites: Mapping
-) -> None:
+def check_likelihood(model: Model, X, y, config: Config, conj: Conjugate, sites: Mapping) -> None:
     """Prove that the file's observation site ``y`` is the closed form's likelihood, not
     just of its family (:func:`likelihood_mismatch` at the beta CAVI will use, ``conj``):
     an edited mean (``(w^T x)**3``), an x-dependent or edited scale, anything the closed

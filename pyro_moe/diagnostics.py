@@ -53,7 +53,7 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from .errors import InputError
-from .joint import FAST_LATENTS, file_joint, q_draws
+from .joint import FAST_LATENTS, expert_axes, file_joint, q_draws
 from .likelihood import component_log_densities, noise_log_density
 from .result import FitResult
 
@@ -208,6 +208,28 @@ def _mcmc(result: FitResult) -> tuple[dict[str, np.ndarray], np.ndarray, dict[st
     return out, log_lik.reshape(C, S, -1), stats
 
 
+def _site_dims(result: FitResult, n: int) -> dict[str, list[str]]:
+    """Named dims of the draws of a site the model file adds: its axis in the ``experts``
+    plate is ``expert`` (:func:`pyro_moe.joint.expert_axes`), an axis of the n features
+    beside it ``feature``, any other ``<site>_dim_<j>`` (ArviZ's default names)."""
+    sites = result.posterior.site_draws or {}
+    if not sites:
+        return {}
+    axes = expert_axes(result)
+    out = {}
+    for name, values in sites.items():
+        shape = tuple(values.shape[1:])
+        if name not in axes or not shape:
+            continue
+        names = [f"{name}_dim_{j}" for j in range(len(shape))]
+        names[axes[name]] = "expert"
+        for j, size in enumerate(shape):
+            if j != axes[name] and size == n and "feature" not in names:
+                names[j] = "feature"
+        out[name] = names
+    return out
+
+
 def to_inference_data(
     results: FitResult | Sequence[FitResult], *, draws: int = 1000, seed: int = 0
 ) -> az.InferenceData:
@@ -259,6 +281,7 @@ def to_inference_data(
     }
     if first.noise_precision.dim() == 1:  # one noise precision per expert
         dims["beta"] = ["expert"]
+    dims.update(_site_dims(first, n))
     attrs: dict[str, Any] = {
         "inference_library": "pyro_moe",
         "method": first.method,

@@ -47,13 +47,14 @@ from .config import Config, log_gate
 from .errors import InputError, ModelFileError
 from .likelihood import component_log_densities, noise_log_density
 from .model_file import Model
-from .parts import DATA_PLATE
+from .parts import DATA_PLATE, EXPERTS_PLATE
 from .result import FitResult
 
 __all__ = [
     "FAST_LATENTS",
     "LogJoint",
     "cholesky",
+    "expert_axes",
     "file_joint",
     "fixed_config",
     "pointwise_log_likelihood",
@@ -305,6 +306,24 @@ def file_joint(result: FitResult) -> LogJoint:
     ``log_likelihood`` reads the file otherwise."""
     model = result.model
     return LogJoint(model, result.X, result.y, fixed_config(model, result))
+
+
+def expert_axes(result: FitResult) -> dict[str, int]:
+    """For each latent site of ``result``'s model file outside :data:`FAST_LATENTS` that
+    lies in the ``experts`` plate (an ARD precision alpha (K, n)), the axis of its value
+    that indexes the experts, read from the plate: relabelling moves it with them."""
+    model = result.model
+    cfg = fixed_config(model, result)
+    with pyro.get_param_store().scope(), torch.no_grad():
+        trace = poutine.trace(model.model).get_trace(result.X, result.y, cfg)
+    out = {}
+    for name, node in trace.nodes.items():
+        if node["type"] != "sample" or node["is_observed"] or name in (*FAST_LATENTS, "z"):
+            continue
+        for frame in node["cond_indep_stack"]:
+            if frame.name == EXPERTS_PLATE and frame.dim is not None:
+                out[name] = len(node["fn"].batch_shape) + frame.dim
+    return out
 
 
 def _enumerated_trace(model: Model, X, y, config: Config, latents: Mapping):

@@ -170,7 +170,8 @@ class Posterior:
         noise_shape, noise_rate: (a, b) of q(beta) = Gamma(a, b) when beta is latent.
         site_draws: draws (S, *site shape) from the guide's q of every other latent site
             of a model file (an added scale tau, ...), by site name, else None (SVI; saved
-            as ``site_draws/<name>``; not relabelled by :meth:`permuted`).
+            as ``site_draws/<name>``); a site in the ``experts`` plate (an ARD precision
+            per expert) is relabelled with the experts by :meth:`FitResult.permuted`.
     """
 
     responsibilities: torch.Tensor
@@ -181,10 +182,19 @@ class Posterior:
     noise_rate: torch.Tensor | None = None
     site_draws: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
-    def permuted(self, idx: torch.Tensor) -> Posterior:
+    def permuted(self, idx: torch.Tensor, site_axes: dict[str, int] | None = None) -> Posterior:
+        """The experts reordered by ``idx``; ``site_axes``: the expert axis of each
+        per-expert site of ``site_draws`` (of its value, the draws' axis not counted)."""
         K = self.mean.shape[0]
+        sites = self.site_draws
+        if sites and site_axes:
+            sites = {
+                n: _permute_rows(v, idx, K, site_axes[n] + 1) if n in site_axes else v
+                for n, v in sites.items()
+            }
         return replace(
             self,
+            site_draws=sites,
             responsibilities=_permute_rows(self.responsibilities, idx, K, 1),
             mean=_permute_rows(self.mean, idx, K),
             cov=_permute_rows(self.cov, idx, K),
@@ -449,6 +459,13 @@ class FitResult:
             f"  objective {self.objective:.6g} nats (ELBO {self.elbo:.6g}), "
             f"{self.iterations} iterations, {self.wall_time:.3g} s, converged={self.converged}",
         ]
+        if self.draws is not None:  # a sampler: its history is the log joint, not an ELBO
+            lp = self.draws.log_joint
+            lines[1] = (
+                f"  log joint log p(y, theta | h) {float(lp.mean()):.6g} nats (mean over "
+                f"{lp.numel()} draws; not an ELBO), {self.wall_time:.3g} s, "
+                f"converged={self.converged}"
+            )
         return "\n".join(lines)
 
     # ---- relabelling -------------------------------------------------------------------
@@ -457,16 +474,21 @@ class FitResult:
 
         Every per-expert quantity moves with its expert: the responsibilities (the noise
         expert's column stays last), q(W), q(pi), the priors, the expert maps, the gate's
-        output layer.
+        output layer, the draws of a site the model file adds in the ``experts`` plate.
         """
         K = self.experts
         perm = [int(p) for p in perm]
         if sorted(perm) != list(range(K)):
             raise InputError(f"{perm} is not a permutation of the {K} experts")
         idx = torch.as_tensor(perm, dtype=torch.long, device="cpu")
+        axes = None
+        if self.posterior.site_draws:  # an added per-expert site moves with its expert
+            from .joint import expert_axes  # joint builds on this module
+
+            axes = expert_axes(self)
         out = replace(
             self,
-            posterior=self.posterior.permuted(idx),
+            posterior=self.posterior.permuted(idx, axes),
             hyper=self.hyper.permuted(idx),
             gate=None,
             draws=self.draws.permuted(idx) if self.draws is not None else None,
@@ -627,6 +649,13 @@ class FitResult:
 
         name = type(_unwrap(fns[0])).__name__
         return Prediction(mean, variance, gk, e_mu, e_var, likelihood=name, log_density=log_density)
+
+    def to_inference_data(self, *, draws: int = 1000, seed: int = 0):
+        """This fit as an :class:`arviz.InferenceData`
+        (:func:`pyro_moe.diagnostics.to_inference_data`; arviz is imported here, on use)."""
+        from .diagnostics import to_inference_data
+
+        return to_inference_data(self, draws=draws, seed=seed)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:

@@ -225,3 +225,75 @@ def test_prediction_reads_the_files_likelihood(file_fits, lik):
         assert bool(((pred.mean > 0) & (pred.mean < 1)).all())
     with pytest.raises(pyro_moe.InputError, match="interval needs the mixture of Gaussians"):
         pred.interval()
+
+
+# ---- 3. and 4. files with an added latent site ------------------------------------------
+@pytest.fixture(scope="module")
+def ard_fit(tmp_path_factory):
+    """A short Adam fit of a file with an ARD precision alpha (K, n) per expert and
+    feature (its guide puts q(alpha) beside q(w) in one experts plate)."""
+    import warnings
+
+    from conftest import added_site_model
+
+    path = added_site_model(tmp_path_factory.mktemp("ard"), "ard")
+    X, y = two_lines()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pyro_moe.fit(path, X, y, experts=2, method="svi", optimizer="adam", n_init=1,
+                            max_iter=100)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind, site", [("ard", "alpha"), ("horseshoe", "tau")])
+def test_nuts_refuses_an_added_site_by_name_before_any_fit(tmp_path, monkeypatch, kind, site):
+    """Was: a raw KeyError after a long SVI fit. Now a ModelFileError naming the site,
+    before the variational fit that would fix the hyperparameters."""
+    from conftest import added_site_model
+
+    from pyro_moe.engines.nuts import NUTS
+
+    monkeypatch.setattr(NUTS, "_cavi", lambda self: pytest.fail("fitted before refusing"))
+    X, y = two_lines()
+    with pytest.raises(pyro_moe.ModelFileError, match=rf"\['{site}'\].*method='svi'"):
+        pyro_moe.fit(added_site_model(tmp_path, kind), X, y, experts=2, method="nuts")
+
+
+def test_khat_refuses_an_added_site_by_name(ard_fit):
+    from pyro_moe.diagnostics import psis_khat
+
+    with pytest.raises(pyro_moe.InputError, match=r"\['alpha'\]"):
+        psis_khat(ard_fit, draws=50)
+
+
+def test_an_added_per_expert_site_moves_with_its_expert(ard_fit):
+    """alpha (K, n) is relabelled by permuted / aligned_to (its expert axis read from the
+    experts plate), and named (expert, feature) in ArviZ (was alpha_dim_0/1)."""
+    alpha = ard_fit.posterior.site_draws["alpha"]
+    assert alpha.shape[1:] == (2, 2)
+    swapped = ard_fit.permuted([1, 0])
+    torch.testing.assert_close(swapped.posterior.site_draws["alpha"], alpha[:, [1, 0]])
+    torch.testing.assert_close(swapped.mean, ard_fit.mean[[1, 0]])
+    back = swapped.aligned_to(ard_fit)
+    torch.testing.assert_close(back.posterior.site_draws["alpha"], alpha)
+    idata = ard_fit.to_inference_data(draws=50)  # the method, a thin wrapper
+    assert idata.posterior["alpha"].dims == ("chain", "draw", "expert", "feature")
+    assert list(idata.posterior["alpha"].coords["feature"].values) == ["w0", "w1"]
+    np.testing.assert_allclose(idata.posterior["alpha"].values[0], alpha[:50].numpy())
+    # the pointwise log-likelihood reads the file (alpha is a prior site: the Gaussian's)
+    assert np.isfinite(idata.log_likelihood["y"].values).all()
+
+
+def test_the_ard_guide_composes_with_parts_weights_guide_in_one_plate(ard_fit):
+    """parts.weights_guide(config, plate=...) samples w inside the caller's plate, so an
+    added per-expert site sits beside it (was: "Multiple sample sites named 'experts'")."""
+    assert ard_fit.posterior.site_draws["alpha"].shape == (1000, 2, 2)
+    assert ard_fit.mean.shape == (2, 2)
+
+
+def test_diagnostics_is_an_attribute_of_the_package():
+    import subprocess
+    import sys
+
+    code = "import pyro_moe; print(pyro_moe.diagnostics.to_inference_data.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "to_inference_data"

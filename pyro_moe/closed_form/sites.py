@@ -176,7 +176,7 @@ def read_model(
     (``config.prior_mean`` without one) and A ``config.prior_cov`` (the Gaussian the
     fit starts from); w0 and A cannot then be learned (no closed-form M-step)."""
     config = copy.deepcopy(config)  # pyro.module would rebind the gate's parameters
-    trace = _trace(model, X, y, config)
+    trace = trace_model(model, X, y, config)
     sites = {
         n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
     }
@@ -291,7 +291,7 @@ def read_model(
     return conj
 
 
-def _trace(model: Model, X, y, config: Config, data: Mapping | None = None):
+def trace_model(model: Model, X, y, config: Config, data: Mapping | None = None):
     """One trace of ``model.model`` on (X, y), its sites conditioned on ``data``; a
     failure inside the file is a :class:`ModelFileError` naming it."""
     fn = model.model if data is None else poutine.condition(model.model, data=dict(data))
@@ -363,7 +363,7 @@ def likelihood_mismatch(
             data["noise_precision"] = beta
         else:
             beta = noise_precision.detach().to(**dt)
-        node = _trace(model, X, y, config, data).nodes.get("y")
+        node = trace_model(model, X, y, config, data).nodes.get("y")
         if node is None or node["type"] != "sample" or not node["is_observed"]:
             return "the model has no observed sample site 'y'"
         if not isinstance(unwrap(node["fn"]), dist.Normal):

@@ -53,9 +53,9 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from .errors import InputError
-from .joint import FAST_LATENTS, expert_axes, file_joint, q_draws
+from .joint import FAST_LATENTS, file_joint
 from .likelihood import component_log_densities, noise_log_density
-from .result import FitResult
+from .result import FitResult, expert_axes, q_draws
 
 with warnings.catch_warnings():
     # arviz 0.23 announces its 1.0 refactor with a FutureWarning at import; we pin <1.

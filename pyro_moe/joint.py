@@ -31,72 +31,37 @@ does: stick-breaking for pi, exp for beta) the potential energy is
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
-from pyro.infer import config_enumerate
 from pyro.infer.mcmc.util import initialize_model
 from pyro.poutine.util import site_is_subsample
 
-from .closed_form.sites import likelihood_mismatch
 from .config import Config, log_gate
 from .errors import InputError, ModelFileError
-from .likelihood import component_log_densities, noise_log_density
+from .likelihood import (
+    CONSTANTS,
+    FAST_LATENTS,
+    closed_form_observation,
+    component_log_densities,
+    noise_log_density,
+    pointwise_log_likelihood,
+)
 from .model_file import Model
-from .parts import DATA_PLATE, EXPERTS_PLATE
-from .result import FitResult
+from .result import FitResult, cholesky, fixed_config, q_draws
 
 __all__ = [
     "FAST_LATENTS",
     "LogJoint",
     "cholesky",
-    "expert_axes",
     "file_joint",
     "fixed_config",
     "pointwise_log_likelihood",
-    "predictive_components",
     "q_draws",
 ]
-
-#: Latent sites the log-sum-exp path knows (the rest need enumeration).
-FAST_LATENTS = ("w", "pi", "noise_precision")
-#: Observed sites of :mod:`pyro_moe.parts`: the targets (``y``, ``y_noise``) and constants.
-_TARGETS = ("y", "y_noise")
-_CONSTANTS = ("prior_regularization", "gate_prior")
-
-
-def fixed_config(model: Model, result: FitResult) -> Config:
-    """The :class:`Config` of ``result``'s hyperparameters, every one held fixed
-    (``learn = {}``): w0, A, beta (E_q[beta] as the start of a latent beta), mu, Xi, the
-    expert maps and the fitted gate with its noise share rho."""
-    hyper = result.hyper
-    X, y = result.X, result.y
-    cfg = model.config(
-        X,
-        y,
-        result.experts,
-        prior_mean=hyper.prior_mean,
-        prior_cov=hyper.prior_cov,
-        noise_precision=hyper.noise_precision,
-        concentration=hyper.concentration,
-        regularization_cov=hyper.regularization_cov,
-        gate_hidden=hyper.gate_hidden,
-        noise_expert=result.noise_expert,
-        learn="none",
-        maps=hyper.maps,
-        per_expert_noise=hyper.noise_precision.dim() == 1,
-        noise_range=hyper.noise_bounds,
-    )
-    if cfg.gate is not None:
-        cfg.gate = copy.deepcopy(result.gate_network())
-        for p in cfg.gate.parameters():
-            p.requires_grad_(False)
-        cfg.noise_weight = hyper.noise_weight
-    return cfg
 
 
 class LogJoint:
@@ -155,23 +120,8 @@ class LogJoint:
         self.shapes = {n: tuple(nodes[n]["value"].shape) for n in latent}
         self.transforms = {n: biject_to(nodes[n]["fn"].support) for n in latent}
         self.priors = {n: nodes[n]["fn"] for n in latent}
-        fast = set(latent) <= set(FAST_LATENTS) and "w" in latent and "z" in nodes
-        fast = fast and set(observed) <= set(_TARGETS + _CONSTANTS)
-        fast = fast and ("pi" in latent or config.gate is not None)
-        if marginalize == "sum" and not fast:
-            raise ModelFileError(
-                f"model file {model.name!r} has latent sites {latent} and observed sites "
-                f"{observed}: z can be summed in closed form only for latents among "
-                f"{list(FAST_LATENTS)} and the observations of pyro_moe.parts; use "
-                "marginalize='enumerate'"
-            )
-        if fast:  # the observation must be the closed form's, not just of its family
-            beta = None if "noise_precision" in latent else config.noise_precision
-            shape = nodes["noise_precision"]["value"].shape if beta is None else None
-            self.mismatch = likelihood_mismatch(model, X, y, config, beta, latent_beta=shape)
-            fast = self.mismatch is None
-        else:
-            self.mismatch = "its sites are not those of pyro_moe.parts"
+        _, self.mismatch = closed_form_observation(model, X, y, config)
+        fast = self.mismatch is None
         self.fast = fast
         if marginalize == "sum" and not fast:
             raise ModelFileError(
@@ -181,7 +131,7 @@ class LogJoint:
             )
         self.marginalize = "sum" if marginalize == "auto" and fast else marginalize
         self._constant = sum(
-            (nodes[n]["fn"].log_prob(nodes[n]["value"]).sum() for n in observed if n in _CONSTANTS),
+            (nodes[n]["fn"].log_prob(nodes[n]["value"]).sum() for n in observed if n in CONSTANTS),
             torch.zeros((), dtype=X.dtype, device=X.device),
         )
         self.log_u = noise_log_density(config.noise_bounds)
@@ -306,129 +256,3 @@ def file_joint(result: FitResult) -> LogJoint:
     ``log_likelihood`` reads the file otherwise."""
     model = result.model
     return LogJoint(model, result.X, result.y, fixed_config(model, result))
-
-
-def expert_axes(result: FitResult) -> dict[str, int]:
-    """For each latent site of ``result``'s model file outside :data:`FAST_LATENTS` that
-    lies in the ``experts`` plate (an ARD precision alpha (K, n)), the axis of its value
-    that indexes the experts, read from the plate: relabelling moves it with them."""
-    model = result.model
-    cfg = fixed_config(model, result)
-    with pyro.get_param_store().scope(), torch.no_grad():
-        trace = poutine.trace(model.model).get_trace(result.X, result.y, cfg)
-    out = {}
-    for name, node in trace.nodes.items():
-        if node["type"] != "sample" or node["is_observed"] or name in (*FAST_LATENTS, "z"):
-            continue
-        for frame in node["cond_indep_stack"]:
-            if frame.name == EXPERTS_PLATE and frame.dim is not None:
-                out[name] = len(node["fn"].batch_shape) + frame.dim
-    return out
-
-
-def _enumerated_trace(model: Model, X, y, config: Config, latents: Mapping):
-    """One trace of the model file with ``latents`` conditioned and z enumerated."""
-    fn = poutine.enum(config_enumerate(model.model, "parallel"), first_available_dim=-2)
-    fn = poutine.condition(fn, data=dict(latents))
-    with pyro.get_param_store().scope(), torch.no_grad():
-        return poutine.trace(fn).get_trace(X, y, config)
-
-
-def _pointwise_sites(trace) -> dict:
-    """The sample sites of the data plate (z and the observations), by name."""
-    return {
-        name: node
-        for name, node in trace.nodes.items()
-        if node["type"] == "sample"
-        and not site_is_subsample(node)
-        and any(f.name == DATA_PLATE for f in node["cond_indep_stack"])
-    }
-
-
-def predictive_components(
-    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, latents: Mapping
-):
-    """(log g (C, N), the distribution of y under each component, batch (C, N)) of the
-    model file at ``latents``, z enumerated; ``y`` only fills the observed site (any value
-    in its support). A file with more than one observed site per point (the noise
-    expert's ``y_noise`` beside ``y``) is refused by name."""
-    sites = _pointwise_sites(_enumerated_trace(model, X, y, config, latents))
-    observed = [n for n, s in sites.items() if s["is_observed"]]
-    if observed != ["y"] or "z" not in sites:
-        raise InputError(
-            f"model file {model.name!r} observes {observed} per point (with z "
-            f"{'enumerated' if 'z' in sites else 'absent'}): the Monte Carlo predictive "
-            "handles one observed site 'y' per point and a discrete z"
-        )
-    N = X.shape[0]
-    log_g = sites["z"]["fn"].log_prob(sites["z"]["value"])
-    return log_g.expand(-1, N) if log_g.dim() == 2 else log_g.reshape(-1, N), sites["y"]["fn"]
-
-
-def pointwise_log_likelihood(
-    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, latents: Mapping
-) -> torch.Tensor:
-    """log p(y_i | latents) (N,) of the model file itself, z summed out: one trace of the
-    file with ``latents`` conditioned and z enumerated (``poutine.enum``), the observed
-    sites of the data plate (``y``, ``y_noise``, a Bernoulli or Student-t ``y`` alike)
-    summed with log p(z_i = c), then log-sum-exp over c. ``y`` may be new targets at new
-    rows ``X`` (a held-out score)."""
-    total = torch.zeros((), dtype=X.dtype, device=X.device)
-    pointwise = False
-    for name, node in _pointwise_sites(_enumerated_trace(model, X, y, config, latents)).items():
-        if not (node["is_observed"] or name == "z"):
-            continue
-        total = total + node["fn"].log_prob(node["value"])
-        pointwise = pointwise or node["is_observed"]
-    if not pointwise:
-        raise ModelFileError(
-            f"model file {model.name!r} has no observed site in plate {DATA_PLATE!r}: no "
-            "pointwise log-likelihood"
-        )
-    total = total.reshape(-1, X.shape[0]) if total.dim() > 1 else total.reshape(1, -1)
-    return torch.logsumexp(total, 0)
-
-
-def cholesky(cov: torch.Tensor) -> torch.Tensor:
-    """L with L L^T = cov (symmetrised; a relative jitter of 1e-12 if it is not PD)."""
-    cov = 0.5 * (cov + cov.transpose(-1, -2))
-    L, info = torch.linalg.cholesky_ex(cov)
-    if bool((info != 0).any()):
-        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
-        L = torch.linalg.cholesky(cov + 1e-12 * scale[..., None, None] * eye)
-    return L
-
-
-def q_draws(result: FitResult, sites, S: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """S draws of each latent site from a variational fit's q: w_k ~ N(m_k, B_k),
-    pi ~ Dir(alpha), beta ~ Gamma(a, b) (its point estimate where q(beta) is absent)."""
-    X = result.X
-    out = {}
-    L = cholesky(result.cov)
-    eps = torch.randn((S, *result.mean.shape), generator=gen, dtype=torch.float64).to(X)
-    out["w"] = result.mean + (L @ eps.unsqueeze(-1)).squeeze(-1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(2**31, (), generator=gen)))
-        if "pi" in sites:
-            out["pi"] = torch.distributions.Dirichlet(result.alpha).sample((S,))
-        if "noise_precision" in sites:
-            if result.noise_shape is not None:
-                g = torch.distributions.Gamma(result.noise_shape, result.noise_rate)
-                out["noise_precision"] = g.sample((S,))
-            else:
-                out["noise_precision"] = result.noise_precision.expand(S)
-    for name in sites:  # a site the file adds (an ARD precision, tau): the fit's own draws
-        if name in out:
-            continue
-        drawn = (result.posterior.site_draws or {}).get(name)
-        if drawn is None:
-            raise InputError(
-                f"the fit has no draws of the model file's latent site {name!r} (only SVI "
-                "keeps draws of an added site, posterior.site_draws)"
-            )
-        take = (
-            torch.arange(S) if len(drawn) >= S else torch.randint(len(drawn), (S,), generator=gen)
-        )
-        out[name] = drawn[take].to(X)
-    return out

@@ -36,11 +36,18 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from .checks import as_array
-from .config import log_gate
+from .config import Config, log_gate
 from .errors import InputError, ModelFileError
 from .files import atomic_write, check_source
-from .likelihood import expert_predictive
+from .likelihood import (
+    FAST_LATENTS,
+    closed_form_observation,
+    expert_predictive,
+    predictive_components,
+    trace_model,
+)
 from .model_file import Model, ModelSource, model_for_result
+from .parts import EXPERTS_PLATE
 
 
 @dataclass
@@ -395,6 +402,7 @@ class FitResult:
         self._log_gate: torch.Tensor | None = None
         self._model: Model | None = None
         self._fast: bool | None = None  # the file's likelihood is the closed form's
+        self._sites: list[str] = []  # its continuous latent sites
 
     # ---- the model file ----------------------------------------------------------------
     def attach_model(self, model: Model) -> FitResult:
@@ -483,8 +491,6 @@ class FitResult:
         idx = torch.as_tensor(perm, dtype=torch.long, device="cpu")
         axes = None
         if self.posterior.site_draws:  # an added per-expert site moves with its expert
-            from .joint import expert_axes  # joint builds on this module
-
             axes = expert_axes(self)
         out = replace(
             self,
@@ -581,20 +587,20 @@ class FitResult:
 
     def _closed_form_likelihood(self) -> bool:
         """Whether the model file's observation is the closed form's Gaussian
-        (:class:`pyro_moe.joint.LogJoint`'s ``fast``), read once per result."""
+        (:func:`pyro_moe.likelihood.closed_form_observation`), read once per result."""
         if self._fast is None:
-            from .joint import file_joint  # joint builds on this module
-
             try:
-                self._fast = file_joint(self).fast
+                model = self.model
             except ModelFileError as e:
                 raise InputError(f"predict reads the model file's likelihood: {e}") from e
+            self._sites, why = closed_form_observation(
+                model, self.X, self.y, fixed_config(model, self)
+            )
+            self._fast = why is None
         return self._fast
 
     def _posterior_draws(self, sites, S: int, seed: int) -> dict[str, torch.Tensor]:
         """S draws of the latent sites: a NUTS fit's own draws, else q's."""
-        from .joint import q_draws
-
         gen = torch.Generator(device="cpu").manual_seed(seed)
         if self.draws is None:
             return q_draws(self, sites, S, gen)
@@ -611,13 +617,11 @@ class FitResult:
 
     def _predict_from_file(self, X: torch.Tensor, S: int, seed: int) -> Prediction:
         """:meth:`predict` by Monte Carlo from the model file (its docstring)."""
-        from .joint import file_joint, fixed_config, predictive_components
-
         if S < 1:
             raise InputError(f"draws must be at least 1, got {S}")
         model = self.model
         cfg = fixed_config(model, self)
-        sites = file_joint(self).sites
+        sites = self._sites
         theta = self._posterior_draws(sites, S, seed)
         fill = self.y[:1].expand(X.shape[0])  # a value in the support of y
         K = self.experts
@@ -649,13 +653,6 @@ class FitResult:
 
         name = type(_unwrap(fns[0])).__name__
         return Prediction(mean, variance, gk, e_mu, e_var, likelihood=name, log_density=log_density)
-
-    def to_inference_data(self, *, draws: int = 1000, seed: int = 0):
-        """This fit as an :class:`arviz.InferenceData`
-        (:func:`pyro_moe.diagnostics.to_inference_data`; arviz is imported here, on use)."""
-        from .diagnostics import to_inference_data
-
-        return to_inference_data(self, draws=draws, seed=seed)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
@@ -909,3 +906,95 @@ def _jsonable(o):
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def fixed_config(model: Model, result: FitResult) -> Config:
+    """The :class:`Config` of ``result``'s hyperparameters, every one held fixed
+    (``learn = {}``): w0, A, beta (E_q[beta] as the start of a latent beta), mu, Xi, the
+    expert maps and the fitted gate with its noise share rho."""
+    hyper = result.hyper
+    X, y = result.X, result.y
+    cfg = model.config(
+        X,
+        y,
+        result.experts,
+        prior_mean=hyper.prior_mean,
+        prior_cov=hyper.prior_cov,
+        noise_precision=hyper.noise_precision,
+        concentration=hyper.concentration,
+        regularization_cov=hyper.regularization_cov,
+        gate_hidden=hyper.gate_hidden,
+        noise_expert=result.noise_expert,
+        learn="none",
+        maps=hyper.maps,
+        per_expert_noise=hyper.noise_precision.dim() == 1,
+        noise_range=hyper.noise_bounds,
+    )
+    if cfg.gate is not None:
+        cfg.gate = copy.deepcopy(result.gate_network())
+        for p in cfg.gate.parameters():
+            p.requires_grad_(False)
+        cfg.noise_weight = hyper.noise_weight
+    return cfg
+
+
+def cholesky(cov: torch.Tensor) -> torch.Tensor:
+    """L with L L^T = cov (symmetrised; a relative jitter of 1e-12 if it is not PD)."""
+    cov = 0.5 * (cov + cov.transpose(-1, -2))
+    L, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):
+        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
+        L = torch.linalg.cholesky(cov + 1e-12 * scale[..., None, None] * eye)
+    return L
+
+
+def q_draws(result: FitResult, sites, S: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """S draws of each latent site from a variational fit's q: w_k ~ N(m_k, B_k),
+    pi ~ Dir(alpha), beta ~ Gamma(a, b) (its point estimate where q(beta) is absent)."""
+    X = result.X
+    out = {}
+    L = cholesky(result.cov)
+    eps = torch.randn((S, *result.mean.shape), generator=gen, dtype=torch.float64).to(X)
+    out["w"] = result.mean + (L @ eps.unsqueeze(-1)).squeeze(-1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**31, (), generator=gen)))
+        if "pi" in sites:
+            out["pi"] = torch.distributions.Dirichlet(result.alpha).sample((S,))
+        if "noise_precision" in sites:
+            if result.noise_shape is not None:
+                g = torch.distributions.Gamma(result.noise_shape, result.noise_rate)
+                out["noise_precision"] = g.sample((S,))
+            else:
+                out["noise_precision"] = result.noise_precision.expand(S)
+    for name in sites:  # a site the file adds (an ARD precision, tau): the fit's own draws
+        if name in out:
+            continue
+        drawn = (result.posterior.site_draws or {}).get(name)
+        if drawn is None:
+            raise InputError(
+                f"the fit has no draws of the model file's latent site {name!r} (only SVI "
+                "keeps draws of an added site, posterior.site_draws)"
+            )
+        take = (
+            torch.arange(S) if len(drawn) >= S else torch.randint(len(drawn), (S,), generator=gen)
+        )
+        out[name] = drawn[take].to(X)
+    return out
+
+
+def expert_axes(result: FitResult) -> dict[str, int]:
+    """For each latent site of ``result``'s model file outside :data:`FAST_LATENTS` that
+    lies in the ``experts`` plate (an ARD precision alpha (K, n)), the axis of its value
+    that indexes the experts, read from the plate: relabelling moves it with them."""
+    model = result.model
+    cfg = fixed_config(model, result)
+    trace = trace_model(model, result.X, result.y, cfg)
+    out = {}
+    for name, node in trace.nodes.items():
+        if node["type"] != "sample" or node["is_observed"] or name in (*FAST_LATENTS, "z"):
+            continue
+        for frame in node["cond_indep_stack"]:
+            if frame.name == EXPERTS_PLATE and frame.dim is not None:
+                out[name] = len(node["fn"].batch_shape) + frame.dim
+    return out

@@ -275,7 +275,7 @@ def test_an_added_per_expert_site_moves_with_its_expert(ard_fit):
     torch.testing.assert_close(swapped.mean, ard_fit.mean[[1, 0]])
     back = swapped.aligned_to(ard_fit)
     torch.testing.assert_close(back.posterior.site_draws["alpha"], alpha)
-    idata = ard_fit.to_inference_data(draws=50)  # the method, a thin wrapper
+    idata = pyro_moe.diagnostics.to_inference_data(ard_fit, draws=50)
     assert idata.posterior["alpha"].dims == ("chain", "draw", "expert", "feature")
     assert list(idata.posterior["alpha"].coords["feature"].values) == ["w0", "w1"]
     np.testing.assert_allclose(idata.posterior["alpha"].values[0], alpha[:50].numpy())

@@ -20,17 +20,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import Independent
 
 from .. import likelihood
 from ..config import Config, gate_weights
-from ..errors import ModelFileError, NonConjugateError, PyroMoeError
-from ..model_file import Model, model_file_error
+from ..errors import ModelFileError, NonConjugateError
+from ..likelihood import likelihood_mismatch, trace_model, unwrap
+from ..model_file import Model
 from . import updates as U
 from .linearised import FactorisedPrior
 
@@ -133,17 +131,6 @@ class Conjugate:
     #: a non-Gaussian factorised prior on w, for natural-gradient SVI's CVI step (None:
     #: w_k ~ N(w0_k, A_k)); only :func:`read_model` with ``linearise_w=True`` accepts one
     weight_factor: FactorisedPrior | None = None
-
-
-def unwrap(fn):
-    """The distribution inside ``fn``'s wrappers (``.to_event``, ``.expand``, ``.mask``)."""
-    while True:
-        if isinstance(fn, Independent):
-            fn = fn.base_dist
-        elif isinstance(fn, dist.ExpandedDistribution | dist.MaskedDistribution):
-            fn = fn.base_dist
-        else:
-            return fn
 
 
 def _diagonal_gaussian(fn, base) -> bool:
@@ -291,27 +278,6 @@ def read_model(
     return conj
 
 
-def trace_model(model: Model, X, y, config: Config, data: Mapping | None = None):
-    """One trace of ``model.model`` on (X, y), its sites conditioned on ``data``; a
-    failure inside the file is a :class:`ModelFileError` naming it."""
-    fn = model.model if data is None else poutine.condition(model.model, data=dict(data))
-    with pyro.get_param_store().scope(), torch.no_grad():
-        try:
-            return poutine.trace(fn).get_trace(X, y, config)
-        except Exception as e:  # a user's model file may fail anywhere
-            if isinstance(e, PyroMoeError):
-                raise
-            raise model_file_error(
-                model, e, "while tracing the model (reading its sites)"
-            ) or ModelFileError(
-                f"model {model.name!r} ({model.path}) failed when run: {type(e).__name__}: {e}"
-            ) from e
-
-
-#: random draws of the latent sites at which :func:`check_likelihood` compares densities
-LIKELIHOOD_DRAWS = 3
-
-
 def check_likelihood(model: Model, X, y, config: Config, conj: Conjugate, sites: Mapping) -> None:
     """Prove that the file's observation site ``y`` is the closed form's likelihood, not
     just of its family (:func:`likelihood_mismatch` at the beta CAVI will use, ``conj``):
@@ -326,62 +292,6 @@ def check_likelihood(model: Model, X, y, config: Config, conj: Conjugate, sites:
             "model's, so the closed-form engines would fit another model. Fit this file with "
             "method='svi', optimizer='adam' (Pyro's ELBO of the file itself) or method='nuts'."
         )
-
-
-def likelihood_mismatch(
-    model: Model,
-    X,
-    y,
-    config: Config,
-    noise_precision: torch.Tensor | None,
-    *,
-    latent_beta: torch.Size | None = None,
-    draws: int = LIKELIHOOD_DRAWS,
-) -> str | None:
-    """None when the file's observed ``y`` is the closed form's Gaussian, else why not.
-
-    At ``draws`` random draws of the latents (w around ``config.prior_mean``, z uniform
-    over the K experts, beta of shape ``latent_beta`` when it is latent, else
-    ``noise_precision``) the trace's log-density of each y_i must equal
-    log N(t_ik | w_k^T phi_ik, 1/beta_k) of
-    :func:`pyro_moe.likelihood.component_log_densities` at z_i = k (relative tolerance
-    sqrt(eps) of the dtype). The family alone proves nothing: ``Normal((w^T x)**3, s)``
-    is a Normal."""
-    K, n, N = config.experts, config.features, X.shape[0]
-    dt = dict(dtype=X.dtype, device=X.device)
-    gen = torch.Generator(device="cpu").manual_seed(20260)
-    tol = float(torch.finfo(X.dtype).eps) ** 0.5
-
-    def randn(*shape):
-        return torch.randn(shape, generator=gen, dtype=torch.float64).to(**dt)
-
-    for _ in range(draws):
-        W = config.prior_mean.detach().to(**dt).expand(K, n) + randn(K, n)
-        data = {"w": W, "z": torch.randint(K, (N,), generator=gen).to(X.device)}
-        if latent_beta is not None:
-            beta = torch.exp(0.5 * randn(*latent_beta))
-            data["noise_precision"] = beta
-        else:
-            beta = noise_precision.detach().to(**dt)
-        node = trace_model(model, X, y, config, data).nodes.get("y")
-        if node is None or node["type"] != "sample" or not node["is_observed"]:
-            return "the model has no observed sample site 'y'"
-        if not isinstance(unwrap(node["fn"]), dist.Normal):
-            return f"its distribution is {type(unwrap(node['fn'])).__name__}, not Normal"
-        got = node["fn"].log_prob(node["value"]).detach()
-        want = likelihood.component_log_densities(X, y, W, beta, config.maps)
-        want = want.gather(-1, data["z"].reshape(N, 1)).squeeze(-1)
-        if got.shape != want.shape:
-            got, want = got.sum(), want.sum()
-        got = got.to(want)
-        if not torch.allclose(got, want, rtol=tol, atol=tol):
-            i = int((got - want).abs().reshape(-1).argmax())
-            return (
-                "its log-density at random draws of the latent sites is not the closed "
-                f"form's Gaussian N(w_k^T x_i, 1/beta) (at point {i}: "
-                f"{float(got.reshape(-1)[i]):.6g} against {float(want.reshape(-1)[i]):.6g})"
-            )
-    return None
 
 
 def _gate_prior_scale(site, config: Config) -> float:

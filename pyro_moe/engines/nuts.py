@@ -83,10 +83,9 @@ from pyro.infer import NUTS as PyroNUTS
 from pyro.ops.stats import split_gelman_rubin
 from pyro.poutine.util import site_is_subsample
 
-from ..closed_form.sites import trace_model
 from ..errors import ConvergenceWarning, InputError, ModelFileError, NonConjugateError
 from ..joint import FAST_LATENTS, LogJoint, cholesky, fixed_config, q_draws
-from ..likelihood import expected_log_densities, residual_map
+from ..likelihood import expected_log_densities, residual_map, trace_model
 from ..result import Draws, FitResult, History, Posterior, expert_alignment
 from .base import Engine, Progress, find_stack_level
 from .cavi import CAVI

@@ -129,7 +129,9 @@ class LogJoint:
                 f"site 'y' is the closed form's Gaussian ({self.mismatch}); use "
                 "marginalize='enumerate'"
             )
-        self.marginalize = "sum" if marginalize == "auto" and fast else marginalize
+        if marginalize == "auto":
+            marginalize = "sum" if fast else "enumerate"
+        self.marginalize = marginalize
         self._constant = sum(
             (nodes[n]["fn"].log_prob(nodes[n]["value"]).sum() for n in observed if n in CONSTANTS),
             torch.zeros((), dtype=X.dtype, device=X.device),
@@ -240,7 +242,7 @@ class LogJoint:
     def _enumerated_potential(self, u: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Pyro's potential energy of the model file with z enumerated in parallel."""
         if self._enumerated is None:
-            with pyro.get_param_store().scope():
+            with pyro.get_param_store().scope(), torch.enable_grad():  # it checks a gradient
                 _, fn, _, _ = initialize_model(
                     self.model.model,
                     model_args=(self.X, self.y, self.config),

@@ -297,3 +297,13 @@ def test_diagnostics_is_an_attribute_of_the_package():
     code = "import pyro_moe; print(pyro_moe.diagnostics.to_inference_data.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "to_inference_data"
+
+
+def test_the_log_joint_of_a_student_t_file_enumerates_the_file(file_fits):
+    """NUTS's target on a Student-t file is the file's own (Pyro's enumeration), never the
+    Gaussian log-sum-exp; "auto" says which it chose."""
+    from pyro_moe.joint import file_joint
+
+    joint = file_joint(file_fits[STUDENT_T])
+    assert not joint.fast and joint.marginalize == "enumerate"
+    assert "not the closed form's Gaussian" in joint.mismatch or "StudentT" in joint.mismatch

@@ -55,6 +55,9 @@ _HOMES = {
     "curve_uncertainty": "curves.uncertainty",
 }
 
+#: submodules reachable as attributes of the package, imported on first use
+_SUBMODULES = ("diagnostics",)
+
 __all__ = [
     "Comparison",
     "Config",
@@ -116,6 +119,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never run
 
 def __getattr__(name: str) -> Any:
     """Import a public name's module on first use and keep the name (PEP 562)."""
+    if name in _SUBMODULES:  # pyro_moe.diagnostics after a plain ``import pyro_moe``
+        return importlib.import_module(f".{name}", __name__)
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,9 +53,9 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from .errors import InputError
-from .joint import LogJoint, fixed_config, q_draws
+from .joint import FAST_LATENTS, file_joint
 from .likelihood import component_log_densities, noise_log_density
-from .result import FitResult
+from .result import FitResult, expert_axes, q_draws
 
 with warnings.catch_warnings():
     # arviz 0.23 announces its 1.0 refactor with a FutureWarning at import; we pin <1.
@@ -126,19 +126,40 @@ def _single(result: FitResult, rng: np.random.Generator, draws: int) -> dict[str
         b0 = _np(result.noise_precision).astype(float)
         beta = np.broadcast_to(b0, (draws, *b0.shape)).copy()
     out["beta"] = beta
+    added = {}
     for name, values in (result.posterior.site_draws or {}).items():
         # the fit's own draws from q of an added site: the first `draws`, else resampled
         v = _np(values).astype(float)
-        out[name] = v[:draws] if len(v) >= draws else v[rng.integers(0, len(v), draws)]
-    out["log_lik"] = _log_lik(result, w, pi, beta)
+        added[name] = v[:draws] if len(v) >= draws else v[rng.integers(0, len(v), draws)]
+    out.update(added)
+    out["log_lik"] = _log_lik(result, w, pi, beta, added)
     return out
 
 
 def _log_lik(
-    result: FitResult, w: np.ndarray, pi: np.ndarray | None, beta: np.ndarray
+    result: FitResult,
+    w: np.ndarray,
+    pi: np.ndarray | None,
+    beta: np.ndarray,
+    added: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """log p(y_i | draw) (draw, point) = log sum_k g_ik N(y_i | w_k^T x_i, 1/beta), g the
-    drawn pi or the fitted gate."""
+    """log p(y_i | draw) (draw, point): the model file's own likelihood, z summed out.
+
+    In closed form, log sum_k g_ik N(y_i | w_k^T x_i, 1/beta) (g the drawn pi or the fitted
+    gate), when the file's observation is the closed form's Gaussian; otherwise (a Student-t,
+    Bernoulli, edited-mean file) through Pyro from the file itself
+    (:meth:`pyro_moe.joint.LogJoint.file_log_likelihood`), at the same draws."""
+    joint = file_joint(result)
+    if not joint.fast:
+        given = {"w": w, "pi": pi, "noise_precision": beta, **(added or {})}
+        missing = [n for n in joint.sites if given.get(n) is None]
+        if missing:
+            raise InputError(
+                f"the fit has no draws of the model file's latent site(s) {missing}, so its "
+                "pointwise log-likelihood cannot be evaluated"
+            )
+        theta = {n: torch.from_numpy(np.asarray(given[n])).to(result.X) for n in joint.sites}
+        return _np(joint.file_log_likelihood(theta)).astype(float)
     X, y = _np(result.X).astype(float), _np(result.y).astype(float)
     if pi is not None:
         log_g = np.log(np.clip(pi, 1e-300, None))[:, None, :]  # (draw, 1, K)
@@ -185,6 +206,28 @@ def _mcmc(result: FitResult) -> tuple[dict[str, np.ndarray], np.ndarray, dict[st
         "step_size": np.repeat(_np(d.step_size).astype(float)[:, None], S, 1),
     }
     return out, log_lik.reshape(C, S, -1), stats
+
+
+def _site_dims(result: FitResult, n: int) -> dict[str, list[str]]:
+    """Named dims of the draws of a site the model file adds: its axis in the ``experts``
+    plate is ``expert`` (:func:`pyro_moe.joint.expert_axes`), an axis of the n features
+    beside it ``feature``, any other ``<site>_dim_<j>`` (ArviZ's default names)."""
+    sites = result.posterior.site_draws or {}
+    if not sites:
+        return {}
+    axes = expert_axes(result)
+    out = {}
+    for name, values in sites.items():
+        shape = tuple(values.shape[1:])
+        if name not in axes or not shape:
+            continue
+        names = [f"{name}_dim_{j}" for j in range(len(shape))]
+        names[axes[name]] = "expert"
+        for j, size in enumerate(shape):
+            if j != axes[name] and size == n and "feature" not in names:
+                names[j] = "feature"
+        out[name] = names
+    return out
 
 
 def to_inference_data(
@@ -238,6 +281,7 @@ def to_inference_data(
     }
     if first.noise_precision.dim() == 1:  # one noise precision per expert
         dims["beta"] = ["expert"]
+    dims.update(_site_dims(first, n))
     attrs: dict[str, Any] = {
         "inference_library": "pyro_moe",
         "method": first.method,
@@ -423,8 +467,14 @@ def psis_khat(result: FitResult, *, draws: int = 1000, seed: int = 0) -> float:
         raise InputError("k-hat grades a variational fit; a NUTS result has no q")
     if int(draws) < 10:
         raise InputError(f"draws must be at least 10, got {draws}")
-    model = result.model
-    joint = LogJoint(model, result.X, result.y, fixed_config(model, result))
+    joint = file_joint(result)
+    added = [n for n in joint.sites if n not in FAST_LATENTS]
+    if added:
+        raise InputError(
+            f"k-hat needs q's density of every latent site, and the model file's site(s) "
+            f"{added} have only draws (or none) in this fit; k-hat covers the sites "
+            f"{list(FAST_LATENTS)}"
+        )
     gen = torch.Generator(device="cpu").manual_seed(seed)
     theta = q_draws(result, joint.sites, int(draws), gen)
     log_q = _log_q(result, theta)

@@ -31,7 +31,6 @@ does: stick-breaking for pi, exp for beta) the potential energy is
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 import pyro
@@ -43,47 +42,26 @@ from pyro.poutine.util import site_is_subsample
 
 from .config import Config, log_gate
 from .errors import InputError, ModelFileError
-from .likelihood import component_log_densities, noise_log_density
+from .likelihood import (
+    CONSTANTS,
+    FAST_LATENTS,
+    closed_form_observation,
+    component_log_densities,
+    noise_log_density,
+    pointwise_log_likelihood,
+)
 from .model_file import Model
-from .result import FitResult
+from .result import FitResult, cholesky, fixed_config, q_draws
 
-__all__ = ["FAST_LATENTS", "LogJoint", "cholesky", "fixed_config", "q_draws"]
-
-#: Latent sites the log-sum-exp path knows (the rest need enumeration).
-FAST_LATENTS = ("w", "pi", "noise_precision")
-#: Observed sites of :mod:`pyro_moe.parts`: the targets (``y``, ``y_noise``) and constants.
-_TARGETS = ("y", "y_noise")
-_CONSTANTS = ("prior_regularization", "gate_prior")
-
-
-def fixed_config(model: Model, result: FitResult) -> Config:
-    """The :class:`Config` of ``result``'s hyperparameters, every one held fixed
-    (``learn = {}``): w0, A, beta (E_q[beta] as the start of a latent beta), mu, Xi, the
-    expert maps and the fitted gate with its noise share rho."""
-    hyper = result.hyper
-    X, y = result.X, result.y
-    cfg = model.config(
-        X,
-        y,
-        result.experts,
-        prior_mean=hyper.prior_mean,
-        prior_cov=hyper.prior_cov,
-        noise_precision=hyper.noise_precision,
-        concentration=hyper.concentration,
-        regularization_cov=hyper.regularization_cov,
-        gate_hidden=hyper.gate_hidden,
-        noise_expert=result.noise_expert,
-        learn="none",
-        maps=hyper.maps,
-        per_expert_noise=hyper.noise_precision.dim() == 1,
-        noise_range=hyper.noise_bounds,
-    )
-    if cfg.gate is not None:
-        cfg.gate = copy.deepcopy(result.gate_network())
-        for p in cfg.gate.parameters():
-            p.requires_grad_(False)
-        cfg.noise_weight = hyper.noise_weight
-    return cfg
+__all__ = [
+    "FAST_LATENTS",
+    "LogJoint",
+    "cholesky",
+    "file_joint",
+    "fixed_config",
+    "pointwise_log_likelihood",
+    "q_draws",
+]
 
 
 class LogJoint:
@@ -142,19 +120,20 @@ class LogJoint:
         self.shapes = {n: tuple(nodes[n]["value"].shape) for n in latent}
         self.transforms = {n: biject_to(nodes[n]["fn"].support) for n in latent}
         self.priors = {n: nodes[n]["fn"] for n in latent}
-        fast = set(latent) <= set(FAST_LATENTS) and "w" in latent and "z" in nodes
-        fast = fast and set(observed) <= set(_TARGETS + _CONSTANTS)
-        fast = fast and ("pi" in latent or config.gate is not None)
+        _, self.mismatch = closed_form_observation(model, X, y, config)
+        fast = self.mismatch is None
+        self.fast = fast
         if marginalize == "sum" and not fast:
             raise ModelFileError(
-                f"model file {model.name!r} has latent sites {latent} and observed sites "
-                f"{observed}: z can be summed in closed form only for latents among "
-                f"{list(FAST_LATENTS)} and the observations of pyro_moe.parts; use "
+                f"model file {model.name!r}: z can be summed in closed form only when its "
+                f"site 'y' is the closed form's Gaussian ({self.mismatch}); use "
                 "marginalize='enumerate'"
             )
-        self.marginalize = "sum" if marginalize == "auto" and fast else marginalize
+        if marginalize == "auto":
+            marginalize = "sum" if fast else "enumerate"
+        self.marginalize = marginalize
         self._constant = sum(
-            (nodes[n]["fn"].log_prob(nodes[n]["value"]).sum() for n in observed if n in _CONSTANTS),
+            (nodes[n]["fn"].log_prob(nodes[n]["value"]).sum() for n in observed if n in CONSTANTS),
             torch.zeros((), dtype=X.dtype, device=X.device),
         )
         self.log_u = noise_log_density(config.noise_bounds)
@@ -209,8 +188,27 @@ class LogJoint:
         )
 
     def log_likelihood(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """log p(y_i | theta) = log sum_c g_ic p(y_i | z_i = c, theta), (S, N)."""
+        """log p(y_i | theta) = log sum_c g_ic p(y_i | z_i = c, theta), (S, N): in closed
+        form for the built-in likelihood (:attr:`fast`), else from the model file's own
+        observed sites (:meth:`file_log_likelihood`)."""
+        if not self.fast:
+            return self.file_log_likelihood(theta)
         return torch.logsumexp(self.component_logits(theta), -1)
+
+    def file_log_likelihood(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """log p(y_i | theta) (S, N) through Pyro, for any likelihood a model file writes:
+        the file traced once per draw with its latent sites conditioned on theta_s and z
+        enumerated in parallel; log sum_c exp(log p(z_i = c | .) + sum of the log-densities
+        of the observed sites in the data plate), the sum over the components c by
+        log-sum-exp (:func:`pointwise_log_likelihood`)."""
+        S = next(iter(theta.values())).shape[0]
+        rows = [
+            pointwise_log_likelihood(
+                self.model, self.X, self.y, self.config, {n: theta[n][s] for n in self.sites}
+            )
+            for s in range(S)
+        ]
+        return torch.stack(rows)
 
     def log_prior(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """log p(theta | h) (S,): each latent site's prior from the model file's trace."""
@@ -244,7 +242,7 @@ class LogJoint:
     def _enumerated_potential(self, u: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Pyro's potential energy of the model file with z enumerated in parallel."""
         if self._enumerated is None:
-            with pyro.get_param_store().scope():
+            with pyro.get_param_store().scope(), torch.enable_grad():  # it checks a gradient
                 _, fn, _, _ = initialize_model(
                     self.model.model,
                     model_args=(self.X, self.y, self.config),
@@ -254,33 +252,9 @@ class LogJoint:
         return self._enumerated(dict(u))
 
 
-def cholesky(cov: torch.Tensor) -> torch.Tensor:
-    """L with L L^T = cov (symmetrised; a relative jitter of 1e-12 if it is not PD)."""
-    cov = 0.5 * (cov + cov.transpose(-1, -2))
-    L, info = torch.linalg.cholesky_ex(cov)
-    if bool((info != 0).any()):
-        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
-        L = torch.linalg.cholesky(cov + 1e-12 * scale[..., None, None] * eye)
-    return L
-
-
-def q_draws(result: FitResult, sites, S: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """S draws of each latent site from a variational fit's q: w_k ~ N(m_k, B_k),
-    pi ~ Dir(alpha), beta ~ Gamma(a, b) (its point estimate where q(beta) is absent)."""
-    X = result.X
-    out = {}
-    L = cholesky(result.cov)
-    eps = torch.randn((S, *result.mean.shape), generator=gen, dtype=torch.float64).to(X)
-    out["w"] = result.mean + (L @ eps.unsqueeze(-1)).squeeze(-1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(2**31, (), generator=gen)))
-        if "pi" in sites:
-            out["pi"] = torch.distributions.Dirichlet(result.alpha).sample((S,))
-        if "noise_precision" in sites:
-            if result.noise_shape is not None:
-                g = torch.distributions.Gamma(result.noise_shape, result.noise_rate)
-                out["noise_precision"] = g.sample((S,))
-            else:
-                out["noise_precision"] = result.noise_precision.expand(S)
-    return out
+def file_joint(result: FitResult) -> LogJoint:
+    """The log joint of ``result``'s own model file at its hyperparameters: its ``fast``
+    says whether the file's likelihood is the closed form's Gaussian, and its
+    ``log_likelihood`` reads the file otherwise."""
+    model = result.model
+    return LogJoint(model, result.X, result.y, fixed_config(model, result))

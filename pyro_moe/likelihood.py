@@ -21,20 +21,43 @@ targets: log u = -log(hi - lo).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
+import pyro
+import pyro.distributions as dist
 import torch
+from pyro import poutine
+from pyro.infer import config_enumerate
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import Independent
 
-from .errors import InputError
+from .config import Config
+from .errors import InputError, ModelFileError, PyroMoeError
+from .model_file import Model, model_file_error
+from .parts import DATA_PLATE
 
 LOG_2PI = math.log(2 * math.pi)
 
 __all__ = [
+    "FAST_LATENTS",
+    "closed_form_observation",
     "component_log_densities",
     "expected_log_densities",
     "expert_predictive",
+    "likelihood_mismatch",
     "noise_log_density",
+    "pointwise_log_likelihood",
+    "predictive_components",
     "residual_map",
+    "trace_model",
+    "unwrap",
 ]
+
+#: Latent sites the closed-form likelihood knows (the rest need the file itself).
+FAST_LATENTS = ("w", "pi", "noise_precision")
+#: Observed sites of :mod:`pyro_moe.parts`: the targets (``y``, ``y_noise``) and constants.
+TARGETS = ("y", "y_noise")
+CONSTANTS = ("prior_regularization", "gate_prior")
 
 
 def noise_log_density(bounds: torch.Tensor | None) -> torch.Tensor | None:
@@ -120,3 +143,180 @@ def expert_predictive(
     mu = (phi * mean).sum(-1) - X @ maps[:, -1, :-1].T
     quad = torch.einsum("nkj,kjl,nkl->nk", phi, cov, phi)
     return mu, 1.0 / beta + quad
+
+
+def unwrap(fn):
+    """The distribution inside ``fn``'s wrappers (``.to_event``, ``.expand``, ``.mask``)."""
+    while True:
+        if isinstance(fn, Independent):
+            fn = fn.base_dist
+        elif isinstance(fn, dist.ExpandedDistribution | dist.MaskedDistribution):
+            fn = fn.base_dist
+        else:
+            return fn
+
+
+def trace_model(model: Model, X, y, config: Config, data: Mapping | None = None):
+    """One trace of ``model.model`` on (X, y), its sites conditioned on ``data``; a
+    failure inside the file is a :class:`ModelFileError` naming it."""
+    fn = model.model if data is None else poutine.condition(model.model, data=dict(data))
+    with pyro.get_param_store().scope(), torch.no_grad():
+        try:
+            return poutine.trace(fn).get_trace(X, y, config)
+        except Exception as e:  # a user's model file may fail anywhere
+            if isinstance(e, PyroMoeError):
+                raise
+            raise model_file_error(
+                model, e, "while tracing the model (reading its sites)"
+            ) or ModelFileError(
+                f"model {model.name!r} ({model.path}) failed when run: {type(e).__name__}: {e}"
+            ) from e
+
+
+#: random draws of the latent sites at which :func:`check_likelihood` compares densities
+LIKELIHOOD_DRAWS = 3
+
+
+def likelihood_mismatch(
+    model: Model,
+    X,
+    y,
+    config: Config,
+    noise_precision: torch.Tensor | None,
+    *,
+    latent_beta: torch.Size | None = None,
+    draws: int = LIKELIHOOD_DRAWS,
+) -> str | None:
+    """None when the file's observed ``y`` is the closed form's Gaussian, else why not.
+
+    At ``draws`` random draws of the latents (w around ``config.prior_mean``, z uniform
+    over the K experts, beta of shape ``latent_beta`` when it is latent, else
+    ``noise_precision``) the trace's log-density of each y_i must equal
+    log N(t_ik | w_k^T phi_ik, 1/beta_k) of
+    :func:`pyro_moe.component_log_densities` at z_i = k (relative tolerance
+    sqrt(eps) of the dtype). The family alone proves nothing: ``Normal((w^T x)**3, s)``
+    is a Normal."""
+    K, n, N = config.experts, config.features, X.shape[0]
+    dt = dict(dtype=X.dtype, device=X.device)
+    gen = torch.Generator(device="cpu").manual_seed(20260)
+    tol = float(torch.finfo(X.dtype).eps) ** 0.5
+
+    def randn(*shape):
+        return torch.randn(shape, generator=gen, dtype=torch.float64).to(**dt)
+
+    for _ in range(draws):
+        W = config.prior_mean.detach().to(**dt).expand(K, n) + randn(K, n)
+        data = {"w": W, "z": torch.randint(K, (N,), generator=gen).to(X.device)}
+        if latent_beta is not None:
+            beta = torch.exp(0.5 * randn(*latent_beta))
+            data["noise_precision"] = beta
+        else:
+            beta = noise_precision.detach().to(**dt)
+        node = trace_model(model, X, y, config, data).nodes.get("y")
+        if node is None or node["type"] != "sample" or not node["is_observed"]:
+            return "the model has no observed sample site 'y'"
+        if not isinstance(unwrap(node["fn"]), dist.Normal):
+            return f"its distribution is {type(unwrap(node['fn'])).__name__}, not Normal"
+        got = node["fn"].log_prob(node["value"]).detach()
+        want = component_log_densities(X, y, W, beta, config.maps)
+        want = want.gather(-1, data["z"].reshape(N, 1)).squeeze(-1)
+        if got.shape != want.shape:
+            got, want = got.sum(), want.sum()
+        got = got.to(want)
+        if not torch.allclose(got, want, rtol=tol, atol=tol):
+            i = int((got - want).abs().reshape(-1).argmax())
+            return (
+                "its log-density at random draws of the latent sites is not the closed "
+                f"form's Gaussian N(w_k^T x_i, 1/beta) (at point {i}: "
+                f"{float(got.reshape(-1)[i]):.6g} against {float(want.reshape(-1)[i]):.6g})"
+            )
+    return None
+
+
+def closed_form_observation(
+    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config
+) -> tuple[list[str], str | None]:
+    """(the file's continuous latent sites, None when its observation is the closed
+    form's -- latents among :data:`FAST_LATENTS`, the observed sites of
+    :mod:`pyro_moe.parts`, y the closed form's Gaussian (:func:`likelihood_mismatch`) --
+    else why not). ``config`` holds every hyperparameter fixed."""
+    trace = trace_model(model, X, y, config)
+    nodes = {
+        n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
+    }
+    latent = [n for n, s in nodes.items() if not s["is_observed"] and n != "z"]
+    observed = [n for n, s in nodes.items() if s["is_observed"]]
+    fast = set(latent) <= set(FAST_LATENTS) and "w" in latent and "z" in nodes
+    fast = fast and set(observed) <= set(TARGETS + CONSTANTS)
+    fast = fast and ("pi" in latent or config.gate is not None)
+    if not fast:
+        return latent, (
+            f"latent sites {latent} and observed sites {observed}, not only the sites "
+            f"{list(FAST_LATENTS)} and the observations of pyro_moe.parts"
+        )
+    beta = None if "noise_precision" in latent else config.noise_precision
+    shape = nodes["noise_precision"]["value"].shape if beta is None else None
+    return latent, likelihood_mismatch(model, X, y, config, beta, latent_beta=shape)
+
+
+def _enumerated_trace(model: Model, X, y, config: Config, latents: Mapping):
+    """One trace of the model file with ``latents`` conditioned and z enumerated."""
+    fn = poutine.enum(config_enumerate(model.model, "parallel"), first_available_dim=-2)
+    fn = poutine.condition(fn, data=dict(latents))
+    with pyro.get_param_store().scope(), torch.no_grad():
+        return poutine.trace(fn).get_trace(X, y, config)
+
+
+def _pointwise_sites(trace) -> dict:
+    """The sample sites of the data plate (z and the observations), by name."""
+    return {
+        name: node
+        for name, node in trace.nodes.items()
+        if node["type"] == "sample"
+        and not site_is_subsample(node)
+        and any(f.name == DATA_PLATE for f in node["cond_indep_stack"])
+    }
+
+
+def predictive_components(
+    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, latents: Mapping
+):
+    """(log g (C, N), the distribution of y under each component, batch (C, N)) of the
+    model file at ``latents``, z enumerated; ``y`` only fills the observed site (any value
+    in its support). A file with more than one observed site per point (the noise
+    expert's ``y_noise`` beside ``y``) is refused by name."""
+    sites = _pointwise_sites(_enumerated_trace(model, X, y, config, latents))
+    observed = [n for n, s in sites.items() if s["is_observed"]]
+    if observed != ["y"] or "z" not in sites:
+        raise InputError(
+            f"model file {model.name!r} observes {observed} per point (with z "
+            f"{'enumerated' if 'z' in sites else 'absent'}): the Monte Carlo predictive "
+            "handles one observed site 'y' per point and a discrete z"
+        )
+    N = X.shape[0]
+    log_g = sites["z"]["fn"].log_prob(sites["z"]["value"])
+    return log_g.expand(-1, N) if log_g.dim() == 2 else log_g.reshape(-1, N), sites["y"]["fn"]
+
+
+def pointwise_log_likelihood(
+    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, latents: Mapping
+) -> torch.Tensor:
+    """log p(y_i | latents) (N,) of the model file itself, z summed out: one trace of the
+    file with ``latents`` conditioned and z enumerated (``poutine.enum``), the observed
+    sites of the data plate (``y``, ``y_noise``, a Bernoulli or Student-t ``y`` alike)
+    summed with log p(z_i = c), then log-sum-exp over c. ``y`` may be new targets at new
+    rows ``X`` (a held-out score)."""
+    total = torch.zeros((), dtype=X.dtype, device=X.device)
+    pointwise = False
+    for name, node in _pointwise_sites(_enumerated_trace(model, X, y, config, latents)).items():
+        if not (node["is_observed"] or name == "z"):
+            continue
+        total = total + node["fn"].log_prob(node["value"])
+        pointwise = pointwise or node["is_observed"]
+    if not pointwise:
+        raise ModelFileError(
+            f"model file {model.name!r} has no observed site in plate {DATA_PLATE!r}: no "
+            "pointwise log-likelihood"
+        )
+    total = total.reshape(-1, X.shape[0]) if total.dim() > 1 else total.reshape(1, -1)
+    return torch.logsumexp(total, 0)

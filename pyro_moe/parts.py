@@ -111,16 +111,28 @@ def assignments_guide(X: torch.Tensor, config: Config, subsample: torch.Tensor |
         pyro.sample("z", dist.Categorical(probs[idx]), infer={"enumerate": "parallel"})
 
 
-def weights_guide(config: Config) -> torch.Tensor:
-    """q(w_k) = N(m_k, L_k L_k^T), a full-covariance Gaussian per expert."""
+def weights_guide(config: Config, plate: pyro.plate | None = None) -> torch.Tensor:
+    """q(w_k) = N(m_k, L_k L_k^T), a full-covariance Gaussian per expert.
+
+    ``plate``: the ``experts`` plate the caller has already opened, to put another
+    per-expert site of an edited guide beside w (a plate entered twice is two sites of one
+    name); the sample is then taken inside it::
+
+        with pyro.plate(parts.EXPERTS_PLATE, config.experts) as experts:
+            pyro.sample("alpha", dist.Gamma(a, b).to_event(1))
+            parts.weights_guide(config, plate=experts)
+    """
     mean = pyro.param("weight_mean", lambda: config.prior_mean.detach().clone())
     scale_tril = pyro.param(
         "weight_scale_tril",
         lambda: 0.1 * torch.linalg.cholesky(config.prior_cov.detach()),
         constraint=constraints.lower_cholesky,
     )
+    q = dist.MultivariateNormal(mean, scale_tril=scale_tril)
+    if plate is not None:
+        return pyro.sample("w", q)
     with pyro.plate(EXPERTS_PLATE, config.experts):
-        return pyro.sample("w", dist.MultivariateNormal(mean, scale_tril=scale_tril))
+        return pyro.sample("w", q)
 
 
 def mixing_guide(config: Config) -> torch.Tensor:

@@ -26,7 +26,7 @@ import copy
 import json
 import math
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,18 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from .checks import as_array
-from .config import log_gate
+from .config import Config, log_gate
 from .errors import InputError, ModelFileError
 from .files import atomic_write, check_source
-from .likelihood import expert_predictive
+from .likelihood import (
+    FAST_LATENTS,
+    closed_form_observation,
+    expert_predictive,
+    predictive_components,
+    trace_model,
+)
 from .model_file import Model, ModelText, model_for_result
+from .parts import EXPERTS_PLATE
 
 
 @dataclass
@@ -60,12 +67,51 @@ class Prediction:
     expert_variances: torch.Tensor  # (N, K)
     noise_weight: torch.Tensor | None = None  # (N,) weight of the noise expert
     noise_bounds: torch.Tensor | None = None  # (lo, hi) of its uniform density
+    #: the model file's likelihood when it is not the closed form's Gaussian (e.g.
+    #: "StudentT", "Bernoulli"): mean and variance are then Monte Carlo moments over draws
+    #: of the posterior, and :meth:`log_prob` reads the file (``log_density``)
+    likelihood: str = "Normal"
+    log_density: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+
+    def log_prob(self, y) -> torch.Tensor:
+        """log p(y_i | x_i, data) (N,): the posterior predictive log density of held-out
+        targets, from the model file's own likelihood, mixed over the experts by the gate
+        (or E[pi]) and over the posterior.
+
+        For the closed-form Gaussian, log sum_k g_k N(y_i | mu_ik, s_ik^2) (+ g_0 / (hi - lo)
+        inside the noise expert's range) with the experts' predictive moments; otherwise
+        log (1/S) sum_s sum_c g_c(x_i) p(y_i | z_i = c, theta_s) over S draws theta_s of the
+        posterior, the file's own density of y (``FitResult.predict(draws=, seed=)``)."""
+        y = torch.as_tensor(y, dtype=self.mean.dtype, device=self.mean.device)
+        if y.shape != self.mean.shape:
+            raise InputError(f"y must have shape {tuple(self.mean.shape)}, got {tuple(y.shape)}")
+        if self.log_density is not None:
+            return self.log_density(y)
+        var = self.expert_variances
+        log_n = -0.5 * (
+            math.log(2 * math.pi) + var.log() + (y.unsqueeze(-1) - self.expert_means) ** 2 / var
+        )
+        terms = torch.log(self.expert_weights) + log_n
+        if self.noise_weight is not None:
+            lo, hi = self.noise_bounds.unbind(-1)
+            inside = (y >= lo) & (y <= hi)
+            log_u = torch.where(inside, -torch.log(hi - lo), -torch.inf)
+            terms = torch.cat([terms, (torch.log(self.noise_weight) + log_u).unsqueeze(-1)], -1)
+        return torch.logsumexp(terms, -1)
+
+    def _gaussian(self, what: str) -> None:
+        if self.likelihood != "Normal":
+            raise InputError(
+                f"{what} needs the mixture of Gaussians of the closed form; this model file's "
+                f"'y' is {self.likelihood}: use mean, variance and log_prob"
+            )
 
     def interval(self, level: float = 0.95) -> torch.Tensor:
         """Central prediction interval of the mixture, (N, 2), from mixture quantiles.
 
         Quantiles are found by bisection on the mixture CDF (exact up to 1e-10 in y).
         """
+        self._gaussian("interval")
         if not 0 < level < 1:
             raise InputError(f"level must be in (0, 1), got {level}")
         sd = self.expert_variances.sqrt()
@@ -89,12 +135,20 @@ class Prediction:
 
     def cdf(self, y: torch.Tensor) -> torch.Tensor:
         """The predictive CDF at y (one value per row)."""
+        self._gaussian("cdf")
         z = (y.unsqueeze(-1) - self.expert_means) / self.expert_variances.sqrt()
         out = (self.expert_weights * _normal_cdf(z)).sum(-1)
         if self.noise_weight is not None:
             lo, hi = self.noise_bounds.unbind(-1)
             out = out + self.noise_weight * ((y - lo) / (hi - lo)).clamp(0, 1)
         return out
+
+
+def _unwrap(fn):
+    """The distribution inside ``.to_event``, ``.expand``, ``.mask`` wrappers."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
 
 
 def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
@@ -123,7 +177,8 @@ class Posterior:
         noise_shape, noise_rate: (a, b) of q(beta) = Gamma(a, b) when beta is latent.
         site_draws: draws (S, *site shape) from the guide's q of every other latent site
             of a model file (an added scale tau, ...), by site name, else None (SVI; saved
-            as ``site_draws/<name>``; not relabelled by :meth:`permuted`).
+            as ``site_draws/<name>``); a site in the ``experts`` plate (an ARD precision
+            per expert) is relabelled with the experts by :meth:`FitResult.permuted`.
     """
 
     responsibilities: torch.Tensor
@@ -134,10 +189,19 @@ class Posterior:
     noise_rate: torch.Tensor | None = None
     site_draws: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
-    def permuted(self, idx: torch.Tensor) -> Posterior:
+    def permuted(self, idx: torch.Tensor, site_axes: dict[str, int] | None = None) -> Posterior:
+        """The experts reordered by ``idx``; ``site_axes``: the expert axis of each
+        per-expert site of ``site_draws`` (of its value, the draws' axis not counted)."""
         K = self.mean.shape[0]
+        sites = self.site_draws
+        if sites and site_axes:
+            sites = {
+                n: _permute_rows(v, idx, K, site_axes[n] + 1) if n in site_axes else v
+                for n, v in sites.items()
+            }
         return replace(
             self,
+            site_draws=sites,
             responsibilities=_permute_rows(self.responsibilities, idx, K, 1),
             mean=_permute_rows(self.mean, idx, K),
             cov=_permute_rows(self.cov, idx, K),
@@ -337,6 +401,8 @@ class FitResult:
     def __post_init__(self) -> None:
         self._log_gate: torch.Tensor | None = None
         self._model: Model | None = None
+        self._fast: bool | None = None  # the file's likelihood is the closed form's
+        self._sites: list[str] = []  # its continuous latent sites
 
     # ---- the model file ----------------------------------------------------------------
     def attach_model(self, model: Model) -> FitResult:
@@ -401,6 +467,13 @@ class FitResult:
             f"  objective {self.objective:.6g} nats (ELBO {self.elbo:.6g}), "
             f"{self.iterations} iterations, {self.wall_time:.3g} s, converged={self.converged}",
         ]
+        if self.draws is not None:  # a sampler: its history is the log joint, not an ELBO
+            lp = self.draws.log_joint
+            lines[1] = (
+                f"  log joint log p(y, theta | h) {float(lp.mean()):.6g} nats (mean over "
+                f"{lp.numel()} draws; not an ELBO), {self.wall_time:.3g} s, "
+                f"converged={self.converged}"
+            )
         return "\n".join(lines)
 
     # ---- relabelling -------------------------------------------------------------------
@@ -409,16 +482,19 @@ class FitResult:
 
         Every per-expert quantity moves with its expert: the responsibilities (the noise
         expert's column stays last), q(W), q(pi), the priors, the expert maps, the gate's
-        output layer.
+        output layer, the draws of a site the model file adds in the ``experts`` plate.
         """
         K = self.experts
         perm = [int(p) for p in perm]
         if sorted(perm) != list(range(K)):
             raise InputError(f"{perm} is not a permutation of the {K} experts")
         idx = torch.as_tensor(perm, dtype=torch.long, device="cpu")
+        axes = None
+        if self.posterior.site_draws:  # an added per-expert site moves with its expert
+            axes = expert_axes(self)
         out = replace(
             self,
-            posterior=self.posterior.permuted(idx),
+            posterior=self.posterior.permuted(idx, axes),
             hyper=self.hyper.permuted(idx),
             gate=None,
             draws=self.draws.permuted(idx) if self.draws is not None else None,
@@ -479,13 +555,22 @@ class FitResult:
             return self.weights.expand(X.shape[0], -1)
         return self._log_expert_weights(X).exp()
 
-    def predict(self, X) -> Prediction:
-        """Posterior predictive mean and variance at the rows of X (a mixture over experts).
+    def predict(self, X, *, draws: int = 1000, seed: int = 0) -> Prediction:
+        """Posterior predictive mean and variance at the rows of X (a mixture over experts),
+        from the model file's own likelihood.
 
-        X must be real and finite (:func:`pyro_moe.checks.as_array`), shape (N, n)."""
+        For the closed form's Gaussian likelihood (the built-in files), in closed form.
+        For any other likelihood the file writes (Student-t, Bernoulli, an edited mean),
+        by Monte Carlo over ``draws`` draws of the posterior (q's, or a NUTS fit's draws;
+        ``seed``): each expert's mean and variance of y are the file's own distribution's
+        (``.mean``, ``.variance``: probabilities for Bernoulli experts, not logits), and
+        :meth:`Prediction.log_prob` the file's density. X must be real and finite
+        (:func:`pyro_moe.checks.as_array`), shape (N, n)."""
         X = as_array("X", X, dtype=self.X.dtype, device=self.X.device)
         if X.dim() != 2 or X.shape[1] != self.X.shape[1]:
             raise InputError(f"X must have shape (N, {self.X.shape[1]}), got {tuple(X.shape)}")
+        if not self._closed_form_likelihood():
+            return self._predict_from_file(X, int(draws), int(seed))
         g = self.expert_weights(X)
         K = self.experts
         mu, var = expert_predictive(X, self.mean, self.cov, self.noise_precision, self.maps)
@@ -499,6 +584,75 @@ class FitResult:
             second = second + g0 * (lo * lo + lo * hi + hi * hi) / 3
         variance = (second - mean * mean).clamp_min(0)
         return Prediction(mean, variance, g[:, :K], mu, var, g0, self.noise_bounds)
+
+    def _closed_form_likelihood(self) -> bool:
+        """Whether the model file's observation is the closed form's Gaussian
+        (:func:`pyro_moe.likelihood.closed_form_observation`), read once per result."""
+        if self._fast is None:
+            try:
+                model = self.model
+            except ModelFileError as e:
+                raise InputError(f"predict reads the model file's likelihood: {e}") from e
+            self._sites, why = closed_form_observation(
+                model, self.X, self.y, fixed_config(model, self)
+            )
+            self._fast = why is None
+        return self._fast
+
+    def _posterior_draws(self, sites, S: int, seed: int) -> dict[str, torch.Tensor]:
+        """S draws of the latent sites: a NUTS fit's own draws, else q's."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        if self.draws is None:
+            return q_draws(self, sites, S, gen)
+        d = self.draws
+        have = {"w": d.w, "pi": d.pi, "noise_precision": d.beta}
+        out = {}
+        for name in sites:
+            if have.get(name) is None:
+                raise InputError(f"the NUTS fit has no draws of the model file's site {name!r}")
+            flat = have[name].reshape(-1, *have[name].shape[2:])
+            take = torch.randint(len(flat), (S,), generator=gen)
+            out[name] = flat[take].to(self.X)
+        return out
+
+    def _predict_from_file(self, X: torch.Tensor, S: int, seed: int) -> Prediction:
+        """:meth:`predict` by Monte Carlo from the model file (its docstring)."""
+        if S < 1:
+            raise InputError(f"draws must be at least 1, got {S}")
+        model = self.model
+        cfg = fixed_config(model, self)
+        sites = self._sites
+        theta = self._posterior_draws(sites, S, seed)
+        fill = self.y[:1].expand(X.shape[0])  # a value in the support of y
+        K = self.experts
+        log_gs, fns = [], []
+        for s in range(S):
+            log_g, fn = predictive_components(model, X, fill, cfg, {n: theta[n][s] for n in sites})
+            log_gs.append(log_g[:K].transpose(0, 1))  # (N, K)
+            fns.append(fn)
+        log_g = torch.stack(log_gs)  # (S, N, K)
+        mu = torch.stack([fn.mean.expand(K, X.shape[0]).transpose(0, 1) for fn in fns])
+        second = torch.stack(
+            [(fn.variance + fn.mean**2).expand(K, X.shape[0]).transpose(0, 1) for fn in fns]
+        )
+        g = log_g.exp()
+        mean = (g * mu).sum(-1).mean(0)
+        variance = ((g * second).sum(-1).mean(0) - mean**2).clamp_min(0)
+        gk = g.mean(0)
+        e_mu = (g * mu).mean(0) / gk
+        e_var = ((g * second).mean(0) / gk - e_mu**2).clamp_min(0)
+
+        def log_density(y: torch.Tensor) -> torch.Tensor:
+            terms = torch.stack(
+                [
+                    torch.logsumexp(log_gs[s] + fn.log_prob(y).transpose(0, 1)[:, :K], -1)
+                    for s, fn in enumerate(fns)
+                ]
+            )
+            return torch.logsumexp(terms, 0) - math.log(S)
+
+        name = type(_unwrap(fns[0])).__name__
+        return Prediction(mean, variance, gk, e_mu, e_var, likelihood=name, log_density=log_density)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
@@ -752,3 +906,95 @@ def _jsonable(o):
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def fixed_config(model: Model, result: FitResult) -> Config:
+    """The :class:`Config` of ``result``'s hyperparameters, every one held fixed
+    (``learn = {}``): w0, A, beta (E_q[beta] as the start of a latent beta), mu, Xi, the
+    expert maps and the fitted gate with its noise share rho."""
+    hyper = result.hyper
+    X, y = result.X, result.y
+    cfg = model.config(
+        X,
+        y,
+        result.experts,
+        prior_mean=hyper.prior_mean,
+        prior_cov=hyper.prior_cov,
+        noise_precision=hyper.noise_precision,
+        concentration=hyper.concentration,
+        regularization_cov=hyper.regularization_cov,
+        gate_hidden=hyper.gate_hidden,
+        noise_expert=result.noise_expert,
+        learn="none",
+        maps=hyper.maps,
+        per_expert_noise=hyper.noise_precision.dim() == 1,
+        noise_range=hyper.noise_bounds,
+    )
+    if cfg.gate is not None:
+        cfg.gate = copy.deepcopy(result.gate_network())
+        for p in cfg.gate.parameters():
+            p.requires_grad_(False)
+        cfg.noise_weight = hyper.noise_weight
+    return cfg
+
+
+def cholesky(cov: torch.Tensor) -> torch.Tensor:
+    """L with L L^T = cov (symmetrised; a relative jitter of 1e-12 if it is not PD)."""
+    cov = 0.5 * (cov + cov.transpose(-1, -2))
+    L, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):
+        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
+        L = torch.linalg.cholesky(cov + 1e-12 * scale[..., None, None] * eye)
+    return L
+
+
+def q_draws(result: FitResult, sites, S: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """S draws of each latent site from a variational fit's q: w_k ~ N(m_k, B_k),
+    pi ~ Dir(alpha), beta ~ Gamma(a, b) (its point estimate where q(beta) is absent)."""
+    X = result.X
+    out = {}
+    L = cholesky(result.cov)
+    eps = torch.randn((S, *result.mean.shape), generator=gen, dtype=torch.float64).to(X)
+    out["w"] = result.mean + (L @ eps.unsqueeze(-1)).squeeze(-1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**31, (), generator=gen)))
+        if "pi" in sites:
+            out["pi"] = torch.distributions.Dirichlet(result.alpha).sample((S,))
+        if "noise_precision" in sites:
+            if result.noise_shape is not None:
+                g = torch.distributions.Gamma(result.noise_shape, result.noise_rate)
+                out["noise_precision"] = g.sample((S,))
+            else:
+                out["noise_precision"] = result.noise_precision.expand(S)
+    for name in sites:  # a site the file adds (an ARD precision, tau): the fit's own draws
+        if name in out:
+            continue
+        drawn = (result.posterior.site_draws or {}).get(name)
+        if drawn is None:
+            raise InputError(
+                f"the fit has no draws of the model file's latent site {name!r} (only SVI "
+                "keeps draws of an added site, posterior.site_draws)"
+            )
+        take = (
+            torch.arange(S) if len(drawn) >= S else torch.randint(len(drawn), (S,), generator=gen)
+        )
+        out[name] = drawn[take].to(X)
+    return out
+
+
+def expert_axes(result: FitResult) -> dict[str, int]:
+    """For each latent site of ``result``'s model file outside :data:`FAST_LATENTS` that
+    lies in the ``experts`` plate (an ARD precision alpha (K, n)), the axis of its value
+    that indexes the experts, read from the plate: relabelling moves it with them."""
+    model = result.model
+    cfg = fixed_config(model, result)
+    trace = trace_model(model, result.X, result.y, cfg)
+    out = {}
+    for name, node in trace.nodes.items():
+        if node["type"] != "sample" or node["is_observed"] or name in (*FAST_LATENTS, "z"):
+            continue
+        for frame in node["cond_indep_stack"]:
+            if frame.name == EXPERTS_PLATE and frame.dim is not None:
+                out[name] = len(node["fn"].batch_shape) + frame.dim
+    return out

@@ -53,3 +53,75 @@ def _seed_and_clean_param_store():
     torch.manual_seed(0)
     yield
     pyro.clear_param_store()
+
+
+#: the observation of models/mixture_of_experts.py, and the text a copy puts in its place
+#: (:func:`observed_model`): z and y written out in the file, LIKELIHOOD and MEAN edited
+OBSERVE = """    parts.observe_targets(
+        X, y, w, beta, lambda x: dist.Categorical(logits=gate(x)), config, subsample
+    )"""
+INLINE_OBSERVE = """    with pyro.plate(parts.DATA_PLATE, X.shape[0], subsample=subsample) as idx:
+        z = pyro.sample("z", dist.Categorical(logits=gate(X[idx])))
+        mean = Vindex(X[idx] @ w.transpose(-1, -2))[..., z]
+        scale = beta.rsqrt()
+        pyro.sample("y", LIKELIHOOD, obs=y[idx])"""
+
+
+def observed_model(
+    tmp_path: Path, likelihood: str = "dist.Normal(mean, scale)", *, name: str = "observed"
+) -> Path:
+    """A copy of ``models/mixture_of_experts.py`` whose observation is written out in the
+    file with the likelihood ``likelihood`` (an expression of ``mean``, the chosen
+    expert's w_k^T x_i, and ``scale`` = 1/sqrt(beta)): e.g. ``dist.Normal(mean**3, scale)``
+    (an edited mean), ``dist.StudentT(3.0, mean, scale)``, ``dist.Bernoulli(logits=mean)``."""
+    text = (MODELS_DIR / "mixture_of_experts.py").read_text()
+    assert OBSERVE in text
+    text = text.replace(OBSERVE, INLINE_OBSERVE.replace("LIKELIHOOD", likelihood))
+    text = text.replace("import pyro\n", "import pyro\nfrom pyro.ops.indexing import Vindex\n", 1)
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    return path
+
+
+#: the weight site of models/mixture_of_experts.py, and the guide's q(W) line
+WEIGHTS = """    with pyro.plate(parts.EXPERTS_PLATE, config.experts):
+        w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), config.hyper("prior_cov")))"""
+WEIGHTS_GUIDE = "    parts.weights_guide(config)"
+#: an ARD precision per expert and feature, alpha_kj ~ Gamma(1, 1), w_kj ~ N(w0_kj, 1/alpha_kj)
+ARD = """    with pyro.plate(parts.EXPERTS_PLATE, config.experts):
+        ones = config.const(1.0).expand([config.features])
+        alpha = pyro.sample("alpha", dist.Gamma(ones, ones).to_event(1))
+        w = pyro.sample("w", dist.Normal(config.hyper("prior_mean"), alpha.rsqrt()).to_event(1))"""
+ARD_GUIDE = """    from pyro.distributions import constraints
+
+    K, n = config.experts, config.features
+    a = pyro.param("alpha_shape", lambda: config.const(1.0).expand([K, n]).clone(),
+                   constraint=constraints.positive)
+    b = pyro.param("alpha_rate", lambda: config.const(1.0).expand([K, n]).clone(),
+                   constraint=constraints.positive)
+    with pyro.plate(parts.EXPERTS_PLATE, K) as experts:
+        pyro.sample("alpha", dist.Gamma(a, b).to_event(1))
+        parts.weights_guide(config, plate=experts)"""
+#: a horseshoe-like global scale tau ~ HalfCauchy(1): w_k ~ N(w0_k, tau^2 I)
+HORSESHOE = """    tau = pyro.sample("tau", dist.HalfCauchy(config.const(1.0)))
+    with pyro.plate(parts.EXPERTS_PLATE, config.experts):
+        w = pyro.sample("w", dist.Normal(config.hyper("prior_mean"), tau).to_event(1))"""
+HORSESHOE_GUIDE = """    from pyro.distributions import constraints
+
+    loc = pyro.param("tau_loc", lambda: config.const(0.0))
+    s = pyro.param("tau_scale", lambda: config.const(0.1), constraint=constraints.positive)
+    pyro.sample("tau", dist.LogNormal(loc, s))
+    parts.weights_guide(config)"""
+
+
+def added_site_model(tmp_path: Path, kind: str) -> Path:
+    """A copy of ``models/mixture_of_experts.py`` with a latent site added to the model and
+    its guide: ``"ard"`` (alpha (K, n) per expert and feature, in the experts plate) or
+    ``"horseshoe"`` (a global scale tau)."""
+    model, guide = {"ard": (ARD, ARD_GUIDE), "horseshoe": (HORSESHOE, HORSESHOE_GUIDE)}[kind]
+    text = (MODELS_DIR / "mixture_of_experts.py").read_text()
+    assert WEIGHTS in text and WEIGHTS_GUIDE in text
+    text = text.replace(WEIGHTS, model).replace(WEIGHTS_GUIDE, guide)
+    path = tmp_path / f"{kind}.py"
+    path.write_text(text)
+    return path

@@ -274,7 +274,8 @@ def test_a_swapped_prior_nuts_agrees_with_natural_svi(tmp_path, prior):
     nuts = pyro_moe.fit(path, X, y, experts=2, method="nuts", n_init=1, chains=2, max_iter=500)
     assert nuts.draws.info["hyper"].startswith("fixed at the SVI fit's")
     assert nuts.draws.info["gradient"] == "autograd"
-    assert nuts.draws.info["cavi_objective"] == pytest.approx(svi.objective)
+    assert nuts.draws.info["hyper_objective"] == pytest.approx(svi.objective)
+    assert nuts.draws.info["hyper_method"] == "SVI" and "cavi_objective" not in nuts.draws.info
     assert torch.equal(nuts.noise_precision, svi.noise_precision)
     sd = nuts.cov.diagonal(dim1=-2, dim2=-1).sqrt()
     assert float(((svi.mean - nuts.mean).abs() / sd).max()) < 0.25
@@ -293,7 +294,9 @@ def test_hyper_from_takes_a_given_fit_and_checks_its_data():
         nuts = pyro_moe.fit("mixture_of_models", X, y, experts=1, method="nuts", chains=1,
                             warmup=20, max_iter=20, hyper_from=given)  # fmt: skip
     assert nuts.draws.info["hyper"].startswith("fixed at the given fit's")
-    assert nuts.draws.info["cavi_objective"] == given.objective
+    assert nuts.draws.info["hyper_objective"] == given.objective
+    assert nuts.draws.info["hyper_method"] == "given" and "cavi_objective" not in nuts.draws.info
+    assert "not an ELBO" in nuts.summary() and "(ELBO" not in nuts.summary()
     with pytest.raises(pyro_moe.InputError, match="hyper_from.*other data"):
         pyro_moe.fit("mixture_of_models", X[:-1], y[:-1], experts=1, method="nuts",
                      hyper_from=given)  # fmt: skip

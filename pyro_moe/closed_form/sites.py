@@ -20,17 +20,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import Independent
 
 from .. import likelihood
 from ..config import Config, gate_weights
-from ..errors import ModelFileError, NonConjugateError, PyroMoeError
-from ..model_file import Model, model_file_error
+from ..errors import ModelFileError, NonConjugateError
+from ..likelihood import likelihood_mismatch, trace_model, unwrap
+from ..model_file import Model
 from . import updates as U
 from .linearised import FactorisedPrior
 
@@ -135,17 +133,6 @@ class Conjugate:
     weight_factor: FactorisedPrior | None = None
 
 
-def unwrap(fn):
-    """The distribution inside ``fn``'s wrappers (``.to_event``, ``.expand``, ``.mask``)."""
-    while True:
-        if isinstance(fn, Independent):
-            fn = fn.base_dist
-        elif isinstance(fn, dist.ExpandedDistribution | dist.MaskedDistribution):
-            fn = fn.base_dist
-        else:
-            return fn
-
-
 def _diagonal_gaussian(fn, base) -> bool:
     """``Normal(loc, scale).to_event(1)`` over the n weights: p(w_k) = N(w0_k, diag(s_k^2)),
     a MultivariateNormal with a diagonal covariance (the same closed forms)."""
@@ -176,17 +163,7 @@ def read_model(
     (``config.prior_mean`` without one) and A ``config.prior_cov`` (the Gaussian the
     fit starts from); w0 and A cannot then be learned (no closed-form M-step)."""
     config = copy.deepcopy(config)  # pyro.module would rebind the gate's parameters
-    with pyro.get_param_store().scope(), torch.no_grad():
-        try:
-            trace = poutine.trace(model.model).get_trace(X, y, config)
-        except Exception as e:  # a user's model file may fail anywhere
-            if isinstance(e, PyroMoeError):
-                raise
-            raise model_file_error(
-                model, e, "while tracing the model (reading its sites)"
-            ) or ModelFileError(
-                f"model {model.name!r} ({model.path}) failed when run: {type(e).__name__}: {e}"
-            ) from e
+    trace = trace_model(model, X, y, config)
     sites = {
         n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
     }
@@ -284,7 +261,7 @@ def read_model(
         u = unwrap(sites["y_noise"]["fn"])
         bounds = torch.stack([u.low.reshape(-1)[0], u.high.reshape(-1)[0]]).detach().to(X.dtype)
         noise_log_density = likelihood.noise_log_density(bounds)
-    return Conjugate(
+    conj = Conjugate(
         noise_log_density=noise_log_density,
         gate_prior_scale=gate_prior_scale,
         mixture="pi" in sites,
@@ -297,6 +274,24 @@ def read_model(
         regularization_cov=xi if xi is not None else config.regularization_cov,
         weight_factor=factor,
     )
+    check_likelihood(model, X, y, config, conj, sites)
+    return conj
+
+
+def check_likelihood(model: Model, X, y, config: Config, conj: Conjugate, sites: Mapping) -> None:
+    """Prove that the file's observation site ``y`` is the closed form's likelihood, not
+    just of its family (:func:`likelihood_mismatch` at the beta CAVI will use, ``conj``):
+    an edited mean (``(w^T x)**3``), an x-dependent or edited scale, anything the closed
+    form would silently replace by the linear Gaussian model, raises
+    :class:`~pyro_moe.errors.NonConjugateError` naming ``y``."""
+    latent = sites["noise_precision"]["value"].shape if "noise_precision" in sites else None
+    why = likelihood_mismatch(model, X, y, config, conj.noise_precision, latent_beta=latent)
+    if why is not None:
+        raise NonConjugateError(
+            f"CAVI cannot fit site 'y': {why}; its location or scale is not the linear "
+            "model's, so the closed-form engines would fit another model. Fit this file with "
+            "method='svi', optimizer='adam' (Pyro's ELBO of the file itself) or method='nuts'."
+        )
 
 
 def _gate_prior_scale(site, config: Config) -> float:

@@ -67,6 +67,7 @@ divergent transition; otherwise a :class:`~pyro_moe.errors.ConvergenceWarning` s
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -78,10 +79,11 @@ import torch
 from pyro.infer import MCMC
 from pyro.infer import NUTS as PyroNUTS
 from pyro.ops.stats import split_gelman_rubin
+from pyro.poutine.util import site_is_subsample
 
 from ..errors import ConvergenceWarning, InputError, ModelFileError, NonConjugateError
-from ..joint import LogJoint, cholesky, fixed_config, q_draws
-from ..likelihood import expected_log_densities, residual_map
+from ..joint import FAST_LATENTS, LogJoint, cholesky, fixed_config, q_draws
+from ..likelihood import expected_log_densities, residual_map, trace_model
 from ..parameters import ENGINE_OPTIONS
 from ..result import Draws, FitResult, History, Posterior, expert_alignment
 from .base import Engine, Progress, find_stack_level
@@ -114,6 +116,7 @@ class NUTS(Engine):
         """The variational fit that fixes the hyperparameters, the chains, the result."""
         opts = self.options
         start = time.perf_counter()
+        self._check_sites()
         cavi = self._cavi()
         source = "given" if opts.hyper_from is not None else cavi.method.upper()
         config = fixed_config(self.model, cavi)
@@ -172,8 +175,10 @@ class NUTS(Engine):
                 "warmup": opts.warmup,
                 "draws": D,
                 "split_rhat_max": worst,
-                "cavi_objective": cavi.objective,
-                "cavi_seconds": cavi.wall_time,
+                "hyper_method": source,  # the fit that fixed h: CAVI, SVI or given
+                "hyper_objective": cavi.objective,
+                "hyper_seconds": cavi.wall_time,
+                **({"cavi_objective": cavi.objective} if source == "CAVI" else {}),
                 "sampling_seconds": float(stats["seconds"].sum()),
             },
         )
@@ -204,6 +209,25 @@ class NUTS(Engine):
         )
 
     # ---- parts ------------------------------------------------------------------------
+    def _check_sites(self) -> None:
+        """Refuse, before any fit, a model file with a latent site NUTS does not sample (an
+        ARD precision alpha, a horseshoe's tau), by name: it would otherwise be dropped
+        after a long variational fit (issue 26)."""
+        trace = trace_model(self.model, self.X, self.y, copy.deepcopy(self.config))
+        added = [
+            n
+            for n, s in trace.nodes.items()
+            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+            and n not in ("z", *FAST_LATENTS)
+        ]  # fmt: skip
+        if added:
+            raise ModelFileError(
+                f"NUTS samples the latent sites {list(FAST_LATENTS)} of a model file (z summed "
+                f"out); model file {self.model.name!r} adds the latent site(s) {added}, which it "
+                "does not sample yet. Fit this file with method='svi' (its draws of "
+                f"{added} are in result.posterior.site_draws)"
+            )
+
     def _cavi(self) -> FitResult:
         """The fit that fixes the hyperparameters and preconditions NUTS: ``hyper_from``
         when given, else CAVI's, else (a non-conjugate model file) SVI's (module docstring,

@@ -99,7 +99,7 @@ def as_array(
                 raise InputError(f"{name} is a {t.layout} tensor that cannot be made dense: "
                                  f"{e}") from None  # fmt: skip
     else:
-        a = _numeric(name, value)
+        a = numeric_array(name, value)
         try:
             t = torch.from_numpy(a)
         except TypeError:  # a type torch cannot hold (e.g. some unsigned widths)
@@ -124,7 +124,7 @@ def as_array(
     return t
 
 
-def _numeric(name: str, value: Any) -> np.ndarray:
+def numeric_array(name: str, value: Any) -> np.ndarray:
     """``value`` as a numpy array torch can read: bool, integer, float (long double read as
     float64) or complex (refused by the caller); a masked array with masked entries,
     dates and time spans, strings and objects that are not numbers are InputErrors."""

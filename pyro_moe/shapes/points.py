@@ -62,7 +62,7 @@ def validate_points(xy: object, min_points: int = 1, *, what: str = "points") ->
 def _point_array(xy: object, what: str) -> np.ndarray:
     """``xy`` as float64 (unchecked shape): column names honoured, masks, complex values,
     dates and meta tensors refused (:func:`validate_points`)."""
-    from pyro_moe.checks import MASKED
+    from pyro_moe.checks import numeric_array
 
     if xy is None:
         raise InputError(f"{what} is None: give an (N, 2) array of (x, y)")
@@ -81,23 +81,11 @@ def _point_array(xy: object, what: str) -> np.ndarray:
 
         xy = xy.detach().cpu()
         xy = (xy if xy.layout == torch.strided else xy.to_dense()).numpy()
-    if np.ma.isMaskedArray(xy):
-        if np.ma.getmaskarray(xy).any():
-            raise InputError(f"{what} are a masked array with masked entries: {MASKED}")
-        xy = np.ma.getdata(xy)
-    try:
-        raw = np.asarray(xy)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{what} must be a numeric array of shape (N, 2): {exc}") from None
+    raw = numeric_array(what, xy)  # masks, dates, objects, long double: one rule, in checks
     if raw.dtype.kind == "c":
         raise InputError(f"{what} are complex: {_COMPLEX}")
-    if raw.dtype.kind in "mM":
-        raise InputError(f"{what} have dtype {raw.dtype} (dates or time spans), not numbers")
-    try:
-        with np.errstate(over="ignore"):  # a long double beyond float64: inf, refused after
-            return np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{what} must be a numeric array of shape (N, 2): {exc}") from None
+    with np.errstate(over="ignore"):  # a long double beyond float64: inf, refused after
+        return raw.astype(np.float64)
 
 
 _COMPLEX = (

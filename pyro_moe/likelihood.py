@@ -202,11 +202,12 @@ def likelihood_mismatch(
     tol = float(torch.finfo(X.dtype).eps) ** 0.5
 
     def randn(*shape):
-        return torch.randn(shape, generator=gen, dtype=torch.float64).to(**dt)
+        return torch.randn(shape, generator=gen, dtype=torch.float64, device="cpu").to(**dt)
 
     for _ in range(draws):
         W = config.prior_mean.detach().to(**dt).expand(K, n) + randn(K, n)
-        data = {"w": W, "z": torch.randint(K, (N,), generator=gen).to(X.device)}
+        z = torch.randint(K, (N,), generator=gen, device="cpu")  # the draws: on the CPU
+        data = {"w": W, "z": z.to(X.device)}
         if latent_beta is not None:
             beta = torch.exp(0.5 * randn(*latent_beta))
             data["noise_precision"] = beta

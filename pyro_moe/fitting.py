@@ -203,7 +203,7 @@ def fit(
         regularizer R(w0) for the regularized model, and the gate prior log p(V) of a gated
         model with the noise expert).
     """
-    given = locals()  # fit's own keywords, as declared in pyro_moe.parameters
+    given = dict(locals())  # fit's own keywords (a copy), as declared in pyro_moe.parameters
     engine = get_engine(method)
     options = engine.options({**{n: given[n] for n in COMMON}, **engine_options})
     device = check_device(device)

@@ -393,13 +393,13 @@ def engine_defaults(name: str) -> dict[str, Any]:
 
 #: The hyperparameters and model settings a fit passes to the model file's configuration
 #: (:meth:`pyro_moe.model_file.Model.config`, which checks their values against the data:
-#: shapes, positive definiteness). ``None``: the model file's default (its ``SETTINGS``),
+#: shapes, positive definiteness, counts; their constraint here is "checked where read"). ``None``: the model file's default (its ``SETTINGS``),
 #: in the data's units unless ``prior_units="unit"``.
 HYPERPARAMETERS: Mapping[str, Option] = MappingProxyType(
     {
         "learn": Option(
             None,
-            Constraint(lambda v: True, "checked by Model.config"),
+            _anything,
             "hyperparameters to point-estimate: 'all', 'none' or names among prior_mean, "
             "prior_cov, noise_precision, gate (None: the file's SETTINGS['learn'])",
         ),
@@ -410,25 +410,21 @@ HYPERPARAMETERS: Mapping[str, Option] = MappingProxyType(
         ),
         "concentration": Option(None, _anything, "mu, the Dirichlet concentration of pi"),
         "regularization_cov": Option(None, _anything, "Xi, the covariance of w0_k - w0_k'"),
-        "gate_hidden": Option(None, integer(1, 10**6, none=True), "hidden units of the gate"),
-        "noise_expert": Option(
-            None, boolean(none=True), "a uniform background component for outliers"
-        ),
-        "per_expert_noise": Option(
-            None, boolean(none=True), "one noise precision beta_k per expert"
-        ),
+        "gate_hidden": Option(None, _anything, "hidden units of the gate"),
+        "noise_expert": Option(None, _anything, "a uniform background component for outliers"),
+        "per_expert_noise": Option(None, _anything, "one noise precision beta_k per expert"),
         "noise_range": Option(None, _anything, "(lo, hi), the noise expert's support"),
         "maps": Option(None, _anything, "expert maps T (K, n + 1, d): each expert's features"),
     }
 )
 
-#: The keywords of :func:`pyro_moe.fit` besides the run options and the hyperparameters.
+#: The keywords of :func:`pyro_moe.fit` besides the run options and the hyperparameters
+#: (``prior_units`` is checked against its constraint by ``fit``; the others where read:
+#: the engine registry, ``check_count``, the Dask connection).
 FIT: Mapping[str, Option] = MappingProxyType(
     {
-        "experts": Option(2, integer(1), "K, the number of experts"),
-        "method": Option(
-            "cavi", Constraint(lambda v: isinstance(v, str), "an engine name"), "the engine"
-        ),
+        "experts": Option(2, _anything, "K, the number of experts"),
+        "method": Option("cavi", _anything, "the engine (a name registered in pyro_moe.engines)"),
         "device": Option(None, _anything, "where to compute (cpu, cuda)"),
         "prior_units": Option(
             "data",
@@ -437,8 +433,8 @@ FIT: Mapping[str, Option] = MappingProxyType(
         ),
         "search": Option(False, _anything, "move between fixed points after the restarts"),
         "scheduler": Option(None, _anything, "a dask.distributed scheduler address"),
-        "workers": Option(None, integer(1, none=True), "workers of a LocalCluster"),
-        "collect": Option(None, boolean(none=True), "gather distributed rows into the result"),
+        "workers": Option(None, _anything, "workers of a LocalCluster"),
+        "collect": Option(None, _anything, "gather distributed rows into the result"),
         "start_from": Option(None, _anything, "given globals whose E-step starts a Dask fit"),
     }
 )

@@ -45,6 +45,21 @@ def two_circles(n: int = 60, jitter: float = 0.1, seed: int = 0):
     return np.c_[xy, np.ones(n)], (xy**2).sum(1)
 
 
+@pytest.fixture(scope="module")
+def client():
+    """A 2-process dask.distributed LocalCluster's client, one per test module that asks
+    (tests/test_distributed.py, tests/test_sweep.py); skipped without Dask."""
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("dask.array")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_clean_param_store():
     import pyro

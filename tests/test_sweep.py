@@ -60,19 +60,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    pytest.importorskip("dask.array")
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    c = distributed.Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
-
 @pytest.mark.parametrize("model, options", CASES, ids=[c[0] for c in CASES])
 def test_cavi_natural_svi_and_dask_give_one_history(client, model, options):
     """The same sweep under three drivers: CAVI, natural SVI with rho = 1 on the full batch

@@ -308,14 +308,18 @@ def load_model(name_or_path: str | Path | Model, *, sha256: str | None = None) -
     if isinstance(name_or_path, Model):
         _check_digest(name_or_path.text, sha256, name_or_path.path)
         return name_or_path
-    path, name = _locate(name_or_path)
+    written = _read(*_locate(name_or_path))
+    _check_digest(written, sha256, written.path)
+    return _execute(written, Path(written.path))
+
+
+def _read(path: Path, name: str) -> ModelText:
+    """The text of the model file at ``path`` with its digest (read once, not run)."""
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ModelFileError(f"cannot read model file {path}: {e}") from e
-    written = ModelText.of(name, path, text)
-    _check_digest(written, sha256, path)
-    return _execute(written, path)
+    return ModelText.of(name, path, text)
 
 
 def _locate(name_or_path: str | Path) -> tuple[Path, str]:
@@ -394,11 +398,10 @@ def model_for_result(
     sha = None if written is None else written.sha256
     if given is not None:
         return load_model(given, sha256=sha)
-    builtin = MODELS_DIR / f"{name}.py"
-    if name in builtin_models() and builtin.is_file():
-        text = builtin.read_bytes().decode("utf-8", errors="replace")
-        if sha is None or _sha256(text) == sha:
-            return load_model(name, sha256=sha)
+    if name in builtin_models():  # the package's own file, read once and run if it matches
+        builtin = _read(*_locate(name))
+        if sha is None or builtin.sha256 == sha:
+            return _execute(builtin, Path(builtin.path))
     digest = "" if sha is None else f" (sha256 {sha[:12]}...)"
     raise ModelFileError(
         f"this result was fitted with the model file {path}{digest}, which a loaded result "

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peers import hough, ransac_circles
 
 import pyro_moe
 from pyro_moe.shapes import circle_design, circle_error, circle_image, circle_points
@@ -231,54 +232,6 @@ def circle_cases(quick: bool):
                     [(s * 128 + 0.3, s * 124 - 0.4)] * K, radii, (size, size), outlier_fraction=f
                 )
                 yield size, K, f, img, truth
-
-
-def hough(img, K: int, truth):
-    from skimage.transform import hough_circle, hough_circle_peaks
-
-    rs = [c.r for c in truth]
-    step = 1 if img.shape[0] <= 256 else 2
-    radii = np.arange(int(0.8 * min(rs)), int(1.2 * max(rs)) + 1, step)
-    cands = []
-    for i in range(0, len(radii), 16):  # radii in batches: the accumulator is (R, H, W)
-        batch = radii[i : i + 16]
-        hs = hough_circle(img, batch)
-        acc, cx, cy, rr = hough_circle_peaks(
-            hs, batch, min_xdistance=1, min_ydistance=1, total_num_peaks=K
-        )
-        cands += list(zip(acc, cx, cy, rr, strict=True))
-    cands.sort(key=lambda c: -c[0])
-    out = []
-    for _a, cx, cy, rr in cands:  # the batches' peaks merged, one per circle
-        if all(abs(cx - o[0]) > 2 or abs(cy - o[1]) > 2 or abs(rr - o[2]) > 3 for o in out):
-            out.append((float(cx), float(cy), float(rr)))
-        if len(out) == K:
-            break
-    return out, f"radii {radii[0]}..{radii[-1]} step {step}, min_x/ydistance=1, K peaks"
-
-
-def ransac_circles(img, K: int):
-    from skimage.measure import CircleModel, ransac
-
-    rc = np.argwhere(img)
-    pts = rc[:, ::-1].astype(float)  # (x = column, y = row)
-    out = []
-    rng = np.random.default_rng(0)
-    for _ in range(K):  # sequential RANSAC: fit, remove inliers, repeat
-        if len(pts) < 3:
-            break
-        model, inl = ransac(
-            pts, CircleModel, min_samples=3, residual_threshold=1.5, max_trials=2000, rng=rng
-        )
-        if model is None or inl is None:
-            break
-        if hasattr(model, "center"):
-            (xc, yc), r = model.center, model.radius
-        else:
-            xc, yc, r = model.params
-        out.append((float(xc), float(yc), float(r)))
-        pts = pts[~inl]
-    return out, "sequential: min_samples=3, residual_threshold=1.5 px, max_trials=2000"
 
 
 def score(truth, found) -> tuple[float, int]:

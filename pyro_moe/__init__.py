@@ -30,6 +30,7 @@ _HOMES = {
     "fit_conics": "curves.fitting",
     "fit_curves": "curves.fitting",
     "ConvergenceWarning": "errors",
+    "EngineWarning": "errors",
     "ImageError": "errors",
     "InputError": "errors",
     "ModelFileError": "errors",
@@ -64,6 +65,7 @@ __all__ = [
     "ConvergenceWarning",
     "CurveFit",
     "CurveReport",
+    "EngineWarning",
     "FitResult",
     "ImageError",
     "InputError",
@@ -102,6 +104,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never run
     from .curves.uncertainty import circle_uncertainty, conic_uncertainty, curve_uncertainty
     from .errors import (
         ConvergenceWarning,
+        EngineWarning,
         ImageError,
         InputError,
         ModelFileError,

@@ -51,6 +51,12 @@ class ConvergenceWarning(UserWarning):
     """The best run stopped at ``max_iter`` before meeting its tolerance."""
 
 
+class EngineWarning(UserWarning):
+    """An engine ran another step than the one asked for (natural-gradient SVI on a model
+    file without a natural-gradient step runs Adam): the message names the sites and the
+    optimizer that fitted them."""
+
+
 def find_stack_level() -> int:
     """The ``stacklevel`` of the first frame outside pyro_moe (NumPyro's helper of the
     same name): a warning then points at the user's line, however deep it was raised."""

@@ -43,6 +43,20 @@ def as_data(X, y, *, dtype=torch.float64, device=None) -> tuple[torch.Tensor, to
     return X, y
 
 
+def feature_names(X) -> tuple[str, ...] | None:
+    """The names of the columns of a design: a pandas DataFrame's columns (as text), else
+    None (an array, a tensor: the results name the weights ``w0, w1, ...``). Two columns of
+    one name are an InputError (the names label the weights in tables and ArviZ)."""
+    columns = getattr(X, "columns", None)
+    if columns is None or getattr(X, "ndim", 2) != 2:
+        return None
+    names = tuple(str(c) for c in columns)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"X has duplicate column name(s) {', '.join(map(repr, dupes))}")
+    return names
+
+
 def weight_scale(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The data's unit of each weight: s_j = rms(y) / rms(x_j), shape (n,).
 
@@ -132,6 +146,10 @@ def fit(
     Args:
         model: a built-in model name (``"mixture_of_models"``, ``"mixture_of_experts"``,
             ``"regularized_experts"``), a path to a model file, or a loaded :class:`Model`.
+        X: the design (N, n): an array, a tensor or a pandas DataFrame, whose column names
+            the result carries (``result.feature_names``: its summary, the saved file,
+            ArviZ's ``feature`` coordinate; :func:`feature_names`).
+        y: the targets (N,): an array, a tensor or a pandas Series.
         experts: K, the number of experts (1 <= K <= N).
         method: an engine registered in :mod:`pyro_moe.engines`: ``"cavi"`` (closed-form
             variational EM) or ``"svi"`` (Pyro SVI).
@@ -230,6 +248,7 @@ def fit(
         return result.attach_model(model)
     if start_from is not None:
         raise InputError("start_from= is for distributed data; in memory give responsibilities")
+    names = feature_names(X)
     X, y = as_data(X, y, device=device)
     N = X.shape[0]
     experts = check_count("experts", experts, 1)
@@ -243,7 +262,9 @@ def fit(
         weight_scale=weight_scale(X, y) if data_units else None,
         **hyper,
     )
-    return engine(model, X, y, config, options, search=search).fit().attach_model(model)
+    result = engine(model, X, y, config, options, search=search).fit().attach_model(model)
+    result.feature_names = names
+    return result
 
 
 METHODS = tuple(ENGINES)

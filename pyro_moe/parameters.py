@@ -307,13 +307,16 @@ CAVI: Mapping[str, Option] = MappingProxyType(
 #:   (benchmarks/results/natural_scaling.md). The restarts' summaries report the
 #:   ``batch_size`` used. 0 always honours ``batch_size``.
 SVI_TOL = MappingProxyType({"adam": 1e-3, "natural": 1e-8, "natural_minibatch": 1e-6})
+#: * ``max_iter=None``: the step budget by optimizer, as ``tol``; natural gradient's is
+#:   Adam's too where it falls back on Adam (a site without a natural-gradient step).
+SVI_MAX_ITER = MappingProxyType({"adam": 3000, "natural": 3000})
 SVI: Mapping[str, Option] = MappingProxyType(
     {
         "optimizer": Option("natural", one_of("natural", "adam"), "natural gradient or Adam"),
         "tol": Option(
             SVI_TOL["adam"], number(0.0, none=True), "relative change of the objective (None: auto)"
         ),
-        "max_iter": Option(3000, integer(1), "SVI steps"),
+        "max_iter": Option(SVI_MAX_ITER["natural"], integer(1), "SVI steps (None: auto)"),
         "lr": Option(
             None, number(0.0, strict=True, none=True), "Adam's learning rate (None: auto)"
         ),

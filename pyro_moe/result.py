@@ -14,7 +14,9 @@ whose ``noise_shape``/``noise_rate`` are saved too), ``concentration`` (K,),
 ``time_history`` (seconds), ``maps`` (K, n+1, d; experts with their own feature maps,
 :mod:`pyro_moe.experts`), ``gate/<name>`` (gate parameters), ``site_draws/<name>`` (draws
 from q of a model file's other latent sites, :attr:`Posterior.site_draws`), ``draws/<name>`` (a NUTS fit's :class:`Draws`) and a JSON ``meta`` string
-(method, model, iterations, wall time, converged, learn, search). A layer above the core
+(method, model, iterations, wall time, converged, learn, search, ``feature_names``: the
+columns' names or null, ``info``: how the engine fitted each site; a format-3 file written
+before them has neither, and loads with none). A layer above the core
 stores its own metadata beside it as JSON strings ``metadata/<key>``
 (:meth:`FitResult.save`'s ``metadata``, read back by :func:`read_metadata`; the curve
 application keeps its geometry there, :class:`pyro_moe.curves.CurveFit`).
@@ -26,7 +28,7 @@ import copy
 import json
 import math
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,10 @@ from .files import atomic_write, check_source
 from .likelihood import (
     FAST_LATENTS,
     closed_form_observation,
+    component_log_densities,
     expert_predictive,
+    noise_log_density,
+    pointwise_log_likelihood,
     predictive_components,
     trace_model,
 )
@@ -354,6 +359,12 @@ class FitResult:
         search: what the search over fixed points did (:mod:`pyro_moe.search`: refits
             tried, moves accepted, the objective before and after), or None.
         draws: :class:`Draws` of an MCMC engine (NUTS), else None.
+        feature_names: the names of the n columns of X (a DataFrame's columns, a CSV
+            header), else None; the summary, the saved file and ArviZ's ``feature``
+            coordinate carry them.
+        info: how the fit was made, by the engine: ``info["steps"]`` (SVI) maps each latent
+            site to the step that fitted it (``"natural"``, ``"cvi"``, ``"adam"``,
+            ``"enumerated"`` or ``"closed form"`` for z).
 
     The posterior's and hyperparameters' fields read directly too (``result.mean``,
     ``result.noise_precision``, ...). The gate of a gated model is rebuilt from the model
@@ -374,6 +385,8 @@ class FitResult:
     gate: torch.nn.Module | None = field(default=None, repr=False)
     draws: Draws | None = field(default=None, repr=False)
     model_text: ModelText | None = field(default=None, repr=False)
+    feature_names: tuple[str, ...] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
     responsibilities = _forward("posterior", "responsibilities")
     mean = _forward("posterior", "mean")
@@ -462,6 +475,10 @@ class FitResult:
         return self.responsibilities.mean(0)
 
     def summary(self) -> str:
+        """The fit in a few lines: the engine, the objective (a NUTS fit's log joint, not an
+        ELBO, and the fit that set its hyperparameters), the step that fitted each latent
+        site (``info["steps"]``), and each expert's posterior mean weights by feature name
+        (:attr:`feature_names`, else ``w0, w1, ...``)."""
         lines = [
             f"{self.method.upper()} fit of {self.model_name!r}: K={self.experts}, N={len(self.y)}",
             f"  objective {self.objective:.6g} nats (ELBO {self.elbo:.6g}), "
@@ -474,7 +491,39 @@ class FitResult:
                 f"{lp.numel()} draws; not an ELBO), {self.wall_time:.3g} s, "
                 f"converged={self.converged}"
             )
+            source = self.draws.info.get("hyper_method")
+            if source is not None:
+                lines.append(
+                    f"  hyperparameters fixed at the {source} fit's values (objective "
+                    f"{self.draws.info.get('hyper_objective', float('nan')):.6g} nats)"
+                )
+        steps = self.info.get("steps")
+        if steps:
+            lines.append("  steps: " + ", ".join(f"{n} {how}" for n, how in steps.items()))
+        names = self.weight_names()
+        for k in range(self.experts):
+            lines.append(
+                f"  expert {k}: "
+                + ", ".join(f"{n} {float(v):.4g}" for n, v in zip(names, self.mean[k], strict=True))
+            )
         return "\n".join(lines)
+
+    def weight_names(self, names: Sequence[str] | None = None) -> list[str]:
+        """The names of each expert's n weights: ``names`` (default :attr:`feature_names`;
+        a layer's own, such as a curve design's monomials) when they are n, else ``w0, w1,
+        ...`` (ArviZ's ``feature`` coordinate, the summary)."""
+        n = self.mean.shape[-1]
+        names = list((self.feature_names if names is None else names) or ())
+        return names if len(names) == n else [f"w{j}" for j in range(n)]
+
+    def to_inference_data(self, *, draws: int = 1000, seed: int = 0):
+        """This fit as an :class:`arviz.InferenceData`: ``draws`` draws from q (a NUTS fit:
+        its own draws) under ``seed``, the pointwise log-likelihood of the model file, the
+        data and the point estimates (:mod:`pyro_moe.inference_data`, the one writer; the
+        same as :func:`pyro_moe.diagnostics.to_inference_data`)."""
+        from .inference_data import to_inference_data  # arviz: imported on first use
+
+        return to_inference_data(self, draws=draws, seed=seed)
 
     # ---- relabelling -------------------------------------------------------------------
     def permuted(self, perm: Sequence[int]) -> FitResult:
@@ -599,6 +648,54 @@ class FitResult:
             self._fast = why is None
         return self._fast
 
+    def pointwise_log_likelihood(self, theta: Mapping[str, torch.Tensor | None]) -> torch.Tensor:
+        """log p(y_i | theta_s) (S, N) at S draws of the latent sites, z summed out, from
+        the model file's own likelihood: ``theta`` holds ``w`` (S, K, n), ``pi`` (S, C) or
+        None, ``noise_precision`` (S,) or (S, K) (a point estimate repeated where beta is
+        not latent) and every site the file adds.
+
+        For the closed form's Gaussian, log sum_c g_ic N(y_i | w_c^T x_i, 1/beta) (+ the
+        noise expert's g_i0 / (hi - lo)), g the drawn pi or the fitted gate
+        (:func:`pyro_moe.likelihood.component_log_densities`); for any other likelihood the
+        file itself through Pyro, one trace per draw with z enumerated
+        (:func:`pyro_moe.likelihood.pointwise_log_likelihood`)."""
+        X, y = self.X, self.y
+        if not self._closed_form_likelihood():
+            missing = [n for n in self._sites if theta.get(n) is None]
+            if missing:
+                raise InputError(
+                    f"the fit has no draws of the model file's latent site(s) {missing}, so "
+                    "its pointwise log-likelihood cannot be evaluated"
+                )
+            model = self.model
+            cfg = fixed_config(model, self)
+            S = theta[self._sites[0]].shape[0]
+            return torch.stack(
+                [
+                    pointwise_log_likelihood(
+                        model, X, y, cfg, {n: theta[n][s].to(X) for n in self._sites}
+                    )
+                    for s in range(S)
+                ]
+            )
+        pi = theta.get("pi")
+        if pi is not None:
+            log_g = torch.log(pi.to(X).clamp_min(1e-300)).unsqueeze(-2)  # (S, 1, C)
+        elif self.log_gate is not None:
+            log_g = self.log_gate.to(X)
+        else:
+            log_g = torch.log(self.expert_weights(X).clamp_min(1e-300))
+        log_dens = component_log_densities(
+            X, y, theta["w"].to(X), theta["noise_precision"].to(X), self.maps,
+            noise_log_density(self.noise_bounds),
+        )  # (S, N, C)  # fmt: skip
+        return torch.logsumexp(log_g + log_dens, -1)
+
+    def site_expert_axes(self) -> dict[str, int]:
+        """The expert axis of each per-expert site the model file adds
+        (:func:`expert_axes`)."""
+        return expert_axes(self)
+
     def _posterior_draws(self, sites, S: int, seed: int) -> dict[str, torch.Tensor]:
         """S draws of the latent sites: a NUTS fit's own draws, else q's."""
         gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -692,6 +789,8 @@ class FitResult:
             "gate_hidden": self.gate_hidden,
             "restarts": self.restarts,
             "search": self.search,
+            "feature_names": None if self.feature_names is None else list(self.feature_names),
+            "info": self.info,
         }
         if self.draws is not None:
             meta["draws"] = {"relabelled": self.draws.relabelled, "info": self.draws.info}
@@ -764,6 +863,8 @@ class FitResult:
                 search=meta.get("search"),
                 draws=draws,
                 model_text=written,
+                feature_names=_names_of(meta.get("feature_names")),
+                info=dict(meta.get("info") or {}),
             )
         except InputError as e:
             raise InputError(f"cannot read a saved result from {path}: {e}") from e
@@ -837,12 +938,23 @@ class FitResult:
         ]
         if len(self.objective_history) == 0:
             bad.append("an empty objective history")
+        if self.feature_names is not None and len(self.feature_names) != n:
+            bad.append(f"{len(self.feature_names)} feature names for {n} columns of X")
         if bad:
             raise InputError("inconsistent result arrays: " + ", ".join(bad))
 
 
 #: the ``.npz`` format written: 3 carries the model file's text and digest (2 read too)
 FORMAT = 3
+
+
+def _names_of(names) -> tuple[str, ...] | None:
+    """Saved feature names (a JSON list of strings), or None for a file without them."""
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError("its feature_names metadata is not a list of strings")
+    return tuple(names)
 
 
 def _loaded(a: np.ndarray) -> torch.Tensor:

@@ -33,12 +33,49 @@ def fits(data):
     return a, b, bad
 
 
-def test_per_expert_noise_precisions_are_drawn_per_expert(data):
+def test_per_expert_point_estimates_of_beta_are_data_not_draws(data):
+    """A point-estimated beta (one per circle) is in constant_data by expert, not in the
+    posterior as draws with sd 0 (az.summary would call it a posterior)."""
+    import arviz as az
+
     r = pyro_moe.fit_circles(data.xy, experts=2)  # one noise precision per circle
+    assert r.noise_shape is None  # learned by the M-step: a point estimate
     idata = D.to_inference_data(r, draws=50, seed=0)
-    assert idata.posterior["beta"].dims == ("chain", "draw", "expert")
-    np.testing.assert_allclose(idata.posterior["beta"].values[0, 0], r.noise_precision.numpy())
+    assert "beta" not in idata.posterior
+    assert idata.constant_data["beta"].dims == ("expert",)
+    np.testing.assert_allclose(idata.constant_data["beta"].values, r.noise_precision.numpy())
+    assert idata.posterior.attrs["point_estimates"] == "beta (in constant_data)"
     assert np.isfinite(idata.log_likelihood["y"].values).all()
+    assert not any(i.startswith("beta") for i in az.summary(idata).index)
+
+
+def test_a_latent_beta_is_drawn_from_its_gamma(tmp_path, data):
+    """beta with a Gamma prior (q(beta) = Gamma(a, b)) stays a posterior variable."""
+    from pathlib import Path
+
+    src = Path(pyro_moe.load_model("mixture_of_models").path).read_text()
+    old = '    """p(beta): None makes beta'
+    path = tmp_path / "gamma_models.py"
+    path.write_text(src.replace(old, "    return dist.Gamma(config.const(1.0), "
+                                     "config.const(0.1))\n" + old, 1))  # fmt: skip
+    X, t = circle_design(data.xy)[:2]
+    r = pyro_moe.fit(str(path), X, t, experts=2, n_init=1, seed=0)
+    assert r.noise_shape is not None
+    idata = r.to_inference_data(draws=400, seed=0)
+    assert idata.posterior["beta"].dims == ("chain", "draw")
+    assert "beta" not in idata.constant_data and idata.posterior.attrs["point_estimates"] == ""
+    mean = float(r.noise_shape / r.noise_rate)
+    assert float(idata.posterior["beta"].mean()) == pytest.approx(mean, rel=0.1)
+
+
+def test_the_method_is_the_writer(fits):
+    """result.to_inference_data() is diagnostics.to_inference_data(result): one writer."""
+    a = fits[0].result  # the core FitResult of a curve fit (no curve parameters)
+    x = a.to_inference_data(draws=30, seed=4)
+    y = D.to_inference_data(a, draws=30, seed=4)
+    np.testing.assert_array_equal(x.posterior["w"].values, y.posterior["w"].values)
+    np.testing.assert_array_equal(x.log_likelihood["y"].values, y.log_likelihood["y"].values)
+    assert list(x.posterior["feature"].values) == ["w0", "w1", "w2"]  # the core has no names
 
 
 def test_groups_shapes_and_dims(fits, data):
@@ -52,7 +89,8 @@ def test_groups_shapes_and_dims(fits, data):
     assert list(post["feature"].values) == ["x", "y", "1"]
     for v in ("x0", "y0", "r", "pi"):
         assert post[v].dims == ("chain", "draw", "expert") and post[v].shape == (1, 200, 2)
-    assert post["beta"].dims == ("chain", "draw")
+    assert "beta" not in post  # a point estimate: data
+    np.testing.assert_allclose(idata.constant_data["beta"].values, a.noise_precision.numpy())
     ll = idata.log_likelihood["y"]
     assert ll.dims == ("chain", "draw", "point") and ll.shape == (1, 200, N)
     assert np.isfinite(ll.values).all()
@@ -89,7 +127,7 @@ def test_loglik_is_the_mixture_density(fits):
     idata = D.to_inference_data(a, draws=3, seed=1)
     w = idata.posterior["w"].values[0, 0]
     pi = idata.posterior["pi"].values[0, 0]
-    beta = float(idata.posterior["beta"].values[0, 0])
+    beta = float(idata.constant_data["beta"].values.item())
     X, y = a.X.numpy(), a.y.numpy()
     dens = (
         pi * np.sqrt(beta / (2 * np.pi)) * np.exp(-0.5 * beta * (y[:, None] - X @ w.T) ** 2)

@@ -125,6 +125,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         if args.intercept is None or args.intercept:
             X = np.column_stack([X, np.ones(len(y))])
             names = [*names, INTERCEPT]
+        import pandas as pd
+
+        X = pd.DataFrame(X, columns=names)  # the header's names: the result carries them
         n_rows, target, distributed = len(y), args.target, {}
     result = pyro_moe.fit(
         model, X, y, experts=experts, noise_expert=args.noise_expert, **fit_options(args),

@@ -117,9 +117,19 @@ def khat_text(value: float | None) -> str:
 
 
 def summary_lines(result: FitResult) -> list[str]:
+    """The fit's summary rows; a NUTS fit's are its log joint (not an ELBO) and the fit
+    that set its hyperparameters (``draws.info["hyper_method"]``)."""
+    if result.draws is None:
+        head = [f"objective   {result.objective:.6g} nats", f"ELBO        {result.elbo:.6g} nats"]
+    else:
+        lp, info = result.draws.log_joint, result.draws.info
+        head = [
+            f"log joint   {float(lp.mean()):.6g} nats (mean over {lp.numel()} draws; not an ELBO)",
+            f"hyper from  {info.get('hyper_method', '-')} fit "
+            f"(objective {info.get('hyper_objective', float('nan')):.6g} nats)",
+        ]
     lines = [
-        f"objective   {result.objective:.6g} nats",
-        f"ELBO        {result.elbo:.6g} nats",
+        *head,
         f"iterations  {result.iterations}",
         f"seconds     {result.wall_time:.3g}",
         f"converged   {'yes' if result.converged else 'no'}",

@@ -59,6 +59,7 @@ import math
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import fields
 from types import MappingProxyType, SimpleNamespace
 
@@ -75,11 +76,19 @@ from ..closed_form.bridge import closed_form_objective, config_at, guide_params
 from ..closed_form.init import initial_log_responsibilities
 from ..closed_form.sites import read_model, unwrap
 from ..config import Config, gate_weights, log_gate
-from ..errors import InputError, ModelFileError, NonConjugateError, NumericalError, PyroMoeError
+from ..errors import (
+    EngineWarning,
+    InputError,
+    ModelFileError,
+    NonConjugateError,
+    NumericalError,
+    PyroMoeError,
+    find_stack_level,
+)
 from ..likelihood import noise_log_density
 from ..model_file import Model, model_file_error
-from ..parameters import ENGINE_OPTIONS, SVI_TOL
-from ..result import Hyperparameters, Posterior
+from ..parameters import ENGINE_OPTIONS, SVI_MAX_ITER, SVI_TOL
+from ..result import FitResult, Hyperparameters, Posterior
 from .base import Progress, Run, Variational, fresh_gate
 from .natural import natural_schedule, natural_summary, window_test
 from .options import Options
@@ -105,35 +114,96 @@ class SVI(Variational):
 
     @classmethod
     def options(cls, given) -> Options:
-        """:meth:`Engine.options`, with ``tol=None`` (or absent) the optimizer's default."""
+        """:meth:`Engine.options`, with ``tol=None`` and ``max_iter=None`` (or absent) the
+        optimizer's defaults (:data:`~pyro_moe.parameters.SVI_TOL`,
+        :data:`~pyro_moe.parameters.SVI_MAX_ITER`)."""
         given = dict(given)
+        opt = given.get("optimizer", "natural")
         if given.get("tol") is None:
-            opt = given.get("optimizer", "natural")
             mini = given.get("batch_size") is not None
             key = "natural_minibatch" if opt == "natural" and mini else opt
             given["tol"] = SVI_TOL.get(key, SVI_TOL["adam"])
+        if given.get("max_iter") is None and given.get("max_steps") is None:
+            given["max_iter"] = SVI_MAX_ITER.get(opt, SVI_MAX_ITER["adam"])
         return super().options(given)
 
     def prepare(self) -> None:
         """Check that the model's and the guide's latent sites match (a typo is a
         :class:`~pyro_moe.errors.ModelFileError`), take the Dirichlet concentration the
-        model actually uses, and, for natural gradient, read the closed form (None: Adam)."""
-        traced = _check_sites(self.model, self.X, self.y, self.config)
+        model actually uses, and, for natural gradient, read the closed form; where it does
+        not hold, announce Adam (:meth:`fall_back`)."""
+        traced, self.latent = _check_sites(self.model, self.X, self.y, self.config)
         if traced is not None:  # report the prior in use, e.g. an edited Dirichlet([1, 4])
             self.config = copy.copy(self.config)
             self.config.concentration = traced
         self.conj = None
+        self.why, self.announced = None, False  # why natural gradient fell back on Adam
         if self.options.optimizer == "natural":
             try:
                 self.conj = read_model(self.model, self.X, self.y, self.config, linearise_w=True)
-            except NonConjugateError:
-                self.conj = None
+            except NonConjugateError as e:
+                self.fall_back(str(e))
         self.check()  # a batch_size above N is an error even where the full batch is used
         opts = self.options
         small = opts.batch_size is not None and self.points() < opts.minibatch_from
         if self.conj is not None and small:  # full batch: exact steps are cheaper here
             tol = SVI_TOL["natural"] if opts.tol == SVI_TOL["natural_minibatch"] else opts.tol
             self.options = Options(self.name, {**opts, "batch_size": None, "tol": tol})
+
+    def fall_back(self, why: str) -> None:
+        """Natural gradient has no step for this model file: every latent site is fitted by
+        Adam instead, with Adam's own defaults of ``tol`` and ``max_iter`` where natural
+        gradient's were in force (:data:`pyro_moe.parameters.SVI_TOL`,
+        :data:`~pyro_moe.parameters.SVI_MAX_ITER`); :meth:`announce` says so."""
+        opts = self.options
+        swap = {}
+        if opts.tol in (SVI_TOL["natural"], SVI_TOL["natural_minibatch"]):
+            swap["tol"] = SVI_TOL["adam"]
+        if opts.max_iter == SVI_MAX_ITER["natural"]:
+            swap["max_iter"] = SVI_MAX_ITER["adam"]
+        self.options = Options(self.name, {**opts, **swap})
+        self.why = why
+
+    def announce(self) -> None:
+        """Once per fit, before the first Adam step that replaces natural gradient: an
+        :class:`~pyro_moe.errors.EngineWarning` at the user's line naming the model file,
+        the reason (the site without a natural-gradient step), the latent sites Adam fits
+        and its settings."""
+        if self.why is None or self.announced:
+            return
+        self.announced = True
+        why, opts = self.why, self.options
+        whiten = opts.whiten if opts.whiten is not None else True
+        lr = opts.lr if opts.lr is not None else (WHITE_LR if whiten else PLAIN_LR)
+        warnings.warn(
+            f"SVI: natural-gradient steps do not apply to model file {self.model.name!r} "
+            f"({why.rstrip('.')}); its latent sites {sorted(self.latent)} are fitted by Adam "
+            f"instead (ClippedAdam, {'whitened q(W), ' if whiten else ''}lr={lr:g}, "
+            f"tol={opts.tol:g}, max_iter={opts.max_iter}; result.info['steps']). Pass "
+            "optimizer='adam' to choose it",
+            EngineWarning,
+            stacklevel=find_stack_level(),
+        )
+
+    def steps(self) -> dict[str, str]:
+        """Which step fitted each latent site: ``"natural"`` (a natural-gradient step in
+        closed form), ``"cvi"`` (CVI's linearised step of a non-Gaussian prior on w),
+        ``"adam"`` (ClippedAdam on the guide's parameters), ``"enumerated"`` (z summed out
+        in Pyro's ELBO) or ``"closed form"`` (z's local step given the globals)."""
+        if self.conj is None:
+            return {n: "enumerated" if n == "z" else "adam" for n in sorted(self.latent)}
+        cvi = self.conj.weight_factor is not None
+        return {
+            n: "closed form" if n == "z" else "cvi" if n == "w" and cvi else "natural"
+            for n in sorted(self.latent)
+        }
+
+    def run_fit(self) -> FitResult:
+        """:meth:`Variational.run_fit`, recording per latent site which step fitted it
+        (``result.info["steps"]``, :meth:`steps`)."""
+        result = super().run_fit()
+        result.info["steps"] = self.steps()
+        return result
 
     def points(self) -> int:
         """N, the points the options are checked against (a distributed fit's X is a head)."""
@@ -169,6 +239,7 @@ class SVI(Variational):
             if self.conj.weight_factor is not None:  # Pyro's own estimate beside the quadrature
                 self.monte_carlo_check(run, seed)
             return run
+        self.announce()
         whiten = self.options.whiten
         if whiten is None:  # natural gradient fell back on Adam: in posterior-sd units
             whiten = self.options.optimizer == "natural"
@@ -176,11 +247,12 @@ class SVI(Variational):
                     progress, whiten)  # fmt: skip
 
 
-def _check_sites(model: Model, X, y, config: Config) -> torch.Tensor | None:
+def _check_sites(model: Model, X, y, config: Config) -> tuple[torch.Tensor | None, set[str]]:
     """Trace guide and model (replayed) on a few rows: every latent site of the model must
     have its q in the guide and every guide site must be a latent site of the model, or
     :class:`~pyro_moe.errors.ModelFileError` names them (Pyro would only warn and fit a
-    different model). Returns the concentration of the model's ``pi`` site, if any."""
+    different model). Returns the concentration of the model's ``pi`` site, if any, and
+    the names of the latent sites."""
     rows = min(8, X.shape[0])
     cfg = copy.deepcopy(config)  # pyro.module would rebind the gate's parameters
     with pyro.get_param_store().scope(), torch.no_grad():
@@ -214,12 +286,12 @@ def _check_sites(model: Model, X, y, config: Config) -> torch.Tensor | None:
         )
     pi = m_tr.nodes.get("pi")
     if pi is None or pi["type"] != "sample":
-        return None
+        return None, in_model
     fn = pi["fn"]
     while hasattr(fn, "base_dist") and not hasattr(fn, "concentration"):
         fn = fn.base_dist
     conc = getattr(fn, "concentration", None)
-    return None if conc is None else conc.detach().to(X.dtype).clone()
+    return (None if conc is None else conc.detach().to(X.dtype).clone()), in_model
 
 
 #: points x particles x components per vectorised block of :func:`pyro_objective`

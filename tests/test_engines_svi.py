@@ -332,3 +332,75 @@ def test_whitened_adam_steps_in_posterior_sd_units(tmp_path: Path):
     # the natural path refused (w0 learned under a Laplace prior): Adam, whitened
     fallback = _quiet(**kw, learn=("prior_mean",), max_iter=5, final_particles=5)
     assert fallback.restarts[0]["optimizer"] == "adam" and fallback.restarts[0]["whitened"]
+
+
+# ---- the engine that runs is the one announced (issue 26) --------------------------------
+def _regimes(N: int = 60, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, N)
+    y = np.where(x < 0, 1 + 2 * x, -1 + 0.5 * x) + 0.1 * rng.normal(size=N)
+    return np.c_[x, np.ones(N)], y
+
+
+def test_the_fall_back_on_adam_is_announced_once_at_the_users_line(tmp_path):
+    """Natural SVI on a file it has no step for (an ARD precision alpha) runs Adam: one
+    EngineWarning, at this file's line, naming the site it cannot step, the sites Adam
+    fits and Adam's settings, with Adam's tolerance (not natural gradient's 1e-8)."""
+    from conftest import added_site_model
+
+    from pyro_moe.parameters import SVI_MAX_ITER, SVI_TOL
+
+    X, y = _regimes()
+    path = added_site_model(tmp_path, "ard")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = pyro_moe.fit(path, X, y, experts=2, method="svi", n_init=2, max_iter=60,
+                         final_particles=5)  # fmt: skip
+    said = [w for w in caught if issubclass(w.category, pyro_moe.EngineWarning)]
+    assert len(said) == 1, [str(w.message) for w in said]
+    assert said[0].filename == __file__
+    text = str(said[0].message)
+    assert "'alpha'" in text and "['alpha', 'w', 'z']" in text and "Adam" in text
+    assert f"tol={SVI_TOL['adam']:g}" in text and "max_iter=60" in text
+    assert r.info["steps"] == {"alpha": "adam", "w": "adam", "z": "enumerated"}
+    assert all(s["optimizer"] == "adam" for s in r.restarts)
+    assert "steps: alpha adam, w adam, z enumerated" in r.summary()
+    # what is left to its default is Adam's own; what is given is kept
+    from pyro_moe.engines.svi import SVI
+    from pyro_moe.fitting import as_data
+
+    model = pyro_moe.load_model(path)
+    Xt, yt = as_data(X, y)
+    for given, tol, max_iter in (
+        ({}, SVI_TOL["adam"], SVI_MAX_ITER["adam"]),
+        ({"tol": 1e-8}, 1e-8, SVI_MAX_ITER["adam"]),
+        ({"max_iter": 10}, SVI_TOL["adam"], 10),
+    ):
+        engine = SVI(model, Xt, yt, model.config(Xt, yt, 2), SVI.options(given))
+        engine.prepare()
+        assert (engine.options.tol, engine.options.max_iter) == (tol, max_iter), given
+
+
+def test_adam_asked_for_is_not_announced_and_is_recorded(tmp_path):
+    X, y = _regimes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = pyro_moe.fit("mixture_of_experts", X, y, experts=2, method="svi", n_init=1,
+                         optimizer="adam", max_iter=30)  # fmt: skip
+    assert not [w for w in caught if issubclass(w.category, pyro_moe.EngineWarning)]
+    assert r.info["steps"] == {"w": "adam", "z": "enumerated"}
+    back = pyro_moe.FitResult.load(r.save(tmp_path / "adam.npz"))
+    assert back.info == r.info
+
+
+def test_natural_steps_are_recorded_per_site(laplace_model):
+    """The conjugate sites take natural-gradient steps, a Laplace prior on w CVI's, z its
+    closed-form local step; no announcement."""
+    X, y = _regimes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = pyro_moe.fit("mixture_of_models", X, y, experts=2, method="svi", n_init=1)
+        lap = pyro_moe.fit(laplace_model, X, y, experts=2, method="svi", n_init=1, learn="none")
+    assert not [w for w in caught if issubclass(w.category, pyro_moe.EngineWarning)]
+    assert r.info["steps"] == {"pi": "natural", "w": "natural", "z": "closed form"}
+    assert lap.info["steps"] == {"pi": "natural", "w": "cvi", "z": "closed form"}

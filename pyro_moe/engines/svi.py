@@ -119,13 +119,18 @@ class SVI(Variational):
         :data:`~pyro_moe.parameters.SVI_MAX_ITER`)."""
         given = dict(given)
         opt = given.get("optimizer", "natural")
+        defaulted = set()
         if given.get("tol") is None:
             mini = given.get("batch_size") is not None
             key = "natural_minibatch" if opt == "natural" and mini else opt
             given["tol"] = SVI_TOL.get(key, SVI_TOL["adam"])
+            defaulted.add("tol")
         if given.get("max_iter") is None and given.get("max_steps") is None:
             given["max_iter"] = SVI_MAX_ITER.get(opt, SVI_MAX_ITER["adam"])
-        return super().options(given)
+            defaulted.add("max_iter")
+        options = super().options(given)
+        options.defaulted = frozenset(defaulted)  # Adam's own replace them (fall_back)
+        return options
 
     def prepare(self) -> None:
         """Check that the model's and the guide's latent sites match (a typo is a
@@ -156,11 +161,9 @@ class SVI(Variational):
         gradient's were in force (:data:`pyro_moe.parameters.SVI_TOL`,
         :data:`~pyro_moe.parameters.SVI_MAX_ITER`); :meth:`announce` says so."""
         opts = self.options
-        swap = {}
-        if opts.tol in (SVI_TOL["natural"], SVI_TOL["natural_minibatch"]):
-            swap["tol"] = SVI_TOL["adam"]
-        if opts.max_iter == SVI_MAX_ITER["natural"]:
-            swap["max_iter"] = SVI_MAX_ITER["adam"]
+        defaulted = getattr(opts, "defaulted", frozenset())
+        swap = {"tol": SVI_TOL["adam"], "max_iter": SVI_MAX_ITER["adam"]}
+        swap = {k: v for k, v in swap.items() if k in defaulted}
         self.options = Options(self.name, {**opts, **swap})
         self.why = why
 
@@ -172,7 +175,7 @@ class SVI(Variational):
         if self.why is None or self.announced:
             return
         self.announced = True
-        why, opts = self.why, self.options
+        why, opts = self.why.split(". Fit ")[0], self.options  # not read_model's advice
         whiten = opts.whiten if opts.whiten is not None else True
         lr = opts.lr if opts.lr is not None else (WHITE_LR if whiten else PLAIN_LR)
         warnings.warn(

@@ -266,11 +266,13 @@ NOTEBOOKS["04_diagnostics"] = [
     md("""
 # Posterior diagnostics with ArviZ
 
-`pyro_moe.diagnostics.to_inference_data` draws from the variational posterior q and builds
-an `arviz.InferenceData`: `w` per expert, the circles' `x0, y0, r` in pixels, `pi`, `beta`,
-and the pointwise log-likelihood of the mixture (for LOO). Several fits become *chains*
-after their experts are aligned (Hungarian algorithm on the posterior means), so R-hat
-across restarts tells whether the restarts found the same optimum.
+`result.to_inference_data()` (the same as `pyro_moe.diagnostics.to_inference_data(result)`)
+draws from the variational posterior q and builds an `arviz.InferenceData`: `w` per expert
+and feature, the circles' `x0, y0, r` in pixels, `pi`, a latent `beta` (a point-estimated
+`beta` is data, in `constant_data`, not a posterior with sd 0), and the pointwise
+log-likelihood of the model file (for LOO). Several fits become *chains* after their
+experts are aligned (Hungarian algorithm on the posterior means), so R-hat across restarts
+tells whether the restarts found the same optimum.
 """),
     code(SETUP),
     code(STUDY),
@@ -285,13 +287,18 @@ for s, r in enumerate(runs):
 print(diagnostics.rhat_across_restarts(runs).to_dataframe().round(3))
 """),
     md(
-        "A fit started from a bad split (left half / right half of the points) converges to a worse optimum: both experts fit the mixture of both circles. R-hat with it as a chain is far above 1:"
+        "A fit started from a bad split (left half / right half of the points) converges to a worse optimum when nothing moves it: with the search over fixed points off (`search=False`) and one noise precision shared by the circles, each expert stays on its half of the points, a circle through one side of both rings, F is far lower and R-hat with it as a chain is far above 1. `fit_circles`' defaults (the search, one noise precision per circle) take the same bad start to the optimum of the runs above, R-hat 1.00:"
     ),
     code("""
 right = (d.xy[:, 0] > d.xy[:, 0].mean()).astype(float)
-stuck = pyro_moe.fit_circles(d.xy, experts=2, responsibilities=np.c_[right, 1 - right])
+bad_start = np.c_[right, 1 - right]
+stuck = pyro_moe.fit_circles(d.xy, experts=2, responsibilities=bad_start, search=False,
+                             per_expert_noise=False)
 print(f"stuck: F = {stuck.objective:.3f}", [str(c) for c in stuck.circles()])
 print(diagnostics.rhat_across_restarts([runs[0], stuck]).to_dataframe().round(3))
+rescued = pyro_moe.fit_circles(d.xy, experts=2, responsibilities=bad_start)
+print(f"with the defaults: F = {rescued.objective:.3f}", [str(c) for c in rescued.circles()])
+print(diagnostics.rhat_across_restarts([runs[0], rescued]).to_dataframe().round(3))
 """),
     md(
         "Posterior densities of the radii (one chain per restart, pooled) and a forest plot of all circle parameters per chain:"

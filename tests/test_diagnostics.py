@@ -255,3 +255,27 @@ def test_heterogeneous_experts_with_noise_expert():
     )
     ref = torch.logsumexp(torch.log(res.weights) + ln, -1).numpy()
     assert np.median(np.abs(ll - ref)) < 0.05
+
+
+def test_nuts_labels_are_honest():
+    """A NUTS fit at beta fixed by CAVI: its beta is in constant_data (not draws with sd 0),
+    the posterior's attrs name the fit that fixed it, and neither its summary nor the
+    command line's calls its log joint an ELBO."""
+    import warnings
+
+    from pyro_moe.cli.render import summary_lines
+
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=40), np.ones(40)]
+    y = X @ np.array([1.0, -0.5]) + 0.2 * rng.normal(size=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        nuts = pyro_moe.fit("mixture_of_models", X, y, experts=1, method="nuts", chains=1,
+                            warmup=20, max_iter=20)  # fmt: skip
+    idata = nuts.to_inference_data()
+    assert "beta" not in idata.posterior and "beta" in idata.constant_data
+    assert idata.posterior.attrs["hyper_method"] == "CAVI"
+    assert "CAVI fit's values" in idata.posterior.attrs["approximation"]
+    lines = "\n".join(summary_lines(nuts))
+    assert "not an ELBO" in lines and "ELBO   " not in lines and "hyper from  CAVI" in lines
+    assert "hyperparameters fixed at the CAVI fit's values" in nuts.summary()

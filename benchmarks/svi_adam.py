@@ -71,11 +71,19 @@ def fallback(rows: list[dict]) -> None:
         "ard": added_site_model(tmp, "ard"),
         "student_t": observed_model(tmp, "dist.StudentT(3.0, mean, scale)", name="student_t"),
     }
-    grid = [(1e-8, 3000), (1e-5, 3000), (1e-4, 3000), (1e-3, 3000), (1e-4, 1000), (1e-4, 6000)]
+    settings = {
+        "defaults (lr=0.1, tol=0.001, max_iter=3000)": {},
+        "lr=0.03": {"lr": 0.03},
+        "lr=0.01, tol=0.001, max_iter=3000": {"lr": 0.01, "tol": 1e-3, "max_iter": 3000},
+        "lr=0.01, tol=0.0001, max_iter=3000": {"lr": 0.01, "tol": 1e-4, "max_iter": 3000},
+        "lr=0.01, tol=1e-05, max_iter=3000": {"lr": 0.01, "tol": 1e-5, "max_iter": 3000},
+        "lr=0.01, tol=0.0001, max_iter=1000": {"lr": 0.01, "tol": 1e-4, "max_iter": 1000},
+        "lr=0.01, tol=0.0001, max_iter=6000": {"lr": 0.01, "tol": 1e-4, "max_iter": 6000},
+    }
     for kind, path in files.items():
-        for tol, max_iter in grid:
-            row = one(str(path), X, y, method="svi", tol=tol, max_iter=max_iter)
-            rows.append({"case": kind, "setting": f"tol={tol:g}, max_iter={max_iter}", **row})
+        for name, kw in settings.items():
+            row = one(str(path), X, y, method="svi", **kw)
+            rows.append({"case": kind, "setting": name, **row})
             print(rows[-1], flush=True)
 
 

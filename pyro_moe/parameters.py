@@ -310,6 +310,16 @@ SVI_TOL = MappingProxyType({"adam": 1e-3, "natural": 1e-8, "natural_minibatch": 
 #: * ``max_iter=None``: the step budget by optimizer, as ``tol``; natural gradient's is
 #:   Adam's too where it falls back on Adam (a site without a natural-gradient step).
 SVI_MAX_ITER = MappingProxyType({"adam": 3000, "natural": 3000})
+#: * ``lr=None``: Adam's learning rate by case: ``"adam"`` 0.002 on the guide's own
+#:   parameters and ``"whitened"`` 0.01 in whitened coordinates (both above), and
+#:   ``"fallback"`` 0.1, whitened, where natural gradient falls back on Adam (its start is
+#:   the closed form of another model, further from the file's optimum). Measured with
+#:   tol 1e-3 and 3000 steps on an ARD file and a Student-t file (N = 200, K = 2,
+#:   benchmarks/results/svi_adam.md): lr 0.01 stopped after 1600 and 1150 steps at
+#:   F = -66.64 and -70.21, 0.03 after 1250 and 1150 at -64.46 and -67.24, 0.1 after 2900
+#:   and 1800 at -63.21 and -65.97, above lr 0.01's 6000 steps (-63.78) and 3000 steps
+#:   (-68.14); natural gradient's tol 1e-8 was never met (3000 steps and a warning).
+SVI_LR = MappingProxyType({"adam": 0.002, "whitened": 0.01, "fallback": 0.1})
 SVI: Mapping[str, Option] = MappingProxyType(
     {
         "optimizer": Option("natural", one_of("natural", "adam"), "natural gradient or Adam"),

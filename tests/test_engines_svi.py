@@ -348,7 +348,7 @@ def test_the_fall_back_on_adam_is_announced_once_at_the_users_line(tmp_path):
     fits and Adam's settings, with Adam's tolerance (not natural gradient's 1e-8)."""
     from conftest import added_site_model
 
-    from pyro_moe.parameters import SVI_MAX_ITER, SVI_TOL
+    from pyro_moe.parameters import SVI_LR, SVI_MAX_ITER, SVI_TOL
 
     X, y = _regimes()
     path = added_site_model(tmp_path, "ard")
@@ -361,7 +361,7 @@ def test_the_fall_back_on_adam_is_announced_once_at_the_users_line(tmp_path):
     assert said[0].filename == __file__
     text = str(said[0].message)
     assert "'alpha'" in text and "['alpha', 'w', 'z']" in text and "Adam" in text
-    assert f"tol={SVI_TOL['adam']:g}" in text and "max_iter=60" in text
+    assert f"lr={SVI_LR['fallback']:g}, tol={SVI_TOL['adam']:g}, max_iter=60" in text
     assert r.info["steps"] == {"alpha": "adam", "w": "adam", "z": "enumerated"}
     assert all(s["optimizer"] == "adam" for s in r.restarts)
     assert "steps: alpha adam, w adam, z enumerated" in r.summary()
@@ -371,14 +371,17 @@ def test_the_fall_back_on_adam_is_announced_once_at_the_users_line(tmp_path):
 
     model = pyro_moe.load_model(path)
     Xt, yt = as_data(X, y)
-    for given, tol, max_iter in (
-        ({}, SVI_TOL["adam"], SVI_MAX_ITER["adam"]),
-        ({"tol": 1e-8}, 1e-8, SVI_MAX_ITER["adam"]),
-        ({"max_iter": 10}, SVI_TOL["adam"], 10),
+    fallback = SVI_LR["fallback"]
+    for given, tol, max_iter, lr in (
+        ({}, SVI_TOL["adam"], SVI_MAX_ITER["adam"], fallback),
+        ({"tol": 1e-8}, 1e-8, SVI_MAX_ITER["adam"], fallback),
+        ({"max_iter": 10, "lr": 0.005}, SVI_TOL["adam"], 10, 0.005),
+        ({"whiten": False}, SVI_TOL["adam"], SVI_MAX_ITER["adam"], None),  # plain: its own
     ):
         engine = SVI(model, Xt, yt, model.config(Xt, yt, 2), SVI.options(given))
         engine.prepare()
-        assert (engine.options.tol, engine.options.max_iter) == (tol, max_iter), given
+        o = engine.options
+        assert (o.tol, o.max_iter, o.lr) == (tol, max_iter, lr), given
 
 
 def test_adam_asked_for_is_not_announced_and_is_recorded(tmp_path):

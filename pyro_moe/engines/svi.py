@@ -87,7 +87,7 @@ from ..errors import (
 )
 from ..likelihood import noise_log_density
 from ..model_file import Model, model_file_error
-from ..parameters import ENGINE_OPTIONS, SVI_MAX_ITER, SVI_TOL
+from ..parameters import ENGINE_OPTIONS, SVI_LR, SVI_MAX_ITER, SVI_TOL
 from ..result import FitResult, Hyperparameters, Posterior
 from .base import Progress, Run, Variational, fresh_gate
 from .natural import natural_schedule, natural_summary, window_test
@@ -157,13 +157,16 @@ class SVI(Variational):
 
     def fall_back(self, why: str) -> None:
         """Natural gradient has no step for this model file: every latent site is fitted by
-        Adam instead, with Adam's own defaults of ``tol`` and ``max_iter`` where natural
-        gradient's were in force (:data:`pyro_moe.parameters.SVI_TOL`,
-        :data:`~pyro_moe.parameters.SVI_MAX_ITER`); :meth:`announce` says so."""
+        Adam instead (q(W) whitened), with Adam's own defaults of ``tol``, ``max_iter`` and
+        ``lr`` where they were left to their defaults (:data:`pyro_moe.parameters.SVI_TOL`,
+        :data:`~pyro_moe.parameters.SVI_MAX_ITER`, :data:`~pyro_moe.parameters.SVI_LR`'s
+        ``"fallback"``); :meth:`announce` says so."""
         opts = self.options
         defaulted = getattr(opts, "defaulted", frozenset())
         swap = {"tol": SVI_TOL["adam"], "max_iter": SVI_MAX_ITER["adam"]}
         swap = {k: v for k, v in swap.items() if k in defaulted}
+        if opts.lr is None and opts.whiten in (None, True):  # SVI_LR's measured fallback
+            swap["lr"] = SVI_LR["fallback"]
         self.options = Options(self.name, {**opts, **swap})
         self.why = why
 
@@ -637,10 +640,10 @@ def _run(
     return run
 
 
-#: Adam's default learning rates: on the guide's own parameters (the weights' posterior sd
-#: on the study's circles is ~1e-3 in their units, see OPTIONS) and in whitened coordinates
-#: (units of the start's posterior sd, :class:`Whitening`)
-PLAIN_LR, WHITE_LR = 0.002, 0.01
+#: Adam's default learning rates (:data:`pyro_moe.parameters.SVI_LR`): on the guide's own
+#: parameters (the weights' posterior sd on the study's circles is ~1e-3 in their units, see
+#: OPTIONS) and in whitened coordinates (units of the start's posterior sd, :class:`Whitening`)
+PLAIN_LR, WHITE_LR = SVI_LR["adam"], SVI_LR["whitened"]
 
 
 class Whitening:

@@ -23,8 +23,18 @@ import numpy as np
 
 from ..model_file import Model, load_model
 from ..selection import Selection, distinct_experts, select_experts
-from ..shapes.curves import kasa_corrected_radius, radial_noise
-from .fitting import check_fit_options, curve_data, curve_fit_options, seeded_start
+from ..shapes.chains import MIN_SWEEP, Candidate, sweep_share
+from ..shapes.curves import Circle, conic_weights_from_geometry, kasa_corrected_radius, radial_noise
+from ..shapes.seeding import MIN_COVERAGE
+from .fitting import (
+    CHAIN_TAU,
+    chain_candidates,
+    check_fit_options,
+    curve_data,
+    curve_fit_options,
+    seeded_start,
+    with_curve_defaults,
+)
 from .result import CurveFit
 from .uncertainty import curve_uncertainty
 
@@ -102,6 +112,16 @@ def _annulus_area_in_box(x0, y0, r_in, r_out, lo, hi, radii: int = 64, angles: i
     return float((inside * rr[:, None]).sum() * dr * (2 * math.pi / angles))
 
 
+def _pixel_weights(curve: Any) -> np.ndarray | None:
+    """A circle's or an ellipse's weights of its form in pixel units (the form of
+    :data:`pyro_moe.shapes.geometry.FORMS`); None for anything else."""
+    if isinstance(curve, Circle) and curve.valid:
+        return np.array([2 * curve.x0, 2 * curve.y0, curve.r**2 - curve.x0**2 - curve.y0**2])
+    if getattr(curve, "kind", None) == "ellipse" and curve.semi_axes is not None:
+        return conic_weights_from_geometry(curve.center, curve.semi_axes, curve.angle)
+    return None
+
+
 def ring_contrast(xy: np.ndarray, x0: float, y0: float, r: float, width: float) -> float:
     """The density of all points (per unit area, inside their bounding box) within
     ``width`` of the circle, over their density between ``width`` and 3 ``width`` from it.
@@ -167,6 +187,7 @@ def curve_reports(
     min_separation: float = 2.0,
     noisy_ring: float = 0.1,
     min_contrast: float = 1.5,
+    min_sweep: float = MIN_SWEEP,
 ) -> list[CurveReport]:
     """Each expert of a curve fit with its validity and the reason when it is not valid.
 
@@ -197,6 +218,11 @@ def curve_reports(
       noise 0.24 to 0.33 r), where a ring gives more (filled rings 5 to 30 px thick at
       r = 60: 2.1 to 2.5; the test suites' circles: 1.37 and up, their noise at most
       0.05 r, below ``noisy_ring``, so they are not tested);
+    * ``"short arc (covers S of its perimeter)"`` (a circle or an ellipse): the points it
+      holds cover less than ``min_sweep`` (default 1/6, 60 degrees) of its perimeter
+      (:func:`pyro_moe.shapes.chains.sweep_share`, in arcs of about 4 px): a curve through
+      one arc of clutter or one straight edge, whose radius or axes the picture does not
+      pin down, where a rim cut by the frame or by another object still shows more;
     * ``"duplicate of expert J"`` (1-based): a circle within
       min(``min_separation`` px, r / 4) of a valid one with a larger share (Hausdorff
       distance |c_j - c_k| + |r_j - r_k|; r / 4 for point sets in small units); two other
@@ -274,6 +300,16 @@ def curve_reports(
                         f"no ring (the points are as dense beside it as on it: contrast "
                         f"{contrast:.2f})"
                     )
+    if geometry.shared and kinds[0] in ("circle", "conic"):
+        xy = geometry.pixel_points(X, result.y.detach().cpu().numpy())
+        hard = result.responsibilities.argmax(-1).cpu().numpy()
+        for k in range(K):
+            w = _pixel_weights(curves[k]) if reasons[k] is None else None
+            if w is None:
+                continue
+            swept = sweep_share(xy[hard == k], w, kinds[k], CHAIN_TAU)
+            if swept < min_sweep:
+                reasons[k] = f"short arc (covers {swept:.2f} of its perimeter)"
     for pos, k in enumerate(order):
         if reasons[k] is not None:
             continue
@@ -329,12 +365,32 @@ def curve_distinct(
     return distinct_experts(fit.result, min_share=min_share, duplicate_sd=duplicate_sd)
 
 
+#: The largest K that ``--experts auto`` tries on points without edge chains (a point set
+#: off the pixel grid, or chains that give no candidate curve).
+AUTO_MAX_EXPERTS = 5
+
+
+def auto_range(candidates: list[Candidate]) -> tuple[int, int]:
+    """The K that :func:`select_curves` tries by default, from the picture's edge chains
+    (:func:`pyro_moe.curves.fitting.chain_candidates`): the number S of candidates seen
+    at least half round (covering :data:`~pyro_moe.shapes.seeding.MIN_COVERAGE` of their
+    perimeter; at least 1) and S + 1, so that the evidence for one curve beyond what the
+    chains show is weighed (the extra expert starts on the next candidate, or where
+    sequential RANSAC finds one among the points left); 1 .. :data:`AUTO_MAX_EXPERTS`
+    without candidates. Measured: the study's eye photo gives 37 candidates, 33 of them
+    texture arcs of 12 to 36 points covering under 1/4 of their circle; S = 4."""
+    if not candidates:
+        return 1, AUTO_MAX_EXPERTS
+    strong = max(1, sum(c.sweep >= MIN_COVERAGE for c in candidates))
+    return strong, strong + 1
+
+
 def select_curves(
     source,
     *,
     design: str = "circle",
-    max_experts: int = 5,
-    min_experts: int = 1,
+    max_experts: int | None = None,
+    min_experts: int | None = None,
     model: str | Path | Model = "mixture_of_models",
     max_points: int | None = None,
     seed: int = 0,
@@ -358,26 +414,40 @@ def select_curves(
     file is loaded once.
     """
     check_fit_options(options, "select_curves")
+    options = with_curve_defaults(options)
     model = load_model(model)
     data = curve_data(
         source, 1, design=design, model=model, max_points=max_points, seed=seed,
         image_options=image_options,
     )  # fmt: skip
     per_expert_noise = options.pop("per_expert_noise", True)
-    curve = curve_fit_options(
-        data, search=options.pop("search", True), per_expert_noise=per_expert_noise
-    )
-    # Off by default, measured: from the seeded curves every K of a scene with 30 % stray
-    # pixels explains clusters of stray points by extra circles, and auto chose 5 for 2
-    # rings (27/29 scenes right, 29/29 from the restarts); on skimage.data.coins the
-    # restarts find no coins (auto chose 16 wrong circles) and the seeded start 24 + 1.
-    seeded = options.pop("seeded", False)
+    search = options.pop("search", None)
+    curve = curve_fit_options(data, per_expert_noise=per_expert_noise)
+    curve.pop("search")  # per K, in start(K)
+    cands = chain_candidates(data)
+    if max_experts is None:  # the range from the picture
+        low, high = auto_range(cands)
+        min_experts = low if min_experts is None else min_experts
+        max_experts = max(high, min_experts)
+    elif min_experts is None:
+        min_experts = 1
+    # Seeded by default where the edge chains give candidates; else off, measured: from the
+    # RANSAC curves every K of a scene with 30 % stray pixels explains clusters of stray
+    # points by extra circles, and auto chose 5 for 2 rings (27/29 scenes right, 29/29 from
+    # the restarts).
+    seeded = options.pop("seeded", None)
+    seeded = bool(cands) if seeded is None else seeded
 
     def start(K: int) -> dict:  # with seeded=True, each K starts where fit_curves does
+        # the search: on, unless the chains seed the fit (their candidates, then RANSAC on
+        # what they leave): the validity of each curve then judges the extra experts
+        on = (not (seeded and cands)) if search is None else bool(search)
+        policy = curve_fit_options(data, search=on)["search"]
         if not seeded:
-            return {}
+            return {"search": policy}
         data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
-        return seeded_start(data_k, model, options, per_expert_noise=per_expert_noise, seed=seed)
+        seeds = seeded_start(data_k, model, options, per_expert_noise=per_expert_noise, seed=seed)
+        return {"search": policy, **seeds}
 
     min_share = options.get("min_share", 0.01)
     duplicate_sd = options.get("duplicate_sd", 1.0)
@@ -404,6 +474,6 @@ def select_curves(
     return selection
 
 
-def select_circles(source, *, max_experts: int = 5, **options: Any) -> Selection:
+def select_circles(source, *, max_experts: int | None = None, **options: Any) -> Selection:
     """Circles: ``select_curves(source, design="circle", ...)``."""
     return select_curves(source, design="circle", max_experts=max_experts, **options)

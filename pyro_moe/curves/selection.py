@@ -25,10 +25,11 @@ from ..model_file import Model, load_model
 from ..selection import Selection, distinct_experts, select_experts
 from ..shapes.chains import MIN_SWEEP, Candidate, sweep_share
 from ..shapes.curves import Circle, conic_weights_from_geometry, kasa_corrected_radius, radial_noise
-from ..shapes.seeding import MIN_COVERAGE
 from .fitting import (
     CHAIN_TAU,
+    CLOSED,
     chain_candidates,
+    chains_start,
     check_fit_options,
     curve_data,
     curve_fit_options,
@@ -372,16 +373,15 @@ AUTO_MAX_EXPERTS = 5
 
 def auto_range(candidates: list[Candidate]) -> tuple[int, int]:
     """The K that :func:`select_curves` tries by default, from the picture's edge chains
-    (:func:`pyro_moe.curves.fitting.chain_candidates`): the number S of candidates seen
-    at least half round (covering :data:`~pyro_moe.shapes.seeding.MIN_COVERAGE` of their
-    perimeter; at least 1) and S + 1, so that the evidence for one curve beyond what the
+    (:func:`pyro_moe.curves.fitting.chain_candidates`): the number S of closed candidates
+    (covering :data:`~pyro_moe.curves.fitting.CLOSED` of their perimeter; at least 1) and S + 1, so that the evidence for one curve beyond what the
     chains show is weighed (the extra expert starts on the next candidate, or where
     sequential RANSAC finds one among the points left); 1 .. :data:`AUTO_MAX_EXPERTS`
     without candidates. Measured: the study's eye photo gives 37 candidates, 33 of them
-    texture arcs of 12 to 36 points covering under 1/4 of their circle; S = 4."""
+    texture arcs of 12 to 36 points covering under 1/4 of their circle; S = 3."""
     if not candidates:
         return 1, AUTO_MAX_EXPERTS
-    strong = max(1, sum(c.sweep >= MIN_COVERAGE for c in candidates))
+    strong = max(1, sum(c.sweep >= CLOSED for c in candidates))
     return strong, strong + 1
 
 
@@ -424,7 +424,10 @@ def select_curves(
     search = options.pop("search", None)
     curve = curve_fit_options(data, per_expert_noise=per_expert_noise)
     curve.pop("search")  # per K, in start(K)
-    cands = chain_candidates(data)
+    # a subsample of the pixels (max_points) breaks the chains: the default range then
+    cands = (
+        chain_candidates(data) if len(data.points.xy) == len(data.y) and max_points is None else []
+    )
     if max_experts is None:  # the range from the picture
         low, high = auto_range(cands)
         min_experts = low if min_experts is None else min_experts
@@ -439,13 +442,13 @@ def select_curves(
     seeded = bool(cands) if seeded is None else seeded
 
     def start(K: int) -> dict:  # with seeded=True, each K starts where fit_curves does
-        # the search: on, unless the chains seed the fit (their candidates, then RANSAC on
-        # what they leave): the validity of each curve then judges the extra experts
-        on = (not (seeded and cands)) if search is None else bool(search)
+        data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
+        # the search: off where the chains start the fit (their curves, the one beyond them
+        # judged by the reports and the ELBO), else on
+        on = (not (seeded and chains_start(data_k))) if search is None else bool(search)
         policy = curve_fit_options(data, search=on)["search"]
         if not seeded:
             return {"search": policy}
-        data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
         seeds = seeded_start(data_k, model, options, per_expert_noise=per_expert_noise, seed=seed)
         return {"search": policy, **seeds}
 

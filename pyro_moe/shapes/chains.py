@@ -57,11 +57,13 @@ __all__ = [
     "MIN_SWEEP",
     "TANGENT_SPAN",
     "Candidate",
+    "arc_cover",
     "chain_arcs",
     "chain_curves",
     "curve_distance",
     "edge_chains",
     "grid_mask",
+    "longest_arc",
     "sweep_share",
 ]
 
@@ -268,24 +270,45 @@ def curve_distance(P: np.ndarray, w: np.ndarray, kind: str) -> np.ndarray:
     return np.abs(f) / np.sqrt(gx * gx + gy * gy + 1e-300)
 
 
-def sweep_share(P: np.ndarray, w: np.ndarray, kind: str, tau: float) -> float:
-    """The share of a closed curve's perimeter (equal angles about its centre, at least
-    :data:`SWEEP_BINS`, one per 2 tau of a circle's perimeter beyond) that points P lie
-    on."""
+def arc_cover(P: np.ndarray, w: np.ndarray, kind: str, bins: int | None = None, *,
+              step: float = 4.0) -> np.ndarray:  # fmt: skip
+    """(bins,) which of a closed curve's arcs (equal angles about its centre) hold one of
+    the points P (pixels); ``bins`` None: one per ``step`` pixels of perimeter, at least
+    :data:`SWEEP_BINS`, at most 1024. A curve without a centre covers nothing."""
     if kind == "circle":
         c = 0.5 * w[:2]
         r = float(np.sqrt(max(w[2] + c @ c, 0.0)))
     else:
         B, C, D, E, _ = w
         det = -4.0 * C - B * B
-        if abs(det) < 1e-300:
-            return 0.0
+        if abs(det) < 1e-300 or not len(P):
+            return np.zeros(bins or SWEEP_BINS, dtype=bool)
         c = np.array([(B * E - 2.0 * C * D) / det, (2.0 * E + B * D) / det])
         r = float(np.sqrt(((P - c) ** 2).sum(1).mean()))
-    bins = int(np.clip(2 * np.pi * r / (2 * tau), SWEEP_BINS, 1024))
-    ang = np.arctan2(P[:, 1] - c[1], P[:, 0] - c[0])
-    k = np.minimum(((ang + np.pi) / (2 * np.pi) * bins).astype(np.int64), bins - 1)
-    return float(np.unique(k).size / bins)
+    if bins is None:
+        bins = int(np.clip(2 * np.pi * r / step, SWEEP_BINS, 1024))
+    hit = np.zeros(bins, dtype=bool)
+    if len(P):
+        ang = np.arctan2(P[:, 1] - c[1], P[:, 0] - c[0])
+        hit[np.minimum(((ang + np.pi) / (2 * np.pi) * bins).astype(np.int64), bins - 1)] = True
+    return hit
+
+
+def longest_arc(hit: np.ndarray) -> float:
+    """The longest circular run of covered arcs (:func:`arc_cover`), as a share of all."""
+    if hit.all():
+        return 1.0
+    if not hit.any():
+        return 0.0
+    hit = np.roll(hit, -int(np.argmin(hit)))  # an uncovered arc first: no run wraps
+    edges = np.diff(np.concatenate([[0], hit.astype(np.int8), [0]]))
+    return float((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max() / len(hit))
+
+
+def sweep_share(P: np.ndarray, w: np.ndarray, kind: str, tau: float) -> float:
+    """The share of a closed curve's perimeter that points P lie on (:func:`arc_cover` in
+    arcs of 2 tau pixels)."""
+    return float(arc_cover(P, w, kind, step=2 * tau).mean())
 
 
 #: The most groups :func:`_merge` compares pairwise (the largest).

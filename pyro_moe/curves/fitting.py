@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..fitting import fit
 from ..model_file import Model, load_model
 from ..search import SearchPolicy
-from ..shapes.chains import Candidate, chain_curves, curve_distance
+from ..shapes.chains import CLOSED, Candidate, chain_curves, curve_distance
 from ..shapes.geometry import FORMS, Geometry, target_name
 from ..shapes.image import image_to_points
 from ..shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
@@ -162,11 +162,6 @@ def chain_candidates(data: CurveData) -> list[Candidate]:
     if "chains" not in data.cache:
         data.cache["chains"] = chain_curves(data.points.xy, kind, tau=CHAIN_TAU)
     return data.cache["chains"]
-
-
-#: The least share of its perimeter a chain candidate covers to seed a fit: a curve traced
-#: (nearly) all round.
-CLOSED = 0.9
 
 
 def chains_seed(data: CurveData) -> bool:

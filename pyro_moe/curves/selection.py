@@ -23,11 +23,10 @@ import numpy as np
 
 from ..model_file import Model, load_model
 from ..selection import Selection, distinct_experts, select_experts
-from ..shapes.chains import Candidate, arc_cover, longest_arc
+from ..shapes.chains import CLOSED, Candidate, arc_cover, longest_arc
 from ..shapes.curves import Circle, conic_weights_from_geometry, kasa_corrected_radius, radial_noise
 from .fitting import (
     CHAIN_TAU,
-    CLOSED,
     chain_candidates,
     chains_start,
     check_fit_options,
@@ -403,7 +402,7 @@ AUTO_MAX_EXPERTS = 5
 def auto_range(candidates: list[Candidate]) -> tuple[int, int]:
     """The K that :func:`select_curves` tries by default, from the picture's edge chains
     (:func:`pyro_moe.curves.fitting.chain_candidates`): the number S of closed candidates
-    (covering :data:`~pyro_moe.curves.fitting.CLOSED` of their perimeter; at least 1) and S + 1, so that the evidence for one curve beyond what the
+    (covering :data:`~pyro_moe.shapes.chains.CLOSED` of their perimeter; at least 1) and S + 1, so that the evidence for one curve beyond what the
     chains show is weighed (the extra expert starts on the next candidate, or where
     sequential RANSAC finds one among the points left); 1 .. :data:`AUTO_MAX_EXPERTS`
     without candidates. Measured: the study's eye photo gives 37 candidates, 33 of them

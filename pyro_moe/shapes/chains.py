@@ -49,6 +49,7 @@ from ..errors import InputError
 from .seeding import plausible
 
 __all__ = [
+    "CLOSED",
     "CORNER_SPAN",
     "JOIN_SHARE",
     "MAX_TURN",
@@ -84,6 +85,9 @@ MIN_ARC = 10
 JOIN_SHARE = 0.8
 #: The least share of its own perimeter a candidate's pixels cover (1/6: 60 degrees).
 MIN_SWEEP = 1.0 / 6.0
+#: The least share of its perimeter a closed curve covers: traced (nearly) all round. A
+#: chain candidate seeds a fit only when closed (:func:`pyro_moe.curves.fitting.chains_seed`).
+CLOSED = 0.9
 #: Arcs a perimeter is cut into for the swept share (at least; one per 2 tau beyond).
 SWEEP_BINS = 72
 

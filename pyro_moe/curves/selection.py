@@ -236,6 +236,11 @@ def curve_reports(
       noise 0.24 to 0.33 r), where a ring gives more (filled rings 5 to 30 px thick at
       r = 60: 2.1 to 2.5; the test suites' circles: 1.37 and up, their noise at most
       0.05 r, below ``noisy_ring``, so they are not tested);
+    * ``"duplicate of expert J"`` (1-based): a circle within
+      min(``min_separation`` px, r / 4) of a valid one with a larger share (Hausdorff
+      distance |c_j - c_k| + |r_j - r_k|; r / 4 for point sets in small units); two other
+      experts of one shared form when their fitted targets differ by less than the noise
+      sd on the points, sqrt(mean (x_i^T (m_j - m_k))^2) < sd;
     * ``"no arc (its points cover S of its perimeter, the longest arc A)"`` (a circle or
       an ellipse): the picture does not show it as a curve: the points it holds neither
       close it (cover ``closed`` of its perimeter, default 0.9) nor trace one unbroken arc
@@ -246,11 +251,6 @@ def curve_reports(
       straight edge or texture holds scattered pieces: measured on ``skimage.data.coins``,
       a 25th circle (r = 12 px) through the doubled lower rim of one coin and its relief
       covered 0.62 in pieces, its longest arc 0.2; every coin covers 0.81 to 1.
-    * ``"duplicate of expert J"`` (1-based): a circle within
-      min(``min_separation`` px, r / 4) of a valid one with a larger share (Hausdorff
-      distance |c_j - c_k| + |r_j - r_k|; r / 4 for point sets in small units); two other
-      experts of one shared form when their fitted targets differ by less than the noise
-      sd on the points, sqrt(mean (x_i^T (m_j - m_k))^2) < sd.
 
     Circles also carry ``r_corrected`` (the Kasa bias removed with their own noise) and
     ``noise_px``.
@@ -323,22 +323,6 @@ def curve_reports(
                         f"no ring (the points are as dense beside it as on it: contrast "
                         f"{contrast:.2f})"
                     )
-    if geometry.shared and kinds[0] in ("circle", "conic"):
-        xy = geometry.pixel_points(X, result.y.detach().cpu().numpy())
-        hard = result.responsibilities.argmax(-1).cpu().numpy()
-        step = 2.0 * max(CHAIN_TAU, 2.0 * _spacing(xy))
-        for k in range(K):
-            w = _pixel_weights(curves[k]) if reasons[k] is None else None
-            if w is None:
-                continue
-            bins = max(8, int(_perimeter(curves[k]) / step))
-            hit = arc_cover(xy[hard == k], w, kinds[k], bins)
-            longest = longest_arc(hit)
-            if hit.mean() < closed and longest < min_arc:
-                reasons[k] = (
-                    f"no arc (its points cover {hit.mean():.2f} of its perimeter, the longest "
-                    f"arc {longest:.2f})"
-                )
     for pos, k in enumerate(order):
         if reasons[k] is not None:
             continue
@@ -359,6 +343,22 @@ def curve_reports(
             if same:
                 reasons[k] = f"duplicate of expert {j + 1}"
                 break
+    if geometry.shared and kinds[0] in ("circle", "conic"):
+        xy = geometry.pixel_points(X, result.y.detach().cpu().numpy())
+        hard = result.responsibilities.argmax(-1).cpu().numpy()
+        step = 2.0 * max(CHAIN_TAU, 2.0 * _spacing(xy))
+        for k in range(K):
+            w = _pixel_weights(curves[k]) if reasons[k] is None else None
+            if w is None:
+                continue
+            bins = max(8, int(_perimeter(curves[k]) / step))
+            hit = arc_cover(xy[hard == k], w, kinds[k], bins)
+            longest = longest_arc(hit)
+            if hit.mean() < closed and longest < min_arc:
+                reasons[k] = (
+                    f"no arc (its points cover {hit.mean():.2f} of its perimeter, the longest "
+                    f"arc {longest:.2f})"
+                )
     return [
         CurveReport(
             expert=k,
@@ -431,12 +431,22 @@ def select_curves(
     ``source`` is what :func:`pyro_moe.fit_curves` takes (image path or array, (N, 2)
     points, a PointSet, a point file). Each K is fitted as ``fit_curves`` fits it (the same
     :func:`~pyro_moe.curves.fitting.curve_fit_options`: the noise expert over the points'
-    box, one noise precision per curve, the search; ``search=`` and ``per_expert_noise=``
-    among ``options`` change them; ``seeded=True`` also starts each K from the
-    sequential-RANSAC curves, as ``fit_curves`` does: better for many curves, worse with
-    heavy clutter, see the comment in the code) and the results are
+    box, one noise precision per curve; ``search=`` and ``per_expert_noise=`` among
+    ``options`` change them) and the results are
     :class:`~pyro_moe.curves.CurveFit`, so ``selection.result.circles()`` / ``.conics()``
-    are in pixel units. A fit at K is admissible when its experts are distinct
+    are in pixel units.
+
+    The range of K: ``max_experts=None`` (default) takes it from the picture's edge chains
+    (:func:`auto_range`: S and S + 1 for S closed candidates), each K then started as
+    ``fit_curves`` starts it (the chains' candidates; ``seeded``) and without the search
+    (``search=None``: off where the chains start the fit); for points without closed
+    candidates, and whenever ``max_experts`` is given, K = ``min_experts`` (default 1) ..
+    ``max_experts`` (:data:`AUTO_MAX_EXPERTS` when None) from the engine's restarts with the
+    search, as before (``seeded=True`` starts them from sequential RANSAC: better for many
+    curves, worse with heavy clutter, see the comment in the code). The defaults (the noise
+    expert on) are :data:`~pyro_moe.curves.fitting.CURVE_DEFAULTS`.
+
+    A fit at K is admissible when its experts are distinct
     (:func:`curve_distinct`; ``min_separation`` pixels between circles). ``options`` go to
     :func:`~pyro_moe.selection.select_experts` and on to :func:`pyro_moe.fit`. The model
     file is loaded once.
@@ -456,18 +466,19 @@ def select_curves(
     cands = (
         chain_candidates(data) if len(data.points.xy) == len(data.y) and max_points is None else []
     )
+    from_chains = max_experts is None and bool(cands)
     if max_experts is None:  # the range from the picture
         low, high = auto_range(cands)
         min_experts = low if min_experts is None else min_experts
         max_experts = max(high, min_experts)
     elif min_experts is None:
         min_experts = 1
-    # Seeded by default where the edge chains give candidates; else off, measured: from the
-    # RANSAC curves every K of a scene with 30 % stray pixels explains clusters of stray
-    # points by extra circles, and auto chose 5 for 2 rings (27/29 scenes right, 29/29 from
-    # the restarts).
+    # Seeded by default where the range comes from the edge chains; else off, measured:
+    # from the RANSAC curves every K of a scene with 30 % stray pixels explains clusters of
+    # stray points by extra circles, and auto chose 5 for 2 rings (27/29 scenes right,
+    # 29/29 from the restarts).
     seeded = options.pop("seeded", None)
-    seeded = bool(cands) if seeded is None else seeded
+    seeded = from_chains if seeded is None else seeded
 
     def start(K: int) -> dict:  # with seeded=True, each K starts where fit_curves does
         data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))

@@ -31,10 +31,14 @@ Straight edges never become candidates: a straight run has no significant curvat
 its circle is wider than the picture, or its conic a thin one that ``plausible`` refuses;
 branching clutter is cut at its junctions, so its arcs are short and each covers little.
 The curve fit (:func:`pyro_moe.curves.fitting.seed_responsibilities`) starts from the
-candidates' pixels (one expert per candidate, the best first) and the Bayesian fit only
-polishes, attaches posterior uncertainty, and judges validity; the minimal-subset search
-(:func:`pyro_moe.shapes.seeding.seed_curves`) runs only on the points the candidates leave
-unexplained, and only when there are fewer candidates than curves asked for.
+candidates' pixels (one expert per candidate, the best first) when the chains give every
+expert but at most one a *closed* candidate (:data:`CLOSED` of its perimeter covered), and
+the Bayesian fit only polishes, attaches posterior uncertainty, and judges validity; the
+minimal-subset search (:func:`pyro_moe.shapes.seeding.seed_curves`) then runs only for the
+one expert beyond the candidates, on the points they leave unexplained. Measured on
+``skimage.data.coins``: 24 closed candidates, each within 2 px of its coin's reference,
+in 0.04 to 0.18 s (loaded 2-core machine); on ``skimage.data.coffee`` (conics) both cup
+rims, the outer within 0.1 px, the inner within 0.3 px.
 """
 
 from __future__ import annotations

@@ -354,7 +354,11 @@ def test_coins_auto_finds_the_24_coins_from_the_chains_range():
         selection = pyro_moe.select_curves(data.coins(), design="circle",
                                            image_options={"edges": True})  # fmt: skip
     assert (selection.settings["min_experts"], selection.settings["max_experts"]) == (24, 25)
-    assert _found(COINS, selection.result.circles(), 4.0) == 24
+    assert selection.experts == 24
+    valid = [r.curve for r in pyro_moe.curve_reports(selection.result) if r.valid]
+    assert _found(COINS, valid, 4.0) == 24
+    for c in valid:  # nothing valid beside the coins
+        assert min(_gap(ref, c) for ref in COINS) <= 4.0, c
 
 
 def test_ellipse_overlap_is_the_filled_ellipses_intersection_over_union():

@@ -112,6 +112,27 @@ def _annulus_area_in_box(x0, y0, r_in, r_out, lo, hi, radii: int = 64, angles: i
     return float((inside * rr[:, None]).sum() * dr * (2 * math.pi / angles))
 
 
+def _along(k, order, reasons, curves, pts, step) -> int | None:
+    """The valid circle j of a larger share (``order``: by share, largest first) that
+    circle k runs along: at least half of k's points within ``step`` px of k lie within
+    ``step`` px of j too, and the two are not concentric (centres more than ``step`` px
+    apart; a thick rim's two edges are concentric, and both are curves). None if none."""
+    if reasons[k] is not None:
+        return None
+    c = curves[k]
+    on = pts[np.abs(np.hypot(pts[:, 0] - c.x0, pts[:, 1] - c.y0) - c.r) <= step]
+    if not len(on):
+        return None
+    for j in order[: order.index(k)]:
+        d = curves[j]
+        if reasons[j] is not None or math.hypot(d.x0 - c.x0, d.y0 - c.y0) <= step:
+            continue
+        near = np.abs(np.hypot(on[:, 0] - d.x0, on[:, 1] - d.y0) - d.r) <= step
+        if near.mean() >= 0.5:
+            return j
+    return None
+
+
 def _spacing(xy: np.ndarray) -> float:
     """The median distance from a point to its nearest neighbour (pixels)."""
     from scipy.spatial import cKDTree
@@ -241,6 +262,12 @@ def curve_reports(
       distance |c_j - c_k| + |r_j - r_k|; r / 4 for point sets in small units); two other
       experts of one shared form when their fitted targets differ by less than the noise
       sd on the points, sqrt(mean (x_i^T (m_j - m_k))^2) < sd;
+    * ``"along expert J (half its points lie on that curve)"`` (a circle): at least half of
+      its points within 2 tau of it lie within 2 tau of a valid circle J of a larger share
+      that is not concentric with it: a circle through a piece of another curve's edge
+      (a coin's doubled rim) and whatever else it crosses; measured on
+      ``skimage.data.coins``, the 25th circle of ``--experts auto``, r = 12 px inside a
+      coin of r = 22.6 px;
     * ``"no arc (its points cover S of its perimeter, the longest arc A)"`` (a circle or
       an ellipse): the picture does not show it as a curve: the points it holds neither
       close it (cover ``closed`` of its perimeter, default 0.9) nor trace one unbroken arc
@@ -359,6 +386,11 @@ def curve_reports(
                     f"no arc (its points cover {hit.mean():.2f} of its perimeter, the longest "
                     f"arc {longest:.2f})"
                 )
+        if kinds[0] == "circle":
+            for k in order:  # the smaller shares first judged against the larger
+                j = _along(k, order, reasons, curves, xy[hard == k], step)
+                if j is not None:
+                    reasons[k] = f"along expert {j + 1} (half its points lie on that curve)"
     return [
         CurveReport(
             expert=k,

@@ -193,10 +193,11 @@ CHAINS_EXPLAIN = 0.5
 
 
 def start_labels(data: CurveData, *, seed: int = 0) -> np.ndarray:
-    """Labels (N,) of a seeded start (0..K-1, -1: no curve): where the chains explain the
-    picture (:func:`chains_explain`), the K best chain candidates
-    (:func:`chain_candidates`), each taking the points within :data:`CHAIN_TAU` pixels of
-    its curve that a better one has not taken; else sequential RANSAC
+    """Labels (N,) of a seeded start (0..K-1, -1: no curve): where the chains start the fit
+    (:func:`chains_start`), the K best chain candidates (:func:`chain_candidates`), each
+    taking the points within :data:`CHAIN_TAU` pixels of its curve that a better one has
+    not taken, and for an expert beyond the candidates sequential RANSAC among the points
+    they leave; else sequential RANSAC
     (:func:`pyro_moe.shapes.seeding.seed_curves`) on all points, as before the chains
     (measured on the study's eye photo, K = 2: the chains' pupil and highlight as the start
     lost the outer iris, which RANSAC's start and the search find)."""

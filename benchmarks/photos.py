@@ -37,6 +37,7 @@ it, and only comparable within one run.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -242,7 +243,8 @@ def main() -> None:
     atomic_write(out / "photos.json", lambda p: p.write_text(json.dumps(rows, indent=1) + "\n"))
     lines = [
         "Photos and clean scenes, every method in one process on one machine, warm; time per",
-        "image in-process (clean scenes: the median). Written by `benchmarks/photos.py`.",
+        "image in-process (clean scenes: the median). Written by `benchmarks/photos.py`;",
+        f"load average at the end of the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
         "",
         "| picture | method | found (within) | other | time |",
         "|---|---|---|---|---|",

@@ -360,3 +360,57 @@ def test_a_huge_k_is_refused_at_once_as_more_experts_than_points(
     assert f"experts = {k} is more than the number of points (" in err
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 200, grown_mib
+
+
+def _two_rings_with_strays(path):
+    """Two rings and 40 stray pixels, saved as a PNG at ``path``."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[:80, :90]
+    img = (np.abs(np.hypot(xx - 40, yy - 38) - 20) < 1) | (
+        np.abs(np.hypot(xx - 55, yy - 45) - 12) < 1
+    )
+    rng = np.random.default_rng(3)
+    img[rng.integers(0, 80, 40), rng.integers(0, 90, 40)] = True
+    Image.fromarray((img * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("argv", "api"),
+    [
+        (["circles", "--experts", "2"], lambda p: pyro_moe.fit_circles(p, experts=2)),
+        (["conics", "--experts", "2"], lambda p: pyro_moe.fit_conics(p, experts=2)),
+        (
+            ["curves", "--experts", "circle,ellipse"],
+            lambda p: pyro_moe.fit_curves(p, experts=["circle", "ellipse"]),
+        ),
+        (
+            ["circles", "--experts", "auto"],
+            lambda p: pyro_moe.select_curves(p, design="circle").result,
+        ),
+        (
+            ["conics", "--experts", "auto"],
+            lambda p: pyro_moe.select_curves(p, design="conic").result,
+        ),
+    ],
+    ids=["circles", "conics", "curves", "circles-auto", "conics-auto"],
+)
+def test_every_curve_command_gives_the_api_s_curves_with_the_defaults(capsys, tmp_path, argv, api):
+    """The command and the API with their defaults fit the same model (noise expert and
+    all) to the same points: the same objective, the same number of experts, the same
+    noise expert."""
+    import warnings
+
+    path = _two_rings_with_strays(tmp_path / "rings.png")
+    code, out, _ = run_cli(capsys, argv[0], path, *argv[1:], "--json", "--deterministic")
+    assert code == 0
+    printed = json.loads(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = api(str(path))
+    assert printed["noise_expert"] == bool(result.noise_expert) is True
+    assert printed["points"] == len(result.y)
+    assert printed["objective"] == pytest.approx(result.objective, rel=1e-9, abs=1e-9)
+    shown = printed.get("circles", printed.get("conics", printed.get("curves")))
+    assert len(shown) == result.experts

@@ -25,7 +25,7 @@ def data():
 def fits(data):
     """Two fits that agree (different seeds) and one stuck at a different optimum (one
     shared noise precision and no search, so that the stuck start stays stuck)."""
-    kw = dict(experts=2, per_expert_noise=False, search=False)
+    kw = dict(experts=2, per_expert_noise=False, search=False, noise_expert=False)
     a = pyro_moe.fit_circles(data.xy, seed=0, **kw)
     b = pyro_moe.fit_circles(data.xy, seed=1, **kw)
     right = (data.xy[:, 0] > data.xy[:, 0].mean()).astype(float)

@@ -345,6 +345,7 @@ def test_circles_of_a_dask_array_match_in_memory(client):
     R = start.log_responsibilities(X, y, noise_log_density(bounds)).exp()
     again = quiet_fit(
         "mixture_of_models", X, y, experts=3, n_init=1, responsibilities=R,
+        noise_expert=dk.noise_expert,
         noise_range=None if bounds is None else tuple(bounds.tolist()), per_expert_noise=True,
         noise_precision=dk.subsample_fit.hyper.noise_precision, prior_units="unit",
     )  # fmt: skip

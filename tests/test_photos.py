@@ -27,6 +27,7 @@ import pytest
 
 import pyro_moe
 from pyro_moe.errors import InputError
+from pyro_moe.shapes.curves import Circle
 from pyro_moe.shapes.edges import EDGE_SIGMAS, auto_edge_sigma, canny_edges, is_binary
 from pyro_moe.shapes.emprior import emprior_dir
 from pyro_moe.shapes.image import image_to_points
@@ -244,3 +245,136 @@ def test_coffee_gives_both_cup_rims_within_4_px():
                                      noise_expert=True).conics()  # fmt: skip
     for name in ("cup outer rim", "cup inner rim"):
         assert min(_ellipse_gap(COFFEE[name], c) for c in conics) <= 4.0, (name, conics)
+
+
+def rim_with_branches(seed: int = 0):
+    """A real photo (``skimage.data.moon``) with a bright circular rim drawn on it and,
+    inside the rim, dark branching curved lines (a tree of circular arcs of radii 40 to
+    160 px, each branch forking in two, 3 px wide): (gray image in [0, 1], the rim
+    (x0, y0, r))."""
+    from skimage.draw import disk
+
+    rng = np.random.default_rng(seed)
+    img = data.moon() / 255.0
+    H, W = img.shape
+    rim = (W / 2 + rng.uniform(-10, 10), H / 2 + rng.uniform(-10, 10), 200.0)
+    yy, xx = np.mgrid[:H, :W]
+    img = np.where(np.abs(np.hypot(xx - rim[0], yy - rim[1]) - rim[2]) <= 2.0, 0.95, img)
+    stack = [(rim[0] + rng.uniform(-30, 30), rim[1] + 120.0, -np.pi / 2, 0)]
+    while stack:  # a branch: an arc of random radius and side, then two branches
+        x, y, heading, depth = stack.pop()
+        radius, side = rng.uniform(40, 160), rng.choice([-1.0, 1.0])
+        for _ in range(int(rng.uniform(40, 90))):
+            heading += side / radius
+            x, y = x + np.cos(heading), y + np.sin(heading)
+            if np.hypot(x - rim[0], y - rim[1]) > rim[2] - 12:
+                break
+            rr, cc = disk((y, x), 1.5, shape=img.shape)
+            img[rr, cc] = 0.1
+        else:
+            if depth < 4:
+                stack += [(x, y, heading + 0.5, depth + 1), (x, y, heading - 0.5, depth + 1)]
+    return np.clip(img, 0, 1), rim
+
+
+def _circle_of(weights) -> tuple[float, float, float]:
+    w = np.asarray(weights, dtype=float)
+    return 0.5 * w[0], 0.5 * w[1], float(np.sqrt(w[2] + 0.25 * (w[0] ** 2 + w[1] ** 2)))
+
+
+def test_the_edge_chains_alone_give_the_24_coins_and_both_cup_rims():
+    from pyro_moe.shapes.chains import CLOSED, chain_curves
+
+    coins = chain_curves(image_to_points(data.coins(), edges=True).xy, "circle")
+    closed = [c for c in coins if c.sweep >= CLOSED]
+    assert len(closed) == 24
+    found = [_circle_of(c.weights) for c in closed]
+    assert all(min(_gap(ref, Circle(*f, True)) for ref in COINS) <= 2.0 for f in found)
+    assert _found(COINS, [Circle(*f, True) for f in found], 2.0) == 24
+    cup = chain_curves(image_to_points(data.coffee(), edges=True).xy, "conic")
+    centres = []  # each candidate conic's centre, the gradient of its form = 0
+    for c in cup[:2]:
+        B, C, D, E, _ = c.weights
+        det = -4.0 * C - B * B
+        centres.append(((B * E - 2.0 * C * D) / det, (2.0 * E + B * D) / det))
+    for name in ("cup outer rim", "cup inner rim"):
+        x, y = COFFEE[name][:2]
+        assert min(np.hypot(cx - x, cy - y) for cx, cy in centres) <= 1.5, (name, centres)
+
+
+def test_straight_edges_and_a_corner_give_no_candidate_curve():
+    from pyro_moe.shapes.chains import chain_curves
+
+    mask = np.zeros((200, 240), dtype=bool)
+    mask[50, 10:230] = True  # a horizontal edge
+    rr = np.arange(60, 190)
+    mask[rr, rr // 2 + 20] = True  # a slanted one
+    mask[100:180, 150] = True  # an L corner
+    mask[180, 150:220] = True
+    rows, cols = np.nonzero(mask)
+    assert chain_curves(np.column_stack([cols, rows]).astype(float), "circle") == []
+    assert chain_curves(np.column_stack([cols, rows]).astype(float), "conic") == []
+
+
+def test_points_off_the_pixel_grid_have_no_chains():
+    from pyro_moe.shapes.chains import chain_curves, grid_mask
+
+    xy = np.random.default_rng(0).uniform(0, 100, (300, 2))
+    assert grid_mask(xy) is None and chain_curves(xy, "circle") == []
+
+
+def test_the_api_default_is_the_noise_expert_and_coffee_k2_gives_both_rims():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        result = pyro_moe.fit_conics(data.coffee(), experts=2, edges=True)
+    assert result.noise_expert
+    conics = result.conics()
+    for name in ("cup outer rim", "cup inner rim"):
+        assert min(_ellipse_gap(COFFEE[name], c) for c in conics) <= 1.0, (name, conics)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_auto_on_a_rim_with_branching_clutter_reports_only_the_rim(seed):
+    """Curved, branching clutter inside a rim drawn on a real photo: every valid circle of
+    ``--experts auto`` is one of the rim's two edges (r 198 and 202 px)."""
+    img, (x0, y0, r) = rim_with_branches(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        selection = pyro_moe.select_curves(img, design="circle", image_options={"edges": True})
+    valid = [rep.curve for rep in pyro_moe.curve_reports(selection.result) if rep.valid]
+    assert valid
+    for c in valid:
+        assert max(abs(c.x0 - x0), abs(c.y0 - y0), abs(c.r - r)) <= 4.0, c
+
+
+@pytest.mark.slow
+def test_coins_auto_finds_the_24_coins_from_the_chains_range():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        selection = pyro_moe.select_curves(data.coins(), design="circle",
+                                           image_options={"edges": True})  # fmt: skip
+    assert (selection.settings["min_experts"], selection.settings["max_experts"]) == (24, 25)
+    assert selection.experts == 24
+    valid = [r.curve for r in pyro_moe.curve_reports(selection.result) if r.valid]
+    assert _found(COINS, valid, 4.0) == 24
+    for c in valid:  # nothing valid beside the coins
+        assert min(_gap(ref, c) for ref in COINS) <= 4.0, c
+
+
+def test_ellipse_overlap_is_the_filled_ellipses_intersection_over_union():
+    from pyro_moe.shapes.metric import ellipse_overlap, ellipses_found
+
+    assert ellipse_overlap((0, 0, 10, 10, 0), (0, 0, 10, 10, 0)) == pytest.approx(1.0)
+    # two circles of r 10, centres 1 apart: lens 2 r^2 acos(d / 2r) - (d / 2) sqrt(4r^2 - d^2)
+    lens = 200 * np.arccos(0.05) - 0.5 * np.sqrt(399.0)
+    expected = lens / (2 * np.pi * 100 - lens)
+    assert ellipse_overlap((0, 0, 10, 10, 0), (1, 0, 10, 10, 0)) == pytest.approx(
+        expected, abs=3e-3
+    )
+    # crossed ellipses 10 x 5: the intersection is 4 a b atan(b / a)
+    inter = 4 * 50 * np.arctan(0.5)
+    crossed = ellipse_overlap((0, 0, 10, 5, 0), (0, 0, 10, 5, np.pi / 2))
+    assert crossed == pytest.approx(inter / (2 * np.pi * 50 - inter), abs=3e-3)
+    assert ellipses_found([(0, 0, 10, 5, 0), (50, 50, 8, 8, 0)], [(50.5, 50, 8, 8, 0)], 0.8) == 1
+    with pytest.raises(InputError, match="a, b > 0"):
+        ellipse_overlap((0, 0, 0, 5, 0), (0, 0, 1, 1, 0))

@@ -94,8 +94,9 @@ def register(sub: Any) -> None:
     mix.add_argument(
         "--noise-expert",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="add a uniform background component for stray pixels (outliers)",
+        default=None,
+        help="add a uniform background component for stray pixels (outliers) (default: on, "
+        "pyro_moe.curves.fitting.CURVE_DEFAULTS, as the API)",
     )
     mix.add_argument(
         "--allow-mixed-targets",

@@ -419,16 +419,18 @@ def add_curve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-experts",
         type=positive_int,
-        default=5,
+        default=None,
         metavar="K",
-        help="largest K tried by --experts auto",
+        help="largest K tried by --experts auto (default: from the picture, one more than "
+        "the candidate curves of its edge chains; 5 for points off the pixel grid)",
     )
     p.add_argument(
         "--noise-expert",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="add a uniform background component for stray pixels (outliers) and print "
-        "the outlier share; --no-noise-expert: every point belongs to a curve",
+        "the outlier share; --no-noise-expert: every point belongs to a curve (default: "
+        "on, pyro_moe.curves.fitting.CURVE_DEFAULTS, as the API)",
     )
 
 

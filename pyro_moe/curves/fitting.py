@@ -18,9 +18,11 @@ once per call.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,12 +32,32 @@ from ..errors import InputError
 from ..fitting import fit
 from ..model_file import Model, load_model
 from ..search import SearchPolicy
+from ..shapes.chains import CLOSED, Candidate, chain_curves, curve_distance
 from ..shapes.geometry import FORMS, Geometry, target_name
 from ..shapes.image import image_to_points
 from ..shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
 from ..shapes.seeding import MIN_COVERAGE, coverage, plausible, seed_curves
 from .design import curve_design, curve_layout, expert_names, target_range
 from .result import CurveFit
+
+#: The curve functions' own defaults where they differ from :func:`pyro_moe.fit`'s, in one
+#: home: :func:`fit_curves`, :func:`pyro_moe.select_curves` and the command line
+#: (``circles``, ``conics``, ``curves``, whose ``--noise-expert`` defaults to None: this)
+#: read them here, so the API and the command give the same curves. ``noise_expert``: a
+#: uniform background component for stray pixels, on (a photo's edges always hold some;
+#: measured on ``skimage.data.coffee``, conics K = 2, without it both ellipses ran through
+#: the table, semi-axes 266 x 169 and 299 x 73 px).
+CURVE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"noise_expert": True})
+
+
+def with_curve_defaults(options: dict) -> dict:
+    """``options`` with :data:`CURVE_DEFAULTS` filled in where they are absent or None."""
+    out = dict(options)
+    for name, value in CURVE_DEFAULTS.items():
+        if out.get(name) is None:
+            out[name] = value
+    return out
+
 
 #: The least height and width of an image given as an array (see :func:`as_points`).
 MIN_IMAGE_SIDE = 4
@@ -117,10 +139,93 @@ class CurveData:
     geometry: Geometry
     points: PointSet
     noise_range: tuple[float, float]
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def experts(self) -> int:
         return self.geometry.experts
+
+
+#: The distance (pixels) within which a point joins a chain candidate's curve in the seeded
+#: start, and which the chains join arcs by: two raster steps.
+CHAIN_TAU = 2.0
+
+
+def chain_candidates(data: CurveData) -> list[Candidate]:
+    """The candidate curves of the points' edge chains (:func:`pyro_moe.shapes.chains.
+    chain_curves`, best first; computed once per :class:`CurveData`): [] for points off
+    the pixel grid, and for experts of several forms or without a circle or conic form."""
+    g = data.geometry
+    kind = g.kinds[0]
+    if not g.shared or kind not in ("circle", "conic"):
+        return []
+    if "chains" not in data.cache:
+        data.cache["chains"] = chain_curves(data.points.xy, kind, tau=CHAIN_TAU)
+    return data.cache["chains"]
+
+
+def chains_seed(data: CurveData) -> bool:
+    """Whether the edge chains give each of the K experts a closed curve: at least K
+    candidates, each covering :data:`CLOSED` of its perimeter (a curve only partly seen,
+    such as the study's eye photo's pupil, 0.53, may be ranked above a larger one the chains
+    miss, and a start on it loses that one: K = 2 on that photo lost the outer iris)."""
+    cands = chain_candidates(data)[: data.experts]
+    return len(cands) == data.experts and all(c.sweep >= CLOSED for c in cands)
+
+
+def chains_explain(data: CurveData) -> bool:
+    """Whether the edge chains explain the picture: they seed every expert
+    (:func:`chains_seed`) and the K candidates hold :data:`CHAINS_EXPLAIN` of the points.
+    Then the search over fixed points has nothing to add
+    (no point left unexplained by a curve) and :func:`fit_curves` skips it."""
+    if not chains_seed(data):
+        return False
+    cands = chain_candidates(data)[: data.experts]
+    held = sum(len(c.points) for c in cands)
+    return held >= CHAINS_EXPLAIN * len(data.points.xy)
+
+
+#: The least share of all points the K chain candidates must hold for :func:`chains_explain`
+#: (else a larger curve the chains do not show, broken by texture, may hold more points:
+#: measured on the study's eye photo, K = 2, the pupil and a highlight hold 9 % of the
+#: edge points, and the outer iris, which the search finds, is no candidate).
+CHAINS_EXPLAIN = 0.5
+
+
+def start_labels(data: CurveData, *, seed: int = 0) -> np.ndarray:
+    """Labels (N,) of a seeded start (0..K-1, -1: no curve): where the chains start the fit
+    (:func:`chains_start`), the K best chain candidates (:func:`chain_candidates`), each
+    taking the points within :data:`CHAIN_TAU` pixels of its curve that a better one has
+    not taken, and for an expert beyond the candidates sequential RANSAC among the points
+    they leave; else sequential RANSAC
+    (:func:`pyro_moe.shapes.seeding.seed_curves`) on all points, as before the chains
+    (measured on the study's eye photo, K = 2: the chains' pupil and highlight as the start
+    lost the outer iris, which RANSAC's start and the search find)."""
+    g = data.geometry
+    kind, K = g.kinds[0], data.experts
+    xy = data.points.xy
+    labels = np.full(len(xy), -1)
+    if not chains_start(data):
+        return seed_curves(data.points.standard, K, FORMS[kind], kind, seed=seed)
+    cands = chain_candidates(data)[:K]
+    for k, c in enumerate(cands):
+        labels[(labels < 0) & (curve_distance(xy, c.weights, kind) <= CHAIN_TAU)] = k
+    if len(cands) < K:  # the one expert beyond the chains' curves: RANSAC on what is left
+        left = np.flatnonzero(labels < 0)
+        sub = seed_curves(data.points.standard[left], K - len(cands), FORMS[kind], kind,
+                          seed=seed)  # fmt: skip
+        labels[left[sub >= 0]] = len(cands) + sub[sub >= 0]
+    return labels
+
+
+def chains_start(data: CurveData) -> bool:
+    """Whether a seeded start takes the chains' candidates: every expert but at most one
+    has a closed candidate (:data:`CLOSED`), the first K - 1 candidates at least, so that
+    ``--experts auto``'s K = S + 1 (:func:`pyro_moe.curves.selection.auto_range`) starts
+    from the S curves and one more (the next candidate, or RANSAC's among the points left)."""
+    cands = chain_candidates(data)[: max(data.experts - 1, 1)]
+    need = max(data.experts - 1, 1)
+    return len(cands) == need and all(c.sweep >= CLOSED for c in cands)
 
 
 def curve_data(
@@ -169,8 +274,8 @@ FLOOR = 1e-12
 def seed_responsibilities(
     data: CurveData, *, noise_expert: bool, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """A start from :func:`pyro_moe.shapes.seeding.seed_curves` on the standardized points:
-    responsibilities (N, K [+ 1]), each curve's inliers on its expert, the points no curve
+    """A start from :func:`start_labels` (the edge chains' candidates, then sequential
+    RANSAC for the curves they do not give): responsibilities (N, K [+ 1]), each curve's inliers on its expert, the points no curve
     explains on the noise expert (without one: on the curve of the smallest residual), every
     component
     keeping :data:`FLOOR` / C of each point; and the initial noise precisions (K,),
@@ -184,7 +289,7 @@ def seed_responsibilities(
     kind = g.kinds[0]
     if not g.shared or kind not in FORMS:
         return None
-    labels = seed_curves(data.points.standard, data.experts, FORMS[kind], kind, seed=seed)
+    labels = start_labels(data, seed=seed)
     K = data.experts
     C = K + int(noise_expert)
     R = np.zeros((len(labels), C))
@@ -252,7 +357,7 @@ def fit_curves(
     seed: int = 0,
     image_options: dict | None = None,
     allow_mixed_targets: bool = False,
-    search: bool = True,
+    search: bool | None = None,
     per_expert_noise: bool = True,
     seeded: bool = True,
     **fit_options,
@@ -269,12 +374,17 @@ def fit_curves(
     t = x^2 + y^2 about a ring grows with its radius (about 2 r sigma), so one shared
     precision makes a large ring look noisy and a small one precise; measured on the scenes
     of ``benchmarks/scenes.py``, per-curve noise with the search solved 14 of 14, one shared
-    precision 12. ``search`` (default on): after the restarts, re-seed experts that duplicate another or
+    precision 12. ``search``: after the restarts, re-seed experts that duplicate another or
     lose to the noise expert or are implausible curves (:func:`plausible_experts`), keeping
-    a move only when the converged objective improves (:mod:`pyro_moe.search`). ``seeded`` (default on, for experts of one kind, when neither
-    ``init`` nor ``responsibilities`` is given): start from the curves that sequential
-    RANSAC finds (:func:`seed_responsibilities`) instead of the engine's restarts; measured
-    on ``skimage.data.coins`` (24 coins), the restarts found none of them. ``fit_options`` go to :func:`pyro_moe.fit` (method, n_init,
+    a move only when the converged objective improves (:mod:`pyro_moe.search`); None
+    (default): on, unless the start is seeded and the edge chains give every expert a curve
+    seen all round and holding most points (:func:`chains_explain`: then no point is left for the search to explain;
+    on ``skimage.data.coins`` the search took 2.5 of 5.8 s and moved nothing). ``seeded``
+    (default on, for experts of one kind, when neither ``init`` nor ``responsibilities`` is
+    given): start from the curves of the edge chains and, for those they do not give, from
+    sequential RANSAC (:func:`seed_responsibilities`) instead of the engine's restarts;
+    measured on ``skimage.data.coins`` (24 coins), the restarts found none of them.
+    ``noise_expert`` and the curve functions' other defaults: :data:`CURVE_DEFAULTS`. ``fit_options`` go to :func:`pyro_moe.fit` (method, n_init,
     learn, priors, ...).
     The image options (:data:`IMAGE_OPTIONS`: ``threshold``, ``invert``, ``edges``,
     ``edge_sigma``, ``max_pixels``) may be given as keywords or in ``image_options``.
@@ -288,12 +398,13 @@ def fit_curves(
         if name in fit_options:
             image_options[name] = fit_options.pop(name)
     check_fit_options(fit_options, "fit_curves")
+    fit_options = with_curve_defaults(fit_options)
     if is_distributed_points(source, fit_options):
         from .distributed import fit_curves_on_dask
 
         return fit_curves_on_dask(
             source, design=design, experts=experts, model=model, seed=seed,
-            allow_mixed_targets=allow_mixed_targets, search=search,
+            allow_mixed_targets=allow_mixed_targets, search=search is not False,
             per_expert_noise=per_expert_noise, seeded=seeded, fit_in_memory=fit_curves,
             **fit_options,
         )  # fmt: skip
@@ -302,10 +413,11 @@ def fit_curves(
         image_options=image_options, allow_mixed_targets=allow_mixed_targets,
     )  # fmt: skip
     if seeded:
-        fit_options = {
-            **fit_options,
-            **seeded_start(data, model, fit_options, per_expert_noise=per_expert_noise, seed=seed),
-        }
+        start = seeded_start(data, model, fit_options, per_expert_noise=per_expert_noise, seed=seed)
+        fit_options = {**fit_options, **start}
+        if search is None:
+            search = not (start and chains_explain(data))
+    search = search is not False
     result = fit(
         model, data.X, data.y, experts=data.experts, seed=seed,
         **curve_fit_options(data, search=search, per_expert_noise=per_expert_noise),

@@ -23,8 +23,18 @@ import numpy as np
 
 from ..model_file import Model, load_model
 from ..selection import Selection, distinct_experts, select_experts
-from ..shapes.curves import kasa_corrected_radius, radial_noise
-from .fitting import check_fit_options, curve_data, curve_fit_options, seeded_start
+from ..shapes.chains import CLOSED, Candidate, arc_cover, longest_arc
+from ..shapes.curves import Circle, conic_weights_from_geometry, kasa_corrected_radius, radial_noise
+from .fitting import (
+    CHAIN_TAU,
+    chain_candidates,
+    chains_start,
+    check_fit_options,
+    curve_data,
+    curve_fit_options,
+    seeded_start,
+    with_curve_defaults,
+)
 from .result import CurveFit
 from .uncertainty import curve_uncertainty
 
@@ -102,6 +112,54 @@ def _annulus_area_in_box(x0, y0, r_in, r_out, lo, hi, radii: int = 64, angles: i
     return float((inside * rr[:, None]).sum() * dr * (2 * math.pi / angles))
 
 
+def _along(k, order, reasons, curves, pts, step) -> int | None:
+    """The valid circle j of a larger share (``order``: by share, largest first) that
+    circle k runs along: at least half of k's points within ``step`` px of k lie within
+    ``step`` px of j too, and the two are not concentric (centres more than ``step`` px
+    apart; a thick rim's two edges are concentric, and both are curves). None if none."""
+    if reasons[k] is not None:
+        return None
+    c = curves[k]
+    on = pts[np.abs(np.hypot(pts[:, 0] - c.x0, pts[:, 1] - c.y0) - c.r) <= step]
+    if not len(on):
+        return None
+    for j in order[: order.index(k)]:
+        d = curves[j]
+        if reasons[j] is not None or math.hypot(d.x0 - c.x0, d.y0 - c.y0) <= step:
+            continue
+        near = np.abs(np.hypot(on[:, 0] - d.x0, on[:, 1] - d.y0) - d.r) <= step
+        if near.mean() >= 0.5:
+            return j
+    return None
+
+
+def _spacing(xy: np.ndarray) -> float:
+    """The median distance from a point to its nearest neighbour (pixels)."""
+    from scipy.spatial import cKDTree
+
+    if len(xy) < 2:
+        return 0.0
+    return float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1]))
+
+
+def _perimeter(curve: Any) -> float:
+    """A circle's 2 pi r, an ellipse's perimeter (Ramanujan's approximation)."""
+    if isinstance(curve, Circle):
+        return 2 * math.pi * float(curve.r)
+    a, b = (float(v) for v in curve.semi_axes)
+    return math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
+
+
+def _pixel_weights(curve: Any) -> np.ndarray | None:
+    """A circle's or an ellipse's weights of its form in pixel units (the form of
+    :data:`pyro_moe.shapes.geometry.FORMS`); None for anything else."""
+    if isinstance(curve, Circle) and curve.valid:
+        return np.array([2 * curve.x0, 2 * curve.y0, curve.r**2 - curve.x0**2 - curve.y0**2])
+    if getattr(curve, "kind", None) == "ellipse" and curve.semi_axes is not None:
+        return conic_weights_from_geometry(curve.center, curve.semi_axes, curve.angle)
+    return None
+
+
 def ring_contrast(xy: np.ndarray, x0: float, y0: float, r: float, width: float) -> float:
     """The density of all points (per unit area, inside their bounding box) within
     ``width`` of the circle, over their density between ``width`` and 3 ``width`` from it.
@@ -167,6 +225,8 @@ def curve_reports(
     min_separation: float = 2.0,
     noisy_ring: float = 0.1,
     min_contrast: float = 1.5,
+    min_arc: float = 0.25,
+    closed: float = CLOSED,
 ) -> list[CurveReport]:
     """Each expert of a curve fit with its validity and the reason when it is not valid.
 
@@ -201,7 +261,23 @@ def curve_reports(
       min(``min_separation`` px, r / 4) of a valid one with a larger share (Hausdorff
       distance |c_j - c_k| + |r_j - r_k|; r / 4 for point sets in small units); two other
       experts of one shared form when their fitted targets differ by less than the noise
-      sd on the points, sqrt(mean (x_i^T (m_j - m_k))^2) < sd.
+      sd on the points, sqrt(mean (x_i^T (m_j - m_k))^2) < sd;
+    * ``"along expert J (half its points lie on that curve)"`` (a circle): at least half of
+      its points within 2 tau of it lie within 2 tau of a valid circle J of a larger share
+      that is not concentric with it: a circle through a piece of another curve's edge
+      (a coin's doubled rim) and whatever else it crosses; measured on
+      ``skimage.data.coins``, the 25th circle of ``--experts auto``, r = 12 px inside a
+      coin of r = 22.6 px;
+    * ``"no arc (its points cover S of its perimeter, the longest arc A)"`` (a circle or
+      an ellipse): the picture does not show it as a curve: the points it holds neither
+      close it (cover ``closed`` of its perimeter, default 0.9) nor trace one unbroken arc
+      of ``min_arc`` of it (default 1/4: a swept angle of 90 degrees). The perimeter is cut
+      into arcs of 2 tau pixels, tau = max(2 px, 2 x the median nearest-neighbour spacing of
+      all points), so a sparse ring is judged at its own spacing
+      (:func:`pyro_moe.shapes.chains.arc_cover`). A curve through an arc of clutter, a
+      straight edge or texture holds scattered pieces: measured on ``skimage.data.coins``,
+      a 25th circle (r = 12 px) through the doubled lower rim of one coin and its relief
+      covered 0.62 in pieces, its longest arc 0.2; every coin covers 0.81 to 1.
 
     Circles also carry ``r_corrected`` (the Kasa bias removed with their own noise) and
     ``noise_px``.
@@ -294,6 +370,27 @@ def curve_reports(
             if same:
                 reasons[k] = f"duplicate of expert {j + 1}"
                 break
+    if geometry.shared and kinds[0] in ("circle", "conic"):
+        xy = geometry.pixel_points(X, result.y.detach().cpu().numpy())
+        hard = result.responsibilities.argmax(-1).cpu().numpy()
+        step = 2.0 * max(CHAIN_TAU, 2.0 * _spacing(xy))
+        for k in range(K):
+            w = _pixel_weights(curves[k]) if reasons[k] is None else None
+            if w is None:
+                continue
+            bins = max(8, int(_perimeter(curves[k]) / step))
+            hit = arc_cover(xy[hard == k], w, kinds[k], bins)
+            longest = longest_arc(hit)
+            if hit.mean() < closed and longest < min_arc:
+                reasons[k] = (
+                    f"no arc (its points cover {hit.mean():.2f} of its perimeter, the longest "
+                    f"arc {longest:.2f})"
+                )
+        if kinds[0] == "circle":
+            for k in order:  # the smaller shares first judged against the larger
+                j = _along(k, order, reasons, curves, xy[hard == k], step)
+                if j is not None:
+                    reasons[k] = f"along expert {j + 1} (half its points lie on that curve)"
     return [
         CurveReport(
             expert=k,
@@ -329,12 +426,32 @@ def curve_distinct(
     return distinct_experts(fit.result, min_share=min_share, duplicate_sd=duplicate_sd)
 
 
+#: The largest K that ``--experts auto`` tries on points without edge chains (a point set
+#: off the pixel grid, or chains that give no candidate curve).
+AUTO_MAX_EXPERTS = 5
+
+
+def auto_range(candidates: list[Candidate]) -> tuple[int, int]:
+    """The K that :func:`select_curves` tries by default, from the picture's edge chains
+    (:func:`pyro_moe.curves.fitting.chain_candidates`): the number S of closed candidates
+    (covering :data:`~pyro_moe.shapes.chains.CLOSED` of their perimeter; at least 1) and S + 1, so that the evidence for one curve beyond what the
+    chains show is weighed (the extra expert starts on the next candidate, or where
+    sequential RANSAC finds one among the points left); 1 .. :data:`AUTO_MAX_EXPERTS`
+    without candidates. Measured: the study's eye photo gives 37 candidates: the pupil
+    (0.53 of its perimeter), three closed highlight rings, and 33 arcs of 12 to 100 points
+    covering 0.17 to 0.49 of their circles; S = 3."""
+    if not candidates:
+        return 1, AUTO_MAX_EXPERTS
+    strong = max(1, sum(c.sweep >= CLOSED for c in candidates))
+    return strong, strong + 1
+
+
 def select_curves(
     source,
     *,
     design: str = "circle",
-    max_experts: int = 5,
-    min_experts: int = 1,
+    max_experts: int | None = None,
+    min_experts: int | None = None,
     model: str | Path | Model = "mixture_of_models",
     max_points: int | None = None,
     seed: int = 0,
@@ -347,37 +464,65 @@ def select_curves(
     ``source`` is what :func:`pyro_moe.fit_curves` takes (image path or array, (N, 2)
     points, a PointSet, a point file). Each K is fitted as ``fit_curves`` fits it (the same
     :func:`~pyro_moe.curves.fitting.curve_fit_options`: the noise expert over the points'
-    box, one noise precision per curve, the search; ``search=`` and ``per_expert_noise=``
-    among ``options`` change them; ``seeded=True`` also starts each K from the
-    sequential-RANSAC curves, as ``fit_curves`` does: better for many curves, worse with
-    heavy clutter, see the comment in the code) and the results are
+    box, one noise precision per curve; ``search=`` and ``per_expert_noise=`` among
+    ``options`` change them) and the results are
     :class:`~pyro_moe.curves.CurveFit`, so ``selection.result.circles()`` / ``.conics()``
-    are in pixel units. A fit at K is admissible when its experts are distinct
+    are in pixel units.
+
+    The range of K: ``max_experts=None`` (default) takes it from the picture's edge chains
+    (:func:`auto_range`: S and S + 1 for S closed candidates), each K then started as
+    ``fit_curves`` starts it (the chains' candidates; ``seeded``) and without the search
+    (``search=None``: off where the chains start the fit); for points without closed
+    candidates, and whenever ``max_experts`` is given, K = ``min_experts`` (default 1) ..
+    ``max_experts`` (:data:`AUTO_MAX_EXPERTS` when None) from the engine's restarts with the
+    search, as before (``seeded=True`` starts them from sequential RANSAC: better for many
+    curves, worse with heavy clutter, see the comment in the code). The defaults (the noise
+    expert on) are :data:`~pyro_moe.curves.fitting.CURVE_DEFAULTS`.
+
+    A fit at K is admissible when its experts are distinct
     (:func:`curve_distinct`; ``min_separation`` pixels between circles). ``options`` go to
     :func:`~pyro_moe.selection.select_experts` and on to :func:`pyro_moe.fit`. The model
     file is loaded once.
     """
     check_fit_options(options, "select_curves")
+    options = with_curve_defaults(options)
     model = load_model(model)
     data = curve_data(
         source, 1, design=design, model=model, max_points=max_points, seed=seed,
         image_options=image_options,
     )  # fmt: skip
     per_expert_noise = options.pop("per_expert_noise", True)
-    curve = curve_fit_options(
-        data, search=options.pop("search", True), per_expert_noise=per_expert_noise
+    search = options.pop("search", None)
+    curve = curve_fit_options(data, per_expert_noise=per_expert_noise)
+    curve.pop("search")  # per K, in start(K)
+    # a subsample of the pixels (max_points) breaks the chains: the default range then
+    cands = (
+        chain_candidates(data) if len(data.points.xy) == len(data.y) and max_points is None else []
     )
-    # Off by default, measured: from the seeded curves every K of a scene with 30 % stray
-    # pixels explains clusters of stray points by extra circles, and auto chose 5 for 2
-    # rings (27/29 scenes right, 29/29 from the restarts); on skimage.data.coins the
-    # restarts find no coins (auto chose 16 wrong circles) and the seeded start 24 + 1.
-    seeded = options.pop("seeded", False)
+    from_chains = max_experts is None and bool(cands)
+    if max_experts is None:  # the range from the picture
+        low, high = auto_range(cands)
+        min_experts = low if min_experts is None else min_experts
+        max_experts = max(high, min_experts)
+    elif min_experts is None:
+        min_experts = 1
+    # Seeded by default where the range comes from the edge chains; else off, measured:
+    # from the RANSAC curves every K of a scene with 30 % stray pixels explains clusters of
+    # stray points by extra circles, and auto chose 5 for 2 rings (27/29 scenes right,
+    # 29/29 from the restarts).
+    seeded = options.pop("seeded", None)
+    seeded = from_chains if seeded is None else seeded
 
     def start(K: int) -> dict:  # with seeded=True, each K starts where fit_curves does
-        if not seeded:
-            return {}
         data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
-        return seeded_start(data_k, model, options, per_expert_noise=per_expert_noise, seed=seed)
+        # the search: off where the chains start the fit (their curves, the one beyond them
+        # judged by the reports and the ELBO), else on
+        on = (not (seeded and chains_start(data_k))) if search is None else bool(search)
+        policy = curve_fit_options(data, search=on)["search"]
+        if not seeded:
+            return {"search": policy}
+        seeds = seeded_start(data_k, model, options, per_expert_noise=per_expert_noise, seed=seed)
+        return {"search": policy, **seeds}
 
     min_share = options.get("min_share", 0.01)
     duplicate_sd = options.get("duplicate_sd", 1.0)
@@ -404,6 +549,6 @@ def select_curves(
     return selection
 
 
-def select_circles(source, *, max_experts: int = 5, **options: Any) -> Selection:
+def select_circles(source, *, max_experts: int | None = None, **options: Any) -> Selection:
     """Circles: ``select_curves(source, design="circle", ...)``."""
     return select_curves(source, design="circle", max_experts=max_experts, **options)

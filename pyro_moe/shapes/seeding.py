@@ -13,7 +13,7 @@ at random among the points not yet explained, the other n - 1 at random among it
 neighbours, k cycling over :data:`NEIGHBOURS` (so the scale follows the points' density,
 and a small curve among many is drawn as often as a large one). Each subset is solved
 exactly, refitted by least squares on its inliers in shrinking bands (:data:`LOCAL_BANDS`,
-LO-RANSAC; the best-scoring stage of each is kept), and scored by its inliers beyond
+LO-RANSAC; the minimal subset's own curve is kept where it scores higher), and scored by its inliers beyond
 chance (those that points spread evenly over the picture would put in its band, counted at
 the narrower band of :data:`SCALES` where it stands out most) times the share of the arcs
 about the curve's centre that they cover (circles and ellipses, :func:`_score`: a circle
@@ -429,9 +429,9 @@ def seed_curves(
         best, w = -np.inf, None
         for lo in range(0, len(top), step):
             Wc = top[lo : lo + step]
-            # every stage of each candidate's refits is scored, the minimal subset's own
-            # curve too: a band wider than a small curve (4 tau about a sparse ring of
-            # r = 2 tau) refits it onto the clutter around it
+            # the minimal subset's own curve is scored beside its refit: a band wider than
+            # a small curve (4 tau about a sparse ring of r = 2 tau) refits it onto the
+            # clutter around it
             versions = [Wc]
             for wide in LOCAL_BANDS:  # LO-RANSAC: each candidate refitted on its inliers
                 inl = distance(Wc, left) <= wide * tau
@@ -439,8 +439,7 @@ def seed_curves(
                 keep = (inl.sum(-1) >= n + 2) & np.isfinite(Wn).all(-1)
                 keep &= plausible(kind, np.where(keep[:, None], Wn, Wc), extent, box)
                 Wc = np.where(keep[:, None], Wn, Wc)
-                versions.append(Wc)
-            for Wv in versions:
+            for Wv in (*versions, Wc):
                 score = _score(kind, Wv, P[left], distance(Wv, left), tau, rho)
                 if float(score.max()) > best:
                     best, w = float(score.max()), Wv[int(score.argmax())][None]

@@ -515,7 +515,7 @@ def point_scene(
 #: 28): where RANSAC's fixed threshold or an edge-chain detector struggles.
 SPARSE_KINDS = (
     "sparse 2 apart (15-30 % of pixels)",
-    "sparse concentric 3 + 20-50 % clutter",
+    "sparse concentric 3 + 30-50 % clutter",
     "jitter 1.5-2.5 px, concentric 2",
     "jitter 2.5 px, apart 3",
     "apart 2 + 20-50 % clutter",
@@ -526,7 +526,8 @@ SPARSE_KINDS = (
 
 def _sparse_scene(kind: str, seed: int) -> tuple[np.ndarray, list[Circle]]:
     """The scenes of :data:`SPARSE_KINDS` (:func:`point_scene`; the clutter a share of the
-    set pixels). Sparse rings keep 15-30 % of their pixels, jitter is isotropic with sd
+    set pixels). Sparse rings keep 15-30 % of their pixels (the three concentric ones
+    15-20 %), jitter is isotropic with sd
     1.5-2.5 px, arcs sweep 180-270 degrees."""
     rng = np.random.default_rng(seed)
 
@@ -541,8 +542,9 @@ def _sparse_scene(kind: str, seed: int) -> tuple[np.ndarray, list[Circle]]:
         radii = [float(v) for v in rng.uniform(20, 45, 2)]
         centers, keep = _apart(rng, radii, W), sparse(2)
         return point_scene(centers, radii, W, keep=keep, seed=seed)
-    if kind == "sparse concentric 3 + 20-50 % clutter":
-        radii, keep, f = _radii(rng, 3, 18, 118, 18), sparse(3), float(rng.uniform(0.2, 0.5))
+    if kind == "sparse concentric 3 + 30-50 % clutter":
+        radii, f = _radii(rng, 3, 18, 118, 18), float(rng.uniform(0.3, 0.5))
+        keep = [float(v) for v in rng.uniform(0.15, 0.2, 3)]
         return point_scene([(mid(256), mid(256))] * 3, radii, (256, 256), keep=keep,
                            clutter=f, seed=seed)  # fmt: skip
     if kind == "jitter 1.5-2.5 px, concentric 2":

@@ -13,7 +13,8 @@ at random among the points not yet explained, the other n - 1 at random among it
 neighbours, k cycling over :data:`NEIGHBOURS` (so the scale follows the points' density,
 and a small curve among many is drawn as often as a large one). Each subset is solved
 exactly, refitted by least squares on its inliers in shrinking bands (:data:`LOCAL_BANDS`,
-LO-RANSAC; the minimal subset's own curve is kept where it scores higher), and scored by its inliers beyond
+LO-RANSAC; and in a narrow band, :data:`NARROW_BANDS`, which keeps small curves; the better
+scoring of the two), and scored by its inliers beyond
 chance (those that points spread evenly over the picture would put in its band, counted at
 the narrower band of :data:`SCALES` where it stands out most) times the share of the arcs
 about the curve's centre that they cover (circles and ellipses, :func:`_score`: a circle
@@ -324,6 +325,8 @@ LOCAL_TOP = 512
 #: a minimal subset on a short arc gives a curve that only touches the rest of its curve;
 #: refitted on the points of a wide band it moves onto it.
 LOCAL_BANDS = (4.0, 2.0, 1.0)
+#: The bands (x tau) of the second, narrow chain of refits (see :func:`seed_curves`).
+NARROW_BANDS = (1.0, 1.0)
 
 
 def _inlier_lsq(phi: np.ndarray, t: np.ndarray, inlier: np.ndarray) -> np.ndarray:
@@ -428,21 +431,23 @@ def seed_curves(
         top = Wok[np.argsort(-raw, kind="stable")[:LOCAL_TOP]]
         best, w = -np.inf, None
         for lo in range(0, len(top), step):
-            Wc = top[lo : lo + step]
-            # the minimal subset's own curve is scored beside its refit: a band wider than
-            # a small curve (4 tau about a sparse ring of r = 2 tau) refits it onto the
-            # clutter around it
-            versions = [Wc]
-            for wide in LOCAL_BANDS:  # LO-RANSAC: each candidate refitted on its inliers
-                inl = distance(Wc, left) <= wide * tau
-                Wn = _inlier_lsq(phi[left], t[left], inl)
-                keep = (inl.sum(-1) >= n + 2) & np.isfinite(Wn).all(-1)
-                keep &= plausible(kind, np.where(keep[:, None], Wn, Wc), extent, box)
-                Wc = np.where(keep[:, None], Wn, Wc)
-            for Wv in (*versions, Wc):
-                score = _score(kind, Wv, P[left], distance(Wv, left), tau, rho)
+            W0 = top[lo : lo + step]
+            # two LO-RANSAC chains from each minimal subset's curve, each stage a least
+            # squares refit on the inliers within its band: the wide one (LOCAL_BANDS)
+            # moves a curve drawn from a short arc onto the rest of it; the narrow one
+            # (NARROW_BANDS) keeps a small curve, which a band wider than it (4 tau about a
+            # sparse ring of r = 2 tau) refits onto the clutter around it
+            for bands in (LOCAL_BANDS, NARROW_BANDS):
+                Wc = W0
+                for wide in bands:
+                    inl = distance(Wc, left) <= wide * tau
+                    Wn = _inlier_lsq(phi[left], t[left], inl)
+                    keep = (inl.sum(-1) >= n + 2) & np.isfinite(Wn).all(-1)
+                    keep &= plausible(kind, np.where(keep[:, None], Wn, Wc), extent, box)
+                    Wc = np.where(keep[:, None], Wn, Wc)
+                score = _score(kind, Wc, P[left], distance(Wc, left), tau, rho)
                 if float(score.max()) > best:
-                    best, w = float(score.max()), Wv[int(score.argmax())][None]
+                    best, w = float(score.max()), Wc[int(score.argmax())][None]
         for _ in range(2):  # least squares on the inliers, inliers again
             inl = left[distance(w, left)[0] <= tau]
             if len(inl) < n + 2:

@@ -5,7 +5,9 @@
 
 ``pyro_moe.fit_circles(image, experts=K, noise_expert=True)`` on each scene twice,
 interleaved in one process: with ``pyro_moe/shapes/seeding.py`` as it was at ``--before``
-(read with ``git show``) and as it is now; everything else is this tree's. Scenes
+(read with ``git show``) and no further seeded starts
+(``pyro_moe.curves.fitting.SEEDED_RESTARTS = 0``, as before), and as both are now;
+everything else is this tree's. Scenes
 (:func:`pyro_moe.shapes.synthetic.point_scene`, 256^2 / 200^2 images):
 
 * ``three 15 % rings, 50 % clutter``: three concentric rings (radii in steps of 18-38 px
@@ -76,6 +78,7 @@ def main() -> None:
     args = ap.parse_args()
     lo, hi = (int(v) for v in args.seeds.split("-"))
     variants = {"before": seeding_at(args.before).seed_curves, "now": curve_fitting.seed_curves}
+    restarts = curve_fitting.SEEDED_RESTARTS
     warnings.simplefilter("ignore")
     rows = []
     for name in ("three 15 % rings, 50 % clutter", "two sparse jittered rings, 50 % clutter"):
@@ -84,6 +87,7 @@ def main() -> None:
             row = {"scene": name, "seed": seed}
             for tag, seed_curves in variants.items():
                 curve_fitting.seed_curves = seed_curves
+                curve_fitting.SEEDED_RESTARTS = restarts if tag == "now" else 0
                 t0 = time.perf_counter()
                 fit = pyro_moe.fit_circles(img, experts=len(truth), noise_expert=True)
                 dt = time.perf_counter() - t0
@@ -92,9 +96,10 @@ def main() -> None:
                             "seconds": dt}  # fmt: skip
             rows.append(row)
             print(row, flush=True)
-    curve_fitting.seed_curves = variants["now"]
+    curve_fitting.seed_curves, curve_fitting.SEEDED_RESTARTS = variants["now"], restarts
     lines = [f"`benchmarks/sparse_seed_ab.py --seeds {args.seeds} --before {args.before}`: "
-             "fit_circles, K given, seeding.py before and now, interleaved in one process "
+             "fit_circles, K given, seeding.py and SEEDED_RESTARTS before and now, interleaved in one "
+             "process "
              "(shared machine: compare within the run)", "",
              "| scenes | solved before | solved now | F higher now where only now solves | "
              "median s before | median s now |", "|---|---|---|---|---|---|"]  # fmt: skip

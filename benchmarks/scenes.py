@@ -34,7 +34,9 @@ within one run, not across runs).
 * ``auto``: ``pyro_moe.select_circles(image, noise_expert=True)`` (K = 1..5), what
   ``--experts auto`` runs; *right K* when the chosen K is the true one.
 
-Writes benchmarks/results/NAME.{json,md}.
+Writes the results under ``benchmarks/results/`` as ``--name`` .json and .md (default
+``scenes_`` and the set: benchmarks/results/scenes_clean.md, benchmarks/results/scenes_sparse.md;
+held-out seeds of the sparse kinds: benchmarks/results/scenes_sparse_heldout.md).
 """
 
 from __future__ import annotations

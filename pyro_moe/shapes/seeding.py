@@ -326,7 +326,7 @@ LOCAL_TOP = 512
 #: refitted on the points of a wide band it moves onto it.
 LOCAL_BANDS = (4.0, 2.0, 1.0)
 #: The bands (x tau) of the second, narrow chain of refits (see :func:`seed_curves`).
-NARROW_BANDS = (1.0, 1.0)
+NARROW_BANDS = (1.0,)
 
 
 def _inlier_lsq(phi: np.ndarray, t: np.ndarray, inlier: np.ndarray) -> np.ndarray:
@@ -423,12 +423,14 @@ def seed_curves(
         Wok = W[ok]
         step = max(1, CHUNK // len(left))  # candidates at once: (step, |left|) arrays
         rho = len(left) / area  # the points left, per unit area of the picture
-        raw = np.concatenate([
-            _score(kind, Wok[lo : lo + step], P[left], distance(Wok[lo : lo + step], left), tau,
-                   rho)
-            for lo in range(0, len(Wok), step)
-        ])  # fmt: skip
-        top = Wok[np.argsort(-raw, kind="stable")[:LOCAL_TOP]]
+        top = Wok  # every candidate is refitted: no need to rank them first
+        if len(Wok) > LOCAL_TOP:
+            raw = np.concatenate([
+                _score(kind, Wok[lo : lo + step], P[left], distance(Wok[lo : lo + step], left),
+                       tau, rho)
+                for lo in range(0, len(Wok), step)
+            ])  # fmt: skip
+            top = Wok[np.argsort(-raw, kind="stable")[:LOCAL_TOP]]
         best, w = -np.inf, None
         for lo in range(0, len(top), step):
             W0 = top[lo : lo + step]
@@ -437,15 +439,17 @@ def seed_curves(
             # moves a curve drawn from a short arc onto the rest of it; the narrow one
             # (NARROW_BANDS) keeps a small curve, which a band wider than it (4 tau about a
             # sparse ring of r = 2 tau) refits onto the clutter around it
+            d0 = distance(W0, left)  # both chains start from it
             for bands in (LOCAL_BANDS, NARROW_BANDS):
-                Wc = W0
+                Wc, d = W0, d0
                 for wide in bands:
-                    inl = distance(Wc, left) <= wide * tau
+                    inl = d <= wide * tau
                     Wn = _inlier_lsq(phi[left], t[left], inl)
                     keep = (inl.sum(-1) >= n + 2) & np.isfinite(Wn).all(-1)
                     keep &= plausible(kind, np.where(keep[:, None], Wn, Wc), extent, box)
                     Wc = np.where(keep[:, None], Wn, Wc)
-                score = _score(kind, Wc, P[left], distance(Wc, left), tau, rho)
+                    d = distance(Wc, left)  # for the next band, or the score
+                score = _score(kind, Wc, P[left], d, tau, rho)
                 if float(score.max()) > best:
                     best, w = float(score.max()), Wc[int(score.argmax())][None]
         for _ in range(2):  # least squares on the inliers, inliers again

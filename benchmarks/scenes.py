@@ -1,30 +1,42 @@
-"""Synthetic circle scenes of the kinds users bring, and three methods on each.
+"""Synthetic circle scenes of the kinds users bring, pyro_moe and its peers on each.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scenes.py [--seeds 3] [--quick]
-        [--methods pyro_moe,auto,ransac,hough]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scenes.py [--set clean|sparse]
+        [--seeds 0,1,2] [--quick] [--methods edcircles,ransac,hough,pyro_moe,auto]
+        [--name scenes]
 
-Scenes: :func:`pyro_moe.shapes.synthetic.circle_scene`, every kind of
-:data:`~pyro_moe.shapes.synthetic.SCENE_KINDS` (concentric 2-4 rings, apart small and
-large, overlapping, small r 8-15, cut by the border, 5 apart, two concentric pairs, 5 and
-30 % stray pixels, 3 apart + 15 % stray, jitter 0.7 px, 2-px-thick rings, 1024^2) drawn
-with seeds 0 .. --seeds - 1 (new centres and radii per seed; the 1024^2 kind with seed 0
-only). A scene is *solved* when every true circle is matched (Hungarian on (x0, y0, r)) by
-a found circle within 2 px in each of x0, y0 and r.
+Scenes: :func:`pyro_moe.shapes.synthetic.circle_scene` of every kind of a set, drawn
+with the seeds given (new centres and radii per seed):
 
-* ``pyro_moe``: the command line in batch mode, K given: the scenes are written as PNG
-  files, one folder per K, and ``pyro-moe circles FOLDER --experts K --json`` fits each
-  folder in one process (the noise expert on, the default restarts and search). Time per
-  image: its line's ``input_seconds`` (reading, every restart, the search, the report);
-  the whole process (Python's start and torch's import too) divided by the images is in
-  the summary.
-* ``auto``: ``pyro-moe circles FOLDERS... --experts auto --json`` (K = 1..5, the default
-  --max-experts) on every scene in one process; *right K* when the chosen K is the true
-  one (the 5-apart scenes, K = 5, are at the top of the range).
-* ``ransac``: sequential ``skimage.measure.ransac`` + ``CircleModel`` (threshold 1.5 px);
+* ``clean`` (:data:`~pyro_moe.shapes.synthetic.SCENE_KINDS`): concentric 2-4 rings, apart
+  small and large, overlapping, small r 8-15, cut by the border, 5 apart, two concentric
+  pairs, 5 and 30 % stray pixels, 3 apart + 15 % stray, jitter 0.7 px, 2-px-thick rings,
+  1024^2 (that one with the first seed only);
+* ``sparse`` (:data:`~pyro_moe.shapes.synthetic.SPARSE_KINDS`, issue 28): point sets
+  rendered as binary images: sparse rings (15-30 % of a ring's pixels), isotropic jitter
+  1.5-2.5 px, 20-50 % uniform clutter (a share of the set pixels), two circles as sparse
+  jittered arcs, three concentric rings in 50 % clutter.
+
+A scene is *solved* when every true circle is matched (Hungarian on (x0, y0, r)) by a found
+circle within 2 px in each of x0, y0 and r. Every method runs in this process on each
+scene once, warm (each is run once on the first scene before the timed runs); the time per
+image is the call's wall time (the machine may be shared: compare the methods' times
+within one run, not across runs).
+
+* ``edcircles``: OpenCV's EdgeDrawing / EDCircles (``peers.edcircles``), no K; every
+  circle it reports (and each ellipse, as a circle of radius (a + b) / 2) may be matched;
+* ``ransac``: sequential ``skimage.measure.ransac`` + ``CircleModel``, threshold 1.5 px,
+  3000 trials per circle (``peers.ransac_circles``), K given;
 * ``hough``: ``skimage.transform.hough_circle`` + ``hough_circle_peaks`` with minimum
-  distances 1 (so concentric circles survive) and the true radius range +-20 %.
+  distances 1 and the true radius range +-20 % (``peers.hough``), K given;
+* ``pyro_moe``: ``pyro_moe.fit_circles(image, experts=K, noise_expert=True)``, what
+  ``pyro-moe circles IMAGE --experts K`` runs (its defaults: the noise expert on, the
+  seeded start, the search);
+* ``auto``: ``pyro_moe.select_circles(image, noise_expert=True)`` (K = 1..5), what
+  ``--experts auto`` runs; *right K* when the chosen K is the true one.
 
-Writes benchmarks/results/scenes.{json,md}.
+Writes the results under ``benchmarks/results/`` as ``--name`` .json and .md (default
+``scenes_`` and the set: benchmarks/results/scenes_clean.md, benchmarks/results/scenes_sparse.md;
+held-out seeds of the sparse kinds: benchmarks/results/scenes_sparse_heldout.md).
 """
 
 from __future__ import annotations
@@ -32,12 +44,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
-import tempfile
 import time
-from collections import defaultdict
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,19 +54,26 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import peers  # noqa: E402
+
+import pyro_moe  # noqa: E402
 from pyro_moe.shapes import Circle, match_circles  # noqa: E402
-from pyro_moe.shapes.synthetic import SCENE_KINDS, circle_scene  # noqa: E402
+from pyro_moe.shapes.synthetic import SCENE_KINDS, SPARSE_KINDS, circle_scene  # noqa: E402
 
 TOL_PX = 2.0
 BIG = "1024^2, 3 concentric"
+SETS = {"clean": SCENE_KINDS, "sparse": SPARSE_KINDS}
+METHODS = ("edcircles", "ransac", "hough", "pyro_moe", "auto")
+#: sequential RANSAC's settings in this benchmark (the issue's: 1.5 px, 3000 trials)
+RANSAC = {"threshold": 1.5, "trials": 3000}
 
 
-def scenes(seeds: int, quick: bool = False):
+def scenes(kinds, seeds, quick: bool = False):
     """(kind, seed, image, true circles) for every kind and seed."""
-    for kind in SCENE_KINDS:
+    for kind in kinds:
         if kind == BIG and quick:
             continue
-        for seed in range(1 if kind == BIG else seeds):
+        for seed in seeds[:1] if kind == BIG else seeds:
             img, truth = circle_scene(kind, seed)
             yield kind, seed, img, truth
 
@@ -73,138 +89,132 @@ def solved(truth, found) -> tuple[bool, int, float]:
     return good == len(truth), good, worst
 
 
-def batch(folders: list[Path], experts: str) -> tuple[dict[str, dict], float]:
-    """Run ``pyro-moe circles FOLDERS --experts K --json`` in one process: its JSON lines
-    by input path, and the process's wall time."""
-    cmd = [sys.executable, "-m", "pyro_moe", "circles", *map(str, folders),
-           "--experts", experts, "--json"]  # fmt: skip
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    wall = time.perf_counter() - t0
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    if not lines:
-        raise RuntimeError(f"batch run printed nothing: {proc.stderr[-2000:]}")
-    return {line["input"]: line for line in lines}, wall
+def circles_of(fit) -> list[Circle]:
+    return [c for c in fit.circles() if c.valid]
 
 
-def circles_of(line: dict) -> list[Circle]:
-    return [Circle(c["x0"], c["y0"], c["r"], True) for c in line.get("circles", [])
-            if c["r"] is not None]  # fmt: skip
+def method(name: str, img: np.ndarray, K: int, truth) -> tuple[list, dict]:
+    """Run one method on one scene: (found circles, extra fields of its row)."""
+    if name == "edcircles":
+        got, _ = peers.edcircles(img)
+        found = got["circles"] + [(x, y, 0.5 * (a + b)) for x, y, a, b, _t in got["ellipses"]]
+        return found, {"detections": len(found)}
+    if name == "ransac":
+        return peers.ransac_circles(img, K, **RANSAC)[0], {}
+    if name == "hough":
+        return peers.hough(img, K, truth)[0], {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if name == "pyro_moe":
+            fit = pyro_moe.fit_circles(img, experts=K, noise_expert=True)
+            return circles_of(fit), {}
+        sel = pyro_moe.select_circles(img, noise_expert=True)
+    chosen = sel.result.experts
+    return circles_of(sel.result), {"chosen": chosen, "right_k": chosen == K}
 
 
 def main() -> None:
-    import run  # the RANSAC and Hough baselines of benchmarks/run.py
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--set", choices=sorted(SETS), default="clean")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--quick", action="store_true", help="no 1024^2 scene")
-    ap.add_argument("--methods", default="pyro_moe,auto,ransac,hough")
-    ap.add_argument("--name", default="scenes", help="results/NAME.{json,md}")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--kinds", default=None, help="comma-separated indices into the set")
+    ap.add_argument("--name", default=None, help="results/NAME.{json,md} (default scenes_SET)")
     args = ap.parse_args()
     methods = args.methods.split(",")
-    from PIL import Image
-
-    tmp = Path(tempfile.mkdtemp(prefix="pyro_moe_scenes_"))
-    rows, by_k = [], defaultdict(list)
-    for kind, seed, img, truth in scenes(args.seeds, args.quick):
-        K = len(truth)
-        folder = tmp / f"K{K}"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{SCENE_KINDS.index(kind):02d}_seed{seed}.png"
-        Image.fromarray(img.astype(np.uint8) * 255).save(path)
-        by_k[K].append(path)
-        rows.append({"scene": kind, "seed": seed, "K": K, "size": list(img.shape),
-                     "points": int(img.sum()), "path": str(path), "img": img,
-                     "truth": truth})  # fmt: skip
-    summary: dict[str, dict] = {}
-    if "pyro_moe" in methods:
-        lines, wall, n = {}, 0.0, 0
-        for K, paths in sorted(by_k.items()):
-            got, w = batch([tmp / f"K{K}"], str(K))
-            lines.update(got)
-            wall, n = wall + w, n + len(paths)
-        for row in rows:
-            line = lines[row["path"]]
-            ok, good, worst = solved(row["truth"], circles_of(line)) if line["ok"] else (
-                False, 0, math.inf)  # fmt: skip
-            row["pyro_moe"] = {
-                "solved": ok,
-                "found": good,
-                "worst_px": worst,
-                "seconds": line["input_seconds"],
-                "invalid": sum(not c["valid"] for c in line.get("circles", [])),
-            }
-        summary["pyro_moe"] = {"process_seconds_per_image": wall / n, "images": n}
-    if "auto" in methods:
-        lines, wall = batch(sorted({tmp / f"K{K}" for K in by_k}), "auto")
-        for row in rows:
-            line = lines[row["path"]]
-            chosen = line["selection"]["experts"] if line["ok"] else None
-            ok, good, worst = solved(row["truth"], circles_of(line)) if line["ok"] else (
-                False, 0, math.inf)  # fmt: skip
-            row["auto"] = {
-                "chosen": chosen,
-                "right_k": chosen == row["K"],
-                "solved": ok,
-                "worst_px": worst,
-                "seconds": line["input_seconds"],
-            }
-        summary["auto"] = {"process_seconds_per_image": wall / len(rows), "images": len(rows)}
-    for m in ("ransac", "hough"):
-        if m not in methods:
-            continue
-        for row in rows:
+    if unknown := set(methods) - set(METHODS):
+        ap.error(f"unknown methods {sorted(unknown)}; use {', '.join(METHODS)}")
+    kinds = SETS[args.set]
+    if args.kinds:
+        kinds = tuple(kinds[int(i)] for i in args.kinds.split(","))
+    seeds = [int(v) for v in args.seeds.split(",")]
+    name = args.name or f"scenes_{args.set}"
+    rows = [
+        {"scene": kind, "seed": seed, "K": len(truth), "size": list(img.shape),
+         "points": int(img.sum()), "img": img, "truth": truth}
+        for kind, seed, img, truth in scenes(kinds, seeds, args.quick)
+    ]  # fmt: skip
+    first = rows[0]
+    for m in methods:  # warm: imports, torch's first kernels, OpenCV's first call
+        method(m, first["img"], first["K"], first["truth"])
+    for row in rows:
+        for m in methods:
             t0 = time.perf_counter()
-            if m == "ransac":
-                found = run.ransac_circles(row["img"], row["K"])[0]
-            else:
-                found = run.hough(row["img"], row["K"], row["truth"])[0]
+            found, extra = method(m, row["img"], row["K"], row["truth"])
             dt = time.perf_counter() - t0
             ok, good, worst = solved(row["truth"], found)
-            row[m] = {"solved": ok, "found": good, "worst_px": worst, "seconds": dt}
+            row[m] = {"solved": ok, "found": good, "worst_px": worst, "seconds": dt, **extra}
+        print(row["scene"], row["seed"], {m: row[m] for m in methods}, flush=True)
     for row in rows:
-        del row["img"], row["truth"], row["path"]
-        print(row["scene"], row["seed"], {m: row[m] for m in methods if m in row}, flush=True)
+        del row["img"], row["truth"]
+    summary = {
+        m: {
+            "solved": sum(r[m]["solved"] for r in rows),
+            "scenes": len(rows),
+            "median_seconds": float(np.median([r[m]["seconds"] for r in rows])),
+            "mean_seconds": float(np.mean([r[m]["seconds"] for r in rows])),
+        }
+        for m in methods
+    }
+    if "auto" in methods:
+        summary["auto"]["right_k"] = sum(r["auto"]["right_k"] for r in rows)
+    if "ransac" in methods:
+        for m in ("pyro_moe", "auto"):
+            if m in methods:
+                summary[m]["within_ransac_time"] = sum(
+                    r[m]["seconds"] <= r["ransac"]["seconds"] for r in rows
+                )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / f"{args.name}.json").write_text(
-        json.dumps({"rows": rows, "summary": summary}, indent=1, default=float) + "\n"
+    meta = {"set": args.set, "seeds": seeds, "ransac": RANSAC, "tolerance_px": TOL_PX,
+            "argv": sys.argv[1:]}  # fmt: skip
+    (out / f"{name}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=1, default=float) + "\n"
     )
-    given = [m for m in methods if m != "auto"]
-    head = "| scene | seed | K | " + " | ".join(f"{m} (K given)" for m in given)
-    head += " | auto: K chosen |" if "auto" in methods else " |"
-    lines = [head, "|---|---|---|" + "---|" * (len(given) + ("auto" in methods))]
+    (out / f"{name}.md").write_text(markdown(rows, summary, methods, meta))
+    print(markdown(rows, summary, methods, meta))
+
+
+def markdown(rows: list[dict], summary: dict, methods: list[str], meta: dict) -> str:
+    """The results table: per scene each method's (solved, worst error, seconds)."""
+    label = {"pyro_moe": "pyro_moe (K given)", "auto": "pyro_moe auto",
+             "ransac": "RANSAC (K given)", "hough": "Hough (K given)",
+             "edcircles": "EDCircles (no K)"}  # fmt: skip
+    lines = [
+        f"Scenes `{meta['set']}`, seeds {meta['seeds']}; solved = every circle within "
+        f"{meta['tolerance_px']:g} px in x0, y0 and r; (worst error, seconds per image, "
+        "in-process, warm). `benchmarks/scenes.py " + " ".join(meta["argv"]) + "`",
+        "",
+        "| scene | seed | K | " + " | ".join(label[m] for m in methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
     for row in rows:
-        cells = [f"{'yes' if row[m]['solved'] else 'no'} ({row[m]['worst_px']:.2g} px, "
-                 f"{row[m]['seconds']:.2g} s)" for m in given]  # fmt: skip
-        if "auto" in methods:
-            a = row["auto"]
-            cells.append(f"{a['chosen']} {'(right)' if a['right_k'] else '(wrong)'}")
+        cells = []
+        for m in methods:
+            c = row[m]
+            cell = (
+                f"{'yes' if c['solved'] else 'no'} ({c['worst_px']:.2g} px, {c['seconds']:.2g} s)"
+            )
+            if m == "auto":
+                cell += f", K={c['chosen']}"
+            cells.append(cell)
         lines.append(f"| {row['scene']} | {row['seed']} | {row['K']} | " + " | ".join(cells) + " |")
-    total = {m: sum(r[m]["solved"] for r in rows) for m in given}
-    cells = [f"**{total[m]}/{len(rows)}**" for m in given]
-    if "auto" in methods:
-        cells.append(f"**right K {sum(r['auto']['right_k'] for r in rows)}/{len(rows)}**")
-    lines.append("| **solved** | | | " + " | ".join(cells) + " |")
-    times = [f"{np.mean([r[m]['seconds'] for r in rows]):.2g} s" for m in given]
-    if "auto" in methods:
-        times.append(f"{np.mean([r['auto']['seconds'] for r in rows]):.2g} s")
-    lines.append("| **mean time per image** | | | " + " | ".join(times) + " |")
-    med = [f"{np.median([r[m]['seconds'] for r in rows]):.2g} s" for m in given]
-    if "auto" in methods:
-        med.append(f"{np.median([r['auto']['seconds'] for r in rows]):.2g} s")
-    lines.append("| **median time per image** | | | " + " | ".join(med) + " |")
+    n = len(rows)
+    lines.append("| **solved** | | | " + " | ".join(
+        f"**{summary[m]['solved']}/{n}**" + (f", right K {summary[m]['right_k']}/{n}"
+                                            if m == "auto" else "")
+        for m in methods) + " |")  # fmt: skip
+    lines.append("| **median s per image** | | | " + " | ".join(
+        f"{summary[m]['median_seconds']:.2g}" for m in methods) + " |")  # fmt: skip
+    lines.append("| **mean s per image** | | | " + " | ".join(
+        f"{summary[m]['mean_seconds']:.2g}" for m in methods) + " |")  # fmt: skip
     lines.append("")
-    if "pyro_moe" in methods:
-        bad = sum(r["pyro_moe"]["invalid"] for r in rows)
-        lines.append(f"- pyro_moe, K given: {bad} of {sum(r['K'] for r in rows)} circles "
-                     "marked not valid (`valid: false`)")  # fmt: skip
-    for m, s in summary.items():
-        lines.append(f"- {m}: the batch process took {s['process_seconds_per_image']:.2g} s per "
-                     f"image over {s['images']} images (Python start, torch's import and "
-                     "reading included)")  # fmt: skip
-    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for m in ("pyro_moe", "auto"):
+        if "within_ransac_time" in summary.get(m, {}):
+            lines.append(f"- {label[m]}: no slower than RANSAC on "
+                         f"{summary[m]['within_ransac_time']}/{n} scenes")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

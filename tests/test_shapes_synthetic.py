@@ -22,6 +22,7 @@ from pyro_moe.shapes import (
     synthetic_2,
     synthetic_3,
 )
+from pyro_moe.shapes.synthetic import SPARSE_KINDS, point_scene
 
 
 def test_circle_points_counts_and_labels() -> None:
@@ -154,3 +155,45 @@ def test_ring_image_jitter_and_unknown_kind() -> None:
     assert not np.array_equal(plain, jittered)
     with pytest.raises(InputError, match="unknown scene kind"):
         circle_scene("hexagons")
+
+
+def _ring_distance(img: np.ndarray, c) -> np.ndarray:
+    xy = np.argwhere(img)[:, ::-1].astype(float)
+    return np.abs(np.hypot(xy[:, 0] - c.x0, xy[:, 1] - c.y0) - c.r)
+
+
+def test_point_scene_keeps_a_share_of_the_ring_and_adds_clutter() -> None:
+    whole, (c,) = circle_image([(60, 60)], [40], (120, 120))
+    sparse, _ = point_scene([(60, 60)], [40], (120, 120), keep=0.2, seed=3)
+    assert (_ring_distance(sparse, c) <= 1.0).all()
+    # points at random angles, rounded to pixels: a few land on one pixel
+    assert 0.15 * whole.sum() <= sparse.sum() <= 0.2 * whole.sum() + 1
+    cluttered, _ = point_scene([(60, 60)], [40], (120, 120), keep=0.2, clutter=0.5, seed=3)
+    off = (_ring_distance(cluttered, c) > 1.0).sum()
+    assert abs(off - sparse.sum()) <= 0.1 * sparse.sum()  # half the set pixels are clutter
+    jittered, _ = point_scene([(60, 60)], [40], (120, 120), jitter=2.0, seed=3)
+    d = _ring_distance(jittered, c)
+    assert 1.0 < np.sqrt(np.mean(d**2)) < 3.0
+    arc, _ = point_scene([(60, 60)], [40], (120, 120), arcs=[(0.0, np.pi / 2)], seed=3)
+    xy = np.argwhere(arc)[:, ::-1] - 60.0
+    assert (xy >= -1).all()  # the first quadrant only (y down, x right)
+
+
+def test_point_scene_refuses_bad_input() -> None:
+    with pytest.raises(InputError, match="keep"):
+        point_scene([(60, 60)], [40], (120, 120), keep=0.0)
+    with pytest.raises(InputError, match="clutter"):
+        point_scene([(60, 60)], [40], (120, 120), clutter=1.0)
+    with pytest.raises(InputError, match="one arc per circle"):
+        point_scene([(60, 60)], [40], (120, 120), arcs=[(0, 1), (1, 2)])
+
+
+@pytest.mark.parametrize("kind", SPARSE_KINDS)
+def test_every_sparse_kind_draws_new_circles_per_seed(kind) -> None:
+    img, truth = circle_scene(kind, 0)
+    again, same = circle_scene(kind, 0)
+    _, moved = circle_scene(kind, 1)
+    assert np.array_equal(img, again) and same == truth
+    assert moved != truth and img.dtype == bool and len(truth) >= 2
+    for c in truth:  # each circle holds pixels on it (jittered: within 3 sds)
+        assert (_ring_distance(img, c) <= 1.0 + 3 * 2.5).sum() >= 10

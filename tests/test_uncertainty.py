@@ -172,3 +172,19 @@ def test_conic_uncertainty_of_an_ellipse():
     assert lo < u.values["a"] < hi
     with pytest.raises(pyro_moe.InputError):
         circle_uncertainty(res)
+
+
+def test_curve_fit_to_inference_data_keeps_the_circles():
+    """CurveFit.to_inference_data() is the writer given the curve fit: x0, y0, r in the
+    posterior, as diagnostics.to_inference_data(fit) gives (the core result's method would
+    drop them)."""
+    from pyro_moe import diagnostics
+    from pyro_moe.shapes import circle_image
+
+    img, _ = circle_image([(40.3, 38.6), (40.3, 38.6)], [12, 25], (80, 80))
+    fit = pyro_moe.fit_circles(img, experts=2, seed=0)
+    a = fit.to_inference_data(draws=20, seed=1)
+    b = diagnostics.to_inference_data(fit, draws=20, seed=1)
+    for name in ("x0", "y0", "r"):
+        assert name in a.posterior
+        np.testing.assert_array_equal(a.posterior[name].values, b.posterior[name].values)

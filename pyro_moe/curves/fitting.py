@@ -33,6 +33,7 @@ from ..fitting import fit
 from ..model_file import Model, load_model
 from ..search import SearchPolicy
 from ..shapes.chains import CLOSED, Candidate, chain_curves, curve_distance
+from ..shapes.curves import MAX_RELATIVE_NOISE, radial_noise
 from ..shapes.geometry import FORMS, Geometry, target_name
 from ..shapes.image import image_to_points
 from ..shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
@@ -384,6 +385,9 @@ def fit_curves(
     given): start from the curves of the edge chains and, for those they do not give, from
     sequential RANSAC (:func:`seed_responsibilities`) instead of the engine's restarts;
     measured on ``skimage.data.coins`` (24 coins), the restarts found none of them.
+    While the fit holds a circle that is a band of clutter rather than a ring
+    (:func:`noisy_circles`), up to :data:`SEEDED_RESTARTS` further seeded starts (other
+    random draws of the seed) are fitted and the highest objective kept.
     ``noise_expert`` and the curve functions' other defaults: :data:`CURVE_DEFAULTS`. ``fit_options`` go to :func:`pyro_moe.fit` (method, n_init,
     learn, priors, ...).
     The image options (:data:`IMAGE_OPTIONS`: ``threshold``, ``invert``, ``edges``,
@@ -412,18 +416,64 @@ def fit_curves(
         source, experts, design=design, model=model, max_points=max_points, seed=seed,
         image_options=image_options, allow_mixed_targets=allow_mixed_targets,
     )  # fmt: skip
-    if seeded:
-        start = seeded_start(data, model, fit_options, per_expert_noise=per_expert_noise, seed=seed)
-        fit_options = {**fit_options, **start}
-        if search is None:
-            search = not (start and chains_explain(data))
+    start = (
+        seeded_start(data, model, fit_options, per_expert_noise=per_expert_noise, seed=seed)
+        if seeded
+        else {}
+    )
+    if search is None:
+        search = not (start and chains_explain(data))
     search = search is not False
-    result = fit(
-        model, data.X, data.y, experts=data.experts, seed=seed,
-        **curve_fit_options(data, search=search, per_expert_noise=per_expert_noise),
-        **fit_options,
+    options = curve_fit_options(data, search=search, per_expert_noise=per_expert_noise)
+    result = CurveFit(
+        fit(model, data.X, data.y, experts=data.experts, seed=seed, **options,
+            **{**fit_options, **start}),
+        data.geometry,
     )  # fmt: skip
-    return CurveFit(result, data.geometry)
+    for extra in range(1, SEEDED_RESTARTS + 1 if start else 1):
+        if not noisy_circles(result):
+            break
+        other = seeded_start(
+            data, model, fit_options, per_expert_noise=per_expert_noise, seed=seed + extra
+        )
+        again = CurveFit(
+            fit(model, data.X, data.y, experts=data.experts, seed=seed, **options,
+                **{**fit_options, **other}),
+            data.geometry,
+        )  # fmt: skip
+        if again.objective > result.objective:
+            result = again
+    return result
+
+
+#: The most further seeded starts :func:`fit_curves` makes (with the seed's random draws
+#: of ``seed + 1``, ``seed + 2``, ...) while its fit holds a circle that is no ring
+#: (:func:`noisy_circles`); the fit of the highest objective is kept. Measured on sparse
+#: rings in 50 % clutter (15 % of their pixels): the seed's third curve a circle through the
+#: clutter with one draw, the third ring with another (``benchmarks/sparse_seed_ab.py``).
+SEEDED_RESTARTS = 2
+
+
+def noisy_circles(result: CurveFit) -> int:
+    """How many circle experts of a fit hold points spread more than
+    :data:`MAX_RELATIVE_NOISE` x r about them (their radial noise sd read from the fitted
+    noise precision, :func:`pyro_moe.shapes.curves.radial_noise`), or have no real radius:
+    an expert that took a band of clutter, where the seed drew a curve through it. 0 for
+    other kinds."""
+    g = result.geometry
+    beta = result.noise_precision.detach().cpu().numpy().astype(float).reshape(-1)
+    beta = np.broadcast_to(beta, (result.experts,))
+    count = 0
+    for k, c in enumerate(result.curves()):
+        if g.kinds[k] != "circle":
+            continue
+        if not c.valid:
+            count += 1
+            continue
+        scale = g.standardization.scale
+        noise = radial_noise(c.r / scale, 1.0 / max(float(beta[k]), 1e-300))
+        count += noise is None or scale * noise > MAX_RELATIVE_NOISE * c.r
+    return count
 
 
 def is_distributed_points(source, fit_options: dict) -> bool:

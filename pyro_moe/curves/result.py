@@ -63,6 +63,15 @@ class CurveFit:
             raise AttributeError(name)
         return getattr(self.result, name)
 
+    def to_inference_data(self, *, draws: int = 1000, seed: int = 0):
+        """This fit as an :class:`arviz.InferenceData` with the curves' parameters (circles'
+        ``x0, y0, r``, the conics' coefficients) beside the weights: the one writer,
+        :func:`pyro_moe.inference_data.to_inference_data`, given the curve fit (the core
+        result's method would see only the weights)."""
+        from ..inference_data import to_inference_data  # arviz: imported on first use
+
+        return to_inference_data(self, draws=draws, seed=seed)
+
     # ---- curves ------------------------------------------------------------------------
     @property
     def shapes(self) -> dict[str, Any]:

@@ -24,7 +24,13 @@ import numpy as np
 from ..model_file import Model, load_model
 from ..selection import Selection, distinct_experts, select_experts
 from ..shapes.chains import CLOSED, Candidate, arc_cover, longest_arc
-from ..shapes.curves import Circle, conic_weights_from_geometry, kasa_corrected_radius, radial_noise
+from ..shapes.curves import (
+    MAX_RELATIVE_NOISE,
+    Circle,
+    conic_weights_from_geometry,
+    kasa_corrected_radius,
+    radial_noise,
+)
 from .fitting import (
     CHAIN_TAU,
     chain_candidates,
@@ -218,7 +224,7 @@ def curve_reports(
     *,
     min_share: float = 0.01,
     max_relative_sd: float = 0.25,
-    max_relative_noise: float = 0.25,
+    max_relative_noise: float = MAX_RELATIVE_NOISE,
     max_noise_ratio: float = 5.0,
     max_gap: float = 6.0,
     min_group: float = 0.2,

@@ -184,6 +184,12 @@ def kasa_corrected_radius(r: float, target_variance: float) -> float | None:
     return float(disc**0.25)
 
 
+#: The noise sd of its points about a circle, as a share of its radius, above which the
+#: circle is a band of stray points rather than a ring: ``curve_reports``' "poor fit" and
+#: the curve fit's further seeded starts (``pyro_moe.curves.fitting.noisy_circles``).
+MAX_RELATIVE_NOISE = 0.25
+
+
 def radial_noise(r: float, target_variance: float) -> float | None:
     """The points' noise sd about a circle, $\\sigma = \\sqrt{(\\hat r^2 -
     \\sqrt{\\hat r^4 - v})/2}$ ($\\approx \\sqrt v / (2\\hat r)$), read from the target's

@@ -13,9 +13,13 @@ at random among the points not yet explained, the other n - 1 at random among it
 neighbours, k cycling over :data:`NEIGHBOURS` (so the scale follows the points' density,
 and a small curve among many is drawn as often as a large one). Each subset is solved
 exactly, refitted by least squares on its inliers in shrinking bands (:data:`LOCAL_BANDS`,
-LO-RANSAC), and scored by its inliers times the share of the arcs about the curve's centre
-that they cover (circles and ellipses, :func:`_score`: a circle tangent to several coins
-has many inliers on few arcs). The inliers are the points within ``tau`` of the curve in
+LO-RANSAC; and in a narrow band, :data:`NARROW_BANDS`, which keeps small curves; the better
+scoring of the two), and scored by its inliers beyond
+chance (those that points spread evenly over the picture would put in its band, counted at
+the narrower band of :data:`SCALES` where it stands out most) times the share of the arcs
+about the curve's centre that they cover (circles and ellipses, :func:`_score`: a circle
+tangent to several coins has many inliers on few arcs; a large circle through clutter
+holds only its chance count). The inliers are the points within ``tau`` of the curve in
 the Sampson (first-order geometric) distance
 
 $$ d_i = \\frac{|f(p_i)|}{\\lVert\\nabla f(p_i)\\rVert}, \\qquad
@@ -44,6 +48,7 @@ __all__ = [
     "MIN_AXIS_RATIO",
     "MIN_COVERAGE",
     "NEIGHBOURS",
+    "SCALES",
     "coverage",
     "default_candidates",
     "plausible",
@@ -151,12 +156,18 @@ def _centres(kind: str | None, W: np.ndarray) -> np.ndarray | None:
 MAX_ARCS = 1024
 
 
-def _arc_counts(kind: str | None, W: np.ndarray, tau: float) -> np.ndarray:
-    """(C,) arcs of a closed curve: max(:data:`ARCS`, L / (2 tau)) for a perimeter L
-    (Ramanujan's, for an ellipse), at most :data:`MAX_ARCS`."""
+def _perimeters(kind: str | None, W: np.ndarray) -> np.ndarray:
+    """(C,) the perimeters of closed curves (Ramanujan's, for an ellipse; 2 pi r for a
+    circle), NaN where a candidate is not a real one."""
     a, b = _semi_axes(kind, W)
     with np.errstate(invalid="ignore"):
-        L = np.pi * (3.0 * (a + b) - np.sqrt((3.0 * a + b) * (a + 3.0 * b)))
+        return np.pi * (3.0 * (a + b) - np.sqrt((3.0 * a + b) * (a + 3.0 * b)))
+
+
+def _arc_counts(kind: str | None, W: np.ndarray, tau: float) -> np.ndarray:
+    """(C,) arcs of a closed curve: max(:data:`ARCS`, L / (2 tau)) for a perimeter L
+    (:func:`_perimeters`), at most :data:`MAX_ARCS`."""
+    L = _perimeters(kind, W)
     return np.clip(np.nan_to_num(L / (2.0 * tau), nan=ARCS), ARCS, MAX_ARCS).astype(np.int64)
 
 
@@ -176,19 +187,51 @@ def _covered(
     return covered.reshape(len(W), MAX_ARCS), arcs
 
 
+#: The bands (x tau) at which a candidate's inliers beyond chance are counted
+#: (:func:`_score`): tau follows the spacing of the points, which on sparse rings is their
+#: spacing along the curve, not their spread across it.
+SCALES = (1.0, 0.5, 0.25)
+
+
 def _score(
-    kind: str | None, W: np.ndarray, P: np.ndarray, inlier: np.ndarray, tau: float
+    kind: str | None,
+    W: np.ndarray,
+    P: np.ndarray,
+    dist: np.ndarray,
+    tau: float,
+    density: float = 0.0,
 ) -> np.ndarray:
-    """(C,) inliers x the share of the arcs about the centre that they cover (closed
-    curves; the count alone for others). A circle through the rims of several coins
+    """(C,) inliers beyond chance x the share of the arcs about the centre that they cover
+    (closed curves; the inliers within ``tau`` alone for others), from the distances
+    ``dist`` (C, N) of the points P to the curves W:
+
+    $$ s = \\max_{c \\in \\text{SCALES}} \\max(n_{c\\tau} - \\rho \\, 2 c \\tau L, 0)
+       \\; \\frac{\\text{arcs covered}}{\\text{arcs}}, $$
+
+    with $n_{c\\tau}$ the points within $c\\tau$ of the curve, L its perimeter
+    (:func:`_perimeters`) and ``density`` rho the points per unit area of the picture, so
+    rho 2 c tau L is the count that points spread evenly would put in the curve's band (an
+    a-contrario count, as EDCircles' number of false alarms), each curve counted at the band
+    (:data:`SCALES`) where it stands out most. A circle through the rims of several coins
     collects many inliers, but only on a few short arcs. A curve of perimeter L is cut into
     max(:data:`ARCS`, L / (2 tau)) equal angles (at most :data:`MAX_ARCS`): arcs about one
     band width long, so a large ellipse that crosses many edges of the clutter, touching
     each of 36 wide arcs somewhere, covers only the short stretches where it runs along
-    them, while a real curve, traced all round, covers nearly all."""
+    them, while a real curve, traced all round, covers nearly all. On sparse rings (15 % of
+    a ring's pixels) tau follows the spacing along the rings and the band 2 tau is wide:
+    a large circle through uniform clutter held as many points as a small ring, and a
+    circle between two close rings, in the band of each on opposite sides, more than
+    either; less the chance count and at the narrower bands neither does (measured on
+    three sparse concentric rings in 50 % clutter, :func:`seed_curves`)."""
+    inlier = dist <= tau
     count = inlier.sum(-1).astype(np.float64)
     if _centres(kind, W) is None:
         return count
+    if density > 0:
+        L = np.nan_to_num(_perimeters(kind, W), nan=0.0)
+        count = np.max(
+            [(dist <= c * tau).sum(-1) - density * 2.0 * c * tau * L for c in SCALES], axis=0
+        ).clip(min=0.0)
     covered, arcs = _covered(kind, W, P, inlier, tau)
     return count * covered.sum(-1) / arcs
 
@@ -282,6 +325,8 @@ LOCAL_TOP = 512
 #: a minimal subset on a short arc gives a curve that only touches the rest of its curve;
 #: refitted on the points of a wide band it moves onto it.
 LOCAL_BANDS = (4.0, 2.0, 1.0)
+#: The bands (x tau) of the second, narrow chain of refits (see :func:`seed_curves`).
+NARROW_BANDS = (1.0,)
 
 
 def _inlier_lsq(phi: np.ndarray, t: np.ndarray, inlier: np.ndarray) -> np.ndarray:
@@ -330,6 +375,7 @@ def seed_curves(
     phy, ty = _columns(m, features, _DY), _target(m, response, offset, _DY)
     extent = float(np.linalg.norm(P.max(0) - P.min(0)))
     box = (P.min(0), P.max(0))
+    area = max(float(np.prod(box[1] - box[0])), 1e-300)
     tree = cKDTree(P)
     if tau is None:
         nn = tree.query(P, k=2)[0][:, 1]
@@ -376,23 +422,36 @@ def seed_curves(
             break
         Wok = W[ok]
         step = max(1, CHUNK // len(left))  # candidates at once: (step, |left|) arrays
-        raw = np.concatenate([
-            _score(kind, Wok[lo : lo + step], P[left], distance(Wok[lo : lo + step], left) <= tau, tau)
-            for lo in range(0, len(Wok), step)
-        ])  # fmt: skip
-        top = Wok[np.argsort(-raw, kind="stable")[:LOCAL_TOP]]
+        rho = len(left) / area  # the points left, per unit area of the picture
+        top = Wok  # every candidate is refitted: no need to rank them first
+        if len(Wok) > LOCAL_TOP:
+            raw = np.concatenate([
+                _score(kind, Wok[lo : lo + step], P[left], distance(Wok[lo : lo + step], left),
+                       tau, rho)
+                for lo in range(0, len(Wok), step)
+            ])  # fmt: skip
+            top = Wok[np.argsort(-raw, kind="stable")[:LOCAL_TOP]]
         best, w = -np.inf, None
         for lo in range(0, len(top), step):
-            Wc = top[lo : lo + step]
-            for wide in LOCAL_BANDS:  # LO-RANSAC: each candidate refitted on its inliers
-                inl = distance(Wc, left) <= wide * tau
-                Wn = _inlier_lsq(phi[left], t[left], inl)
-                keep = (inl.sum(-1) >= n + 2) & np.isfinite(Wn).all(-1)
-                keep &= plausible(kind, np.where(keep[:, None], Wn, Wc), extent, box)
-                Wc = np.where(keep[:, None], Wn, Wc)
-            score = _score(kind, Wc, P[left], distance(Wc, left) <= tau, tau)
-            if float(score.max()) > best:
-                best, w = float(score.max()), Wc[int(score.argmax())][None]
+            W0 = top[lo : lo + step]
+            # two LO-RANSAC chains from each minimal subset's curve, each stage a least
+            # squares refit on the inliers within its band: the wide one (LOCAL_BANDS)
+            # moves a curve drawn from a short arc onto the rest of it; the narrow one
+            # (NARROW_BANDS) keeps a small curve, which a band wider than it (4 tau about a
+            # sparse ring of r = 2 tau) refits onto the clutter around it
+            d0 = distance(W0, left)  # both chains start from it
+            for bands in (LOCAL_BANDS, NARROW_BANDS):
+                Wc, d = W0, d0
+                for wide in bands:
+                    inl = d <= wide * tau
+                    Wn = _inlier_lsq(phi[left], t[left], inl)
+                    keep = (inl.sum(-1) >= n + 2) & np.isfinite(Wn).all(-1)
+                    keep &= plausible(kind, np.where(keep[:, None], Wn, Wc), extent, box)
+                    Wc = np.where(keep[:, None], Wn, Wc)
+                    d = distance(Wc, left)  # for the next band, or the score
+                score = _score(kind, Wc, P[left], d, tau, rho)
+                if float(score.max()) > best:
+                    best, w = float(score.max()), Wc[int(score.argmax())][None]
         for _ in range(2):  # least squares on the inliers, inliers again
             inl = left[distance(w, left)[0] <= tau]
             if len(inl) < n + 2:

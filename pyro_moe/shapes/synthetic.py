@@ -17,6 +17,7 @@ from pyro_moe.shapes.curves import Circle
 
 __all__ = [
     "SCENE_KINDS",
+    "SPARSE_KINDS",
     "SyntheticData",
     "circle_image",
     "circle_points",
@@ -25,6 +26,7 @@ __all__ = [
     "ellipse_points",
     "hyperbola_points",
     "noise_sweep",
+    "point_scene",
     "rasterize",
     "ring_image",
     "synthetic_1",
@@ -386,14 +388,19 @@ SCENE_KINDS = (
 
 
 def circle_scene(kind: str, seed: int = 0) -> tuple[np.ndarray, list[Circle]]:
-    """A random binary image of one of :data:`SCENE_KINDS`, and its true circles.
+    """A random binary image of one of :data:`SCENE_KINDS` or :data:`SPARSE_KINDS`, and its
+    true circles.
 
     Each seed draws new centres and radii of the same kind (concentric rings at least
     15 px apart, separate circles not touching, ...), so a method tuned on some seeds can
     be checked on others.
     """
+    if kind in SPARSE_KINDS:
+        return _sparse_scene(kind, seed)
     if kind not in SCENE_KINDS:
-        raise InputError(f"unknown scene kind {kind!r}; use one of {', '.join(SCENE_KINDS)}")
+        raise InputError(
+            f"unknown scene kind {kind!r}; use one of {', '.join(SCENE_KINDS + SPARSE_KINDS)}"
+        )
     rng = np.random.default_rng(seed)
 
     def mid(size: float, wobble: float = 3.0) -> float:
@@ -449,3 +456,115 @@ def circle_scene(kind: str, seed: int = 0) -> tuple[np.ndarray, list[Circle]]:
         return ring_image([(mid(160), mid(160))] * 2, radii, (160, 160), thickness=2, seed=seed)
     radii = [rng.uniform(100, 140), rng.uniform(230, 290), rng.uniform(380, 420)]
     return ring_image([(mid(1024), mid(1024))] * 3, radii, (1024, 1024), seed=seed)
+
+
+def point_scene(
+    centers: object,
+    radii: object,
+    shape: tuple[int, int],
+    *,
+    keep: float | Sequence[float] = 1.0,
+    jitter: float = 0.0,
+    clutter: float = 0.0,
+    arcs: Sequence[tuple[float, float]] | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[Circle]]:
+    """A point set on circles rendered as a binary image: sparse, jittered, cluttered.
+
+    Circle k of radius r_k has P_k pixels when drawn whole (those of
+    :func:`circle_image`); it gets $n_k = \\mathrm{round}(\\text{keep}_k\\,P_k\\,s_k)$
+    points at angles $\\phi \\sim U[\\phi_{0k}, \\phi_{0k} + \\Delta_k)$ (``arcs``: one
+    (start, sweep) in radians per circle, default the whole ring, $s_k = \\Delta_k / 2\\pi$),
+    $(x_{0k} + r_k\\cos\\phi, y_{0k} + r_k\\sin\\phi) + \\varepsilon$,
+    $\\varepsilon \\sim N(0, \\text{jitter}^2 I_2)$, rasterized (:func:`rasterize`; points
+    on one pixel merge). Then clutter: $\\mathrm{round}(f\\,n_{fg} / (1 - f))$ pixels drawn
+    uniformly without replacement among the background pixels, so that they are a share
+    ``f = clutter`` of the image's set pixels ($n_{fg}$: the curve pixels). Random draws:
+    angles, jitter, clutter, in this order.
+    """
+    c, r = _centers_radii(centers, radii)
+    k = c.shape[0]
+    keeps = np.broadcast_to(np.asarray(keep, dtype=np.float64), (k,))
+    if not ((keeps > 0) & (keeps <= 1)).all():
+        raise InputError(f"keep must be in (0, 1], got {keep}")
+    if jitter < 0 or not 0.0 <= clutter < 1.0:
+        raise InputError(f"jitter must be >= 0 and clutter in [0, 1), got {jitter}, {clutter}")
+    spans = [(0.0, 2 * math.pi)] * k if arcs is None else [tuple(a) for a in arcs]
+    if len(spans) != k:
+        raise InputError(f"need one arc per circle: {k} circles, {len(spans)} arcs")
+    rng = np.random.default_rng(seed)
+    pts = []
+    for ci, ri, kp, (a0, sweep) in zip(c, r, keeps, spans, strict=True):
+        side = int(2 * ri) + 8  # the whole ring drawn alone, to count its pixels
+        whole = int(circle_image([(ri + 4, ri + 4)], [ri], (side, side))[0].sum())
+        n = max(round(kp * whole * sweep / (2 * math.pi)), 3)
+        phi = a0 + rng.uniform(0.0, sweep, n)
+        pts.append(ci + ri * np.column_stack([np.cos(phi), np.sin(phi)]))
+    xy = np.concatenate(pts)
+    if jitter > 0:
+        xy = xy + rng.normal(0.0, jitter, size=xy.shape)
+    img = rasterize(xy, shape)
+    n_out = round(clutter * int(img.sum()) / (1.0 - clutter))
+    if n_out > 0:
+        bg = np.flatnonzero(~img.ravel())
+        img.flat[rng.choice(bg, size=min(n_out, bg.size), replace=False)] = True
+    return img, [Circle(float(a), float(b), float(q), True) for (a, b), q in zip(c, r, strict=True)]
+
+
+#: The kinds of sparse, jittered and cluttered point sets of :func:`circle_scene` (issue
+#: 28): where RANSAC's fixed threshold or an edge-chain detector struggles.
+SPARSE_KINDS = (
+    "sparse 2 apart (15-30 % of pixels)",
+    "sparse concentric 3 + 30-50 % clutter",
+    "jitter 1.5-2.5 px, concentric 2",
+    "jitter 2.5 px, apart 3",
+    "apart 2 + 20-50 % clutter",
+    "two sparse jittered arcs",
+    "concentric 3 + 50 % clutter",
+)
+
+
+def _sparse_scene(kind: str, seed: int) -> tuple[np.ndarray, list[Circle]]:
+    """The scenes of :data:`SPARSE_KINDS` (:func:`point_scene`; the clutter a share of the
+    set pixels). Sparse rings keep 15-30 % of their pixels (the three concentric ones
+    15-20 %), jitter is isotropic with sd
+    1.5-2.5 px, arcs sweep 180-270 degrees."""
+    rng = np.random.default_rng(seed)
+
+    def mid(size: float, wobble: float = 3.0) -> float:
+        return size / 2 + rng.uniform(-wobble, wobble)
+
+    def sparse(n: int) -> list[float]:
+        return [float(v) for v in rng.uniform(0.15, 0.30, n)]
+
+    S, W = (160, 160), (180, 180)  # W: two circles apart
+    if kind == "sparse 2 apart (15-30 % of pixels)":
+        radii = [float(v) for v in rng.uniform(20, 45, 2)]
+        centers, keep = _apart(rng, radii, W), sparse(2)
+        return point_scene(centers, radii, W, keep=keep, seed=seed)
+    if kind == "sparse concentric 3 + 30-50 % clutter":
+        radii, f = _radii(rng, 3, 18, 118, 18), float(rng.uniform(0.3, 0.5))
+        keep = [float(v) for v in rng.uniform(0.15, 0.2, 3)]
+        return point_scene([(mid(256), mid(256))] * 3, radii, (256, 256), keep=keep,
+                           clutter=f, seed=seed)  # fmt: skip
+    if kind == "jitter 1.5-2.5 px, concentric 2":
+        radii, jitter = _radii(rng, 2, 20, 72, 20), float(rng.uniform(1.5, 2.5))
+        return point_scene([(mid(160), mid(160))] * 2, radii, S, jitter=jitter, seed=seed)
+    if kind == "jitter 2.5 px, apart 3":
+        radii = [float(v) for v in rng.uniform(18, 32, 3)]
+        return point_scene(_apart(rng, radii, S, gap=10), radii, S, jitter=2.5, seed=seed)
+    if kind == "apart 2 + 20-50 % clutter":
+        radii = [float(v) for v in rng.uniform(22, 45, 2)]
+        centers, f = _apart(rng, radii, W), float(rng.uniform(0.2, 0.5))
+        return point_scene(centers, radii, W, clutter=f, seed=seed)
+    if kind == "two sparse jittered arcs":
+        radii = [float(v) for v in rng.uniform(25, 45, 2)]
+        centers = _apart(rng, radii, W, gap=10)
+        arcs = [(float(a), float(s)) for a, s in
+                zip(rng.uniform(0, 2 * math.pi, 2), rng.uniform(math.pi, 1.5 * math.pi, 2),
+                    strict=True)]  # fmt: skip
+        return point_scene(centers, radii, W, keep=sparse(2), jitter=1.5, arcs=arcs,
+                           seed=seed)  # fmt: skip
+    S3 = (220, 220)
+    radii = _radii(rng, 3, 18, 102, 20)
+    return point_scene([(mid(220), mid(220))] * 3, radii, S3, clutter=0.5, seed=seed)

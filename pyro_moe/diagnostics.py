@@ -195,8 +195,15 @@ def _mcmc(result: FitResult) -> tuple[dict[str, np.ndarray], np.ndarray, dict[st
     )
     out["beta"] = beta
     flat_pi = None if pi is None else pi.reshape(C * S, -1)
+    # the other sites NUTS sampled (an ARD precision, tau, a sampled gate), chain after chain
+    added = {n: _np(v).astype(float) for n, v in (result.posterior.site_draws or {}).items()}
+    out.update({n: v.reshape(C, S, *v.shape[1:]) for n, v in added.items()})
     log_lik = _log_lik(
-        result, w.reshape(C * S, *w.shape[2:]), flat_pi, beta.reshape(C * S, *beta.shape[2:])
+        result,
+        w.reshape(C * S, *w.shape[2:]),
+        flat_pi,
+        beta.reshape(C * S, *beta.shape[2:]),
+        added,
     )
     stats = {
         "diverging": _np(d.diverging).astype(bool),

@@ -76,10 +76,16 @@ def guide(X, y, config, subsample=None):
     from pyro.distributions import constraints
 
     K, n = config.experts, config.features
-    a = pyro.param("alpha_shape", lambda: config.const(1.0).expand([K, n]).clone(),
-                   constraint=constraints.positive)
-    b = pyro.param("alpha_rate", lambda: config.const(1.0).expand([K, n]).clone(),
-                   constraint=constraints.positive)
+    a = pyro.param(
+        "alpha_shape",
+        lambda: config.const(1.0).expand([K, n]).clone(),
+        constraint=constraints.positive,
+    )
+    b = pyro.param(
+        "alpha_rate",
+        lambda: config.const(1.0).expand([K, n]).clone(),
+        constraint=constraints.positive,
+    )
     with pyro.plate(parts.EXPERTS_PLATE, K) as experts:
         pyro.sample("alpha", dist.Gamma(a, b).to_event(1))
         parts.weights_guide(config, plate=experts)

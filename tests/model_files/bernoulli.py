@@ -17,8 +17,8 @@ EDITED (tests/model_files, issue 26): Bernoulli experts, y_i | z_i = k ~ Bernoul
 """
 
 import pyro
-from pyro.ops.indexing import Vindex
 import pyro.distributions as dist
+from pyro.ops.indexing import Vindex
 from torch import nn
 
 from pyro_moe import parts
@@ -60,7 +60,7 @@ def make_gate(features, experts, hidden):
 
 # ---- Model and mean-field guide q(Z) q(W) [q(beta)] -----------------------------------
 def model(X, y, config, subsample=None):
-    beta = parts.noise_precision(config, noise_prior(config))
+    parts.noise_precision(config, noise_prior(config))  # beta: no part in a Bernoulli
     with pyro.plate(parts.EXPERTS_PLATE, config.experts):
         w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), config.hyper("prior_cov")))
     gate = config.gate_logits
@@ -68,7 +68,6 @@ def model(X, y, config, subsample=None):
     with pyro.plate(parts.DATA_PLATE, X.shape[0], subsample=subsample) as idx:
         z = pyro.sample("z", dist.Categorical(logits=gate(X[idx])))
         mean = Vindex(X[idx] @ w.transpose(-1, -2))[..., z]
-        scale = beta.rsqrt()
         pyro.sample("y", dist.Bernoulli(logits=mean), obs=y[idx])
 
 

@@ -81,8 +81,11 @@ def guide(X, y, config, subsample=None):
     s = pyro.param("tau_scale", lambda: config.const(0.1), constraint=constraints.positive)
     pyro.sample("tau", dist.LogNormal(loc, s))
     lam_loc = pyro.param("lam_loc", lambda: config.const(0.0).expand([K, n]).clone())
-    lam_s = pyro.param("lam_scale", lambda: config.const(0.1).expand([K, n]).clone(),
-                       constraint=constraints.positive)
+    lam_s = pyro.param(
+        "lam_scale",
+        lambda: config.const(0.1).expand([K, n]).clone(),
+        constraint=constraints.positive,
+    )
     with pyro.plate(parts.EXPERTS_PLATE, K) as experts:
         pyro.sample("lam", dist.LogNormal(lam_loc, lam_s).to_event(1))
         parts.weights_guide(config, plate=experts)

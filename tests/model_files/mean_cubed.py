@@ -17,8 +17,8 @@ EDITED (tests/model_files, issue 26): the likelihood's mean is (w_k^T x_i)**3.
 """
 
 import pyro
-from pyro.ops.indexing import Vindex
 import pyro.distributions as dist
+from pyro.ops.indexing import Vindex
 from torch import nn
 
 from pyro_moe import parts

@@ -519,7 +519,9 @@ class _Target:
         shapes = [self.loc[n].shape for n in self.names]
         parts = torch.split(flat, [math.prod(s) for s in shapes], -1)
         lead = flat.shape[:-1]
-        return {n: p.reshape(*lead, *s) for n, p, s in zip(self.names, parts, shapes, strict=True)}
+        return {
+            n: p.reshape((*lead, *s)) for n, p, s in zip(self.names, parts, shapes, strict=True)
+        }
 
     def potential(self, flat: torch.Tensor) -> torch.Tensor:
         """U at the flat eps, for Pyro's NUTS; its gradient the closed form's where there
@@ -603,10 +605,13 @@ class _Generic:
     every latent site the file declares, each in Pyro's unconstrained coordinates u
     (``biject_to`` of its support: log for a positive site, stick-breaking for a simplex),
     u = mu + sigma eps with mu, sigma the mean and sd of u over 1000 draws of the
-    variational fit's q (w: u_k = m_k + L_k eps_k, L_k L_k^T = B_k); a site q does not
-    cover (the gate's parameters of ``gate="sampled"``) is centred at the fitted value with
-    sigma = 1, and NUTS's diagonal mass matrix adapts its scale. ``precondition="none"``:
-    mu = 0, sigma = 1. U(eps) is Pyro's potential energy of the file with z enumerated
+    variational fit's q (w: u_k = m_k + L_k eps_k, L_k L_k^T = B_k). The sites q does not
+    cover (the gate's parameters of ``gate="sampled"``) form one block v, preconditioned by
+    a Laplace approximation at the fitted values v0 (the other sites at q's centre):
+    v = v0 + L eps with L L^T = H^{-1}, H the Hessian of U in v there (autograd); sigma = 1
+    where H is not positive definite. A softmax gate's logits are defined up to a common
+    shift, so its rows are correlated: a full L there, which NUTS's diagonal mass matrix
+    could not learn. ``precondition="none"``: mu = 0, sigma = 1. U(eps) is Pyro's potential energy of the file with z enumerated
     (:meth:`pyro_moe.joint.LogJoint.potential`: -log p(y, T(u) | h) - log |det dT/du|, the
     constant log |det d u / d eps| left out), its gradient by autograd."""
 
@@ -642,6 +647,32 @@ class _Generic:
         if how != "none" and "w" in self.names and self.loc["w"].shape == fit.mean.shape:
             self.loc["w"] = fit.mean.to(**dt)
             self.tril = cholesky(fit.cov.to(**dt))
+        self.rest: list[str] = []
+        self.rest_tril = None
+        rest = [n for n in self.names if n not in q] if how != "none" else []
+        if rest:
+            self.rest_tril = self._laplace(rest)
+            self.rest = rest if self.rest_tril is not None else []
+
+    def _laplace(self, rest: list[str]) -> torch.Tensor | None:
+        """L with L L^T = H^{-1} for the block of the sites ``rest`` q does not cover
+        (class docstring), or None where H is not positive definite."""
+        zero = {n: torch.zeros_like(self.loc[n]) for n in self.names}
+        centre = {n: v.detach() for n, v in self.unconstrained(zero).items()}
+        sizes = [self.loc[n].numel() for n in rest]
+
+        def U(v: torch.Tensor) -> torch.Tensor:
+            u = dict(centre)
+            for n, part in zip(rest, torch.split(v, sizes), strict=True):
+                u[n] = part.reshape(self.loc[n].shape)
+            return self.joint.potential(u)
+
+        v0 = torch.cat([centre[n].reshape(-1) for n in rest])
+        H = torch.autograd.functional.hessian(U, v0)
+        L, info = torch.linalg.cholesky_ex(0.5 * (H + H.T))
+        if int(info) != 0:
+            return None
+        return cholesky(torch.cholesky_inverse(L))
 
     def unconstrained(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """u(eps), leading batch dims allowed."""
@@ -651,6 +682,14 @@ class _Generic:
                 u[n] = self.loc[n] + (self.tril @ eps[n].unsqueeze(-1)).squeeze(-1)
             else:
                 u[n] = self.loc[n] + self.scale[n] * eps[n]
+        if self.rest:  # the Laplace block, jointly
+            first = self.rest[0]
+            lead = eps[first].shape[: eps[first].dim() - self.loc[first].dim()]
+            e = torch.cat([eps[n].reshape(*lead, -1) for n in self.rest], -1)
+            v = (self.rest_tril @ e.unsqueeze(-1)).squeeze(-1)
+            sizes = [self.loc[n].numel() for n in self.rest]
+            for n, part in zip(self.rest, torch.split(v, sizes, -1), strict=True):
+                u[n] = self.loc[n] + part.reshape((*lead, *self.loc[n].shape))
         return u
 
     def theta(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -673,7 +712,9 @@ class _Generic:
         shapes = [self.loc[n].shape for n in self.names]
         parts = torch.split(flat, [math.prod(s) for s in shapes], -1)
         lead = flat.shape[:-1]
-        return {n: p.reshape(*lead, *s) for n, p, s in zip(self.names, parts, shapes, strict=True)}
+        return {
+            n: p.reshape((*lead, *s)) for n, p, s in zip(self.names, parts, shapes, strict=True)
+        }
 
     def potential(self, flat: torch.Tensor) -> torch.Tensor:
         """U at the flat eps (class docstring)."""

@@ -65,8 +65,8 @@ Algorithm:
    u (``biject_to`` of its support: log of a Gamma or HalfCauchy scale, stick-breaking of a
    simplex), u = mu + sigma eps with mu, sigma the mean and sd of u over draws of the
    variational fit's q (the fit's own draws of an added site, ``site_draws``; w through
-   L_k as above), a site q does not cover (the gate's parameters) centred at its fitted
-   value with sigma = 1; U(eps) is Pyro's potential energy of the file with z enumerated
+   L_k as above), the sites q does not cover (a sampled gate's parameters) by a Laplace
+   approximation at their fitted values; U(eps) is Pyro's potential energy of the file with z enumerated
    (:meth:`pyro_moe.joint.LogJoint.potential`), its gradient by autograd. About 12 ms a
    gradient at N = 150 on a loaded core (a trace of the file per evaluation), so ~10x the
    built-in path's cost per leapfrog step; benchmarks/results/nuts.md has the times. For the priors of

@@ -11,9 +11,8 @@ the Student-t and Bernoulli files is the file's own likelihood by hand (1e-8).
 The slow tests share one fit per kind and engine (``fitted``); sizes are kept small
 (N = 150, 2 chains x 250 draws after 150 warm-up; the horseshoe 2 x 500 after 300).
 Measured on the shared 2-core machine (load average 7-14), summed over three runs: the slow
-tests about 40 min,
-of which the sampled linear gate 1051 s, the horseshoe 556 s, Bernoulli 267 s, ARD 232 s;
-the fast ones 20 s. The generic path traces the file once per gradient (~12 ms here).
+tests about 40 min, of which the sampled linear gate 1051 s, the horseshoe 556 s, Bernoulli
+267 s, ARD 232 s; the fast ones 20 s. The generic path traces the file once per gradient (~12 ms here).
 """
 
 from __future__ import annotations

@@ -12,7 +12,15 @@ rank-normalised R-hat and the smallest bulk ESS over the expert weights (arviz),
 divergences; for CAVI and SVI the largest |mean - NUTS mean| / NUTS sd and the range of
 sd(VI) / sd(NUTS) over the weights, and PSIS k-hat. Writes benchmarks/results/nuts.{json,md}.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nuts.py [--repeat 2]
+``--only kinds`` (issue 26): one row per kind of edited model file
+(``tests/model_files/*.py``: an edited mean, ARD, a horseshoe, Student-t, Bernoulli experts,
+a linear gate -- fixed and sampled --, a gate prior) on two linear regimes (N = 150): what
+CAVI and SVI do with the file, NUTS's seconds (2 chains x 300 draws after 150 warm-up, at
+each variational fit's hyperparameters), its largest split R-hat over every sampled site,
+divergences, and each fitting engine's largest |mean - NUTS mean| / NUTS sd. Writes
+benchmarks/results/nuts_kinds.json; nuts.md is rebuilt from both JSON files.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nuts.py [--repeat 2] [--only circles|kinds]
 """
 
 from __future__ import annotations
@@ -35,6 +43,20 @@ from pyro_moe.shapes import circle_image, emprior_dir, load_emprior_points
 
 OUT = Path(__file__).resolve().parent / "results"
 NUTS = dict(method="nuts", chains=4, max_iter=1000)
+FILES = Path(__file__).resolve().parent.parent / "tests" / "model_files"
+KIND_NUTS = dict(method="nuts", chains=2, warmup=150, max_iter=300, n_init=1, seed=0)
+KIND_SVI = dict(method="svi", n_init=1, seed=0, max_iter=1500)
+#: (row label, model file, NUTS's extra options)
+KINDS = [
+    ("edited mean (w^T x)^3", "mean_cubed", {}),
+    ("ARD Gamma precision per expert and feature", "ard", {}),
+    ("horseshoe (tau, local scales)", "horseshoe", {}),
+    ("Student-t likelihood", "student_t", {}),
+    ("Bernoulli experts", "bernoulli", {}),
+    ("linear gate (gate fixed)", "linear_gate", {}),
+    ("linear gate (gate sampled)", "linear_gate", {"gate": "sampled"}),
+    ("gate prior (gate fixed)", "gate_prior", {}),
+]
 
 
 def data_sets():
@@ -91,11 +113,106 @@ def diagnosis() -> dict:
     return out
 
 
+def kind_data(kind: str, n: int = 150):
+    """Two linear regimes in x (X = [x, 1]) split at x = 0; y > 0 for the Bernoulli file."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, n)
+    y = np.where(x < 0, 1 + 2 * x, -1 + 0.5 * x) + 0.1 * rng.normal(size=n)
+    return np.c_[x, np.ones(n)], (y > 0).astype(float) if kind == "bernoulli" else y
+
+
+def kinds() -> dict:
+    """One row per kind of edited model file (module docstring)."""
+    rows = []
+    for label, kind, extra in KINDS:
+        X, y = kind_data(kind)
+        path = str(FILES / f"{kind}.py")
+        row = {"kind": label, "file": f"tests/model_files/{kind}.py", "points": len(y)}
+        fits = {}
+        for method, options in (("cavi", {"n_init": 1, "seed": 0}), ("svi", KIND_SVI)):
+            t0 = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+                    fits[method] = pyro_moe.fit(path, X, y, experts=2, **{"method": method,
+                                                **options})  # fmt: skip
+                how = fits[method].restarts[0].get("optimizer", method)
+                row[method] = {"fits": True, "seconds": time.perf_counter() - t0, "how": how}
+            except pyro_moe.NonConjugateError as e:
+                site = str(e).split("site '")[1].split("'")[0] if "site '" in str(e) else "?"
+                row[method] = {"fits": False, "refused_site": site}
+        for method, vi in fits.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+                nuts = pyro_moe.fit(path, X, y, experts=2, hyper_from=vi, **KIND_NUTS, **extra)
+            info = nuts.draws.info
+            w = nuts.draws.w.reshape(-1, *nuts.draws.w.shape[2:])
+            gap = float(((vi.mean - w.mean(0)).abs() / w.std(0)).max())
+            row[method].update(
+                nuts_seconds=time.perf_counter() - t0,
+                nuts_cpu_seconds=time.process_time() - c0,
+                sites=info["sites"],
+                target=info["target"],
+                gate=info["gate"],
+                rhat_max=info["split_rhat_max"],
+                divergences=int(nuts.draws.diverging.sum()),
+                mean_leapfrog_steps=float(nuts.draws.n_steps.double().mean()),
+                max_mean_gap_in_nuts_sd=gap,
+            )
+        row["load_average"] = os.getloadavg()[0]
+        rows.append(row)
+        print(json.dumps(row, indent=1), flush=True)
+    return {"machine": machine(), "nuts_options": KIND_NUTS, "svi_options": KIND_SVI,
+            "rows": rows}  # fmt: skip
+
+
+def kinds_markdown(result: dict) -> list[str]:
+    lines = [
+        "",
+        "## NUTS on edited model files (issue 26; `--only kinds`)",
+        "",
+        f"Machine: {result['machine']}. Two linear regimes, N = 150, K = 2; NUTS "
+        f"{result['nuts_options']['chains']} chains x {result['nuts_options']['max_iter']} "
+        f"draws after {result['nuts_options']['warmup']} warm-up at each variational fit's "
+        f"hyperparameters (`hyper_from`); SVI {result['svi_options']['max_iter']} steps. "
+        "Gap: the largest |VI mean - NUTS mean| / NUTS sd over the weights. The machine was "
+        "shared (load average in brackets): compare seconds within the table only.",
+        "",
+        "| kind | CAVI | SVI | NUTS target | sites sampled | NUTS s (at CAVI's / SVI's h) "
+        "| max split R-hat | divergences | CAVI gap (sd) | SVI gap (sd) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def engine(e):
+        return e.get("how", "fits") if e["fits"] else f"refuses '{e['refused_site']}'"
+
+    for r in result["rows"]:
+        ran = [r[m] for m in ("cavi", "svi") if r[m]["fits"]]
+        secs = " / ".join(f"{e['nuts_seconds']:.0f}" for e in ran)
+        gaps = {m: (f"{r[m]['max_mean_gap_in_nuts_sd']:.2f}" if r[m]["fits"] else "—")
+                for m in ("cavi", "svi")}  # fmt: skip
+        lines.append(
+            f"| {r['kind']} | {engine(r['cavi'])} | {engine(r['svi'])} | {ran[0]['target']} | "
+            f"{', '.join(ran[0]['sites'])} | {secs} [{r['load_average']:.1f}] | "
+            f"{max(e['rhat_max'] for e in ran):.4f} | {sum(e['divergences'] for e in ran)} | "
+            f"{gaps['cavi']} | {gaps['svi']} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2, help="NUTS runs per data set")
+    parser.add_argument("--only", choices=("all", "circles", "kinds"), default="all")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    OUT.mkdir(exist_ok=True)
+    if args.only in ("all", "kinds"):
+        (OUT / "nuts_kinds.json").write_text(json.dumps(kinds(), indent=2) + "\n")
+    if args.only == "kinds":
+        write_markdown(json.loads((OUT / "nuts.json").read_text()))
+        return
     rows = []
     for name, source, K, extra in data_sets():
         cavi, t_cavi, _ = fit(source, K, extra)
@@ -147,7 +264,6 @@ def main() -> None:
         print(json.dumps(row, indent=1), flush=True)
     diag = diagnosis()
     print(json.dumps(diag, indent=1), flush=True)
-    OUT.mkdir(exist_ok=True)
     result = {
         "machine": machine(),
         "nuts_options": NUTS,
@@ -156,12 +272,19 @@ def main() -> None:
         "diagnosis": diag,
     }
     (OUT / "nuts.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result)
+
+
+def write_markdown(result: dict) -> None:
+    """nuts.md from nuts.json's rows (``result``) and nuts_kinds.json where present."""
+    NUTS = result["nuts_options"]
+    rows, diag, repeat = result["rows"], result["diagnosis"], result["repeat"]
     lines = [
         "# NUTS beside CAVI and SVI (benchmarks/nuts.py)",
         "",
         f"Machine: {machine()}. NUTS: {NUTS['chains']} chains x {NUTS['max_iter']} draws after "
         f"{rows[0]['warmup'] if rows else '?'} warm-up iterations, one core, hyperparameters "
-        f"fixed at CAVI's; {args.repeat} runs each (wall and CPU seconds, min-max; the load "
+        f"fixed at CAVI's; {repeat} runs each (wall and CPU seconds, min-max; the load "
         "average of the shared machine after the runs in brackets).",
         "",
         "| data | K | N | NUTS wall (s) | NUTS CPU (s) | max R-hat | min bulk ESS | divergences | "
@@ -198,6 +321,8 @@ def main() -> None:
         f"CAVI fit up to {f['own_cavi_max_mean_gap_in_nuts_sd']:.0f} NUTS sd away and the "
         f"user's CAVI means up to {f['max_mean_gap_in_nuts_sd']:.2f} NUTS sd.",
     ]
+    if (OUT / "nuts_kinds.json").is_file():
+        lines += kinds_markdown(json.loads((OUT / "nuts_kinds.json").read_text()))
     (OUT / "nuts.md").write_text("\n".join(lines) + "\n")
 
 

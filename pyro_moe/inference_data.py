@@ -153,10 +153,14 @@ def _mcmc(result: Any) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.
     else:
         beta = _np(d.beta).astype(float)
         out["beta"] = beta
+    # the other sites NUTS sampled (an ARD precision, tau, a sampled gate), chain after chain
+    added = {n: _np(v).astype(float) for n, v in (result.posterior.site_draws or {}).items()}
+    out.update({n: v.reshape(C, S, *v.shape[1:]) for n, v in added.items()})
     theta = {
         "w": w.reshape(C * S, *w.shape[2:]),
         "pi": None if pi is None else pi.reshape(C * S, -1),
         "noise_precision": beta.reshape(C * S, *beta.shape[2:]),
+        **added,
     }
     log_lik = _log_lik(result, theta)
     stats = {
@@ -258,9 +262,11 @@ def to_inference_data(
     if sample_stats is not None:
         source = first.draws.info.get("hyper_method", "CAVI")
         attrs["hyper_method"] = str(source)
+        gate = first.draws.info.get("gate", "fixed")
+        held = "hyperparameters" if gate == "sampled" else "hyperparameters and gate"
         attrs["approximation"] = (
-            "exact posterior at fixed hyperparameters (NUTS draws; hyperparameters "
-            f"and gate fixed at the {source} fit's values)"
+            f"exact posterior at fixed hyperparameters (NUTS draws; {held} fixed at the "
+            f"{source} fit's values" + ("; the gate sampled)" if gate == "sampled" else ")")
         )
     if derived is not None:
         params, extra = derived(stacked["w"])

@@ -42,12 +42,14 @@ from pyro.poutine.util import site_is_subsample
 
 from .config import Config, log_gate
 from .errors import InputError, ModelFileError
+from .gate_sites import sampled_gate_model
 from .likelihood import (
     CONSTANTS,
     FAST_LATENTS,
     closed_form_observation,
     component_log_densities,
     noise_log_density,
+    pointwise_component_log_likelihood,
     pointwise_log_likelihood,
 )
 from .model_file import Model
@@ -181,7 +183,18 @@ class LogJoint:
 
     def component_logits(self, theta: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """log g_ic + log p(y_i | z_i = c, theta), (S, N, C), for draws theta with a
-        leading dim S: the terms whose log-sum-exp over c is log p(y_i | theta)."""
+        leading dim S: the terms whose log-sum-exp over c is log p(y_i | theta). In closed
+        form for the built-in likelihood (:attr:`fast`), else from the model file's own
+        trace, draw by draw (:func:`pyro_moe.likelihood.pointwise_component_log_likelihood`)."""
+        if not self.fast:
+            S = next(iter(theta.values())).shape[0]
+            rows = [
+                pointwise_component_log_likelihood(
+                    self.model, self.X, self.y, self.config, {n: theta[n][s] for n in self.sites}
+                ).T
+                for s in range(S)
+            ]
+            return torch.stack(rows)
         w, beta, log_g = self._parts(theta)
         return log_g + component_log_densities(
             self.X, self.y, w, beta, self.config.maps, self.log_u
@@ -255,6 +268,12 @@ class LogJoint:
 def file_joint(result: FitResult) -> LogJoint:
     """The log joint of ``result``'s own model file at its hyperparameters: its ``fast``
     says whether the file's likelihood is the closed form's Gaussian, and its
-    ``log_likelihood`` reads the file otherwise."""
+    ``log_likelihood`` reads the file otherwise. For a NUTS result that sampled the gate
+    (``result.draws.info["gate"] == "sampled"``) the gate's parameters are latent sites of
+    it (:func:`pyro_moe.gate_sites.sampled_gate_model`), so the pointwise log-likelihood reads each draw's gate."""
     model = result.model
-    return LogJoint(model, result.X, result.y, fixed_config(model, result))
+    config = fixed_config(model, result)
+    draws = getattr(result, "draws", None)
+    if draws is not None and draws.info.get("gate") == "sampled":
+        model, _ = sampled_gate_model(model, result.X, result.y, config)
+    return LogJoint(model, result.X, result.y, config)

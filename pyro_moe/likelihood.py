@@ -46,6 +46,7 @@ __all__ = [
     "expert_predictive",
     "likelihood_mismatch",
     "noise_log_density",
+    "pointwise_component_log_likelihood",
     "pointwise_log_likelihood",
     "predictive_components",
     "residual_map",
@@ -299,14 +300,15 @@ def predictive_components(
     return log_g.expand(-1, N) if log_g.dim() == 2 else log_g.reshape(-1, N), sites["y"]["fn"]
 
 
-def pointwise_log_likelihood(
+def pointwise_component_log_likelihood(
     model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, latents: Mapping
 ) -> torch.Tensor:
-    """log p(y_i | latents) (N,) of the model file itself, z summed out: one trace of the
-    file with ``latents`` conditioned and z enumerated (``poutine.enum``), the observed
-    sites of the data plate (``y``, ``y_noise``, a Bernoulli or Student-t ``y`` alike)
-    summed with log p(z_i = c), then log-sum-exp over c. ``y`` may be new targets at new
-    rows ``X`` (a held-out score)."""
+    """log p(z_i = c | latents) + log p(y_i | z_i = c, latents) (C, N) of the model file
+    itself: one trace of the file with ``latents`` conditioned and z enumerated
+    (``poutine.enum``), the observed sites of the data plate (``y``, ``y_noise``, a
+    Bernoulli or Student-t ``y`` alike) summed with log p(z_i = c). Its log-sum-exp over c
+    is :func:`pointwise_log_likelihood`; its softmax over c the posterior probabilities of
+    the components at ``latents``."""
     total = torch.zeros((), dtype=X.dtype, device=X.device)
     pointwise = False
     for name, node in _pointwise_sites(_enumerated_trace(model, X, y, config, latents)).items():
@@ -319,5 +321,13 @@ def pointwise_log_likelihood(
             f"model file {model.name!r} has no observed site in plate {DATA_PLATE!r}: no "
             "pointwise log-likelihood"
         )
-    total = total.reshape(-1, X.shape[0]) if total.dim() > 1 else total.reshape(1, -1)
-    return torch.logsumexp(total, 0)
+    return total.reshape(-1, X.shape[0]) if total.dim() > 1 else total.reshape(1, -1)
+
+
+def pointwise_log_likelihood(
+    model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, latents: Mapping
+) -> torch.Tensor:
+    """log p(y_i | latents) (N,) of the model file itself, z summed out: the log-sum-exp
+    over the components c of :func:`pointwise_component_log_likelihood`. ``y`` may be new
+    targets at new rows ``X`` (a held-out score)."""
+    return torch.logsumexp(pointwise_component_log_likelihood(model, X, y, config, latents), 0)

@@ -376,6 +376,12 @@ NUTS: Mapping[str, Option] = MappingProxyType(
             "auto", one_of("auto", "sum", "enumerate"), "how z is summed out (auto: sum)"
         ),
         "precondition": Option("cavi", one_of("cavi", "none"), "affine map from CAVI's q"),
+        "gate": Option(
+            "fixed",
+            one_of("fixed", "sampled"),
+            "a gated file's gate: fixed at the variational fit's values, or sampled (its "
+            "parameters latent: the file's gate prior on the weights, else N(0, 2.5^2))",
+        ),
         "cavi_max_iter": Option(1000, integer(1), "max_iter of the CAVI fit"),
         "hyper_from": Option(
             None,

@@ -41,6 +41,7 @@ from .checks import as_array
 from .config import Config, log_gate
 from .errors import InputError, ModelFileError
 from .files import atomic_write, check_source
+from .gate_sites import GATE_SITES, sampled_gate_model
 from .likelihood import (
     FAST_LATENTS,
     closed_form_observation,
@@ -658,22 +659,29 @@ class FitResult:
         noise expert's g_i0 / (hi - lo)), g the drawn pi or the fitted gate
         (:func:`pyro_moe.likelihood.component_log_densities`); for any other likelihood the
         file itself through Pyro, one trace per draw with z enumerated
-        (:func:`pyro_moe.likelihood.pointwise_log_likelihood`)."""
+        (:func:`pyro_moe.likelihood.pointwise_log_likelihood`); for a NUTS fit that sampled
+        the gate, the file with each draw's gate (:func:`pyro_moe.gate_sites.sampled_gate_model`,
+        ``theta`` holding ``gate_weights`` and ``gate_biases``)."""
         X, y = self.X, self.y
-        if not self._closed_form_likelihood():
-            missing = [n for n in self._sites if theta.get(n) is None]
+        fast = self._closed_form_likelihood()
+        gate_sampled = self.draws is not None and self.draws.info.get("gate") == "sampled"
+        if gate_sampled or not fast:
+            model, sites = self.model, list(self._sites)
+            cfg = fixed_config(model, self)
+            if gate_sampled:  # each draw's own gate: its parameters are latent sites
+                model, _ = sampled_gate_model(model, X, y, cfg)
+                sites += [n for n in GATE_SITES if n not in sites]
+            missing = [n for n in sites if theta.get(n) is None]
             if missing:
                 raise InputError(
                     f"the fit has no draws of the model file's latent site(s) {missing}, so "
                     "its pointwise log-likelihood cannot be evaluated"
                 )
-            model = self.model
-            cfg = fixed_config(model, self)
-            S = theta[self._sites[0]].shape[0]
+            S = theta[sites[0]].shape[0]
             return torch.stack(
                 [
                     pointwise_log_likelihood(
-                        model, X, y, cfg, {n: theta[n][s].to(X) for n in self._sites}
+                        model, X, y, cfg, {n: theta[n][s].to(X) for n in sites}
                     )
                     for s in range(S)
                 ]

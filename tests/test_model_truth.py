@@ -244,18 +244,19 @@ def ard_fit(tmp_path_factory):
                             max_iter=100)  # fmt: skip
 
 
-@pytest.mark.parametrize("kind, site", [("ard", "alpha"), ("horseshoe", "tau")])
-def test_nuts_refuses_an_added_site_by_name_before_any_fit(tmp_path, monkeypatch, kind, site):
-    """Was: a raw KeyError after a long SVI fit. Now a ModelFileError naming the site,
-    before the variational fit that would fix the hyperparameters."""
-    from conftest import added_site_model
+def test_nuts_samples_an_added_site(ard_fit):
+    """Was: a raw KeyError after a long SVI fit, then a refusal by name. Now NUTS samples
+    the added site (short chains here; tests/test_nuts_any_file.py checks convergence)."""
+    import warnings
 
-    from pyro_moe.engines.nuts import NUTS
-
-    monkeypatch.setattr(NUTS, "_cavi", lambda self: pytest.fail("fitted before refusing"))
     X, y = two_lines()
-    with pytest.raises(pyro_moe.ModelFileError, match=rf"\['{site}'\].*method='svi'"):
-        pyro_moe.fit(added_site_model(tmp_path, kind), X, y, experts=2, method="nuts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        nuts = pyro_moe.fit(ard_fit.model.path, X, y, experts=2, method="nuts",
+                            hyper_from=ard_fit, chains=2, warmup=20, max_iter=10)  # fmt: skip
+    assert nuts.draws.info["sites"] == ["alpha", "w"]
+    assert nuts.posterior.site_draws["alpha"].shape == (20, 2, 2)
+    assert bool((nuts.posterior.site_draws["alpha"] > 0).all())
 
 
 def test_khat_refuses_an_added_site_by_name(ard_fit):

@@ -1,14 +1,21 @@
 """The exact posterior by NUTS (Pyro's :class:`pyro.infer.MCMC`) on the same model file.
 
-``fit(..., method="nuts")`` samples the continuous latents theta = (W, [pi], [beta]) of the
-model file from p(theta | y, h), the posterior at fixed hyperparameters h, with the
-assignments z summed out (:class:`pyro_moe.joint.LogJoint`). It is the reference the
-variational engines are graded against (README, "The exact posterior").
+``fit(..., method="nuts")`` samples every continuous latent site theta the model file
+declares -- W, [pi], [beta], and any site an edited file adds (an ARD precision alpha per
+expert and feature, a horseshoe's global tau and local scales) -- from p(theta | y, h), the
+posterior at fixed hyperparameters h, under the file's own likelihood (Gaussian, Student-t,
+Bernoulli, an edited mean: any family Pyro has), with the assignments z summed out
+(:class:`pyro_moe.joint.LogJoint`). It is the reference the variational engines are graded
+against (README, "The exact posterior"). ``draws.info["sites"]`` lists the sites sampled;
+the draws of those beyond W, pi, beta are in ``result.posterior.site_draws`` (chain after
+chain) and in :func:`pyro_moe.diagnostics.to_inference_data`'s posterior group, relabelled
+with the experts when they lie in the ``experts`` plate.
 
 Algorithm:
 
 1. **CAVI first** (or the fit given as ``hyper_from``, a variational fit of the same X, y
-   and K; or, for a model file CAVI refuses -- a Laplace or Student-t prior on w -- an SVI
+   and K; or, for a model file CAVI refuses -- a Laplace or Student-t prior on w, an added
+   site, a likelihood other than the closed form's Gaussian -- an SVI
    fit of the file with the same ``n_init``, ``init``, ``seed``, ``responsibilities`` and
    ``search``: natural-gradient SVI with CVI's linearised prior step, whose q then
    preconditions NUTS; ``draws.info["hyper"]`` names the fit). A CAVI fit chooses the hyperparameters h: w0, A, beta (unless beta is
@@ -25,8 +32,18 @@ Algorithm:
    says so): a ``pyro.param`` left in the model would be silently frozen at its initial
    value by NUTS (beta at 1 / Var(y), the experts merging), so the model is traced with
    every hyperparameter a constant, and a model file that still registers a
-   ``pyro.param`` is refused. The gate of a gated model is therefore a point estimate:
-   the posterior is that of the experts given CAVI's gate.
+   ``pyro.param`` is refused. **The gate** of a gated model is by default a point estimate
+   too (``gate="fixed"``, ``draws.info["gate"] == "fixed"``): the posterior is that of the
+   experts given the variational fit's gate. ``gate="sampled"`` makes the gate's
+   parameters latent sites ``gate_weights`` and ``gate_biases``
+   (:func:`pyro_moe.gate_sites.sampled_gate_model`): the weights under the file's own gate
+   prior where it has one (its ``gate_prior`` site, e.g. N(0, s^2) of the built-in files
+   with the noise expert), the biases -- which such a prior leaves flat, improper -- and
+   the weights of a file without a gate prior under N(0, 2.5^2) each (weakly informative
+   for a logistic regression on inputs of unit scale, Gelman et al. 2008; the gate sees
+   x / rms(x)); ``draws.info["gate_prior"]`` says which. The noise expert's share rho
+   stays fixed. A neural gate's posterior has the hidden units' symmetries (relabelling
+   them changes nothing), which short chains do not mix over; a linear gate's has none.
 2. **z summed out**: by log-sum-exp over the components (``marginalize="sum"``, the
    model file's priors from its trace; checked against Pyro's enumeration at the start
    point of every fit) or by Pyro's parallel enumeration of the model file
@@ -39,7 +56,20 @@ Algorithm:
    prior sd of 1–10, so without it the trajectories are thousands of leapfrog steps long
    (issue 18 measured 3.9 s against 0.09 s per iteration on three circles, N = 1000);
    NUTS's diagonal mass matrix then adapts to what is left. ``"none"`` samples those
-   unconstrained coordinates themselves (mu = 0, sigma = 1, L = I). For the priors of
+   unconstrained coordinates themselves (mu = 0, sigma = 1, L = I).
+   **The built-in path** (``draws.info["target"] == "built-in"``) is the fast case: latent
+   sites among w, pi, beta, the map above, and -- for the priors of :mod:`pyro_moe.parts`
+   and the closed form's Gaussian likelihood -- a closed-form gradient (below).
+   **The generic path** (``"generic"``, :class:`_Generic`), for a file that declares any
+   other latent site or samples its gate: every site in Pyro's unconstrained coordinates
+   u (``biject_to`` of its support: log of a Gamma or HalfCauchy scale, stick-breaking of a
+   simplex), u = mu + sigma eps with mu, sigma the mean and sd of u over draws of the
+   variational fit's q (the fit's own draws of an added site, ``site_draws``; w through
+   L_k as above), the sites q does not cover (a sampled gate's parameters) by a Laplace
+   approximation at their fitted values; U(eps) is Pyro's potential energy of the file with z enumerated
+   (:meth:`pyro_moe.joint.LogJoint.potential`), its gradient by autograd. About 12 ms a
+   gradient at N = 150 on a loaded core (a trace of the file per evaluation), so ~10x the
+   built-in path's cost per leapfrog step; benchmarks/results/nuts.md has the times. For the priors of
    :mod:`pyro_moe.parts` the potential energy and its gradient are evaluated in closed
    form (:class:`_Target`; no autograd graph, about 40 tensor operations per leapfrog
    step), checked against :class:`~pyro_moe.joint.LogJoint` with autograd at the start
@@ -52,7 +82,8 @@ Algorithm:
    kept.
 5. **Labels**: each draw's experts are relabelled to match CAVI's
    (:func:`pyro_moe.result.expert_alignment`, Hungarian on the weights; pi moves with
-   them, the noise expert stays last); ``draws.relabelled`` counts the draws that moved.
+   them, the noise expert stays last, an added site of the ``experts`` plate and a sampled
+   gate's output layer too); ``draws.relabelled`` counts the draws that moved.
 
 The result is a :class:`~pyro_moe.result.FitResult` like every engine's, with
 ``result.draws`` (:class:`~pyro_moe.result.Draws`: the draws, divergences, tree depths,
@@ -61,8 +92,12 @@ covariance, alpha the Dirichlet and (a, b) the Gamma with the draws' means and v
 r_ik the posterior mean of p(z_i = k | y_i, theta); its ``hyper`` is CAVI's. Its
 objective history is log p(y, theta_s | h) at each draw (chain after chain), not an
 ELBO: do not rank NUTS results against variational objectives. ``converged`` is split
-R-hat < 1.01 for every weight (:func:`pyro.ops.stats.split_gelman_rubin`) with no
-divergent transition; otherwise a :class:`~pyro_moe.errors.ConvergenceWarning` says which.
+R-hat < 1.01 for every coordinate of every sampled site
+(:func:`pyro.ops.stats.split_gelman_rubin`, constrained values; per site in
+``draws.info["split_rhat"]``) with no divergent transition; otherwise a
+:class:`~pyro_moe.errors.ConvergenceWarning` says which. PSIS-LOO and its Pareto k-hats
+of a NUTS result (:func:`pyro_moe.diagnostics.loo`) use the file's own pointwise
+likelihood at each draw, all sampled sites included.
 """
 
 from __future__ import annotations
@@ -79,13 +114,13 @@ import torch
 from pyro.infer import MCMC
 from pyro.infer import NUTS as PyroNUTS
 from pyro.ops.stats import split_gelman_rubin
-from pyro.poutine.util import site_is_subsample
 
 from ..errors import ConvergenceWarning, InputError, ModelFileError, NonConjugateError
+from ..gate_sites import GATE_SITES, gate_flat, gate_values, sampled_gate_model
 from ..joint import FAST_LATENTS, LogJoint, cholesky, fixed_config, q_draws
-from ..likelihood import expected_log_densities, residual_map, trace_model
+from ..likelihood import expected_log_densities, residual_map
 from ..parameters import ENGINE_OPTIONS
-from ..result import Draws, FitResult, History, Posterior, expert_alignment
+from ..result import Draws, FitResult, History, Posterior, expert_alignment, expert_axes
 from .base import Engine, Progress, find_stack_level
 from .cavi import CAVI
 from .svi import SVI
@@ -116,12 +151,23 @@ class NUTS(Engine):
         """The variational fit that fixes the hyperparameters, the chains, the result."""
         opts = self.options
         start = time.perf_counter()
-        self._check_sites()
+        if opts.gate == "sampled" and self.config.gate is None:
+            raise InputError(
+                f"gate='sampled': model file {self.model.name!r} has no gate (a mixture of "
+                "models); its mixing weights pi are sampled as a latent site already"
+            )
         cavi = self._cavi()
         source = "given" if opts.hyper_from is not None else cavi.method.upper()
         config = fixed_config(self.model, cavi)
-        joint = LogJoint(self.model, self.X, self.y, config, marginalize=opts.marginalize)
-        pre = _Target(joint, cavi, opts.precondition, opts.seed)
+        model, gate_prior = self.model, None
+        if opts.gate == "sampled":
+            model, gate_prior = sampled_gate_model(self.model, self.X, self.y, config)
+        joint = LogJoint(model, self.X, self.y, config, marginalize=opts.marginalize)
+        generic = not set(joint.sites) <= set(FAST_LATENTS)
+        if generic:
+            pre = _Generic(joint, cavi, opts.precondition)
+        else:
+            pre = _Target(joint, cavi, opts.precondition, opts.seed)
         if joint.marginalize == "sum":
             _check(self.model, self.X, self.y, config, joint, pre)
         show = opts.progress if opts.progress is not None else self.show_progress()
@@ -131,15 +177,21 @@ class NUTS(Engine):
         eps = {n: torch.stack([c[0][n] for c in chains]) for n in pre.names}
         theta = pre.theta(eps)  # (chains, draws, ...) constrained
         relabelled = 0
+        added = [n for n in joint.sites if n not in FAST_LATENTS]
         if cavi.experts > 1:
-            theta, relabelled = _align(theta, cavi.mean, cavi.experts)
+            axes = expert_axes(copy.copy(cavi).attach_model(self.model)) if added else {}
+            gate = config.gate if opts.gate == "sampled" else None
+            theta, relabelled = _align(theta, cavi.mean, cavi.experts, axes, gate)
         C, D = opts.chains, opts.max_iter
         flat = {n: v.reshape(C * D, *v.shape[2:]) for n, v in theta.items()}
         log_joint = _blocks(lambda t: joint.log_prob(t), flat, self.X.shape[0], cavi)
         stats = {k: torch.stack([c[1][k] for c in chains]) for k in chains[0][1]}
         w = theta["w"]
-        rhat = split_gelman_rubin(w.detach()) if C > 1 else torch.full(w.shape[2:], math.nan)
-        worst = float(rhat.max()) if C > 1 else math.nan
+        rhats = {
+            n: float(split_gelman_rubin(v.detach()).max()) if C > 1 else math.nan
+            for n, v in theta.items()
+        }  # every sampled site's, constrained
+        worst = max(rhats.values()) if C > 1 else math.nan
         divergent = int(stats["diverging"].sum())
         converged = C > 1 and worst < 1.01 and divergent == 0
         if not converged:
@@ -147,7 +199,8 @@ class NUTS(Engine):
             if C == 1:
                 why.append("one chain (R-hat needs two or more)")
             elif not worst < 1.01:
-                why.append(f"split R-hat of the weights up to {worst:.3g} (>= 1.01)")
+                site = max(rhats, key=rhats.get)
+                why.append(f"split R-hat up to {worst:.3g} (>= 1.01; site {site!r})")
             if divergent:
                 why.append(f"{divergent} divergent transitions")
             warnings.warn(
@@ -167,7 +220,16 @@ class NUTS(Engine):
             log_joint=log_joint.reshape(C, D),
             relabelled=relabelled,
             info={
-                "hyper": f"fixed at the {source} fit's values (point estimates, gate included)",
+                "hyper": f"fixed at the {source} fit's values (point estimates, "
+                + ("the gate sampled)" if gate_prior else "gate included)"),
+                "gate": (
+                    "sampled"
+                    if gate_prior
+                    else ("fixed" if config.gate is not None else "none (pi is sampled)")
+                ),
+                **({"gate_prior": gate_prior} if gate_prior else {}),
+                "sites": list(joint.sites),
+                "target": "generic" if generic else "built-in",
                 "marginalize": joint.marginalize,
                 "precondition": opts.precondition,
                 "gradient": "closed form" if pre.closed else "autograd",
@@ -175,6 +237,7 @@ class NUTS(Engine):
                 "warmup": opts.warmup,
                 "draws": D,
                 "split_rhat_max": worst,
+                "split_rhat": rhats,
                 "hyper_method": source,  # the fit that fixed h: CAVI, SVI or given
                 "hyper_objective": cavi.objective,
                 "hyper_seconds": cavi.wall_time,
@@ -204,30 +267,12 @@ class NUTS(Engine):
             }
             for c in range(C)
         ]
-        return self.result(
-            _moments(joint, flat, cavi), hyper, history, (), restarts, config.gate, draws=draws
-        )
+        posterior = _moments(joint, flat, cavi)
+        if added:  # the draws of every other site, (chains x draws, ...), chain after chain
+            posterior = replace(posterior, site_draws={n: flat[n].detach() for n in added})
+        return self.result(posterior, hyper, history, (), restarts, config.gate, draws=draws)
 
     # ---- parts ------------------------------------------------------------------------
-    def _check_sites(self) -> None:
-        """Refuse, before any fit, a model file with a latent site NUTS does not sample (an
-        ARD precision alpha, a horseshoe's tau), by name: it would otherwise be dropped
-        after a long variational fit (issue 26)."""
-        trace = trace_model(self.model, self.X, self.y, copy.deepcopy(self.config))
-        added = [
-            n
-            for n, s in trace.nodes.items()
-            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
-            and n not in ("z", *FAST_LATENTS)
-        ]  # fmt: skip
-        if added:
-            raise ModelFileError(
-                f"NUTS samples the latent sites {list(FAST_LATENTS)} of a model file (z summed "
-                f"out); model file {self.model.name!r} adds the latent site(s) {added}, which it "
-                "does not sample yet. Fit this file with method='svi' (its draws of "
-                f"{added} are in result.posterior.site_draws)"
-            )
-
     def _cavi(self) -> FitResult:
         """The fit that fixes the hyperparameters and preconditions NUTS: ``hyper_from``
         when given, else CAVI's, else (a non-conjugate model file) SVI's (module docstring,
@@ -282,7 +327,7 @@ class NUTS(Engine):
         )
         return SVI(self.model, self.X, self.y, self.config, svi_opts, search=self.search).fit()
 
-    def _chain(self, joint: LogJoint, pre: _Target, c: int, show: bool):
+    def _chain(self, joint: LogJoint, pre: _Target | _Generic, c: int, show: bool):
         """One chain: its draws of eps (draws, ...) and its sampler statistics."""
         opts = self.options
         calls = [0]
@@ -465,7 +510,9 @@ class _Target:
         shapes = [self.loc[n].shape for n in self.names]
         parts = torch.split(flat, [math.prod(s) for s in shapes], -1)
         lead = flat.shape[:-1]
-        return {n: p.reshape(*lead, *s) for n, p, s in zip(self.names, parts, shapes, strict=True)}
+        return {
+            n: p.reshape((*lead, *s)) for n, p, s in zip(self.names, parts, shapes, strict=True)
+        }
 
     def potential(self, flat: torch.Tensor) -> torch.Tensor:
         """U at the flat eps, for Pyro's NUTS; its gradient the closed form's where there
@@ -544,6 +591,127 @@ class _Target:
         return -log_p + self._offset, grads
 
 
+class _Generic:
+    """NUTS's coordinates on any model file (module docstring, step 3, the generic path):
+    every latent site the file declares, each in Pyro's unconstrained coordinates u
+    (``biject_to`` of its support: log for a positive site, stick-breaking for a simplex),
+    u = mu + sigma eps with mu, sigma the mean and sd of u over 1000 draws of the
+    variational fit's q (w: u_k = m_k + L_k eps_k, L_k L_k^T = B_k). The sites q does not
+    cover (the gate's parameters of ``gate="sampled"``) form one block v, preconditioned by
+    a Laplace approximation at the fitted values v0 (the other sites at q's centre):
+    v = v0 + L eps with L L^T = H^{-1}, H the Hessian of U in v there (autograd); sigma = 1
+    where H is not positive definite. A softmax gate's logits are defined up to a common
+    shift, so its rows are correlated: a full L there, which NUTS's diagonal mass matrix
+    could not learn. ``precondition="none"``: mu = 0, sigma = 1. U(eps) is Pyro's potential energy of the file with z enumerated
+    (:meth:`pyro_moe.joint.LogJoint.potential`: -log p(y, T(u) | h) - log |det dT/du|, the
+    constant log |det d u / d eps| left out), its gradient by autograd."""
+
+    closed = False
+
+    def __init__(self, joint: LogJoint, fit: FitResult, how: str):
+        self.joint = joint
+        X = joint.X
+        dt = dict(dtype=X.dtype, device=X.device)
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        drawn = fit.posterior.site_draws or {}
+        known = [n for n in joint.sites if n in FAST_LATENTS or n in drawn]
+        q = q_draws(fit, known, 1000, gen)
+        gate = joint.config.gate
+        fitted = {} if gate is None else {n: v.to(**dt) for n, v in gate_flat(gate).items()}
+        self.names = list(joint.sites)
+        self.loc: dict[str, torch.Tensor] = {}
+        self.scale: dict[str, torch.Tensor] = {}
+        self.tril = None
+        for n in self.names:
+            t = joint.transforms[n]
+            if n in q:
+                u = t.inv(q[n].to(**dt))
+                loc, sd = u.mean(0), u.std(0)
+                sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+            else:
+                value = fitted[n] if n in fitted else torch.zeros(joint.shapes[n], **dt)
+                loc = t.inv(value) if n in fitted else value
+                sd = torch.ones_like(loc)
+            if how == "none":
+                loc, sd = torch.zeros_like(loc), torch.ones_like(loc)
+            self.loc[n], self.scale[n] = loc, sd
+        if how != "none" and "w" in self.names and self.loc["w"].shape == fit.mean.shape:
+            self.loc["w"] = fit.mean.to(**dt)
+            self.tril = cholesky(fit.cov.to(**dt))
+        self.rest: list[str] = []
+        self.rest_tril = None
+        rest = [n for n in self.names if n not in q] if how != "none" else []
+        if rest:
+            self.rest_tril = self._laplace(rest)
+            self.rest = rest if self.rest_tril is not None else []
+
+    def _laplace(self, rest: list[str]) -> torch.Tensor | None:
+        """L with L L^T = H^{-1} for the block of the sites ``rest`` q does not cover
+        (class docstring), or None where H is not positive definite."""
+        zero = {n: torch.zeros_like(self.loc[n]) for n in self.names}
+        centre = {n: v.detach() for n, v in self.unconstrained(zero).items()}
+        sizes = [self.loc[n].numel() for n in rest]
+
+        def U(v: torch.Tensor) -> torch.Tensor:
+            u = dict(centre)
+            for n, part in zip(rest, torch.split(v, sizes), strict=True):
+                u[n] = part.reshape(self.loc[n].shape)
+            return self.joint.potential(u)
+
+        v0 = torch.cat([centre[n].reshape(-1) for n in rest])
+        H = torch.autograd.functional.hessian(U, v0)
+        L, info = torch.linalg.cholesky_ex(0.5 * (H + H.T))
+        if int(info) != 0:
+            return None
+        return cholesky(torch.cholesky_inverse(L))
+
+    def unconstrained(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """u(eps), leading batch dims allowed."""
+        u = {}
+        for n in self.names:
+            if n == "w" and self.tril is not None:
+                u[n] = self.loc[n] + (self.tril @ eps[n].unsqueeze(-1)).squeeze(-1)
+            else:
+                u[n] = self.loc[n] + self.scale[n] * eps[n]
+        if self.rest:  # the Laplace block, jointly
+            first = self.rest[0]
+            lead = eps[first].shape[: eps[first].dim() - self.loc[first].dim()]
+            e = torch.cat([eps[n].reshape(*lead, -1) for n in self.rest], -1)
+            v = (self.rest_tril @ e.unsqueeze(-1)).squeeze(-1)
+            sizes = [self.loc[n].numel() for n in self.rest]
+            for n, part in zip(self.rest, torch.split(v, sizes, -1), strict=True):
+                u[n] = self.loc[n] + part.reshape((*lead, *self.loc[n].shape))
+        return u
+
+    def theta(self, eps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Constrained values from eps with leading batch dims (..., site shape)."""
+        u = self.unconstrained(eps)
+        return {n: self.joint.transforms[n](u[n]) for n in self.names}
+
+    def initial(self, seed: int) -> dict[str, torch.Tensor]:
+        """A chain's start: eps ~ N(0, I), a draw from (the moments of) q."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        return {
+            n: torch.randn(self.loc[n].shape, generator=gen, dtype=torch.float64).to(self.loc[n])
+            for n in self.names
+        }
+
+    def flatten(self, eps: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([eps[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        shapes = [self.loc[n].shape for n in self.names]
+        parts = torch.split(flat, [math.prod(s) for s in shapes], -1)
+        lead = flat.shape[:-1]
+        return {
+            n: p.reshape((*lead, *s)) for n, p, s in zip(self.names, parts, shapes, strict=True)
+        }
+
+    def potential(self, flat: torch.Tensor) -> torch.Tensor:
+        """U at the flat eps (class docstring)."""
+        return self.joint.potential(self.unconstrained(self.unflatten(flat)))
+
+
 class _Energy(torch.autograd.Function):
     """U(eps) as an autograd node whose backward is the closed-form gradient."""
 
@@ -600,8 +768,17 @@ def _check(model, X, y, config, joint: LogJoint, target: _Target) -> None:
             target.closed = False
 
 
-def _align(theta: dict, reference: torch.Tensor, K: int) -> tuple[dict, int]:
-    """Each draw's experts relabelled to match ``reference`` (K, n); the count moved."""
+def _align(
+    theta: dict,
+    reference: torch.Tensor,
+    K: int,
+    axes: dict[str, int] | None = None,
+    gate: torch.nn.Module | None = None,
+) -> tuple[dict, int]:
+    """Each draw's experts relabelled to match ``reference`` (K, n); the count moved. The
+    sites of ``axes`` (an added per-expert site: the axis of its value that indexes the
+    experts, :func:`pyro_moe.result.expert_axes`) move with them, and a sampled gate's
+    output layer (its last weight and bias, one row per expert) too."""
     w = theta["w"]
     flat = w.reshape(-1, *w.shape[2:])
     perms = torch.empty(flat.shape[0], K, dtype=torch.long)
@@ -617,6 +794,25 @@ def _align(theta: dict, reference: torch.Tensor, K: int) -> tuple[dict, int]:
         if pi.shape[-1] == K + 1:  # the noise expert stays last
             full = torch.cat([idx, idx.new_full((idx.shape[0], 1), K)], -1)
         out["pi"] = torch.take_along_dim(pi, full, 1).reshape(theta["pi"].shape)
+    S = flat.shape[0]
+    rows = torch.arange(S, device=idx.device)[:, None]
+
+    def permute(v: torch.Tensor, axis: int) -> torch.Tensor:  # v (S, ...), experts at axis
+        return v.movedim(axis, 1)[rows, idx].movedim(1, axis)
+
+    for name, axis in (axes or {}).items():
+        v = theta[name].reshape(S, *theta[name].shape[2:])
+        out[name] = permute(v, axis + 1).reshape(theta[name].shape)
+    if gate is not None and moved:  # the output layer: its last weight (K, .) and bias (K,)
+        vals = gate_values(gate, {n: theta[n].reshape(S, -1) for n in GATE_SITES})
+        last = [n for n in vals if vals[n].dim() == 3][-1:] + [
+            n for n in vals if vals[n].dim() == 2
+        ][-1:]
+        for name in last:
+            if vals[name].shape[1] == K:
+                vals[name] = permute(vals[name], 1)
+        for site, v in gate_flat(gate, vals).items():
+            out[site] = v.reshape(theta[site].shape)
     return out, moved
 
 

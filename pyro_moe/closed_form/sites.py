@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -165,6 +166,7 @@ READ_CACHE_SIZE = 64
 #: elements); larger fits, or data off the CPU, read the file every time
 READ_CACHE_ELEMENTS = 1 << 22
 _read_cache: OrderedDict[bytes, Conjugate] = OrderedDict()
+_read_lock = threading.Lock()  # fits may run in threads (a Dask worker's, a caller's)
 
 
 def _hash_tensor(h, t: torch.Tensor) -> None:
@@ -243,14 +245,19 @@ def read_model(
         key = _fingerprint(model, X, y, config, linearise_w)
     except (TypeError, RuntimeError):  # a tensor numpy cannot read (bfloat16, ...)
         key = None
-    if key is not None and key in _read_cache:
-        _read_cache.move_to_end(key)
-        return _copied(_read_cache[key])
+    if key is not None:
+        with _read_lock:
+            kept = _read_cache.get(key)
+            if kept is not None:
+                _read_cache.move_to_end(key)
+        if kept is not None:
+            return _copied(kept)
     conj = _read_model(model, X, y, config, linearise_w)
     if key is not None and conj.weight_factor is None:
-        _read_cache[key] = _copied(conj)
-        while len(_read_cache) > READ_CACHE_SIZE:
-            _read_cache.popitem(last=False)
+        with _read_lock:
+            _read_cache[key] = _copied(conj)
+            while len(_read_cache) > READ_CACHE_SIZE:
+                _read_cache.popitem(last=False)
     return conj
 
 

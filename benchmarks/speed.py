@@ -48,21 +48,27 @@ warnings.simplefilter("ignore")
 QUICK, REPEATS = {quick}, 5
 out = {{}}
 
-def wall(fn):
-    t0 = time.perf_counter(); r = fn(); return time.perf_counter() - t0, r
+def wall(fn, clock=time.perf_counter):
+    t0 = clock(); r = fn(); return clock() - t0, r
 
 def small(model, K, X, y, **kw):
-    # whole fit calls: per iteration and fixed cost, cold (new data) and warm (same data)
+    # whole fit calls: per iteration and fixed cost, cold (new data) and warm (same data),
+    # in wall time and in this thread's CPU time (less moved by other processes' load)
     fit = lambda X, y, it: pyro_moe.fit(model, X, y, experts=K, n_init=1, max_iter=it, tol=0.0, **kw)
     fit(X, y, 3)
-    t1 = tM = cold = float("inf"); iters = None
-    for rep in range(REPEATS):
-        t, _ = wall(lambda: fit(X, y, 1)); t1 = min(t1, t)
-        t, r = wall(lambda: fit(X, y, 201)); tM = min(tM, t); iters = r.iterations
-        y2 = y * (1.0 + 1e-12 * (rep + 1))  # data this process has not fitted
-        t, _ = wall(lambda: fit(X, y2, 1)); cold = min(cold, t)
-    per = (tM - t1) / max(iters - 1, 1)
-    return dict(per_iter_s=per, fixed_warm_s=t1 - per, fixed_cold_s=cold - per, iterations=iters)
+    row = dict(iterations=None)
+    for name, clock in (("", time.perf_counter), ("cpu_", time.thread_time)):
+        t1 = tM = cold = float("inf")
+        for rep in range(REPEATS):
+            t, _ = wall(lambda: fit(X, y, 1), clock); t1 = min(t1, t)
+            t, r = wall(lambda: fit(X, y, 201), clock); tM = min(tM, t)
+            row["iterations"] = r.iterations
+            y2 = y * (1.0 + 1e-12 * (rep + 1 + REPEATS * len(name)))  # data not fitted before
+            t, _ = wall(lambda: fit(X, y2, 1), clock); cold = min(cold, t)
+        per = (tM - t1) / max(row["iterations"] - 1, 1)
+        row.update({name + "per_iter_s": per, name + "fixed_warm_s": t1 - per,
+                    name + "fixed_cold_s": cold - per})
+    return row
 
 for K in (2, 8):
     X, y, _ = regression_data(1000, K)
@@ -184,7 +190,7 @@ def main() -> None:
             )
     before, after = best["before"], best["after"]
     bw = after["copy bandwidth GB/s"]["value"]
-    small_rows, large_rows = [], []
+    small_rows, cpu_rows, large_rows = [], [], []
     for k, row in after.items():
         b = before.get(k, {})
         if "per_iter_s" in row and "bandwidth_floor_s" not in row:
@@ -199,6 +205,18 @@ def main() -> None:
                     "before_cold_ms": 1e3 * b["fixed_cold_s"],
                     "fixed_warm_ms": 1e3 * row["fixed_warm_s"],
                     "before_warm_ms": 1e3 * b["fixed_warm_s"],
+                }
+            )
+            cpu_rows.append(
+                {
+                    "fit": k,
+                    "per_iter_us": 1e6 * row["cpu_per_iter_s"],
+                    "before_us": 1e6 * b["cpu_per_iter_s"],
+                    "ratio": b["cpu_per_iter_s"] / row["cpu_per_iter_s"],
+                    "fixed_cold_ms": 1e3 * row["cpu_fixed_cold_s"],
+                    "before_cold_ms": 1e3 * b["cpu_fixed_cold_s"],
+                    "fixed_warm_ms": 1e3 * row["cpu_fixed_warm_s"],
+                    "before_warm_ms": 1e3 * b["cpu_fixed_warm_s"],
                 }
             )
         elif "bandwidth_floor_s" in row:
@@ -239,7 +257,8 @@ def main() -> None:
         "",
         f"`benchmarks/speed.py{' --quick' if args.quick else ''}`: this checkout "
         f"({head_sha[:10]}) against {args.base} ({base_sha[:10]}), best of {args.rounds} "
-        "interleaved rounds of fresh processes; ratio = before / after.",
+        "interleaved rounds of fresh processes; ratio = before / after. Load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end of the run.",
         "",
         "## Whole `fit` calls at N = 1000, n = 3 (one restart)",
         "",
@@ -251,6 +270,15 @@ def main() -> None:
             small_rows,
             ["fit", "iterations", "per_iter_us", "before_us", "ratio", "fixed_cold_ms",
              "before_cold_ms", "fixed_warm_ms", "before_warm_ms"],
+        ),
+        "",
+        "The same in this thread's CPU time (`time.thread_time`; less moved by other "
+        "processes' load than wall time):",
+        "",
+        table(
+            cpu_rows,
+            ["fit", "per_iter_us", "before_us", "ratio", "fixed_cold_ms", "before_cold_ms",
+             "fixed_warm_ms", "before_warm_ms"],
         ),
         "",
         "## One CAVI iteration at scale, against the floors measured in the same process",

@@ -66,8 +66,8 @@ def small(model, K, X, y, **kw):
             y2 = y * (1.0 + 1e-12 * (rep + 1 + REPEATS * len(name)))  # data not fitted before
             t, _ = wall(lambda: fit(X, y2, 1), clock); cold = min(cold, t)
         per = (tM - t1) / max(row["iterations"] - 1, 1)
-        row.update({name + "per_iter_s": per, name + "fixed_warm_s": t1 - per,
-                    name + "fixed_cold_s": cold - per})
+        row[name + "per_iter_s"], row[name + "fixed_warm_s"] = per, t1 - per
+        row[name + "fixed_cold_s"] = cold - per
     return row
 
 for K in (2, 8):

@@ -16,10 +16,15 @@ The equations are in ``docs/derivation.md``; the functions named in :data:`SITES
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import numpy as np
 import pyro.distributions as dist
 import torch
 from pyro.poutine.util import site_is_subsample
@@ -152,6 +157,75 @@ def _factorised(fn, base) -> bool:
     return len(fn.event_shape) == 1 and tuple(base.event_shape) == ()
 
 
+#: :func:`read_model`'s results kept by the fingerprint of what they are a function of
+#: (the model file's text, the data, the config): its four Pyro traces on all rows were most
+#: of a small fit's fixed cost (8 of 12.5 ms at N = 1000, benchmarks/results/speed.md),
+#: paid again by every refit of the search and every fit of the same data
+READ_CACHE_SIZE = 64
+#: data up to this many elements of X and y are fingerprinted (hashed, ~1 ms per 10^6
+#: elements); larger fits, or data off the CPU, read the file every time
+READ_CACHE_ELEMENTS = 1 << 22
+_read_cache: OrderedDict[bytes, Conjugate] = OrderedDict()
+_read_lock = threading.Lock()  # fits may run in threads (a Dask worker's, a caller's)
+
+
+def _hash_tensor(h, t: torch.Tensor) -> None:
+    """Feed a CPU tensor's dtype, shape and bytes to the hash ``h``."""
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(np.ascontiguousarray(t.detach().numpy()).reshape(-1).view(np.uint8))
+
+
+def _fingerprint(model: Model, X, y, config: Config, linearise_w: bool) -> bytes | None:
+    """A digest of everything :func:`read_model` reads (the file's text, X, y, every field
+    of ``config``, the gate's structure and state), or None when it is not kept (no text,
+    data off the CPU or larger than :data:`READ_CACHE_ELEMENTS`, a gate that cannot be
+    described)."""
+    if model.text is None or X.device.type != "cpu" or X.numel() + y.numel() > READ_CACHE_ELEMENTS:
+        return None
+    if any(t.dtype not in (torch.float32, torch.float64) for t in (X, y)):
+        return None
+    h = hashlib.blake2b(digest_size=24)
+    h.update(f"{model.name}|{model.path}|{model.text.sha256}|{linearise_w}".encode())
+    for t in (X, y):
+        _hash_tensor(h, t)
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        h.update(f.name.encode())
+        if torch.is_tensor(v):
+            if v.device.type != "cpu":
+                return None
+            _hash_tensor(h, v)
+        elif isinstance(v, torch.nn.Module):
+            h.update(f"{type(v).__module__}.{type(v).__qualname__}|{v!r}".encode())
+            for k, t in v.state_dict().items():
+                if t.device.type != "cpu":
+                    return None
+                h.update(k.encode())
+                _hash_tensor(h, t)
+        elif isinstance(v, frozenset):
+            h.update(repr(sorted(v)).encode())
+        elif v is None or isinstance(v, int | float | str | bool):
+            h.update(repr(v).encode())
+        else:
+            return None
+    return h.digest()
+
+
+def _copied(conj: Conjugate) -> Conjugate:
+    """A copy of ``conj`` whose tensors the caller may keep (a result holds some)."""
+
+    def c(v):
+        if torch.is_tensor(v):
+            return v.clone()
+        if isinstance(v, tuple):
+            return tuple(c(t) for t in v)
+        return v
+
+    return dataclasses.replace(
+        conj, **{f.name: c(getattr(conj, f.name)) for f in dataclasses.fields(conj)}
+    )
+
+
 def read_model(
     model: Model, X: torch.Tensor, y: torch.Tensor, config: Config, *, linearise_w: bool = False
 ) -> Conjugate:
@@ -161,7 +235,34 @@ def read_model(
     ``linearise_w=True`` (natural-gradient SVI) also accepts a factorised non-Gaussian
     prior on ``w`` (:func:`_factorised`), returned as ``weight_factor`` with w0 its ``loc``
     (``config.prior_mean`` without one) and A ``config.prior_cov`` (the Gaussian the
-    fit starts from); w0 and A cannot then be learned (no closed-form M-step)."""
+    fit starts from); w0 and A cannot then be learned (no closed-form M-step).
+
+    A pure function of the file's text, the data and the config: its result is kept by their
+    fingerprint (:data:`READ_CACHE_SIZE` of them, :func:`_fingerprint`), so the search's
+    refits and repeated fits of the same data do not trace the file again. A file that
+    fails is read again every time."""
+    try:
+        key = _fingerprint(model, X, y, config, linearise_w)
+    except (TypeError, RuntimeError):  # a tensor numpy cannot read (bfloat16, ...)
+        key = None
+    if key is not None:
+        with _read_lock:
+            kept = _read_cache.get(key)
+            if kept is not None:
+                _read_cache.move_to_end(key)
+        if kept is not None:
+            return _copied(kept)
+    conj = _read_model(model, X, y, config, linearise_w)
+    if key is not None and conj.weight_factor is None:
+        with _read_lock:
+            _read_cache[key] = _copied(conj)
+            while len(_read_cache) > READ_CACHE_SIZE:
+                _read_cache.popitem(last=False)
+    return conj
+
+
+def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjugate:
+    """:func:`read_model` itself: the traces and the checks."""
     config = copy.deepcopy(config)  # pyro.module would rebind the gate's parameters
     trace = trace_model(model, X, y, config)
     sites = {

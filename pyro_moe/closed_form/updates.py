@@ -102,14 +102,36 @@ class EStep:
 @functools.lru_cache(maxsize=32)
 def _triangle(d: int, device: torch.device, dtype: torch.dtype):
     """Upper-triangle indices (I, J) of a d x d matrix (i <= j), the weights c_ij (1 on the
-    diagonal, 2 off it) with z^T Q z = sum_{i<=j} c_ij Q_ij z_i z_j for symmetric Q, and
-    the index that rebuilds the full symmetric matrix from its triangle (d*d,)."""
+    diagonal, 2 off it) with z^T Q z = sum_{i<=j} c_ij Q_ij z_i z_j for symmetric Q, the
+    index that rebuilds the full symmetric matrix from its triangle (d*d,), and the
+    ((d-1)^2, T) matrix P with vec(B) P = (c_ij B_ij) over the triangle for an (d-1) x (d-1)
+    B padded with zeros to d x d (the shared design's Q_k, one GEMM: each entry is
+    c_ij B_ij plus exact zeros)."""
     I, J = torch.triu_indices(d, d, device=device)
     coef = torch.where(I == J, 1.0, 2.0).to(dtype)
     pos = torch.empty(d, d, dtype=torch.long, device=device)
     pos[I, J] = torch.arange(I.shape[0], device=device)
     pos[J, I] = pos[I, J]
-    return I, J, coef, pos.reshape(-1)
+    n = d - 1
+    inner = (I < n) & (J < n)
+    P = torch.zeros(n * n, I.shape[0], dtype=dtype, device=device)
+    t = torch.arange(I.shape[0], device=device)[inner]
+    P[I[inner] * n + J[inner], t] = coef[inner]
+    return I, J, coef, pos.reshape(-1), P
+
+
+def z_products(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z = [x, y] point-last (d, N) and its upper-triangle products z_I z_J (T, N), what
+    every pass of :func:`e_step` forms from the data alone: a source whose rows fit in one
+    chunk keeps them across iterations (``products=``)."""
+    I, J = _triangle(X.shape[1] + 1, X.device, X.dtype)[:2]
+    z = torch.cat([X.T, y.unsqueeze(0)], 0)
+    return z, z[I] * z[J]
+
+
+def single_chunk(N: int, d: int, C: int) -> bool:
+    """Whether :func:`e_step` on N rows of width d - 1 with C components makes one chunk."""
+    return N <= chunk_rows(N, d * (d + 1) // 2 + 2 * C)
 
 
 def e_step(
@@ -122,6 +144,7 @@ def e_step(
     noise_log_density=None,
     out: torch.Tensor | None = None,
     maps: torch.Tensor | None = None,
+    products: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> EStep:
     """The q(Z) update fused with what the next iteration needs, in one chunked pass.
 
@@ -132,9 +155,11 @@ def e_step(
 
     Layout: each chunk is held point-last, z (d, rows), so that every elementwise op runs
     along contiguous points (on a CPU, broadcasting over a short last axis is several
-    times slower), and only the d(d+1)/2 upper-triangle products z_i z_j are formed.
-    ``log_r`` is returned as the (N, C) view of a (C, N) buffer; pass that view back as
-    ``out`` to reuse the buffer (any (N, C) tensor is accepted).
+    times slower), and only the d(d+1)/2 upper-triangle products z_i z_j are formed
+    (``products``: :func:`z_products` of all rows, kept by a caller whose rows make one
+    chunk, :func:`single_chunk`). ``log_r`` is returned as the (N, C) view of a (C, N)
+    buffer; pass that view back as ``out`` to reuse the buffer (any (N, C) tensor is
+    accepted).
     """
     N, d = X.shape[0], X.shape[1] + 1
     K = q.mean.shape[0]
@@ -142,37 +167,49 @@ def e_step(
     log_rt = out.T if out is not None else X.new_empty(C, N)  # (C, N)
     # with z = [x, y]: y - m_k^T x = a_k^T z and x^T B_k x = z^T Q_k z (z_space), and
     # G_k = sum_i r_ik z_i z_i^T; all are GEMMs against z or its triangle of products
-    I, J, coef, full = _triangle(d, X.device, X.dtype)
-    a, Q = z_space(q, maps)
-    Qv = Q[:, I, J] * coef  # (K, T): z^T Q_k z = Qv_k . (z_I z_J)
-    G = X.new_zeros(I.shape[0], K)
-    lse = X.new_zeros(())
-    r_sum = X.new_zeros(C)
+    I, J, coef, full, P = _triangle(d, X.device, X.dtype)
+    if maps is None:  # Q_k = B_k padded: its weighted triangle in one GEMM
+        a = residual_map(q.mean)
+        Qv = q.cov.reshape(K, -1) @ P  # (K, T): z^T Q_k z = Qv_k . (z_I z_J)
+    else:
+        a, Q = z_space(q, maps)
+        Qv = Q[:, I, J] * coef
+    G = lse = r_sum = None
     half_beta = _column(0.5 * e_beta)  # beta_k of each expert as a (K, 1) column
     const = _column(0.5 * e_log_beta - 0.5 * LOG_2PI)
     # a mixture's log prior is one row broadcast over the points: use it as a column
     row = log_prior.dim() == 2 and log_prior.stride(0) == 0
     prior_t = log_prior[0].unsqueeze(-1) if row else log_prior.T
-    for sl in chunks(N, chunk_rows(N, I.shape[0] + 2 * C)):
-        z = torch.cat([X[sl].T, y[sl].unsqueeze(0)], 0)  # (d, rows)
-        zz = z[I] * z[J]  # (T, rows)
+    rows = chunk_rows(N, I.shape[0] + 2 * C)
+    for sl in chunks(N, rows):
+        if products is not None and N <= rows:
+            z, zz = products
+        else:
+            z = torch.cat([X[sl].T, y[sl].unsqueeze(0)], 0)  # (d, rows)
+            zz = z[I] * z[J]  # (T, rows)
         resid = a @ z
         e = torch.addcmul(Qv @ zz, resid, resid)  # (t - m^T phi)^2 + phi^T B phi
         lp = prior_t if row else prior_t[:, sl]
-        logits = lp[:K] - half_beta * e + const
+        # lp - (beta/2) e + const, written into e's buffer
+        logits = torch.sub(lp[:K], e.mul_(half_beta), out=e).add_(const)
         if noise_log_density is not None:
             noise = (lp[K:] + noise_log_density).expand(-1, logits.shape[1])
             logits = torch.cat([logits, noise], 0)
-        top = logits.max(0, keepdim=True).values.nan_to_num_(0.0, 0.0, 0.0)
+        top = logits.amax(0, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)
         logits = logits.sub_(top)
         p = logits.exp()
         tot = p.sum(0, keepdim=True)
         log_tot = tot.log()
         torch.sub(logits, log_tot, out=log_rt[:, sl])
-        lse += (top + log_tot).sum()
+        part = (top + log_tot).sum()
         r = p.div_(tot)
-        r_sum += r.sum(1)
-        G.addmm_(zz, r[:K].T)
+        if G is None:  # the first chunk's sums (a single chunk: no accumulators)
+            lse, r_sum, G = part, r.sum(1), zz @ r[:K].T
+        else:
+            lse += part
+            r_sum += r.sum(1)
+            G.addmm_(zz, r[:K].T)
+    assert G is not None and lse is not None and r_sum is not None
     G = G[full].T.reshape(K, d, d)
     return EStep(log_rt.T, lse, _stats_from_gram(G, r_sum[:K].clone(), maps), r_sum)
 
@@ -438,18 +475,20 @@ def dirichlet_log_norm(mu: torch.Tensor) -> torch.Tensor:
 
 
 def dirichlet_kl(
-    alpha: torch.Tensor, mu: torch.Tensor, log_norm_mu: torch.Tensor | None = None
+    alpha: torch.Tensor,
+    mu: torch.Tensor,
+    log_norm_mu: torch.Tensor | None = None,
+    expected_log: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """KL(Dir(alpha) || Dir(mu)) = -(E log p(pi) + H[q(pi)])
     = log B(mu) - log B(alpha) + sum_k (alpha_k - mu_k) (psi(alpha_k) - psi(alpha_0)),
-    general alpha (section 3); ``log_norm_mu`` = log B(mu) when the caller has it."""
+    general alpha (section 3); ``log_norm_mu`` = log B(mu) and ``expected_log`` =
+    :func:`dirichlet_expected_log` of ``alpha`` when the caller has them."""
     if log_norm_mu is None:
         log_norm_mu = dirichlet_log_norm(mu)
-    return (
-        log_norm_mu
-        - dirichlet_log_norm(alpha)
-        + torch.dot(alpha - mu, dirichlet_expected_log(alpha))
-    )
+    if expected_log is None:
+        expected_log = dirichlet_expected_log(alpha)
+    return log_norm_mu - dirichlet_log_norm(alpha) + torch.dot(alpha - mu, expected_log)
 
 
 def gamma_kl(a, b, a0, b0) -> torch.Tensor:
@@ -474,19 +513,23 @@ def elbo_from_lse(
     qbeta=None,
     beta_prior=None,
     xi: torch.Tensor | None = None,
+    expected_log: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`objective` right after the q(Z) update, from ``lse = sum_i logsumexp_k
     logit_ik`` (:func:`e_step`): the same ELBO and F, without another pass over the data.
-    ``log_norm_mu`` is :func:`dirichlet_log_norm` of ``mu``, when the caller holds it."""
-    return _minus_kls(lse, q, prior, alpha, mu, qbeta, beta_prior, xi, log_norm_mu)
+    ``log_norm_mu`` is :func:`dirichlet_log_norm` of ``mu`` and ``expected_log``
+    :func:`dirichlet_expected_log` of ``alpha``, when the caller holds them."""
+    return _minus_kls(lse, q, prior, alpha, mu, qbeta, beta_prior, xi, log_norm_mu, expected_log)
 
 
-def _minus_kls(data_term, q, prior, alpha, mu, qbeta, beta_prior, xi, log_norm_mu=None):
+def _minus_kls(
+    data_term, q, prior, alpha, mu, qbeta, beta_prior, xi, log_norm_mu=None, expected_log=None
+):
     """(ELBO, F) from the data term (likelihood + entropy of q(Z)): subtract the KLs of
     q(W), q(pi), q(beta) from their priors, and add R(w0) for F."""
     elbo = data_term - weights_kl(q, prior)
     if alpha is not None and mu is not None:
-        elbo = elbo - dirichlet_kl(alpha, mu, log_norm_mu)
+        elbo = elbo - dirichlet_kl(alpha, mu, log_norm_mu, expected_log)
     if qbeta is not None:  # summed over the experts when each has its own q(beta_k)
         elbo = elbo - gamma_kl(qbeta[0], qbeta[1], beta_prior[0], beta_prior[1]).sum()
     F = elbo + regularizer(prior.mean, xi) if xi is not None else elbo

@@ -178,13 +178,17 @@ class InMemory:
     (the one-chunk case of :class:`pyro_moe.distributed.DaskSource`), and a minibatch's rows.
     Implements :class:`DataSource`.
 
-    It keeps log q(Z) (N, C) point-last between the passes (:func:`point_last`).
+    It keeps log q(Z) (N, C) point-last between the passes (:func:`point_last`), and, when
+    the rows make one chunk of the e-step (:func:`~pyro_moe.closed_form.updates.single_chunk`),
+    the data's products z_I z_J (:func:`~pyro_moe.closed_form.updates.z_products`) from the
+    first pass on, instead of forming them in every pass.
     """
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor):
         self.X, self.y = X, y
         self.N = X.shape[0]
         self.log_r: torch.Tensor | None = None
+        self.products: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def target_variance(self) -> float:
         N, y = self.N, self.y
@@ -226,8 +230,21 @@ class InMemory:
 
     def e_step(self, q, log_prior, e_log_beta, e_beta, noise, maps) -> U.EStep:
         """log r is written in place (no second (N, C) buffer)."""
+        if self.products is None and U.single_chunk(
+            self.N, self.X.shape[1] + 1, log_prior.shape[-1]
+        ):
+            self.products = U.z_products(self.X, self.y)
         est = U.e_step(
-            self.X, self.y, q, log_prior, e_log_beta, e_beta, noise, out=self.log_r, maps=maps
+            self.X,
+            self.y,
+            q,
+            log_prior,
+            e_log_beta,
+            e_beta,
+            noise,
+            out=self.log_r,
+            maps=maps,
+            products=self.products,
         )
         self.log_r = est.log_r
         return est

@@ -235,16 +235,20 @@ def sweep(
             # log p(V): a constant when the gate is held fixed, updated with each gate step
             gate_prior = U.gate_log_prior(gate_weights(gate), scale_v).detach().to(like.dtype)
 
-    def log_prior_at(alpha_) -> LogPrior:
+    def expected_log(alpha_, elog=None):
+        """E[log pi] of q(pi) = Dir(alpha) (``elog`` when the caller holds it)."""
+        return U.dirichlet_expected_log(alpha_) if elog is None else elog
+
+    def log_prior_at(alpha_, elog=None) -> LogPrior:
         if conj.mixture:
-            return LogPrior(row=U.dirichlet_expected_log(alpha_).unsqueeze(0))
+            return LogPrior(row=expected_log(alpha_, elog).unsqueeze(0))
         return LogPrior(gate=gate, share=share)
 
-    def all_rows_prior(alpha_):
+    def all_rows_prior(alpha_, elog=None):
         """The E-step's log prior of all rows: the fitter's log softmax where it keeps one."""
         if fitter is None:
-            return source.full_log_prior(log_prior_at(alpha_))
-        row = U.dirichlet_expected_log(alpha_).unsqueeze(0) if conj.mixture else None
+            return source.full_log_prior(log_prior_at(alpha_, elog))
+        row = expected_log(alpha_, elog).unsqueeze(0) if conj.mixture else None
         return source.log_prior(row, gate_ls, share)
 
     stats_hat, r_sum_hat = source.initial(
@@ -279,12 +283,13 @@ def sweep(
         sub = torch.randperm(N, generator=gen_sub, device="cpu")
         groups = list(sub[:m].to(like.device).tensor_split(min(16, m)))
 
-    def objective(lse, kl) -> tuple[torch.Tensor, torch.Tensor]:
-        """F = lse - KLs [+ R(w0)] [+ log p(V)] and the ELBO, at the present globals."""
+    def objective(lse, kl, elog=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """F = lse - KLs [+ R(w0)] [+ log p(V)] and the ELBO, at the present globals
+        (``elog``: E[log pi] at the present alpha, when held)."""
         elbo, F = U.elbo_from_lse(
             lse, q, prior=kl, alpha=alpha, mu=mu if conj.mixture else None,
             log_norm_mu=log_norm_mu, qbeta=(a, b) if latent_beta else None,
-            beta_prior=conj.noise_prior, xi=xi,
+            beta_prior=conj.noise_prior, xi=xi, expected_log=elog,
         )  # fmt: skip
         if gate_prior is not None:
             F = F + gate_prior  # log p(V): MAP for the gate (docs/cavi_notes.md section 7)
@@ -362,8 +367,9 @@ def sweep(
         # ---- local step: q(Z) given the globals, and the objective ------------------------
         if full:  # all rows, where they are; the source keeps q(Z), fused with the next
             # step's sufficient statistics and the ELBO's data term sum_i lse_i
-            est = source.e_step(q, all_rows_prior(alpha), e_log_beta, e_beta, noise, maps)
-            F, elbo = objective(est.lse, kl_prior)
+            elog = U.dirichlet_expected_log(alpha) if conj.mixture else None
+            est = source.e_step(q, all_rows_prior(alpha, elog), e_log_beta, e_beta, noise, maps)
+            F, elbo = objective(est.lse, kl_prior, elog)
             stats_hat, r_sum_hat = est.stats, est.r_sum
         else:
             if not batches:
@@ -376,7 +382,8 @@ def sweep(
             F, elbo = objective(est.lse * scale, kl_prior)
             stats_hat, r_sum_hat = _scaled(est.stats, scale), est.r_sum * scale
             last = (x_b, est.log_r)
-        if not torch.isfinite(F):
+        F, elbo = float(F), float(elbo)
+        if not math.isfinite(F):
             raise NumericalError(
                 f"{schedule.name} produced a non-finite objective at step {step}; the data "
                 "may be degenerate (duplicated or collinear rows, extreme values); please "

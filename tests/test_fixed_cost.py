@@ -1,0 +1,96 @@
+"""The fixed costs of a closed-form fit (issue #31): read_model's results kept by
+fingerprint, the e-step's kept data products. Both must leave every number as it was."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+import pyro_moe
+from pyro_moe.closed_form import sites
+from pyro_moe.closed_form import updates as U
+from pyro_moe.engines.source import InMemory
+from pyro_moe.model_file import load_model
+
+
+def _data(N=300, K=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(N, 3, generator=g, dtype=torch.float64)
+    W = 2 * torch.randn(K, 3, generator=g, dtype=torch.float64)
+    z = torch.randint(K, (N,), generator=g)
+    y = (X * W[z]).sum(-1) + 0.3 * torch.randn(N, generator=g, dtype=torch.float64)
+    return X, y
+
+
+def _fit(X, y, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pyro_moe.fit("mixture_of_models", X, y, experts=2, n_init=2, max_iter=30, **kw)
+
+
+def test_read_model_is_traced_once_per_fingerprint(monkeypatch):
+    calls = []
+    real = sites._read_model
+    monkeypatch.setattr(sites, "_read_model", lambda *a: calls.append(1) or real(*a))
+    sites._read_cache.clear()
+    X, y = _data()
+    first = _fit(X, y)
+    assert len(calls) == 1
+    again = _fit(X.clone(), y.clone())  # the same values: not traced again
+    assert len(calls) == 1
+    assert torch.equal(first.history.objective, again.history.objective)
+    _fit(X, y + 1e-9)  # other data: traced
+    assert len(calls) == 2
+    _fit(X, y, prior_var_min=1e-9)  # an engine option is not read by read_model: kept
+    assert len(calls) == 2
+    _fit(X, y, concentration=2.0)  # another config: traced
+    assert len(calls) == 3
+
+
+def test_read_model_hands_out_copies():
+    """A result holds tensors of the Conjugate (its concentration): changing them must not
+    change what the next fit reads."""
+    sites._read_cache.clear()
+    model = load_model("mixture_of_models")
+    X, y = _data()
+    config = model.config(X, y, 2, seed=0)
+    a = sites.read_model(model, X, y, config)
+    a.concentration.fill_(123.0)
+    a.prior_mean.fill_(7.0)
+    b = sites.read_model(model, X, y, config)
+    assert not torch.equal(b.concentration, a.concentration)
+    assert torch.equal(b.concentration, config.concentration.to(b.concentration))
+    assert not torch.equal(b.prior_mean, a.prior_mean)
+
+
+def test_cached_and_traced_fits_agree():
+    """The same fit, its file traced (cache cleared) or not: identical histories."""
+    X, y = _data(seed=3)
+    sites._read_cache.clear()
+    cold = _fit(X, y)
+    warm = _fit(X, y)
+    assert torch.equal(cold.history.objective, warm.history.objective)
+    assert torch.equal(cold.responsibilities, warm.responsibilities)
+
+
+def test_kept_products_give_the_same_e_step():
+    """The e-step with the data's products kept (one chunk) is bit for bit the one that
+    forms them, and a source keeps them only when its rows make one chunk."""
+    X, y = _data(N=500, K=3)
+    g = torch.Generator().manual_seed(1)
+    K = 3
+    cov = torch.eye(3, dtype=torch.float64).expand(K, 3, 3) * 0.01
+    q = U.WeightPosterior(torch.randn(K, 3, generator=g, dtype=torch.float64), cov, None)
+    lp = torch.log_softmax(torch.randn(1, K, generator=g, dtype=torch.float64), -1).expand(500, K)
+    beta = torch.tensor(2.0, dtype=torch.float64)
+    plain = U.e_step(X, y, q, lp, beta.log(), beta)
+    kept = U.e_step(X, y, q, lp, beta.log(), beta, products=U.z_products(X, y))
+    assert torch.equal(plain.log_r, kept.log_r) and torch.equal(plain.lse, kept.lse)
+    assert torch.equal(plain.stats.S, kept.stats.S) and torch.equal(plain.stats.s, kept.stats.s)
+    src = InMemory(X, y)
+    src.log_r = plain.log_r.clone()
+    src.e_step(q, lp, beta.log(), beta, None, None)
+    assert src.products is not None
+    big = 1 + U.chunk_rows(10**6, 10 + 2 * K)
+    assert not U.single_chunk(big, 4, K)

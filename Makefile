@@ -42,8 +42,10 @@ wheel-check: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
+# two pytest workers (pytest-xdist), one per core, each test file on one worker (a file's
+# fits cached for its tests stay with it); OMP_NUM_THREADS=1 keeps each to one thread
 test: lint wheel-check docs
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests --nbmake notebooks
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests --nbmake notebooks
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -c constraints.txt -e ".[bench]"

@@ -76,8 +76,7 @@ def test_cross_val_score_in_a_pipeline_beats_one_linear_model():
 @pytest.mark.filterwarnings("ignore::pyro_moe.errors.ConvergenceWarning")
 def test_grid_search_chooses_experts_by_held_out_density():
     X, y = two_regimes()
-    est = MixtureOfExpertsRegressor("mixture_of_models", n_init=1)
-    grid = GridSearchCV(est, {"experts": [1, 2]}, cv=3)
+    grid = GridSearchCV(MixtureOfExpertsRegressor(n_init=1), {"experts": [1, 2]}, cv=3)
     grid.fit(X, y)
     assert grid.best_params_ == {"experts": 2}
 

@@ -172,9 +172,10 @@ def gates(
 # ---- the comparison ---------------------------------------------------------------------
 def compare(names: list[str], methods: list[str], max_experts: int = 4) -> list[dict]:
     """Per data set and fold: the peers, K = 1, and the built-in model with its defaults,
-    K chosen by select_experts on the training fold (per method). Rows are written to
-    regression.json after each data set."""
-    rows = []
+    K chosen by select_experts on the training fold (per method). Rows are merged into
+    regression.json (a row of the same data set and method replaced) after each data set."""
+    store = OUT / "regression.json"
+    rows = json.loads(store.read_text()) if store.exists() else []
     for name in names:
         X, y = datasets.load(name)
         out = {}
@@ -185,7 +186,7 @@ def compare(names: list[str], methods: list[str], max_experts: int = 4) -> list[
                 (gp_lpd(X[tr], y[tr], X[te], y[te]), time.process_time() - t, None)
             )
             t = time.process_time()
-            out.setdefault("BayesianGaussianMixture p(y|x)", []).append(
+            out.setdefault("BayesianGaussianMixture, conditional p(y \\| x)", []).append(
                 (bgm_lpd(X[tr], y[tr], X[te], y[te]), time.process_time() - t, None)
             )
             res, el, _ = fit_quiet("mixture_of_experts", D_tr, y[tr], experts=1)
@@ -207,12 +208,13 @@ def compare(names: list[str], methods: list[str], max_experts: int = 4) -> list[
                 ).append((lpd_moe(sel.result, D_te, y[te]), per_fit, sel.experts))
         for method, vals in out.items():
             lpd, sec, ks = zip(*vals, strict=True)
+            rows = [r for r in rows if (r["data"], r["method"]) != (name, method)]
             rows.append(
                 dict(data=name, method=method, lpd=float(np.mean(lpd)), folds=list(lpd),
                      seconds_per_fit=float(np.mean(sec)), experts=list(ks))
             )  # fmt: skip
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "folds"}), flush=True)
-        (OUT / "regression.json").write_text(json.dumps(rows, indent=1))
+        store.write_text(json.dumps(rows, indent=1))
     return rows
 
 
@@ -250,6 +252,7 @@ def main() -> None:
         help="gates: 'GATE SCALE' pairs, GATE mlp or linear, SCALE a number or none",
     )
     p.add_argument("--methods", nargs="*", default=["cavi", "svi"], help="compare: engines")
+    p.add_argument("--max-experts", type=int, default=4, help="compare: select_experts' max")
     p.add_argument("--shared-noise", action="store_true", help="gates: one beta for all")
     p.add_argument("--out", help="gates: the JSON file of rows (default regression_gates.json)")
     a = p.parse_args()
@@ -259,7 +262,7 @@ def main() -> None:
         store = Path(a.out) if a.out else OUT / "regression_gates.json"
         gates(a.data, variants, per_expert_noise=not a.shared_noise, store=store)
         return
-    rows = compare(a.data, a.methods)
+    rows = compare(a.data, a.methods, a.max_experts)
     text = (
         "# Held-out log predictive density on real regression data\n\n"
         "Written by `benchmarks/regression.py` (its docstring says how). Mean over the "

@@ -2,7 +2,7 @@
 
     w_k           ~ N(w0_k, A_k)                                  k = 1..K
     z_i | x_i     ~ Cat(g(x_i)),  g(x) = softmax(V1^T sigma(V2^T x))
-    y_i | z_i = k ~ N(w_k^T x_i, 1/beta)
+    y_i | z_i = k ~ N(w_k^T x_i, 1/beta_k)                         (one beta per expert)
 
 A Gaussian prior on the gate's weights W (V without its biases, see ``gate_prior``):
     log p(V)      = sum_j log N(W_j | 0, s^2)
@@ -26,6 +26,8 @@ from pyro_moe import parts
 
 SETTINGS = {
     "noise_expert": False,  # a uniform background component for stray points (outliers)
+    # one noise precision beta_k per expert: regimes differ in noise (docs/regression.md)
+    "per_expert_noise": True,
     # point-estimated hyperparameters unless fit(learn=...) says otherwise
     "learn": ("noise_precision", "gate"),
     "gate_hidden": 8,  # width of the gate's hidden layer

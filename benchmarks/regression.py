@@ -241,9 +241,40 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def gates_markdown() -> str:
+    """The rows of every ``regression_gates*.json`` as one table: held-out lpd per point
+    (5-fold) per variant and data set, and the largest mean CPU seconds per fit."""
+    rows = [
+        r for p in sorted(OUT.glob("regression_gates*.json")) for r in json.loads(p.read_text())
+    ]
+    names = [n for n in datasets.DATASETS if any(r["data"] == n for r in rows)]
+
+    def label(r):
+        prior = "no prior" if r["scale"] is None else f"s = {r['scale']:g}"
+        return f"{r['gate']} gate, {prior}, noise {r.get('noise', 'per expert')}"
+
+    labels = list(dict.fromkeys(label(r) for r in rows))
+    by = {(label(r), r["data"]): r for r in rows}
+    lines = [
+        "| gate, prior p(V) = N(0, s²), noise | " + " | ".join(names) + " | s per fit |",
+        "| --- |" + " ---: |" * (len(names) + 1),
+    ]
+    for lab in labels:
+        cells = [f"{by[(lab, n)]['lpd']:.3f}" if (lab, n) in by else "" for n in names]
+        secs = [float(np.mean(by[(lab, n)]["seconds"])) for n in names if (lab, n) in by]
+        # rows without "noise" were timed by the wall clock, later ones by CPU time
+        wall = any("noise" not in by[(lab, n)] for n in names if (lab, n) in by)
+        lines.append(
+            f"| {lab} | " + " | ".join(cells) + f" | {max(secs):.1f}{' wall' if wall else ''} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("study", nargs="?", default="compare", choices=("compare", "gates"))
+    p.add_argument(
+        "study", nargs="?", default="compare", choices=("compare", "gates", "gates-table")
+    )
     p.add_argument("--data", nargs="*", default=list(datasets.DATASETS))
     p.add_argument(
         "--variants",
@@ -257,6 +288,17 @@ def main() -> None:
     p.add_argument("--out", help="gates: the JSON file of rows (default regression_gates.json)")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.study == "gates-table":
+        (OUT / "regression_gates.md").write_text(
+            "# The gate of mixture_of_experts, measured\n\nWritten by `benchmarks/regression.py "
+            "gates-table` from `regression_gates*.json` (`benchmarks/regression.py gates`): "
+            "5-fold held-out log predictive density per point, K = 3, CAVI, n_init = 5. "
+            "s per fit: the largest over the data sets of the mean seconds of one fit, CPU "
+            "seconds unless marked wall (the machine was shared and loaded).\n\n"
+            + gates_markdown()
+            + "\n"
+        )
+        return
     if a.study == "gates":
         variants = [(g, None if s == "none" else float(s)) for g, s in map(str.split, a.variants)]
         store = Path(a.out) if a.out else OUT / "regression_gates.json"

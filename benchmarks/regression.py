@@ -220,7 +220,7 @@ def compare(names: list[str], methods: list[str], max_experts: int = 4) -> list[
 
 def markdown(rows: list[dict]) -> str:
     """The table of regression.md: lpd per point (5-fold) per method and data set."""
-    names = list(dict.fromkeys(r["data"] for r in rows))
+    names = [n for n in datasets.DATASETS if any(r["data"] == n for r in rows)]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by = {(r["data"], r["method"]): r for r in rows}
     lines = [

@@ -22,7 +22,13 @@ Two studies, each written to ``benchmarks/results/``:
 
 Times are wall seconds per fit on a shared, loaded machine (``OMP_NUM_THREADS=1``).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/regression.py [compare|gates] [--data mcycle ...]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/regression.py compare --methods cavi svi
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/regression.py gates --variants "mlp 3" "mlp none"
+    .venv/bin/python benchmarks/regression.py table        # regression.md from regression.json
+    .venv/bin/python benchmarks/regression.py gates-table  # regression_gates.md
+
+Both studies keep the rows already measured (by data set and method or variant) and add
+or replace the ones they run, so a study can be run a data set at a time.
 """
 
 from __future__ import annotations
@@ -270,10 +276,25 @@ def gates_markdown() -> str:
     return "\n".join(lines)
 
 
+def write_markdown(rows: list[dict]) -> str:
+    """benchmarks/results/regression.md from the rows of regression.json."""
+    text = (
+        "# Held-out log predictive density on real regression data\n\n"
+        "Written by `benchmarks/regression.py` (its docstring says how). Mean over the "
+        "held-out points of log p(y_i | x_i, training fold), nats per point, 5-fold "
+        "cross-validation, the same folds for every method; larger is better. "
+        "K: the numbers of experts select_experts chose on the 5 training folds. CPU s per "
+        "fit: the largest over the data sets of the mean CPU seconds of one fit (one K; "
+        "the machine was shared and loaded).\n\n" + markdown(rows) + "\n"
+    )
+    (OUT / "regression.md").write_text(text)
+    return text
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
-        "study", nargs="?", default="compare", choices=("compare", "gates", "gates-table")
+        "study", nargs="?", default="compare", choices=("compare", "gates", "gates-table", "table")
     )
     p.add_argument("--data", nargs="*", default=list(datasets.DATASETS))
     p.add_argument(
@@ -288,6 +309,9 @@ def main() -> None:
     p.add_argument("--out", help="gates: the JSON file of rows (default regression_gates.json)")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.study == "table":
+        print(write_markdown(json.loads((OUT / "regression.json").read_text())))
+        return
     if a.study == "gates-table":
         (OUT / "regression_gates.md").write_text(
             "# The gate of mixture_of_experts, measured\n\nWritten by `benchmarks/regression.py "
@@ -305,17 +329,7 @@ def main() -> None:
         gates(a.data, variants, per_expert_noise=not a.shared_noise, store=store)
         return
     rows = compare(a.data, a.methods, a.max_experts)
-    text = (
-        "# Held-out log predictive density on real regression data\n\n"
-        "Written by `benchmarks/regression.py` (its docstring says how). Mean over the "
-        "held-out points of log p(y_i | x_i, training fold), nats per point, 5-fold "
-        "cross-validation, the same folds for every method; larger is better. "
-        "K: the numbers of experts select_experts chose on the 5 training folds. CPU s per "
-        "fit: the largest over the data sets of the mean CPU seconds of one fit (one K; "
-        "the machine was shared and loaded).\n\n" + markdown(rows) + "\n"
-    )
-    (OUT / "regression.md").write_text(text)
-    print(text)
+    print(write_markdown(rows))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,10 @@ def observed_model(
     assert OBSERVE in text
     text = text.replace(OBSERVE, INLINE_OBSERVE.replace("LIKELIHOOD", likelihood))
     text = text.replace("import pyro\n", "import pyro\nfrom pyro.ops.indexing import Vindex\n", 1)
+    # the written-out observation has one scale for every expert: one shared beta
+    shared = '"per_expert_noise": False'
+    text = text.replace('"per_expert_noise": True', shared)
+    assert shared in text
     path = tmp_path / f"{name}.py"
     path.write_text(text)
     return path

@@ -128,6 +128,9 @@ def test_gamma_noise_prior_fits_with_cavi(tmp_path, name):
 
 
 def test_the_gate_prior_is_on_with_the_noise_expert_only():
+    """regularized_experts (the study's circles): a prior on the gate with the noise expert
+    only; mixture_of_experts: always, s = 0.1 with the noise expert and
+    REGRESSION_GATE_PRIOR_SCALE = 3 without it (docs/regression.md)."""
     import pyro
     from pyro import poutine
 
@@ -138,10 +141,11 @@ def test_the_gate_prior_is_on_with_the_noise_expert_only():
             config = model.config(X, t, 2, noise_expert=noise)
             with pyro.get_param_store().scope():
                 sites = poutine.trace(model.model).get_trace(X, t, config).nodes
-            # without the noise expert the study's maximum-likelihood gate is untouched
-            assert ("gate_prior" in sites) == noise
-            if noise:
-                assert torch.all(sites["gate_prior"]["fn"].base_dist.scale == 0.1)
+            on = noise or name == "mixture_of_experts"
+            assert ("gate_prior" in sites) == on
+            if on:
+                scale = 0.1 if noise else 3.0
+                assert torch.all(sites["gate_prior"]["fn"].base_dist.scale == scale)
                 # the weights of both layers (3 x 8 and 8 x 2), not the biases
                 assert sites["gate_prior"]["value"].shape == (3 * 8 + 8 * 2,)
 

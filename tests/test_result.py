@@ -31,9 +31,11 @@ def test_predictive_moments_match_sampling(name):
     k = torch.multinomial(pred.expert_weights, S, replacement=True, generator=g)  # (5, S)
     L = torch.linalg.cholesky(res.cov)
     w = res.mean[k] + (L[k] @ torch.randn(5, S, 3, 1, generator=g, dtype=torch.float64)).squeeze(-1)
+    beta = res.noise_precision  # one per expert (the default of mixture_of_experts) or shared
+    beta = beta[k] if beta.dim() else beta
     ys = (w * Xn.unsqueeze(1)).sum(-1) + torch.randn(
         5, S, generator=g, dtype=torch.float64
-    ) / res.noise_precision.sqrt()
+    ) / beta.sqrt()
     torch.testing.assert_close(
         ys.mean(1), pred.mean, atol=4 * float(pred.variance.max().sqrt()) / S**0.5, rtol=0
     )

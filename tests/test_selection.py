@@ -18,7 +18,12 @@ import pytest
 
 import pyro_moe
 from pyro_moe.curves.selection import curve_reports, select_circles, two_groups
-from pyro_moe.selection import distinct_experts, select_experts
+from pyro_moe.selection import (
+    BoundaryWarning,
+    cv_log_predictive,
+    distinct_experts,
+    select_experts,
+)
 from pyro_moe.shapes import circle_image, match_circles
 
 # (centre, radius) per circle, pixels; equal centres stay concentric after the shift
@@ -195,3 +200,47 @@ def test_select_curves_starts_each_k_where_fit_curves_starts_it(monkeypatch):
     starts.clear()
     select_circles(image, max_experts=2, noise_expert=True)  # the default: the restarts
     assert starts == []
+
+
+# ------------------------------------------------------ held-out score, convergence, boundary
+
+
+def _two_lines(n=150, seed=0):
+    """Half the points on y = 2x + 1, half on y = -x, sd 0.1: two experts."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, n)
+    first = np.arange(n) < n // 2
+    y = np.where(first, 2 * x + 1, -x) + 0.1 * rng.normal(size=n)
+    return np.c_[x, np.ones_like(x)], y
+
+
+def test_cross_validation_scores_every_k_on_the_same_folds():
+    X, y = _two_lines()
+    sel = select_experts("mixture_of_models", X, y, max_experts=3, n_init=2, cv=3)
+    lpd = {row["experts"]: row["cv_lpd"] for row in sel.table}
+    # one line misses half the points by ~1: far below two lines with sd 0.1
+    assert lpd[2] > lpd[1] + 1.0
+    assert sel.experts == 2 and sel.converged and not sel.at_boundary and not sel.notes
+    best = max(lpd, key=lpd.get)
+    assert next(r["cv_se"] for r in sel.table if r["experts"] == best) == 0.0
+    assert "held-out" in sel.criterion and "held-out lpd" in sel.to_markdown()
+    # the held-out score is the one cv_log_predictive computes, fold by fold
+    again, _se, bad = cv_log_predictive("mixture_of_models", X, y, [2], folds=3, n_init=2)
+    assert again[2] == pytest.approx(lpd[2], rel=1e-9) and bad == {2: 0}
+
+
+def test_a_choice_at_the_boundary_or_unconverged_says_so():
+    X, y = _two_lines()
+    with pytest.warns(BoundaryWarning, match="largest tried"):
+        sel = select_experts("mixture_of_models", X, y, max_experts=2, n_init=2)
+    assert sel.experts == 2 and sel.at_boundary and "max_experts" in sel.notes[0]
+    with pytest.warns(pyro_moe.ConvergenceWarning, match="did not converge"):
+        sel = select_experts("mixture_of_models", X, y, max_experts=3, n_init=1, max_iter=2)
+    assert not sel.converged and any("did not converge" in n for n in sel.notes)
+    assert not any(row["converged"] for row in sel.table)
+
+
+def test_bad_cv_is_refused():
+    X, y = _two_lines(20)
+    with pytest.raises(pyro_moe.InputError, match="cv"):
+        select_experts("mixture_of_models", X, y, max_experts=2, cv=1)

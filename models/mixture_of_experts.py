@@ -9,9 +9,9 @@ A Gaussian prior on the gate's weights W (V without its biases, see ``gate_prior
 
 With ``noise_expert`` on, one more component K+1 ("noise expert") with a constant share rho beside the gate:
 y_i | z_i = K+1 ~ Uniform(lo, hi) over the observed target range (stray points), and
-s = gate_prior_scale (0.1: a near-constant gate, docs/cavi_notes.md section 7); without
-it s = REGRESSION_GATE_PRIOR_SCALE (3: a gate that can switch regimes but does not
-saturate, docs/regression.md).
+s = noise_gate_prior_scale (0.1: a near-constant gate, docs/cavi_notes.md section 7); without
+it s = gate_prior_scale (3: a gate that can switch regimes but does not saturate,
+docs/regression.md); fit(gate_prior_scale=False) drops the prior (the study's gate).
 
 Hyperparameters w0_k, A_k, beta and the gate V = (V1, V2) are point estimates
 (type-II maximum likelihood), learned or held fixed as the fit's ``learn`` setting says;
@@ -31,7 +31,10 @@ SETTINGS = {
     # point-estimated hyperparameters unless fit(learn=...) says otherwise
     "learn": ("noise_precision", "gate"),
     "gate_hidden": 8,  # width of the gate's hidden layer
-    "gate_prior_scale": 0.1,  # s of p(V) = N(0, s^2 I) on the gate's weights (see gate_prior)
+    # s of p(V) = N(0, s^2 I) on the gate's weights (see gate_prior): 3 (docs/regression.md),
+    # 0.1 with the noise expert (docs/cavi_notes.md section 7); fit(gate_prior_scale=...)
+    "gate_prior_scale": 3.0,
+    "noise_gate_prior_scale": 0.1,
 }
 
 
@@ -47,19 +50,15 @@ def noise_prior(config):
     return None
 
 
-#: s of p(V) without the noise expert. Measured (docs/regression.md, 5-fold held-out
-#: log predictive density on mcycle, faithful, engel and flexmix's NPreg): without a
-#: prior the gate saturates (weights in the hundreds) and over-fits the regimes' edges;
-#: s = 3 in the gate's input units (x / rms(x)) predicts best and converges in fewer sweeps.
-REGRESSION_GATE_PRIOR_SCALE = 3.0
-
-
 def gate_prior(config):
-    """p(V): N(0, s^2) on each of the gate's weights (biases flat). With the noise expert
-    s = ``gate_prior_scale`` (why: ``gate_prior`` in ``models/regularized_experts.py``,
-    ``docs/cavi_notes.md`` section 7); without it s = REGRESSION_GATE_PRIOR_SCALE.
-    None (a maximum-likelihood gate, the study's) when the scale in use is None."""
-    s = config.gate_prior_scale if config.noise_expert else REGRESSION_GATE_PRIOR_SCALE
+    """p(V): N(0, s^2) on each of the gate's weights (biases flat), s = the config's
+    ``gate_prior_scale``: SETTINGS["gate_prior_scale"] = 3 (a gate that can switch regimes
+    but does not saturate, measured on real regression data: docs/regression.md), with the
+    noise expert SETTINGS["noise_gate_prior_scale"] = 0.1 (a near-constant gate: why in
+    ``models/regularized_experts.py``' ``gate_prior`` and docs/cavi_notes.md section 7), or
+    fit(gate_prior_scale=s). None (a maximum-likelihood gate, the study's:
+    fit(gate_prior_scale=False)) when the scale in use is None."""
+    s = config.gate_prior_scale
     return None if s is None else dist.Normal(config.const(0.0), config.const(s))
 
 

@@ -129,6 +129,7 @@ def fit(
     gate_hidden: int | None = None,
     noise_expert: bool | None = None,
     per_expert_noise: bool | None = None,
+    gate_prior_scale: float | bool | None = None,
     noise_range=None,
     device: str | torch.device | None = None,
     progress: bool | None = None,
@@ -181,6 +182,10 @@ def fit(
             responsibilities then have K + 1 columns, the noise expert last.
         per_expert_noise: one noise precision beta_k per expert (default: the model file's
             ``SETTINGS["per_expert_noise"]``, else one beta shared by the experts).
+        gate_prior_scale: s of a gated file's prior N(0, s^2) on the gate's weights: None
+            (default) the file's (``SETTINGS["gate_prior_scale"]``, with the noise expert
+            ``SETTINGS["noise_gate_prior_scale"]`` where the file has it), a positive
+            number that s, False no prior (a maximum-likelihood gate, the study's).
         noise_range: (lo, hi), the support of the noise expert's uniform density over the
             targets (default: the observed range; the curve functions pass the range of the
             target over the points' bounding box).

@@ -141,6 +141,7 @@ class Model:
         maps: torch.Tensor | None = None,
         noise_range=None,
         per_expert_noise: bool | None = None,
+        gate_prior_scale: float | bool | None = None,
         weight_scale: torch.Tensor | None = None,
         input_rms: torch.Tensor | None = None,
     ) -> Config:
@@ -161,6 +162,10 @@ class Model:
         (default: the observed range, :func:`noise_bounds`; the curve functions pass the
         range of the target over the points' bounding box, see
         :func:`pyro_moe.curves.design.target_range`).
+
+        ``gate_prior_scale``: s of the gate prior (a gated file): None takes
+        ``SETTINGS["gate_prior_scale"]`` (with the noise expert
+        ``SETTINGS["noise_gate_prior_scale"]`` where the file has it), False none.
 
         ``weight_scale`` s (n,): the unit of each weight (:func:`pyro_moe.fitting.weight_scale`).
         The defaults are then in those units: A_k = diag(s)^2 and the file's Xi becomes
@@ -279,9 +284,28 @@ class Model:
             gate_hidden=hidden,
             noise_bounds=bounds,
             noise_weight=_as(s.get("noise_weight", 0.1), dt).reshape(()) if noise else None,
-            gate_prior_scale=s.get("gate_prior_scale") if self.gated else None,
+            gate_prior_scale=self._gate_prior_scale(gate_prior_scale, noise)
+            if self.gated
+            else None,
             learn=learned,
             maps=maps,
+        )
+
+    def _gate_prior_scale(self, given: float | bool | None, noise: bool) -> float | None:
+        """The gate prior's s in use: ``given`` (False: None, no prior), else the file's."""
+        if given is False:
+            return None
+        if given is not None and given is not True:
+            return float(given)
+        if given is True:
+            raise InputError(
+                "gate_prior_scale=True is not allowed: a positive number, False or None"
+            )
+        s = self.settings
+        return (
+            s.get("noise_gate_prior_scale", s.get("gate_prior_scale"))
+            if noise
+            else s.get("gate_prior_scale")
         )
 
 

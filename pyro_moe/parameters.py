@@ -432,6 +432,9 @@ HYPERPARAMETERS: Mapping[str, Option] = MappingProxyType(
         "gate_hidden": Option(None, _anything, "hidden units of the gate"),
         "noise_expert": Option(None, _anything, "a uniform background component for outliers"),
         "per_expert_noise": Option(None, _anything, "one noise precision beta_k per expert"),
+        "gate_prior_scale": Option(
+            None, _anything, "s of the gate prior N(0, s^2) (None: the file's; False: none)"
+        ),
         "noise_range": Option(None, _anything, "(lo, hi), the noise expert's support"),
         "maps": Option(None, _anything, "expert maps T (K, n + 1, d): each expert's features"),
     }

@@ -231,6 +231,7 @@ class Hyperparameters:
         noise_weight: rho, the noise share of a gated model with the noise expert.
         gate_state: the gate's fitted parameters (``state_dict``), gated models only.
         gate_hidden: the hidden width the gate is rebuilt with from the model file.
+        gate_prior_scale: s of the gate prior N(0, s^2) the fit used, None without one.
         maps: (K, n + 1, d) each expert's own features and target, or None.
     """
 
@@ -244,6 +245,7 @@ class Hyperparameters:
     gate_state: dict[str, torch.Tensor] | None = None
     gate_hidden: int | None = None
     maps: torch.Tensor | None = None
+    gate_prior_scale: float | None = None
 
     def permuted(self, idx: torch.Tensor) -> Hyperparameters:
         K = self.prior_mean.shape[0]
@@ -795,6 +797,7 @@ class FitResult:
             "converged": self.converged,
             "learn": list(self.learn),
             "gate_hidden": self.gate_hidden,
+            "gate_prior_scale": self.hyper.gate_prior_scale,
             "restarts": self.restarts,
             "search": self.search,
             "feature_names": None if self.feature_names is None else list(self.feature_names),
@@ -858,7 +861,10 @@ class FitResult:
                 model_path=meta["model_path"],
                 posterior=Posterior(**parts["posterior"], site_draws=sites or None),
                 hyper=Hyperparameters(
-                    **parts["hyper"], gate_state=gate, gate_hidden=meta["gate_hidden"]
+                    **parts["hyper"],
+                    gate_state=gate,
+                    gate_hidden=meta["gate_hidden"],
+                    gate_prior_scale=meta.get("gate_prior_scale"),
                 ),
                 history=History(
                     **{name: arrays[key] for key, name in _HISTORY.items()},
@@ -1011,7 +1017,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 #: the saved arrays of each part, by name (gate parameters are saved as ``gate/<name>``)
 _PARTS = {
     "posterior": sorted(f.name for f in fields(Posterior) if f.name != "site_draws"),
-    "hyper": sorted({f.name for f in fields(Hyperparameters)} - {"gate_state", "gate_hidden"}),
+    "hyper": sorted(
+        {f.name for f in fields(Hyperparameters)}
+        - {"gate_state", "gate_hidden", "gate_prior_scale"}
+    ),
 }
 _HISTORY = {"objective_history": "objective", "elbo_history": "elbo", "time_history": "time"}
 
@@ -1049,6 +1058,7 @@ def fixed_config(model: Model, result: FitResult) -> Config:
         maps=hyper.maps,
         per_expert_noise=hyper.noise_precision.dim() == 1,
         noise_range=hyper.noise_bounds,
+        gate_prior_scale=False if hyper.gate_prior_scale is None else hyper.gate_prior_scale,
     )
     if cfg.gate is not None:
         cfg.gate = copy.deepcopy(result.gate_network())

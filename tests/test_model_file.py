@@ -118,6 +118,7 @@ def test_gamma_noise_prior_fits_with_cavi(tmp_path, name):
         experts=2,
         prior_mean=STUDY_PRIOR_MEAN,
         regularization_cov=STUDY_XI if "reg" in name else None,
+        per_expert_noise=False,  # one beta, one Gamma posterior (mixture_of_experts: per expert)
     )
     assert res.noise_shape is not None and res.noise_rate is not None
     assert float(res.noise_shape) == pytest.approx(1.0 + 0.5 * len(t))
@@ -129,8 +130,9 @@ def test_gamma_noise_prior_fits_with_cavi(tmp_path, name):
 
 def test_the_gate_prior_is_on_with_the_noise_expert_only():
     """regularized_experts (the study's circles): a prior on the gate with the noise expert
-    only; mixture_of_experts: always, s = 0.1 with the noise expert and
-    REGRESSION_GATE_PRIOR_SCALE = 3 without it (docs/regression.md)."""
+    only; mixture_of_experts: always, s = 0.1 with the noise expert and 3 without it
+    (docs/regression.md), unless the fit says otherwise (gate_prior_scale: a number, or
+    False for none: the study's maximum-likelihood gate)."""
     import pyro
     from pyro import poutine
 
@@ -148,6 +150,17 @@ def test_the_gate_prior_is_on_with_the_noise_expert_only():
                 assert torch.all(sites["gate_prior"]["fn"].base_dist.scale == scale)
                 # the weights of both layers (3 x 8 and 8 x 2), not the biases
                 assert sites["gate_prior"]["value"].shape == (3 * 8 + 8 * 2,)
+
+    model = pyro_moe.load_model("mixture_of_experts")
+    for given, scale in ((False, None), (0.5, 0.5), (None, 3.0)):
+        config = model.config(X, t, 2, gate_prior_scale=given)
+        with pyro.get_param_store().scope():
+            sites = poutine.trace(model.model).get_trace(X, t, config).nodes
+        assert ("gate_prior" in sites) == (scale is not None)
+        if scale is not None:
+            assert torch.all(sites["gate_prior"]["fn"].base_dist.scale == scale)
+    with pytest.raises(pyro_moe.InputError, match="gate_prior_scale"):
+        model.config(X, t, 2, gate_prior_scale=True)
 
 
 def test_cavi_refuses_a_gate_prior_it_does_not_implement(tmp_path):

@@ -366,6 +366,7 @@ def closed_form_fit(
         ),
         gate_hidden=config.gate_hidden,
         maps=config.maps,
+        gate_prior_scale=config.gate_prior_scale if gate is not None else None,
     )
     run.gate = gate
     return run

@@ -127,7 +127,11 @@ def kinds() -> dict:
     for label, kind, extra in KINDS:
         X, y = kind_data(kind)
         path = str(FILES / f"{kind}.py")
-        row = {"kind": label, "file": f"tests/model_files/{kind}.py", "points": len(y)}
+        row = {
+            "kind": label,
+            "file": str(Path(path).relative_to(FILES.parent.parent)),
+            "points": len(y),
+        }
         fits = {}
         for method, options in (("cavi", {"n_init": 1, "seed": 0}), ("svi", KIND_SVI)):
             t0 = time.perf_counter()

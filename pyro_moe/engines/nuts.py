@@ -391,7 +391,28 @@ class NUTS(Engine):
         return eps, stats
 
 
-class _Target:
+class _FlatSites:
+    """The sites' eps (``names``, each shaped as ``loc[name]``) as one flat vector, the one
+    site NUTS moves, and back."""
+
+    names: list[str]
+    loc: dict[str, torch.Tensor]
+
+    def flatten(self, eps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The sites' eps as one vector (the site NUTS moves)."""
+        return torch.cat([eps[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`flatten`'s inverse, for leading batch dims too."""
+        shapes = [self.loc[n].shape for n in self.names]
+        parts = torch.split(flat, [math.prod(s) for s in shapes], -1)
+        lead = flat.shape[:-1]
+        return {
+            n: p.reshape((*lead, *s)) for n, p, s in zip(self.names, parts, shapes, strict=True)
+        }
+
+
+class _Target(_FlatSites):
     """NUTS's coordinates eps and its potential energy U(eps) (module docstring, step 3).
 
     The map theta(eps): w_k = m_k + L_k eps_k; pi = softmax([a, 0]) with
@@ -501,19 +522,6 @@ class _Target:
             return joint.potential({n: v[0] for n, v in u.items()}) + ld_u[0] - ld
         return -(joint.log_prob(theta)[0] + ld)
 
-    def flatten(self, eps: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The sites' eps as one vector (the site NUTS moves)."""
-        return torch.cat([eps[n].reshape(-1) for n in self.names])
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """:meth:`flatten`'s inverse, for leading batch dims too."""
-        shapes = [self.loc[n].shape for n in self.names]
-        parts = torch.split(flat, [math.prod(s) for s in shapes], -1)
-        lead = flat.shape[:-1]
-        return {
-            n: p.reshape((*lead, *s)) for n, p, s in zip(self.names, parts, shapes, strict=True)
-        }
-
     def potential(self, flat: torch.Tensor) -> torch.Tensor:
         """U at the flat eps, for Pyro's NUTS; its gradient the closed form's where there
         is one, else autograd's through :meth:`reference`."""
@@ -591,7 +599,7 @@ class _Target:
         return -log_p + self._offset, grads
 
 
-class _Generic:
+class _Generic(_FlatSites):
     """NUTS's coordinates on any model file (module docstring, step 3, the generic path):
     every latent site the file declares, each in Pyro's unconstrained coordinates u
     (``biject_to`` of its support: log for a positive site, stick-breaking for a simplex),
@@ -694,17 +702,6 @@ class _Generic:
         return {
             n: torch.randn(self.loc[n].shape, generator=gen, dtype=torch.float64).to(self.loc[n])
             for n in self.names
-        }
-
-    def flatten(self, eps: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat([eps[n].reshape(-1) for n in self.names])
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        shapes = [self.loc[n].shape for n in self.names]
-        parts = torch.split(flat, [math.prod(s) for s in shapes], -1)
-        lead = flat.shape[:-1]
-        return {
-            n: p.reshape((*lead, *s)) for n, p, s in zip(self.names, parts, shapes, strict=True)
         }
 
     def potential(self, flat: torch.Tensor) -> torch.Tensor:

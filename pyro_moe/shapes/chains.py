@@ -50,7 +50,8 @@ from scipy import ndimage, sparse
 from scipy.sparse.csgraph import connected_components, depth_first_order
 
 from ..errors import InputError
-from .seeding import plausible
+from .geometry import FORMS
+from .seeding import plausible, sampson_distance
 
 __all__ = [
     "CLOSED",
@@ -265,17 +266,14 @@ def _unscale_conic(v: np.ndarray, c: np.ndarray, s: float) -> np.ndarray:
 
 def curve_distance(P: np.ndarray, w: np.ndarray, kind: str) -> np.ndarray:
     """(N,) distances of points to a curve in pixels: a circle's exact |‖p - c‖ - r|; a
-    conic's first-order (Sampson) |f(p)| / ‖∇f(p)‖ with f(p) = x^2 - w^T phi(p)."""
+    conic's first-order (Sampson) |f(p)| / ‖∇f(p)‖ with f(p) = x^2 - w^T phi(p), the
+    seed's :func:`~pyro_moe.shapes.seeding.sampson_distance` of the conic form."""
     x, y = P[:, 0], P[:, 1]
     if kind == "circle":
         c = 0.5 * w[:2]
         r2 = w[2] + c @ c
         return np.abs(np.hypot(x - c[0], y - c[1]) - np.sqrt(max(r2, 0.0)))
-    B, C, D, E, F = w
-    f = x * x - B * x * y - C * y * y - D * x - E * y - F
-    gx = 2 * x - B * y - D
-    gy = -B * x - 2 * C * y - E
-    return np.abs(f) / np.sqrt(gx * gx + gy * gy + 1e-300)
+    return sampson_distance(np.asarray(w, float)[None], P, FORMS["conic"])[0]
 
 
 def arc_cover(P: np.ndarray, w: np.ndarray, kind: str, bins: int | None = None, *,

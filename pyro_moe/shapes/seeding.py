@@ -52,6 +52,7 @@ __all__ = [
     "coverage",
     "default_candidates",
     "plausible",
+    "sampson_distance",
     "seed_curves",
 ]
 
@@ -263,7 +264,7 @@ def coverage(
         from scipy.spatial import cKDTree
 
         tau = 2.0 * float(np.median(cKDTree(P).query(P, k=2)[0][:, 1]))
-    inlier = _sampson(W, P, form) <= tau
+    inlier = sampson_distance(W, P, form) <= tau
     covered, arcs = _covered(kind, W, P, inlier, tau)
     j = np.arange(MAX_ARCS)[None, :]
     theta = (j + 0.5) / arcs[:, None] * 2.0 * np.pi - np.pi
@@ -286,7 +287,7 @@ def coverage(
     return np.where(n_seen > 0, share, 0.0)
 
 
-def _sampson(
+def sampson_distance(
     W: np.ndarray, P: np.ndarray, form: tuple[Sequence[str], str, Mapping[str, float]]
 ) -> np.ndarray:
     """(C, N) Sampson distances |f(p_i)| / ||grad f(p_i)|| of the points P (N, 2) to the

@@ -293,14 +293,14 @@ class Model:
 
     def _gate_prior_scale(self, given: float | bool | None, noise: bool) -> float | None:
         """The gate prior's s in use: ``given`` (False: None, no prior), else the file's."""
-        if given is False:
-            return None
-        if given is not None and given is not True:
-            return float(given)
         if given is True:
             raise InputError(
                 "gate_prior_scale=True is not allowed: a positive number, False or None"
             )
+        if given is False:
+            return None
+        if given is not None:
+            return float(given)
         s = self.settings
         return (
             s.get("noise_gate_prior_scale", s.get("gate_prior_scale"))

@@ -132,6 +132,15 @@ def test_a_closed_pipe_exits_quietly_and_leaves_no_file(tmp_path):
 
 
 @pytest.mark.slow
+def _only_progress_then(rest: str, last: str) -> None:
+    """stderr after the first progress line: the progress lines of jobs that ended before
+    the signal arrived (how many depends on the machine's load), then ``last``, once, and
+    nothing after it (no traceback, no "leaked semaphore" from the resource tracker)."""
+    lines = rest.splitlines(keepends=True)
+    assert lines and lines[-1] == last + "\n", rest
+    assert all(line.startswith("[") for line in lines[:-1]), rest
+
+
 def test_ctrl_c_stops_reproduce_and_its_workers_promptly(tmp_path):
     # promptly: well before the job would end by itself (2 s on a quiet machine; the bound
     # leaves room for a loaded CI machine, where it once took 2.45 s)
@@ -153,8 +162,8 @@ def test_ctrl_c_stops_reproduce_and_its_workers_promptly(tmp_path):
     elapsed = time.perf_counter() - t0
     rest = proc.stderr.read()
     assert code == 130 and elapsed < 10.0, (elapsed, rest)
-    # one line, and nothing after it (no "leaked semaphore" from the resource tracker)
-    assert rest == "pyro-moe: interrupted (no output written)\n", rest
+    # the interruption line last, and nothing after it (no "leaked semaphore")
+    _only_progress_then(rest, "pyro-moe: interrupted (no output written)")
     assert not out.exists()
     time.sleep(0.5)
     alive = [pid for pid in workers if "spawn_main" in _cmdline(pid)]
@@ -379,7 +388,7 @@ def test_sigterm_stops_reproduce_and_its_workers(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert code == 143, rest
-    assert rest == "pyro-moe: terminated by SIGTERM (no output written)\n", rest
+    _only_progress_then(rest, "pyro-moe: terminated by SIGTERM (no output written)")
     assert not out.exists()
     deadline = time.monotonic() + 30
     while (alive := [p for p in children if _cmdline(p)]) and time.monotonic() < deadline:

@@ -220,6 +220,7 @@ def select_experts(
     wrap: Callable[[int, FitResult], Any] | None = None,
     distinct: Callable[[Any], tuple[int, str]] | None = None,
     cv: int | None = None,
+    stop: Callable[[list[dict[str, Any]]], bool] | None = None,
     **fit_kwargs: Any,
 ) -> Selection:
     """Fit K = ``min_experts`` .. ``max_experts`` and choose K by the ELBO.
@@ -236,6 +237,10 @@ def select_experts(
     :class:`~pyro_moe.curves.CurveFit`), and ``distinct(fit) -> (count, note)``, how its
     fits count distinct experts (default :func:`distinct_experts`); see
     :func:`pyro_moe.curves.selection.select_curves`.
+
+    ``stop(table) -> bool``, asked after each K with the rows so far: True ends the range
+    there (the K tried are the table's; a layer that knows when a larger K cannot help,
+    such as the curve application's, saves those fits).
 
     ``cv``: F >= 2 folds of cross-validation: each K is also scored by its held-out log
     predictive density (:func:`cv_log_predictive`), and K is chosen by it (the smallest
@@ -294,6 +299,8 @@ def select_experts(
                 "note": note,
             }
         )
+        if stop is not None and K < max_experts and stop(table):
+            break
     if cv is not None:
         ks = [row["experts"] for row in table]
         lpd, se, bad = cv_log_predictive(
@@ -330,6 +337,7 @@ def select_experts(
     unconverged = [row["experts"] for row in table if not row["converged"]]
     if unconverged and unconverged != [chosen]:
         notes.append(f"fits that did not converge: K = {unconverged}")
+    # a range ended by stop (below max_experts) was judged complete: no boundary there
     at_boundary = chosen == max_experts and max_experts > min_experts
     if at_boundary:
         notes.append(

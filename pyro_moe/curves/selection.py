@@ -46,6 +46,7 @@ from .uncertainty import curve_uncertainty
 
 __all__ = [
     "CurveReport",
+    "no_gain",
     "curve_distinct",
     "curve_reports",
     "ring_contrast",
@@ -445,11 +446,31 @@ def auto_range(candidates: list[Candidate]) -> tuple[int, int]:
     sequential RANSAC finds one among the points left); 1 .. :data:`AUTO_MAX_EXPERTS`
     without candidates. Measured: the study's eye photo gives 37 candidates: the pupil
     (0.53 of its perimeter), three closed highlight rings, and 33 arcs of 12 to 100 points
-    covering 0.17 to 0.49 of their circles; S = 3."""
-    if not candidates:
+    covering 0.17 to 0.49 of their circles; S = 3. Arcs alone (no closed candidate: sparse
+    or jittered rings, whose chains break every few pixels) say nothing of K: 1 ..
+    :data:`AUTO_MAX_EXPERTS`, K = 1, 2, ... until a K adds no admissible curve
+    (:func:`no_gain`); measured on three sparse concentric rings in 50 % clutter (three
+    arcs of 0.17 of their circles), S = 1 and the range 1..2 missed the third ring."""
+    strong = sum(c.sweep >= CLOSED for c in candidates)
+    if not strong:
         return 1, AUTO_MAX_EXPERTS
-    strong = max(1, sum(c.sweep >= CLOSED for c in candidates))
     return strong, strong + 1
+
+
+def no_gain(table: list[dict], margin: float = 3.0) -> bool:
+    """Whether :func:`select_curves`' range from the picture ends at the last K of
+    ``table`` (rows of :func:`pyro_moe.selection.select_experts`): a smaller K was
+    admissible, and the last K is not, or scores no more than ``margin`` nats above the
+    best admissible score before it. Then the choice (the smallest admissible K within
+    ``margin`` of the best) is already among the rows, unless a larger K jumps past a K
+    that adds nothing: with each K seeded from the same sequential draws (its first K - 1
+    curves are those of K - 1), the extra curve of K is the best the points left offer, and
+    when it is no curve, the next is less of one."""
+    last = table[-1]
+    before = [row["score"] for row in table[:-1] if row["admissible"]]
+    if not before:
+        return False
+    return not (last["admissible"] and last["score"] > max(before) + margin)
 
 
 def select_curves(
@@ -505,19 +526,26 @@ def select_curves(
     cands = (
         chain_candidates(data) if len(data.points.xy) == len(data.y) and max_points is None else []
     )
-    from_chains = max_experts is None and bool(cands)
+    from_picture = max_experts is None
     if max_experts is None:  # the range from the picture
         low, high = auto_range(cands)
         min_experts = low if min_experts is None else min_experts
         max_experts = max(high, min_experts)
     elif min_experts is None:
         min_experts = 1
-    # Seeded by default where the range comes from the edge chains; else off, measured:
-    # from the RANSAC curves every K of a scene with 30 % stray pixels explains clusters of
-    # stray points by extra circles, and auto chose 5 for 2 rings (27/29 scenes right,
-    # 29/29 from the restarts).
+    # Seeded by default where the range comes from the picture (the chains' curves, else
+    # sequential RANSAC's), K growing until it adds no admissible curve (no_gain); with
+    # max_experts given, every K from the engine's restarts with the search, as before.
+    # Measured (benchmarks/scenes.py --set sparse, seeds 0-2): the restarts took 4-12 s
+    # per jittered scene; seeded with the stop, see docs/guide.md.
     seeded = options.pop("seeded", None)
-    seeded = from_chains if seeded is None else seeded
+    seeded = from_picture if seeded is None else seeded
+    stop = None
+    if from_picture and options.get("cv") is None:
+        margin = float(options.get("margin", 3.0))
+
+        def stop(table: list[dict]) -> bool:
+            return no_gain(table, margin)
 
     def start(K: int) -> dict:  # with seeded=True, each K starts where fit_curves does
         data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
@@ -548,6 +576,7 @@ def select_curves(
         start=start,
         wrap=lambda K, res: CurveFit(res, data.geometry.repeated(K)),
         distinct=distinct,
+        stop=stop,
         **curve,
         **options,
     )

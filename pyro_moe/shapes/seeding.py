@@ -36,7 +36,8 @@ point to its nearest neighbour (2 px on an edge map of 1-px spacing).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -54,6 +55,7 @@ __all__ = [
     "plausible",
     "sampson_distance",
     "seed_curves",
+    "sequential_curves",
 ]
 
 #: The sizes (nearest neighbours of the anchor) of the neighbourhoods the minimal subsets
@@ -358,7 +360,29 @@ def seed_curves(
     """Labels (N,) of a sequential-RANSAC start: the curve 0..K-1 each point starts on, or
     -1 for a point no curve explains (module docstring). ``points`` (N, 2) in the units
     the fit uses; ``form`` = (features, response, offset) of the experts' shared form.
-    ``candidates`` per curve (None: :func:`default_candidates`)."""
+    ``candidates`` per curve (None: :func:`default_candidates`). The first K curves of
+    K + 1 are those of K (:func:`sequential_curves`, whose labels after K curves these
+    are)."""
+    labels = np.full(len(points), -1)
+    steps = sequential_curves(points, form, kind, seed=seed, candidates=candidates, tau=tau)
+    for _, labels in zip(range(experts), steps, strict=False):
+        pass
+    return labels
+
+
+def sequential_curves(
+    points: np.ndarray,
+    form: tuple[Sequence[str], str, Mapping[str, float]],
+    kind: str | None,
+    *,
+    seed: int = 0,
+    candidates: int | None = None,
+    tau: float | None = None,
+) -> Iterator[np.ndarray]:
+    """The labels (N,) after each curve of :func:`seed_curves`' sequential draw, one
+    curve more each (a new array each time; it ends when no further curve is found): one
+    draw serves every K (``--experts auto`` takes K = 1, 2, ... from it, and K + 1 costs
+    one curve more, not K + 1)."""
     from scipy.spatial import cKDTree
 
     features, response, offset = form
@@ -366,7 +390,7 @@ def seed_curves(
     N, n = len(P), len(features)
     labels = np.full(N, -1)
     if N < n + 2:
-        return labels
+        return
     if candidates is None:
         candidates = default_candidates(n)
     rng = np.random.default_rng(seed)
@@ -393,7 +417,7 @@ def seed_curves(
         w, *_ = np.linalg.lstsq(phi[idx], t[idx], rcond=None)
         return w[None]
 
-    for k in range(experts):
+    for k in itertools.count():
         left = np.flatnonzero(labels < 0)
         if len(left) < n + 2:
             break
@@ -464,5 +488,6 @@ def seed_curves(
         inl = left[distance(w, left)[0] <= tau]
         if len(inl) < n + 2:
             break
+        labels = labels.copy()
         labels[inl] = k
-    return labels
+        yield labels

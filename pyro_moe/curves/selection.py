@@ -46,9 +46,9 @@ from .uncertainty import curve_uncertainty
 
 __all__ = [
     "CurveReport",
-    "no_gain",
     "curve_distinct",
     "curve_reports",
+    "no_gain",
     "ring_contrast",
     "select_circles",
     "select_curves",

@@ -363,11 +363,9 @@ def seed_curves(
     ``candidates`` per curve (None: :func:`default_candidates`). The first K curves of
     K + 1 are those of K (:func:`sequential_curves`, whose labels after K curves these
     are)."""
-    labels = np.full(len(points), -1)
     steps = sequential_curves(points, form, kind, seed=seed, candidates=candidates, tau=tau)
-    for _, labels in zip(range(experts), steps, strict=False):
-        pass
-    return labels
+    drawn = list(itertools.islice(steps, max(experts, 0)))
+    return drawn[-1] if drawn else np.full(len(points), -1)
 
 
 def sequential_curves(

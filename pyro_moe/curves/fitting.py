@@ -17,8 +17,9 @@ once per call.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -31,7 +32,7 @@ from ..config import learn_set
 from ..errors import InputError
 from ..fitting import fit
 from ..model_file import Model, load_model
-from ..search import SearchPolicy
+from ..search import SearchPolicy, SearchReport
 from ..shapes.chains import CLOSED, Candidate, chain_curves, curve_distance
 from ..shapes.curves import MAX_RELATIVE_NOISE, radial_noise
 from ..shapes.geometry import FORMS, Geometry, target_name
@@ -447,7 +448,9 @@ def fit_curves(
     if search is None:
         search = not (start and chains_explain(data))
     search = search is not False
-    options = curve_fit_options(data, search=search, per_expert_noise=per_expert_noise)
+    options = curve_fit_options(
+        data, search=search, per_expert_noise=per_expert_noise, seeded=bool(start)
+    )
     result = CurveFit(
         fit(model, data.X, data.y, experts=data.experts, seed=seed, **options,
             **{**fit_options, **start}),
@@ -561,8 +564,55 @@ def check_fit_options(fit_options: dict, where: str) -> None:
         )
 
 
+#: The least share of the points an expert of a seeded fit must hold for the fit to be
+#: left unsearched (:func:`seeds_explain`): the search's own ``min_share``.
+MIN_SHARE = SearchPolicy.min_share
+
+
+def seeds_explain(data: CurveData, result) -> bool:
+    """Whether a fit polished from a seeded start needs no search
+    (:class:`SeededSearch`): every expert holds :data:`MIN_SHARE` of the points, is a
+    plausible curve the points trace (:func:`plausible_experts`), no circle is a band of
+    clutter (:func:`noisy_circles`), and no two circles coincide (centres and radii within
+    2 px in all: the reports' ``min_separation``). Then every victim the search would try
+    is a curve the fit already has, and each of its trial refits (25 iterations) is lost
+    time: measured on three sparse rings in 50 % clutter (``--experts auto``, K = 2..4),
+    11 trial refits, 0.74 s of 1.75 s, none kept."""
+    K = result.experts
+    share = result.responsibilities[:, :K].mean(0)
+    if bool((share < MIN_SHARE).any()):
+        return False
+    check = plausible_experts(data)
+    if check is not None and not bool(check(result.mean).all()):
+        return False
+    fit_k = CurveFit(result, data.geometry)
+    if "circle" in data.geometry.kinds and noisy_circles(fit_k):
+        return False
+    circles = [c for k, c in enumerate(fit_k.curves()) if data.geometry.kinds[k] == "circle"]
+    for j in range(len(circles)):
+        for k in range(j + 1, len(circles)):
+            a, b = circles[j], circles[k]
+            if math.hypot(a.x0 - b.x0, a.y0 - b.y0) + abs(a.r - b.r) < 2.0:
+                return False
+    return True
+
+
+@dataclass(frozen=True)
+class SeededSearch(SearchPolicy):
+    """The search of a fit from a seeded start (:func:`seeded_start`): run only where the
+    polished seeds leave something to fix (``explained(result)`` False:
+    :func:`seeds_explain`), else the polished fit is the answer, with an empty report."""
+
+    explained: Callable[[Any], bool] | None = None
+
+    def run(self, result, refit, *, seed: int = 0):
+        if self.explained is not None and self.explained(result):
+            return result, SearchReport(0, 0, result.objective, result.objective)
+        return super().run(result, refit, seed=seed)
+
+
 def curve_fit_options(
-    data: CurveData, *, search: bool = True, per_expert_noise: bool = True
+    data: CurveData, *, search: bool = True, per_expert_noise: bool = True, seeded: bool = False
 ) -> dict:
     """The options of :func:`pyro_moe.fit` that make a fit a curve fit, the one place they
     are set (:func:`fit_curves` and :func:`pyro_moe.select_curves`, which fits each K as
@@ -575,9 +625,19 @@ def curve_fit_options(
         "prior_units": "unit",
         "maps": data.maps,
         "noise_range": data.noise_range,
-        "search": SearchPolicy(admissible=plausible_experts(data)) if search else False,
+        "search": search_policy(data, seeded=seeded) if search else False,
         "per_expert_noise": per_expert_noise,
     }
+
+
+def search_policy(data: CurveData, *, seeded: bool = False) -> SearchPolicy:
+    """The search of a curve fit, with the plausible-curve rule
+    (:func:`plausible_experts`); from a seeded start, only where the polished seeds leave
+    something to fix (:class:`SeededSearch`, :func:`seeds_explain`)."""
+    admissible = plausible_experts(data)
+    if not seeded:
+        return SearchPolicy(admissible=admissible)
+    return SeededSearch(admissible=admissible, explained=lambda r: seeds_explain(data, r))
 
 
 def fit_circles(source, *, experts: int = 2, **options) -> CurveFit:

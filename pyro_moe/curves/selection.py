@@ -551,12 +551,13 @@ def select_curves(
         data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
         # the search: off where the chains start the fit (their curves, the one beyond them
         # judged by the reports and the ELBO), else on
+        # (from a seeded start, only where the polished seeds leave something to fix)
         on = (not (seeded and chains_start(data_k))) if search is None else bool(search)
-        policy = curve_fit_options(data, search=on)["search"]
         if not seeded:
-            return {"search": policy}
+            return {"search": curve_fit_options(data_k, search=on)["search"]}
         seeds = seeded_start(data_k, model, options, per_expert_noise=per_expert_noise, seed=seed)
-        return {"search": policy, **seeds}
+        polish = search is None and bool(seeds)
+        return {"search": curve_fit_options(data_k, search=on, seeded=polish)["search"], **seeds}
 
     min_share = options.get("min_share", 0.01)
     duplicate_sd = options.get("duplicate_sd", 1.0)

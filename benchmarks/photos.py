@@ -62,6 +62,7 @@ from pyro_moe.shapes.metric import ellipse_overlap  # noqa: E402
 from pyro_moe.shapes.synthetic import circle_scene  # noqa: E402
 from tests.test_photos import COFFEE, COINS, EYE, EYE_SPECULAR, _found, rim_with_branches  # noqa: E402
 
+LOAD_START = 0.0
 CLEAN = (
     "concentric 2", "concentric 3", "concentric 4", "apart 2 (small and large)",
     "overlapping 2", "small (r 8-15)", "cut by the border", "5 apart", "two concentric pairs",
@@ -69,12 +70,22 @@ CLEAN = (
 )  # fmt: skip
 
 
+class Seconds(float):
+    """Wall-clock seconds of a call, with ``cpu``: its process CPU seconds (one thread with
+    OMP_NUM_THREADS=1: on a shared machine the wall time grows with the load, the CPU time
+    much less)."""
+
+    cpu: float = 0.0
+
+
 def _timed(fit, *args, **kw):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = fit(*args, **kw)
-    return result, time.perf_counter() - t0
+    dt = Seconds(time.perf_counter() - t0)
+    dt.cpu = time.process_time() - c0
+    return result, dt
 
 
 def _gray8(img: np.ndarray) -> np.ndarray:
@@ -144,12 +155,12 @@ def circle_photo(rows, name, img, refs, tol, K, known=None):
     v = _valid(r)
     rows.append({"photo": name, "method": f"pyro_moe K={K}", "found": _found(refs, v, tol),
                  "total": len(refs), "tol_px": tol, "invented": invented(v),
-                 "seconds": dt})  # fmt: skip
+                 "seconds": dt, "cpu_seconds": dt.cpu})  # fmt: skip
     s, dt = _timed(pyro_moe.select_curves, img, design="circle", image_options={"edges": True})
     v = _valid(s.result)
     rows.append({"photo": name, "method": f"pyro_moe auto (K={s.experts})",
                  "found": _found(refs, v, tol), "total": len(refs), "tol_px": tol,
-                 "invented": invented(v), "seconds": dt})  # fmt: skip
+                 "invented": invented(v), "seconds": dt, "cpu_seconds": dt.cpu})  # fmt: skip
     ed, dt = _run_edcircles(img)
     if ed is not None:
         circ = [Circle(*c, True) for c in ed[0]["circles"]]
@@ -157,13 +168,13 @@ def circle_photo(rows, name, img, refs, tol, K, known=None):
                  if min(e[2], e[3]) > 0.9 * max(e[2], e[3])]  # fmt: skip
         rows.append({"photo": name, "method": "EDCircles", "found": _found(refs, circ, tol),
                      "total": len(refs), "tol_px": tol,
-                     "invented": invented(circ), "seconds": dt})  # fmt: skip
+                     "invented": invented(circ), "seconds": dt, "cpu_seconds": dt.cpu})  # fmt: skip
     edges = _edges(img)
     rc, dt = _timed(ransac_circles, edges, K)
     circ = [Circle(*c, True) for c in rc[0]]
     rows.append({"photo": name, "method": f"RANSAC K={K}", "found": _found(refs, circ, tol),
                  "total": len(refs), "tol_px": tol,
-                 "invented": invented(circ), "seconds": dt})  # fmt: skip
+                 "invented": invented(circ), "seconds": dt, "cpu_seconds": dt.cpu})  # fmt: skip
 
 
 def coffee(rows):
@@ -181,7 +192,7 @@ def coffee(rows):
         label = how if result is r else f"{how} (K={r.experts})"
         rows.append({"photo": "coffee (both cup rims)", "method": label, "found": hits,
                      "total": 2, "tol_px": "overlap > 0.8, 4", "overlap": best,
-                     "invented": len(ells) - hits, "seconds": dt})  # fmt: skip
+                     "invented": len(ells) - hits, "seconds": dt, "cpu_seconds": dt.cpu})  # fmt: skip
     ed, dt = _run_edcircles(img)
     if ed is not None:
         ells = [(x, y, a, b, np.deg2rad(t)) for x, y, a, b, t in ed[0]["ellipses"]]
@@ -189,11 +200,12 @@ def coffee(rows):
         hits, best = _rims_found(refs, ells)
         rows.append({"photo": "coffee (both cup rims)", "method": "EDCircles", "found": hits,
                      "total": 2, "tol_px": "overlap > 0.8, 4", "overlap": best,
-                     "invented": len(ells) - hits, "seconds": dt})  # fmt: skip
+                     "invented": len(ells) - hits, "seconds": dt, "cpu_seconds": dt.cpu})  # fmt: skip
 
 
 def clean_scenes(rows):
     times = {"pyro_moe K": [], "RANSAC K": [], "EDCircles": []}
+    cpu = {m: [] for m in times}
     solved = dict.fromkeys(times, 0)
     n = 0
     for kind in CLEAN:
@@ -202,24 +214,34 @@ def clean_scenes(rows):
             K, n = len(truth), n + 1
             r, dt = _timed(pyro_moe.fit_circles, img, experts=K)
             times["pyro_moe K"].append(dt)
+            cpu["pyro_moe K"].append(dt.cpu)
             solved["pyro_moe K"] += _found([(c.x0, c.y0, c.r) for c in truth], _valid(r), 2.0) == K
             rc, dt = _timed(ransac_circles, img, K)
             times["RANSAC K"].append(dt)
+            cpu["RANSAC K"].append(dt.cpu)
             circ = [Circle(*c, True) for c in rc[0]]
             solved["RANSAC K"] += _found([(c.x0, c.y0, c.r) for c in truth], circ, 2.0) == K
             ed, dt = _run_edcircles(img)
             if ed is not None:
                 times["EDCircles"].append(dt)
+                cpu["EDCircles"].append(dt.cpu)
                 circ = [Circle(*c, True) for c in ed[0]["circles"]]
                 solved["EDCircles"] += _found([(c.x0, c.y0, c.r) for c in truth], circ, 2.0) == K
     for method, ts in times.items():
         if ts:
             rows.append({"photo": f"clean scenes ({n})", "method": method, "found": solved[method],
                          "total": n, "tol_px": 2, "seconds": statistics.median(ts),
+                         "cpu_seconds": statistics.median(cpu[method]),
                          "median": True})  # fmt: skip
 
 
+def _duration(t: float) -> str:
+    return f"{t * 1000:.1f} ms" if t < 1 else f"{t:.2f} s"
+
+
 def main() -> None:
+    global LOAD_START
+    LOAD_START = os.getloadavg()[0]
     warm = circle_scene("concentric 2", 5)[0]
     _timed(pyro_moe.fit_circles, warm, experts=2)
     _timed(pyro_moe.select_curves, warm, design="circle")
@@ -243,21 +265,19 @@ def main() -> None:
     atomic_write(out / "photos.json", lambda p: p.write_text(json.dumps(rows, indent=1) + "\n"))
     lines = [
         "Photos and clean scenes, every method in one process on one machine, warm; time per",
-        "image in-process (clean scenes: the median). Written by `benchmarks/photos.py`;",
-        f"load average at the end of the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
+        "image in-process (clean scenes: the median), wall clock and the process's CPU time",
+        "(one thread). Written by `benchmarks/photos.py`; load average at the start of the",
+        f"run: {LOAD_START:.1f}, at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
         "",
-        "| picture | method | found (within) | other | time |",
-        "|---|---|---|---|---|",
+        "| picture | method | found (within) | other | time | CPU time |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         found = f"{row['found']}/{row['total']} ({row['tol_px']})"
         if "overlap" in row:
             found += " " + ", ".join(f"{v:.2f}" for v in row["overlap"].values())
-        t = row["seconds"]
         lines.append(f"| {row['photo']} | {row['method']} | {found} | {row.get('invented', '')} | "
-                     f"{t * 1000:.1f} ms |" if t < 1 else
-                     f"| {row['photo']} | {row['method']} | {found} | {row.get('invented', '')} | "
-                     f"{t:.2f} s |")  # fmt: skip
+                     f"{_duration(row['seconds'])} | {_duration(row['cpu_seconds'])} |")  # fmt: skip
     atomic_write(out / "photos.md", lambda p: p.write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
 

@@ -19,8 +19,8 @@ with the seeds given (new centres and radii per seed):
 A scene is *solved* when every true circle is matched (Hungarian on (x0, y0, r)) by a found
 circle within 2 px in each of x0, y0 and r. Every method runs in this process on each
 scene once, warm (each is run once on the first scene before the timed runs); the time per
-image is the call's wall time (the machine may be shared: compare the methods' times
-within one run, not across runs).
+image is the call's wall time and its CPU time (the machine may be shared: compare the
+methods' times within one run, not across runs; the load average is written with them).
 
 * ``edcircles``: OpenCV's EdgeDrawing / EDCircles (``peers.edcircles``), no K; every
   circle it reports (and each ellipse, as a circle of radius (a + b) / 2) may be matched;
@@ -31,8 +31,10 @@ within one run, not across runs).
 * ``pyro_moe``: ``pyro_moe.fit_circles(image, experts=K, noise_expert=True)``, what
   ``pyro-moe circles IMAGE --experts K`` runs (its defaults: the noise expert on, the
   seeded start, the search);
-* ``auto``: ``pyro_moe.select_circles(image, noise_expert=True)`` (K = 1..5), what
-  ``--experts auto`` runs; *right K* when the chosen K is the true one.
+* ``auto``: ``pyro_moe.select_circles(image, noise_expert=True)``, what ``--experts
+  auto`` runs (K = S, S + 1 for S closed edge-chain candidates; else K = 1, 2, ... up to
+  5, each seeded, until a K adds no admissible curve); *right K* when the chosen K is the
+  true one.
 
 Writes the results under ``benchmarks/results/`` as ``--name`` .json and .md (default
 ``scenes_`` and the set: benchmarks/results/scenes_clean.md, benchmarks/results/scenes_sparse.md;
@@ -44,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -130,6 +133,7 @@ def main() -> None:
         kinds = tuple(kinds[int(i)] for i in args.kinds.split(","))
     seeds = [int(v) for v in args.seeds.split(",")]
     name = args.name or f"scenes_{args.set}"
+    load_start = os.getloadavg()[0]
     rows = [
         {"scene": kind, "seed": seed, "K": len(truth), "size": list(img.shape),
          "points": int(img.sum()), "img": img, "truth": truth}
@@ -140,11 +144,12 @@ def main() -> None:
         method(m, first["img"], first["K"], first["truth"])
     for row in rows:
         for m in methods:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             found, extra = method(m, row["img"], row["K"], row["truth"])
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             ok, good, worst = solved(row["truth"], found)
-            row[m] = {"solved": ok, "found": good, "worst_px": worst, "seconds": dt, **extra}
+            row[m] = {"solved": ok, "found": good, "worst_px": worst, "seconds": dt,
+                      "cpu_seconds": cpu, **extra}  # fmt: skip
         print(row["scene"], row["seed"], {m: row[m] for m in methods}, flush=True)
     for row in rows:
         del row["img"], row["truth"]
@@ -154,6 +159,7 @@ def main() -> None:
             "scenes": len(rows),
             "median_seconds": float(np.median([r[m]["seconds"] for r in rows])),
             "mean_seconds": float(np.mean([r[m]["seconds"] for r in rows])),
+            "median_cpu_seconds": float(np.median([r[m]["cpu_seconds"] for r in rows])),
         }
         for m in methods
     }
@@ -165,10 +171,14 @@ def main() -> None:
                 summary[m]["within_ransac_time"] = sum(
                     r[m]["seconds"] <= r["ransac"]["seconds"] for r in rows
                 )
+                summary[m]["within_ransac_cpu"] = sum(
+                    r[m]["cpu_seconds"] <= r["ransac"]["cpu_seconds"] for r in rows
+                )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     meta = {"set": args.set, "seeds": seeds, "ransac": RANSAC, "tolerance_px": TOL_PX,
-            "argv": sys.argv[1:]}  # fmt: skip
+            "argv": sys.argv[1:], "load_start": load_start, "load_end": os.getloadavg()[0],
+            "cores": os.cpu_count()}  # fmt: skip
     (out / f"{name}.json").write_text(
         json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=1, default=float) + "\n"
     )
@@ -184,7 +194,10 @@ def markdown(rows: list[dict], summary: dict, methods: list[str], meta: dict) ->
     lines = [
         f"Scenes `{meta['set']}`, seeds {meta['seeds']}; solved = every circle within "
         f"{meta['tolerance_px']:g} px in x0, y0 and r; (worst error, seconds per image, "
-        "in-process, warm). `benchmarks/scenes.py " + " ".join(meta["argv"]) + "`",
+        "in-process, warm). `benchmarks/scenes.py " + " ".join(meta["argv"]) + "`; load "
+        f"average {meta['load_start']:.1f} at the start, {meta['load_end']:.1f} at the end, on "
+        f"{meta['cores']} cores (a shared machine: the CPU-time lines below are the fairer "
+        "comparison).",
         "",
         "| scene | seed | K | " + " | ".join(label[m] for m in methods) + " |",
         "|---|---|---|" + "---|" * len(methods),
@@ -209,11 +222,14 @@ def markdown(rows: list[dict], summary: dict, methods: list[str], meta: dict) ->
         f"{summary[m]['median_seconds']:.2g}" for m in methods) + " |")  # fmt: skip
     lines.append("| **mean s per image** | | | " + " | ".join(
         f"{summary[m]['mean_seconds']:.2g}" for m in methods) + " |")  # fmt: skip
+    lines.append("| **median CPU s per image** | | | " + " | ".join(
+        f"{summary[m]['median_cpu_seconds']:.2g}" for m in methods) + " |")  # fmt: skip
     lines.append("")
     for m in ("pyro_moe", "auto"):
         if "within_ransac_time" in summary.get(m, {}):
             lines.append(f"- {label[m]}: no slower than RANSAC on "
-                         f"{summary[m]['within_ransac_time']}/{n} scenes")  # fmt: skip
+                         f"{summary[m]['within_ransac_time']}/{n} scenes (wall), "
+                         f"{summary[m]['within_ransac_cpu']}/{n} (CPU time)")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

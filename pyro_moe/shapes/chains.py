@@ -61,6 +61,7 @@ __all__ = [
     "MIN_ARC",
     "MIN_CURVATURE",
     "MIN_SWEEP",
+    "MIN_VISIBLE",
     "TANGENT_SPAN",
     "Candidate",
     "arc_cover",
@@ -210,7 +211,8 @@ class Candidate:
     """A candidate curve from the chains: its ``points`` (indices into the point set),
     ``weights`` of its kind's form in pixel units (a circle's (2 x0, 2 y0, r^2 - x0^2 -
     y0^2); a conic's (B', C', D', E', F') of x^2 = B'xy + C'y^2 + D'x + E'y + F'), the
-    ``sweep`` (share of its perimeter its points cover), its ``rms`` geometric distance in
+    ``sweep`` (share of its perimeter its points cover; of a circle cut by the picture's
+    box, of the part inside, :func:`sweep_share`), its ``rms`` geometric distance in
     pixels and its ``score`` (points x sweep)."""
 
     points: np.ndarray
@@ -311,10 +313,33 @@ def longest_arc(hit: np.ndarray) -> float:
     return float((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max() / len(hit))
 
 
-def sweep_share(P: np.ndarray, w: np.ndarray, kind: str, tau: float) -> float:
+#: The least share of a circle's perimeter inside the picture for its sweep to be read on
+#: that part alone (:func:`sweep_share`).
+MIN_VISIBLE = 0.5
+
+
+def sweep_share(
+    P: np.ndarray, w: np.ndarray, kind: str, tau: float, box: tuple | None = None
+) -> float:
     """The share of a closed curve's perimeter that points P lie on (:func:`arc_cover` in
-    arcs of 2 tau pixels)."""
-    return float(arc_cover(P, w, kind, step=2 * tau).mean())
+    arcs of 2 tau pixels). With the picture's ``box`` ((x, y) lo, (x, y) hi), a circle cut
+    by it is judged on its arcs inside the box (widened by ``tau``) when they are at least
+    :data:`MIN_VISIBLE` of it: a ring cut by the frame, traced all along its visible part,
+    is closed (measured on ``circle_scene("cut by the border")``: 0.56 to 0.75 of the whole
+    perimeter, the rest outside; without a closed candidate the fit fell back on sequential
+    RANSAC, 130 ms of a 160 ms fit)."""
+    hit = arc_cover(P, w, kind, step=2 * tau)
+    if box is None or kind != "circle":
+        return float(hit.mean())
+    c = 0.5 * w[:2]
+    r = float(np.sqrt(max(w[2] + c @ c, 0.0)))
+    th = (np.arange(len(hit)) + 0.5) / len(hit) * 2 * np.pi - np.pi
+    mid = c + r * np.column_stack([np.cos(th), np.sin(th)])
+    lo, hi = np.asarray(box[0]) - tau, np.asarray(box[1]) + tau
+    seen = (mid >= lo).all(-1) & (mid <= hi).all(-1)
+    if seen.all() or seen.mean() < MIN_VISIBLE:
+        return float(hit.mean())
+    return float((hit & seen).sum() / seen.sum())
 
 
 #: The most groups :func:`_merge` compares pairwise (the largest).
@@ -439,7 +464,7 @@ def chain_curves(
         rms = float(np.sqrt(np.mean(d * d)))
         if not rms <= tau:
             continue
-        sweep = sweep_share(P[pts], w, kind, tau)
+        sweep = sweep_share(P[pts], w, kind, tau, box)
         if sweep < MIN_SWEEP:
             continue
         out.append(Candidate(pts, w, sweep, rms, len(pts) * sweep))

@@ -359,9 +359,11 @@ def plausible_experts(data: CurveData):
     box = (P.min(0), P.max(0))
     extent = float(np.linalg.norm(box[1] - box[0]))
     form = FORMS[kind]
-    from scipy.spatial import cKDTree
+    if "tau" not in data.cache:  # one nearest-neighbour query per point set, not per K
+        from scipy.spatial import cKDTree
 
-    tau = 2.0 * float(np.median(cKDTree(P).query(P, k=2)[0][:, 1]))
+        data.cache["tau"] = 2.0 * float(np.median(cKDTree(P).query(P, k=2)[0][:, 1]))
+    tau = data.cache["tau"]
 
     def check(W: torch.Tensor) -> torch.Tensor:
         w = W.detach().cpu().numpy().astype(np.float64)[:, : len(form[0])]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import subprocess
 import sys
@@ -71,13 +72,28 @@ def seeding_at(commit: str):
     return module
 
 
+def as_sequential(seed_curves):
+    """A ``seed_curves(points, K, form, kind, seed=...)`` of an older seeding.py as the
+    sequential draw the curve fit now reads (``sequential_curves``: the labels after 1, 2,
+    ... curves), one call per K."""
+
+    def sequential(points, form, kind, *, seed=0, candidates=None, tau=None):
+        for k in itertools.count(1):
+            yield seed_curves(points, k, form, kind, seed=seed, candidates=candidates, tau=tau)
+
+    return sequential
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="10-30", help="first-last (last excluded)")
     ap.add_argument("--before", default="204af59")
     args = ap.parse_args()
     lo, hi = (int(v) for v in args.seeds.split("-"))
-    variants = {"before": seeding_at(args.before).seed_curves, "now": curve_fitting.seed_curves}
+    variants = {
+        "before": as_sequential(seeding_at(args.before).seed_curves),
+        "now": curve_fitting.sequential_curves,
+    }
     restarts = curve_fitting.SEEDED_RESTARTS
     warnings.simplefilter("ignore")
     rows = []
@@ -85,8 +101,8 @@ def main() -> None:
         for seed in range(lo, hi):
             img, truth = scene(name, seed)
             row = {"scene": name, "seed": seed}
-            for tag, seed_curves in variants.items():
-                curve_fitting.seed_curves = seed_curves
+            for tag, sequential in variants.items():
+                curve_fitting.sequential_curves = sequential
                 curve_fitting.SEEDED_RESTARTS = restarts if tag == "now" else 0
                 t0 = time.perf_counter()
                 fit = pyro_moe.fit_circles(img, experts=len(truth), noise_expert=True)
@@ -96,7 +112,7 @@ def main() -> None:
                             "seconds": dt}  # fmt: skip
             rows.append(row)
             print(row, flush=True)
-    curve_fitting.seed_curves, curve_fitting.SEEDED_RESTARTS = variants["now"], restarts
+    curve_fitting.sequential_curves, curve_fitting.SEEDED_RESTARTS = variants["now"], restarts
     lines = [f"`benchmarks/sparse_seed_ab.py --seeds {args.seeds} --before {args.before}`: "
              "fit_circles, K given, seeding.py and SEEDED_RESTARTS before and now, interleaved in one "
              "process "

@@ -162,7 +162,8 @@ def edge_chains(mask: np.ndarray, *, min_length: int = MIN_ARC) -> list[np.ndarr
     start[none] = first[none]
     chains = []
     for c in np.flatnonzero(sizes >= min_length):  # one walk per run (not per pixel)
-        order = depth_first_order(G, int(start[c]), directed=False, return_predecessors=False)
+        # G is symmetric already: directed=False would add its transpose again every walk
+        order = depth_first_order(G, int(start[c]), directed=True, return_predecessors=False)
         chains.append(np.column_stack([rows[order], cols[order]]))
     return chains
 

@@ -408,3 +408,34 @@ def test_a_fit_holding_a_band_of_clutter_is_seeded_again(monkeypatch) -> None:
     monkeypatch.setattr(fitting, "SEEDED_RESTARTS", 0)
     once = pyro_moe.fit_circles(img, experts=3, noise_expert=True)
     assert fitting.noisy_circles(once) >= 1 and once.objective < fit.objective
+
+
+def test_the_search_runs_only_where_the_seeds_leave_something_to_fix() -> None:
+    """From a seeded start the polished fit is the answer when every expert is a curve
+    the points trace (seeds_explain): the search tries nothing; with one expert more than
+    the picture's curves, the extra one holds nothing and the search runs."""
+    from pyro_moe.curves import fitting
+
+    img, truth = circle_scene(SPARSE_KINDS[3], 0)  # three jittered rings apart
+    fit = pyro_moe.fit_circles(img, experts=3, noise_expert=True)
+    assert _within(truth, fit.circles())
+    assert fit.result.search["tried"] == 0
+    assert fitting.seeds_explain(fitting.curve_data(img, 3), fit.result)
+    two, _ = circle_scene(SPARSE_KINDS[0], 0)  # two sparse rings, three experts
+    more = pyro_moe.fit_circles(two, experts=3, noise_expert=True)
+    assert not fitting.seeds_explain(fitting.curve_data(two, 3), more.result)  # one empty
+    assert more.result.search["tried"] > 0
+    forced = pyro_moe.fit_circles(img, experts=3, noise_expert=True, search=True)
+    assert forced.result.search["tried"] > 0  # search=True: the full search, as before
+
+
+def test_a_ring_cut_by_the_frame_is_a_closed_chain_start() -> None:
+    """A ring cut by the picture's border, traced all along its visible part, is closed
+    (its sweep read on the arcs inside the box): the chains start the fit, no RANSAC."""
+    from pyro_moe.curves import fitting
+
+    img, truth = circle_scene("cut by the border", 0)
+    data = curve_data(img, 2)
+    assert fitting.chains_seed(data) and fitting.chain_seeds(data) == 2
+    fit = pyro_moe.fit_circles(img, experts=2, noise_expert=True)
+    assert _within(truth, fit.circles())

@@ -202,6 +202,45 @@ def test_select_curves_starts_each_k_where_fit_curves_starts_it(monkeypatch):
     assert starts == []
 
 
+def test_no_gain_ends_the_range_at_the_first_k_that_adds_no_admissible_curve():
+    from pyro_moe.curves.selection import no_gain
+
+    def row(k, score, ok):
+        return {"experts": k, "score": score, "admissible": ok}
+
+    assert not no_gain([row(1, -10.0, False)])  # nothing admissible yet: go on
+    assert not no_gain([row(1, -10.0, False), row(2, -50.0, False)])
+    assert not no_gain([row(1, -10.0, True), row(2, 20.0, True)])  # a real gain
+    assert no_gain([row(1, -10.0, True), row(2, 20.0, False)])  # not admissible
+    assert no_gain([row(1, -10.0, True), row(2, -8.0, True)], margin=3.0)  # within margin
+
+
+def test_the_stop_hook_ends_select_experts_range():
+    X, y = _two_lines()
+    sel = pyro_moe.select_experts(
+        "mixture_of_models", X, y, max_experts=4, n_init=2, stop=lambda table: len(table) == 2
+    )
+    assert [row["experts"] for row in sel.table] == [1, 2] and sel.experts == 2
+    assert not sel.at_boundary  # a range the layer above ended is complete
+
+
+def test_auto_counts_a_ring_the_chains_miss():
+    """Three small rings (r 8-15): the chains close one of them (the smallest breaks into
+    arcs shorter than 10 px), so K runs from 1 on, each K seeded from the closed candidate
+    and RANSAC, until a K adds no admissible curve: K = 3 (the range 1..2 chose 2)."""
+    from pyro_moe.shapes.synthetic import circle_scene
+
+    img, truth = circle_scene("small (r 8-15)", 0)
+    sel = select_circles(img, noise_expert=True)
+    assert sel.experts == 3 and [row["experts"] for row in sel.table] == [1, 2, 3, 4]
+    found = [r.curve for r in curve_reports(sel.result) if r.valid]
+    pairs = match_circles(truth, found)
+    assert len(pairs) == 3
+    for i, j in pairs:
+        t, f = truth[i], found[j]
+        assert max(abs(t.x0 - f.x0), abs(t.y0 - f.y0), abs(t.r - f.r)) < 2.0
+
+
 # ------------------------------------------------------ held-out score, convergence, boundary
 
 

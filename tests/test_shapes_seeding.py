@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from pyro_moe.shapes.geometry import FORMS
@@ -82,3 +84,21 @@ def test_coverage_tells_a_traced_curve_from_one_that_crosses_texture():
     # a ring cut by the frame is judged on its visible arcs only
     half = ring[ring[:, 0] <= 50.0]
     assert coverage(half, on, FORMS["circle"], "circle", tau=1.0)[0] > 0.9
+
+
+def test_the_sequential_draw_gives_every_k_the_curves_of_k_minus_one():
+    """One draw serves every K (--experts auto): the labels after K curves of
+    sequential_curves are seed_curves(K), and the first K - 1 curves of K are those of
+    K - 1, point for point."""
+    from pyro_moe.shapes.seeding import sequential_curves
+
+    img, _ = circle_image([(40, 40), (40, 40), (110, 90)], [14, 30, 22], (150, 150),
+                          outlier_fraction=0.1, seed=3)  # fmt: skip
+    P = image_to_points(img).standard
+    steps = list(zip(range(4), sequential_curves(P, FORMS["circle"], "circle", seed=5),
+                     strict=False))  # fmt: skip
+    assert len(steps) == 4
+    for k, labels in steps:
+        assert np.array_equal(labels, seed_curves(P, k + 1, FORMS["circle"], "circle", seed=5))
+    for (_, before), (k, after) in itertools.pairwise(steps):
+        assert np.array_equal(np.where(after < k, after, -1), before)

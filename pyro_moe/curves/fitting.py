@@ -422,7 +422,9 @@ def fit_curves(
     a move only when the converged objective improves (:mod:`pyro_moe.search`); None
     (default): on, unless the start is seeded and the edge chains give every expert a curve
     seen all round and holding most points (:func:`chains_explain`: then no point is left for the search to explain;
-    on ``skimage.data.coins`` the search took 2.5 of 5.8 s and moved nothing). ``seeded``
+    on ``skimage.data.coins`` the search took 2.5 of 5.8 s and moved nothing); from a
+    seeded start it then runs only where the polished fit holds an expert the seeds did
+    not explain (:class:`SeededSearch`, :func:`seeds_explain`); True: always, in full. ``seeded``
     (default on, for experts of one kind, when neither ``init`` nor ``responsibilities`` is
     given): start from the curves of the edge chains and, for those they do not give, from
     sequential RANSAC (:func:`seed_responsibilities`) instead of the engine's restarts;
@@ -463,11 +465,12 @@ def fit_curves(
         if seeded
         else {}
     )
+    polish = search is None and bool(start)  # the search only where the seeds need it
     if search is None:
         search = not (start and chains_explain(data))
     search = search is not False
     options = curve_fit_options(
-        data, search=search, per_expert_noise=per_expert_noise, seeded=bool(start)
+        data, search=search, per_expert_noise=per_expert_noise, seeded=polish
     )
     result = CurveFit(
         fit(model, data.X, data.y, experts=data.experts, seed=seed, **options,

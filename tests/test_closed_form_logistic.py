@@ -67,7 +67,9 @@ def test_objective_is_a_tight_lower_bound_of_pyros_elbo():
     X, y, _ = gated_logistic(60, seed=1)
     model = pyro_moe.load_model(MODEL)
     res = _fit(X, y, model=model, n_init=1, max_iter=40)
-    config = config_at(res, model.config(res.X, res.y, 2, weight_scale=weight_scale(res.X, res.y, 2.5)))
+    config = config_at(
+        res, model.config(res.X, res.y, 2, weight_scale=weight_scale(res.X, res.y, 2.5))
+    )
     params = guide_params(res)
     mean, se = pyro_elbo(model, res.X, res.y, config, params)
     assert res.objective <= mean + 4 * se

@@ -104,7 +104,13 @@ def test_closed_form_elbo_matches_pyro():
     assert exact < res.objective  # away from the optimum of q(lambda), q(Z), q(W)
 
 
-LEARN = ["all", "none", ["noise_precision"], ["prior_mean", "prior_cov"], ["noise_precision", "gate"]]
+LEARN = [
+    "all",
+    "none",
+    ["noise_precision"],
+    ["prior_mean", "prior_cov"],
+    ["noise_precision", "gate"],
+]
 
 
 @settings(
@@ -185,8 +191,8 @@ def test_predict_integrates_the_scale_weights_out():
 
 
 def test_distributed_data_is_refused():
-    from pyro_moe.engines.observed import observed_source
     from pyro_moe.closed_form.robust import RobustExperts
+    from pyro_moe.engines.observed import observed_source
 
     with pytest.raises(InputError, match="in memory"):
         observed_source(object(), RobustExperts(nu=4.0, site="robust_weight"))
@@ -197,9 +203,7 @@ def test_nuts_samples_the_file_through_the_generic_path():
     X, y, _, _ = outlier_lines(40, seed=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = pyro_moe.fit(
-            MODEL, X, y, experts=2, method="nuts", max_iter=40, warmup=40, chains=1
-        )
+        res = pyro_moe.fit(MODEL, X, y, experts=2, method="nuts", max_iter=40, warmup=40, chains=1)
     assert res.draws.info["target"] == "generic"
     assert "robust_weight" in res.draws.info["sites"]
     assert torch.isfinite(res.mean).all()

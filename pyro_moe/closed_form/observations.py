@@ -96,7 +96,9 @@ def read_observation(
             "(the Student-t's scale mixture)"
         )
     if config.maps is not None or "y_noise" in sites:
-        raise _refuse("robust experts are fitted in closed form without expert maps or a noise expert")
+        raise _refuse(
+            "robust experts are fitted in closed form without expert maps or a noise expert"
+        )
     latent = sites["noise_precision"]["value"].shape if "noise_precision" in sites else None
     why = robust_mismatch(model, X, y, config, name, 2.0 * c, latent)
     if why is not None:

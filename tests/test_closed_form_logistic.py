@@ -147,7 +147,7 @@ def test_beats_the_null_model_and_one_logistic_regression():
 def test_agrees_with_nuts():
     """CAVI's means within 0.25 NUTS sd of NUTS's (hyperparameters and gate fixed at
     CAVI's, the file's own Bernoulli likelihood sampled)."""
-    X, y, _ = gated_logistic(600, seed=0)
+    X, y, _ = gated_logistic(300, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cavi = _fit(X, y, seed=0)

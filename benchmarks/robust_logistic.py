@@ -34,6 +34,12 @@ import pyro_moe
 from pyro_moe.datasets import gated_logistic, outlier_lines
 
 OUT = Path(__file__).resolve().parent / "results"
+NOTE = (
+    "At 30 % outliers every restart of the robust file, and a start from the true "
+    "assignments, end at the same fixed point with one line lost (objective -1154.5994 both, "
+    "measured apart from this script): with nu = 4 and a shared beta that is the model's "
+    "optimum, not a failed start; a smaller nu was not tried."
+)
 
 
 def fit(model, X, y, **kw):
@@ -171,6 +177,7 @@ def main() -> None:
         "CAVI's and SVI's logistic objective is the Jaakkola-Jordan lower bound of the ELBO; "
         "NUTS holds the hyperparameters and the gate at CAVI's values."
     )
+    L.extend(["", NOTE])
     (OUT / "robust_logistic.md").write_text("\n".join(L) + "\n")
 
 

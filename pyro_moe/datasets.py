@@ -31,7 +31,17 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["DATASETS", "Dataset", "engel", "faithful", "load", "mcycle", "npreg"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "engel",
+    "faithful",
+    "gated_logistic",
+    "load",
+    "mcycle",
+    "npreg",
+    "outlier_lines",
+]
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,34 @@ def npreg(n: int = 100, seed: int = 0) -> Dataset:
     mean = np.concatenate([5.0 * x[:n], 40.0 - (x[n:] - 5.0) ** 2])
     y = mean + 3.0 * np.concatenate([e, e])
     return Dataset("npreg", x[:, None], y, ("x",), "yn", npreg.__doc__ or "")
+
+
+def outlier_lines(n: int = 400, share: float = 0.2, seed: int = 0):
+    """Two lines switched by a gate, with gross outliers (robust experts, issue 27 B):
+    x ~ U(-3, 3), X = [x, 1], expert k = [x > 0] with W = [[-1, -1], [1, 2]],
+    y = w_k^T x + 0.3 e; then a share of the points, drawn at random, get
+    y ~ U(-15, 15) instead. Returns (X (n, 2), y (n,), W (2, 2), outlier mask (n,))."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-3.0, 3.0, n)
+    X = np.c_[x, np.ones(n)]
+    W = np.array([[-1.0, -1.0], [1.0, 2.0]])
+    y = (X * W[(x > 0).astype(int)]).sum(1) + 0.3 * rng.standard_normal(n)
+    out = rng.random(n) < share
+    y[out] = rng.uniform(-15.0, 15.0, int(out.sum()))
+    return X, y, W, out
+
+
+def gated_logistic(n: int = 600, seed: int = 0):
+    """0/1 targets from two logistic experts switched by a gate (classification experts,
+    issue 27 B): x ~ U(-3, 3), X = [x, 1], expert k = [x > 0] with logits w_k^T x,
+    W = [[3, 3], [-3, 3]]: P(y = 1) rises to a peak at x = 0 and falls after it, which no
+    one logistic regression on [x, 1] can follow. Returns (X (n, 2), y (n,), W (2, 2))."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-3.0, 3.0, n)
+    X = np.c_[x, np.ones(n)]
+    W = np.array([[3.0, 3.0], [-3.0, 3.0]])
+    p = 1.0 / (1.0 + np.exp(-(X * W[(x > 0).astype(int)]).sum(1)))
+    return X, (rng.random(n) < p).astype(np.float64), W
 
 
 #: the loaders by name

@@ -57,8 +57,10 @@ def feature_names(X) -> tuple[str, ...] | None:
     return names
 
 
-def weight_scale(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The data's unit of each weight: s_j = rms(y) / rms(x_j), shape (n,).
+def weight_scale(X: torch.Tensor, y: torch.Tensor, unit: float | None = None) -> torch.Tensor:
+    """The data's unit of each weight: s_j = rms(y) / rms(x_j), shape (n,); with ``unit``
+    (a model file's ``SETTINGS["weight_unit"]``, e.g. logit units for a 0/1 target, whose
+    rms means nothing) s_j = unit / rms(x_j).
 
     The default priors of :func:`fit` are in these units (A_k = diag(s)^2, Xi scaled by
     diag(s) on both sides): the same as standardizing each column of X and y by its root
@@ -69,7 +71,7 @@ def weight_scale(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     the range that float64 holds (:data:`SCALE_RANGE`) is an InputError saying to rescale.
     See "Units of the priors" in the README.
     """
-    return weight_scale_of(_rms(X), _rms(y))
+    return weight_scale_of(_rms(X), _rms(y) if unit is None else torch.tensor(float(unit)))
 
 
 def _rms(a: torch.Tensor) -> torch.Tensor:
@@ -264,7 +266,7 @@ def fit(
         y,
         int(experts),
         seed=options.seed,
-        weight_scale=weight_scale(X, y) if data_units else None,
+        weight_scale=weight_scale(X, y, model.settings.get("weight_unit")) if data_units else None,
         **hyper,
     )
     result = engine(model, X, y, config, options, search=search).fit().attach_model(model)

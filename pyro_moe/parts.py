@@ -29,6 +29,8 @@ from .config import Config, gate_weights
 EXPERTS_PLATE = "experts"
 NOISE_PLATE = "noise_experts"  # beta_k, one per expert (a plate of its own: w has "experts")
 DATA_PLATE = "data"
+#: the per-point scale weight lambda_i of robust (Student-t) experts (issue 27 B)
+ROBUST_WEIGHT = "robust_weight"
 
 
 def noise_precision(config: Config, prior: dist.Distribution | None) -> torch.Tensor:
@@ -99,8 +101,12 @@ def expert_locs(
     return (fitted - zk[..., n] + y).transpose(-1, -2)
 
 
-def assignments_guide(X: torch.Tensor, config: Config, subsample: torch.Tensor | None = None):
-    """q(z_i) = Cat(r_i) over the C components, each point with its own probabilities; enumerated."""
+def assignments_guide(
+    X: torch.Tensor, config: Config, subsample: torch.Tensor | None = None, local=None
+):
+    """q(z_i) = Cat(r_i) over the C components, each point with its own probabilities;
+    enumerated. ``local(z, idx)``: a guide factor of each point that depends on its z,
+    sampled in the same data plate (:func:`robust_weights_guide`)."""
     N, K = X.shape[0], config.components
     probs = pyro.param(
         "assignment_probs",
@@ -108,7 +114,9 @@ def assignments_guide(X: torch.Tensor, config: Config, subsample: torch.Tensor |
         constraint=constraints.simplex,
     )
     with pyro.plate(DATA_PLATE, N, subsample=subsample) as idx:
-        pyro.sample("z", dist.Categorical(probs[idx]), infer={"enumerate": "parallel"})
+        z = pyro.sample("z", dist.Categorical(probs[idx]), infer={"enumerate": "parallel"})
+        if local is not None:
+            local(z, idx)
 
 
 def weights_guide(config: Config, plate: pyro.plate | None = None) -> torch.Tensor:
@@ -178,3 +186,34 @@ def gate_prior(config: Config, prior: dist.Distribution | None) -> None:
         return
     V = torch.cat([p.reshape(-1) for p in gate_weights(config.registered_gate())])
     pyro.sample("gate_prior", prior.expand([V.shape[0]]).to_event(1), obs=V)
+
+
+def expert_precision(beta: torch.Tensor, z: torch.Tensor, config: Config) -> torch.Tensor:
+    """beta_{z_i}: each point's own expert's noise precision (beta itself when the experts
+    share one)."""
+    if not config.per_expert_noise:
+        return beta
+    return Vindex(beta.unsqueeze(-2))[..., z]
+
+
+def robust_weight(nu: float, config: Config) -> torch.Tensor:
+    """lambda_i ~ Gamma(nu/2, nu/2), the Student-t's scale weight of point i (site
+    ``robust_weight``; call it inside the data plate): y_i ~ N(mu, 1/(beta lambda_i)) is then
+    StudentT(nu, mu, 1/sqrt(beta)) with lambda_i integrated out."""
+    half = config.const(0.5 * nu)
+    return pyro.sample(ROBUST_WEIGHT, dist.Gamma(half, half))
+
+
+def robust_weights_guide(X: torch.Tensor, config: Config):
+    """q(lambda_i | z_i = k) = Gamma(a_ik, b_ik), guide parameters ``robust_shape`` and
+    ``robust_rate`` (N, K) (:mod:`pyro_moe.closed_form.robust`): the ``local`` factor of
+    :func:`assignments_guide`, drawn given each point's (enumerated) z."""
+    N, K = X.shape[0], config.experts
+    ones = torch.ones(N, K, dtype=X.dtype, device=X.device)
+    shape = pyro.param("robust_shape", lambda: ones.clone(), constraint=constraints.positive)
+    rate = pyro.param("robust_rate", lambda: ones.clone(), constraint=constraints.positive)
+
+    def local(z: torch.Tensor, idx: torch.Tensor) -> None:
+        pyro.sample(ROBUST_WEIGHT, dist.Gamma(Vindex(shape)[idx, z], Vindex(rate)[idx, z]))
+
+    return local

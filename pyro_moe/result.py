@@ -53,7 +53,7 @@ from .likelihood import (
     trace_model,
 )
 from .model_file import Model, ModelText, model_for_result
-from .parts import EXPERTS_PLATE
+from .parts import DATA_PLATE, EXPERTS_PLATE
 
 
 @dataclass
@@ -419,6 +419,7 @@ class FitResult:
         self._model: Model | None = None
         self._fast: bool | None = None  # the file's likelihood is the closed form's
         self._sites: list[str] = []  # its continuous latent sites
+        self._local: list[str] = []  # those of them in the data plate (one per point)
 
     # ---- the model file ----------------------------------------------------------------
     def attach_model(self, model: Model) -> FitResult:
@@ -645,10 +646,16 @@ class FitResult:
                 model = self.model
             except ModelFileError as e:
                 raise InputError(f"predict reads the model file's likelihood: {e}") from e
-            self._sites, why = closed_form_observation(
-                model, self.X, self.y, fixed_config(model, self)
-            )
+            cfg = fixed_config(model, self)
+            self._sites, why = closed_form_observation(model, self.X, self.y, cfg)
             self._fast = why is None
+            if not self._fast:  # a per-point latent (a robust file's lambda_i): issue 27 B
+                nodes = trace_model(model, self.X, self.y, cfg).nodes
+                self._local = [
+                    n
+                    for n in self._sites
+                    if any(f.name == DATA_PLATE for f in nodes[n]["cond_indep_stack"])
+                ]
         return self._fast
 
     def pointwise_log_likelihood(self, theta: Mapping[str, torch.Tensor | None]) -> torch.Tensor:
@@ -669,6 +676,12 @@ class FitResult:
         gate_sampled = self.draws is not None and self.draws.info.get("gate") == "sampled"
         if gate_sampled or not fast:
             model, sites = self.model, list(self._sites)
+            if self._local:
+                raise InputError(
+                    f"the model file's per-point latent site(s) {self._local} would have to be "
+                    "integrated out of each draw's pointwise log-likelihood, which is not "
+                    "implemented; predict(X).log_prob(y) draws them from their prior"
+                )
             cfg = fixed_config(model, self)
             if gate_sampled:  # each draw's own gate: its parameters are latent sites
                 model, _ = sampled_gate_model(model, X, y, cfg)
@@ -728,7 +741,9 @@ class FitResult:
             raise InputError(f"draws must be at least 1, got {S}")
         model = self.model
         cfg = fixed_config(model, self)
-        sites = self._sites
+        # a per-point latent (a robust file's lambda_i) is drawn from its prior at the new
+        # rows by the trace, fresh in each of the S draws: the predictive integrates it out
+        sites = [n for n in self._sites if n not in self._local]
         theta = self._posterior_draws(sites, S, seed)
         fill = self.y[:1].expand(X.shape[0])  # a value in the support of y
         K = self.experts
@@ -759,6 +774,8 @@ class FitResult:
             return torch.logsumexp(terms, 0) - math.log(S)
 
         name = type(_unwrap(fns[0])).__name__
+        if self._local:  # not the Gaussian: interval and cdf refuse it (issue 27 B)
+            name = f"{name} mixed over {', '.join(self._local)}"
         return Prediction(mean, variance, gk, e_mu, e_var, likelihood=name, log_density=log_density)
 
     # ---- persistence -------------------------------------------------------------------

@@ -213,3 +213,108 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 path = Path(tmp) / "result.npz"
                 path.write_bytes(blob)
                 self.result_ = FitResult.load(path, model=self.model)
+
+
+# ---- classification (issue 27 B): logistic experts ------------------------------------
+from sklearn.base import ClassifierMixin  # noqa: E402  (appended; the regressor's imports above)
+from sklearn.utils.multiclass import check_classification_targets  # noqa: E402
+
+__all__.append("MixtureOfExpertsClassifier")
+
+
+class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
+    """A Bayesian mixture of logistic experts with a gate as a scikit-learn classifier
+    (two classes): the built-in ``logistic_experts`` file by default, fitted in closed form
+    by the Jaakkola-Jordan bound (``pyro_moe/closed_form/logistic.py``).
+
+    :meth:`predict_proba` is the posterior predictive P(y | x, data) of the file's own
+    Bernoulli likelihood (:meth:`pyro_moe.result.FitResult.predict`, ``draws`` Monte Carlo
+    draws of q); :meth:`score` the mean held-out log-likelihood per point (nats; larger is
+    better), not the accuracy.
+
+    Args:
+        model: a model file with a Bernoulli ``y`` (default ``"logistic_experts"``).
+        experts: K.
+        method, n_init, seed, fit_intercept, max_iter, tol, options: as
+            :class:`MixtureOfExpertsRegressor`'s.
+        draws: posterior draws of the predictive.
+
+    Attributes (after ``fit``): ``result_``, ``classes_`` (the two labels; the second is
+    y = 1 of the model), ``experts_``, ``n_iter_``, ``n_features_in_``.
+    """
+
+    def __init__(
+        self,
+        model: Any = "logistic_experts",
+        experts: int = 2,
+        method: str = "cavi",
+        n_init: int | None = None,
+        seed: int = 0,
+        fit_intercept: bool = True,
+        max_iter: int | None = None,
+        tol: float | None = None,
+        draws: int = 500,
+        options: dict | None = None,
+    ) -> None:
+        self.model = model
+        self.experts = experts
+        self.method = method
+        self.n_init = n_init
+        self.seed = seed
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.draws = draws
+        self.options = options
+
+    _design = MixtureOfExpertsRegressor._design
+    _fit_kwargs = MixtureOfExpertsRegressor._fit_kwargs
+    __getstate__ = MixtureOfExpertsRegressor.__getstate__
+    __setstate__ = MixtureOfExpertsRegressor.__setstate__
+
+    def fit(self, X, y) -> MixtureOfExpertsClassifier:
+        """Fit the model file to X (N, n) and labels y (N,) of two classes."""
+        X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) != 2:
+            raise InputError(f"MixtureOfExpertsClassifier needs two classes, got {self.classes_}")
+        self.result_ = fit(
+            self.model, self._design(X), codes.astype(np.float64), experts=self.experts,
+            **self._fit_kwargs(),
+        )  # fmt: skip
+        self.experts_ = int(self.result_.experts)
+        self.n_iter_ = int(self.result_.iterations)
+        return self
+
+    def predictive(self, X) -> Prediction:
+        """The posterior predictive at the rows of X (Bernoulli: ``mean`` is P(y = 1))."""
+        check_is_fitted(self, "result_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        pred = self.result_.predict(self._design(X), draws=self.draws, seed=self.seed)
+        if pred.likelihood != "Bernoulli":
+            raise InputError(f"the model file's 'y' is {pred.likelihood}, not Bernoulli")
+        return pred
+
+    def predict_proba(self, X) -> np.ndarray:
+        """P(class | x, data), (N, 2), columns in the order of ``classes_``."""
+        p = self.predictive(X).mean.detach().cpu().numpy()
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        """The more probable class of each row."""
+        return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
+
+    def log_prob(self, X, y) -> np.ndarray:
+        """log P(y_i | x_i, training data) (N,) of labels y (of ``classes_``)."""
+        check_is_fitted(self, "result_")
+        y = np.asarray(y).reshape(-1)
+        unknown = ~np.isin(y, self.classes_)
+        if unknown.any():
+            raise InputError(f"labels {np.unique(y[unknown])} are not among {self.classes_}")
+        code = (y == self.classes_[1]).astype(np.float64)
+        return self.predictive(X).log_prob(torch.as_tensor(code)).detach().cpu().numpy()
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """The mean held-out log-likelihood (nats per point), weighted by ``sample_weight``."""
+        return float(np.average(self.log_prob(X, y), weights=sample_weight))

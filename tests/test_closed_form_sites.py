@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pyro
 import pytest
 from conftest import edited_model, two_circles
@@ -15,6 +16,7 @@ import pyro_moe
 from pyro_moe.closed_form import updates as U
 from pyro_moe.closed_form.sites import SITES
 from pyro_moe.fitting import as_data
+from pyro_moe.parts import ROBUST_WEIGHT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,14 +43,19 @@ def test_the_built_in_models_use_only_registered_sites():
     X, y = two_circles(30)
     for model_name in pyro_moe.builtin_models():
         model = pyro_moe.load_model(model_name)
-        Xt, yt = as_data(X, y)
-        config = model.config(Xt, yt, 2, noise_expert=True)
+        # robust and logistic experts (issue 27 B) refuse the noise expert; a 0/1 target
+        plain = model_name not in ("robust_experts", "logistic_experts")
+        Xt, yt = as_data(X, y if model_name != "logistic_experts" else (y > np.median(y)) * 1.0)
+        config = model.config(Xt, yt, 2, noise_expert=plain)
         with pyro.get_param_store().scope():
             tr = poutine.trace(model.model).get_trace(Xt, yt, config)
         sites = {
             n for n, s in tr.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
         }
-        assert sites <= set(SITES), (model_name, sites - set(SITES))
+        # the robust experts' per-point weight is read by closed_form.observations (its
+        # update in closed_form/robust.py), not by the registry (issue 27 B)
+        known = set(SITES) | {ROBUST_WEIGHT}
+        assert sites <= known, (model_name, sites - known)
 
 
 def test_the_refusal_names_the_site_and_the_family_the_registry_expects(tmp_path):

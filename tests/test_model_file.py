@@ -21,7 +21,13 @@ def _circles():
 
 def test_builtin_models_load_by_name_and_path():
     names = pyro_moe.builtin_models()
-    assert names == ["mixture_of_experts", "mixture_of_models", "regularized_experts"]
+    assert names == [
+        "logistic_experts",
+        "mixture_of_experts",
+        "mixture_of_models",
+        "regularized_experts",
+        "robust_experts",
+    ]
     for name in names:
         by_name = pyro_moe.load_model(name)
         by_path = pyro_moe.load_model(by_name.path)

@@ -40,7 +40,7 @@ SVI_STEPS = 1500
 CAVI_REFUSES = {
     "mean_cubed": "y",
     "student_t": "y",
-    "bernoulli": "y",
+    "bernoulli": None,  # logistic experts in closed form (issue 27 B, Jaakkola-Jordan)
     "ard": "alpha",
     "horseshoe": "tau",
     "linear_gate": None,
@@ -59,8 +59,9 @@ SITES = {
 KINDS = list(CAVI_REFUSES)
 #: variational fits that end far from NUTS at their own hyperparameters after SVI_STEPS
 #: Adam steps, and warn that they did not converge (measured: 4.8 NUTS sd on the edited
-#: mean, 8.6 on Bernoulli, whose q(w) stays near the prior's start; benchmarks/nuts.py)
-SVI_FAR = {("mean_cubed", "svi"), ("bernoulli", "svi")}
+#: mean, 8.6 on Bernoulli under Adam, whose q(w) stayed near the prior's start,
+#: benchmarks/nuts.py; natural SVI now fits the Bernoulli file in closed form, issue 27 B)
+SVI_FAR = {("mean_cubed", "svi")}
 
 
 def data(kind: str, n: int = N, seed: int = 0):

@@ -116,3 +116,33 @@ def test_importing_pyro_moe_does_not_import_sklearn():
     code = "import sys, pyro_moe; pyro_moe.fit; assert 'sklearn' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert pyro_moe  # the package under test
+
+
+def test_classifier_predicts_probabilities_of_its_labels():
+    """MixtureOfExpertsClassifier (logistic experts): probabilities in the order of
+    classes_, any two labels, score the mean held-out log-likelihood (above the null
+    model's on gated data), and a pickle round trip keeps the predictions."""
+    import warnings
+
+    from pyro_moe.datasets import gated_logistic
+    from pyro_moe.sklearn import MixtureOfExpertsClassifier
+
+    X, y, _ = gated_logistic(200, seed=0)
+    Xt, yt, _ = gated_logistic(200, seed=1)
+    labels = np.array(["no", "yes"])
+    est = MixtureOfExpertsClassifier(n_init=1, max_iter=200, tol=1e-6, draws=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        est.fit(X[:, :1], labels[y.astype(int)])
+    assert list(est.classes_) == ["no", "yes"]
+    proba = est.predict_proba(Xt[:, :1])
+    assert proba.shape == (200, 2) and np.allclose(proba.sum(1), 1.0)
+    assert set(est.predict(Xt[:, :1])) <= {"no", "yes"}
+    score = est.score(Xt[:, :1], labels[yt.astype(int)])
+    p0 = y.mean()
+    null = float(np.mean(yt * np.log(p0) + (1 - yt) * np.log(1 - p0)))
+    assert score > null + 0.1, (score, null)
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_allclose(again.predict_proba(Xt[:, :1]), proba, rtol=1e-12)
+    with pytest.raises(InputError, match="not among"):
+        est.score(Xt[:, :1], np.array(["maybe"] * 200))

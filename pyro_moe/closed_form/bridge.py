@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from ..config import Config, gate_weights, log_gate
+from ..errors import NonConjugateError
 from ..model_file import Model
 from ..result import FitResult
 from . import updates as U
@@ -60,14 +61,25 @@ def closed_form_objective(
     y: torch.Tensor,
     config: Config,
     params: Mapping[str, torch.Tensor],
+    *,
+    bound: bool = False,
 ) -> tuple[float, float]:
     """(ELBO, F) in nats at guide parameters ``params`` and the hyperparameters in ``config``.
 
     F = ELBO + R(w0) (regularized model) + log p(V) (a gate prior, at ``config.gate``).
+    Robust experts (issue 27 B): at the guide's q(lambda | z) (``robust_shape``,
+    ``robust_rate``; the optimal ones when absent). Logistic experts: the Jaakkola-Jordan
+    bound, a lower bound of the ELBO, returned only with ``bound=True`` (else
+    :class:`~pyro_moe.errors.NonConjugateError`: it is not the ELBO).
 
     Raises :class:`~pyro_moe.errors.NonConjugateError` for a model without a closed form.
     """
     conj = read_model(model, X, y, config)
+    obs = conj.observation
+    if obs is not None and not obs.has_noise and not bound:
+        raise NonConjugateError(
+            "the closed form of logistic experts is the Jaakkola-Jordan lower bound, not the ELBO"
+        )
     with torch.no_grad():
         probs = params["assignment_probs"].clamp_min(0)
         log_r = torch.log(probs / probs.sum(-1, keepdim=True))
@@ -89,6 +101,16 @@ def closed_form_objective(
             log_prior = log_gate(
                 config.gate, X, config.noise_weight if config.noise_expert else None
             )
+        if obs is not None:  # issue 27 B: robust / logistic experts' data term
+            data = obs.data_term(X, y, q, log_r, log_prior, e_log_beta, e_beta, params)
+            elbo, F = U.elbo_from_lse(
+                data, q, prior=U.weight_prior(conj.prior_mean, conj.prior_cov), alpha=alpha,
+                mu=conj.concentration if conj.mixture else None, qbeta=qbeta,
+                beta_prior=conj.noise_prior, xi=conj.regularization_cov,
+            )  # fmt: skip
+            if conj.gate_prior_scale is not None:
+                F = F + U.gate_log_prior(gate_weights(config.gate), conj.gate_prior_scale)
+            return float(elbo), float(F)
         e = U.expected_sq_residuals(X, y, q, config.maps)
         elbo, F = U.objective(
             log_r, e, q, log_prior=log_prior, e_beta=e_beta, e_log_beta=e_log_beta,

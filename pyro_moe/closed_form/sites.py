@@ -36,6 +36,7 @@ from ..likelihood import likelihood_mismatch, trace_model, unwrap
 from ..model_file import Model
 from . import updates as U
 from .linearised import FactorisedPrior
+from .observations import Observation, read_observation
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ class Conjugate:
     #: a non-Gaussian factorised prior on w, for natural-gradient SVI's CVI step (None:
     #: w_k ~ N(w0_k, A_k)); only :func:`read_model` with ``linearise_w=True`` accepts one
     weight_factor: FactorisedPrior | None = None
+    #: issue 27 B: robust (Student-t) or logistic experts' local step and statistics
+    #: (:func:`~pyro_moe.closed_form.observations.read_observation`); None: Gaussian experts
+    observation: Observation | None = None
 
 
 def _diagonal_gaussian(fn, base) -> bool:
@@ -268,7 +272,12 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
     sites = {
         n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
     }
+    # ---- issue 27 B: robust / logistic experts (their y and per-point site, read there) ----
+    observation = read_observation(model, X, y, config, sites)
+    own = () if observation is None else ("y", getattr(observation, "site", "y"))
     for name, site in sites.items():
+        if name in own:
+            continue
         fn = unwrap(site["fn"])
         if name not in SITES:
             raise NonConjugateError(
@@ -336,6 +345,9 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
             .clone()
             for p in (g.concentration, g.rate)
         )
+    elif observation is not None:  # issue 27 B: beta checked by the observation's draws
+        beta = config.noise_precision.detach()
+        noise_precision = (beta if observation.has_noise else torch.ones_like(beta)).clone()
     elif config.per_expert_noise:
         noise_precision = _per_expert_precision(sites, config)
     else:
@@ -374,8 +386,10 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
         noise_prior=noise_prior,
         regularization_cov=xi if xi is not None else config.regularization_cov,
         weight_factor=factor,
+        observation=observation,
     )
-    check_likelihood(model, X, y, config, conj, sites)
+    if observation is None:  # issue 27 B: the others are proved by read_observation
+        check_likelihood(model, X, y, config, conj, sites)
     return conj
 
 

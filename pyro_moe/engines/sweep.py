@@ -62,6 +62,7 @@ from ..config import Config, gate_weights
 from ..errors import NumericalError
 from .base import Progress, Run, closed_form_fit, fresh_gate
 from .gate import GATE_MAX_BACKOFF, GATE_WARM_START_N
+from .observed import observed_source
 from .options import Options
 from .source import DataSource, LogPrior
 
@@ -193,6 +194,12 @@ def sweep(
     N = source.N
     K = config.experts
     maps, noise, learn = config.maps, conj.noise_log_density, config.learn
+    # ---- issue 27 B: robust / logistic experts' local step (None: the Gaussian e-step) ----
+    obs = conj.observation
+    local_step = U.e_step if obs is None else obs.e_step
+    if obs is not None:
+        source = observed_source(source, obs)
+        learn = learn if obs.has_noise else learn - {"noise_precision"}
     like = conj.prior_mean  # the dtype and device of the fit
     w0, A = conj.prior_mean.clone(), conj.prior_cov.clone()
     xi, mu = conj.regularization_cov, conj.concentration
@@ -378,7 +385,7 @@ def sweep(
             rows = batches.pop()  # only the minibatch comes to the client; the next one is
             x_b, y_b = source.batch(rows, batches[-1] if batches else None)  # told, to prefetch
             lp = log_prior_at(alpha)
-            est = U.e_step(x_b, y_b, q, lp(x_b), e_log_beta, e_beta, noise, maps=maps)
+            est = local_step(x_b, y_b, q, lp(x_b), e_log_beta, e_beta, noise, maps=maps)
             F, elbo = objective(est.lse * scale, kl_prior)
             stats_hat, r_sum_hat = _scaled(est.stats, scale), est.r_sum * scale
             last = (x_b, est.log_r)

@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import InputError
@@ -216,8 +217,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
 
 # ---- classification (issue 27 B): logistic experts ------------------------------------
-from sklearn.base import ClassifierMixin  # noqa: E402  (appended; the regressor's imports above)
-from sklearn.utils.multiclass import check_classification_targets  # noqa: E402
 
 __all__.append("MixtureOfExpertsClassifier")
 

@@ -39,7 +39,7 @@ from .fitting import fit
 from .result import FitResult, Prediction
 from .selection import select_experts
 
-__all__ = ["MixtureOfExpertsRegressor"]
+__all__ = ["MixtureOfExpertsClassifier", "MixtureOfExpertsRegressor"]
 
 
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
@@ -214,11 +214,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 path = Path(tmp) / "result.npz"
                 path.write_bytes(blob)
                 self.result_ = FitResult.load(path, model=self.model)
-
-
-# ---- classification (issue 27 B): logistic experts ------------------------------------
-
-__all__.append("MixtureOfExpertsClassifier")
 
 
 class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):

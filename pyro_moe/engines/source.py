@@ -181,14 +181,16 @@ class InMemory:
     It keeps log q(Z) (N, C) point-last between the passes (:func:`point_last`), and, when
     the rows make one chunk of the e-step (:func:`~pyro_moe.closed_form.updates.single_chunk`),
     the data's products z_I z_J (:func:`~pyro_moe.closed_form.updates.z_products`) from the
-    first pass on, instead of forming them in every pass.
+    first pass on, instead of forming them in every pass; over several chunks, the rows
+    point-last (:func:`~pyro_moe.closed_form.updates.point_last_rows`, one more copy of the
+    data) instead of a transposing copy of every chunk in every pass.
     """
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor):
         self.X, self.y = X, y
         self.N = X.shape[0]
         self.log_r: torch.Tensor | None = None
-        self.products: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.products: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def target_variance(self) -> float:
         N, y = self.N, self.y
@@ -230,10 +232,9 @@ class InMemory:
 
     def e_step(self, q, log_prior, e_log_beta, e_beta, noise, maps) -> U.EStep:
         """log r is written in place (no second (N, C) buffer)."""
-        if self.products is None and U.single_chunk(
-            self.N, self.X.shape[1] + 1, log_prior.shape[-1]
-        ):
-            self.products = U.z_products(self.X, self.y)
+        if self.products is None:  # the products too when the rows make one chunk
+            one = U.single_chunk(self.N, self.X.shape[1] + 1, log_prior.shape[-1])
+            self.products = (U.z_products if one else U.point_last_rows)(self.X, self.y)
         est = U.e_step(
             self.X,
             self.y,

@@ -10,6 +10,7 @@ import torch
 import pyro_moe
 from pyro_moe.closed_form import sites
 from pyro_moe.closed_form import updates as U
+from pyro_moe.engines import source
 from pyro_moe.engines.source import InMemory
 from pyro_moe.model_file import load_model
 
@@ -140,3 +141,21 @@ def test_several_chunks_are_each_chunk_alone_bit_for_bit():
         assert src.products is not None and src.products[1] is None  # rows only, no products
         assert torch.equal(kept.log_r, full.log_r) and torch.equal(kept.lse, full.lse)
         assert torch.equal(kept.stats.S, full.stats.S) and torch.equal(kept.r_sum, full.r_sum)
+
+
+def test_rows_beyond_the_cap_are_not_kept(monkeypatch):
+    """Above POINT_LAST_ELEMENTS the source keeps no second copy and the pass copies each
+    chunk: the same numbers."""
+    K = 2
+    rows = U.chunk_rows(10**6, 10 + 2 * K)
+    N = rows + 5
+    X, y, q, _ = _pass_inputs(N, K, 0, False)
+    lp = torch.full((1, K), -0.7, dtype=torch.float64).expand(N, K)
+    beta = torch.tensor(3.0, dtype=torch.float64)
+    plain = U.e_step(X, y, q, lp, beta.log(), beta)
+    monkeypatch.setattr(source, "POINT_LAST_ELEMENTS", N * 4 - 1)
+    src = InMemory(X, y)
+    src.log_r = plain.log_r.clone()
+    est = src.e_step(q, lp, beta.log(), beta, None, None)
+    assert src.products is None
+    assert torch.equal(est.log_r, plain.log_r) and torch.equal(est.lse, plain.lse)

@@ -26,6 +26,7 @@ from ..config import log_gate, robust_variance
 from .gate import GateFitter
 
 __all__ = [
+    "POINT_LAST_ELEMENTS",
     "DataSource",
     "InMemory",
     "LogPrior",
@@ -173,6 +174,12 @@ class DataSource(Protocol):
         ...
 
 
+#: the rows are kept point-last (a second copy of the data) up to this many elements of it
+#: (512 MB in float64: 1e7 points with n = 3 and up to 1.3e7 rows at n = 4), beyond it each
+#: chunk is copied into that layout in every pass
+POINT_LAST_ELEMENTS = 1 << 26
+
+
 class InMemory:
     """The data in this process's memory: every pass of the sweep over all N rows at once
     (the one-chunk case of :class:`pyro_moe.distributed.DaskSource`), and a minibatch's rows.
@@ -233,8 +240,11 @@ class InMemory:
     def e_step(self, q, log_prior, e_log_beta, e_beta, noise, maps) -> U.EStep:
         """log r is written in place (no second (N, C) buffer)."""
         if self.products is None:  # the products too when the rows make one chunk
-            one = U.single_chunk(self.N, self.X.shape[1] + 1, log_prior.shape[-1])
-            self.products = (U.z_products if one else U.point_last_rows)(self.X, self.y)
+            d = self.X.shape[1] + 1
+            if U.single_chunk(self.N, d, log_prior.shape[-1]):
+                self.products = U.z_products(self.X, self.y)
+            elif self.N * d <= POINT_LAST_ELEMENTS:
+                self.products = U.point_last_rows(self.X, self.y)
         est = U.e_step(
             self.X,
             self.y,

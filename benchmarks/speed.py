@@ -70,17 +70,69 @@ def small(model, K, X, y, **kw):
         row[name + "fixed_cold_s"] = cold - per
     return row
 
-for K in (2, 8):
-    X, y, _ = regression_data(1000, K)
-    out[f"mixture_of_models K={{K}} N=1e3"] = small("mixture_of_models", K, X, y, init="random")
-X, y = circles_data(1000)
-out["regularized_experts K=2 N=1e3"] = small("regularized_experts", 2, X, y)
-
 # the copy bandwidth: a 256 MB float64 buffer read and written
 src = torch.ones(2**25, dtype=torch.float64); dst = torch.empty_like(src)
 bw = max(2 * src.numel() * 8 / wall(lambda: dst.copy_(src))[0] for _ in range(5))
 del src, dst
 out["copy bandwidth GB/s"] = dict(value=bw / 1e9)
+# the cost of one small torch call (dispatch, no arithmetic): a + b on 2-element tensors
+a2 = torch.ones(2, dtype=torch.float64)
+per_call = min(wall(lambda: [a2 + a2 for _ in range(2000)], time.thread_time)[0] / 2000
+               for _ in range(5))
+out["torch call us"] = dict(value=per_call * 1e6)
+
+from torch.overrides import TorchFunctionMode
+class Count(TorchFunctionMode):
+    # torch calls made from Python (functions, methods, operators), attribute reads excluded
+    def __init__(self):
+        super().__init__(); self.n = 0
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if not name.startswith("__get") and name not in ("dim", "size", "numel", "stride"):
+            self.n += 1
+        return func(*args, **(kwargs or {{}}))
+
+def calls_per_iteration(fit, X, y):
+    counts = []
+    for it in (1, 11):
+        with Count() as c:
+            fit(X, y, it)
+        counts.append(c.n)
+    return (counts[1] - counts[0]) / 10
+
+def floors(row, fit, X, y, K):
+    # beside the small fits: the bare pass at this N and K, the bandwidth floor, and the
+    # dispatch floor (torch calls per iteration x the cost of one small call)
+    W = torch.randn(K, X.shape[1], dtype=X.dtype)
+    row["bare_pass_s"] = min(wall(lambda: bare_pass(X, y, W), time.thread_time)[0] for _ in range(20))
+    row["bandwidth_floor_s"] = X.shape[0] * 8 * (X.shape[1] + 1 + K) / bw
+    row["calls_per_iter"] = calls_per_iteration(fit, X, y)
+    row["dispatch_floor_s"] = row["calls_per_iter"] * per_call
+
+for K in (2, 8):
+    X, y, _ = regression_data(1000, K)
+    row = small("mixture_of_models", K, X, y, init="random")
+    floors(row, lambda X, y, it: pyro_moe.fit("mixture_of_models", X, y, experts=K, n_init=1,
+           max_iter=it, tol=0.0, init="random"), X, y, K)
+    out[f"mixture_of_models K={{K}} N=1e3"] = row
+X, y = circles_data(1000)
+row = small("regularized_experts", 2, X, y)
+floors(row, lambda X, y, it: pyro_moe.fit("regularized_experts", X, y, experts=2, n_init=1,
+       max_iter=it, tol=0.0), X, y, 2)
+out["regularized_experts K=2 N=1e3"] = row
+
+# the fixed cost of a whole fit, warm (data fitted before), for the curve pipeline's sizes:
+# T(1) less one iteration, the iteration from (T(3) - T(1)) / 2; thread CPU time
+for N in (1000, 5000):
+    for K in (2, 8, 24):
+        X, y, _ = regression_data(N, K)
+        fit = lambda it: pyro_moe.fit("mixture_of_models", X, y, experts=K, n_init=1,
+                                      max_iter=it, tol=0.0, init="random")
+        fit(3)
+        t1 = min(wall(lambda: fit(1), time.thread_time)[0] for _ in range(REPEATS))
+        t3 = min(wall(lambda: fit(3), time.thread_time)[0] for _ in range(REPEATS))
+        per = (t3 - t1) / 2
+        out[f"fixed N={{N}} K={{K}}"] = dict(fixed_warm_s=t1 - per, per_iter_s=per)
 sizes = [10**6] if QUICK else [10**6, 10**7]
 for K in (2, 8):
     for N in sizes:
@@ -106,13 +158,45 @@ torch.set_num_threads(1)
 sys.path.insert(0, {bench!r})
 from run import circles_data
 import pyro_moe
+import pyro_moe.engines.cavi as cavi
+from pyro_moe.engines.gate import GateFitter
 warnings.simplefilter("ignore")
 X, y = circles_data({N})
+# where the fit's wall goes: reading the model file (its traces on all rows) and the gate's
+# M-steps, timed inside this very fit by wrapping the two calls
+spent = dict(read_model_s=0.0, gate_steps_s=0.0)
+def timed(fn, key):
+    def inner(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[key] += time.perf_counter() - t
+    return inner
+cavi.read_model = timed(cavi.read_model, "read_model_s")
+GateFitter.step = timed(GateFitter.step, "gate_steps_s")
 t0 = time.perf_counter()
 r = pyro_moe.fit("regularized_experts", X, y, experts=2, n_init=1, max_iter={iters}, tol=0.0)
 wall = time.perf_counter() - t0
-print(json.dumps(dict(wall_s=wall, iterations=r.iterations,
-                      peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# the gate's floor: one loss-and-gradient pass over all rows (each L-BFGS evaluation's cost)
+gate = r.gate
+R = torch.softmax(torch.randn(X.shape[0], 2, dtype=X.dtype), -1)
+for p in gate.parameters():
+    p.requires_grad_(True)
+t1 = time.perf_counter()
+(-(R * torch.log_softmax(gate(X), -1)).sum()).backward()
+gate_s = time.perf_counter() - t1
+print(json.dumps(dict(wall_s=wall, iterations=r.iterations, peak_rss_mb=rss,
+                      gate_pass_s=gate_s, **spent)))
+"""
+
+DYNAMO = r"""
+import json, time
+import pyro_moe, torch
+t0 = time.perf_counter()
+import torch._dynamo
+print(json.dumps(dict(import_s=time.perf_counter() - t0)))
 """
 
 
@@ -182,6 +266,7 @@ def main() -> None:
                     keep_best(best[which], child(code, trees[which]))
                     goal = child(GOAL.format(bench=str(HERE), N=goal_N, iters=50), trees[which])
                     keep_best(best[which], {f"regularized_experts K=2 N={goal_N:.0e} x 50": goal})
+                    keep_best(best[which], {"import torch._dynamo": child(DYNAMO, trees[which])})
                     print(f"round {i + 1} {which}: done", file=sys.stderr, flush=True)
         finally:
             subprocess.run(
@@ -190,10 +275,28 @@ def main() -> None:
             )
     before, after = best["before"], best["after"]
     bw = after["copy bandwidth GB/s"]["value"]
-    small_rows, cpu_rows, large_rows = [], [], []
+    small_rows, cpu_rows, large_rows, fixed_rows = [], [], [], []
+    per_call = after["torch call us"]["value"]
     for k, row in after.items():
         b = before.get(k, {})
-        if "per_iter_s" in row and "bandwidth_floor_s" not in row:
+        if k.startswith("fixed "):
+            fixed_rows.append(
+                {
+                    "fit": k.removeprefix("fixed "),
+                    "fixed_warm_ms": 1e3 * row["fixed_warm_s"],
+                    "before_ms": 1e3 * b["fixed_warm_s"],
+                    "per_iter_us": 1e6 * row["per_iter_s"],
+                    "before_us": 1e6 * b["per_iter_s"],
+                }
+            )
+        elif "cpu_per_iter_s" in row:
+            floors = {
+                "bare_pass_us": 1e6 * row["bare_pass_s"],
+                "bandwidth_floor_us": 1e6 * row["bandwidth_floor_s"],
+                "calls_per_iter": row["calls_per_iter"],
+                "before_calls": b.get("calls_per_iter"),
+                "dispatch_floor_us": 1e6 * row["dispatch_floor_s"],
+            }
             small_rows.append(
                 {
                     "fit": k,
@@ -213,10 +316,9 @@ def main() -> None:
                     "per_iter_us": 1e6 * row["cpu_per_iter_s"],
                     "before_us": 1e6 * b["cpu_per_iter_s"],
                     "ratio": b["cpu_per_iter_s"] / row["cpu_per_iter_s"],
-                    "fixed_cold_ms": 1e3 * row["cpu_fixed_cold_s"],
-                    "before_cold_ms": 1e3 * b["cpu_fixed_cold_s"],
                     "fixed_warm_ms": 1e3 * row["cpu_fixed_warm_s"],
                     "before_warm_ms": 1e3 * b["cpu_fixed_warm_s"],
+                    **floors,
                 }
             )
         elif "bandwidth_floor_s" in row:
@@ -237,9 +339,15 @@ def main() -> None:
                 "wall_s": row["wall_s"],
                 "before_s": b["wall_s"],
                 "ratio": b["wall_s"] / row["wall_s"],
+                "iterations": row["iterations"],
                 "peak_rss_mb": row["peak_rss_mb"],
                 "before_rss_mb": b["peak_rss_mb"],
+                "read_model_s": row.get("read_model_s"),
+                "gate_steps_s": row.get("gate_steps_s"),
+                "before_gate_s": b.get("gate_steps_s"),
+                "gate_pass_s": row.get("gate_pass_s"),
             }
+    dynamo_s = after["import torch._dynamo"]["import_s"]
     res = {
         "machine": machine(),
         "base": base_sha,
@@ -277,9 +385,26 @@ def main() -> None:
         "",
         table(
             cpu_rows,
-            ["fit", "per_iter_us", "before_us", "ratio", "fixed_cold_ms", "before_cold_ms",
-             "fixed_warm_ms", "before_warm_ms"],
+            ["fit", "per_iter_us", "before_us", "ratio", "fixed_warm_ms", "before_warm_ms",
+             "bare_pass_us", "bandwidth_floor_us", "calls_per_iter", "before_calls",
+             "dispatch_floor_us"],
         ),
+        "",
+        "Floors beside each figure, measured in the same process: `bare_pass_us`, plain "
+        "torch responsibilities and statistics at this N and K (`run.bare_pass`); "
+        "`bandwidth_floor_us`, 8 (n + 1 + K) bytes a point at the copy bandwidth below; "
+        "`calls_per_iter`, the torch calls made from Python per iteration (a "
+        "`TorchFunctionMode` count, attribute reads excluded), and `dispatch_floor_us`, "
+        f"those calls at the cost of one small call here ({per_call:.2f} us: `a + b` on "
+        "2-element tensors), what the iteration costs if its arithmetic were free.",
+        "",
+        "## Fixed cost of a whole `fit` call, warm (data fitted before), thread CPU time",
+        "",
+        "Mixture of models, n = 3, one restart: T(1) less one iteration, the iteration "
+        "(T(3) - T(1)) / 2; best of 5. What every curve fit of this size pays besides its "
+        "iterations.",
+        "",
+        table(fixed_rows, ["fit", "fixed_warm_ms", "before_ms", "per_iter_us", "before_us"]),
         "",
         "## One CAVI iteration at scale, against the floors measured in the same process",
         "",
@@ -295,7 +420,18 @@ def main() -> None:
         "",
         "## Regularized mixture of experts (gate learned), 50 iterations, fresh process",
         "",
-        table([goal_row], ["fit", "wall_s", "before_s", "ratio", "peak_rss_mb", "before_rss_mb"]),
+        table(
+            [goal_row],
+            ["fit", "wall_s", "before_s", "ratio", "iterations", "peak_rss_mb", "before_rss_mb",
+             "read_model_s", "gate_steps_s", "before_gate_s", "gate_pass_s"],
+        ),
+        "",
+        "Inside the fit's wall: `read_model_s`, reading the model file (its Pyro traces on all "
+        "rows), and `gate_steps_s`, the gate's M-steps (L-BFGS), timed by wrapping the two "
+        "calls; `gate_pass_s`, the gate's floor: one loss-and-gradient pass over all rows "
+        "(what one L-BFGS evaluation costs). The first gated fit of a process also imports "
+        f"`torch._dynamo` (torch.optim does, on its first optimizer): {dynamo_s:.2f} s here, "
+        "inside `wall_s`, measured in a fresh process.",
         "",
     ]  # fmt: skip
     (OUT / "speed.md").write_text("\n".join(md))

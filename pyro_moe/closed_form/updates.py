@@ -129,9 +129,51 @@ def z_products(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return z, z[I] * z[J]
 
 
+def point_last_rows(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, None]:
+    """z = [x, y] point-last (d, N), without the products: what :func:`e_step` reads over
+    several chunks (``products=``) instead of copying each chunk's rows into that layout
+    (a transposing copy, ~20 % of the pass at 1e6 points); one more copy of the data."""
+    return torch.cat([X.T, y.unsqueeze(0)], 0), None
+
+
 def single_chunk(N: int, d: int, C: int) -> bool:
     """Whether :func:`e_step` on N rows of width d - 1 with C components makes one chunk."""
     return N <= chunk_rows(N, d * (d + 1) // 2 + 2 * C)
+
+
+class _Workspace:
+    """The per-chunk buffers of one :func:`e_step` call over several chunks, allocated once:
+    z (d, m), its triangle of products (T, m), the residuals (K, m), the logits (C, m, whose
+    first K rows hold e), and the unnormalised responsibilities (C, m); each chunk of m <=
+    ``rows`` points takes contiguous views of their first d*m, T*m, ... elements."""
+
+    def __init__(self, d: int, T: int, K: int, C: int, rows: int, like: torch.Tensor):
+        self.d, self.T, self.K, self.C = d, T, K, C
+        new = functools.partial(like.new_empty, dtype=like.dtype)
+        self.z, self.zz, self.resid = new(d * rows), new(T * rows), new(K * rows)
+        self.lg, self.pr = new(C * rows), new(C * rows)
+
+    def chunk(self, X: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = None):
+        """z = [x, y] point-last and z_i z_j (i <= j, :func:`_triangle`'s order) of a chunk's
+        rows (``z``: the chunk's columns of the caller's point-last copy, else copied here),
+        and the (K, m) buffers for the residuals and e, the latter the logits' first K rows."""
+        m, d = X.shape[0], self.d
+        if z is None:
+            z = self.z[: d * m].view(d, m)
+            z[: d - 1].copy_(X.T)
+            z[d - 1].copy_(y)
+        zz = self.zz[: self.T * m].view(self.T, m)
+        at = 0
+        for i in range(d):  # rows (i, i..d-1) of the upper triangle, row-major
+            torch.mul(z[i : i + 1], z[i:], out=zz[at : at + d - i])
+            at += d - i
+        return z, zz, self.resid[: self.K * m].view(self.K, m), self.logits(m)[: self.K]
+
+    def logits(self, m: int) -> torch.Tensor:
+        return self.lg[: self.C * m].view(self.C, m)
+
+    def p(self, m: int) -> torch.Tensor:
+        return self.pr[: self.C * m].view(self.C, m)
 
 
 def e_step(
@@ -144,7 +186,7 @@ def e_step(
     noise_log_density=None,
     out: torch.Tensor | None = None,
     maps: torch.Tensor | None = None,
-    products: tuple[torch.Tensor, torch.Tensor] | None = None,
+    products: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> EStep:
     """The q(Z) update fused with what the next iteration needs, in one chunked pass.
 
@@ -157,7 +199,8 @@ def e_step(
     along contiguous points (on a CPU, broadcasting over a short last axis is several
     times slower), and only the d(d+1)/2 upper-triangle products z_i z_j are formed
     (``products``: :func:`z_products` of all rows, kept by a caller whose rows make one
-    chunk, :func:`single_chunk`). ``log_r`` is returned as the (N, C) view of a (C, N)
+    chunk, :func:`single_chunk`; over several chunks only its z is read, and its products
+    part may be None: :func:`point_last_rows`). ``log_r`` is returned as the (N, C) view of a (C, N)
     buffer; pass that view back as ``out`` to reuse the buffer (any (N, C) tensor is
     accepted).
     """
@@ -181,23 +224,38 @@ def e_step(
     row = log_prior.dim() == 2 and log_prior.stride(0) == 0
     prior_t = log_prior[0].unsqueeze(-1) if row else log_prior.T
     rows = chunk_rows(N, I.shape[0] + 2 * C)
+    # several chunks: every per-chunk temporary is written into buffers allocated once per
+    # call (fresh ~1 MB tensors in every chunk cost as much as the arithmetic: at 1e6 points
+    # the triangle's product alone took 440 us a chunk against ~90 us into a kept buffer)
+    ws = _Workspace(d, I.shape[0], K, C, rows, X) if N > rows else None
     for sl in chunks(N, rows):
-        if products is not None and N <= rows:
-            z, zz = products
+        if ws is None:
+            if products is not None and products[1] is not None:
+                z, zz = products
+            else:
+                z = torch.cat([X[sl].T, y[sl].unsqueeze(0)], 0)  # (d, rows)
+                zz = z[I] * z[J]  # (T, rows)
+            resid = a @ z
+            e = torch.addcmul(Qv @ zz, resid, resid)  # (t - m^T phi)^2 + phi^T B phi
         else:
-            z = torch.cat([X[sl].T, y[sl].unsqueeze(0)], 0)  # (d, rows)
-            zz = z[I] * z[J]  # (T, rows)
-        resid = a @ z
-        e = torch.addcmul(Qv @ zz, resid, resid)  # (t - m^T phi)^2 + phi^T B phi
+            z, zz, resid, e = ws.chunk(
+                X[sl], y[sl], None if products is None else products[0][:, sl]
+            )
+            torch.mm(a, z, out=resid)
+            torch.mm(Qv, zz, out=e).addcmul_(resid, resid)  # the same op, in place
         lp = prior_t if row else prior_t[:, sl]
         # lp - (beta/2) e + const, written into e's buffer
         logits = torch.sub(lp[:K], e.mul_(half_beta), out=e).add_(const)
         if noise_log_density is not None:
             noise = (lp[K:] + noise_log_density).expand(-1, logits.shape[1])
-            logits = torch.cat([logits, noise], 0)
+            if ws is None:
+                logits = torch.cat([logits, noise], 0)
+            else:  # e is the first K rows of the (C, rows) buffer
+                logits = ws.logits(logits.shape[1])
+                logits[K:].copy_(noise)
         top = logits.amax(0, keepdim=True).nan_to_num_(0.0, 0.0, 0.0)
         logits = logits.sub_(top)
-        p = logits.exp()
+        p = logits.exp() if ws is None else torch.exp(logits, out=ws.p(logits.shape[1]))
         tot = p.sum(0, keepdim=True)
         log_tot = tot.log()
         torch.sub(logits, log_tot, out=log_rt[:, sl])

@@ -26,6 +26,7 @@ from ..config import log_gate, robust_variance
 from .gate import GateFitter
 
 __all__ = [
+    "POINT_LAST_ELEMENTS",
     "DataSource",
     "InMemory",
     "LogPrior",
@@ -173,6 +174,12 @@ class DataSource(Protocol):
         ...
 
 
+#: the rows are kept point-last (a second copy of the data) up to this many elements of it
+#: (512 MB in float64: 1e7 points with n = 3 and up to 1.3e7 rows at n = 4), beyond it each
+#: chunk is copied into that layout in every pass
+POINT_LAST_ELEMENTS = 1 << 26
+
+
 class InMemory:
     """The data in this process's memory: every pass of the sweep over all N rows at once
     (the one-chunk case of :class:`pyro_moe.distributed.DaskSource`), and a minibatch's rows.
@@ -181,14 +188,16 @@ class InMemory:
     It keeps log q(Z) (N, C) point-last between the passes (:func:`point_last`), and, when
     the rows make one chunk of the e-step (:func:`~pyro_moe.closed_form.updates.single_chunk`),
     the data's products z_I z_J (:func:`~pyro_moe.closed_form.updates.z_products`) from the
-    first pass on, instead of forming them in every pass.
+    first pass on, instead of forming them in every pass; over several chunks, the rows
+    point-last (:func:`~pyro_moe.closed_form.updates.point_last_rows`, one more copy of the
+    data) instead of a transposing copy of every chunk in every pass.
     """
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor):
         self.X, self.y = X, y
         self.N = X.shape[0]
         self.log_r: torch.Tensor | None = None
-        self.products: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.products: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def target_variance(self) -> float:
         N, y = self.N, self.y
@@ -230,10 +239,12 @@ class InMemory:
 
     def e_step(self, q, log_prior, e_log_beta, e_beta, noise, maps) -> U.EStep:
         """log r is written in place (no second (N, C) buffer)."""
-        if self.products is None and U.single_chunk(
-            self.N, self.X.shape[1] + 1, log_prior.shape[-1]
-        ):
-            self.products = U.z_products(self.X, self.y)
+        if self.products is None:  # the products too when the rows make one chunk
+            d = self.X.shape[1] + 1
+            if U.single_chunk(self.N, d, log_prior.shape[-1]):
+                self.products = U.z_products(self.X, self.y)
+            elif self.N * d <= POINT_LAST_ELEMENTS:
+                self.products = U.point_last_rows(self.X, self.y)
         est = U.e_step(
             self.X,
             self.y,

@@ -35,6 +35,7 @@ from ..errors import ModelFileError, NonConjugateError
 from ..likelihood import likelihood_mismatch, trace_model, unwrap
 from ..model_file import Model
 from . import updates as U
+from .conjugacy import WeightHyperprior, read_hyperprior
 from .linearised import FactorisedPrior
 
 
@@ -136,6 +137,9 @@ class Conjugate:
     #: a non-Gaussian factorised prior on w, for natural-gradient SVI's CVI step (None:
     #: w_k ~ N(w0_k, A_k)); only :func:`read_model` with ``linearise_w=True`` accepts one
     weight_factor: FactorisedPrior | None = None
+    #: conjugate hyperprior sites of w the file adds (an ARD precision, a prior on w0_k),
+    #: found by the rule of :mod:`.conjugacy`, not by name (None: w_k ~ N(w0_k, A_k) fixed)
+    hyperprior: WeightHyperprior | None = None
 
 
 def _diagonal_gaussian(fn, base) -> bool:
@@ -268,8 +272,12 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
     sites = {
         n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
     }
+    unseen = []  # latent sites the registry does not name: the conjugacy rule decides them
     for name, site in sites.items():
         fn = unwrap(site["fn"])
+        if name not in SITES and not site["is_observed"] and "w" in sites:
+            unseen.append(name)
+            continue
         if name not in SITES:
             raise NonConjugateError(
                 f"CAVI cannot fit site {name!r} ({type(fn).__name__}): it knows only the sites "
@@ -319,6 +327,9 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
         prior_cov = torch.diag_embed(w.scale.expand(K, n) ** 2).detach().clone()
     _check_learned(config, "prior_mean", prior_mean)
     _check_learned(config, "prior_cov", prior_cov)
+    hyper = None
+    if unseen:  # ---- conjugate hyperpriors found from the trace (closed_form.conjugacy) ----
+        hyper, prior_mean, prior_cov = _hyperprior(model, X, y, config, trace, unseen, factor)
 
     concentration = None
     if "pi" in sites:
@@ -374,9 +385,27 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
         noise_prior=noise_prior,
         regularization_cov=xi if xi is not None else config.regularization_cov,
         weight_factor=factor,
+        hyperprior=hyper,
     )
     check_likelihood(model, X, y, config, conj, sites)
     return conj
+
+
+def _hyperprior(model: Model, X, y, config: Config, trace, names, factor):
+    """The hyperprior sites ``names`` read by :func:`.conjugacy.read_hyperprior` (or its
+    refusal naming the site), and the prior of w the fit starts from: E[w0_k] and
+    E[Lambda_k]^{-1} under the hyperpriors' own priors."""
+    if factor is not None:
+        raise _refuse(names[0], trace.nodes[names[0]]["fn"], "beside a non-Gaussian prior on w")
+    for name in ("prior_mean", "prior_cov"):
+        if config.learns(name):
+            raise NonConjugateError(
+                f"the file gives w a latent hyperprior (site {names[0]!r}) and the fit learns "
+                f"{name!r} as a point estimate too; hold it fixed (learn=...)"
+            )
+    hyper = read_hyperprior(model, X, y, config, trace, tuple(names))
+    st = hyper.start()
+    return hyper, hyper.mean_moments(st)[0].clone(), U.precision_of(hyper.expected_precision(st))
 
 
 def check_likelihood(model: Model, X, y, config: Config, conj: Conjugate, sites: Mapping) -> None:

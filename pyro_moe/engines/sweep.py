@@ -78,6 +78,8 @@ EVAL_ROWS = 1_000_000
 #: the gate's iterations per step when ``gate_steps`` is None: L-BFGS iterations of the
 #: closed-form M-step (full batch), Adam steps on a minibatch
 GATE_LBFGS_STEPS, GATE_ADAM_STEPS = 10, 1
+#: draws kept from q of each conjugate hyperprior site (as SVI keeps of its added sites)
+HYPER_DRAWS = 1000
 
 
 def robbins_monro(t: int, kappa: float, tau: float) -> float:
@@ -263,6 +265,12 @@ def sweep(
     log_norm_mu = U.dirichlet_log_norm(mu) if conj.mixture else None
     factor = conj.weight_factor  # a non-Gaussian prior on w: CVI's linearised step
     kl_prior = prior if factor is None else factor  # the prior the objective's KL is of
+    # ---- hook (issue 27): conjugate hyperpriors of w found in the file, q(theta) q(phi) ----
+    hyper = conj.hyperprior
+    hyper_state = None
+    if hyper is not None:
+        hyper_state = hyper.start()
+        prior = kl_prior = hyper.prior(hyper_state)
     h = J = alpha = q = None
     run = Run()
     gate_wait, gate_backoff = 0, 1
@@ -303,6 +311,9 @@ def sweep(
         stats_bar = _blend_stats(stats_bar, stats_hat, rho)
         r_sum_bar = _blend(r_sum_bar, r_sum_hat, rho)
         h, J, q = weights_step(stats_hat, prior, factor, q, h, J, rho, e_beta)
+        if hyper is not None:  # hook (issue 27): the derived updates of the hyperpriors
+            hyper_state = hyper.step(hyper_state, q, rho)
+            prior = kl_prior = hyper.prior(hyper_state)
         if conj.mixture:
             alpha = _blend(alpha, mu + r_sum_hat, rho)
         if "prior_mean" in learn:
@@ -424,8 +435,14 @@ def sweep(
             F, elbo = objective(est.lse, kl_prior)
             run.record(F, elbo, time.perf_counter() - t0)
         run.summary["stop_se"] = stop_se
-    return closed_form_fit(
+    if hyper is not None:  # hook (issue 27): w0, A were not point-estimated: the config's
+        w0, A = config.prior_mean.detach().clone(), config.prior_cov.detach().clone()
+    run = closed_form_fit(
         run, config, source.log_responsibilities(), q, alpha=alpha,
         qbeta=(a, b) if latent_beta else None,
         e_beta=e_beta, w0=w0, A=A, mu=mu, xi=xi, rho=share, gate=gate,
     )  # fmt: skip
+    if hyper is not None:  # hook (issue 27): q of the hyperprior sites, and draws from it
+        run.posterior.site_params = hyper.params(hyper_state)
+        run.posterior.site_draws = hyper.draws(hyper_state, HYPER_DRAWS, seed)
+    return run

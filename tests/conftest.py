@@ -152,11 +152,11 @@ def added_site_model(tmp_path: Path, kind: str) -> Path:
 KAPPA = {
     "shared": """    kappa = pyro.sample("kappa", dist.Gamma(config.const(2.0), config.const(3.0)))
     with pyro.plate(parts.EXPERTS_PLATE, config.experts):
-        cov = config.hyper("prior_cov") / kappa
+        cov = config.hyper("prior_cov") / kappa[..., None, None]
         w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), cov))""",
     "per_expert": """    with pyro.plate(parts.EXPERTS_PLATE, config.experts):
         kappa = pyro.sample("kappa", dist.Gamma(config.const(2.0), config.const(3.0)))
-        cov = config.hyper("prior_cov") / kappa[:, None, None]
+        cov = config.hyper("prior_cov") / kappa[..., None, None]
         w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), cov))""",
 }
 KAPPA_GUIDE = {

@@ -41,7 +41,7 @@ CAVI_REFUSES = {
     "mean_cubed": "y",
     "student_t": "y",
     "bernoulli": "y",
-    "ard": "alpha",
+    "ard": None,  # conjugate: CAVI derives q(alpha) (closed_form.conjugacy, issue 27)
     "horseshoe": "tau",
     "linear_gate": None,
     "gate_prior": None,

@@ -171,7 +171,7 @@ def _permute_site_params(p: dict[str, torch.Tensor], idx: torch.Tensor, K: int, 
         cov = p["cov"]
         if axis == 0 and cov.shape[0] % K == 0:
             size = cov.shape[0] // K
-            full = (idx.to(cov.device)[:, None] * size + torch.arange(size, device=cov.device))
+            full = idx.to(cov.device)[:, None] * size + torch.arange(size, device=cov.device)
             full = full.reshape(-1)
             cov = cov.index_select(0, full).index_select(1, full)
         out["cov"] = cov

@@ -86,7 +86,9 @@ def test_the_rule_refuses_a_log_joint_outside_the_family():
     # a cross term between elements breaks the elementwise form too
     assert natural_parameters(lambda t: conj(t) + t[0] * t[1], "gamma", v, gen) is None
     # a Gaussian with a quartic term is not Gaussian
-    assert natural_parameters(lambda t: -(t**2).sum() - 0.1 * (t**4).sum(), "gaussian", v, gen) is None
+    assert (
+        natural_parameters(lambda t: -(t**2).sum() - 0.1 * (t**4).sum(), "gaussian", v, gen) is None
+    )
     assert natural_parameters(lambda t: -(t**2).sum() + t.sum(), "gaussian", v, gen) is not None
 
 

@@ -1,5 +1,5 @@
 """Conjugacy found from the traced model file, and the closed-form updates of the conjugate
-hyperprior sites it finds (derivation section 10).
+hyperprior sites it finds (derivation section 9).
 
 **The rule** (:func:`natural_parameters`, :func:`complete_conditional`). A latent site theta
 whose prior is of an exponential family F with sufficient statistics T(theta) --
@@ -456,9 +456,7 @@ def gaussian_kl(m: torch.Tensor, S: torch.Tensor, h0: torch.Tensor, J0: torch.Te
     m0 = torch.cholesky_solve(h0.unsqueeze(-1), L0)[:, 0]
     d = m - m0
     logdet_S = U.cholesky_logdet(torch.linalg.cholesky(S))
-    return 0.5 * (
-        (J0 * S).sum() + d @ J0 @ d - m.shape[0] - logdet_S - U.cholesky_logdet(L0)
-    )
+    return 0.5 * ((J0 * S).sum() + d @ J0 @ d - m.shape[0] - logdet_S - U.cholesky_logdet(L0))
 
 
 def _weight_prior_of(fn, K: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -554,7 +552,9 @@ def read_hyperprior(
 
         C = torch.autograd.functional.jacobian(logdet, torch.log(theta_a))
         logdet0 = logdet(torch.log(theta_a)) - C @ torch.log(theta_a)
-        if not _close(logdet(torch.log(theta_b)), logdet0 + C @ torch.log(theta_b), 1.0 + logdet0.abs()):
+        if not _close(
+            logdet(torch.log(theta_b)), logdet0 + C @ torch.log(theta_b), 1.0 + logdet0.abs()
+        ):
             bad = "the log-determinant of the weights' prior precision is not affine in the log of the Gamma sites"
     elif bad is None:
         logdet0 = U.cholesky_logdet(torch.linalg.cholesky(lam0.reshape(K, n, n)))

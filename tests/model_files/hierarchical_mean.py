@@ -51,4 +51,6 @@ def guide(X, y, config, subsample=None):
 def torch_eye(config):
     import torch
 
-    return torch.eye(config.features, dtype=config.prior_mean.dtype, device=config.prior_mean.device)
+    return torch.eye(
+        config.features, dtype=config.prior_mean.dtype, device=config.prior_mean.device
+    )

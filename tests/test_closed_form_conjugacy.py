@@ -154,3 +154,32 @@ def test_ard_fits_by_cavi_and_relabels_its_precisions():
     assert q["shape"].shape == fit.mean.shape
     swapped = fit.permuted([1, 0])
     torch.testing.assert_close(swapped.posterior.site_params["alpha"]["rate"], q["rate"][[1, 0]])
+
+
+BETA_LINE = "    beta = parts.noise_precision(config, noise_prior(config))\n"
+BETA_SITES = {
+    False: '    beta = pyro.sample("tau_y", dist.Gamma(config.const(3.0), config.const(2.0)))\n',
+    True: '    with pyro.plate("noise_k", config.experts):\n'
+    '        beta = pyro.sample("tau_y", dist.Gamma(config.const(3.0), config.const(2.0)))\n',
+}
+
+
+@pytest.mark.parametrize("per_expert", [False, True], ids=["shared", "per expert"])
+def test_a_noise_precision_under_another_name_is_the_built_in_q_beta(tmp_path, per_expert):
+    """beta ~ Gamma(3, 2) written straight into the file as site 'tau_y' (shared, or one
+    per expert in a plate): the rule finds it conjugate with child y, and CAVI's history
+    equals the built-in latent-beta path's (noise_prior returning the same Gamma) to 1e-12."""
+    text = (pyro_moe.load_model("mixture_of_models").path).read_text()
+    assert BETA_LINE in text
+    named = tmp_path / "named_beta.py"
+    named.write_text(text.replace(BETA_LINE, BETA_SITES[per_expert]))
+    builtin = edited_model(
+        tmp_path, "mixture_of_models", "    return None\n",
+        "    return dist.Gamma(config.const(3.0), config.const(2.0))\n",
+    )  # fmt: skip
+    X, y = two_circles(60, seed=6)
+    a = _quiet_fit(named, X, y, per_expert_noise=per_expert)
+    b = _quiet_fit(builtin, X, y, per_expert_noise=per_expert)
+    assert a.method == "cavi" and a.noise_shape is not None
+    torch.testing.assert_close(a.objective_history, b.objective_history, rtol=1e-12, atol=0)
+    torch.testing.assert_close(a.noise_rate, b.noise_rate, rtol=1e-12, atol=0)

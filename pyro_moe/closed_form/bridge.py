@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from ..config import Config, gate_weights, log_gate
+from ..errors import NonConjugateError
 from ..model_file import Model
 from ..result import FitResult
 from . import updates as U
@@ -63,6 +64,15 @@ def hyperprior_guide_params(site_params) -> dict[str, torch.Tensor]:
 def hyperprior_state(hyper, params: Mapping[str, torch.Tensor]):
     """q of the hyperprior sites of ``hyper`` (:class:`~.conjugacy.WeightHyperprior`)
     from guide parameters named as :func:`hyperprior_guide_params` names them."""
+    want = [f"{nm}_{p}" for nm in hyper.gamma_names for p in ("shape", "rate")]
+    want += [f"{nm}_{p}" for nm in hyper.gauss_names for p in ("loc", "scale_tril")]
+    missing = [k for k in want if k not in params]
+    if missing:  # the guide's q is not the closed form's (or not named as it expects)
+        raise NonConjugateError(
+            f"the guide has no parameters {missing} of the conjugate hyperprior sites "
+            f"{list(hyper.names)} (q = Gamma(<site>_shape, <site>_rate) or "
+            "N(<site>_loc, <site>_scale_tril)): no closed-form objective at its parameters"
+        )
     st = hyper.start()
     gamma = {nm: (params[f"{nm}_shape"], params[f"{nm}_rate"]) for nm in hyper.gamma_names}
     mean = cov = None
@@ -113,6 +123,8 @@ def closed_form_objective(
             U.cholesky_logdet(L),
         )
         if conj.noise_prior is not None:
+            if "noise_shape" not in params:  # a latent beta whose q is named otherwise
+                raise NonConjugateError("the guide has no q(beta) = Gamma(noise_shape, noise_rate)")
             a, b = params["noise_shape"], params["noise_rate"]
             e_beta, e_log_beta, qbeta = a / b, torch.digamma(a) - torch.log(b), (a, b)
         else:

@@ -35,7 +35,7 @@ from ..errors import ModelFileError, NonConjugateError
 from ..likelihood import likelihood_mismatch, trace_model, unwrap
 from ..model_file import Model
 from . import updates as U
-from .conjugacy import WeightHyperprior, read_hyperprior
+from .conjugacy import WeightHyperprior, complete_conditional, family_of, read_hyperprior
 from .linearised import FactorisedPrior
 
 
@@ -295,6 +295,12 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
                 fn,
                 f"which has no closed-form (conjugate) update; CAVI needs {family.__name__}",
             )
+    beta_site = "noise_precision"
+    if unseen and "noise_precision" not in sites:  # a latent beta under another name
+        beta_site = _noise_alias(model, X, y, config, trace, sites, unseen)
+        if beta_site != "noise_precision":
+            unseen.remove(beta_site)
+            sites = {**sites, "noise_precision": sites[beta_site]}
     for required in ("w", "z", "y"):
         if required not in sites:
             raise ModelFileError(f"model {model.name!r} has no sample site {required!r}")
@@ -387,8 +393,31 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
         weight_factor=factor,
         hyperprior=hyper,
     )
-    check_likelihood(model, X, y, config, conj, sites)
+    check_likelihood(model, X, y, config, conj, sites, beta_site)
     return conj
+
+
+def _noise_alias(model: Model, X, y, config: Config, trace, sites, unseen) -> str:
+    """The site of a latent noise precision the registry does not name (``beta ~ Gamma``
+    written straight into the file): a Gamma site whose only child is ``y``, found
+    conjugate by the rule (:func:`.conjugacy.complete_conditional`) and shaped as the
+    config's beta (() shared, (K,) per expert). "noise_precision" when there is none."""
+    for name in unseen:
+        if family_of(sites[name]["fn"]) != "gamma":
+            continue
+        values = {n: s["value"].detach() for n, s in sites.items() if not s["is_observed"]}
+        eta, kids = complete_conditional(model, X, y, config, name, values)
+        if kids != ("y",):
+            continue
+        shape = (config.experts,) if config.per_expert_noise else ()
+        if eta is None or sites[name]["value"].shape != torch.Size(shape):
+            raise _refuse(
+                name, unwrap(sites[name]["fn"]),
+                "a noise precision of y whose complete conditional is not a Gamma "
+                f"of the config's shape {shape} (per_expert_noise={config.per_expert_noise})",
+            )  # fmt: skip
+        return name
+    return "noise_precision"
 
 
 def _hyperprior(model: Model, X, y, config: Config, trace, names, factor):
@@ -408,14 +437,19 @@ def _hyperprior(model: Model, X, y, config: Config, trace, names, factor):
     return hyper, hyper.mean_moments(st)[0].clone(), U.precision_of(hyper.expected_precision(st))
 
 
-def check_likelihood(model: Model, X, y, config: Config, conj: Conjugate, sites: Mapping) -> None:
+def check_likelihood(
+    model: Model, X, y, config: Config, conj: Conjugate, sites: Mapping,
+    beta_site: str = "noise_precision",
+) -> None:  # fmt: skip
     """Prove that the file's observation site ``y`` is the closed form's likelihood, not
     just of its family (:func:`likelihood_mismatch` at the beta CAVI will use, ``conj``):
     an edited mean (``(w^T x)**3``), an x-dependent or edited scale, anything the closed
     form would silently replace by the linear Gaussian model, raises
     :class:`~pyro_moe.errors.NonConjugateError` naming ``y``."""
     latent = sites["noise_precision"]["value"].shape if "noise_precision" in sites else None
-    why = likelihood_mismatch(model, X, y, config, conj.noise_precision, latent_beta=latent)
+    why = likelihood_mismatch(
+        model, X, y, config, conj.noise_precision, latent_beta=latent, beta_site=beta_site
+    )
     if why is not None:
         raise NonConjugateError(
             f"CAVI cannot fit site 'y': {why}; its location or scale is not the linear "

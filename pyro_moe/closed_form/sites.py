@@ -5,7 +5,10 @@ model file may have, which distribution CAVI can update in closed form, what tha
 is, which term of the objective the site contributes, and which test proves the update
 against Pyro's own ELBO or the objective's monotone ascent. It is what a newcomer reads to
 learn "which update fits this site"; :func:`read_model` traces the model and checks every
-site against it, and a site that is not in it, or not of its family, raises
+site against it. A latent site it does not name is decided from the trace, not by its
+name, by the conjugacy rule of :mod:`.conjugacy` (a conjugate hyperprior of w: an ARD
+precision, a prior on w0_k, an inverse scale of A; a Gamma noise precision of y under any
+name); a site that is neither, or not of its family, raises
 :class:`~pyro_moe.errors.NonConjugateError` naming the site and its distribution, with
 ``method="svi"`` suggested: an edit is never silently ignored.
 

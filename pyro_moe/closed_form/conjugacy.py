@@ -200,10 +200,18 @@ def _latent_values(tr) -> dict[str, torch.Tensor]:
     }
 
 
-def children(model: Model, X, y, config, values: Mapping[str, torch.Tensor], name: str, gen):
+def children(
+    model: Model, X, y, config, values: Mapping[str, torch.Tensor], name: str, gen,
+    fam: str | None = None, before: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[str, ...]:  # fmt: skip
     """The sites whose log-density moves when ``name`` moves (every other site held at
-    ``values``): ``name``'s children in the trace (its Markov blanket's factors)."""
-    fam = family_of(_trace(model, X, y, config, values).nodes[name]["fn"])
+    ``values``): ``name``'s children in the trace (its Markov blanket's factors).
+    ``fam`` (:func:`family_of` its distribution) and ``before`` (the sites' log-densities
+    at ``values``) when the caller holds them."""
+    if fam is None or before is None:
+        with torch.no_grad():
+            tr = _trace(model, X, y, config, values)
+        fam, before = family_of(tr.nodes[name]["fn"]), _log_probs(tr)
     v = values[name].to(torch.float64)
     if fam == "gamma":
         moved = v * torch.exp(torch.rand(v.shape, generator=gen, dtype=v.dtype) - 0.5)
@@ -212,7 +220,6 @@ def children(model: Model, X, y, config, values: Mapping[str, torch.Tensor], nam
     else:
         moved = v + torch.rand(v.shape, generator=gen, dtype=v.dtype) - 0.5
     with torch.no_grad():
-        before = _log_probs(_trace(model, X, y, config, values))
         after = _log_probs(_trace(model, X, y, config, {**values, name: moved.to(values[name])}))
     return tuple(
         n
@@ -237,11 +244,12 @@ def complete_conditional(
     if values is None:
         with torch.no_grad():
             values = _latent_values(_trace(model, X, y, config, {}))
-    tr = _trace(model, X, y, config, values)
+    with torch.no_grad():
+        tr = _trace(model, X, y, config, values)
     fam = family_of(tr.nodes[name]["fn"])
     if fam is None:
         return None, ()
-    kids = children(model, X, y, config, values, name, gen)
+    kids = children(model, X, y, config, values, name, gen, fam, _log_probs(tr))
     factors = (name, *kids)
 
     def log_joint(t):

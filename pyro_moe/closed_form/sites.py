@@ -38,7 +38,13 @@ from ..errors import ModelFileError, NonConjugateError
 from ..likelihood import likelihood_mismatch, trace_model, unwrap
 from ..model_file import Model
 from . import updates as U
-from .conjugacy import WeightHyperprior, complete_conditional, family_of, read_hyperprior
+from .conjugacy import (
+    WeightHyperprior,
+    children,
+    complete_conditional,
+    family_of,
+    read_hyperprior,
+)
 from .linearised import FactorisedPrior
 
 
@@ -409,9 +415,10 @@ def _noise_alias(model: Model, X, y, config: Config, trace, sites, unseen) -> st
         if family_of(sites[name]["fn"]) != "gamma":
             continue
         values = {n: s["value"].detach() for n, s in sites.items() if not s["is_observed"]}
-        eta, kids = complete_conditional(model, X, y, config, name, values)
-        if kids != ("y",):
+        gen = torch.Generator().manual_seed(0)
+        if children(model, X, y, config, values, name, gen) != ("y",):
             continue
+        eta, _ = complete_conditional(model, X, y, config, name, values)
         shape = (config.experts,) if config.per_expert_noise else ()
         if eta is None or sites[name]["value"].shape != torch.Size(shape):
             raise _refuse(

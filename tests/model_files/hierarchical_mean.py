@@ -13,6 +13,7 @@ m0 = the fit's prior mean, s0 = 2; its mean-field guide q(w0_k) = N(l_k, L_k L_k
 
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.distributions import constraints
 
 from pyro_moe import parts
@@ -39,18 +40,10 @@ def guide(X, y, config, subsample=None):
     loc = pyro.param("w0_loc", lambda: config.prior_mean.detach().clone().expand(K, n).clone())
     tril = pyro.param(
         "w0_scale_tril",
-        lambda: config.const(1.0) * torch_eye(config).expand(K, n, n).clone(),
+        lambda: torch.eye(n, dtype=config.dtype, device=config.device).expand(K, n, n).clone(),
         constraint=constraints.lower_cholesky,
     )
     with pyro.plate(parts.EXPERTS_PLATE, K) as experts:
         pyro.sample("w0", dist.MultivariateNormal(loc, scale_tril=tril))
         parts.weights_guide(config, plate=experts)
     parts.assignments_guide(X, config, subsample)
-
-
-def torch_eye(config):
-    import torch
-
-    return torch.eye(
-        config.features, dtype=config.prior_mean.dtype, device=config.prior_mean.device
-    )

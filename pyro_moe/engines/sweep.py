@@ -21,7 +21,9 @@ eta_hat the block's optimum given the statistics of the present q(Z) (:class:`Sc
 F = ELBO (+ R(w0) for the regularized model) (+ log p(V) with a gate prior), total nats.
 
 The site updates are those the model file's traced sites name
-(:func:`pyro_moe.closed_form.sites.read_model` -> :class:`~pyro_moe.closed_form.sites.Conjugate`).
+(:func:`pyro_moe.closed_form.sites.read_model` -> :class:`~pyro_moe.closed_form.sites.Conjugate`),
+and, right after q(W), those of the conjugate hyperpriors of w the conjugacy rule found in
+the file (``conj.hyperprior``, :mod:`pyro_moe.closed_form.conjugacy`: q(theta), q(phi)).
 The safeguards, the same for every engine and source:
 
 * a non-finite F is a :class:`~pyro_moe.errors.NumericalError`;

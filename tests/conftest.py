@@ -179,12 +179,22 @@ KAPPA_GUIDE = {
 }
 
 
+#: the weight site of models/regularized_experts.py (its w0 is learned and regularised)
+REGULARIZED_WEIGHTS = """    with pyro.plate(parts.EXPERTS_PLATE, config.experts):
+        w = pyro.sample("w", weight_prior(prior_mean, config.hyper("prior_cov")))"""
+
+
 def kappa_model(tmp_path: Path, kind: str, base: str = "mixture_of_models") -> Path:
-    """A copy of ``models/<base>.py`` (mixture_of_models or mixture_of_experts) with a new
-    conjugate site ``kappa`` (:data:`KAPPA`) that no module of pyro_moe names."""
+    """A copy of ``models/<base>.py`` (mixture_of_models, mixture_of_experts or
+    regularized_experts) with a new conjugate site ``kappa`` (:data:`KAPPA`) that no module
+    of pyro_moe names."""
     text = (MODELS_DIR / f"{base}.py").read_text()
+    site = KAPPA[kind]
+    if base == "regularized_experts":
+        text = text.replace(REGULARIZED_WEIGHTS, WEIGHTS)
+        site = site.replace('config.hyper("prior_mean")', "prior_mean")
     assert WEIGHTS in text and WEIGHTS_GUIDE in text
-    text = text.replace(WEIGHTS, KAPPA[kind]).replace(WEIGHTS_GUIDE, KAPPA_GUIDE[kind])
+    text = text.replace(WEIGHTS, site).replace(WEIGHTS_GUIDE, KAPPA_GUIDE[kind])
     path = tmp_path / f"kappa_{kind}_{base}.py"
     path.write_text(text)
     return path

@@ -262,7 +262,10 @@ def test_convergence_is_not_declared_while_the_gate_is_held(monkeypatch):
 
 
 #: files with conjugate hyperpriors the conjugacy rule derives updates for (issue 27)
-HYPER_FILES = ["ard.py", "hierarchical_mean.py", "kappa shared", "kappa per_expert"]
+HYPER_FILES = [
+    "ard.py", "hierarchical_mean.py", "kappa shared", "kappa per_expert",
+    "kappa per_expert regularized_experts",  # w0 learned beside kappa, R(w0) in F
+]  # fmt: skip
 
 
 @settings(
@@ -287,7 +290,7 @@ def test_objective_never_decreases_with_derived_hyperprior_updates(
     from conftest import kappa_model
 
     if file.startswith("kappa"):
-        path = kappa_model(tmp_path_factory.mktemp("kappa"), file.split()[1])
+        path = kappa_model(tmp_path_factory.mktemp("kappa"), *file.split()[1:])
     else:
         path = Path(__file__).parent / "model_files" / file
     rng = np.random.default_rng(seed)
@@ -300,6 +303,7 @@ def test_objective_never_decreases_with_derived_hyperprior_updates(
         result = pyro_moe.fit(
             path, X, y, experts=K, n_init=1, init=init, max_iter=40, seed=seed,
             prior_mean=rng.normal(size=(K, n)), noise_expert=noise_expert,
+            regularization_cov=0.5 if "regularized" in file else None,
         )  # fmt: skip
     h = result.objective_history.numpy()
     assert np.isfinite(h).all()

@@ -178,3 +178,13 @@ def test_closed_form_elbo_matches_pyro_with_gamma_beta_per_expert_and_ard(tmp_pa
     path = tmp_path / "ard_gamma.py"
     path.write_text(text.replace(*GAMMA_EDIT))
     _check(pyro_moe.load_model(path), learn=["gate"], per_expert_noise=True)
+
+
+@pytest.mark.parametrize("kind", ["shared", "per_expert"])
+def test_closed_form_elbo_matches_pyro_with_a_learned_w0_beside_a_hyperprior(tmp_path, kind):
+    """kappa in the regularized experts file, whose w0 is learned (the M-step at E[kappa]
+    A^{-1}) and regularised (R(w0) in F): the closed form is Pyro's ELBO + R(w0)."""
+    from conftest import kappa_model
+
+    model = pyro_moe.load_model(kappa_model(tmp_path, kind, "regularized_experts"))
+    _check(model, learn=["prior_mean", "noise_precision", "gate"], regularization_cov=STUDY_XI)

@@ -83,7 +83,7 @@ def hyperprior_state(hyper, params: Mapping[str, torch.Tensor]):
             L = params[f"{nm}_scale_tril"]
             covs.extend((L @ L.transpose(-1, -2)).reshape(-1, *L.shape[-2:]))
         cov = torch.block_diag(*covs)
-    return type(st)(gamma, st.h, st.J, mean, cov)
+    return type(st)(gamma, st.h, st.J, mean, cov, st.w0)
 
 
 def config_at(result: FitResult, config: Config) -> Config:

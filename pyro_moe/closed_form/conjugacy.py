@@ -270,6 +270,9 @@ class HyperState:
     J: torch.Tensor | None
     mean: torch.Tensor | None
     cov: torch.Tensor | None
+    #: w0 point-estimated by the M-step (``learn`` has "prior_mean"; Gamma sites only) in
+    #: place of the traced constant c_0, else None
+    w0: torch.Tensor | None = None
 
 
 @dataclass
@@ -357,7 +360,8 @@ class WeightHyperprior:
         """E[w0_k] (K, n) and Cov(w0_k) (K, n, n)."""
         K, n = self.K, self.n
         if st.mean is None:
-            return self.mean0, self.mean0.new_zeros(K, n, n)
+            base = self.mean0 if st.w0 is None else st.w0
+            return base, self.mean0.new_zeros(K, n, n)
         Ew0 = self.mean0 + (self.M @ st.mean).reshape(K, n)
         full = self.M @ st.cov @ self.M.T
         idx = torch.arange(K, device=full.device)
@@ -392,7 +396,7 @@ class WeightHyperprior:
                 a, b = gamma[nm]
                 gamma[nm] = (_mix(a, a_hat, rho), _mix(b, b_hat, rho))
                 off += size
-        st = HyperState(gamma, st.h, st.J, st.mean, st.cov)
+        st = HyperState(gamma, st.h, st.J, st.mean, st.cov, st.w0)
         if self.prior_J is not None:
             lam = self.expected_precision(st)
             Lb = torch.block_diag(*lam)
@@ -402,8 +406,18 @@ class WeightHyperprior:
             h, J = _mix(st.h, h_hat, rho), _mix(st.J, J_hat, rho)
             L = torch.linalg.cholesky(0.5 * (J + J.T))
             cov = torch.cholesky_inverse(L)
-            st = HyperState(gamma, h, J, torch.cholesky_solve(h.unsqueeze(-1), L)[:, 0], cov)
+            mean = torch.cholesky_solve(h.unsqueeze(-1), L)[:, 0]
+            st = HyperState(gamma, h, J, mean, cov, st.w0)
         return st
+
+    def with_prior_mean(
+        self, st: HyperState, q: U.WeightPosterior, xi: torch.Tensor | None
+    ) -> HyperState:
+        """The M-step of a learned w0 (Gamma sites only: w0 is then the traced constant
+        c_0): :func:`~pyro_moe.closed_form.updates.update_prior_mean` at A_k^{-1} =
+        E[Lambda_k], the exact maximiser of E log p(W | theta, w0) [+ R(w0)] over w0."""
+        w0 = U.update_prior_mean(q, self.expected_precision(st), xi)
+        return HyperState(st.gamma, st.h, st.J, st.mean, st.cov, w0)
 
     # ---- the objective ----------------------------------------------------------------
     def kl(self, q: U.WeightPosterior, st: HyperState) -> torch.Tensor:
@@ -582,6 +596,10 @@ def read_hyperprior(
             Js.append(own.eta[1])
         prior_h, prior_J = torch.cat(hs), torch.block_diag(*Js)
     to = {"dtype": dt, "device": X.device}
+    # a learned hyperparameter in the traces (config.hyper: a pyro.param) leaves graphs
+    lam0, Jl_t, logdet0, C, mean0, Jm_p = (
+        t.detach() for t in (lam0, Jl_t, logdet0, C, mean0, Jm_p)
+    )
     return WeightHyperprior(
         K=K, n=n, gamma_names=gamma_names,
         gamma_shapes=tuple(values[nm].shape for nm in gamma_names),

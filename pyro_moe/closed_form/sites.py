@@ -436,13 +436,15 @@ def _hyperprior(model: Model, X, y, config: Config, trace, names, factor):
     E[Lambda_k]^{-1} under the hyperpriors' own priors."""
     if factor is not None:
         raise _refuse(names[0], trace.nodes[names[0]]["fn"], "beside a non-Gaussian prior on w")
+    hyper = read_hyperprior(model, X, y, config, trace, tuple(names))
+    # w0 learned beside Gamma hyperpriors has its M-step (WeightHyperprior.with_prior_mean);
+    # beside a Gaussian prior on the mean, or A learned beside a hyperprior, it has none here
     for name in ("prior_mean", "prior_cov"):
-        if config.learns(name):
+        if config.learns(name) and (name == "prior_cov" or hyper.gauss_names):
             raise NonConjugateError(
                 f"the file gives w a latent hyperprior (site {names[0]!r}) and the fit learns "
                 f"{name!r} as a point estimate too; hold it fixed (learn=...)"
             )
-    hyper = read_hyperprior(model, X, y, config, trace, tuple(names))
     st = hyper.start()
     return hyper, hyper.mean_moments(st)[0].clone(), U.precision_of(hyper.expected_precision(st))
 

@@ -315,7 +315,8 @@ def sweep(
         h, J, q = weights_step(stats_hat, prior, factor, q, h, J, rho, e_beta)
         if hyper is not None:  # hook (issue 27): the derived updates of the hyperpriors
             hyper_state = hyper.step(hyper_state, q, rho)
-            prior = kl_prior = hyper.prior(hyper_state)
+            if "prior_mean" in learn:  # w0's M-step at E[Lambda] (Gamma hyperpriors only)
+                hyper_state = hyper.with_prior_mean(hyper_state, q, xi)
         if conj.mixture:
             alpha = _blend(alpha, mu + r_sum_hat, rho)
         if "prior_mean" in learn:
@@ -325,6 +326,8 @@ def sweep(
         if "prior_mean" in learn or "prior_cov" in learn:
             prior = U.weight_prior(w0, A)
             kl_prior = prior if factor is None else factor
+        if hyper is not None:  # hook (issue 27): E_q of p(w | hyperpriors), for q(W) and F
+            prior = kl_prior = hyper.prior(hyper_state)
         if latent_beta:  # q(beta) from this step's statistics
             total_sq, n_gauss = U.summed_sq_residuals(stats_hat, q), stats_hat.Nk
             if not per_expert:
@@ -437,8 +440,9 @@ def sweep(
             F, elbo = objective(est.lse, kl_prior)
             run.record(F, elbo, time.perf_counter() - t0)
         run.summary["stop_se"] = stop_se
-    if hyper is not None:  # hook (issue 27): w0, A were not point-estimated: the config's
-        w0, A = config.prior_mean.detach().clone(), config.prior_cov.detach().clone()
+    if hyper is not None:  # hook (issue 27): w0 (learned, or the config's) and the config's A
+        w0 = config.prior_mean.detach().clone() if hyper_state.w0 is None else hyper_state.w0
+        A = config.prior_cov.detach().clone()
     run = closed_form_fit(
         run, config, source.log_responsibilities(), q, alpha=alpha,
         qbeta=(a, b) if latent_beta else None,

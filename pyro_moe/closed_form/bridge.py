@@ -39,7 +39,9 @@ def guide_params(result: FitResult) -> dict[str, torch.Tensor]:
     if result.noise_shape is not None:
         out["noise_shape"] = result.noise_shape
         out["noise_rate"] = result.noise_rate
-    out.update(hyperprior_guide_params(result.posterior.site_params or {}))
+    # a FitResult holds them in its posterior; a flat view of a run's parts (SVI) directly
+    site = getattr(getattr(result, "posterior", result), "site_params", None)
+    out.update(hyperprior_guide_params(site or {}))
     return out
 
 

@@ -187,6 +187,7 @@ def likelihood_mismatch(
     *,
     latent_beta: torch.Size | None = None,
     draws: int = LIKELIHOOD_DRAWS,
+    beta_site: str = "noise_precision",
 ) -> str | None:
     """None when the file's observed ``y`` is the closed form's Gaussian, else why not.
 
@@ -211,7 +212,7 @@ def likelihood_mismatch(
         data = {"w": W, "z": z.to(X.device)}
         if latent_beta is not None:
             beta = torch.exp(0.5 * randn(*latent_beta))
-            data["noise_precision"] = beta
+            data[beta_site] = beta  # the latent beta's site (another name: conjugacy rule)
         else:
             beta = noise_precision.detach().to(**dt)
         node = trace_model(model, X, y, config, data).nodes.get("y")

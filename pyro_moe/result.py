@@ -162,6 +162,22 @@ def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- the parts of a result
+def _permute_site_params(p: dict[str, torch.Tensor], idx: torch.Tensor, K: int, axis: int):
+    """q's parameters of a per-expert site reordered with the experts: those shaped like
+    the site along ``axis``; a flattened covariance 'cov' of a site (K, ...) (axis 0) by
+    blocks of its K equal parts."""
+    out = {k: _permute_rows(v, idx, K, axis) for k, v in p.items() if k != "cov"}
+    if "cov" in p:
+        cov = p["cov"]
+        if axis == 0 and cov.shape[0] % K == 0:
+            size = cov.shape[0] // K
+            full = idx.to(cov.device)[:, None] * size + torch.arange(size, device=cov.device)
+            full = full.reshape(-1)
+            cov = cov.index_select(0, full).index_select(1, full)
+        out["cov"] = cov
+    return out
+
+
 def _permute_rows(t: torch.Tensor | None, idx: torch.Tensor, K: int, dim: int = 0):
     """``t`` with its K expert entries along ``dim`` reordered by ``idx``; an entry past K
     along that dim (the noise expert, last) stays last. Tensors without K (or K + 1)
@@ -194,6 +210,10 @@ class Posterior:
     noise_shape: torch.Tensor | None = None
     noise_rate: torch.Tensor | None = None
     site_draws: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    #: q of each conjugate hyperprior site a closed-form fit derived (an ARD precision:
+    #: {'shape', 'rate'}; a Gaussian prior mean: {'loc', 'cov'}), by site name, else None
+    #: (in memory only: a saved result keeps its draws)
+    site_params: dict[str, dict[str, torch.Tensor]] | None = field(default=None, repr=False)
 
     def permuted(self, idx: torch.Tensor, site_axes: dict[str, int] | None = None) -> Posterior:
         """The experts reordered by ``idx``; ``site_axes``: the expert axis of each
@@ -205,9 +225,16 @@ class Posterior:
                 n: _permute_rows(v, idx, K, site_axes[n] + 1) if n in site_axes else v
                 for n, v in sites.items()
             }
+        params = self.site_params
+        if params and site_axes:
+            params = {
+                n: _permute_site_params(p, idx, K, site_axes[n]) if n in site_axes else p
+                for n, p in params.items()
+            }
         return replace(
             self,
             site_draws=sites,
+            site_params=params,
             responsibilities=_permute_rows(self.responsibilities, idx, K, 1),
             mean=_permute_rows(self.mean, idx, K),
             cov=_permute_rows(self.cov, idx, K),

@@ -144,3 +144,64 @@ def added_site_model(tmp_path: Path, kind: str) -> Path:
     path = tmp_path / f"{kind}.py"
     path.write_text(text)
     return path
+
+
+# ---- a conjugate site no part of the package names (issue 27) ---------------------------
+#: kappa ~ Gamma(2, 3), an inverse scale of the weights' prior covariance: shared by the
+#: experts (w_k ~ N(w0_k, A_k / kappa)) or one per expert (kappa_k, in the experts plate)
+KAPPA = {
+    "shared": """    kappa = pyro.sample("kappa", dist.Gamma(config.const(2.0), config.const(3.0)))
+    with pyro.plate(parts.EXPERTS_PLATE, config.experts):
+        cov = config.hyper("prior_cov") / kappa[..., None, None]
+        w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), cov))""",
+    "per_expert": """    with pyro.plate(parts.EXPERTS_PLATE, config.experts):
+        kappa = pyro.sample("kappa", dist.Gamma(config.const(2.0), config.const(3.0)))
+        cov = config.hyper("prior_cov") / kappa[..., None, None]
+        w = pyro.sample("w", weight_prior(config.hyper("prior_mean"), cov))""",
+}
+KAPPA_GUIDE = {
+    "shared": """    from pyro.distributions import constraints
+
+    a = pyro.param("kappa_shape", lambda: config.const(1.0), constraint=constraints.positive)
+    b = pyro.param("kappa_rate", lambda: config.const(1.0), constraint=constraints.positive)
+    pyro.sample("kappa", dist.Gamma(a, b))
+    parts.weights_guide(config)""",
+    "per_expert": """    from pyro.distributions import constraints
+
+    K = config.experts
+    a = pyro.param("kappa_shape", lambda: config.const(1.0).expand([K]).clone(),
+                   constraint=constraints.positive)
+    b = pyro.param("kappa_rate", lambda: config.const(1.0).expand([K]).clone(),
+                   constraint=constraints.positive)
+    with pyro.plate(parts.EXPERTS_PLATE, K) as experts:
+        pyro.sample("kappa", dist.Gamma(a, b))
+        parts.weights_guide(config, plate=experts)""",
+}
+
+
+#: the weight site of models/regularized_experts.py (its w0 is learned and regularised)
+REGULARIZED_WEIGHTS = """    with pyro.plate(parts.EXPERTS_PLATE, config.experts):
+        w = pyro.sample("w", weight_prior(prior_mean, config.hyper("prior_cov")))"""
+
+
+def kappa_model(tmp_path: Path, kind: str, base: str = "mixture_of_models") -> Path:
+    """A copy of ``models/<base>.py`` (mixture_of_models, mixture_of_experts or
+    regularized_experts) with a new conjugate site ``kappa`` (:data:`KAPPA`) that no module
+    of pyro_moe names."""
+    text = (MODELS_DIR / f"{base}.py").read_text()
+    site = KAPPA[kind]
+    if base == "regularized_experts":
+        text = text.replace(REGULARIZED_WEIGHTS, WEIGHTS)
+        site = site.replace('config.hyper("prior_mean")', "prior_mean")
+    assert WEIGHTS in text and WEIGHTS_GUIDE in text
+    text = text.replace(WEIGHTS, site).replace(WEIGHTS_GUIDE, KAPPA_GUIDE[kind])
+    path = tmp_path / f"kappa_{kind}_{base}.py"
+    path.write_text(text)
+    return path
+
+
+#: an edit of a built-in file's noise_prior: a latent beta ~ Gamma(2, 0.5)
+GAMMA_PRIOR_EDIT = (
+    "    return None\n",
+    "    return dist.Gamma(config.const(2.0), config.const(0.5))\n",
+)

@@ -343,7 +343,8 @@ def _regimes(N: int = 60, seed: int = 0):
 
 
 def test_the_fall_back_on_adam_is_announced_once_at_the_users_line(tmp_path):
-    """Natural SVI on a file it has no step for (an ARD precision alpha) runs Adam: one
+    """Natural SVI on a file it has no step for (a half-Cauchy scale tau: not conjugate;
+    an ARD precision is, since issue 27) runs Adam: one
     EngineWarning, at this file's line, naming the site it cannot step, the sites Adam
     fits and Adam's settings, with Adam's tolerance (not natural gradient's 1e-8)."""
     from conftest import added_site_model
@@ -351,7 +352,7 @@ def test_the_fall_back_on_adam_is_announced_once_at_the_users_line(tmp_path):
     from pyro_moe.parameters import SVI_LR, SVI_MAX_ITER, SVI_TOL
 
     X, y = _regimes()
-    path = added_site_model(tmp_path, "ard")
+    path = added_site_model(tmp_path, "horseshoe")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         r = pyro_moe.fit(path, X, y, experts=2, method="svi", n_init=2, max_iter=60,
@@ -360,11 +361,11 @@ def test_the_fall_back_on_adam_is_announced_once_at_the_users_line(tmp_path):
     assert len(said) == 1, [str(w.message) for w in said]
     assert said[0].filename == __file__
     text = str(said[0].message)
-    assert "'alpha'" in text and "['alpha', 'w', 'z']" in text and "Adam" in text
+    assert "'tau'" in text and "['tau', 'w', 'z']" in text and "Adam" in text
     assert f"lr={SVI_LR['fallback']:g}, tol={SVI_TOL['adam']:g}, max_iter=60" in text
-    assert r.info["steps"] == {"alpha": "adam", "w": "adam", "z": "enumerated"}
+    assert r.info["steps"] == {"tau": "adam", "w": "adam", "z": "enumerated"}
     assert all(s["optimizer"] == "adam" for s in r.restarts)
-    assert "steps: alpha adam, w adam, z enumerated" in r.summary()
+    assert "steps: tau adam, w adam, z enumerated" in r.summary()
     # what is left to its default is Adam's own; what is given is kept
     from pyro_moe.engines.svi import SVI
     from pyro_moe.fitting import as_data

@@ -40,8 +40,8 @@ SVI_STEPS = 1500
 CAVI_REFUSES = {
     "mean_cubed": "y",
     "student_t": "y",
-    "bernoulli": None,  # logistic experts in closed form (issue 27 B, Jaakkola-Jordan)
-    "ard": "alpha",
+    "bernoulli": None,  # logistic experts in closed form (Jaakkola-Jordan)
+    "ard": None,  # conjugate: CAVI derives q(alpha) (closed_form.conjugacy)
     "horseshoe": "tau",
     "linear_gate": None,
     "gate_prior": None,

@@ -39,7 +39,53 @@ def guide_params(result: FitResult) -> dict[str, torch.Tensor]:
     if result.noise_shape is not None:
         out["noise_shape"] = result.noise_shape
         out["noise_rate"] = result.noise_rate
+    # a FitResult holds them in its posterior; a flat view of a run's parts (SVI) directly
+    site = getattr(getattr(result, "posterior", result), "site_params", None)
+    out.update(hyperprior_guide_params(site or {}))
     return out
+
+
+def hyperprior_guide_params(site_params) -> dict[str, torch.Tensor]:
+    """The guide parameters of the conjugate hyperprior sites (the names a model file's
+    guide gives them, by convention): a Gamma site ``s``: ``s_shape``, ``s_rate``; a
+    Gaussian site of shape (n,) or (K, n): ``s_loc`` and ``s_scale_tril`` ((n, n) or
+    (K, n, n), the Cholesky factors of the diagonal blocks of its q)."""
+    out = {}
+    for name, p in site_params.items():
+        if "shape" in p:
+            out[f"{name}_shape"], out[f"{name}_rate"] = p["shape"], p["rate"]
+            continue
+        loc = p["loc"]
+        n = loc.shape[-1]
+        blocks = p["cov"].reshape(-1, n, loc.numel() // n, n).diagonal(dim1=0, dim2=2)
+        blocks = blocks.permute(2, 0, 1).reshape(*loc.shape[:-1], n, n)
+        out[f"{name}_loc"], out[f"{name}_scale_tril"] = loc, torch.linalg.cholesky(blocks)
+    return out
+
+
+def hyperprior_state(hyper, params: Mapping[str, torch.Tensor]):
+    """q of the hyperprior sites of ``hyper`` (:class:`~.conjugacy.WeightHyperprior`)
+    from guide parameters named as :func:`hyperprior_guide_params` names them."""
+    want = [f"{nm}_{p}" for nm in hyper.gamma_names for p in ("shape", "rate")]
+    want += [f"{nm}_{p}" for nm in hyper.gauss_names for p in ("loc", "scale_tril")]
+    missing = [k for k in want if k not in params]
+    if missing:  # the guide's q is not the closed form's (or not named as it expects)
+        raise NonConjugateError(
+            f"the guide has no parameters {missing} of the conjugate hyperprior sites "
+            f"{list(hyper.names)} (q = Gamma(<site>_shape, <site>_rate) or "
+            "N(<site>_loc, <site>_scale_tril)): no closed-form objective at its parameters"
+        )
+    st = hyper.start()
+    gamma = {nm: (params[f"{nm}_shape"], params[f"{nm}_rate"]) for nm in hyper.gamma_names}
+    mean = cov = None
+    if hyper.gauss_names:
+        mean = torch.cat([params[f"{nm}_loc"].reshape(-1) for nm in hyper.gauss_names])
+        covs = []
+        for nm in hyper.gauss_names:
+            L = params[f"{nm}_scale_tril"]
+            covs.extend((L @ L.transpose(-1, -2)).reshape(-1, *L.shape[-2:]))
+        cov = torch.block_diag(*covs)
+    return type(st)(gamma, st.h, st.J, mean, cov, st.w0)
 
 
 def config_at(result: FitResult, config: Config) -> Config:
@@ -90,6 +136,8 @@ def closed_form_objective(
             U.cholesky_logdet(L),
         )
         if conj.noise_prior is not None:
+            if "noise_shape" not in params:  # a latent beta whose q is named otherwise
+                raise NonConjugateError("the guide has no q(beta) = Gamma(noise_shape, noise_rate)")
             a, b = params["noise_shape"], params["noise_rate"]
             e_beta, e_log_beta, qbeta = a / b, torch.digamma(a) - torch.log(b), (a, b)
         else:
@@ -119,6 +167,11 @@ def closed_form_objective(
             qbeta=qbeta, beta_prior=conj.noise_prior, xi=conj.regularization_cov,
             noise_log_density=conj.noise_log_density,
         )  # fmt: skip
+        if conj.hyperprior is not None:  # the hyperpriors' KLs in place of p(w)'s
+            st = hyperprior_state(conj.hyperprior, params)
+            fixed = U.weights_kl(q, U.weight_prior(conj.prior_mean, conj.prior_cov))
+            shift = fixed - conj.hyperprior.kl(q, st)
+            elbo, F = elbo + shift, F + shift
         if conj.gate_prior_scale is not None:  # F = ELBO [+ R(w0)] + log p(V)
             F = F + U.gate_log_prior(gate_weights(config.gate), conj.gate_prior_scale)
     return float(elbo), float(F)

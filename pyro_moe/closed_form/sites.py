@@ -5,7 +5,10 @@ model file may have, which distribution CAVI can update in closed form, what tha
 is, which term of the objective the site contributes, and which test proves the update
 against Pyro's own ELBO or the objective's monotone ascent. It is what a newcomer reads to
 learn "which update fits this site"; :func:`read_model` traces the model and checks every
-site against it, and a site that is not in it, or not of its family, raises
+site against it. A latent site it does not name is decided from the trace, not by its
+name, by the conjugacy rule of :mod:`.conjugacy` (a conjugate hyperprior of w: an ARD
+precision, a prior on w0_k, an inverse scale of A; a Gamma noise precision of y under any
+name); a site that is neither, or not of its family, raises
 :class:`~pyro_moe.errors.NonConjugateError` naming the site and its distribution, with
 ``method="svi"`` suggested: an edit is never silently ignored.
 
@@ -35,6 +38,13 @@ from ..errors import ModelFileError, NonConjugateError
 from ..likelihood import likelihood_mismatch, trace_model, unwrap
 from ..model_file import Model
 from . import updates as U
+from .conjugacy import (
+    WeightHyperprior,
+    children,
+    complete_conditional,
+    family_of,
+    read_hyperprior,
+)
 from .linearised import FactorisedPrior
 from .observations import Observation, read_observation
 
@@ -137,9 +147,12 @@ class Conjugate:
     #: a non-Gaussian factorised prior on w, for natural-gradient SVI's CVI step (None:
     #: w_k ~ N(w0_k, A_k)); only :func:`read_model` with ``linearise_w=True`` accepts one
     weight_factor: FactorisedPrior | None = None
-    #: issue 27 B: robust (Student-t) or logistic experts' local step and statistics
+    #: robust (Student-t) or logistic experts' local step and statistics
     #: (:func:`~pyro_moe.closed_form.observations.read_observation`); None: Gaussian experts
     observation: Observation | None = None
+    #: conjugate hyperprior sites of w the file adds (an ARD precision, a prior on w0_k),
+    #: found by the rule of :mod:`.conjugacy`, not by name (None: w_k ~ N(w0_k, A_k) fixed)
+    hyperprior: WeightHyperprior | None = None
 
 
 def _diagonal_gaussian(fn, base) -> bool:
@@ -272,13 +285,17 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
     sites = {
         n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
     }
-    # ---- issue 27 B: robust / logistic experts (their y and per-point site, read there) ----
+    # robust / logistic experts: their y and per-point site are read there
     observation = read_observation(model, X, y, config, sites)
     own = () if observation is None else ("y", getattr(observation, "site", "y"))
+    unseen = []  # latent sites the registry does not name: the conjugacy rule decides them
     for name, site in sites.items():
         if name in own:
             continue
         fn = unwrap(site["fn"])
+        if name not in SITES and not site["is_observed"] and "w" in sites:
+            unseen.append(name)
+            continue
         if name not in SITES:
             raise NonConjugateError(
                 f"CAVI cannot fit site {name!r} ({type(fn).__name__}): it knows only the sites "
@@ -296,6 +313,12 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
                 fn,
                 f"which has no closed-form (conjugate) update; CAVI needs {family.__name__}",
             )
+    beta_site = "noise_precision"
+    if unseen and "noise_precision" not in sites:  # a latent beta under another name
+        beta_site = _noise_alias(model, X, y, config, trace, sites, unseen)
+        if beta_site != "noise_precision":
+            unseen.remove(beta_site)
+            sites = {**sites, "noise_precision": sites[beta_site]}
     for required in ("w", "z", "y"):
         if required not in sites:
             raise ModelFileError(f"model {model.name!r} has no sample site {required!r}")
@@ -328,6 +351,9 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
         prior_cov = torch.diag_embed(w.scale.expand(K, n) ** 2).detach().clone()
     _check_learned(config, "prior_mean", prior_mean)
     _check_learned(config, "prior_cov", prior_cov)
+    hyper = None
+    if unseen:  # ---- conjugate hyperpriors found from the trace (closed_form.conjugacy) ----
+        hyper, prior_mean, prior_cov = _hyperprior(model, X, y, config, trace, unseen, factor)
 
     concentration = None
     if "pi" in sites:
@@ -386,21 +412,70 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
         noise_prior=noise_prior,
         regularization_cov=xi if xi is not None else config.regularization_cov,
         weight_factor=factor,
+        hyperprior=hyper,
         observation=observation,
     )
-    if observation is None:  # issue 27 B: the others are proved by read_observation
-        check_likelihood(model, X, y, config, conj, sites)
+    if observation is None:  # the others are proved by read_observation
+        check_likelihood(model, X, y, config, conj, sites, beta_site)
     return conj
 
 
-def check_likelihood(model: Model, X, y, config: Config, conj: Conjugate, sites: Mapping) -> None:
+def _noise_alias(model: Model, X, y, config: Config, trace, sites, unseen) -> str:
+    """The site of a latent noise precision the registry does not name (``beta ~ Gamma``
+    written straight into the file): a Gamma site whose only child is ``y``, found
+    conjugate by the rule (:func:`.conjugacy.complete_conditional`) and shaped as the
+    config's beta (() shared, (K,) per expert). "noise_precision" when there is none."""
+    for name in unseen:
+        if family_of(sites[name]["fn"]) != "gamma":
+            continue
+        values = {n: s["value"].detach() for n, s in sites.items() if not s["is_observed"]}
+        gen = torch.Generator().manual_seed(0)
+        if children(model, X, y, config, values, name, gen) != ("y",):
+            continue
+        eta, _ = complete_conditional(model, X, y, config, name, values)
+        shape = (config.experts,) if config.per_expert_noise else ()
+        if eta is None or sites[name]["value"].shape != torch.Size(shape):
+            raise _refuse(
+                name, unwrap(sites[name]["fn"]),
+                "a noise precision of y whose complete conditional is not a Gamma "
+                f"of the config's shape {shape} (per_expert_noise={config.per_expert_noise})",
+            )  # fmt: skip
+        return name
+    return "noise_precision"
+
+
+def _hyperprior(model: Model, X, y, config: Config, trace, names, factor):
+    """The hyperprior sites ``names`` read by :func:`.conjugacy.read_hyperprior` (or its
+    refusal naming the site), and the prior of w the fit starts from: E[w0_k] and
+    E[Lambda_k]^{-1} under the hyperpriors' own priors."""
+    if factor is not None:
+        raise _refuse(names[0], trace.nodes[names[0]]["fn"], "beside a non-Gaussian prior on w")
+    hyper = read_hyperprior(model, X, y, config, trace, tuple(names))
+    # w0 learned beside Gamma hyperpriors has its M-step (WeightHyperprior.with_prior_mean);
+    # beside a Gaussian prior on the mean, or A learned beside a hyperprior, it has none here
+    for name in ("prior_mean", "prior_cov"):
+        if config.learns(name) and (name == "prior_cov" or hyper.gauss_names):
+            raise NonConjugateError(
+                f"the file gives w a latent hyperprior (site {names[0]!r}) and the fit learns "
+                f"{name!r} as a point estimate too; hold it fixed (learn=...)"
+            )
+    st = hyper.start()
+    return hyper, hyper.mean_moments(st)[0].clone(), U.precision_of(hyper.expected_precision(st))
+
+
+def check_likelihood(
+    model: Model, X, y, config: Config, conj: Conjugate, sites: Mapping,
+    beta_site: str = "noise_precision",
+) -> None:  # fmt: skip
     """Prove that the file's observation site ``y`` is the closed form's likelihood, not
     just of its family (:func:`likelihood_mismatch` at the beta CAVI will use, ``conj``):
     an edited mean (``(w^T x)**3``), an x-dependent or edited scale, anything the closed
     form would silently replace by the linear Gaussian model, raises
     :class:`~pyro_moe.errors.NonConjugateError` naming ``y``."""
     latent = sites["noise_precision"]["value"].shape if "noise_precision" in sites else None
-    why = likelihood_mismatch(model, X, y, config, conj.noise_precision, latent_beta=latent)
+    why = likelihood_mismatch(
+        model, X, y, config, conj.noise_precision, latent_beta=latent, beta_site=beta_site
+    )
     if why is not None:
         raise NonConjugateError(
             f"CAVI cannot fit site 'y': {why}; its location or scale is not the linear "

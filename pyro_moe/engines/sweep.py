@@ -21,7 +21,9 @@ eta_hat the block's optimum given the statistics of the present q(Z) (:class:`Sc
 F = ELBO (+ R(w0) for the regularized model) (+ log p(V) with a gate prior), total nats.
 
 The site updates are those the model file's traced sites name
-(:func:`pyro_moe.closed_form.sites.read_model` -> :class:`~pyro_moe.closed_form.sites.Conjugate`).
+(:func:`pyro_moe.closed_form.sites.read_model` -> :class:`~pyro_moe.closed_form.sites.Conjugate`),
+and, right after q(W), those of the conjugate hyperpriors of w the conjugacy rule found in
+the file (``conj.hyperprior``, :mod:`pyro_moe.closed_form.conjugacy`: q(theta), q(phi)).
 The safeguards, the same for every engine and source:
 
 * a non-finite F is a :class:`~pyro_moe.errors.NumericalError`;
@@ -79,6 +81,8 @@ EVAL_ROWS = 1_000_000
 #: the gate's iterations per step when ``gate_steps`` is None: L-BFGS iterations of the
 #: closed-form M-step (full batch), Adam steps on a minibatch
 GATE_LBFGS_STEPS, GATE_ADAM_STEPS = 10, 1
+#: draws kept from q of each conjugate hyperprior site (as SVI keeps of its added sites)
+HYPER_DRAWS = 1000
 
 
 def robbins_monro(t: int, kappa: float, tau: float) -> float:
@@ -270,6 +274,12 @@ def sweep(
     log_norm_mu = U.dirichlet_log_norm(mu) if conj.mixture else None
     factor = conj.weight_factor  # a non-Gaussian prior on w: CVI's linearised step
     kl_prior = prior if factor is None else factor  # the prior the objective's KL is of
+    # ---- hook (issue 27): conjugate hyperpriors of w found in the file, q(theta) q(phi) ----
+    hyper = conj.hyperprior
+    hyper_state = None
+    if hyper is not None:
+        hyper_state = hyper.start()
+        prior = kl_prior = hyper.prior(hyper_state)
     h = J = alpha = q = None
     run = Run()
     gate_wait, gate_backoff = 0, 1
@@ -310,6 +320,10 @@ def sweep(
         stats_bar = _blend_stats(stats_bar, stats_hat, rho)
         r_sum_bar = _blend(r_sum_bar, r_sum_hat, rho)
         h, J, q = weights_step(stats_hat, prior, factor, q, h, J, rho, e_beta)
+        if hyper is not None:  # hook (issue 27): the derived updates of the hyperpriors
+            hyper_state = hyper.step(hyper_state, q, rho)
+            if "prior_mean" in learn:  # w0's M-step at E[Lambda] (Gamma hyperpriors only)
+                hyper_state = hyper.with_prior_mean(hyper_state, q, xi)
         if conj.mixture:
             alpha = _blend(alpha, mu + r_sum_hat, rho)
         if "prior_mean" in learn:
@@ -319,6 +333,8 @@ def sweep(
         if "prior_mean" in learn or "prior_cov" in learn:
             prior = U.weight_prior(w0, A)
             kl_prior = prior if factor is None else factor
+        if hyper is not None:  # hook (issue 27): E_q of p(w | hyperpriors), for q(W) and F
+            prior = kl_prior = hyper.prior(hyper_state)
         if latent_beta:  # q(beta) from this step's statistics
             total_sq, n_gauss = U.summed_sq_residuals(stats_hat, q), stats_hat.Nk
             if not per_expert:
@@ -431,8 +447,15 @@ def sweep(
             F, elbo = objective(est.lse, kl_prior)
             run.record(F, elbo, time.perf_counter() - t0)
         run.summary["stop_se"] = stop_se
-    return closed_form_fit(
+    if hyper is not None:  # hook (issue 27): w0 (learned, or the config's) and the config's A
+        w0 = config.prior_mean.detach().clone() if hyper_state.w0 is None else hyper_state.w0
+        A = config.prior_cov.detach().clone()
+    run = closed_form_fit(
         run, config, source.log_responsibilities(), q, alpha=alpha,
         qbeta=(a, b) if latent_beta else None,
         e_beta=e_beta, w0=w0, A=A, mu=mu, xi=xi, rho=share, gate=gate,
     )  # fmt: skip
+    if hyper is not None:  # hook (issue 27): q of the hyperprior sites, and draws from it
+        run.posterior.site_params = hyper.params(hyper_state)
+        run.posterior.site_draws = hyper.draws(hyper_state, HYPER_DRAWS, seed)
+    return run

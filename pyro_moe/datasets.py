@@ -13,6 +13,9 @@ licence in ``pyro_moe/data/README.md``), and ``npreg`` is simulated as published
 * :func:`engel`: Belgian working-class households' food expenditure against income
   (Engel 1857, Koenker & Bassett 1982; R's quantreg): the spread grows with income, and
   a few households lie far from the rest.
+* :func:`gagurine`: the concentration of a chemical (GAG) in the urine of 314 children
+  against their age (Venables & Ripley; R's MASS): a steep fall in the first years, then
+  a flat tail, with a spread that shrinks about fivefold as the level falls.
 * :func:`npreg`: flexmix's NPreg (Leisch 2004): two regression lines that cross, a
   straight one and a parabola, over the same x.
 
@@ -31,7 +34,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["DATASETS", "Dataset", "engel", "faithful", "load", "mcycle", "npreg"]
+__all__ = ["DATASETS", "Dataset", "engel", "faithful", "gagurine", "load", "mcycle", "npreg"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,19 @@ def engel() -> Dataset:
     return Dataset("engel", X, y, ("income",), "foodexp", engel.__doc__ or "")
 
 
+def gagurine() -> Dataset:
+    """The concentration of a chemical, GAG, in the urine of 314 children against their
+    age (years, 0 to 17), collected to chart the normal range a paediatrician can check a
+    child against.
+
+    Data by courtesy of S. Prosser (Paediatrics Department, University of Oxford), shipped
+    as ``GAGurine`` in R's MASS: Venables, W. N. and Ripley, B. D. (2002) Modern Applied
+    Statistics with S, 4th ed. Springer.
+    """
+    X, y = _read_csv("gagurine.csv", "Age", "GAG")
+    return Dataset("gagurine", X, y, ("Age",), "GAG", gagurine.__doc__ or "")
+
+
 def npreg(n: int = 100, seed: int = 0) -> Dataset:
     """flexmix's NPreg, simulated as published (``ExNPreg(n)`` in flexmix; ``data(NPreg)``
     is one draw with n = 100): 2n points, x ~ U(0, 10),
@@ -121,7 +137,13 @@ def npreg(n: int = 100, seed: int = 0) -> Dataset:
 
 
 #: the loaders by name
-DATASETS = {"mcycle": mcycle, "faithful": faithful, "engel": engel, "npreg": npreg}
+DATASETS = {
+    "mcycle": mcycle,
+    "faithful": faithful,
+    "engel": engel,
+    "npreg": npreg,
+    "gagurine": gagurine,
+}
 
 
 def load(name: str) -> Dataset:

@@ -193,11 +193,16 @@ def gates(
 
 
 # ---- the comparison ---------------------------------------------------------------------
-def compare(names: list[str], methods: list[str], max_experts: int = 4) -> list[dict]:
+def compare(
+    names: list[str],
+    methods: list[str],
+    max_experts: int = 4,
+    store: Path = OUT / "regression.json",
+) -> list[dict]:
     """Per data set and fold: the peers, K = 1, and the built-in model with its defaults,
     K chosen by select_experts on the training fold (per method). Rows are merged into
-    regression.json (a row of the same data set and method replaced) after each data set."""
-    store = OUT / "regression.json"
+    ``store`` (regression.json; a row of the same data set and method replaced) after each
+    data set."""
     rows = json.loads(store.read_text()) if store.exists() else []
     for name in names:
         X, y = load(name)
@@ -249,7 +254,9 @@ def compare(names: list[str], methods: list[str], max_experts: int = 4) -> list[
 
 
 # ---- choosing K on all the data ---------------------------------------------------------
-def selection_study(names: list[str], method: str = "cavi", max_experts: int = 4) -> list[dict]:
+def selection_study(
+    names: list[str], method: str = "cavi", max_experts: int = 4, cv: int | None = 5
+) -> list[dict]:
     """select_experts(cv=5, loo=True) on each whole data set (the design of the standardized
     input): per K the objective, convergence, CPU seconds of the fit (5 restarts), the
     5-fold held-out lpd and PSIS-LOO per point, and whether they agree. Rows merged into
@@ -262,7 +269,7 @@ def selection_study(names: list[str], method: str = "cavi", max_experts: int = 4
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sel = pyro_moe.select_experts(
-                "mixture_of_experts", D, y, max_experts=max_experts, cv=5, loo=True,
+                "mixture_of_experts", D, y, max_experts=max_experts, cv=cv, loo=True,
                 method=method,
             )  # fmt: skip
         rows = [r for r in rows if (r["data"], r.get("method")) != (name, method)]
@@ -290,11 +297,16 @@ def selection_markdown(rows: list[dict]) -> str:
         ]
         for t in r["table"]:
             mark = "*" if t["experts"] == r["chosen"] else ""
+            if "cv_lpd" in t:
+                cv = (
+                    f"{t['cv_lpd']:.3f} ± {t['cv_sem']:.3f} | {t['loo_lpd']:.3f} | "
+                    f"{t['loo_lpd'] - t['cv_lpd']:+.3f} | {'yes' if t['loo_agrees'] else 'no'}"
+                )
+            else:  # no cross-validation: the fit times and LOO only
+                cv = f" | {t['loo_lpd']:.3f} |  | "
             out.append(
                 f"| {t['experts']}{mark} | {t['objective']:.1f} | "
-                f"{'yes' if t['converged'] else 'no'} | {t['seconds']:.1f} | "
-                f"{t['cv_lpd']:.3f} ± {t['cv_sem']:.3f} | {t['loo_lpd']:.3f} | "
-                f"{t['loo_lpd'] - t['cv_lpd']:+.3f} | {'yes' if t['loo_agrees'] else 'no'} | "
+                f"{'yes' if t['converged'] else 'no'} | {t['seconds']:.1f} | {cv} | "
                 f"{t['loo_khat_high']} |"
             )
         out += [""] + [f"{n}." for n in r["notes"]] + [""]
@@ -404,14 +416,16 @@ def main() -> None:
     p.add_argument("--methods", nargs="*", default=["cavi", "svi"], help="compare: engines")
     p.add_argument("--max-experts", type=int, default=4, help="compare: select_experts' max")
     p.add_argument("--shared-noise", action="store_true", help="gates: one beta for all")
-    p.add_argument("--out", help="gates: the JSON file of rows (default regression_gates.json)")
+    p.add_argument("--out", help="gates, compare: the JSON file of rows (default: the study's)")
+    p.add_argument("--cv", type=int, default=5, help="select: folds (0: no cross-validation)")
     a = p.parse_args()
     torch.set_num_threads(1)
     if a.study == "table":
         print(write_markdown(json.loads((OUT / "regression.json").read_text())))
         return
     if a.study == "select":
-        print(write_selection_markdown(selection_study(a.data, a.methods[0], a.max_experts)))
+        rows = selection_study(a.data, a.methods[0], a.max_experts, a.cv or None)
+        print(write_selection_markdown(rows))
         return
     if a.study == "select-table":
         rows = json.loads((OUT / "regression_selection.json").read_text())
@@ -433,7 +447,9 @@ def main() -> None:
         store = Path(a.out) if a.out else OUT / "regression_gates.json"
         gates(a.data, variants, per_expert_noise=not a.shared_noise, store=store)
         return
-    rows = compare(a.data, a.methods, a.max_experts)
+    rows = compare(
+        a.data, a.methods, a.max_experts, Path(a.out) if a.out else OUT / "regression.json"
+    )
     print(write_markdown(rows))
 
 

@@ -1,7 +1,7 @@
 """Real regression data sets with regimes or changing noise, for examples and benchmarks.
 
 Each loader returns a :class:`Dataset`: the input ``X`` (N, 1), the target ``y`` (N,),
-the columns' names and a description with its citation. Nothing is downloaded: the three
+the columns' names and a description with its citation. Nothing is downloaded: the four
 real data sets are small CSV files shipped in ``pyro_moe/data/`` (their provenance and
 licence in ``pyro_moe/data/README.md``), and ``npreg`` is simulated as published.
 

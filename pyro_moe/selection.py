@@ -55,10 +55,14 @@ $$\\text{lpd}(K) = \\frac{1}{N} \\sum_f \\sum_{i \\in f} \\log p(y_i \\mid x_i, 
 
 with its standard error over the points (the sd of the pointwise differences to the best
 K, over $\\sqrt N$), and the choice is the smallest admissible K within one standard error
-of the best lpd (the one-standard-error rule). ArviZ's PSIS-LOO on the full fit is cheaper
-but holds the gate and the noise fixed at their fitted values, so it is optimistic, and
-increasingly so with K (on mcycle at K = 3: -576.8 against -622.7 by 5-fold CV); it is not
-used to choose.
+of the best lpd (the one-standard-error rule). ArviZ's PSIS-LOO on the full fit
+(``loo=True``: :func:`pyro_moe.diagnostics.loo`, draws of q(W) with the gate and the noise
+fixed at their fitted values) is cheaper but leaves out only the experts' weights' share
+of each point: the gate and the noise were fitted with the point in, so it is optimistic,
+and increasingly so with K (a flexible gate fits each point's regime). It is reported
+beside the held-out score, each K marked where the two differ by more than two standard
+errors of the held-out score (``loo_agrees``), and never used to choose
+(``benchmarks/results/regression_selection.md``).
 
 Honesty. The choice is reported with what it rests on: ``Selection.converged`` is False
 when the chosen fit did not converge, and ``Selection.at_boundary`` is True when the

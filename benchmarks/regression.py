@@ -293,14 +293,16 @@ def selection_markdown(rows: list[dict]) -> str:
             "",
             "| K | objective | converged | CPU s (5 restarts) | 5-fold CV lpd | "
             "PSIS-LOO lpd | LOO − CV | LOO agrees | points with k > 0.7 |",
-            "| --- |" + " ---: |" * 5 + " --- | ---: |",
+            "| --- |" + " ---: |" * 6 + " --- | ---: |",
         ]
         for t in r["table"]:
             mark = "*" if t["experts"] == r["chosen"] else ""
             if "cv_lpd" in t:
+                paired = f" ± {t['loo_se']:.3f}" if "loo_se" in t else ""
                 cv = (
                     f"{t['cv_lpd']:.3f} ± {t['cv_sem']:.3f} | {t['loo_lpd']:.3f} | "
-                    f"{t['loo_lpd'] - t['cv_lpd']:+.3f} | {'yes' if t['loo_agrees'] else 'no'}"
+                    f"{t['loo_lpd'] - t['cv_lpd']:+.3f}{paired} | "
+                    f"{'yes' if t['loo_agrees'] else 'no'}"
                 )
             else:  # no cross-validation: the fit times and LOO only
                 cv = f" | {t['loo_lpd']:.3f} |  | "
@@ -321,8 +323,11 @@ def write_selection_markdown(rows: list[dict]) -> str:
         "K = 1..4, on each whole data set, design [1, z, z², z³]. CV lpd: 5-fold held-out "
         "log predictive density per point ± its standard error (sd of the pointwise values "
         "/ √N); PSIS-LOO: ArviZ's elpd_loo / N of the fit on all the data (1000 draws of "
-        "q(W), the gate and the noise held at their fitted values). LOO agrees when it "
-        "lies within two standard errors of the CV lpd. CPU s: this process's CPU seconds "
+        "q(W), the gate and the noise held at their fitted values). LOO − CV: the mean "
+        "of the pointwise difference ± its standard error; LOO agrees when it is within "
+        "0.02 nats per point or two standard errors (`selection.LOO_TOLERANCE`; rows "
+        "without ± were flagged by an earlier, looser rule: within two standard errors "
+        "of the CV lpd). CPU s: this process's CPU seconds "
         "of one K's fit with 5 restarts, on a shared 2-core machine (load average in "
         "`regression_selection.json`). `npreg1000`: flexmix's NPreg simulated with "
         "N = 1000.\n\n" + selection_markdown(rows)

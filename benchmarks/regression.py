@@ -18,14 +18,23 @@ Two studies, each written to ``benchmarks/results/``:
   by :func:`pyro_moe.select_experts` on each training fold (CAVI and SVI), beside one
   Bayesian linear model (K = 1), scikit-learn's ``GaussianProcessRegressor`` (RBF + white
   noise, on z) and ``BayesianGaussianMixture``'s conditional p(y | x) (a mixture of 2-d
-  Gaussians on (z, y), 5 components); -> ``regression.{json,md}``.
+  Gaussians on (z, y), 5 components); -> ``regression.{json,md}``. The SVI rows use
+  ``method="svi"`` with its defaults; each row also keeps the CPU seconds of every K's
+  fit per fold (``seconds_by_k``).
+* ``select``: :func:`pyro_moe.select_experts` with ``cv=5, loo=True`` on each whole data
+  set (and ``npreg1000``, NPreg simulated with N = 1000): per K the objective,
+  convergence, CPU seconds, 5-fold held-out lpd and PSIS-LOO; ->
+  ``regression_selection.{json,md}``.
 
-Times are wall seconds per fit on a shared, loaded machine (``OMP_NUM_THREADS=1``).
+Times are this process's CPU seconds per fit on a shared, loaded machine
+(``OMP_NUM_THREADS=1``; the load average is stored beside them).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/regression.py compare --methods cavi svi
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/regression.py gates --variants "mlp 3" "mlp none"
     .venv/bin/python benchmarks/regression.py table        # regression.md from regression.json
     .venv/bin/python benchmarks/regression.py gates-table  # regression_gates.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/regression.py select --methods cavi \\
+        --data mcycle faithful engel npreg gagurine npreg1000
 
 Both studies keep the rows already measured (by data set and method or variant) and add
 or replace the ones they run, so a study can be run a data set at a time.
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import tempfile
 import time
@@ -57,6 +67,13 @@ from pyro_moe import datasets
 OUT = Path(__file__).resolve().parent / "results"
 MODEL = Path(pyro_moe.__file__).resolve().parent.parent / "models" / "mixture_of_experts.py"
 DEGREE = 3
+
+
+def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A data set of :mod:`pyro_moe.datasets`, or ``npreg1000``: flexmix's NPreg simulated
+    with N = 1000 (n = 500 per class), for fit times at N = 1000."""
+    data = datasets.npreg(500) if name == "npreg1000" else datasets.load(name)
+    return data.X, data.y
 
 
 def design(x_train: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -118,7 +135,7 @@ def gate_variant(folder: Path, gate: str, scale: float | None) -> Path:
     assert MLP in text, "the model file's make_gate is not the MLP gate"
     text = text.replace(MLP, MLP if gate == "mlp" else LINEAR)
 
-    text, n = re.subn(r"    s = config\.gate_prior_scale if .*\n", f"    s = {scale}\n", text)
+    text, n = re.subn(r"    s = config\.gate_prior_scale\n", f"    s = {scale}\n", text)
     assert n == 1, "the model file's gate_prior has no 's = ...' line"
     path = folder / f"{gate}_{'none' if scale is None else str(scale).replace('.', 'p')}.py"
     path.write_text(text)
@@ -155,7 +172,7 @@ def gates(
             for name in names:
                 if (gate, scale, name, noise) in done:
                     continue
-                X, y = datasets.load(name)
+                X, y = load(name)
                 lpds, times, unconv = [], [], 0
                 for tr, te in folds(y):
                     D_tr, D_te = design(X[tr], X[tr]), design(X[tr], X[te])
@@ -176,15 +193,20 @@ def gates(
 
 
 # ---- the comparison ---------------------------------------------------------------------
-def compare(names: list[str], methods: list[str], max_experts: int = 4) -> list[dict]:
+def compare(
+    names: list[str],
+    methods: list[str],
+    max_experts: int = 4,
+    store: Path = OUT / "regression.json",
+) -> list[dict]:
     """Per data set and fold: the peers, K = 1, and the built-in model with its defaults,
     K chosen by select_experts on the training fold (per method). Rows are merged into
-    regression.json (a row of the same data set and method replaced) after each data set."""
-    store = OUT / "regression.json"
+    ``store`` (regression.json; a row of the same data set and method replaced) after each
+    data set."""
     rows = json.loads(store.read_text()) if store.exists() else []
     for name in names:
-        X, y = datasets.load(name)
-        out = {}
+        X, y = load(name)
+        out, per_k = {}, {}
         for tr, te in folds(y):
             D_tr, D_te = design(X[tr], X[tr]), design(X[tr], X[te])
             t = time.process_time()
@@ -212,16 +234,106 @@ def compare(names: list[str], methods: list[str], max_experts: int = 4) -> list[
                 out.setdefault(
                     f"mixture_of_experts, {method.upper()}, K by select_experts", []
                 ).append((lpd_moe(sel.result, D_te, y[te]), per_fit, sel.experts))
+                per_k.setdefault(method, []).append(
+                    {str(r["experts"]): r["seconds"] for r in sel.table}
+                )
         for method, vals in out.items():
             lpd, sec, ks = zip(*vals, strict=True)
             rows = [r for r in rows if (r["data"], r["method"]) != (name, method)]
             rows.append(
                 dict(data=name, method=method, lpd=float(np.mean(lpd)), folds=list(lpd),
-                     seconds_per_fit=float(np.mean(sec)), experts=list(ks))
+                     seconds_per_fit=float(np.mean(sec)), experts=list(ks),
+                     load=os.getloadavg()[0])
             )  # fmt: skip
+            engine = next((m for m in per_k if f", {m.upper()}," in method), None)
+            if engine is not None:  # CPU seconds of each K's fit (5 restarts), per fold
+                rows[-1]["seconds_by_k"] = per_k[engine]
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "folds"}), flush=True)
         store.write_text(json.dumps(rows, indent=1))
     return rows
+
+
+# ---- choosing K on all the data ---------------------------------------------------------
+def selection_study(
+    names: list[str], method: str = "cavi", max_experts: int = 4, cv: int | None = 5
+) -> list[dict]:
+    """select_experts(cv=5, loo=True) on each whole data set (the design of the standardized
+    input): per K the objective, convergence, CPU seconds of the fit (5 restarts), the
+    5-fold held-out lpd and PSIS-LOO per point, and whether they agree. Rows merged into
+    regression_selection.json by (data set, method)."""
+    store = OUT / "regression_selection.json"
+    rows = json.loads(store.read_text()) if store.exists() else []
+    for name in names:
+        X, y = load(name)
+        D = design(X, X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sel = pyro_moe.select_experts(
+                "mixture_of_experts", D, y, max_experts=max_experts, cv=cv, loo=True,
+                method=method,
+            )  # fmt: skip
+        rows = [r for r in rows if (r["data"], r.get("method")) != (name, method)]
+        rows.append(
+            dict(data=name, method=method, N=len(y), chosen=sel.experts, notes=sel.notes,
+                 load=os.getloadavg()[0], table=[
+                     {k: v for k, v in r.items() if k != "note"} | {"note": r["note"]}
+                     for r in sel.table])
+        )  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+        store.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def selection_markdown(rows: list[dict]) -> str:
+    """One table per data set: select_experts' rows with the held-out lpd and LOO."""
+    out = []
+    for r in rows:
+        out += [
+            f"### {r['data']} (N = {r['N']}, {r['method'].upper()}): K = {r['chosen']} chosen",
+            "",
+            "| K | objective | converged | CPU s (5 restarts) | 5-fold CV lpd | "
+            "PSIS-LOO lpd | LOO − CV | LOO agrees | points with k > 0.7 |",
+            "| --- |" + " ---: |" * 6 + " --- | ---: |",
+        ]
+        for t in r["table"]:
+            mark = "*" if t["experts"] == r["chosen"] else ""
+            if "cv_lpd" in t:
+                paired = f" ± {t['loo_se']:.3f}" if "loo_se" in t else ""
+                cv = (
+                    f"{t['cv_lpd']:.3f} ± {t['cv_sem']:.3f} | {t['loo_lpd']:.3f} | "
+                    f"{t['loo_lpd'] - t['cv_lpd']:+.3f}{paired} | "
+                    f"{'yes' if t['loo_agrees'] else 'no'}"
+                )
+            else:  # no cross-validation: the fit times and LOO only
+                cv = f" | {t['loo_lpd']:.3f} |  | "
+            out.append(
+                f"| {t['experts']}{mark} | {t['objective']:.1f} | "
+                f"{'yes' if t['converged'] else 'no'} | {t['seconds']:.1f} | {cv} | "
+                f"{t['loo_khat_high']} |"
+            )
+        out += [""] + [f"{n}." for n in r["notes"]] + [""]
+    return "\n".join(out)
+
+
+def write_selection_markdown(rows: list[dict]) -> str:
+    text = (
+        "# Choosing K on the whole data set: held-out lpd and PSIS-LOO\n\n"
+        "Written by `benchmarks/regression.py select` (its docstring says how): "
+        "`select_experts(cv=5, loo=True)` with the defaults of `mixture_of_experts`, "
+        "K = 1..4, on each whole data set, design [1, z, z², z³]. CV lpd: 5-fold held-out "
+        "log predictive density per point ± its standard error (sd of the pointwise values "
+        "/ √N); PSIS-LOO: ArviZ's elpd_loo / N of the fit on all the data (1000 draws of "
+        "q(W), the gate and the noise held at their fitted values). LOO − CV: the mean "
+        "of the pointwise difference ± its standard error; LOO agrees when it is within "
+        "0.02 nats per point or two standard errors (`selection.LOO_TOLERANCE`; rows "
+        "without ± were flagged by an earlier, looser rule: within two standard errors "
+        "of the CV lpd). CPU s: this process's CPU seconds "
+        "of one K's fit with 5 restarts, on a shared 2-core machine (load average in "
+        "`regression_selection.json`). `npreg1000`: flexmix's NPreg simulated with "
+        "N = 1000.\n\n" + selection_markdown(rows)
+    )
+    (OUT / "regression_selection.md").write_text(text)
+    return text
 
 
 def markdown(rows: list[dict]) -> str:
@@ -267,12 +379,13 @@ def gates_markdown() -> str:
     ]
     for lab in labels:
         cells = [f"{by[(lab, n)]['lpd']:.3f}" if (lab, n) in by else "" for n in names]
-        secs = [float(np.mean(by[(lab, n)]["seconds"])) for n in names if (lab, n) in by]
-        # rows without "noise" were timed by the wall clock, later ones by CPU time
-        wall = any("noise" not in by[(lab, n)] for n in names if (lab, n) in by)
-        lines.append(
-            f"| {lab} | " + " | ".join(cells) + f" | {max(secs):.1f}{' wall' if wall else ''} |"
-        )
+        # rows without "noise" were timed by the wall clock, later ones by CPU time: the
+        # largest CPU time, else the largest wall time
+        have = [n for n in names if (lab, n) in by]
+        cpu = [n for n in have if "noise" in by[(lab, n)]]
+        secs = max(float(np.mean(by[(lab, n)]["seconds"])) for n in cpu or have)
+        where = "" if len(cpu) == len(have) else f" ({', '.join(cpu)})" if cpu else " wall"
+        lines.append(f"| {lab} | " + " | ".join(cells) + f" | {secs:.1f}{where} |")
     return "\n".join(lines)
 
 
@@ -294,7 +407,10 @@ def write_markdown(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
-        "study", nargs="?", default="compare", choices=("compare", "gates", "gates-table", "table")
+        "study",
+        nargs="?",
+        default="compare",
+        choices=("compare", "gates", "gates-table", "table", "select", "select-table"),
     )
     p.add_argument("--data", nargs="*", default=list(datasets.DATASETS))
     p.add_argument(
@@ -306,19 +422,29 @@ def main() -> None:
     p.add_argument("--methods", nargs="*", default=["cavi", "svi"], help="compare: engines")
     p.add_argument("--max-experts", type=int, default=4, help="compare: select_experts' max")
     p.add_argument("--shared-noise", action="store_true", help="gates: one beta for all")
-    p.add_argument("--out", help="gates: the JSON file of rows (default regression_gates.json)")
+    p.add_argument("--out", help="gates, compare: the JSON file of rows (default: the study's)")
+    p.add_argument("--cv", type=int, default=5, help="select: folds (0: no cross-validation)")
     a = p.parse_args()
     torch.set_num_threads(1)
     if a.study == "table":
         print(write_markdown(json.loads((OUT / "regression.json").read_text())))
+        return
+    if a.study == "select":
+        rows = selection_study(a.data, a.methods[0], a.max_experts, a.cv or None)
+        print(write_selection_markdown(rows))
+        return
+    if a.study == "select-table":
+        rows = json.loads((OUT / "regression_selection.json").read_text())
+        print(write_selection_markdown(rows))
         return
     if a.study == "gates-table":
         (OUT / "regression_gates.md").write_text(
             "# The gate of mixture_of_experts, measured\n\nWritten by `benchmarks/regression.py "
             "gates-table` from `regression_gates*.json` (`benchmarks/regression.py gates`): "
             "5-fold held-out log predictive density per point, K = 3, CAVI, n_init = 5. "
-            "s per fit: the largest over the data sets of the mean seconds of one fit, CPU "
-            "seconds unless marked wall (the machine was shared and loaded).\n\n"
+            "s per fit: the largest over the data sets of the mean CPU seconds of one fit "
+            "(5 restarts), over the data sets named where only those were timed by CPU "
+            "time, wall seconds where marked (the machine was shared and loaded).\n\n"
             + gates_markdown()
             + "\n"
         )
@@ -328,7 +454,9 @@ def main() -> None:
         store = Path(a.out) if a.out else OUT / "regression_gates.json"
         gates(a.data, variants, per_expert_noise=not a.shared_noise, store=store)
         return
-    rows = compare(a.data, a.methods, a.max_experts)
+    rows = compare(
+        a.data, a.methods, a.max_experts, Path(a.out) if a.out else OUT / "regression.json"
+    )
     print(write_markdown(rows))
 
 

@@ -1,7 +1,7 @@
 """Real regression data sets with regimes or changing noise, for examples and benchmarks.
 
 Each loader returns a :class:`Dataset`: the input ``X`` (N, 1), the target ``y`` (N,),
-the columns' names and a description with its citation. Nothing is downloaded: the three
+the columns' names and a description with its citation. Nothing is downloaded: the four
 real data sets are small CSV files shipped in ``pyro_moe/data/`` (their provenance and
 licence in ``pyro_moe/data/README.md``), and ``npreg`` is simulated as published.
 
@@ -13,6 +13,9 @@ licence in ``pyro_moe/data/README.md``), and ``npreg`` is simulated as published
 * :func:`engel`: Belgian working-class households' food expenditure against income
   (Engel 1857, Koenker & Bassett 1982; R's quantreg): the spread grows with income, and
   a few households lie far from the rest.
+* :func:`gagurine`: the concentration of a chemical (GAG) in the urine of 314 children
+  against their age (Venables & Ripley; R's MASS): a steep fall in the first years, then
+  a flat tail, with a spread that shrinks about fivefold as the level falls.
 * :func:`npreg`: flexmix's NPreg (Leisch 2004): two regression lines that cross, a
   straight one and a parabola, over the same x.
 
@@ -36,6 +39,7 @@ __all__ = [
     "Dataset",
     "engel",
     "faithful",
+    "gagurine",
     "gated_logistic",
     "load",
     "mcycle",
@@ -106,6 +110,19 @@ def engel() -> Dataset:
     return Dataset("engel", X, y, ("income",), "foodexp", engel.__doc__ or "")
 
 
+def gagurine() -> Dataset:
+    """The concentration of a chemical, GAG, in the urine of 314 children against their
+    age (years, 0 to 17), collected to chart the normal range a paediatrician can check a
+    child against.
+
+    Data by courtesy of S. Prosser (Paediatrics Department, University of Oxford), shipped
+    as ``GAGurine`` in R's MASS: Venables, W. N. and Ripley, B. D. (2002) Modern Applied
+    Statistics with S, 4th ed. Springer.
+    """
+    X, y = _read_csv("gagurine.csv", "Age", "GAG")
+    return Dataset("gagurine", X, y, ("Age",), "GAG", gagurine.__doc__ or "")
+
+
 def npreg(n: int = 100, seed: int = 0) -> Dataset:
     """flexmix's NPreg, simulated as published (``ExNPreg(n)`` in flexmix; ``data(NPreg)``
     is one draw with n = 100): 2n points, x ~ U(0, 10),
@@ -131,7 +148,7 @@ def npreg(n: int = 100, seed: int = 0) -> Dataset:
 
 
 def outlier_lines(n: int = 400, share: float = 0.2, seed: int = 0):
-    """Two lines switched by a gate, with gross outliers (robust experts, issue 27 B):
+    """Two lines switched by a gate, with gross outliers (robust experts):
     x ~ U(-3, 3), X = [x, 1], expert k = [x > 0] with W = [[-1, -1], [1, 2]],
     y = w_k^T x + 0.3 e; then a share of the points, drawn at random, get
     y ~ U(-15, 15) instead. Returns (X (n, 2), y (n,), W (2, 2), outlier mask (n,))."""
@@ -146,8 +163,7 @@ def outlier_lines(n: int = 400, share: float = 0.2, seed: int = 0):
 
 
 def gated_logistic(n: int = 600, seed: int = 0):
-    """0/1 targets from two logistic experts switched by a gate (classification experts,
-    issue 27 B): x ~ U(-3, 3), X = [x, 1], expert k = [x > 0] with logits w_k^T x,
+    """0/1 targets from two logistic experts switched by a gate (classification experts): x ~ U(-3, 3), X = [x, 1], expert k = [x > 0] with logits w_k^T x,
     W = [[3, 3], [-3, 3]]: P(y = 1) rises to a peak at x = 0 and falls after it, which no
     one logistic regression on [x, 1] can follow. Returns (X (n, 2), y (n,), W (2, 2))."""
     rng = np.random.default_rng(seed)
@@ -159,7 +175,13 @@ def gated_logistic(n: int = 600, seed: int = 0):
 
 
 #: the loaders by name
-DATASETS = {"mcycle": mcycle, "faithful": faithful, "engel": engel, "npreg": npreg}
+DATASETS = {
+    "mcycle": mcycle,
+    "faithful": faithful,
+    "engel": engel,
+    "npreg": npreg,
+    "gagurine": gagurine,
+}
 
 
 def load(name: str) -> Dataset:

@@ -55,10 +55,15 @@ $$\\text{lpd}(K) = \\frac{1}{N} \\sum_f \\sum_{i \\in f} \\log p(y_i \\mid x_i, 
 
 with its standard error over the points (the sd of the pointwise differences to the best
 K, over $\\sqrt N$), and the choice is the smallest admissible K within one standard error
-of the best lpd (the one-standard-error rule). ArviZ's PSIS-LOO on the full fit is cheaper
-but holds the gate and the noise fixed at their fitted values, so it is optimistic, and
-increasingly so with K (on mcycle at K = 3: -576.8 against -622.7 by 5-fold CV); it is not
-used to choose.
+of the best lpd (the one-standard-error rule). ArviZ's PSIS-LOO on the full fit
+(``loo=True``: :func:`pyro_moe.diagnostics.loo`, draws of q(W) with the gate and the noise
+fixed at their fitted values) is cheaper but leaves out only the experts' weights' share
+of each point: the gate and the noise were fitted with the point in, so it is optimistic,
+and increasingly so with K (a flexible gate fits each point's regime). It is reported
+beside the held-out score, each K marked where the two differ by more than
+``LOO_TOLERANCE`` = 0.02 nats per point and two standard errors of their pointwise
+difference (``loo_agrees``), and never used to choose
+(``benchmarks/results/regression_selection.md``).
 
 Honesty. The choice is reported with what it rests on: ``Selection.converged`` is False
 when the chosen fit did not converge, and ``Selection.at_boundary`` is True when the
@@ -70,6 +75,7 @@ chosen K is ``max_experts`` (a larger K might be better still); each also warns
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,8 +116,11 @@ class Selection:
             (objective + log K! when corrected), ``converged``, ``distinct`` (number of
             distinct used experts), ``admissible``, ``note`` (why not admissible).
             With ``cv``: ``cv_lpd`` (held-out log predictive density per point),
-            ``cv_se`` (its standard error against the best K), ``cv_unconverged`` (folds
-            whose fit did not converge).
+            ``cv_se`` (its standard error against the best K), ``cv_sem`` (its own
+            standard error: sd of the pointwise values / sqrt(N)), ``cv_unconverged``
+            (folds whose fit did not converge). With ``loo``: ``loo_lpd`` (PSIS-LOO per
+            point), ``loo_khat_high`` (points with Pareto k > 0.7) and, with ``cv``,
+            ``loo_agrees`` and ``loo_se``. Always ``seconds``: CPU seconds of the K's fit.
         criterion: a one-line description of the rule that chose K.
         admissible: False when no K was admissible (the best score was taken).
         converged: False when the chosen fit did not converge (a warning said so).
@@ -131,14 +140,21 @@ class Selection:
     notes: list[str] = field(default_factory=list)
 
     def to_markdown(self) -> str:
-        """The table as Markdown, the chosen K marked with ``*``."""
+        """The table as Markdown, the chosen K marked with ``*``; with ``cv`` the held-out
+        lpd, with ``loo`` PSIS-LOO per point (and whether it agrees with the held-out lpd)."""
         cv = any("cv_lpd" in row for row in self.table)
+        loo = any("loo_lpd" in row for row in self.table)
         head = "| K | objective | score | converged | distinct | admissible |"
-        head += " held-out lpd | note |" if cv else " note |"
-        lines = [head, "| --- " * (8 if cv else 7) + "|"]
+        head += " held-out lpd |" if cv else ""
+        head += " LOO lpd |" if loo else ""
+        head += " note |"
+        lines = [head, "| --- " * head.count(" |") + "|"]
         for row in self.table:
             mark = "*" if row["experts"] == self.experts else ""
             held = f" {row['cv_lpd']:.3f} ± {row['cv_se']:.3f} |" if cv else ""
+            if loo:
+                apart = "" if row.get("loo_agrees", True) else " (disagrees)"
+                held += f" {row['loo_lpd']:.3f}{apart} |"
             lines.append(
                 f"| {row['experts']}{mark} | {row['objective']:.2f} | {row['score']:.2f} | "
                 f"{'yes' if row['converged'] else 'no'} | {row['distinct']} | "
@@ -156,6 +172,21 @@ def _expert_shares(result: FitResult) -> np.ndarray:
 def _mean_noise_precision(result: FitResult) -> float:
     beta = result.noise_precision.detach().cpu().numpy().reshape(-1)
     return float(beta.mean())
+
+
+def _loo_pointwise(result: FitResult) -> tuple[np.ndarray, int]:
+    """PSIS-LOO of one fit, pointwise (N,), and its points with Pareto k > 0.7."""
+    from .diagnostics import k_high
+    from .diagnostics import loo as psis_loo
+
+    elpd = psis_loo(result)
+    return np.asarray(elpd.loo_i, dtype=float), k_high(elpd)
+
+
+#: LOO agrees with the held-out lpd when they differ by at most this many nats per point
+#: (the tolerance asked of two engines' held-out lpd, issue #30) or two standard errors of
+#: their pointwise difference
+LOO_TOLERANCE = 0.02
 
 
 def distinct_experts(
@@ -221,6 +252,7 @@ def select_experts(
     distinct: Callable[[Any], tuple[int, str]] | None = None,
     cv: int | None = None,
     stop: Callable[[list[dict[str, Any]]], bool] | None = None,
+    loo: bool = False,
     **fit_kwargs: Any,
 ) -> Selection:
     """Fit K = ``min_experts`` .. ``max_experts`` and choose K by the ELBO.
@@ -247,6 +279,14 @@ def select_experts(
     admissible K within one standard error of the best). A chosen fit that did not
     converge, or a chosen K equal to ``max_experts``, warns and is marked in the result
     (``converged``, ``at_boundary``, ``notes``).
+
+    ``loo``: also report each K's PSIS-LOO (:func:`pyro_moe.diagnostics.loo` of the fit on
+    all the data, per point: ``loo_lpd``, and ``loo_khat_high``, the points with Pareto
+    k > 0.7). It is never used to choose: it holds the gate and the noise at their fitted
+    values. With ``cv`` each row says whether it agrees with the held-out score
+    (``loo_agrees``: their pointwise difference's mean within :data:`LOO_TOLERANCE`
+    nats per point or two of its standard errors, ``loo_se``), and ``notes`` names the
+    K where it does not.
     """
     if "experts" in fit_kwargs:
         raise InputError("select_experts chooses the number of experts; do not pass experts=")
@@ -279,9 +319,13 @@ def select_experts(
 
     results: dict[int, Any] = {}
     table: list[dict[str, Any]] = []
+    loo_i: dict[int, np.ndarray] = {}
     for K in range(int(min_experts), max_experts + 1):
         extra = start(K) if start is not None else {}
+        clock = time.process_time()
         res = fit(model, X, y, experts=K, n_init=n_init, **fit_kwargs, **extra)
+        seconds = time.process_time() - clock
+        elpd = _loo_pointwise(res) if loo else None
         if wrap is not None:
             res = wrap(K, res)
         results[K] = res
@@ -297,18 +341,29 @@ def select_experts(
                 "distinct": count,
                 "admissible": count == K,
                 "note": note,
+                "seconds": seconds,
             }
         )
+        if elpd is not None:
+            loo_i[K] = elpd[0]
+            table[-1].update(loo_lpd=float(elpd[0].mean()), loo_khat_high=elpd[1])
         if stop is not None and K < max_experts and stop(table):
             break
     if cv is not None:
         ks = [row["experts"] for row in table]
-        lpd, se, bad = cv_log_predictive(
-            model, X, y, ks, folds=int(cv), n_init=n_init, start=start, **fit_kwargs
+        pointwise, bad = _cv_pointwise(
+            model, X, y, ks, folds=int(cv), seed=0, n_init=n_init, start=start, **fit_kwargs
         )
+        lpd, se = _cv_summary(pointwise)
         for row in table:
             K = row["experts"]
-            row.update(cv_lpd=lpd[K], cv_se=se[K], cv_unconverged=bad[K])
+            sem = float(pointwise[K].std() / math.sqrt(pointwise[K].shape[0]))
+            row.update(cv_lpd=lpd[K], cv_se=se[K], cv_sem=sem, cv_unconverged=bad[K])
+            if loo:  # the same points: the paired difference's standard error
+                diff = loo_i[K] - pointwise[K].detach().cpu().numpy()
+                row["loo_se"] = float(diff.std() / math.sqrt(diff.shape[0]))
+                gap = abs(float(diff.mean()))
+                row["loo_agrees"] = gap <= max(LOO_TOLERANCE, 2 * row["loo_se"])
     key = "cv_lpd" if cv is not None else "score"
     ok = [row for row in table if row["admissible"] and math.isfinite(row[key])]
     pool = ok or [row for row in table if math.isfinite(row[key])] or table
@@ -334,6 +389,14 @@ def select_experts(
             "may change with more iterations (max_iter) or restarts (n_init)"
         )
         warnings.warn(notes[-1], ConvergenceWarning, stacklevel=find_stack_level())
+    apart = [row["experts"] for row in table if not row.get("loo_agrees", True)]
+    if apart:
+        notes.append(
+            f"PSIS-LOO disagrees with the held-out lpd at K = {apart} (by more than "
+            f"{LOO_TOLERANCE:g} nats per point and two standard errors): LOO leaves each point "
+            "out of the experts' weights only, holding the gate and the noise at the values "
+            "fitted with it in, so it is optimistic"
+        )
     unconverged = [row["experts"] for row in table if not row["converged"]]
     if unconverged and unconverged != [chosen]:
         notes.append(f"fits that did not converge: K = {unconverged}")
@@ -361,6 +424,7 @@ def select_experts(
             "min_share": min_share,
             "duplicate_sd": duplicate_sd,
             "cv": cv,
+            "loo": loo,
         },
         converged=converged,
         at_boundary=at_boundary,
@@ -390,6 +454,26 @@ def cv_log_predictive(
     (sd of the pointwise differences / sqrt(N); 0 for the best), and the number of folds
     whose fit did not converge.
     """
+    pointwise, bad = _cv_pointwise(
+        model, X, y, experts, folds=folds, seed=seed, n_init=n_init, start=start, **fit_kwargs
+    )
+    return (*_cv_summary(pointwise), bad)
+
+
+def _cv_pointwise(
+    model: str | Path | Model,
+    X,
+    y,
+    experts: list[int],
+    *,
+    folds: int,
+    seed: int,
+    n_init: int,
+    start: Callable[[int], dict] | None,
+    **fit_kwargs: Any,
+) -> tuple[dict[int, torch.Tensor], dict[int, int]]:
+    """By K: log p(y_i | x_i, data without i's fold) for every point i (N,), and the number
+    of folds whose fit did not converge (:func:`cv_log_predictive`)."""
     X, y = as_data(X, y)
     N = X.shape[0]
     if not 2 <= folds <= N:
@@ -418,10 +502,18 @@ def cv_log_predictive(
             bad[K] += not res.converged
             lp[held] = res.predict(X[held]).log_prob(y[held])
         pointwise[K] = lp
+    return pointwise, bad
+
+
+def _cv_summary(
+    pointwise: dict[int, torch.Tensor],
+) -> tuple[dict[int, float], dict[int, float]]:
+    """By K: the mean held-out lpd per point and its standard error against the best K."""
+    N = next(iter(pointwise.values())).shape[0]
     best = max(pointwise, key=lambda K: float(pointwise[K].mean()))
     lpd = {K: float(v.mean()) for K, v in pointwise.items()}
     se = {
         K: float((v - pointwise[best]).std() / math.sqrt(N)) if K != best else 0.0
         for K, v in pointwise.items()
     }
-    return lpd, se, bad
+    return lpd, se

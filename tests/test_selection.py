@@ -18,6 +18,7 @@ import pytest
 
 import pyro_moe
 from pyro_moe.curves.selection import curve_reports, select_circles, two_groups
+from pyro_moe.diagnostics import k_high, loo
 from pyro_moe.selection import (
     BoundaryWarning,
     cv_log_predictive,
@@ -266,6 +267,28 @@ def test_cross_validation_scores_every_k_on_the_same_folds():
     # the held-out score is the one cv_log_predictive computes, fold by fold
     again, _se, bad = cv_log_predictive("mixture_of_models", X, y, [2], folds=3, n_init=2)
     assert again[2] == pytest.approx(lpd[2], rel=1e-9) and bad == {2: 0}
+
+
+def test_loo_is_reported_beside_the_held_out_score_and_flagged_where_it_disagrees():
+    X, y = _two_lines()
+    sel = select_experts("mixture_of_models", X, y, max_experts=3, n_init=2, cv=3, loo=True)
+    for row in sel.table:
+        elpd = loo(sel.results[row["experts"]])  # the same draws (seed 0)
+        assert row["loo_lpd"] == pytest.approx(float(elpd.elpd_loo) / len(y), rel=1e-9)
+        assert row["loo_khat_high"] == k_high(elpd)
+        gap = abs(row["loo_lpd"] - row["cv_lpd"])  # the mean of the pointwise difference
+        assert row["loo_agrees"] == (gap <= max(0.02, 2 * row["loo_se"])) and row["loo_se"] > 0
+        assert row["seconds"] > 0
+    # no gate to hold fixed: at the true K, LOO and 3-fold CV agree
+    assert next(r for r in sel.table if r["experts"] == 2)["loo_agrees"]
+    apart = [r["experts"] for r in sel.table if not r["loo_agrees"]]
+    assert any("PSIS-LOO disagrees" in n for n in sel.notes) == bool(apart)
+    assert "LOO lpd" in sel.to_markdown() and sel.settings["loo"] is True
+    # LOO never chooses: the choice is the held-out score's
+    assert (
+        sel.experts
+        == select_experts("mixture_of_models", X, y, max_experts=3, n_init=2, cv=3).experts
+    )
 
 
 def test_a_choice_at_the_boundary_or_unconverged_says_so():

@@ -1,4 +1,4 @@
-"""Conjugate hyperpriors found from the model file (issue 27): CAVI's derived updates
+"""Conjugate hyperpriors found from the model file: CAVI's derived updates
 beside natural-gradient SVI and NUTS.
 
 Three files, each a built-in file with one conjugate edit CAVI used to refuse or

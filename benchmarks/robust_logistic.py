@@ -1,4 +1,4 @@
-"""Robust (Student-t) and logistic experts in closed form (issue 27 B).
+"""Robust (Student-t) and logistic experts in closed form.
 
 1. Robust experts against the Gaussian file: ``pyro_moe.datasets.outlier_lines`` (two gated
    lines, N = 400, 10, 20 and 30 % of the targets replaced by U(-15, 15)), CAVI with
@@ -129,7 +129,7 @@ def main() -> None:
     }
     (OUT / "robust_logistic.json").write_text(json.dumps(result, indent=2) + "\n")
     L = [
-        "# Robust and logistic experts in closed form (issue 27 B)",
+        "# Robust and logistic experts in closed form",
         "",
         "`OMP_NUM_THREADS=1 .venv/bin/python benchmarks/robust_logistic.py`; a shared machine "
         f"(2 cores, several jobs; load average at the end {load[0]:.1f}): seconds are noisy.",

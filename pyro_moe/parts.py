@@ -29,7 +29,7 @@ from .config import Config, gate_weights
 EXPERTS_PLATE = "experts"
 NOISE_PLATE = "noise_experts"  # beta_k, one per expert (a plate of its own: w has "experts")
 DATA_PLATE = "data"
-#: the per-point scale weight lambda_i of robust (Student-t) experts (issue 27 B)
+#: the per-point scale weight lambda_i of robust (Student-t) experts
 ROBUST_WEIGHT = "robust_weight"
 
 

@@ -676,7 +676,7 @@ class FitResult:
             cfg = fixed_config(model, self)
             self._sites, why = closed_form_observation(model, self.X, self.y, cfg)
             self._fast = why is None
-            if not self._fast:  # a per-point latent (a robust file's lambda_i): issue 27 B
+            if not self._fast:  # a per-point latent (a robust file's lambda_i)
                 nodes = trace_model(model, self.X, self.y, cfg).nodes
                 self._local = [
                     n
@@ -801,7 +801,7 @@ class FitResult:
             return torch.logsumexp(terms, 0) - math.log(S)
 
         name = type(_unwrap(fns[0])).__name__
-        if self._local:  # not the Gaussian: interval and cdf refuse it (issue 27 B)
+        if self._local:  # not the Gaussian: interval and cdf refuse it
             name = f"{name} mixed over {', '.join(self._local)}"
         return Prediction(mean, variance, gk, e_mu, e_var, likelihood=name, log_density=log_density)
 

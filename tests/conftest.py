@@ -146,7 +146,7 @@ def added_site_model(tmp_path: Path, kind: str) -> Path:
     return path
 
 
-# ---- a conjugate site no part of the package names (issue 27) ---------------------------
+# ---- a conjugate site no part of the package names ---------------------------
 #: kappa ~ Gamma(2, 3), an inverse scale of the weights' prior covariance: shared by the
 #: experts (w_k ~ N(w0_k, A_k / kappa)) or one per expert (kappa_k, in the experts plate)
 KAPPA = {

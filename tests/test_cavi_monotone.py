@@ -261,7 +261,7 @@ def test_convergence_is_not_declared_while_the_gate_is_held(monkeypatch):
     assert rows[-1] > rows[-2]
 
 
-#: files with conjugate hyperpriors the conjugacy rule derives updates for (issue 27)
+#: files with conjugate hyperpriors the conjugacy rule derives updates for
 HYPER_FILES = [
     "ard.py", "hierarchical_mean.py", "kappa shared", "kappa per_expert",
     "kappa per_expert regularized_experts",  # w0 learned beside kappa, R(w0) in F

@@ -1,5 +1,5 @@
 """Logistic (Bernoulli) experts in closed form by the Jaakkola-Jordan bound:
-``pyro_moe/closed_form/logistic.py`` on ``models/logistic_experts.py`` (issue 27 B)."""
+``pyro_moe/closed_form/logistic.py`` on ``models/logistic_experts.py``."""
 
 from __future__ import annotations
 

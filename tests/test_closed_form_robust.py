@@ -1,5 +1,5 @@
 """Robust (Student-t) experts in closed form: ``pyro_moe/closed_form/robust.py`` on
-``models/robust_experts.py`` (issue 27 B)."""
+``models/robust_experts.py``."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def test_the_built_in_models_use_only_registered_sites():
     X, y = two_circles(30)
     for model_name in pyro_moe.builtin_models():
         model = pyro_moe.load_model(model_name)
-        # robust and logistic experts (issue 27 B) refuse the noise expert; a 0/1 target
+        # robust and logistic experts refuse the noise expert; a 0/1 target
         plain = model_name not in ("robust_experts", "logistic_experts")
         Xt, yt = as_data(X, y if model_name != "logistic_experts" else (y > np.median(y)) * 1.0)
         config = model.config(Xt, yt, 2, noise_expert=plain)
@@ -53,7 +53,7 @@ def test_the_built_in_models_use_only_registered_sites():
             n for n, s in tr.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
         }
         # the robust experts' per-point weight is read by closed_form.observations (its
-        # update in closed_form/robust.py), not by the registry (issue 27 B)
+        # update in closed_form/robust.py), not by the registry
         known = set(SITES) | {ROBUST_WEIGHT}
         assert sites <= known, (model_name, sites - known)
 

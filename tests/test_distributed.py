@@ -104,7 +104,7 @@ def test_npy_store_and_noise_expert_match_in_memory(client, tmp_path):
         ("mixture_of_experts", {"noise_expert": True}),  # the gate prior and the noise share
         ("regularized_experts", {}),  # R(w0) and its w0 update
         ("mixture_of_models", {"learn": "all", "per_expert_noise": True}),
-        # conjugate hyperpriors derived from the file (issue 27): q(alpha), q(w0_k)
+        # conjugate hyperpriors derived from the file: q(alpha), q(w0_k)
         (str(Path(__file__).parent / "model_files" / "ard.py"), {}),
         (str(Path(__file__).parent / "model_files" / "hierarchical_mean.py"), {}),
     ],

@@ -398,7 +398,7 @@ def test_cvi_on_minibatches_reaches_the_full_batch_fit(tmp_path):
     assert float(((mini.aligned_to(full).mean - full.mean).abs() / sd).max()) < 0.25
 
 
-# ---- conjugate hyperpriors derived from the file (issue 27) -----------------------------
+# ---- conjugate hyperpriors derived from the file -----------------------------
 def _ard_data(N=200, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, N)

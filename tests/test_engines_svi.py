@@ -344,7 +344,7 @@ def _regimes(N: int = 60, seed: int = 0):
 
 def test_the_fall_back_on_adam_is_announced_once_at_the_users_line(tmp_path):
     """Natural SVI on a file it has no step for (a half-Cauchy scale tau: not conjugate;
-    an ARD precision is, since issue 27) runs Adam: one
+    an ARD precision is) runs Adam: one
     EngineWarning, at this file's line, naming the site it cannot step, the sites Adam
     fits and Adam's settings, with Adam's tolerance (not natural gradient's 1e-8)."""
     from conftest import added_site_model

@@ -60,7 +60,7 @@ KINDS = list(CAVI_REFUSES)
 #: variational fits that end far from NUTS at their own hyperparameters after SVI_STEPS
 #: Adam steps, and warn that they did not converge (measured: 4.8 NUTS sd on the edited
 #: mean, 8.6 on Bernoulli under Adam, whose q(w) stayed near the prior's start,
-#: benchmarks/nuts.py; natural SVI now fits the Bernoulli file in closed form, issue 27 B)
+#: benchmarks/nuts.py; natural SVI now fits the Bernoulli file in closed form)
 SVI_FAR = {("mean_cubed", "svi")}
 
 

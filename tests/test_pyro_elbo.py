@@ -146,7 +146,7 @@ def test_closed_form_elbo_matches_pyro_with_per_expert_noise(tmp_path, name, gam
     _check(model, learn=learn, per_expert_noise=True, noise_expert=True)
 
 
-# ---- conjugate hyperpriors found from the file (issue 27) -------------------------------
+# ---- conjugate hyperpriors found from the file -------------------------------
 @pytest.mark.parametrize(
     "file", ["ard.py", "hierarchical_mean.py"], ids=["ARD per expert and feature", "w0 prior"]
 )

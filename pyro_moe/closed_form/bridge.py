@@ -113,7 +113,7 @@ def closed_form_objective(
     """(ELBO, F) in nats at guide parameters ``params`` and the hyperparameters in ``config``.
 
     F = ELBO + R(w0) (regularized model) + log p(V) (a gate prior, at ``config.gate``).
-    Robust experts (issue 27 B): at the guide's q(lambda | z) (``robust_shape``,
+    Robust experts: at the guide's q(lambda | z) (``robust_shape``,
     ``robust_rate``; the optimal ones when absent). Logistic experts: the Jaakkola-Jordan
     bound, a lower bound of the ELBO, returned only with ``bound=True`` (else
     :class:`~pyro_moe.errors.NonConjugateError`: it is not the ELBO).
@@ -149,7 +149,7 @@ def closed_form_objective(
             log_prior = log_gate(
                 config.gate, X, config.noise_weight if config.noise_expert else None
             )
-        if obs is not None:  # issue 27 B: robust / logistic experts' data term
+        if obs is not None:  # robust / logistic experts' data term
             data = obs.data_term(X, y, q, log_r, log_prior, e_log_beta, e_beta, params)
             elbo, F = U.elbo_from_lse(
                 data, q, prior=U.weight_prior(conj.prior_mean, conj.prior_cov), alpha=alpha,

@@ -1,4 +1,4 @@
-"""Bernoulli (logistic) experts in closed form, by the Jaakkola-Jordan bound (issue 27 B).
+"""Bernoulli (logistic) experts in closed form, by the Jaakkola-Jordan bound.
 
 Model (``models/logistic_experts.py``): y_i in {0, 1},
 

@@ -1,4 +1,4 @@
-"""Which observation model a file's ``y`` is, for the closed form (issue 27 B).
+"""Which observation model a file's ``y`` is, for the closed form.
 
 :func:`read_observation` reads the traced sites of a model file and returns
 

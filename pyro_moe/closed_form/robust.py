@@ -1,4 +1,4 @@
-"""Student-t (robust) experts in closed form, by the Gamma scale mixture (issue 27 B).
+"""Student-t (robust) experts in closed form, by the Gamma scale mixture.
 
 Model (``models/robust_experts.py``): a latent weight lambda_i per point,
 

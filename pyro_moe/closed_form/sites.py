@@ -371,7 +371,7 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
             .clone()
             for p in (g.concentration, g.rate)
         )
-    elif observation is not None:  # issue 27 B: beta checked by the observation's draws
+    elif observation is not None:  # beta checked by the observation's draws
         beta = config.noise_precision.detach()
         noise_precision = (beta if observation.has_noise else torch.ones_like(beta)).clone()
     elif config.per_expert_noise:

@@ -1,4 +1,4 @@
-"""The in-memory data source of robust and logistic experts (issue 27 B).
+"""The in-memory data source of robust and logistic experts.
 
 :class:`ObservedSource` is :class:`~pyro_moe.engines.source.InMemory` whose local step is
 the observation model's own (:class:`~pyro_moe.closed_form.robust.RobustExperts`: q(lambda)

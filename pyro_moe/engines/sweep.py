@@ -198,7 +198,7 @@ def sweep(
     N = source.N
     K = config.experts
     maps, noise, learn = config.maps, conj.noise_log_density, config.learn
-    # ---- issue 27 B: robust / logistic experts' local step (None: the Gaussian e-step) ----
+    # ---- robust / logistic experts' local step (None: the Gaussian e-step) ----
     obs = conj.observation
     local_step = U.e_step if obs is None else obs.e_step
     if obs is not None:
@@ -274,7 +274,7 @@ def sweep(
     log_norm_mu = U.dirichlet_log_norm(mu) if conj.mixture else None
     factor = conj.weight_factor  # a non-Gaussian prior on w: CVI's linearised step
     kl_prior = prior if factor is None else factor  # the prior the objective's KL is of
-    # ---- hook (issue 27): conjugate hyperpriors of w found in the file, q(theta) q(phi) ----
+    # ---- hook: conjugate hyperpriors of w found in the file, q(theta) q(phi) ----
     hyper = conj.hyperprior
     hyper_state = None
     if hyper is not None:
@@ -320,7 +320,7 @@ def sweep(
         stats_bar = _blend_stats(stats_bar, stats_hat, rho)
         r_sum_bar = _blend(r_sum_bar, r_sum_hat, rho)
         h, J, q = weights_step(stats_hat, prior, factor, q, h, J, rho, e_beta)
-        if hyper is not None:  # hook (issue 27): the derived updates of the hyperpriors
+        if hyper is not None:  # hook: the derived updates of the hyperpriors
             hyper_state = hyper.step(hyper_state, q, rho)
             if "prior_mean" in learn:  # w0's M-step at E[Lambda] (Gamma hyperpriors only)
                 hyper_state = hyper.with_prior_mean(hyper_state, q, xi)
@@ -333,7 +333,7 @@ def sweep(
         if "prior_mean" in learn or "prior_cov" in learn:
             prior = U.weight_prior(w0, A)
             kl_prior = prior if factor is None else factor
-        if hyper is not None:  # hook (issue 27): E_q of p(w | hyperpriors), for q(W) and F
+        if hyper is not None:  # hook: E_q of p(w | hyperpriors), for q(W) and F
             prior = kl_prior = hyper.prior(hyper_state)
         if latent_beta:  # q(beta) from this step's statistics
             total_sq, n_gauss = U.summed_sq_residuals(stats_hat, q), stats_hat.Nk
@@ -447,7 +447,7 @@ def sweep(
             F, elbo = objective(est.lse, kl_prior)
             run.record(F, elbo, time.perf_counter() - t0)
         run.summary["stop_se"] = stop_se
-    if hyper is not None:  # hook (issue 27): w0 (learned, or the config's) and the config's A
+    if hyper is not None:  # hook: w0 (learned, or the config's) and the config's A
         w0 = config.prior_mean.detach().clone() if hyper_state.w0 is None else hyper_state.w0
         A = config.prior_cov.detach().clone()
     run = closed_form_fit(
@@ -455,7 +455,7 @@ def sweep(
         qbeta=(a, b) if latent_beta else None,
         e_beta=e_beta, w0=w0, A=A, mu=mu, xi=xi, rho=share, gate=gate,
     )  # fmt: skip
-    if hyper is not None:  # hook (issue 27): q of the hyperprior sites, and draws from it
+    if hyper is not None:  # hook: q of the hyperprior sites, and draws from it
         run.posterior.site_params = hyper.params(hyper_state)
         run.posterior.site_draws = hyper.draws(hyper_state, HYPER_DRAWS, seed)
     return run

@@ -6,7 +6,7 @@
     z_i           ~ Cat(pi)
     y_i | z_i = k ~ N(w_k^T x_i, 1/beta)
 
-EDITED (tests/model_files, issue 27): a hierarchical Gaussian prior on each expert's prior
+EDITED (tests/model_files): a hierarchical Gaussian prior on each expert's prior
 mean w0_k (the study's regularization of w0 as a prior instead of a point estimate),
 m0 = the fit's prior mean, s0 = 2; its mean-field guide q(w0_k) = N(l_k, L_k L_k^T).
 """

@@ -818,16 +818,16 @@ for name, r in lines.items():
         "slope, x > 0": err[1, 0], "intercept, x > 0": err[1, 1],
         "seconds": seconds[name],
     }
-    print(f"{name}: noise sd 1/sqrt(beta) =", np.round(r.noise_precision.numpy() ** -0.5, 2))
+    print(f"{name}: noise scale 1/sqrt(beta) =", np.round(r.noise_precision.numpy() ** -0.5, 2))
 print("line error in posterior sd:")
 print(pd.DataFrame(rows).T.round(2).to_string())
 """),
     md("""
 The fits: each expert's mean line, drawn thick where the gate gives it the larger weight;
 the true lines dashed, the outliers as red crosses. The Gaussian file has a noise precision
-per expert: one expert widens into a flat background for the outliers (its noise sd above)
-and the line left of 0 is lost. The robust file's scale weights λ_i discount the outliers
-instead, and both lines are found.
+per expert: one expert widens into a flat background for the outliers (its noise scale
+above), the line left of 0 is lost and the other is off by about 5 posterior sd. The robust
+file's scale weights λ_i discount the outliers instead, and both lines are found.
 """),
     code("""
 grid = np.linspace(-3, 3, 200)

@@ -42,7 +42,54 @@ from .selection import select_experts
 __all__ = ["MixtureOfExpertsClassifier", "MixtureOfExpertsRegressor"]
 
 
-class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
+class _ModelFileEstimator:
+    """What both estimators share: the design (an intercept column), the keywords of
+    :func:`pyro_moe.fit`, the score (the mean held-out log-likelihood of the file's own
+    predictive, nats per point: ``log_prob`` is each estimator's) and pickling through the
+    result's ``.npz`` format."""
+
+    def _design(self, X) -> np.ndarray:
+        if not self.fit_intercept:
+            return X
+        return np.column_stack([X, np.ones(len(X), dtype=X.dtype)])
+
+    def _fit_kwargs(self) -> dict[str, Any]:
+        kw = dict(self.options or {})
+        taken = {"experts", "method", "n_init", "seed", "max_iter", "tol"} & set(kw)
+        if taken:
+            raise InputError(f"options: give {sorted(taken)} as the estimator's own parameters")
+        kw.update(method=self.method, seed=self.seed, max_iter=self.max_iter, tol=self.tol)
+        if self.n_init is not None:
+            kw["n_init"] = self.n_init
+        return kw
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """The mean held-out log predictive density (nats per point), weighted by
+        ``sample_weight`` when given."""
+        return float(np.average(self.log_prob(X, y), weights=sample_weight))
+
+    # ---- pickling: the result through its own .npz format ---------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        result = state.pop("result_", None)
+        if result is not None:
+            state["selection_"] = None if state.get("selection_") is None else "dropped"
+            with tempfile.TemporaryDirectory() as tmp:
+                path = result.save(Path(tmp) / "result.npz")
+                state["_result_npz"] = path.read_bytes()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        blob = state.pop("_result_npz", None)
+        self.__dict__.update(state)
+        if blob is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "result.npz"
+                path.write_bytes(blob)
+                self.result_ = FitResult.load(path, model=self.model)
+
+
+class MixtureOfExpertsRegressor(_ModelFileEstimator, RegressorMixin, BaseEstimator):
     """A Bayesian mixture of linear experts as a scikit-learn regressor.
 
     Args:
@@ -102,21 +149,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         tags.regressor_tags.poor_score = True
         return tags
 
-    def _design(self, X) -> np.ndarray:
-        if not self.fit_intercept:
-            return X
-        return np.column_stack([X, np.ones(len(X), dtype=X.dtype)])
-
-    def _fit_kwargs(self) -> dict[str, Any]:
-        kw = dict(self.options or {})
-        taken = {"experts", "method", "n_init", "seed", "max_iter", "tol"} & set(kw)
-        if taken:
-            raise InputError(f"options: give {sorted(taken)} as the estimator's own parameters")
-        kw.update(method=self.method, seed=self.seed, max_iter=self.max_iter, tol=self.tol)
-        if self.n_init is not None:
-            kw["n_init"] = self.n_init
-        return kw
-
     def fit(self, X, y) -> MixtureOfExpertsRegressor:
         """Fit the model file to X (N, n) and y (N,): one fit with ``experts`` experts, or
         :func:`pyro_moe.select_experts`'s choice with ``experts="auto"``."""
@@ -161,11 +193,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         return pred.log_prob(torch.as_tensor(y)).detach().cpu().numpy()
 
-    def score(self, X, y, sample_weight=None) -> float:
-        """The mean held-out log predictive density (nats per point), weighted by
-        ``sample_weight`` when given."""
-        return float(np.average(self.log_prob(X, y), weights=sample_weight))
-
     def sample(self, X, n_samples: int = 1, random_state: int | None = None) -> np.ndarray:
         """Draws of y from the predictive mixture at each row, (n_samples, N): an expert
         k ~ g(x) (the noise expert among them), then y ~ N(mu_k(x), s_k(x)^2) (or the
@@ -195,28 +222,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             draws = np.where(k == K, rng.uniform(lo, hi, (n_samples, N)), draws)
         return draws
 
-    # ---- pickling: the result through its own .npz format ---------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        result = state.pop("result_", None)
-        if result is not None:
-            state["selection_"] = None if state.get("selection_") is None else "dropped"
-            with tempfile.TemporaryDirectory() as tmp:
-                path = result.save(Path(tmp) / "result.npz")
-                state["_result_npz"] = path.read_bytes()
-        return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        blob = state.pop("_result_npz", None)
-        self.__dict__.update(state)
-        if blob is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "result.npz"
-                path.write_bytes(blob)
-                self.result_ = FitResult.load(path, model=self.model)
-
-
-class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
+class MixtureOfExpertsClassifier(_ModelFileEstimator, ClassifierMixin, BaseEstimator):
     """A Bayesian mixture of logistic experts with a gate as a scikit-learn classifier
     (two classes): the built-in ``logistic_experts`` file by default, fitted in closed form
     by the Jaakkola-Jordan bound (``pyro_moe/closed_form/logistic.py``).
@@ -261,11 +268,6 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         self.draws = draws
         self.options = options
 
-    _design = MixtureOfExpertsRegressor._design
-    _fit_kwargs = MixtureOfExpertsRegressor._fit_kwargs
-    __getstate__ = MixtureOfExpertsRegressor.__getstate__
-    __setstate__ = MixtureOfExpertsRegressor.__setstate__
-
     def fit(self, X, y) -> MixtureOfExpertsClassifier:
         """Fit the model file to X (N, n) and labels y (N,) of two classes."""
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
@@ -308,7 +310,3 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(f"labels {np.unique(y[unknown])} are not among {self.classes_}")
         code = (y == self.classes_[1]).astype(np.float64)
         return self.predictive(X).log_prob(torch.as_tensor(code)).detach().cpu().numpy()
-
-    def score(self, X, y, sample_weight=None) -> float:
-        """The mean held-out log-likelihood (nats per point), weighted by ``sample_weight``."""
-        return float(np.average(self.log_prob(X, y), weights=sample_weight))

@@ -555,7 +555,7 @@ class Start:
             lp = LogPrior(row=U.dirichlet_expected_log(post.alpha).unsqueeze(0))
         if post.noise_shape is not None:
             a, b = post.noise_shape, post.noise_rate
-            e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
+            e_beta, e_log_beta = U.gamma_moments(a, b)
         else:
             e_beta = hyper.noise_precision
             e_log_beta = torch.log(e_beta)

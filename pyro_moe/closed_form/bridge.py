@@ -139,7 +139,7 @@ def closed_form_objective(
             if "noise_shape" not in params:  # a latent beta whose q is named otherwise
                 raise NonConjugateError("the guide has no q(beta) = Gamma(noise_shape, noise_rate)")
             a, b = params["noise_shape"], params["noise_rate"]
-            e_beta, e_log_beta, qbeta = a / b, torch.digamma(a) - torch.log(b), (a, b)
+            (e_beta, e_log_beta), qbeta = U.gamma_moments(a, b), (a, b)
         else:
             e_beta, e_log_beta, qbeta = conj.noise_precision, torch.log(conj.noise_precision), None
         alpha = params.get("mixing_concentration") if conj.mixture else None

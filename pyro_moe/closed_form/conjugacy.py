@@ -346,7 +346,7 @@ class WeightHyperprior:
             return z, z
         a = torch.cat([st.gamma[nm][0].reshape(-1) for nm in self.gamma_names])
         b = torch.cat([st.gamma[nm][1].reshape(-1) for nm in self.gamma_names])
-        return a / b, torch.digamma(a) - torch.log(b)
+        return U.gamma_moments(a, b)
 
     def expected_precision(self, st: HyperState) -> torch.Tensor:
         e_theta, _ = self._theta(st)
@@ -394,7 +394,7 @@ class WeightHyperprior:
                 a_hat = a0 + grad_a[off : off + size].reshape(shape)
                 b_hat = b0 + grad_b[off : off + size].reshape(shape)
                 a, b = gamma[nm]
-                gamma[nm] = (_mix(a, a_hat, rho), _mix(b, b_hat, rho))
+                gamma[nm] = (U.blend(a, a_hat, rho), U.blend(b, b_hat, rho))
                 off += size
         st = HyperState(gamma, st.h, st.J, st.mean, st.cov, st.w0)
         if self.prior_J is not None:
@@ -403,7 +403,7 @@ class WeightHyperprior:
             J_hat = self.prior_J + self.M.T @ Lb @ self.M
             resid = (q.mean - self.mean0).reshape(-1)
             h_hat = self.prior_h + self.M.T @ (Lb @ resid)
-            h, J = _mix(st.h, h_hat, rho), _mix(st.J, J_hat, rho)
+            h, J = U.blend(st.h, h_hat, rho), U.blend(st.J, J_hat, rho)
             L = torch.linalg.cholesky(0.5 * (J + J.T))
             cov = torch.cholesky_inverse(L)
             mean = torch.cholesky_solve(h.unsqueeze(-1), L)[:, 0]
@@ -465,10 +465,6 @@ class WeightHyperprior:
                 out[nm] = flat[:, off : off + size].reshape(S, *shape)
                 off += size
         return out
-
-
-def _mix(old, new, rho: float):
-    return new if rho == 1.0 else (1 - rho) * old + rho * new
 
 
 def gaussian_kl(m: torch.Tensor, S: torch.Tensor, h0: torch.Tensor, J0: torch.Tensor):

@@ -81,7 +81,7 @@ def bound_at(e: torch.Tensor, e_log_beta, e_beta, nu: float, a, b) -> torch.Tens
     1/2 (E log beta + E log lambda - log 2 pi - E beta E lambda e_ik)
     - KL(Gamma(a, b) || Gamma(nu/2, nu/2)); equal to :func:`local_log_densities` at the
     optimum."""
-    e_lam, e_log_lam = a / b, torch.digamma(a) - torch.log(b)
+    e_lam, e_log_lam = U.gamma_moments(a, b)
     half = torch.full_like(e, 0.5 * nu)
     kl = U.gamma_kl(a, b, half, half)
     return 0.5 * (e_log_beta + e_log_lam - LOG_2PI - e_beta * e_lam * e) - kl

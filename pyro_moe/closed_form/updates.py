@@ -549,6 +549,20 @@ def dirichlet_kl(
     return log_norm_mu - dirichlet_log_norm(alpha) + torch.dot(alpha - mu, expected_log)
 
 
+def gamma_moments(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """E[theta] = a / b and E[log theta] = psi(a) - log b of theta ~ Gamma(a, b)
+    (shape-rate)."""
+    return a / b, torch.digamma(a) - torch.log(b)
+
+
+def blend(old, new, rho: float):
+    """A natural-gradient step of size rho on natural parameters, eta <- (1 - rho) eta +
+    rho eta_hat (derivation section 6): exactly ``new`` for rho = 1 or no ``old``."""
+    if old is None or rho == 1.0:
+        return new
+    return (1 - rho) * old + rho * new
+
+
 def gamma_kl(a, b, a0, b0) -> torch.Tensor:
     """KL(Gamma(a, b) || Gamma(a0, b0)) (shape-rate)."""
     return (

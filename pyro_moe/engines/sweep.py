@@ -121,18 +121,11 @@ class Schedule:
         return 1.0 if full else robbins_monro(step - 1, self.kappa, self.tau)
 
 
-def _blend(old, new, rho: float):
-    """(1 - rho) old + rho new (exactly ``new`` for rho = 1 or no ``old``)."""
-    if old is None or rho == 1.0:
-        return new
-    return (1 - rho) * old + rho * new
-
-
 def _blend_stats(old: U.Stats, new: U.Stats, rho: float) -> U.Stats:
     if rho == 1.0:
         return new
     parts = zip((old.Nk, old.S, old.s, old.yy), (new.Nk, new.S, new.s, new.yy), strict=True)
-    return U.Stats(*(_blend(a, b, rho) for a, b in parts))
+    return U.Stats(*(U.blend(a, b, rho) for a, b in parts))
 
 
 def _scaled(stats: U.Stats, c: float) -> U.Stats:
@@ -152,7 +145,7 @@ def weights_step(stats_hat, prior, factor, q, h, J, rho, e_beta):
 
     def mixed(lin):
         h_hat, J_hat = U.weights_natural(stats_hat, lin, e_beta)
-        return _blend(h, h_hat, rho), _blend(J, J_hat, rho)
+        return U.blend(h, h_hat, rho), U.blend(J, J_hat, rho)
 
     if factor is None or q is None:
         h_new, J_new = mixed(prior)
@@ -216,7 +209,7 @@ def sweep(
         a0, b0 = conj.noise_prior
         n0 = N / K if per_expert else N
         a, b = a0 + 0.5 * n0, b0 + 0.5 * n0 / config.noise_precision
-        e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
+        e_beta, e_log_beta = U.gamma_moments(a, b)
     else:
         beta = conj.noise_precision.clamp(max=beta_max)
         e_beta, e_log_beta = beta, torch.log(beta)
@@ -318,14 +311,14 @@ def sweep(
         rho = schedule.rho(step, full)
         gate_skipped = False
         stats_bar = _blend_stats(stats_bar, stats_hat, rho)
-        r_sum_bar = _blend(r_sum_bar, r_sum_hat, rho)
+        r_sum_bar = U.blend(r_sum_bar, r_sum_hat, rho)
         h, J, q = weights_step(stats_hat, prior, factor, q, h, J, rho, e_beta)
         if hyper is not None:  # hook: the derived updates of the hyperpriors
             hyper_state = hyper.step(hyper_state, q, rho)
             if "prior_mean" in learn:  # w0's M-step at E[Lambda] (Gamma hyperpriors only)
                 hyper_state = hyper.with_prior_mean(hyper_state, q, xi)
         if conj.mixture:
-            alpha = _blend(alpha, mu + r_sum_hat, rho)
+            alpha = U.blend(alpha, mu + r_sum_hat, rho)
         if "prior_mean" in learn:
             w0 = U.update_prior_mean(q, prior.precision, xi)
         if "prior_cov" in learn:
@@ -340,8 +333,8 @@ def sweep(
             if not per_expert:
                 total_sq, n_gauss = total_sq.sum(), n_gauss.sum()
             a_hat, b_hat = U.update_noise_gamma(total_sq, n_gauss, a0, b0)
-            a, b = _blend(a, a_hat, rho), _blend(b, b_hat, rho)
-            e_beta, e_log_beta = a / b, torch.digamma(a) - torch.log(b)
+            a, b = U.blend(a, a_hat, rho), U.blend(b, b_hat, rho)
+            e_beta, e_log_beta = U.gamma_moments(a, b)
         elif "noise_precision" in learn:  # the M-step (online EM: on the averaged statistics)
             total_sq, n_gauss = U.summed_sq_residuals(stats_bar, q), stats_bar.Nk
             if not per_expert:

@@ -25,7 +25,8 @@ ellipses: success when the filled-ellipse overlap with the reference exceeds 0.8
 :func:`pyro_moe.shapes.metric.ellipse_overlap`, as AAMED's evaluation on real pictures, and
 within 4 px), and a real photo (``skimage.data.moon``) with a drawn rim and branching curved
 clutter inside it (``tests/test_photos.py::rim_with_branches``, 4 px; its two edges
-r = 198 and 202 px).
+r = 198 and 202 px). Photos with curved texture and no circle (``skimage.data.camera``,
+``rocket``, ``brick``): ``--experts auto`` only, every valid circle *other*.
 
 Clean scenes: :func:`pyro_moe.shapes.synthetic.circle_scene` of the kinds without stray
 pixels or jitter, seeds 0 and 1, success within 2 px, median time per image.
@@ -203,6 +204,25 @@ def coffee(rows):
                      "invented": len(ells) - hits, "seconds": dt, "cpu_seconds": dt.cpu})  # fmt: skip
 
 
+#: Photos of skimage.data with curved texture and edges but no circle a person would
+#: point at: every valid circle of ``--experts auto`` on them counts as *other*.
+NO_CIRCLE = ("camera", "rocket", "brick")
+
+
+def textured(rows):
+    """``--experts auto`` (circles) on :data:`NO_CIRCLE`: its valid circles, all *other*."""
+    for name in NO_CIRCLE:
+        img = getattr(skimage.data, name)()
+        s, dt = _timed(pyro_moe.select_curves, img, design="circle",
+                       image_options={"edges": True})  # fmt: skip
+        v = _valid(s.result)
+        rows.append({"photo": f"{name} (skimage.data; texture, no circle)",
+                     "method": f"pyro_moe auto (K={s.experts})", "found": 0, "total": 0,
+                     "tol_px": "-", "invented": len(v),
+                     "valid": [(round(c.x0, 1), round(c.y0, 1), round(c.r, 1)) for c in v],
+                     "seconds": dt, "cpu_seconds": dt.cpu})  # fmt: skip
+
+
 def clean_scenes(rows):
     times = {"pyro_moe K": [], "RANSAC K": [], "EDCircles": []}
     cpu = {m: [] for m in times}
@@ -259,6 +279,7 @@ def main() -> None:
         img, (x0, y0, r) = rim_with_branches(seed)
         refs = [(x0, y0, r - 2.0), (x0, y0, r + 2.0)]  # the drawn rim's two edges
         circle_photo(rows, f"rim + branching clutter (moon, seed {seed})", img, refs, 4.0, 2)
+    textured(rows)
     for row in rows:
         print(row, flush=True)
     out = HERE / "results"

@@ -348,6 +348,24 @@ def test_auto_on_a_rim_with_branching_clutter_reports_only_the_rim(seed):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["camera", "rocket", "brick"])
+def test_auto_on_photos_of_texture_without_a_circle_reports_no_circle(name):
+    """Grass, a tripod, a rocket, buildings, a brick pavement: curved texture and straight
+    edges, no circle. Auto had reported bands of texture as valid circles (camera: three,
+    noise 7.8-22 px; rocket: one, r 157 px, noise 31 px), now 'no edge' (the points within
+    max(2 px, their noise) of them are less than 2.8 times as dense as beside them, a
+    curve's are 3.7 and more), and circles inscribed in the bricks' ends (r 16-18 px,
+    noise 1.5-1.9 px), now 'another shape' (their points depart from them smoothly, by
+    0.067 r and more; a coin's by 0.051 r at most)."""
+    img = getattr(data, name)()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        selection = pyro_moe.select_curves(img, design="circle", image_options={"edges": True})
+    valid = [r.curve for r in pyro_moe.curve_reports(selection.result) if r.valid]
+    assert valid == [], valid
+
+
+@pytest.mark.slow
 def test_coins_auto_finds_the_24_coins_from_the_chains_range():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)

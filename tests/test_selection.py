@@ -306,3 +306,45 @@ def test_bad_cv_is_refused():
     X, y = _two_lines(20)
     with pytest.raises(pyro_moe.InputError, match="cv"):
         select_experts("mixture_of_models", X, y, max_experts=2, cv=1)
+
+
+def _scene_solved(truth, found) -> bool:
+    pairs = match_circles(truth, found)
+    return len(pairs) == len(truth) and all(
+        max(abs(truth[i].x0 - found[j].x0), abs(truth[i].y0 - found[j].y0),
+            abs(truth[i].r - found[j].r)) <= 2.0
+        for i, j in pairs
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind,seed", [("apart 2 + 20-50 % clutter", 0),
+                                       ("sparse concentric 3 + 30-50 % clutter", 11)])  # fmt: skip
+def test_auto_fits_a_k_beyond_an_admissible_one_without_the_search(kind, seed):
+    """Beyond an admissible K, ``--experts auto`` polishes the seed's extra curve and does
+    not search (the search took 2 to 8 refits there and kept none that made K admissible);
+    up to the first admissible K the search runs as in fit_circles."""
+    from pyro_moe.shapes.synthetic import circle_scene
+
+    img, truth = circle_scene(kind, seed)
+    sel = select_circles(img, noise_expert=True)
+    first = next(row["experts"] for row in sel.table if row["admissible"])
+    for row in sel.table:
+        if row["experts"] > first:
+            report = sel.results[row["experts"]].result.search
+            assert report is None or report["tried"] == 0, (row["experts"], report)
+    assert sel.experts == len(truth)
+    assert _scene_solved(truth, [c for c in sel.result.circles() if c.valid])
+
+
+@pytest.mark.parametrize("seed", [200, 202, 11])
+def test_auto_counts_sparse_jittered_arcs_broken_by_single_gaps(seed):
+    """Sparse jittered arcs (15-30 % of their pixels, jitter 1.5 px) hold random one-arc
+    holes; they broke the 'no arc' rule's longest arc (0.19-0.24 of the perimeter) and
+    auto chose K = 1 (seed 200) or no admissible K (202; sparse rings apart, seed 11)."""
+    from pyro_moe.shapes.synthetic import circle_scene
+
+    kind = "sparse 2 apart (15-30 % of pixels)" if seed == 11 else "two sparse jittered arcs"
+    img, truth = circle_scene(kind, seed)
+    sel = select_circles(img, noise_expert=True)
+    assert sel.admissible and sel.experts == 2
+    assert _scene_solved(truth, [c for c in sel.result.circles() if c.valid])

@@ -303,8 +303,13 @@ def arc_cover(P: np.ndarray, w: np.ndarray, kind: str, bins: int | None = None, 
     return hit
 
 
-def longest_arc(hit: np.ndarray) -> float:
-    """The longest circular run of covered arcs (:func:`arc_cover`), as a share of all."""
+def longest_arc(hit: np.ndarray, *, holes: int = 0) -> float:
+    """The longest circular run of covered arcs (:func:`arc_cover`), as a share of all;
+    ``holes=1``: a single uncovered arc between two covered ones does not break a run (a
+    gap of the points' sampling along a sparse curve, not a break of it)."""
+    hit = np.asarray(hit, dtype=bool)
+    if holes >= 1 and len(hit) >= 3:
+        hit = hit | (np.roll(hit, 1) & np.roll(hit, -1))
     if hit.all():
         return 1.0
     if not hit.any():

@@ -94,11 +94,14 @@ for seed in (2, 3):
         if not kind.startswith("1024"):
             scenes.append(circle_scene(kind, seed))
 scenes = scenes[: 4 if QUICK else 20]
-acc = dict(read_model=0.0, traces=0.0, n_traces=0)
+acc = dict(n_traces=0)
 
 
-def wrap(mod, name, key, count=False):
-    real = getattr(mod, name)
+def wrap(owner, name, key, count=False):
+    real = getattr(owner, name, None)
+    if real is None:
+        return
+    acc.setdefault(key, 0.0)
 
     def inner(*a, **k):
         c = time.thread_time()
@@ -109,14 +112,24 @@ def wrap(mod, name, key, count=False):
             if count:
                 acc["n_traces"] += 1
 
-    setattr(mod, name, inner)
+    setattr(owner, name, inner)
 
 
-from pyro_moe.engines import cavi
+import pyro_moe.curves.fitting as cf
+import pyro_moe.fitting as pf
+from pyro_moe.engines import base, cavi
+wrap(base.Engine, "fit", "engine")
 wrap(cavi, "read_model", "read_model")
+wrap(cavi, "sweep", "sweeps")
 wrap(likelihood, "trace_model", "traces", count=True)
 if getattr(sites, "trace_model", None) is not None:  # the site trace, imported by name
     wrap(sites, "trace_model", "traces", count=True)
+wrap(cf, "chain_curves", "chains")
+wrap(cf, "seed_responsibilities", "seeded_start")
+wrap(cf, "curve_data", "design")
+wrap(cf, "noisy_circles", "noisy_circles")
+wrap(cf, "load_model", "load_model")
+wrap(pf, "load_model", "load_model")
 img, truth = scenes[0]
 pyro_moe.fit_circles(img, experts=len(truth), noise_expert=True)  # warm
 for k in acc:
@@ -129,8 +142,7 @@ for img, truth in scenes:
 n = len(scenes)
 out["clean scenes"] = dict(
     images=n, cpu_per_image_s=cpu / n, wall_per_image_s=wall / n,
-    read_model_s=acc["read_model"] / n, traces_s=acc["traces"] / n,
-    traces_per_image=acc["n_traces"] / n,
+    traces_per_image=acc.pop("n_traces") / n, **{{k + "_s": v / n for k, v in acc.items()}},
 )
 print(json.dumps(out))
 """
@@ -139,7 +151,11 @@ print(json.dumps(out))
 def child(code: str, tree: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=tree,  # not this checkout: `python -c` puts the working directory first on sys.path
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -211,17 +227,27 @@ def main() -> None:
         fits.append(row)
     sa, sb = a["clean scenes"], b["clean scenes"]
     stages = [
-        {"stage": "the whole fit_circles call", "ms": 1e3 * sa["cpu_per_image_s"],
-         "before_ms": 1e3 * sb["cpu_per_image_s"]},
-        {"stage": "read_model (once per new point set)", "ms": 1e3 * sa["read_model_s"],
-         "before_ms": 1e3 * sb["read_model_s"]},
-        {"stage": "its Pyro traces of the model file", "ms": 1e3 * sa["traces_s"],
-         "before_ms": 1e3 * sb["traces_s"]},
-        {"stage": "traces per image (count)", "ms": sa["traces_per_image"],
-         "before_ms": sb["traces_per_image"]},
-        {"stage": "wall time per image", "ms": 1e3 * sa["wall_per_image_s"],
-         "before_ms": 1e3 * sb["wall_per_image_s"]},
-    ]  # fmt: skip
+        ("the whole fit_circles call", "cpu_per_image"),
+        ("the engine, every fit of the image (`Engine.fit`)", "engine"),
+        ("&nbsp;&nbsp;its reading of the model file, `read_model`", "read_model"),
+        ("&nbsp;&nbsp;&nbsp;&nbsp;of it the Pyro traces of the file", "traces"),
+        ("&nbsp;&nbsp;the CAVI sweeps", "sweeps"),
+        ("the seeded start (`seed_responsibilities`)", "seeded_start"),
+        ("&nbsp;&nbsp;of it the edge chains (`chain_curves`)", "chains"),
+        ("the design (`curve_data`: image to points, standardization)", "design"),
+        ("loading the model file (`load_model`)", "load_model"),
+        ("the band-of-clutter check (`noisy_circles`)", "noisy_circles"),
+        ("wall time per image", "wall_per_image"),
+    ]
+    stages = [
+        {"stage": label, "ms": 1e3 * sa[k + "_s"], "before_ms": 1e3 * sb[k + "_s"]}
+        for label, k in stages
+        if k + "_s" in sa and k + "_s" in sb
+    ]
+    stages.append(
+        {"stage": "Pyro traces per image (count)", "ms": sa["traces_per_image"],
+         "before_ms": sb["traces_per_image"]}
+    )  # fmt: skip
     info = machine()
     res = {
         "machine": info, "base": base_sha, "head": head_sha, "rounds": args.rounds,
@@ -246,14 +272,25 @@ def main() -> None:
         "Cold: new data every call (the model file is read); warm: the same data again. "
         "`cold_wall_ms`: the cold fixed cost in wall time.",
         "",
-        table(fits, ["fit", "fixed_cold_ms", "before_ms", "fixed_warm_ms", "before_fixed_warm_ms",
-                     "per_iter_us", "before_per_iter_us", "cold_wall_ms",
-                     "before_cold_wall_ms"]),  # fmt: skip
+        table(
+            fits,
+            [
+                "fit",
+                "fixed_cold_ms",
+                "before_ms",
+                "fixed_warm_ms",
+                "before_fixed_warm_ms",
+                "per_iter_us",
+                "before_per_iter_us",
+                "cold_wall_ms",
+                "before_cold_wall_ms",
+            ],
+        ),
         "",
         f"## Per stage on {sa['images']} clean scenes, CPU ms per image",
         "",
-        "`fit_circles(image, experts=K, noise_expert=True)`, warm; `read_model` and the "
-        "traces timed by wrapping them (the traces are part of `read_model`).",
+        "`fit_circles(image, experts=K, noise_expert=True)`, warm; each stage timed by "
+        "wrapping its function (inclusive: an indented stage is part of the one above it).",
         "",
         table(stages, ["stage", "ms", "before_ms"]),
         "",

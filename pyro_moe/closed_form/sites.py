@@ -341,7 +341,9 @@ def _read_model(
     sites = _sample_sites(trace)
     # robust / logistic experts: their y and per-point site are read there
     observation = read_observation(model, X, y, config, sites)
-    conj, beta_site = _read_sites(model, X, y, config, linearise_w, trace, sites, observation)
+    conj, beta_site, sites = _read_sites(
+        model, X, y, config, linearise_w, trace, sites, observation
+    )
     if observation is None:  # the others are proved by read_observation
         learned = skey is not None and _learn_plan(
             model, X, y, config, linearise_w, conj, sites, beta_site, skey
@@ -393,7 +395,7 @@ def _batched(model: Model, X, y, config: Config, linearise_w: bool):
     latents, beta = likelihood.batched_draws(config, X)
     trace = trace_model(model, X, y, config, replay=latents)
     sites = _sample_sites(trace)
-    conj, _ = _read_sites(model, X, y, config, linearise_w, trace, sites, None, plain=True)
+    conj, _, _ = _read_sites(model, X, y, config, linearise_w, trace, sites, None, plain=True)
     if conj.weight_factor is not None:
         raise _NotPlain("w")
     if "noise_precision" not in sites:  # beta held fixed: the one CAVI will use, per draw
@@ -479,9 +481,10 @@ def _same(a: Conjugate, b: Conjugate) -> bool:
 def _read_sites(
     model: Model, X, y, config: Config, linearise_w: bool, trace, sites: Mapping,
     observation: Observation | None, *, plain: bool = False,
-) -> tuple[Conjugate, str]:  # fmt: skip
+) -> tuple[Conjugate, str, Mapping]:  # fmt: skip
     """The Conjugate of the traced ``sites`` (every site checked against the registry and
-    the conjugacy rule, the priors read), and the name of a latent beta's site.
+    the conjugacy rule, the priors read), the name of a latent beta's site, and the sites
+    with that site also under the name "noise_precision".
     ``plain``: a latent site the registry does not name raises :class:`_NotPlain`."""
     own = () if observation is None else ("y", getattr(observation, "site", "y"))
     unseen = []  # latent sites the registry does not name: the conjugacy rule decides them
@@ -613,7 +616,7 @@ def _read_sites(
         hyperprior=hyper,
         observation=observation,
     )
-    return conj, beta_site
+    return conj, beta_site, sites
 
 
 def _noise_alias(model: Model, X, y, config: Config, trace, sites, unseen) -> str:

@@ -293,9 +293,11 @@ def read_model(
     :func:`_structure_key`) is read from one trace (:func:`_read_batched`): the file run
     once at the likelihood check's draws stacked (:func:`pyro_moe.likelihood.batched_draws`),
     its sites the same as the first reading's, every site read and y's density checked on
-    every row at every draw, as :func:`_read_model` does with four traces. Anything else
-    (another structure, a failure, a mismatch) is read by :func:`_read_model`, whose
-    refusals are the messages."""
+    every row at every draw. The first reading of a structure (:func:`_read_model`) is the
+    site trace and that batched trace (:func:`_learn_plan`); the likelihood check's draws
+    one trace each (four traces in all) where the batched trace does not go through. Those
+    readings' refusals are the messages: anything the batched reading does not accept
+    (another structure, a failure, a mismatch) is read in full."""
     try:
         key = _fingerprint(model, X, y, config, linearise_w)
     except (TypeError, RuntimeError):  # a tensor numpy cannot read (bfloat16, ...)

@@ -326,3 +326,15 @@ def test_fits_read_batched_or_in_full_are_bit_for_bit_the_same(monkeypatch):
     full = _fit(X2, y2)
     assert torch.equal(batched.history.objective, full.history.objective)
     assert torch.equal(batched.responsibilities, full.responsibilities)
+
+
+def test_large_data_is_read_draw_by_draw(monkeypatch):
+    """Above BATCHED_ELEMENTS (D x N x C of the stacked draws) no plan is kept or used: the
+    memory of the reading stays O(N C)."""
+    monkeypatch.setattr(sites, "BATCHED_ELEMENTS", 100)
+    calls = _count_readings(monkeypatch)
+    X, y = _data(N=200)
+    model = load_model("mixture_of_models")
+    sites.read_model(model, X, y, model.config(X, y, 2))
+    sites.read_model(model, X, y + 1.0, model.config(X, y + 1.0, 2))
+    assert calls == ["full", "full"] and not sites._plans

@@ -183,6 +183,10 @@ READ_CACHE_SIZE = 64
 #: elements); larger fits, or data off the CPU, read the file every time
 READ_CACHE_ELEMENTS = 1 << 22
 _read_cache: OrderedDict[bytes, Conjugate] = OrderedDict()
+#: the batched reading (one trace at the stacked draws) holds D x N x C elements per tensor
+#: of y's density: above this many the draws are traced one by one (their memory O(N C),
+#: the per-row work, not a trace's fixed cost, the time)
+BATCHED_ELEMENTS = 1 << 22
 #: the site signature of a file's batched reading (:func:`_read_batched`) by its structure
 #: key (:func:`_structure_key`: the file, the config's settings and shapes, not the data),
 #: False where the batched reading did not agree with the full one
@@ -309,7 +313,8 @@ def read_model(
                 _read_cache.move_to_end(key)
         if kept is not None:
             return _copied(kept)
-    skey = _structure_key(model, X, y, config, linearise_w)
+    batch = X.shape[0] * config.components * likelihood.LIKELIHOOD_DRAWS
+    skey = _structure_key(model, X, y, config, linearise_w) if batch <= BATCHED_ELEMENTS else None
     with _read_lock:
         plan = _plans.get(skey) if skey is not None else None
     conj = _read_batched(model, X, y, config, linearise_w, plan) if plan else None

@@ -40,10 +40,13 @@ LOG_2PI = math.log(2 * math.pi)
 
 __all__ = [
     "FAST_LATENTS",
+    "batched_draws",
     "closed_form_observation",
     "component_log_densities",
+    "density_mismatch",
     "expected_log_densities",
     "expert_predictive",
+    "latent_draws",
     "likelihood_mismatch",
     "noise_log_density",
     "pointwise_component_log_likelihood",
@@ -157,10 +160,28 @@ def unwrap(fn):
             return fn
 
 
-def trace_model(model: Model, X, y, config: Config, data: Mapping | None = None):
+def trace_model(
+    model: Model,
+    X,
+    y,
+    config: Config,
+    data: Mapping | None = None,
+    *,
+    replay: Mapping | None = None,
+):
     """One trace of ``model.model`` on (X, y), its sites conditioned on ``data``; a
-    failure inside the file is a :class:`ModelFileError` naming it."""
+    failure inside the file is a :class:`ModelFileError` naming it.
+
+    ``replay``: values of latent sites to run the file at, kept latent in the trace (a
+    conditioned site is marked observed; a replayed one is not, so the trace reads as the
+    file's own). Their values may carry a leading batch dimension of draws
+    (:func:`batched_draws`); an observed site is never replaced."""
     fn = model.model if data is None else poutine.condition(model.model, data=dict(data))
+    if replay is not None:
+        given = poutine.Trace()
+        for name, value in replay.items():
+            given.add_node(name, type="sample", value=value, is_observed=False, infer={})
+        fn = poutine.replay(fn, trace=given)
     with pyro.get_param_store().scope(), torch.no_grad():
         try:
             return poutine.trace(fn).get_trace(X, y, config)
@@ -178,6 +199,69 @@ def trace_model(model: Model, X, y, config: Config, data: Mapping | None = None)
 LIKELIHOOD_DRAWS = 3
 
 
+def latent_draws(
+    config: Config, X: torch.Tensor, draws: int, latent_beta: torch.Size | None
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """``draws`` random draws (W (K, n), z (N,), beta) of the latents at which
+    :func:`likelihood_mismatch` compares densities: w around ``config.prior_mean`` (plus a
+    standard normal), z uniform over the K experts, beta = exp(N(0, 1/4)) of shape
+    ``latent_beta`` when it is latent (else None); from one fixed seed, on the CPU
+    generator, so the draws are the same on every device."""
+    K, n, N = config.experts, config.features, X.shape[0]
+    dt = dict(dtype=X.dtype, device=X.device)
+    gen = torch.Generator(device="cpu").manual_seed(20260)
+
+    def randn(*shape):
+        return torch.randn(shape, generator=gen, dtype=torch.float64, device="cpu").to(**dt)
+
+    out = []
+    for _ in range(draws):
+        W = config.prior_mean.detach().to(**dt).expand(K, n) + randn(K, n)
+        z = torch.randint(K, (N,), generator=gen, device="cpu").to(X.device)
+        beta = None if latent_beta is None else torch.exp(0.5 * randn(*latent_beta))
+        out.append((W, z, beta))
+    return out
+
+
+def density_mismatch(
+    node, X, y, W: torch.Tensor, z: torch.Tensor, beta: torch.Tensor, maps=None, *,
+    pointwise: bool = False,
+) -> str | None:  # fmt: skip
+    """None when the traced site ``node`` is an observed Normal whose log-density of each
+    y_i is log N(t_ik | w_k^T phi_ik, 1/beta_k) of :func:`component_log_densities` at
+    z_i = k (relative and absolute tolerance sqrt(eps) of the dtype), else why not.
+
+    W (..., K, n), z (..., N) and beta (shaped for :func:`component_log_densities`) may
+    carry a leading batch of draws, as the trace's latents did; a point of the noise expert
+    (z_i = K) has y's Gaussian masked (log-density 0). ``pointwise``: a density not of shape
+    (..., N) is a mismatch (else its sum is compared)."""
+    if node is None or node["type"] != "sample" or not node["is_observed"]:
+        return "the model has no observed sample site 'y'"
+    if not isinstance(unwrap(node["fn"]), dist.Normal):
+        return f"its distribution is {type(unwrap(node['fn'])).__name__}, not Normal"
+    got = node["fn"].log_prob(node["value"]).detach()
+    K = W.shape[-2]
+    noise = z >= K  # the noise expert's points (a site trace's own z): y's Gaussian masked
+    want = component_log_densities(X, y, W, beta, maps)
+    want = want.gather(-1, z.clamp(max=K - 1).unsqueeze(-1)).squeeze(-1)
+    if bool(noise.any()):
+        want = torch.where(noise, torch.zeros_like(want), want)
+    if got.shape != want.shape:
+        if pointwise:
+            return f"its log-density has shape {tuple(got.shape)}, not {tuple(want.shape)}"
+        got, want = got.sum(), want.sum()
+    got = got.to(want)
+    tol = float(torch.finfo(X.dtype).eps) ** 0.5
+    if not torch.allclose(got, want, rtol=tol, atol=tol):
+        i = int((got - want).abs().reshape(-1).argmax())
+        return (
+            "its log-density at random draws of the latent sites is not the closed "
+            f"form's Gaussian N(w_k^T x_i, 1/beta) (at point {i % X.shape[0]}: "
+            f"{float(got.reshape(-1)[i]):.6g} against {float(want.reshape(-1)[i]):.6g})"
+        )
+    return None
+
+
 def likelihood_mismatch(
     model: Model,
     X,
@@ -191,49 +275,38 @@ def likelihood_mismatch(
 ) -> str | None:
     """None when the file's observed ``y`` is the closed form's Gaussian, else why not.
 
-    At ``draws`` random draws of the latents (w around ``config.prior_mean``, z uniform
-    over the K experts, beta of shape ``latent_beta`` when it is latent, else
-    ``noise_precision``) the trace's log-density of each y_i must equal
-    log N(t_ik | w_k^T phi_ik, 1/beta_k) of
-    :func:`pyro_moe.component_log_densities` at z_i = k (relative tolerance
-    sqrt(eps) of the dtype). The family alone proves nothing: ``Normal((w^T x)**3, s)``
-    is a Normal."""
-    K, n, N = config.experts, config.features, X.shape[0]
-    dt = dict(dtype=X.dtype, device=X.device)
-    gen = torch.Generator(device="cpu").manual_seed(20260)
-    tol = float(torch.finfo(X.dtype).eps) ** 0.5
-
-    def randn(*shape):
-        return torch.randn(shape, generator=gen, dtype=torch.float64, device="cpu").to(**dt)
-
-    for _ in range(draws):
-        W = config.prior_mean.detach().to(**dt).expand(K, n) + randn(K, n)
-        z = torch.randint(K, (N,), generator=gen, device="cpu")  # the draws: on the CPU
-        data = {"w": W, "z": z.to(X.device)}
-        if latent_beta is not None:
-            beta = torch.exp(0.5 * randn(*latent_beta))
+    At ``draws`` random draws of the latents (:func:`latent_draws`: w around
+    ``config.prior_mean``, z uniform over the K experts, beta of shape ``latent_beta`` when
+    it is latent, else ``noise_precision``), one trace each, the trace's log-density of
+    each y_i must equal log N(t_ik | w_k^T phi_ik, 1/beta_k) of
+    :func:`pyro_moe.component_log_densities` at z_i = k (:func:`density_mismatch`). The
+    family alone proves nothing: ``Normal((w^T x)**3, s)`` is a Normal."""
+    for W, z, beta in latent_draws(config, X, draws, latent_beta):
+        data = {"w": W, "z": z}
+        if beta is not None:
             data[beta_site] = beta  # the latent beta's site (another name: conjugacy rule)
         else:
-            beta = noise_precision.detach().to(**dt)
+            beta = noise_precision.detach().to(dtype=X.dtype, device=X.device)
         node = trace_model(model, X, y, config, data).nodes.get("y")
-        if node is None or node["type"] != "sample" or not node["is_observed"]:
-            return "the model has no observed sample site 'y'"
-        if not isinstance(unwrap(node["fn"]), dist.Normal):
-            return f"its distribution is {type(unwrap(node['fn'])).__name__}, not Normal"
-        got = node["fn"].log_prob(node["value"]).detach()
-        want = component_log_densities(X, y, W, beta, config.maps)
-        want = want.gather(-1, data["z"].reshape(N, 1)).squeeze(-1)
-        if got.shape != want.shape:
-            got, want = got.sum(), want.sum()
-        got = got.to(want)
-        if not torch.allclose(got, want, rtol=tol, atol=tol):
-            i = int((got - want).abs().reshape(-1).argmax())
-            return (
-                "its log-density at random draws of the latent sites is not the closed "
-                f"form's Gaussian N(w_k^T x_i, 1/beta) (at point {i}: "
-                f"{float(got.reshape(-1)[i]):.6g} against {float(want.reshape(-1)[i]):.6g})"
-            )
+        why = density_mismatch(node, X, y, W, z, beta, config.maps)
+        if why is not None:
+            return why
     return None
+
+
+def batched_draws(
+    config: Config, X: torch.Tensor, draws: int = LIKELIHOOD_DRAWS
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The draws of :func:`latent_draws` stacked along a leading dimension of ``draws``, as
+    the values of one trace (:func:`trace_model` ``replay=``; Pyro's vectorised particles
+    do the same): w (D, K, n), z (D, N) and a latent noise precision (D, 1) shared or
+    (D, K) one per expert, then that precision as :func:`density_mismatch` reads it
+    ((D,) or (D, K)). A file written for broadcasting runs once for all the draws."""
+    per_expert = config.per_expert_noise
+    shape = torch.Size((config.experts,) if per_expert else ())
+    W, z, beta = (torch.stack(t) for t in zip(*latent_draws(config, X, draws, shape), strict=True))
+    site = beta if per_expert else beta.reshape(draws, 1)
+    return {"w": W, "z": z, "noise_precision": site}, beta
 
 
 def closed_form_observation(

@@ -93,3 +93,31 @@ def test_diagnostics_log_likelihood_is_pyros_mixture_density():
         )
         want = torch.logsumexp(torch.log(pi[s]) + dens, -1).numpy()
         np.testing.assert_allclose(idata.log_likelihood["y"].values[0, s], want, rtol=1e-10)
+
+
+def test_the_batched_trace_is_the_draws_one_by_one():
+    """The file run once at the likelihood check's draws stacked (``batched_draws``) gives,
+    draw by draw, y's log-density of the trace conditioned on that draw alone, and
+    ``density_mismatch`` accepts it on every row at every draw; an edited mean is refused."""
+    from pyro_moe.likelihood import batched_draws, density_mismatch, latent_draws, trace_model
+
+    X, y = (torch.as_tensor(a) for a in two_circles(60))
+    model = pyro_moe.load_model("mixture_of_models")
+    for settings in ({}, {"per_expert_noise": True, "noise_expert": True}):
+        config = model.config(X, y, 2, **settings)
+        latents, _ = batched_draws(config, X)
+        node = trace_model(model, X, y, config, replay=latents).nodes["y"]
+        assert not trace_model(model, X, y, config, replay=latents).nodes["w"]["is_observed"]
+        got = node["fn"].log_prob(node["value"])
+        assert got.shape == (3, 60)
+        shape = torch.Size((2,) if settings else ())  # the latent beta's, drawn too
+        for d, (W, z, _) in enumerate(latent_draws(config, X, 3, shape)):
+            assert torch.equal(W, latents["w"][d]) and torch.equal(z, latents["z"][d])
+            one = trace_model(model, X, y, config, {"w": W, "z": z}).nodes["y"]
+            assert torch.allclose(got[d], one["fn"].log_prob(one["value"]), rtol=1e-12)
+        fixed = config.noise_precision.expand(latents["w"].shape[:-1]) if settings else (
+            config.noise_precision)  # fmt: skip
+        args = (X, y, latents["w"], latents["z"], fixed, config.maps)
+        assert density_mismatch(node, *args, pointwise=True) is None
+        edited = {**node, "fn": dist.Normal(node["fn"].mean ** 3, node["fn"].stddev)}
+        assert "not the closed form" in density_mismatch(edited, *args, pointwise=True)

@@ -183,6 +183,14 @@ READ_CACHE_SIZE = 64
 #: elements); larger fits, or data off the CPU, read the file every time
 READ_CACHE_ELEMENTS = 1 << 22
 _read_cache: OrderedDict[bytes, Conjugate] = OrderedDict()
+#: the batched reading (one trace at the stacked draws) holds D x N x C elements per tensor
+#: of y's density: above this many the draws are traced one by one (their memory O(N C),
+#: the per-row work, not a trace's fixed cost, the time)
+BATCHED_ELEMENTS = 1 << 22
+#: the site signature of a file's batched reading (:func:`_read_batched`) by its structure
+#: key (:func:`_structure_key`: the file, the config's settings and shapes, not the data),
+#: False where the batched reading did not agree with the full one
+_plans: OrderedDict[bytes, tuple | bool] = OrderedDict()
 _read_lock = threading.Lock()  # fits may run in threads (a Dask worker's, a caller's)
 
 
@@ -190,6 +198,39 @@ def _hash_tensor(h, t: torch.Tensor) -> None:
     """Feed a CPU tensor's dtype, shape and bytes to the hash ``h``."""
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())
     h.update(np.ascontiguousarray(t.detach().numpy()).reshape(-1).view(np.uint8))
+
+
+def _hash_config(h, config: Config, values: bool) -> bool:
+    """Feed every field of ``config`` to ``h``: tensors by dtype, shape and (``values``)
+    bytes, the gate by its structure (and state), the rest by value. False when a field
+    cannot be described (a tensor off the CPU with ``values``, an unknown type)."""
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        h.update(f.name.encode())
+        if torch.is_tensor(v):
+            if not values:
+                h.update(f"{v.dtype}{tuple(v.shape)}{v.device.type}".encode())
+            elif v.device.type != "cpu":
+                return False
+            else:
+                _hash_tensor(h, v)
+        elif isinstance(v, torch.nn.Module):
+            h.update(f"{type(v).__module__}.{type(v).__qualname__}|{v!r}".encode())
+            for k, t in v.state_dict().items():
+                h.update(k.encode())
+                if not values:
+                    h.update(f"{t.dtype}{tuple(t.shape)}{t.device.type}".encode())
+                elif t.device.type != "cpu":
+                    return False
+                else:
+                    _hash_tensor(h, t)
+        elif isinstance(v, frozenset):
+            h.update(repr(sorted(v)).encode())
+        elif v is None or isinstance(v, int | float | str | bool):
+            h.update(repr(v).encode())
+        else:
+            return False
+    return True
 
 
 def _fingerprint(model: Model, X, y, config: Config, linearise_w: bool) -> bytes | None:
@@ -205,27 +246,20 @@ def _fingerprint(model: Model, X, y, config: Config, linearise_w: bool) -> bytes
     h.update(f"{model.name}|{model.path}|{model.text.sha256}|{linearise_w}".encode())
     for t in (X, y):
         _hash_tensor(h, t)
-    for f in dataclasses.fields(config):
-        v = getattr(config, f.name)
-        h.update(f.name.encode())
-        if torch.is_tensor(v):
-            if v.device.type != "cpu":
-                return None
-            _hash_tensor(h, v)
-        elif isinstance(v, torch.nn.Module):
-            h.update(f"{type(v).__module__}.{type(v).__qualname__}|{v!r}".encode())
-            for k, t in v.state_dict().items():
-                if t.device.type != "cpu":
-                    return None
-                h.update(k.encode())
-                _hash_tensor(h, t)
-        elif isinstance(v, frozenset):
-            h.update(repr(sorted(v)).encode())
-        elif v is None or isinstance(v, int | float | str | bool):
-            h.update(repr(v).encode())
-        else:
-            return None
-    return h.digest()
+    return h.digest() if _hash_config(h, config, values=True) else None
+
+
+def _structure_key(model: Model, X, y, config: Config, linearise_w: bool) -> bytes | None:
+    """A digest of what a file's structure may depend on besides the data's values: the
+    file's text, the data's dtype, device and width, the config's settings and its tensors'
+    shapes (not their values, not the number of rows); None when not kept (no text, a
+    config field that cannot be described)."""
+    if model.text is None:
+        return None
+    h = hashlib.blake2b(digest_size=24)
+    h.update(f"{model.name}|{model.path}|{model.text.sha256}|{linearise_w}".encode())
+    h.update(f"{X.dtype}|{y.dtype}|{X.device.type}|{tuple(X.shape[1:])}".encode())
+    return h.digest() if _hash_config(h, config, values=False) else None
 
 
 def _copied(conj: Conjugate) -> Conjugate:
@@ -257,7 +291,17 @@ def read_model(
     A pure function of the file's text, the data and the config: its result is kept by their
     fingerprint (:data:`READ_CACHE_SIZE` of them, :func:`_fingerprint`), so the search's
     refits and repeated fits of the same data do not trace the file again. A file that
-    fails is read again every time."""
+    fails is read again every time.
+
+    New data of a file read before (the same config settings and shapes,
+    :func:`_structure_key`) is read from one trace (:func:`_read_batched`): the file run
+    once at the likelihood check's draws stacked (:func:`pyro_moe.likelihood.batched_draws`),
+    its sites the same as the first reading's, every site read and y's density checked on
+    every row at every draw. The first reading of a structure (:func:`_read_model`) is the
+    site trace and that batched trace (:func:`_learn_plan`); the likelihood check's draws
+    one trace each (four traces in all) where the batched trace does not go through. Those
+    readings' refusals are the messages: anything the batched reading does not accept
+    (another structure, a failure, a mismatch) is read in full."""
     try:
         key = _fingerprint(model, X, y, config, linearise_w)
     except (TypeError, RuntimeError):  # a tensor numpy cannot read (bfloat16, ...)
@@ -269,7 +313,13 @@ def read_model(
                 _read_cache.move_to_end(key)
         if kept is not None:
             return _copied(kept)
-    conj = _read_model(model, X, y, config, linearise_w)
+    batch = X.shape[0] * config.components * likelihood.LIKELIHOOD_DRAWS
+    skey = _structure_key(model, X, y, config, linearise_w) if batch <= BATCHED_ELEMENTS else None
+    with _read_lock:
+        plan = _plans.get(skey) if skey is not None else None
+    conj = _read_batched(model, X, y, config, linearise_w, plan) if plan else None
+    if conj is None:  # the full reading, which learns the plan of a structure not seen
+        conj = _read_model(model, X, y, config, linearise_w, skey if plan is None else None)
     if key is not None and conj.weight_factor is None:
         with _read_lock:
             _read_cache[key] = _copied(conj)
@@ -278,15 +328,171 @@ def read_model(
     return conj
 
 
-def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjugate:
-    """:func:`read_model` itself: the traces and the checks."""
-    config = copy.deepcopy(config)  # pyro.module would rebind the gate's parameters
-    trace = trace_model(model, X, y, config)
-    sites = {
+def _sample_sites(trace) -> dict:
+    """The trace's sample sites (not its subsample sites), by name, in the file's order."""
+    return {
         n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
     }
+
+
+def _read_model(
+    model: Model, X, y, config: Config, linearise_w: bool, skey: bytes | None = None
+) -> Conjugate:
+    """:func:`read_model` itself: the site trace (the latents drawn from their priors), the
+    checks, and the likelihood check: with ``skey`` (a structure not read before) by one
+    batched trace when it goes through, which also keeps the plan of that structure
+    (:func:`_learn_plan`), else by the likelihood check's own traces, one per draw."""
+    if config.gate is not None:  # pyro.module would rebind the gate's parameters
+        config = copy.deepcopy(config)
+    trace = trace_model(model, X, y, config)
+    sites = _sample_sites(trace)
     # robust / logistic experts: their y and per-point site are read there
     observation = read_observation(model, X, y, config, sites)
+    conj, beta_site, sites = _read_sites(
+        model, X, y, config, linearise_w, trace, sites, observation
+    )
+    if observation is None:  # the others are proved by read_observation
+        learned = skey is not None and _learn_plan(
+            model, X, y, config, linearise_w, conj, sites, beta_site, skey
+        )
+        if not learned:
+            check_likelihood(model, X, y, config, conj, sites, beta_site)
+    return conj
+
+
+class _NotPlain(Exception):
+    """A site the batched reading does not read (a hyperprior, a noise precision under
+    another name): the file is read by :func:`_read_model`."""
+
+
+def _signature(sites: Mapping, N: int) -> tuple:
+    """What the batched reading of a file must find again on new data: every sample site's
+    name, whether observed, its distribution's wrappers and family, and the shapes of its
+    distribution, value and plates (the number of rows N written as "N")."""
+
+    def shape(s) -> tuple:
+        return tuple("N" if d == N else int(d) for d in s)
+
+    def chain(fn) -> tuple:
+        out = [type(fn).__name__]
+        while hasattr(fn, "base_dist"):
+            fn = fn.base_dist
+            out.append(type(fn).__name__)
+        return tuple(out)
+
+    return tuple(
+        (
+            name,
+            bool(s["is_observed"]),
+            chain(s["fn"]),
+            shape(s["fn"].batch_shape),
+            shape(s["fn"].event_shape),
+            shape(torch.as_tensor(s["value"]).shape),
+            tuple((f.name, f.dim, "N" if f.size == N else f.size) for f in s["cond_indep_stack"]),
+        )
+        for name, s in sites.items()
+    )
+
+
+def _batched(model: Model, X, y, config: Config, linearise_w: bool):
+    """(the Conjugate, the site signature) of one trace at the stacked draws, the
+    likelihood proved on every row at every draw; raises where it does not go through."""
+    if config.gate is not None:  # pyro.module would rebind the gate's parameters
+        config = copy.deepcopy(config)
+    latents, beta = likelihood.batched_draws(config, X)
+    trace = trace_model(model, X, y, config, replay=latents)
+    sites = _sample_sites(trace)
+    conj, _, _ = _read_sites(model, X, y, config, linearise_w, trace, sites, None, plain=True)
+    if conj.weight_factor is not None:
+        raise _NotPlain("w")
+    if "noise_precision" not in sites:  # beta held fixed: the one CAVI will use, per draw
+        beta = conj.noise_precision.to(X.dtype)
+        beta = beta.expand(latents["w"].shape[:-1]) if beta.dim() == 1 else beta
+    why = likelihood.density_mismatch(
+        sites.get("y"), X, y, latents["w"], latents["z"], beta, config.maps, pointwise=True
+    )
+    if why is not None:
+        raise _NotPlain("y")
+    return conj, _signature(sites, X.shape[0])
+
+
+def _read_batched(model: Model, X, y, config: Config, linearise_w: bool, plan: tuple):
+    """The Conjugate of new data read from one trace (:func:`_batched`) when its sites are
+    the ``plan``'s (those of the file's first, full reading); None (read it in full) when
+    anything differs or fails: the full reading then refuses, or reads, with its own
+    messages."""
+    try:
+        conj, signature = _batched(model, X, y, config, linearise_w)
+    except Exception:  # a refusal, a failure or another structure: the full reading decides
+        return None
+    return conj if signature == plan else None
+
+
+def _learn_plan(
+    model: Model, X, y, config: Config, linearise_w: bool, conj: Conjugate, sites: Mapping,
+    beta_site: str, skey: bytes,
+) -> bool:  # fmt: skip
+    """Prove the likelihood of a Gaussian file read in full (no robust or logistic
+    observation, hyperprior, factorised prior or renamed beta) by its batched reading
+    (:func:`_batched`) on the same data, and keep that reading's signature as the plan of
+    the structure ``skey``: True when y's density is the closed form's in the site trace
+    itself (at the latents it drew from their priors) and at every stacked draw, and the
+    batched reading gives the same Conjugate. False (the plan kept as False: always read in
+    full) when anything differs; the caller then proves the likelihood draw by draw."""
+    plan: tuple | bool = False
+    if (
+        conj.observation is None
+        and conj.hyperprior is None
+        and conj.weight_factor is None
+        and beta_site == "noise_precision"
+    ):
+        latent = sites.get("noise_precision")
+        beta = conj.noise_precision if latent is None else latent["value"]
+        own = likelihood.density_mismatch(
+            sites["y"], X, y, sites["w"]["value"], sites["z"]["value"], beta, config.maps,
+            pointwise=True,
+        )  # fmt: skip
+        try:
+            batched, signature = _batched(model, X, y, config, linearise_w) if own is None else (
+                None, None)  # fmt: skip
+        except Exception:  # a refusal, a failure: the draws one by one decide
+            batched = None
+        if batched is not None and _same(batched, conj):
+            plan = signature
+    with _read_lock:
+        _plans[skey] = plan
+        while len(_plans) > READ_CACHE_SIZE:
+            _plans.popitem(last=False)
+    return plan is not False
+
+
+def _same(a: Conjugate, b: Conjugate) -> bool:
+    """Every field of two Conjugates equal (tensors exactly, in dtype and shape)."""
+
+    def eq(u, v) -> bool:
+        if torch.is_tensor(u) or torch.is_tensor(v):
+            return (
+                torch.is_tensor(u)
+                and torch.is_tensor(v)
+                and u.dtype == v.dtype
+                and u.shape == v.shape
+                and bool(torch.equal(u, v))
+            )
+        if isinstance(u, tuple) and isinstance(v, tuple):
+            return len(u) == len(v) and all(eq(p, q) for p, q in zip(u, v, strict=True))
+        return u == v
+
+    return all(eq(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+
+
+def _read_sites(
+    model: Model, X, y, config: Config, linearise_w: bool, trace, sites: Mapping,
+    observation: Observation | None, *, plain: bool = False,
+) -> tuple[Conjugate, str, Mapping]:  # fmt: skip
+    """The Conjugate of the traced ``sites`` (every site checked against the registry and
+    the conjugacy rule, the priors read), the name of a latent beta's site, and the sites
+    with that site also under the name "noise_precision".
+    ``plain``: a latent site the registry does not name raises :class:`_NotPlain`."""
     own = () if observation is None else ("y", getattr(observation, "site", "y"))
     unseen = []  # latent sites the registry does not name: the conjugacy rule decides them
     for name, site in sites.items():
@@ -294,6 +500,8 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
             continue
         fn = unwrap(site["fn"])
         if name not in SITES and not site["is_observed"] and "w" in sites:
+            if plain:
+                raise _NotPlain(name)
             unseen.append(name)
             continue
         if name not in SITES:
@@ -415,9 +623,7 @@ def _read_model(model: Model, X, y, config: Config, linearise_w: bool) -> Conjug
         hyperprior=hyper,
         observation=observation,
     )
-    if observation is None:  # the others are proved by read_observation
-        check_likelihood(model, X, y, config, conj, sites, beta_site)
-    return conj
+    return conj, beta_site, sites
 
 
 def _noise_alias(model: Model, X, y, config: Config, trace, sites, unseen) -> str:

@@ -44,6 +44,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, {bench!r})
 from run import bare_pass, circles_data, regression_data
 import pyro_moe
+assert pyro_moe.__file__.startswith({tree!r}), pyro_moe.__file__
 warnings.simplefilter("ignore")
 QUICK, REPEATS = {quick}, 5
 out = {{}}
@@ -202,9 +203,13 @@ print(json.dumps(dict(import_s=time.perf_counter() - t0)))
 
 def child(code: str, tree: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+    # run in the tree: ``python -c`` puts the working directory first on sys.path, before
+    # PYTHONPATH, so a child started from this checkout imported this checkout's pyro_moe
+    # for both trees
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+        cwd=tree,
+    )  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -262,7 +267,7 @@ def main() -> None:
         try:
             for i in range(args.rounds):
                 for which in ["before", "after"] if i % 2 == 0 else ["after", "before"]:
-                    code = CHILD.format(bench=str(HERE), quick=args.quick)
+                    code = CHILD.format(bench=str(HERE), quick=args.quick, tree=str(trees[which]))
                     keep_best(best[which], child(code, trees[which]))
                     goal = child(GOAL.format(bench=str(HERE), N=goal_N, iters=50), trees[which])
                     keep_best(best[which], {f"regularized_experts K=2 N={goal_N:.0e} x 50": goal})

@@ -341,7 +341,11 @@ def _inlier_lsq(phi: np.ndarray, t: np.ndarray, inlier: np.ndarray) -> np.ndarra
     G = (D @ (phi[:, :, None] * phi[:, None, :]).reshape(N, n * n)).reshape(-1, n, n)
     h = D @ (phi * t[:, None])
     out = np.full((len(D), n), np.nan)
-    good = np.linalg.cond(G) < 1e12
+    # G is symmetric positive semi-definite: its condition number is the ratio of its
+    # extreme eigenvalues (eigvalsh, a third of np.linalg.cond's SVD time: measured 16 of
+    # 33 ms of a sparse scene's seeding went to the SVD)
+    ev = np.abs(np.linalg.eigvalsh(G))
+    good = ev[:, -1] < 1e12 * ev[:, 0]
     if good.any():
         out[good] = np.linalg.solve(G[good], h[good][..., None])[..., 0]
     return out

@@ -108,21 +108,52 @@ def _sd_size(kind: str | None, curve: Any, sd: Any) -> tuple[float, float] | Non
     return None
 
 
-def _annulus_area_in_box(x0, y0, r_in, r_out, lo, hi, radii: int = 64, angles: int = 512):
-    """The area of the annulus r_in <= |p - (x0, y0)| < r_out inside the box [lo, hi]
-    (midpoint rule on a polar grid; pi (r_out^2 - r_in^2) when it lies inside the box, which
-    the rule gives too: it is exact for the integrand r)."""
+def _disk_area_in_box(x0: float, y0: float, R: float, lo, hi) -> float:
+    """The exact area of the disk |p - (x0, y0)| < R inside the box [lo, hi]: the integral
+    over x of the length of [lo_y, hi_y] within the disk's chord, piecewise between the
+    x where the chord's ends cross the box's sides, each piece by its antiderivative
+    (G(u) = (u s + R^2 asin(u / R)) / 2, s = sqrt(R^2 - u^2), for the chord's half)."""
+    if not R > 0:
+        return 0.0
+    a, b = lo[0] - x0, hi[0] - x0
+    c, d = lo[1] - y0, hi[1] - y0
+    a, b = max(a, -R), min(b, R)
+    if not (b > a and d > c):
+        return 0.0
+    cuts = {a, b}
+    for v in (c, d):
+        if abs(v) < R:
+            u = math.sqrt(R * R - v * v)
+            cuts.update(x for x in (-u, u) if a < x < b)
+    xs = sorted(cuts)
+
+    def half(u: float) -> float:  # the antiderivative of sqrt(R^2 - u^2)
+        u = min(max(u, -R), R)
+        return 0.5 * (u * math.sqrt(max(R * R - u * u, 0.0)) + R * R * math.asin(u / R))
+
+    area = 0.0
+    for u0, u1 in zip(xs[:-1], xs[1:], strict=True):
+        m = 0.5 * (u0 + u1)
+        s = math.sqrt(max(R * R - m * m, 0.0))
+        top_in, bottom_in = d < s, c > -s  # which ends of the chord the box cuts
+        if top_in and d <= -s or bottom_in and c >= s:
+            continue  # the box misses the chord here
+        chord = half(u1) - half(u0)
+        top = d * (u1 - u0) if top_in else chord
+        bottom = c * (u1 - u0) if bottom_in else -chord
+        area += max(top - bottom, 0.0)
+    return area
+
+
+def _annulus_area_in_box(x0, y0, r_in, r_out, lo, hi) -> float:
+    """The exact area of the annulus r_in <= |p - (x0, y0)| < r_out inside the box
+    [lo, hi]: the disk of r_out's less the disk of r_in's (:func:`_disk_area_in_box`;
+    it replaced a 64 x 512 polar midpoint grid, a third of a sparse scene's reports)."""
     if not r_out > r_in:
         return 0.0
-    if x0 - r_out >= lo[0] and x0 + r_out <= hi[0] and y0 - r_out >= lo[1] and y0 + r_out <= hi[1]:
-        return math.pi * (r_out * r_out - r_in * r_in)
-    dr = (r_out - r_in) / radii
-    rr = r_in + dr * (np.arange(radii) + 0.5)
-    th = (np.arange(angles) + 0.5) * (2 * math.pi / angles)
-    px = x0 + rr[:, None] * np.cos(th)
-    py = y0 + rr[:, None] * np.sin(th)
-    inside = (px >= lo[0]) & (px <= hi[0]) & (py >= lo[1]) & (py <= hi[1])
-    return float((inside * rr[:, None]).sum() * dr * (2 * math.pi / angles))
+    return max(
+        _disk_area_in_box(x0, y0, r_out, lo, hi) - _disk_area_in_box(x0, y0, r_in, lo, hi), 0.0
+    )
 
 
 def _along(k, order, reasons, curves, pts, step) -> int | None:

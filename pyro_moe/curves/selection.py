@@ -14,6 +14,7 @@ experts of other kinds are counted by :func:`pyro_moe.selection.distinct_experts
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,11 +133,11 @@ def _disk_area_in_box(x0: float, y0: float, R: float, lo, hi) -> float:
         return 0.5 * (u * math.sqrt(max(R * R - u * u, 0.0)) + R * R * math.asin(u / R))
 
     area = 0.0
-    for u0, u1 in zip(xs[:-1], xs[1:], strict=True):
+    for u0, u1 in itertools.pairwise(xs):
         m = 0.5 * (u0 + u1)
         s = math.sqrt(max(R * R - m * m, 0.0))
         top_in, bottom_in = d < s, c > -s  # which ends of the chord the box cuts
-        if top_in and d <= -s or bottom_in and c >= s:
+        if d <= -s or c >= s:
             continue  # the box misses the chord here
         chord = half(u1) - half(u0)
         top = d * (u1 - u0) if top_in else chord

@@ -228,12 +228,14 @@ def test_the_stop_hook_ends_select_experts_range():
 def test_auto_counts_a_ring_the_chains_miss():
     """Three small rings (r 8-15): the chains close one of them (the smallest breaks into
     arcs shorter than 10 px), so K runs from 1 on, each K seeded from the closed candidate
-    and RANSAC, until a K adds no admissible curve: K = 3 (the range 1..2 chose 2)."""
+    and RANSAC, until a K adds no admissible curve or the seed of the next K adds no arc
+    (curves.selection.no_new_arc): K = 3, and K = 4 is not fitted (the range 1..2 chose
+    2)."""
     from pyro_moe.shapes.synthetic import circle_scene
 
     img, truth = circle_scene("small (r 8-15)", 0)
     sel = select_circles(img, noise_expert=True)
-    assert sel.experts == 3 and [row["experts"] for row in sel.table] == [1, 2, 3, 4]
+    assert sel.experts == 3 and [row["experts"] for row in sel.table] == [1, 2, 3]
     found = [r.curve for r in curve_reports(sel.result) if r.valid]
     pairs = match_circles(truth, found)
     assert len(pairs) == 3
@@ -347,4 +349,52 @@ def test_auto_counts_sparse_jittered_arcs_broken_by_single_gaps(seed):
     img, truth = circle_scene(kind, seed)
     sel = select_circles(img, noise_expert=True)
     assert sel.admissible and sel.experts == 2
+    assert _scene_solved(truth, [c for c in sel.result.circles() if c.valid])
+
+
+def test_nothing_found_ends_a_range_where_two_k_add_no_valid_curve():
+    from pyro_moe.curves.selection import nothing_found
+
+    def row(k, distinct, ok=False):
+        return {"experts": k, "distinct": distinct, "admissible": ok}
+
+    assert not nothing_found([row(1, 0)])  # one K says nothing yet
+    assert nothing_found([row(1, 0), row(2, 0)])  # texture: no valid circle at 1 or 2
+    assert not nothing_found([row(1, 0), row(2, 1)])  # K = 2 adds a valid circle
+    assert not nothing_found([row(1, 0), row(2, 1), row(3, 1)])  # one K without gain
+    assert nothing_found([row(1, 0), row(2, 1), row(3, 1), row(4, 1)])
+    assert not nothing_found([row(1, 1, True), row(2, 1), row(3, 1)])  # no_gain's case
+
+
+def test_the_ring_contrast_areas_are_exact_inside_a_box():
+    from pyro_moe.curves.selection import _annulus_area_in_box, _disk_area_in_box
+
+    lo, hi = np.array([0.0, 0.0]), np.array([100.0, 60.0])
+    assert _disk_area_in_box(50, 30, 10, lo, hi) == pytest.approx(math.pi * 100)  # inside
+    assert _disk_area_in_box(0, 0, 10, lo, hi) == pytest.approx(math.pi * 25)  # a corner
+    assert _disk_area_in_box(500, 30, 10, lo, hi) == 0.0  # outside
+    # a chord cut by both sides y = +-5 of a thin box: 2 (5 sqrt(75) + 100 asin(1 / 2))
+    thin = (np.array([-100.0, -5.0]), np.array([100.0, 5.0]))
+    assert _disk_area_in_box(0, 0, 10, *thin) == pytest.approx(
+        2 * (5 * math.sqrt(75) + 100 * math.asin(0.5))
+    )
+    # an annulus across a corner of the box, against a fine midpoint grid of the box
+    xs, ys = (np.arange(4000) + 0.5) / 40, (np.arange(2400) + 0.5) / 40
+    d = np.hypot(xs[None, :] - 90, ys[:, None] - 10)
+    grid = float(((d >= 20) & (d < 45)).sum()) / 1600
+    assert _annulus_area_in_box(90, 10, 20, 45, lo, hi) == pytest.approx(grid, rel=1e-3)
+
+
+def test_no_new_arc_when_the_seed_of_k_plus_1_holds_no_curve():
+    """Two sparse rings apart: the seed of K = 2 adds the second ring (an arc), the seed
+    of K = 3 no curve; auto then stops at K = 2 without fitting K = 3."""
+    from pyro_moe.curves.fitting import curve_data
+    from pyro_moe.curves.selection import no_new_arc
+    from pyro_moe.shapes.synthetic import circle_scene
+
+    img, truth = circle_scene("sparse 2 apart (15-30 % of pixels)", 301)
+    data = curve_data(img, 1)
+    assert not no_new_arc(data, 1) and no_new_arc(data, 2)
+    sel = select_circles(img, noise_expert=True)
+    assert [row["experts"] for row in sel.table] == [1, 2] and sel.experts == 2
     assert _scene_solved(truth, [c for c in sel.result.circles() if c.valid])

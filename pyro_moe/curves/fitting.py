@@ -166,6 +166,15 @@ def chain_candidates(data: CurveData) -> list[Candidate]:
     return data.cache["chains"]
 
 
+def standard_points(data: CurveData) -> np.ndarray:
+    """The standardized points of ``data`` (:attr:`PointSet.standard`), computed once per
+    :class:`CurveData` (each K of ``--experts auto`` reads them again; each reading checked
+    and mapped the points anew)."""
+    if "standard" not in data.cache:
+        data.cache["standard"] = data.points.standard
+    return data.cache["standard"]
+
+
 def chains_seed(data: CurveData) -> bool:
     """Whether the edge chains give each of the K experts a closed curve: at least K
     candidates, each covering :data:`CLOSED` of its perimeter (a curve only partly seen,
@@ -228,7 +237,7 @@ def sequential_labels(
     ``--experts auto``'s K = 1, 2, ... draw each curve once (measured on three rings in
     50 % clutter, K = 1..4: 2.0 s of seeding before, one draw of 4 curves after)."""
     kind = data.geometry.kinds[0]
-    P = data.points.standard if subset is None else data.points.standard[subset]
+    P = standard_points(data) if subset is None else standard_points(data)[subset]
     key = ("sequential", seed, None if subset is None else subset.tobytes())
     if key not in data.cache:
         data.cache[key] = (sequential_curves(P, FORMS[kind], kind, seed=seed), [])
@@ -371,7 +380,7 @@ def plausible_experts(data: CurveData):
     kind = g.kinds[0]
     if not g.shared or kind not in FORMS:
         return None
-    P = data.points.standard
+    P = standard_points(data)
     box = (P.min(0), P.max(0))
     extent = float(np.linalg.norm(box[1] - box[0]))
     form = FORMS[kind]

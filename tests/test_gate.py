@@ -175,16 +175,9 @@ def test_gates_of_another_form_take_lbfgs():
         GateFitter(make_gate("linear", K), X, 10, method="bfgs")
 
 
-def test_a_fitter_that_sums_elsewhere_keeps_lbfgs():
-    """A subclass whose data sums run elsewhere (pyro_moe.distributed's) overrides
-    _data_loss; the Gauss-Newton terms would read only the rows it was given."""
-
-    class Elsewhere(GateFitter):
-        def _data_loss(self, r, total):
-            return super()._data_loss(r, total)
-
+def test_a_float32_working_copy_takes_lbfgs():
+    """gate_dtype="float32" asks for a float32 copy of the gate: L-BFGS's (the Gauss-Newton
+    terms run in the data's dtype)."""
     X, _ = data(2)
-    assert Elsewhere(make_gate("sigmoid", 2), X, 10).layers is None
-    assert GateFitter(make_gate("sigmoid", 2), X, 10).layers is not None
-    # and a float32 working copy (gate_dtype) is L-BFGS's
     assert GateFitter(make_gate("sigmoid", 2), X, 10, dtype=torch.float32).layers is None
+    assert GateFitter(make_gate("sigmoid", 2), X, 10).layers is not None

@@ -291,14 +291,13 @@ class GateFitter:
         method = GATE_METHOD if method is None else method
         if method not in ("auto", "newton", "lbfgs"):
             raise InputError(f"the gate's method must be auto, newton or lbfgs, got {method!r}")
-        here = type(self)._data_loss is GateFitter._data_loss  # not a distributed subclass
         self.layers = None
-        if method != "lbfgs" and here and self.work is gate:
+        if method != "lbfgs" and self.work is gate:
             self.layers = GateLayers.of(gate)
         if method == "newton" and self.layers is None:
             raise InputError(
                 "the gate's Gauss-Newton step needs a linear gate or nn.Sequential(Linear, "
-                "Sigmoid or Tanh, Linear), in memory and in the data's dtype; use method='lbfgs'"
+                "Sigmoid or Tanh, Linear), in the data's dtype; use method='lbfgs'"
             )
         if self.layers is not None:
             L = self.layers
@@ -308,6 +307,16 @@ class GateFitter:
             # the gate prior's precision on θ: 1 / s^2 on the weights, 0 on the biases
             self.precision = mask / prior_scale**2 if prior_scale is not None else 0 * mask
             self.damping = GATE_DAMPING[1]
+            # the softmax's null directions: one column of Θ1 moved by the same amount in
+            # every row (z + c h~_j for all k) leaves g unchanged; with no prior on that column
+            # (the biases; all columns without a gate prior) C + P is singular along it
+            K, b1 = L.shapes[0]
+            flat = self.precision[: K * b1].view(K, b1)
+            free = (flat == 0).all(0).nonzero().flatten()
+            U_null = X.new_zeros(L.P, len(free))
+            for c, j in enumerate(free.tolist()):
+                U_null[torch.arange(K) * b1 + j, c] = 1.0 / K**0.5
+            self.null = U_null @ U_null.T
             self.curvature: torch.Tensor | None = None  # C of a recent sweep (see _newton)
             self.curvature_age = 0
 
@@ -403,7 +412,17 @@ class GateFitter:
         self._cached = (self._flat_params(), out) if out is not None else None
         return total
 
-    def _newton(self, r: torch.Tensor) -> torch.Tensor:
+    def _newton_start(self, r: torch.Tensor):
+        """r as :meth:`_newton_terms` reads it (point-last, as the terms run) and two
+        (N, K) buffers for log g (a subclass with the rows elsewhere: None)."""
+        return r.T.contiguous(), r.new_empty(r.shape), r.new_empty(r.shape)
+
+    def _newton_terms(self, r, theta: torch.Tensor, curvature: bool, out):
+        """:meth:`GateLayers.terms` over all rows (log g into ``out``)."""
+        assert self.layers is not None
+        return self.layers.terms(self.X, r, theta, self.newton_rows, out, curvature)
+
+    def _newton(self, r: torch.Tensor) -> torch.Tensor | None:
         """Damped Gauss-Newton (Levenberg-Marquardt) ascent on
 
             G(θ) = D(θ) - θ^T P θ / 2,   P = diag(1/s^2 on the weights, 0 on the biases)
@@ -420,17 +439,16 @@ class GateFitter:
         once m(d) or a kept gain is at most GATE_NEWTON_GAIN max(|G|, N) nats: the gate's
         M-step is then solved to rounding. Leaves the gate at the last kept θ; returns
         log g (N, K) there."""
-        L, X, N = self.layers, self.X, self.N
+        L, N = self.layers, self.N
         assert L is not None
         P = self.precision
         lo, _, hi = GATE_DAMPING
         theta = L.theta()
-        buf, spare = r.new_empty(r.shape), r.new_empty(r.shape)
-        r = r.T.contiguous()  # point-last, as the terms run
+        r, buf, spare = self._newton_start(r)
         # the curvature is the last one computed while it is younger than
         # GATE_CURVATURE_AGE sweeps and its last step was well modelled, else fresh here
         fresh = self.curvature is None or self.curvature_age >= GATE_CURVATURE_AGE
-        D, grad, C = L.terms(X, r, theta, self.newton_rows, buf, fresh)
+        D, grad, C = self._newton_terms(r, theta, fresh, buf)
         if fresh:
             self.curvature, self.curvature_age = C, 0
         else:
@@ -444,6 +462,9 @@ class GateFitter:
             assert C is not None
             M = C + torch.diag(P)
             scale = M.diagonal() + 1e-12 * M.diagonal().mean().clamp(min=1e-300)
+            # the null directions get a curvature, so that round-off in the gradient along
+            # them (0 exactly) does not move θ there; the rest of the step is unchanged
+            M = M + M.diagonal().mean() * self.null
             kept, gain, model = False, 0.0, 0.0
             more = it + 1 < self.newton_steps  # the curvature at the candidate is needed
             for _ in range(GATE_NEWTON_TRIES):
@@ -456,7 +477,7 @@ class GateFitter:
                 if model <= eps:  # nothing left to gain at this damping or less
                     break
                 cand = theta + delta
-                Dc, gc, Cc = L.terms(X, r, cand, self.newton_rows, spare, more)
+                Dc, gc, Cc = self._newton_terms(r, cand, more, spare)
                 Gc = Dc - 0.5 * (P * cand * cand).sum()
                 if bool(Gc >= G):  # (False for a NaN)
                     gain = float(Gc - G)

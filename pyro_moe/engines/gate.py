@@ -229,22 +229,28 @@ class GateLayers:
 
 
 class GateFitter:
-    """The gate M-step across CAVI iterations: L-BFGS on
+    """The gate M-step across CAVI iterations: ascent on
 
         G(V) = sum_ik r_ik log softmax_k(V(x_i))  [+ log p(V)],
 
     with the gate prior log p(V) = -|W|^2 / (2 s^2) + const on the gate's weights W
     (``prior_scale`` = s; MAP for V, see ``docs/cavi_notes.md`` section 7).
 
-    Objective and gradient are summed over row chunks (bounded temporaries, cache-sized
-    blocks). The L-BFGS may run on a float32 copy of the gate (``dtype``) and keep its
-    curvature history from one CAVI iteration to the next (``warm``); either way the
-    candidate is scored in the data's dtype and rejected unless it does not lower G,
+    ``method`` (None: :data:`GATE_METHOD`): "auto" takes the damped Gauss-Newton step
+    (:meth:`_newton`, :class:`GateLayers`) for a gate of known form in the data's dtype,
+    else L-BFGS; "newton" refuses another gate; "lbfgs" always takes L-BFGS. Gauss-Newton
+    runs min(``steps``, GATE_NEWTON_STEPS) iterations per sweep, L-BFGS ``steps``.
+
+    Objective, gradient (and curvature) are summed over row chunks (bounded temporaries,
+    cache-sized blocks). The L-BFGS may run on a float32 copy of the gate (``dtype``) and
+    keep its curvature history from one CAVI iteration to the next (``warm``); either way
+    the candidate is scored in the data's dtype and rejected unless it does not lower G,
     so the objective never decreases.
 
-    The closure keeps the log softmax it computed (data dtype only) with the parameters it
-    was computed at; when L-BFGS ends on the last point it evaluated (as it usually does),
-    the accept test reuses it instead of another pass over the data.
+    L-BFGS's closure keeps the log softmax it computed (data dtype only) with the parameters
+    it was computed at; when L-BFGS ends on the last point it evaluated (as it usually
+    does), the accept test reuses it instead of another pass over the data (the
+    Gauss-Newton step returns the log softmax of its last kept candidate).
     """
 
     def __init__(

@@ -323,7 +323,8 @@ class GateFitter:
             for c, j in enumerate(free.tolist()):
                 U_null[torch.arange(K) * b1 + j, c] = 1.0 / K**0.5
             self.null = U_null @ U_null.T
-            self.curvature: torch.Tensor | None = None  # C of a recent sweep (see _newton)
+            # (M, scale) of a recent sweep's curvature (see _newton, _system)
+            self.curvature: tuple[torch.Tensor, torch.Tensor] | None = None
             self.curvature_age = 0
 
     def _flat_params(self) -> torch.Tensor:
@@ -428,6 +429,17 @@ class GateFitter:
         assert self.layers is not None
         return self.layers.terms(self.X, r, theta, self.newton_rows, out, curvature)
 
+    def _system(self, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Newton system's matrix M = C + P (+ the mean curvature on the softmax's null
+        directions, so that round-off in the gradient along them, 0 exactly, does not move
+        θ there; the rest of the step is unchanged) and the damping's scale diag(C + P)
+        (floored at 1e-12 of its mean)."""
+        M = C + torch.diag(self.precision)
+        d = M.diagonal()
+        mean = d.mean()
+        scale = d + 1e-12 * mean.clamp(min=1e-300)
+        return M + mean * self.null, scale
+
     def _newton(self, r: torch.Tensor) -> torch.Tensor | None:
         """Damped Gauss-Newton (Levenberg-Marquardt) ascent on
 
@@ -456,21 +468,17 @@ class GateFitter:
         fresh = self.curvature is None or self.curvature_age >= GATE_CURVATURE_AGE
         D, grad, C = self._newton_terms(r, theta, fresh, buf)
         if fresh:
-            self.curvature, self.curvature_age = C, 0
+            self.curvature, self.curvature_age = self._system(C), 0
         else:
-            C = self.curvature
             self.curvature_age += 1
+        system = self.curvature
         G = D - 0.5 * (P * theta * theta).sum()
         grad = grad - P * theta
         lam = self.damping
         eps = GATE_NEWTON_GAIN * max(abs(float(G)), N)
         for it in range(self.newton_steps):
-            assert C is not None
-            M = C + torch.diag(P)
-            scale = M.diagonal() + 1e-12 * M.diagonal().mean().clamp(min=1e-300)
-            # the null directions get a curvature, so that round-off in the gradient along
-            # them (0 exactly) does not move θ there; the rest of the step is unchanged
-            M = M + M.diagonal().mean() * self.null
+            assert system is not None
+            M, scale = system
             kept, gain, model = False, 0.0, 0.0
             more = it + 1 < self.newton_steps  # the curvature at the candidate is needed
             for _ in range(GATE_NEWTON_TRIES):
@@ -502,7 +510,8 @@ class GateFitter:
             if not kept or gain <= eps:
                 break
             if C is not None:
-                self.curvature, self.curvature_age = C, 0
+                system = self._system(C)
+                self.curvature, self.curvature_age = system, 0
         self.damping = lam
         L.assign(theta)
         return buf

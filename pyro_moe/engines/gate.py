@@ -5,13 +5,14 @@
 Every CAVI iteration with a learned gate calls :meth:`GateFitter.step`; the step is
 rejected unless it does not lower G, so the CAVI objective never decreases. Two optimisers:
 
-* damped Gauss-Newton (:class:`GateLayers`, the default for the gates of known form: a
-  linear softmax gate and the two-layer softmax(V1^T sigma(V2^T x))): a few iterations per
-  sweep, warm-started, each from the gradient and the Gauss-Newton curvature of G summed
-  over row chunks in a few batched torch calls (exact Newton for a linear gate and for the
-  last layer given the hidden one);
-* L-BFGS with a strong Wolfe line search (any other gate; a subclass that sums the data
-  elsewhere, :class:`pyro_moe.distributed.DaskGateFitter`; or ``GATE_METHOD = "lbfgs"``).
+* damped Gauss-Newton (Levenberg-Marquardt; :class:`GateLayers`, the default for the
+  gates of known form: a linear softmax gate and the two-layer softmax(V1^T sigma(V2^T x))):
+  GATE_NEWTON_STEPS (1) iterations per sweep, warm-started (θ and the damping carried over),
+  from the gradient and the Gauss-Newton curvature of G summed over row chunks in a few
+  batched torch calls (exact Newton for a linear gate and for the last layer given the
+  hidden one); the Dask fitter sums the same terms over its chunks;
+* L-BFGS with a strong Wolfe line search (any other gate, a float32 working copy, or
+  ``GATE_METHOD = "lbfgs"``: main's step before the Gauss-Newton one, kept for the A/B).
 
 The equations and the measurements are in ``docs/cavi_notes.md`` section 6, the gate
 prior's in section 7.
@@ -32,7 +33,7 @@ GATE_MAX_BACKOFF = 16  # at most this many CAVI iterations between gate steps
 GATE_PRESAMPLE = 65_536  # rows of the subsample a large gate move is first fitted on
 GATE_PRESAMPLE_GAIN = 1e-4  # ... while the last gate step gained more than this many nats/point
 #: the gate's optimiser: "auto" (Gauss-Newton for a gate of known form, :meth:`GateLayers.of`,
-#: in the data's dtype and in memory; else L-BFGS), "newton" (refuses another gate), "lbfgs"
+#: in the data's dtype; else L-BFGS), "newton" (refuses another gate), "lbfgs"
 GATE_METHOD = "auto"
 GATE_NEWTON_STEPS = 1  # Gauss-Newton iterations per CAVI sweep (at most gate_steps)
 #: a sweep's first Newton iteration reuses the curvature of up to this many sweeps ago

@@ -7,8 +7,9 @@ Variants (:mod:`pyro_moe.engines.gate`'s module constants, set in this process):
 
 * ``lbfgs``: main's gate step, L-BFGS (10 iterations, strong Wolfe) per sweep
   (``GATE_METHOD = "lbfgs"``; the code path is main's, unchanged);
-* ``newton``: the default, damped Gauss-Newton (``GATE_METHOD = "auto"`` and the module's
-  ``GATE_NEWTON_STEPS`` / ``GATE_CURVATURE_AGE``);
+* ``newton``: damped Gauss-Newton (``GATE_METHOD = "newton"``, the module's
+  ``GATE_NEWTON_STEPS`` / ``GATE_CURVATURE_AGE``): the default ("auto") below 1e5 points;
+  from 1e5 points "auto" keeps L-BFGS (the regularized rows at 1e5 say why);
 * ``newton fresh``: the same with a fresh curvature every sweep (``GATE_CURVATURE_AGE = 0``);
 * ``newton x3``: up to 3 Gauss-Newton iterations per sweep, each with a fresh curvature.
 
@@ -55,9 +56,9 @@ OUT = Path(__file__).resolve().parent / "results"
 STORE = OUT / "gate_step.json"
 VARIANTS = {
     "lbfgs": dict(GATE_METHOD="lbfgs"),
-    "newton": dict(GATE_METHOD="auto"),
-    "newton fresh": dict(GATE_METHOD="auto", GATE_CURVATURE_AGE=0),
-    "newton x3": dict(GATE_METHOD="auto", GATE_CURVATURE_AGE=0, GATE_NEWTON_STEPS=3),
+    "newton": dict(GATE_METHOD="newton"),
+    "newton fresh": dict(GATE_METHOD="newton", GATE_CURVATURE_AGE=0),
+    "newton x3": dict(GATE_METHOD="newton", GATE_CURVATURE_AGE=0, GATE_NEWTON_STEPS=3),
 }
 DEFAULTS = {name: getattr(G, name) for v in VARIANTS.values() for name in v}
 

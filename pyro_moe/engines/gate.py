@@ -33,7 +33,8 @@ GATE_MAX_BACKOFF = 16  # at most this many CAVI iterations between gate steps
 GATE_PRESAMPLE = 65_536  # rows of the subsample a large gate move is first fitted on
 GATE_PRESAMPLE_GAIN = 1e-4  # ... while the last gate step gained more than this many nats/point
 #: the gate's optimiser: "auto" (Gauss-Newton for a gate of known form, :meth:`GateLayers.of`,
-#: in the data's dtype; else L-BFGS), "newton" (refuses another gate), "lbfgs"
+#: in the data's dtype, below GATE_WARM_START_N points; else L-BFGS), "newton" (refuses
+#: another gate), "lbfgs"
 GATE_METHOD = "auto"
 GATE_NEWTON_STEPS = 1  # Gauss-Newton iterations per CAVI sweep (at most gate_steps)
 #: a sweep's first Newton iteration reuses the curvature of up to this many sweeps ago
@@ -238,8 +239,9 @@ class GateFitter:
     (``prior_scale`` = s; MAP for V, see ``docs/cavi_notes.md`` section 7).
 
     ``method`` (None: :data:`GATE_METHOD`): "auto" takes the damped Gauss-Newton step
-    (:meth:`_newton`, :class:`GateLayers`) for a gate of known form in the data's dtype,
-    else L-BFGS; "newton" refuses another gate; "lbfgs" always takes L-BFGS. Gauss-Newton
+    (:meth:`_newton`, :class:`GateLayers`) for a gate of known form in the data's dtype
+    below GATE_WARM_START_N points, else L-BFGS; "newton" refuses another gate; "lbfgs"
+    always takes L-BFGS. Gauss-Newton
     runs min(``steps``, GATE_NEWTON_STEPS) iterations per sweep, L-BFGS ``steps``.
 
     Objective, gradient (and curvature) are summed over row chunks (bounded temporaries,
@@ -299,7 +301,11 @@ class GateFitter:
         if method not in ("auto", "newton", "lbfgs"):
             raise InputError(f"the gate's method must be auto, newton or lbfgs, got {method!r}")
         self.layers = None
-        if method != "lbfgs" and self.work is gate:
+        # "auto" keeps L-BFGS from GATE_WARM_START_N points: there its warm start and
+        # presample beat the curvature's O(N P^2) pass (regularized experts at 1e5 points,
+        # benchmarks/results/gate_step.md: 28 ms per iteration against 61 ms)
+        large = method == "auto" and self.N >= GATE_WARM_START_N
+        if method != "lbfgs" and self.work is gate and not large:
             self.layers = GateLayers.of(gate)
         if method == "newton" and self.layers is None:
             raise InputError(

@@ -328,7 +328,7 @@ class GateFitter:
             free = (flat == 0).all(0).nonzero().flatten()
             U_null = X.new_zeros(L.P, len(free))
             for c, j in enumerate(free.tolist()):
-                U_null[torch.arange(K) * b1 + j, c] = 1.0 / K**0.5
+                U_null[torch.arange(K, device=X.device) * b1 + j, c] = 1.0 / K**0.5
             self.null = U_null @ U_null.T
             # (M, scale) of a recent sweep's curvature (see _newton, _system)
             self.curvature: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -518,6 +518,15 @@ def _gate_loss(x, y, state, K: int, work: torch.nn.Module, N: int, rows: int):
     return total, [p.grad for p in params]
 
 
+def _gate_terms(x, y, state, K: int, layers, theta: torch.Tensor, rows: int, curvature: bool):
+    """The gate's Gauss-Newton terms of a chunk (:meth:`pyro_moe.engines.gate.GateLayers.terms`:
+    sum r log g, its gradient and curvature in θ), r recomputed from the E-step state."""
+    X, y = _pair(x, y)
+    r = _log_r(X, y, state)[:, :K].exp()
+    out = X.new_empty(X.shape[0], K)
+    return layers.terms(X, r.T.contiguous(), theta, rows, out, curvature)
+
+
 def _held_out(x, y, groups, q, lp: LogPrior, e_log_beta, e_beta, noise, maps) -> torch.Tensor:
     """The stop rule's per-group data terms (G,) over the subsample rows of a chunk
     (:func:`pyro_moe.engines.source.held_out_sums`, the in-memory function)."""
@@ -801,8 +810,8 @@ class DaskSource:
 
 
 class DaskGateFitter(GateFitter):
-    """:class:`GateFitter` over :class:`DaskData`: its data sums (sum r log g, the L-BFGS
-    closure's loss and gradient) reduced over the chunks; r is the source's last E-step
+    """:class:`GateFitter` over :class:`DaskData`: its data sums (sum r log g, the
+    Gauss-Newton terms, the L-BFGS closure's loss and gradient) reduced over the chunks; r is the source's last E-step
     state, a log softmax is a :class:`GateAt`; the presample's rows are gathered once."""
 
     def __init__(self, source: DaskSource, gate, steps, dtype, warm, tolerance, prior_scale):
@@ -828,6 +837,18 @@ class DaskGateFitter(GateFitter):
         Xs, ys = self._sample_rows
         rs = _log_r(Xs, ys, r)[:, : self._experts(GateAt(self.gate))].exp()
         return Xs.to(self.Xw.dtype), rs.to(self.Xw.dtype)
+
+    def _newton_start(self, r):
+        return r, None, None  # r is the E-step state; log g stays on the workers
+
+    def _newton_terms(self, r, theta, curvature: bool, out):
+        assert self.layers is not None
+        K = self.layers.shapes[0][0]
+        parts = self.source.map(_gate_terms, r, K, self.layers, theta, self.newton_rows,
+                                curvature)  # fmt: skip
+        D, grad, C = (sum(p[i] for p in parts) if parts[0][i] is not None else None
+                      for i in range(3))  # fmt: skip
+        return D, grad, C
 
     def _data_loss(self, r, total: torch.Tensor) -> torch.Tensor:
         K = self._experts(GateAt(self.gate))

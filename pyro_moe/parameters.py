@@ -193,10 +193,13 @@ COMMON: Mapping[str, Option] = MappingProxyType(
 #:
 #: prior_var_min, noise_precision_max: the floors for noise-free data (eigenvalues of A_k
 #: >= prior_var_min, beta <= noise_precision_max, default 1e10 / Var(y)).
-#: gate_steps: the gate's iterations per step: L-BFGS iterations of its closed-form
-#: M-step on the full batch, Adam steps on a minibatch (None: 10 and 1). gate_dtype:
-#: "auto" (the data's dtype), "float32" or "float64"; the accept test is always in the
-#: data's dtype. gate_warm_start: keep the L-BFGS history across sweeps (None: from
+#: gate_steps: the gate's iterations per step on the full batch: L-BFGS iterations of its
+#: M-step (None: 10), or at most that many of the Gauss-Newton step the gates of known
+#: form take (pyro_moe.engines.gate.GATE_NEWTON_STEPS = 1 per sweep; docs/cavi_notes.md
+#: section 6); Adam steps on a minibatch (None: 1). gate_dtype:
+#: "auto" (the data's dtype), "float32" (an L-BFGS gate step on a float32 copy) or
+#: "float64"; the accept test is always in the data's dtype. gate_warm_start (L-BFGS):
+#: keep the L-BFGS history across sweeps (None: from
 #: GATE_WARM_START_N points). Measured (benchmarks/results/cavi.md, and 15 iterations at
 #: 1e6 points: float64 warm 8.8 s, float32 warm 16.6 s, same objective): float32 does not
 #: pay here, because converged float32 L-BFGS never meets its tolerance and spends every

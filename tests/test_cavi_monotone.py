@@ -163,6 +163,7 @@ def test_gate_steps_fitted_first_on_a_subsample_keep_the_ascent(monkeypatch, noi
     rows), then polish on all points; shrunk here so that 3000 points take that path."""
     from pyro_moe.engines import gate as engine
 
+    monkeypatch.setattr(engine, "GATE_METHOD", "lbfgs")  # the subsample is L-BFGS's
     monkeypatch.setattr(engine, "GATE_PRESAMPLE", 256)
     calls = []
     original = engine.GateFitter._presample

@@ -68,10 +68,11 @@ def test_cavi_natural_svi_and_dask_give_one_history(client, model, options):
     """The same sweep under three drivers: CAVI, natural SVI with rho = 1 on the full batch
     (its history carries one more, final entry: the last F repeated), and both again over
     three Dask chunks; the histories agree to 1e-12 relative, step by step (the chunks'
-    sums differ from the in-memory ones in round-off, which the gate's L-BFGS line search
-    amplifies: 3e-11 after 12 sweeps of the regularized model, so 8 here). Worker
-    processes, as in tests/test_distributed.py: the gate's loss is one task per chunk, each
-    on its own copy of the gate."""
+    sums differ from the in-memory ones in round-off, which the gate's steps amplify: with
+    L-BFGS 3e-11 after 12 sweeps of the regularized model, so 8 here; the Gauss-Newton gate
+    step's full steps amplify it more, 1.4e-12 and 2.9e-10 after 8 sweeps of the two gated
+    cases, so 1e-9 for them). Worker processes, as in tests/test_distributed.py: the gate's
+    terms are one task per chunk, each on its own copy of the gate."""
     import dask.array as da
 
     X, y = circle_scene() if model == "curve" else two_lines(900)
@@ -85,8 +86,9 @@ def test_cavi_natural_svi_and_dask_give_one_history(client, model, options):
     assert torch.equal(svi.objective_history[:-1], h)  # in memory: the very same arithmetic
     assert svi.objective_history[-1] == h[-1]
     assert torch.equal(svi.mean, cavi.mean)
-    same(quiet_fit(model, Xd, yd, **kw).objective_history, h)
-    same(quiet_fit(model, Xd, yd, method="svi", **kw).objective_history[:-1], h)
+    rtol = RTOL if model == "mixture_of_models" else 1e-9  # a gate (docstring)
+    same(quiet_fit(model, Xd, yd, **kw).objective_history, h, rtol)
+    same(quiet_fit(model, Xd, yd, method="svi", **kw).objective_history[:-1], h, rtol)
 
 
 def test_natural_svi_honours_noise_precision_max():
@@ -119,6 +121,9 @@ def test_natural_svi_skips_the_gate_as_cavi_does(monkeypatch):
     monkeypatch.setattr(gate_module.GateFitter, "step", counted)
     X, y = two_lines(600)
     # one beta (the file's default before one per expert): converges in 10 sweeps, 6 gate steps
+    # with L-BFGS's partial gate steps (the Gauss-Newton step solves the gate's M-step so
+    # closely that the fit converges, in 12 sweeps, before a step gains too little)
+    monkeypatch.setattr(gate_module, "GATE_METHOD", "lbfgs")
     kw = dict(experts=2, n_init=1, noise_expert=True, per_expert_noise=False)
     counts, hist = {}, {}
     for method in ("cavi", "svi"):

@@ -7,8 +7,9 @@ Variants (:mod:`pyro_moe.engines.gate`'s module constants, set in this process):
 
 * ``lbfgs``: main's gate step, L-BFGS (10 iterations, strong Wolfe) per sweep
   (``GATE_METHOD = "lbfgs"``; the code path is main's, unchanged);
-* ``newton``: damped Gauss-Newton (``GATE_METHOD = "newton"``, the module's
-  ``GATE_NEWTON_STEPS`` / ``GATE_CURVATURE_AGE``): the default ("auto") below 1e5 points;
+* ``newton``: damped Gauss-Newton, one iteration per sweep (``GATE_METHOD = "newton"``,
+  ``GATE_NEWTON_STEPS = 1``, the module's ``GATE_CURVATURE_AGE``; the default, "auto", takes
+  up to ``GATE_NEWTON_STEPS`` = 3 per sweep: ``docs/cavi_notes.md`` section 6 says why);
   from 1e5 points "auto" keeps L-BFGS (the regularized rows at 1e5 say why);
 * ``newton fresh``: the same with a fresh curvature every sweep (``GATE_CURVATURE_AGE = 0``);
 * ``newton x3``: up to 3 Gauss-Newton iterations per sweep, each with a fresh curvature.
@@ -56,7 +57,7 @@ OUT = Path(__file__).resolve().parent / "results"
 STORE = OUT / "gate_step.json"
 VARIANTS = {
     "lbfgs": dict(GATE_METHOD="lbfgs"),
-    "newton": dict(GATE_METHOD="newton"),
+    "newton": dict(GATE_METHOD="newton", GATE_NEWTON_STEPS=1),
     "newton fresh": dict(GATE_METHOD="newton", GATE_CURVATURE_AGE=0),
     "newton x3": dict(GATE_METHOD="newton", GATE_CURVATURE_AGE=0, GATE_NEWTON_STEPS=3),
 }

@@ -7,7 +7,7 @@ rejected unless it does not lower G, so the CAVI objective never decreases. Two 
 
 * damped Gauss-Newton (Levenberg-Marquardt; :class:`GateLayers`, the default for the
   gates of known form: a linear softmax gate and the two-layer softmax(V1^T sigma(V2^T x))):
-  GATE_NEWTON_STEPS (1) iterations per sweep, warm-started (θ and the damping carried over),
+  up to GATE_NEWTON_STEPS (3) iterations per sweep, warm-started (θ and the damping carried over),
   from the gradient and the Gauss-Newton curvature of G summed over row chunks in a few
   batched torch calls (exact Newton for a linear gate and for the last layer given the
   hidden one); the Dask fitter sums the same terms over its chunks;
@@ -36,7 +36,9 @@ GATE_PRESAMPLE_GAIN = 1e-4  # ... while the last gate step gained more than this
 #: in the data's dtype, below GATE_WARM_START_N points; else L-BFGS), "newton" (refuses
 #: another gate), "lbfgs"
 GATE_METHOD = "auto"
-GATE_NEWTON_STEPS = 1  # Gauss-Newton iterations per CAVI sweep (at most gate_steps)
+#: Gauss-Newton iterations per CAVI sweep (at most gate_steps; fewer once one gains nothing):
+#: one lost the study's eye fit with the noise expert (docs/cavi_notes.md section 6)
+GATE_NEWTON_STEPS = 3
 #: a sweep's first Newton iteration reuses the curvature of up to this many sweeps ago
 GATE_CURVATURE_AGE = 3
 GATE_NEWTON_TRIES = 12  # damping increases (x10 each) before a Newton iteration gives up

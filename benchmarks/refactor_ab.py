@@ -72,9 +72,12 @@ print(json.dumps(out))
 def measure(tree: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
     code = CHILD.format(bench=str(HERE))
+    # run in the tree: ``python -c`` puts the working directory first on sys.path, before
+    # PYTHONPATH; started from this checkout, both children imported this checkout's pyro_moe
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+        cwd=tree,
+    )  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

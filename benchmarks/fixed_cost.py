@@ -36,6 +36,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from run import child_json
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "results"
@@ -192,19 +194,6 @@ print(json.dumps(out))
 """
 
 
-def child(code: str, tree: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tree,  # not this checkout: `python -c` puts the working directory first on sys.path
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def keep_best(best: dict, got: dict) -> None:
     """Fold ``got`` into ``best``: every time its minimum over the rounds."""
     for k, row in got.items():
@@ -247,7 +236,7 @@ def main() -> None:
                     code = CHILD.format(
                         bench=str(HERE), reps=reps, quick=args.quick, tree=str(trees[which])
                     )
-                    keep_best(best[which], child(code, trees[which]))
+                    keep_best(best[which], child_json(code, trees[which]))
                     loads.append(os.getloadavg()[0])
                     print(f"round {i + 1} {which}: load {loads[-1]:.1f}", file=sys.stderr)
         finally:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
+
+from run import child_json
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
@@ -70,15 +70,7 @@ print(json.dumps(out))
 
 
 def measure(tree: Path) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    code = CHILD.format(bench=str(HERE))
-    # run in the tree: ``python -c`` puts the working directory first on sys.path, before
-    # PYTHONPATH; started from this checkout, both children imported this checkout's pyro_moe
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-        cwd=tree,
-    )  # fmt: skip
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(CHILD.format(bench=str(HERE)), tree)
 
 
 def main() -> None:

@@ -50,6 +50,20 @@ def machine() -> dict:
     }
 
 
+def child_json(code: str, tree: Path) -> dict:
+    """Run ``code`` in a fresh ``python -c`` process that imports ``tree``'s pyro_moe and
+    return the JSON object it prints last. The process runs in ``tree``: ``python -c`` puts
+    the working directory first on sys.path, before PYTHONPATH, so a child started from
+    this checkout imported this checkout's package whatever ``tree`` was (the A/B scripts
+    timed one checkout twice before); the child's code should assert what it imported."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+        cwd=tree,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def regression_data(N: int, K: int, n: int = 3, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(N, n, generator=g, dtype=torch.float64)

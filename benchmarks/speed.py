@@ -33,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from run import child_json
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "results"
@@ -201,18 +203,6 @@ print(json.dumps(dict(import_s=time.perf_counter() - t0)))
 """
 
 
-def child(code: str, tree: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    # run in the tree: ``python -c`` puts the working directory first on sys.path, before
-    # PYTHONPATH, so a child started from this checkout imported this checkout's pyro_moe
-    # for both trees
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-        cwd=tree,
-    )  # fmt: skip
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def keep_best(best: dict, got: dict) -> None:
     """Fold ``got`` into ``best``: every number its minimum over the rounds (bandwidth:
     its maximum), except iteration counts."""
@@ -268,10 +258,14 @@ def main() -> None:
             for i in range(args.rounds):
                 for which in ["before", "after"] if i % 2 == 0 else ["after", "before"]:
                     code = CHILD.format(bench=str(HERE), quick=args.quick, tree=str(trees[which]))
-                    keep_best(best[which], child(code, trees[which]))
-                    goal = child(GOAL.format(bench=str(HERE), N=goal_N, iters=50), trees[which])
+                    keep_best(best[which], child_json(code, trees[which]))
+                    goal = child_json(
+                        GOAL.format(bench=str(HERE), N=goal_N, iters=50), trees[which]
+                    )
                     keep_best(best[which], {f"regularized_experts K=2 N={goal_N:.0e} x 50": goal})
-                    keep_best(best[which], {"import torch._dynamo": child(DYNAMO, trees[which])})
+                    keep_best(
+                        best[which], {"import torch._dynamo": child_json(DYNAMO, trees[which])}
+                    )
                     print(f"round {i + 1} {which}: done", file=sys.stderr, flush=True)
         finally:
             subprocess.run(

@@ -8,8 +8,9 @@ Variants (:mod:`pyro_moe.engines.gate`'s module constants, set in this process):
 * ``lbfgs``: main's gate step, L-BFGS (10 iterations, strong Wolfe) per sweep
   (``GATE_METHOD = "lbfgs"``; the code path is main's, unchanged);
 * ``newton``: damped Gauss-Newton, one iteration per sweep (``GATE_METHOD = "newton"``,
-  ``GATE_NEWTON_STEPS = 1``, the module's ``GATE_CURVATURE_AGE``; the default, "auto", takes
-  up to ``GATE_NEWTON_STEPS`` = 3 per sweep: ``docs/cavi_notes.md`` section 6 says why);
+  ``GATE_NEWTON_STEPS = 1``, the module's ``GATE_CURVATURE_AGE``; "auto" takes up to
+  ``GATE_NEWTON_STEPS`` = 3 per sweep; the default is L-BFGS: ``docs/cavi_notes.md``
+  section 6 says why);
   from 1e5 points "auto" keeps L-BFGS (the regularized rows at 1e5 say why);
 * ``newton fresh``: the same with a fresh curvature every sweep (``GATE_CURVATURE_AGE = 0``);
 * ``newton x3``: up to 3 Gauss-Newton iterations per sweep, each with a fresh curvature.

@@ -195,7 +195,7 @@ COMMON: Mapping[str, Option] = MappingProxyType(
 #: >= prior_var_min, beta <= noise_precision_max, default 1e10 / Var(y)).
 #: gate_steps: the gate's iterations per step on the full batch: L-BFGS iterations of its
 #: M-step (None: 10), or at most that many of the Gauss-Newton step the gates of known
-#: form take (pyro_moe.engines.gate.GATE_NEWTON_STEPS = 3 per sweep; docs/cavi_notes.md
+#: form take with GATE_METHOD = "auto" (pyro_moe.engines.gate.GATE_NEWTON_STEPS = 3 per sweep; docs/cavi_notes.md
 #: section 6); Adam steps on a minibatch (None: 1). gate_dtype:
 #: "auto" (the data's dtype), "float32" (an L-BFGS gate step on a float32 copy) or
 #: "float64"; the accept test is always in the data's dtype. gate_warm_start (L-BFGS):

@@ -200,6 +200,18 @@ def _hash_tensor(h, t: torch.Tensor) -> None:
     h.update(np.ascontiguousarray(t.detach().numpy()).reshape(-1).view(np.uint8))
 
 
+def _hash_config_tensor(h, t: torch.Tensor, values: bool) -> bool:
+    """Feed a tensor of the config to ``h``: its dtype, shape and device, or (``values``)
+    its bytes (:func:`_hash_tensor`); False for values off the CPU."""
+    if not values:
+        h.update(f"{t.dtype}{tuple(t.shape)}{t.device.type}".encode())
+        return True
+    if t.device.type != "cpu":
+        return False
+    _hash_tensor(h, t)
+    return True
+
+
 def _hash_config(h, config: Config, values: bool) -> bool:
     """Feed every field of ``config`` to ``h``: tensors by dtype, shape and (``values``)
     bytes, the gate by its structure (and state), the rest by value. False when a field
@@ -208,22 +220,14 @@ def _hash_config(h, config: Config, values: bool) -> bool:
         v = getattr(config, f.name)
         h.update(f.name.encode())
         if torch.is_tensor(v):
-            if not values:
-                h.update(f"{v.dtype}{tuple(v.shape)}{v.device.type}".encode())
-            elif v.device.type != "cpu":
+            if not _hash_config_tensor(h, v, values):
                 return False
-            else:
-                _hash_tensor(h, v)
         elif isinstance(v, torch.nn.Module):
             h.update(f"{type(v).__module__}.{type(v).__qualname__}|{v!r}".encode())
             for k, t in v.state_dict().items():
                 h.update(k.encode())
-                if not values:
-                    h.update(f"{t.dtype}{tuple(t.shape)}{t.device.type}".encode())
-                elif t.device.type != "cpu":
+                if not _hash_config_tensor(h, t, values):
                     return False
-                else:
-                    _hash_tensor(h, t)
         elif isinstance(v, frozenset):
             h.update(repr(sorted(v)).encode())
         elif v is None or isinstance(v, int | float | str | bool):

@@ -6,7 +6,10 @@
 Variants (:mod:`pyro_moe.engines.gate`'s module constants, set in this process):
 
 * ``lbfgs``: main's gate step, L-BFGS (10 iterations, strong Wolfe) per sweep
-  (``GATE_METHOD = "lbfgs"``; the code path is main's, unchanged);
+  (``GATE_METHOD = "lbfgs"``, the default);
+* ``lbfgs autograd``: the same L-BFGS with its closure's loss and gradient by autograd
+  through the gate module (``GATE_LBFGS_BY_HAND = False``; main's before this variant was
+  added: the default evaluates them by ``GateLayers.terms``);
 * ``newton``: damped Gauss-Newton, one iteration per sweep (``GATE_METHOD = "newton"``,
   ``GATE_NEWTON_STEPS = 1``, the module's ``GATE_CURVATURE_AGE``; "auto" takes up to
   ``GATE_NEWTON_STEPS`` = 3 per sweep; the default is L-BFGS: ``docs/cavi_notes.md``
@@ -58,6 +61,7 @@ OUT = Path(__file__).resolve().parent / "results"
 STORE = OUT / "gate_step.json"
 VARIANTS = {
     "lbfgs": dict(GATE_METHOD="lbfgs"),
+    "lbfgs autograd": dict(GATE_METHOD="lbfgs", GATE_LBFGS_BY_HAND=False),
     "newton": dict(GATE_METHOD="newton", GATE_NEWTON_STEPS=1),
     "newton fresh": dict(GATE_METHOD="newton", GATE_CURVATURE_AGE=0),
     "newton x3": dict(GATE_METHOD="newton", GATE_CURVATURE_AGE=0, GATE_NEWTON_STEPS=3),

@@ -818,6 +818,7 @@ class DaskGateFitter(GateFitter):
         super().__init__(gate, source.head[0], steps, dtype, warm, tolerance, prior_scale,
                          N=source.N)  # fmt: skip
         self.source = source
+        self.known = None  # the closure's loss and gradient: autograd on the workers
         self.K = None
         self._sample_rows = source.rows(self.sample) if self.sample is not None else None
 

@@ -145,8 +145,12 @@ def test_beats_the_null_model_and_one_logistic_regression():
 
 @pytest.mark.slow
 def test_agrees_with_nuts():
-    """CAVI's means within 0.25 NUTS sd of NUTS's (hyperparameters and gate fixed at
-    CAVI's, the file's own Bernoulli likelihood sampled)."""
+    """CAVI's means within 0.35 NUTS sd of NUTS's (hyperparameters and gate fixed at
+    CAVI's, the file's own Bernoulli likelihood sampled). The mean-field gap itself,
+    measured with 2 x 1500 draws: 0.26 (the gate step's hand-written gradient) and 0.28
+    (autograd's, the same F to 1e-6 nats); this test's 2 x 300 draws put it at 0.20-0.28
+    over NUTS seeds and the two gradients, so the earlier bound of 0.25, below the gap,
+    passed by the luck of the draw."""
     X, y, _ = gated_logistic(300, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -156,4 +160,4 @@ def test_agrees_with_nuts():
         )
     sd = nuts.cov.diagonal(dim1=-2, dim2=-1).sqrt()
     err = ((cavi.mean - nuts.mean) / sd).abs()
-    assert float(err.max()) < 0.25, err
+    assert float(err.max()) < 0.35, err

@@ -181,3 +181,32 @@ def test_a_float32_working_copy_takes_lbfgs():
     X, _ = data(2)
     assert GateFitter(make_gate("sigmoid", 2), X, 10, dtype=torch.float32).layers is None
     assert GateFitter(make_gate("sigmoid", 2), X, 10, method="auto").layers is not None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("scale", [None, 0.5])
+def test_the_lbfgs_closure_by_hand_is_autograds(kind, scale, monkeypatch):
+    """The L-BFGS closure of a gate of known form (GateLayers.terms, written by hand, the
+    gate prior's term too) returns autograd's loss and leaves its gradients, and both
+    L-BFGS steps end at the same G."""
+    import pyro_moe.engines.gate as gate_module
+
+    K = 3
+    X, r = data(K, seed=4)
+    out = {}
+    for by_hand in (True, False):
+        monkeypatch.setattr(gate_module, "GATE_LBFGS_BY_HAND", by_hand)
+        fitter = GateFitter(make_gate(kind, K, seed=5), X, 10, prior_scale=scale, method="lbfgs")
+        assert (fitter.known is not None) == by_hand
+        fitter.opt = fitter._lbfgs()
+        loss = float(fitter._closure(r)())
+        grads = [p.grad.clone() for p in fitter.params]
+        ls = fitter.step(r, fitter.log_softmax())
+        out[by_hand] = (loss, grads, G(fitter, r), ls, fitter)
+    (l1, g1, G1, ls1, f1), (l0, g0, G0, _, _) = out[True], out[False]
+    assert l1 == pytest.approx(l0, rel=1e-13)
+    for a, b in zip(g1, g0, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+    assert G1 == pytest.approx(G0, rel=1e-9)
+    # the log softmax the closure kept is the one at the kept parameters
+    assert torch.allclose(ls1, f1.log_softmax(), atol=1e-12)

@@ -3,18 +3,20 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gate_step.py [fits] [regularized] [table]
         [--data mcycle faithful engel npreg gagurine npreg1000] [--experts 2 3 4]
 
-Variants (:mod:`pyro_moe.engines.gate`'s module constants, set in this process):
+Variants (the fit option ``gate_method``, which overrides the model file's
+``SETTINGS["gate_method"]``, and :mod:`pyro_moe.engines.gate`'s module constants, set in
+this process):
 
-* ``lbfgs``: main's gate step, L-BFGS (10 iterations, strong Wolfe) per sweep
-  (``GATE_METHOD = "lbfgs"``, the default);
+* ``default``: the model file's own (``mixture_of_experts``: ``gate_method="auto"``);
+* ``lbfgs``: L-BFGS (10 iterations, strong Wolfe) per sweep (``gate_method="lbfgs"``, the
+  default of the files that name no method), its closure's loss and gradient by
+  ``GateLayers.terms``;
 * ``lbfgs autograd``: the same L-BFGS with its closure's loss and gradient by autograd
-  through the gate module (``GATE_LBFGS_BY_HAND = False``; main's before this variant was
-  added: the default evaluates them by ``GateLayers.terms``);
-* ``newton``: damped Gauss-Newton, one iteration per sweep (``GATE_METHOD = "newton"``,
-  ``GATE_NEWTON_STEPS = 1``, the module's ``GATE_CURVATURE_AGE``; "auto" takes up to
-  ``GATE_NEWTON_STEPS`` = 3 per sweep; the default is L-BFGS: ``docs/cavi_notes.md``
-  section 6 says why);
-  from 1e5 points "auto" keeps L-BFGS (the regularized rows at 1e5 say why);
+  through the gate module (``GATE_LBFGS_BY_HAND = False``, as before that closure);
+* ``newton``: damped Gauss-Newton, one iteration per sweep (``gate_method="newton"``,
+  ``GATE_NEWTON_STEPS = 1``, the module's ``GATE_CURVATURE_AGE``): what
+  ``models/mixture_of_experts.py`` takes by default (``"auto"``: the same below 1e5
+  points, L-BFGS from there; the regularized rows at 1e5 say why);
 * ``newton fresh``: the same with a fresh curvature every sweep (``GATE_CURVATURE_AGE = 0``);
 * ``newton x3``: up to 3 Gauss-Newton iterations per sweep, each with a fresh curvature.
 
@@ -60,19 +62,23 @@ from pyro_moe.engines.cavi import CAVI
 OUT = Path(__file__).resolve().parent / "results"
 STORE = OUT / "gate_step.json"
 VARIANTS = {
-    "lbfgs": dict(GATE_METHOD="lbfgs"),
-    "lbfgs autograd": dict(GATE_METHOD="lbfgs", GATE_LBFGS_BY_HAND=False),
-    "newton": dict(GATE_METHOD="newton", GATE_NEWTON_STEPS=1),
-    "newton fresh": dict(GATE_METHOD="newton", GATE_CURVATURE_AGE=0),
-    "newton x3": dict(GATE_METHOD="newton", GATE_CURVATURE_AGE=0, GATE_NEWTON_STEPS=3),
+    "default": {},
+    "lbfgs": dict(gate_method="lbfgs"),
+    "lbfgs autograd": dict(gate_method="lbfgs", GATE_LBFGS_BY_HAND=False),
+    "newton": dict(gate_method="newton", GATE_NEWTON_STEPS=1),
+    "newton fresh": dict(gate_method="newton", GATE_CURVATURE_AGE=0),
+    "newton x3": dict(gate_method="newton", GATE_CURVATURE_AGE=0, GATE_NEWTON_STEPS=3),
 }
-DEFAULTS = {name: getattr(G, name) for v in VARIANTS.values() for name in v}
+DEFAULTS = {name: getattr(G, name) for v in VARIANTS.values() for name in v if name.isupper()}
 
 
-def use(variant: str) -> None:
-    """Set the gate module's constants to ``variant``'s (the defaults for the rest)."""
+def use(variant: str) -> dict:
+    """Set the gate module's constants to ``variant``'s (the defaults for the rest); return
+    its fit options (``gate_method``, which overrides the model file's SETTINGS)."""
     for name, value in {**DEFAULTS, **VARIANTS[variant]}.items():
-        setattr(G, name, value)
+        if name.isupper():
+            setattr(G, name, value)
+    return {k: v for k, v in VARIANTS[variant].items() if not k.isupper()}
 
 
 class Sweeps:
@@ -97,12 +103,12 @@ def fits(names: list[str], experts: list[int], variants: list[str], rows: list[d
         D = design(X, X)
         for K in experts:
             for v in variants:
-                use(v)
+                kw = use(v)
                 count.histories.clear()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     t = time.process_time()
-                    res = pyro_moe.fit("mixture_of_experts", D, y, experts=K)
+                    res = pyro_moe.fit("mixture_of_experts", D, y, experts=K, **kw)
                     cpu = time.process_time() - t
                 row = dict(
                     study="fits", data=name, N=len(y), experts=K, variant=v, cpu_s=cpu,
@@ -120,13 +126,20 @@ def regularized(sizes: list[int], variants: list[str], rows: list[dict]):
         X, y = circles_data(N)
         repeats = 3 if N <= 10_000 else 1
         for v in variants:
-            use(v)
+            kw = use(v)
 
-            def fit(it, X=X, y=y):
+            def fit(it, X=X, y=y, kw=kw):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     return pyro_moe.fit(
-                        "regularized_experts", X, y, experts=2, n_init=1, max_iter=it, tol=0.0
+                        "regularized_experts",
+                        X,
+                        y,
+                        experts=2,
+                        n_init=1,
+                        max_iter=it,
+                        tol=0.0,
+                        **kw,
                     )
 
             fit(3)

@@ -705,8 +705,10 @@ class DaskSource:
         return sum(gather_guarded(self.client, self.client.compute(jobs)))
 
     # -- the gate
-    def gate_fitter(self, gate, steps, dtype, warm, tolerance, prior_scale) -> DaskGateFitter:
-        return DaskGateFitter(self, gate, steps, dtype, warm, tolerance, prior_scale)
+    def gate_fitter(
+        self, gate, steps, dtype, warm, tolerance, prior_scale, method=None
+    ) -> DaskGateFitter:
+        return DaskGateFitter(self, gate, steps, dtype, warm, tolerance, prior_scale, method)
 
     def gate_layout(self, log_softmax):
         return log_softmax
@@ -814,9 +816,11 @@ class DaskGateFitter(GateFitter):
     Gauss-Newton terms, the L-BFGS closure's loss and gradient) reduced over the chunks; r is the source's last E-step
     state, a log softmax is a :class:`GateAt`; the presample's rows are gathered once."""
 
-    def __init__(self, source: DaskSource, gate, steps, dtype, warm, tolerance, prior_scale):
+    def __init__(
+        self, source: DaskSource, gate, steps, dtype, warm, tolerance, prior_scale, method=None
+    ):
         super().__init__(gate, source.head[0], steps, dtype, warm, tolerance, prior_scale,
-                         N=source.N)  # fmt: skip
+                         N=source.N, method=method)  # fmt: skip
         self.source = source
         self.known = None  # the closure's loss and gradient: autograd on the workers
         self.K = None

@@ -193,10 +193,14 @@ COMMON: Mapping[str, Option] = MappingProxyType(
 #:
 #: prior_var_min, noise_precision_max: the floors for noise-free data (eigenvalues of A_k
 #: >= prior_var_min, beta <= noise_precision_max, default 1e10 / Var(y)).
+#: gate_method: the gate's M-step on the full batch (pyro_moe.engines.gate): "lbfgs",
+#: "newton" (damped Gauss-Newton, for a gate of known form) or "auto" (Gauss-Newton below
+#: 1e5 points, else L-BFGS); None: the model file's SETTINGS["gate_method"], else "lbfgs"
+#: (models/mixture_of_experts.py: "auto"; why, file by file: docs/cavi_notes.md section 6).
 #: gate_steps: the gate's iterations per step on the full batch: L-BFGS iterations of its
-#: M-step (None: 10), or at most that many of the Gauss-Newton step the gates of known
-#: form take with GATE_METHOD = "auto" (pyro_moe.engines.gate.GATE_NEWTON_STEPS = 3 per sweep; docs/cavi_notes.md
-#: section 6); Adam steps on a minibatch (None: 1). gate_dtype:
+#: M-step (None: 10), or at most that many Gauss-Newton iterations
+#: (pyro_moe.engines.gate.GATE_NEWTON_STEPS = 1 per sweep); Adam steps on a minibatch
+#: (None: 1). gate_dtype:
 #: "auto" (the data's dtype), "float32" (an L-BFGS gate step on a float32 copy) or
 #: "float64"; the accept test is always in the data's dtype. gate_warm_start (L-BFGS):
 #: keep the L-BFGS history across sweeps (None: from
@@ -217,6 +221,11 @@ CLOSED_FORM: Mapping[str, Option] = MappingProxyType(
         ),
         "gate_steps": Option(
             None, integer(1, none=True), "gate iterations per step (None: 10 L-BFGS, 1 Adam)"
+        ),
+        "gate_method": Option(
+            None,
+            one_of("auto", "newton", "lbfgs", none=True),
+            "the gate's M-step (None: the model file's SETTINGS, else lbfgs)",
         ),
         "gate_dtype": Option("auto", one_of("auto", "float32", "float64"), "the gate's dtype"),
         "gate_warm_start": Option(None, boolean(none=True), "keep L-BFGS history"),

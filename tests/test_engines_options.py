@@ -110,3 +110,36 @@ def test_an_init_list_sets_the_number_of_restarts_or_must_match_it():
     assert cavi.options({"init": ["random"] * 2, "n_init": 2}).n_init == 2
     with pytest.raises(pyro_moe.InputError, match="init lists 3 starts but n_init=2"):
         cavi.options({"init": ["prior", "subsets", "random"], "n_init": 2})
+
+
+def test_a_model_file_defaults_the_gate_method_and_a_fit_overrides_it(data, tmp_path):
+    """mixture_of_experts' SETTINGS take the Gauss-Newton gate step; gate_method= given to
+    the fit wins; a copy of the file naming a method it does not have is refused by name."""
+    from pyro_moe.engines.gate import GateFitter
+
+    X, y = data
+    seen: list[bool] = []
+    original = GateFitter.__init__
+
+    def spy(self, *a, **k):
+        original(self, *a, **k)
+        seen.append(self.layers is not None)  # a Gauss-Newton step
+
+    kw = dict(experts=2, n_init=1, max_iter=3, seed=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(GateFitter, "__init__", spy)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+            pyro_moe.fit("mixture_of_experts", X, y, **kw)
+            pyro_moe.fit("mixture_of_experts", X, y, gate_method="lbfgs", **kw)
+            pyro_moe.fit("regularized_experts", X, y, **kw)  # names no method: L-BFGS
+    assert seen == [True, False, False]
+    from pyro_moe.model_file import load_model
+
+    source = load_model("mixture_of_experts").path.read_text()
+    edited = tmp_path / "moe_edit.py"
+    edited.write_text(source.replace('"gate_method": "auto"', '"gate_method": "bfgs"'))
+    with pytest.raises(pyro_moe.InputError, match=r"moe_edit.py: SETTINGS\['gate_method'\]"):
+        pyro_moe.fit(str(edited), X, y, **kw)
+    with pytest.raises(pyro_moe.InputError, match="gate_method='bfgs' is not allowed"):
+        pyro_moe.fit("mixture_of_experts", X, y, gate_method="bfgs", **kw)

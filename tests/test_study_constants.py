@@ -18,7 +18,7 @@ from pyro_moe.study import (
 def test_the_choices_are_the_notebooks_mapping():
     # the study's mixture of experts: one shared beta, a maximum-likelihood gate (not the
     # model file's regression defaults)
-    study_gate = {"per_expert_noise": False, "gate_prior_scale": False}
+    study_gate = {"per_expert_noise": False, "gate_prior_scale": False, "gate_method": "lbfgs"}
     assert CHOICES["f1"] == {"model": "mixture_of_experts", "learn": "all", **study_gate}
     assert {k: CHOICES["f2"][k] for k in study_gate} == study_gate
     assert CHOICES["f2"]["model"] == "mixture_of_experts"

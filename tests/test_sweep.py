@@ -126,8 +126,7 @@ def test_natural_svi_skips_the_gate_as_cavi_does(monkeypatch):
     # one beta (the file's default before one per expert): converges in 10 sweeps, 6 gate steps
     # with L-BFGS's partial gate steps (the Gauss-Newton step solves the gate's M-step so
     # closely that the fit converges, in 12 sweeps, before a step gains too little)
-    monkeypatch.setattr(gate_module, "GATE_METHOD", "lbfgs")
-    kw = dict(experts=2, n_init=1, noise_expert=True, per_expert_noise=False)
+    kw = dict(experts=2, n_init=1, noise_expert=True, per_expert_noise=False, gate_method="lbfgs")
     counts, hist = {}, {}
     for method in ("cavi", "svi"):
         calls.clear()

@@ -40,7 +40,7 @@ from ..errors import ConvergenceWarning, NumericalError, PyroMoeError, find_stac
 from ..model_file import Model, model_file_error
 from ..result import FitResult, History, Hyperparameters, Posterior
 from ..search import SearchPolicy, as_search_policy
-from .options import Option, Options, resolve
+from .options import Option, Options, resolve, with_file_defaults
 
 __all__ = [
     "Engine",
@@ -158,6 +158,8 @@ class Engine:
         *,
         search: SearchPolicy | bool | None = None,
     ):
+        # options a model file may default (gate_method), where the call left them None
+        options = with_file_defaults(options, self.declared, model.settings, str(model.path))
         self.model, self.X, self.y, self.config, self.options = model, X, y, config, options
         #: after the restarts, search the fixed points (:meth:`search_fixed_points`) by this
         #: policy (None: no search); an engine that is not :attr:`variational` passes it to

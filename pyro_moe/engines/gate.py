@@ -6,14 +6,15 @@ Every CAVI iteration with a learned gate calls :meth:`GateFitter.step`; the step
 rejected unless it does not lower G, so the CAVI objective never decreases. Two optimisers:
 
 * L-BFGS with a strong Wolfe line search (the default, ``GATE_METHOD = "lbfgs"``);
-* damped Gauss-Newton (Levenberg-Marquardt; :class:`GateLayers`; ``GATE_METHOD = "auto"``
-  for the gates of known form: a linear softmax gate and the two-layer
-  softmax(V1^T sigma(V2^T x))): up to GATE_NEWTON_STEPS (3) iterations per sweep,
+* damped Gauss-Newton (Levenberg-Marquardt; :class:`GateLayers`; ``gate_method="auto"``,
+  the default of ``models/mixture_of_experts.py``, for the gates of known form: a linear
+  softmax gate and the two-layer softmax(V1^T sigma(V2^T x))): GATE_NEWTON_STEPS (1)
+  iteration per sweep,
   warm-started (θ and the damping carried over), from the gradient and the Gauss-Newton
   curvature of G summed over row chunks in a few batched torch calls (exact Newton for a
   linear gate and for the last layer given the hidden one); the Dask fitter sums the same
-  terms over its chunks. Faster per fit, but not the default: its fits stop on lower
-  optima (:data:`GATE_METHOD`).
+  terms over its chunks. 3-8x faster per fit; the two reach different fixed points of a
+  many-basined MLP gate, so each model file says which it takes (:data:`GATE_METHOD`).
 
 The equations and the measurements are in ``docs/cavi_notes.md`` section 6, the gate
 prior's in section 7.
@@ -33,21 +34,23 @@ GATE_WARM_START_N = 100_000  # the gate's L-BFGS keeps its history from this man
 GATE_MAX_BACKOFF = 16  # at most this many CAVI iterations between gate steps
 GATE_PRESAMPLE = 65_536  # rows of the subsample a large gate move is first fitted on
 GATE_PRESAMPLE_GAIN = 1e-4  # ... while the last gate step gained more than this many nats/point
-#: the gate's optimiser: "lbfgs" (the default), "auto" (Gauss-Newton for a gate of known
+#: the gate's optimiser when neither the fit's ``gate_method`` nor the model file's
+#: SETTINGS["gate_method"] names one: "lbfgs"; "auto" (Gauss-Newton for a gate of known
 #: form, :meth:`GateLayers.of`, in the data's dtype, below GATE_WARM_START_N points; else
-#: L-BFGS), "newton" (refuses another gate). Gauss-Newton is 2-8x faster per fit but, one
-#: damped step (or three) per sweep, its fits stop on lower optima where L-BFGS solves the
-#: gate's M-step each sweep: the logistic experts' test data 1.0-1.4 nats lower, the study's
-#: eye fit with the noise expert (docs/cavi_notes.md section 6); not the default until the
-#: stop rule knows the gate's step is unsolved
+#: L-BFGS), "newton" (refuses another gate). The two walk into different fixed points of an
+#: MLP gate's many-basined objective (both converged, docs/cavi_notes.md section 6): on the
+#: regression data Gauss-Newton's are as good or better and 3-8x cheaper
+#: (models/mixture_of_experts.py takes "auto"); on the study's eye fit with the noise expert
+#: and the logistic experts' test data L-BFGS's are better (their files keep L-BFGS)
 GATE_METHOD = "lbfgs"
 #: the L-BFGS closure's loss and gradient by GateLayers.terms (written by hand, no curvature)
 #: for a gate of known form in the data's dtype; False: autograd through the module (the
 #: same sums to rounding; 2.1x dearer per evaluation at N = 1000, K = 4, H = 8)
 GATE_LBFGS_BY_HAND = True
 #: Gauss-Newton iterations per CAVI sweep (at most gate_steps; fewer once one gains nothing):
-#: one lost the study's eye fit with the noise expert (docs/cavi_notes.md section 6)
-GATE_NEWTON_STEPS = 3
+#: one, as measured on the regression data (benchmarks/results/gate_step.md: every fit at
+#: N <= 1000 under 8 CPU s; three took up to 18 s for the same optima)
+GATE_NEWTON_STEPS = 1
 #: a sweep's first Newton iteration reuses the curvature of up to this many sweeps ago
 GATE_CURVATURE_AGE = 3
 GATE_NEWTON_TRIES = 12  # damping increases (x10 each) before a Newton iteration gives up

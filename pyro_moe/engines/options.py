@@ -45,10 +45,14 @@ __all__ = [
     "number",
     "one_of",
     "resolve",
+    "with_file_defaults",
 ]
 
 #: Shared options whose default each engine declares (None asks for it).
 _ENGINE_DEFAULTS = ("max_iter", "tol")
+#: Engine options a model file may default in its SETTINGS (None given asks for it): the
+#: gate's optimiser is measured per file (docs/cavi_notes.md section 6).
+FILE_DEFAULTS = ("gate_method",)
 
 
 class Options(Mapping[str, Any]):
@@ -133,3 +137,28 @@ def resolve(
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def with_file_defaults(
+    options: Options, declared: Mapping[str, Option], settings: Mapping[str, Any], where: str
+) -> Options:
+    """``options`` with each :data:`FILE_DEFAULTS` option left None (and declared by the
+    engine) taken from a model file's ``settings``, checked against its constraint (an
+    :class:`~pyro_moe.errors.InputError` naming the file, ``where``, if not allowed)."""
+    values = dict(options)
+    for name in FILE_DEFAULTS:
+        if name not in declared or values.get(name) is not None or name not in settings:
+            continue
+        value = settings[name]
+        if not declared[name].constraint(value):
+            raise InputError(
+                f"{where}: SETTINGS[{name!r}]={_show(value)} is not allowed: {name} must be "
+                f"{declared[name].constraint.allowed}"
+            )
+        values[name] = value
+    if values == dict(options):
+        return options
+    out = Options(options._engine, values)
+    noted = {k: v for k, v in vars(options).items() if k not in ("_engine", "_values")}
+    vars(out).update(noted)  # what an engine noted on its options (SVI's ``defaulted``)
+    return out

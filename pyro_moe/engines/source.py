@@ -140,8 +140,11 @@ class DataSource(Protocol):
         at its present parameters, not a fitter's cached log softmax)."""
         ...
 
-    def gate_fitter(self, gate, steps, dtype, warm, tolerance, prior_scale) -> GateFitter:
-        """The gate's M-step over these rows (:class:`~pyro_moe.engines.gate.GateFitter`)."""
+    def gate_fitter(
+        self, gate, steps, dtype, warm, tolerance, prior_scale, method=None
+    ) -> GateFitter:
+        """The gate's M-step over these rows (:class:`~pyro_moe.engines.gate.GateFitter`;
+        ``method`` the ``gate_method`` option, None: GATE_METHOD)."""
         ...
 
     def gate_layout(self, log_softmax: Any) -> Any:
@@ -209,8 +212,10 @@ class InMemory:
             var, mean_sq = robust, min(mean_sq, float(y.square().median()))
         return target_variance(var, mean_sq)
 
-    def gate_fitter(self, gate, steps, dtype, warm, tolerance, prior_scale) -> GateFitter:
-        return GateFitter(gate, self.X, steps, dtype, warm, tolerance, prior_scale)
+    def gate_fitter(
+        self, gate, steps, dtype, warm, tolerance, prior_scale, method=None
+    ) -> GateFitter:
+        return GateFitter(gate, self.X, steps, dtype, warm, tolerance, prior_scale, method=method)
 
     def gate_layout(self, log_softmax: torch.Tensor) -> torch.Tensor:
         return point_last(log_softmax)

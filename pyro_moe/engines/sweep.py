@@ -230,7 +230,7 @@ def sweep(
             warm = N >= GATE_WARM_START_N if warm is None else warm
             fitter = source.gate_fitter(
                 gate, options.gate_steps or GATE_LBFGS_STEPS, dtype, warm,
-                options.gate_tolerance, scale_v if learn_gate else None,
+                options.gate_tolerance, scale_v if learn_gate else None, options.gate_method,
             )  # fmt: skip
             gate_ls = source.gate_layout(fitter.log_softmax())
         elif learn_gate:  # Adam on the minibatch's term

@@ -303,6 +303,10 @@ class WeightPrior:
     logdet: torch.Tensor  # log|A_k| (K,)
     precision_mean: torch.Tensor  # A_k^{-1} w0_k (K, n)
 
+    def as_posterior(self) -> WeightPosterior:
+        """:func:`prior_from` of this prior, from the factorisation it holds."""
+        return WeightPosterior(self.mean.clone(), self.cov.clone(), self.logdet)
+
 
 def weight_prior(w0: torch.Tensor, A: torch.Tensor) -> WeightPrior:
     """:class:`WeightPrior` of N(w0_k, A_k) through the Cholesky factor L_k of A_k."""

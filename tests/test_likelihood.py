@@ -121,3 +121,32 @@ def test_the_batched_trace_is_the_draws_one_by_one():
         assert density_mismatch(node, *args, pointwise=True) is None
         edited = {**node, "fn": dist.Normal(node["fn"].mean ** 3, node["fn"].stddev)}
         assert "not the closed form" in density_mismatch(edited, *args, pointwise=True)
+
+
+def test_kept_draws_are_fresh_draws_and_never_handed_out(monkeypatch):
+    """The likelihood check's standard draws are kept per shape (a pure function of the
+    shapes and the fixed seed): kept or drawn afresh (above DRAWS_KEPT_ROWS), the same draws
+    on every call, each call's tensors its own (changing them changes no later draw)."""
+    from pyro_moe import likelihood
+
+    X, y = (torch.as_tensor(a) for a in two_circles(40))
+    model = pyro_moe.load_model("mixture_of_models")
+    config = model.config(X, y, 2, per_expert_noise=True)
+    shape = torch.Size((2,))
+    kept = likelihood.latent_draws(config, X, 3, shape)
+    latents, beta = likelihood.batched_draws(config, X)
+    for W, z, b in kept:  # handed-out tensors changed in place
+        W.add_(1.0), z.zero_(), b.mul_(2.0)
+    latents["w"].add_(1.0), latents["z"].zero_(), beta.mul_(2.0)
+    monkeypatch.setattr(likelihood, "DRAWS_KEPT_ROWS", 0)  # drawn afresh from here on
+    fresh = likelihood.latent_draws(config, X, 3, shape)
+    again, beta_again = likelihood.batched_draws(config, X)
+    monkeypatch.undo()
+    for (W, z, b), (W2, z2, b2) in zip(fresh, likelihood.latent_draws(config, X, 3, shape),
+                                       strict=True):  # fmt: skip
+        assert torch.equal(W, W2) and torch.equal(z, z2) and torch.equal(b, b2)
+        assert bool((z > 0).any())  # not the zeroed copy
+    kept_again, kept_beta = likelihood.batched_draws(config, X)
+    assert torch.equal(again["w"], kept_again["w"]) and torch.equal(again["z"], kept_again["z"])
+    assert torch.equal(beta_again, kept_beta)
+    assert torch.equal(again["w"][1], fresh[1][0]) and torch.equal(again["z"][2], fresh[2][1])

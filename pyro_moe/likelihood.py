@@ -106,15 +106,26 @@ def component_log_densities(
     beta: torch.Tensor,
     maps: torch.Tensor | None = None,
     log_u: torch.Tensor | None = None,
+    *,
+    at: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log p(y_i | z_i = k, w, beta) (..., N, C) at weights W (..., K, n) and precision
     ``beta``: shared by the experts (shape W.shape[:-2], e.g. one per draw) or one per
     expert (shape W.shape[:-1]): log N(t_ik | w_k^T phi_ik, 1/beta_k), then log u for the
-    noise expert."""
+    noise expert.
+
+    ``at`` (..., N), expert indices < K: each point's density under its own expert k = at_i
+    only, (..., N) (``log_u`` not read): O(N d) per draw instead of O(N K)."""
     Z = torch.cat([X, y.unsqueeze(-1)], -1)  # (N, d)
-    resid = Z @ residual_map(W, maps).transpose(-1, -2)  # (..., N, K)
-    beta = torch.as_tensor(beta, dtype=resid.dtype, device=resid.device)
-    if beta.shape == W.shape[:-1]:  # one per expert: (..., 1, K) against (..., N, K)
+    a = residual_map(W, maps)  # (..., K, d)
+    beta = torch.as_tensor(beta, dtype=Z.dtype, device=Z.device)
+    per_expert = beta.shape == W.shape[:-1]
+    if at is not None:  # z_i^T a_{at_i}, (..., N)
+        resid = (Z * torch.take_along_dim(a, at.unsqueeze(-1), dim=-2)).sum(-1)
+        b = torch.take_along_dim(beta, at, dim=-1) if per_expert else beta.unsqueeze(-1)
+        return expected_log_densities(resid * resid, torch.log(b), b)
+    resid = Z @ a.transpose(-1, -2)  # (..., N, K)
+    if per_expert:  # one per expert: (..., 1, K) against (..., N, K)
         b = beta.unsqueeze(-2)
     else:
         b = beta.reshape(*beta.shape, 1, 1)
@@ -253,6 +264,13 @@ def _stacked_draws(config: Config, X: torch.Tensor, draws: int, latent_beta):
     return W, z, beta
 
 
+#: :func:`density_mismatch` evaluates each point's own expert alone from this many experts
+#: on, all K densities and a gather below it (N = 1000, three draws, one beta per expert:
+#: 86 against 125 us at K = 2, 116 against 127 at K = 8, 130 against 125 at K = 16, 999
+#: against 122 at K = 24)
+OWN_EXPERT_FROM = 16
+
+
 def density_mismatch(
     node, X, y, W: torch.Tensor, z: torch.Tensor, beta: torch.Tensor, maps=None, *,
     pointwise: bool = False,
@@ -272,8 +290,12 @@ def density_mismatch(
     got = node["fn"].log_prob(node["value"]).detach()
     K = W.shape[-2]
     noise = z >= K  # the noise expert's points (a site trace's own z): y's Gaussian masked
-    want = component_log_densities(X, y, W, beta, maps)
-    want = want.gather(-1, z.clamp(max=K - 1).unsqueeze(-1)).squeeze(-1)
+    own = z.clamp(max=K - 1)
+    if K >= OWN_EXPERT_FROM:  # each point's own expert only (1 ms -> 0.12 ms at K = 24)
+        want = component_log_densities(X, y, W, beta, maps, at=own)
+    else:
+        want = component_log_densities(X, y, W, beta, maps)
+        want = want.gather(-1, own.unsqueeze(-1)).squeeze(-1)
     if bool(noise.any()):
         want = torch.where(noise, torch.zeros_like(want), want)
     if got.shape != want.shape:

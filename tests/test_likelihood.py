@@ -121,3 +121,71 @@ def test_the_batched_trace_is_the_draws_one_by_one():
         assert density_mismatch(node, *args, pointwise=True) is None
         edited = {**node, "fn": dist.Normal(node["fn"].mean ** 3, node["fn"].stddev)}
         assert "not the closed form" in density_mismatch(edited, *args, pointwise=True)
+
+
+def test_kept_draws_are_fresh_draws_and_never_handed_out(monkeypatch):
+    """The likelihood check's standard draws are kept per shape (a pure function of the
+    shapes and the fixed seed): kept or drawn afresh (above DRAWS_KEPT_ROWS), the same draws
+    on every call, each call's tensors its own (changing them changes no later draw)."""
+    from pyro_moe import likelihood
+
+    X, y = (torch.as_tensor(a) for a in two_circles(40))
+    model = pyro_moe.load_model("mixture_of_models")
+    config = model.config(X, y, 2, per_expert_noise=True)
+    shape = torch.Size((2,))
+    kept = likelihood.latent_draws(config, X, 3, shape)
+    latents, beta = likelihood.batched_draws(config, X)
+    for W, z, b in kept:  # handed-out tensors changed in place
+        W.add_(1.0), z.zero_(), b.mul_(2.0)
+    latents["w"].add_(1.0), latents["z"].zero_(), beta.mul_(2.0)
+    monkeypatch.setattr(likelihood, "DRAWS_KEPT_ROWS", 0)  # drawn afresh from here on
+    fresh = likelihood.latent_draws(config, X, 3, shape)
+    again, beta_again = likelihood.batched_draws(config, X)
+    monkeypatch.undo()
+    for (W, z, b), (W2, z2, b2) in zip(fresh, likelihood.latent_draws(config, X, 3, shape),
+                                       strict=True):  # fmt: skip
+        assert torch.equal(W, W2) and torch.equal(z, z2) and torch.equal(b, b2)
+        assert bool((z > 0).any())  # not the zeroed copy
+    kept_again, kept_beta = likelihood.batched_draws(config, X)
+    assert torch.equal(again["w"], kept_again["w"]) and torch.equal(again["z"], kept_again["z"])
+    assert torch.equal(beta_again, kept_beta)
+    assert torch.equal(again["w"][1], fresh[1][0]) and torch.equal(again["z"][2], fresh[2][1])
+
+
+def test_each_points_own_expert_is_its_column_of_all_the_densities(monkeypatch):
+    """``component_log_densities(at=z)`` is the gathered column z_i of all K densities
+    (one draw or a stack, beta shared or per expert, the shared design or expert maps), and
+    ``density_mismatch`` reads it from OWN_EXPERT_FROM experts on with the same verdicts."""
+    from pyro_moe import likelihood
+    from pyro_moe.likelihood import batched_draws, density_mismatch, trace_model
+
+    g = torch.Generator().manual_seed(3)
+    N, K, n = 50, 5, 3
+    X = torch.randn(N, n, generator=g, dtype=torch.float64)
+    y = torch.randn(N, generator=g, dtype=torch.float64)
+    maps = torch.eye(n + 1, dtype=torch.float64).repeat(K, 1, 1)
+    maps[:, :n] += 0.1 * torch.randn(K, n, n + 1, generator=g, dtype=torch.float64)
+    for lead in ((), (3,)):
+        W = torch.randn(*lead, K, n, generator=g, dtype=torch.float64)
+        z = torch.randint(K, (*lead, N), generator=g)
+        for beta in (torch.rand(lead, generator=g, dtype=torch.float64) + 0.5,
+                     torch.rand(*lead, K, generator=g, dtype=torch.float64) + 0.5):  # fmt: skip
+            for m in (None, maps):
+                full = component_log_densities(X, y, W, beta, m)
+                want = full.gather(-1, z.unsqueeze(-1)).squeeze(-1)
+                got = component_log_densities(X, y, W, beta, m, at=z)
+                assert got.shape == want.shape
+                assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+    X, y = (torch.as_tensor(a) for a in two_circles(60))
+    model = pyro_moe.load_model("mixture_of_models")
+    config = model.config(X, y, 2, per_expert_noise=True, noise_expert=True)
+    latents, _ = batched_draws(config, X)
+    node = trace_model(model, X, y, config, replay=latents).nodes["y"]
+    args = (X, y, latents["w"], latents["z"], config.noise_precision.expand(3, 2), None)
+    edited = {**node, "fn": dist.Normal(node["fn"].mean ** 3, node["fn"].stddev)}
+    verdicts = [density_mismatch(node, *args, pointwise=True),
+                density_mismatch(edited, *args, pointwise=True)]  # fmt: skip
+    monkeypatch.setattr(likelihood, "OWN_EXPERT_FROM", 1)
+    assert density_mismatch(node, *args, pointwise=True) is None is verdicts[0]
+    assert density_mismatch(edited, *args, pointwise=True) == verdicts[1]
+    assert "not the closed form" in verdicts[1]

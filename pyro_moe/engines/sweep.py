@@ -255,15 +255,15 @@ def sweep(
         row = expected_log(alpha_, elog).unsqueeze(0) if conj.mixture else None
         return source.log_prior(row, gate_ls, share)
 
+    # A^{-1}, log|A|, A^{-1} w0 and log B(mu): rebuilt only when the M-step moves w0 or A
+    prior = U.weight_prior(w0, A)
     stats_hat, r_sum_hat = source.initial(
         how, K, seed,
-        prior=U.prior_from(w0, A), log_prior=all_rows_prior(mu),
+        prior=prior.as_posterior(), log_prior=all_rows_prior(mu),
         e_beta=e_beta, e_log_beta=e_log_beta, given=options.responsibilities,
         noise_log_density=noise, maps=maps,
     )  # fmt: skip
     stats_bar, r_sum_bar = stats_hat, r_sum_hat  # online EM's averages (minibatches)
-    # A^{-1}, log|A|, A^{-1} w0 and log B(mu): rebuilt only when the M-step moves w0 or A
-    prior = U.weight_prior(w0, A)
     log_norm_mu = U.dirichlet_log_norm(mu) if conj.mixture else None
     factor = conj.weight_factor  # a non-Gaussian prior on w: CVI's linearised step
     kl_prior = prior if factor is None else factor  # the prior the objective's KL is of
@@ -283,11 +283,12 @@ def sweep(
     # minibatches: the batches of the epoch, the last batch's rows and log q(Z), the
     # stop rule's fixed evaluation subsample in G groups and its last evaluation
     scale = 1.0 if full else N / B
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = None  # the minibatches' generator
     batches: list[torch.Tensor] = []
     last: tuple[torch.Tensor, torch.Tensor] | None = None
     stop_se, held, passes, groups, m = 0.0 if full else math.inf, None, 0, None, N
     if not full:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
         m = min(N, max(4 * B, 1024, EVAL_ROWS))  # all rows up to EVAL_ROWS: exact
         gen_sub = torch.Generator(device="cpu").manual_seed(seed + 1)
         sub = torch.randperm(N, generator=gen_sub, device="cpu")

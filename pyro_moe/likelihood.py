@@ -240,7 +240,7 @@ def _draw_standard(K: int, n: int, N: int, draws: int, latent_beta: tuple | None
         noise.append(torch.randn((K, n), generator=gen, dtype=torch.float64, device="cpu"))
         zs.append(torch.randint(K, (N,), generator=gen, device="cpu"))
         if latent_beta is not None:
-            betas.append(torch.randn(latent_beta, generator=gen, dtype=torch.float64))
+            betas.append(torch.randn(latent_beta, generator=gen, dtype=torch.float64, device="cpu"))
     return torch.stack(noise), torch.stack(zs), torch.stack(betas) if betas else None
 
 

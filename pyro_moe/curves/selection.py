@@ -73,7 +73,8 @@ class CurveReport:
         valid: whether it is a curve of the data (see :func:`curve_reports`).
         reason: why not, a short phrase (None when valid).
         wide: True when its posterior sds are too wide to mean anything (print none).
-        r_corrected: a circle's radius corrected for the Kasa bias from its own noise
+        r_corrected: a circle's radius corrected for the Kasa bias from its own noise (a
+            circle refined to its geometric fit: its radius)
             (:func:`pyro_moe.shapes.curves.kasa_corrected_radius`), pixels; else None.
         noise_px: a circle's fitted noise sd of the points about it, pixels
             (:func:`pyro_moe.shapes.curves.radial_noise`); else None.
@@ -403,10 +404,12 @@ def curve_reports(
       a 25th circle (r = 12 px) through the doubled lower rim of one coin and its relief
       covered 0.62 in pieces, its longest arc 0.2; every coin covers 0.81 to 1.
 
-    Circles also carry ``r_corrected`` (the Kasa bias removed with their own noise) and
-    ``noise_px``.
+    Circles also carry ``r_corrected`` (the Kasa bias removed with their own noise; a
+    refined circle's own radius, which has none) and ``noise_px``.
     """
     curves = result.curves()
+    refined = result.refined_experts()
+    algebraic = result.geometry.curves(result.mean.detach().cpu().numpy())
     sds = curve_uncertainty(result)
     geometry = result.geometry
     kinds = list(geometry.kinds)
@@ -422,8 +425,10 @@ def curve_reports(
         kind, c = kinds[k], curves[k]
         if kind == "circle" and c.valid:
             v = 1.0 / max(float(beta[k]), 1e-300)
-            r_s = c.r / scale
+            r_s = algebraic[k].r / scale  # the regression's radius, which v is about
             corr, noise = kasa_corrected_radius(r_s, v), radial_noise(r_s, v)
+            if k in refined:  # the geometric circle's radius carries no Kasa bias
+                corr = c.r / scale
             extra[k] = (
                 None if corr is None else scale * corr,
                 None if noise is None else scale * noise,
@@ -678,7 +683,8 @@ def select_curves(
     box, one noise precision per curve; ``search=`` and ``per_expert_noise=`` among
     ``options`` change them) and the results are
     :class:`~pyro_moe.curves.CurveFit`, so ``selection.result.circles()`` / ``.conics()``
-    are in pixel units.
+    are in pixel units (circles refined as ``fit_curves`` refines them:
+    :meth:`~pyro_moe.curves.result.CurveFit.refined`).
 
     The range of K: ``max_experts=None`` (default) takes it from the picture's edge chains
     (:func:`auto_range`: S and S + 1 for S closed candidates), each K then started as
@@ -775,7 +781,7 @@ def select_curves(
         min_experts=min_experts,
         seed=seed,
         start=start,
-        wrap=lambda K, res: CurveFit(res, data.geometry.repeated(K)),
+        wrap=lambda K, res: CurveFit(res, data.geometry.repeated(K)).refined(),
         distinct=distinct,
         stop=stop,
         **curve,

@@ -43,6 +43,7 @@ __all__ = [
     "conic_from_weights",
     "conic_to_pixels",
     "conic_weights_from_geometry",
+    "geometric_circles",
     "kasa_corrected_radius",
     "line_from_weights",
     "radial_noise",
@@ -199,6 +200,94 @@ def radial_noise(r: float, target_variance: float) -> float | None:
         return None
     s2 = 0.5 * (float(r) ** 2 - math.sqrt(disc))
     return float(math.sqrt(max(s2, 0.0)))
+
+
+#: Gauss-Newton steps of :func:`geometric_circles` at most, and the step (in units of the
+#: circle's radius) below which it stops.
+GEOMETRIC_STEPS = 30
+GEOMETRIC_TOL = 1e-9
+
+
+def geometric_circles(
+    xy: object, weights: object, start: object
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted geometric least squares of K circles at once (Gauss-Newton from ``start``).
+
+    For points $p_i$ (N, 2), weights $w_{ik} \\ge 0$ (N, K) and starting circles
+    $\\theta_k = (x_{0k}, y_{0k}, r_k)$ (K, 3), each circle minimises
+    $S_k(\\theta) = \\sum_i w_{ik} d_{ik}^2$ with the geometric residual
+    $d_{ik} = |p_i - c_k| - r_k$ (Kasa's algebraic residual $|p_i - c_k|^2 - r_k^2$
+    weighs a point by $(|p_i - c_k| + r_k)^2$, so on a short noisy arc it pulls the circle
+    to a smaller, shifted one). The step solves
+    $(J^\\top W J)\\,\\delta = -J^\\top W d$ with
+    $\\partial d / \\partial\\theta = (-(x_i - x_0)/\\rho_i, -(y_i - y_0)/\\rho_i, -1)$,
+    $\\rho_i = |p_i - c|$, halved until $S_k$ does not grow.
+
+    Returns (theta (K, 3), cov (K, 3, 3), sigma (K,), ok (K,)): ``cov`` is
+    $\\hat\\sigma_k^2 (J^\\top W J)^{-1}$ at the optimum, the Laplace approximation of
+    the posterior of $\\theta_k$ under a flat prior and Gaussian radial noise of
+    variance $\\hat\\sigma_k^2 = S_k / (\\sum_i w_{ik} - 3)$ with the weights held
+    fixed; ``ok`` is False where the weights hold fewer than 4 points' worth, the normal
+    matrix is singular or the fit leaves the reals (its rows are ``start``, NaN
+    covariance).
+    """
+    P = np.asarray(xy, dtype=np.float64)
+    Wt = np.asarray(weights, dtype=np.float64)
+    theta = np.array(start, dtype=np.float64, copy=True).reshape(-1, 3)
+    K = theta.shape[0]
+    if P.ndim != 2 or P.shape[1] != 2 or Wt.shape != (len(P), K):
+        raise InputError(
+            f"geometric_circles needs points (N, 2), weights (N, K) and starts (K, 3); got "
+            f"{P.shape}, {Wt.shape}, {theta.shape}"
+        )
+    mass = Wt.sum(0)
+    ok = (mass > 4.0) & np.isfinite(theta).all(1) & (theta[:, 2] > 0)
+
+    def residuals(th: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dx = P[:, None, 0] - th[None, :, 0]
+        dy = P[:, None, 1] - th[None, :, 1]
+        rho = np.maximum(np.hypot(dx, dy), 1e-12)
+        d = rho - th[None, :, 2]
+        return d, dx / rho, dy / rho
+
+    d, ux, uy = residuals(theta)
+    S = (Wt * d * d).sum(0)
+    scale = np.where(theta[:, 2] > 0, theta[:, 2], 1.0)
+    for _ in range(GEOMETRIC_STEPS):
+        J = np.stack([-ux, -uy, -np.ones_like(ux)], -1)  # (N, K, 3)
+        A = np.einsum("nk,nki,nkj->kij", Wt, J, J)
+        g = np.einsum("nk,nki,nk->ki", Wt, J, d)
+        good = ok & (np.abs(np.linalg.det(A)) > 1e-300)
+        A[~good] = np.eye(3)
+        step = -np.linalg.solve(A, g[..., None])[..., 0]
+        step[~good] = 0.0
+        t = np.ones(K)
+        for _half in range(20):  # step halving: S_k never grows
+            trial = theta + t[:, None] * step
+            dt, _, _ = residuals(trial)
+            St = (Wt * dt * dt).sum(0)
+            worse = St > S * (1 + 1e-12)
+            if not worse.any():
+                break
+            t = np.where(worse, 0.5 * t, t)
+        moved = np.where(worse, 0.0, t)[:, None] * step
+        theta = theta + moved
+        d, ux, uy = residuals(theta)
+        S = (Wt * d * d).sum(0)
+        if (np.abs(moved).max(1) <= GEOMETRIC_TOL * scale).all():
+            break
+    ok &= np.isfinite(theta).all(1) & (theta[:, 2] > 0)
+    J = np.stack([-ux, -uy, -np.ones_like(ux)], -1)
+    A = np.einsum("nk,nki,nkj->kij", Wt, J, J)
+    sigma2 = S / np.maximum(mass - 3.0, 1e-12)
+    cov = np.full((K, 3, 3), np.nan)
+    for k in np.flatnonzero(ok):
+        try:
+            cov[k] = sigma2[k] * np.linalg.inv(A[k])
+        except np.linalg.LinAlgError:
+            ok[k] = False
+    theta[~ok] = np.asarray(start, dtype=np.float64).reshape(-1, 3)[~ok]
+    return theta, cov, np.sqrt(sigma2), ok
 
 
 def circles_from_weights(W: object) -> list[Circle]:

@@ -143,7 +143,10 @@ class CurveFit:
         $\\hat\\sigma_k^2 (J^\\top R_k J)^{-1}$, the Laplace approximation of the
         posterior of (x0, y0, r) under Gaussian radial noise and a flat prior, the
         responsibilities held fixed (their uncertainty, and that of which points are
-        clutter, is not in it). An expert keeps its posterior mean's circle where that
+        clutter, is not in it). The radius is less its first-order bias
+        $\\hat\\sigma_k^2 / (2\\hat r)$ (the geometric fit's, as the Kasa fit's is
+        $\\sigma^2/r$; measured on 150 seeds of "jitter 2.5 px, apart 3", 450 circles:
+        coverage of r 0.88 without it, z mean +0.73). An expert keeps its posterior mean's circle where that
         circle is no real one, its points weigh less than 4, the fit fails, or it moves
         by more than :data:`MAX_REFINE_SHIFT` of the radius."""
         kinds = self.geometry.kinds
@@ -158,7 +161,9 @@ class CurveFit:
             R = _np(self.result.responsibilities)[:, ks].astype(np.float64)
             use = np.isfinite(start).all(1)
             start = np.where(use[:, None], start, 1.0)
-            theta, c, _sigma, ok = geometric_circles(self.pixel_points(), R, start)
+            theta, c, sigma, ok = geometric_circles(self.pixel_points(), R, start)
+            # the geometric radius's first-order bias, E r-hat = r + sigma^2 / (2 r)
+            theta[:, 2] -= np.where(ok, sigma**2 / (2.0 * theta[:, 2]), 0.0)
             shift = np.hypot(*(theta[:, :2] - start[:, :2]).T) + np.abs(theta[:, 2] - start[:, 2])
             ok &= use & (shift <= MAX_REFINE_SHIFT * start[:, 2])
             for i, k in enumerate(ks):

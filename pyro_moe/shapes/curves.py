@@ -205,7 +205,7 @@ def radial_noise(r: float, target_variance: float) -> float | None:
 #: Gauss-Newton steps of :func:`geometric_circles` at most, and the step (in units of the
 #: circle's radius) below which it stops.
 GEOMETRIC_STEPS = 30
-GEOMETRIC_TOL = 1e-9
+GEOMETRIC_TOL = 1e-8
 
 
 def geometric_circles(
@@ -240,23 +240,30 @@ def geometric_circles(
             f"geometric_circles needs points (N, 2), weights (N, K) and starts (K, 3); got "
             f"{P.shape}, {Wt.shape}, {theta.shape}"
         )
+    keep = (Wt > 1e-12).any(1)  # points no circle weighs add nothing
+    P, Wt = P[keep], Wt[keep]
     mass = Wt.sum(0)
     ok = (mass > 4.0) & np.isfinite(theta).all(1) & (theta[:, 2] > 0)
+    theta[~ok] = 1.0
 
-    def residuals(th: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def residuals(th: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         dx = P[:, None, 0] - th[None, :, 0]
         dy = P[:, None, 1] - th[None, :, 1]
         rho = np.maximum(np.hypot(dx, dy), 1e-12)
         d = rho - th[None, :, 2]
-        return d, dx / rho, dy / rho
+        return d, dx / rho, dy / rho, (Wt * d * d).sum(0)
 
-    d, ux, uy = residuals(theta)
-    S = (Wt * d * d).sum(0)
-    scale = np.where(theta[:, 2] > 0, theta[:, 2], 1.0)
+    def normal(ux: np.ndarray, uy: np.ndarray) -> np.ndarray:  # J^T W J, (K, 3, 3)
+        wx, wy = Wt * ux, Wt * uy
+        sxx, sxy, syy = (wx * ux).sum(0), (wx * uy).sum(0), (wy * uy).sum(0)
+        sx, sy = wx.sum(0), wy.sum(0)
+        return np.stack([np.stack([sxx, sxy, sx], -1), np.stack([sxy, syy, sy], -1),
+                         np.stack([sx, sy, mass], -1)], -2)  # fmt: skip
+
+    d, ux, uy, S = residuals(theta)
     for _ in range(GEOMETRIC_STEPS):
-        J = np.stack([-ux, -uy, -np.ones_like(ux)], -1)  # (N, K, 3)
-        A = np.einsum("nk,nki,nkj->kij", Wt, J, J)
-        g = np.einsum("nk,nki,nk->ki", Wt, J, d)
+        A = normal(ux, uy)
+        g = -np.stack([(Wt * ux * d).sum(0), (Wt * uy * d).sum(0), (Wt * d).sum(0)], -1)
         good = ok & (np.abs(np.linalg.det(A)) > 1e-300)
         A[~good] = np.eye(3)
         step = -np.linalg.solve(A, g[..., None])[..., 0]
@@ -264,21 +271,22 @@ def geometric_circles(
         t = np.ones(K)
         for _half in range(20):  # step halving: S_k never grows
             trial = theta + t[:, None] * step
-            dt, _, _ = residuals(trial)
-            St = (Wt * dt * dt).sum(0)
-            worse = St > S * (1 + 1e-12)
+            new = residuals(trial)
+            worse = new[3] > S * (1 + 1e-12)
             if not worse.any():
                 break
             t = np.where(worse, 0.5 * t, t)
-        moved = np.where(worse, 0.0, t)[:, None] * step
-        theta = theta + moved
-        d, ux, uy = residuals(theta)
-        S = (Wt * d * d).sum(0)
-        if (np.abs(moved).max(1) <= GEOMETRIC_TOL * scale).all():
+        if worse.any():  # a circle that cannot improve stays; the others move
+            t = np.where(worse, 0.0, t)
+            trial = theta + t[:, None] * step
+            new = residuals(trial)
+        moved = np.abs(trial - theta).max(1)
+        theta = trial
+        d, ux, uy, S = new
+        if (moved <= GEOMETRIC_TOL * np.abs(theta[:, 2])).all():
             break
     ok &= np.isfinite(theta).all(1) & (theta[:, 2] > 0)
-    J = np.stack([-ux, -uy, -np.ones_like(ux)], -1)
-    A = np.einsum("nk,nki,nkj->kij", Wt, J, J)
+    A = normal(ux, uy)
     sigma2 = S / np.maximum(mass - 3.0, 1e-12)
     cov = np.full((K, 3, 3), np.nan)
     for k in np.flatnonzero(ok):

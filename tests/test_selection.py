@@ -155,19 +155,26 @@ def test_the_kasa_bias_is_removed():
     """Rings of r = 10 px with isotropic noise sigma = 0.5 px: the regression of x^2 + y^2
     on [x, y, 1] over-estimates r by sigma^2 / r = 0.025 px (docs/guide.md, "The Kasa
     bias"); the corrected radius does not (8 rings of 5000 points: standard error of the
-    mean 0.0015 px)."""
-    before, after, noise = [], [], []
+    mean 0.0015 px), nor does the circle fit_circles reports (the geometric refinement,
+    CurveFit.refined, its own bias sigma^2 / (2 r) removed), whose r_corrected is its r."""
+    before, after, refined, noise = [], [], [], []
     for seed in range(8):
         rng = np.random.default_rng(seed)
         phi = rng.uniform(0, 2 * np.pi, 5000)
         xy = np.column_stack([50 + 10 * np.cos(phi), 40 + 10 * np.sin(phi)])
         xy += rng.normal(0, 0.5, xy.shape)
-        (rep,) = curve_reports(pyro_moe.fit_circles(xy, experts=1, noise_expert=False, n_init=1))
+        fit = pyro_moe.fit_circles(xy, experts=1, noise_expert=False, n_init=1)
+        plain = pyro_moe.CurveFit(fit.result, fit.geometry)  # the posterior mean's circle
+        (rep,) = curve_reports(plain)
         before.append(rep.curve.r - 10)
         after.append(rep.r_corrected - 10)
         noise.append(rep.noise_px)
+        (rep,) = curve_reports(fit)
+        assert rep.r_corrected == rep.curve.r
+        refined.append(rep.curve.r - 10)
     assert 0.018 < np.mean(before) < 0.033
     assert abs(np.mean(after)) < 0.006
+    assert abs(np.mean(refined)) < 0.006, np.mean(refined)
     assert np.mean(noise) == pytest.approx(0.5, rel=0.03)
 
 

@@ -353,6 +353,17 @@ def _inlier_lsq(phi: np.ndarray, t: np.ndarray, inlier: np.ndarray) -> np.ndarra
     return out
 
 
+def _first_of_equal_rows(W: np.ndarray) -> np.ndarray:
+    """The indices (ascending) of the first of each set of equal rows of W (a stable
+    lexicographic sort, equal neighbours dropped; np.unique(axis=0) took 5 times as long
+    on 256 rows)."""
+    order = np.lexsort(W.T[::-1])
+    ranked = W[order]
+    first = np.ones(len(W), dtype=bool)
+    first[1:] = (ranked[1:] != ranked[:-1]).any(1)
+    return np.sort(order[first])
+
+
 def seed_curves(
     points: np.ndarray,
     experts: int,
@@ -438,17 +449,19 @@ def sequential_curves(
         left = np.flatnonzero(labels < 0)
         if len(left) < n + 2:
             break
-        anchors = rng.integers(len(left), size=candidates)
-        picks = np.empty((candidates, n), dtype=np.int64)
+        # the neighbourhood sizes that reach every point left are one neighbourhood: its
+        # candidates are drawn once, not once per size (measured on "sparse 2 apart",
+        # 108 points: 154 candidates instead of 256, the same scenes solved; see
+        # benchmarks/results/scenes_sparse_seeds3-14.md)
+        whole = np.array(NEIGHBOURS)[np.array(NEIGHBOURS) >= len(left)]
+        hood_k = hood[(hood < len(left)) | (hood == (whole.min() if len(whole) else 0))]
+        C = len(hood_k)
+        anchors = rng.integers(len(left), size=C)
+        picks = np.empty((C, n), dtype=np.int64)
         picks[:, 0] = anchors
         sub = cKDTree(P[left])
-        whole = hood >= len(left)  # the rows whose neighbourhood is every point left
-        if whole.any():  # one sort of the distances for all of them, not one per size
-            by_distance = np.argsort(np.linalg.norm(
-                P[left][None] - P[left[anchors[whole]]][:, None], axis=-1), -1)  # fmt: skip
-            at = np.cumsum(whole) - 1  # row -> its row of by_distance
-        for size in np.unique(hood):  # one k-nearest query per neighbourhood size
-            rows = np.flatnonzero(hood == size)
+        for size in np.unique(hood_k):  # one k-nearest query per neighbourhood size
+            rows = np.flatnonzero(hood_k == size)
             m = int(min(size, len(left)))
             # n - 1 distinct draws among the m nearest (the anchor itself excluded): the
             # smallest n - 1 of m - 1 random keys (argpartition: their order does not
@@ -456,14 +469,15 @@ def sequential_curves(
             draw = rng.random((len(rows), m - 1))
             keys = np.argpartition(draw, min(n - 1, m - 1) - 1, axis=-1)[:, : n - 1] + 1
             if m >= len(left):  # the whole set: no tree query
-                order = by_distance[at[rows]]
+                order = np.argsort(np.linalg.norm(P[left][None] - P[left[anchors[rows]]][:, None],
+                                                  axis=-1), -1)  # fmt: skip
             else:
                 order = sub.query(P[left[anchors[rows]]], k=m)[1]
             picks[rows, 1:] = np.take_along_axis(order, keys, -1)
         idx = left[picks]
         A, b = phi[idx], t[idx]
         ok = np.abs(np.linalg.det(A)) > 1e-12
-        W = np.zeros((candidates, n))
+        W = np.zeros((C, n))
         W[ok] = np.linalg.solve(A[ok], b[ok][..., None])[..., 0]
         ok &= plausible(kind, W, extent, box)
         if not ok.any():
@@ -501,7 +515,7 @@ def sequential_curves(
                     # is the one it was; measured on "sparse 2 apart" seed 0, 108 points:
                     # the first curve's 229 candidates were 131 curves after the wide
                     # chain's first band, 101 after its third; the second's 250 were 26, 1)
-                    Wc = Wc[np.sort(np.unique(Wc, axis=0, return_index=True)[1])]
+                    Wc = Wc[_first_of_equal_rows(Wc)]
                     d = distance(Wc, left)  # for the next band, or the score
                 score = _score(kind, Wc, P[left], d, tau, rho)
                 if float(score.max()) > best:

@@ -398,11 +398,13 @@ def test_sparse_jittered_cluttered_scenes_solved_with_k_given(kind) -> None:
 def test_a_fit_holding_a_band_of_clutter_is_seeded_again(monkeypatch) -> None:
     """Three 15 % rings in 50 % clutter where the seed's first draws put the third curve
     through the clutter (a circle whose points spread over a quarter of its radius): a
-    further seeded start finds the third ring, at a higher objective."""
+    further seeded start finds the third ring, at a higher objective (seed 97: the seed's
+    first draw found the third ring on seed 49 once it drew one group of candidates from the
+    neighbourhoods that hold every point left)."""
     from pyro_moe.curves import fitting
 
     img, truth = point_scene([(128, 128)] * 3, [20, 55, 95], (256, 256), keep=0.15,
-                             clutter=0.5, seed=49)  # fmt: skip
+                             clutter=0.5, seed=97)  # fmt: skip
     fit = pyro_moe.fit_circles(img, experts=3, noise_expert=True)
     assert _within(truth, fit.circles()) and fitting.noisy_circles(fit) == 0
     monkeypatch.setattr(fitting, "SEEDED_RESTARTS", 0)

@@ -241,29 +241,31 @@ def geometric_circles(
             f"{P.shape}, {Wt.shape}, {theta.shape}"
         )
     keep = (Wt > 1e-12).any(1)  # points no circle weighs add nothing
-    P, Wt = P[keep], Wt[keep]
-    mass = Wt.sum(0)
+    # (K, N) arrays: each circle's sums run along contiguous memory
+    px, py, Wt = P[keep, 0], P[keep, 1], np.ascontiguousarray(Wt[keep].T)
+    mass = Wt.sum(1)
     ok = (mass > 4.0) & np.isfinite(theta).all(1) & (theta[:, 2] > 0)
     theta[~ok] = 1.0
 
     def residuals(th: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        dx = P[:, None, 0] - th[None, :, 0]
-        dy = P[:, None, 1] - th[None, :, 1]
+        dx = px[None, :] - th[:, 0:1]
+        dy = py[None, :] - th[:, 1:2]
         rho = np.maximum(np.hypot(dx, dy), 1e-12)
-        d = rho - th[None, :, 2]
-        return d, dx / rho, dy / rho, (Wt * d * d).sum(0)
+        d = rho - th[:, 2:3]
+        return d, dx / rho, dy / rho, (Wt * d * d).sum(1)
 
     def normal(ux: np.ndarray, uy: np.ndarray) -> np.ndarray:  # J^T W J, (K, 3, 3)
         wx, wy = Wt * ux, Wt * uy
-        sxx, sxy, syy = (wx * ux).sum(0), (wx * uy).sum(0), (wy * uy).sum(0)
-        sx, sy = wx.sum(0), wy.sum(0)
+        sxx, sxy, syy = (wx * ux).sum(1), (wx * uy).sum(1), (wy * uy).sum(1)
+        sx, sy = wx.sum(1), wy.sum(1)
         return np.stack([np.stack([sxx, sxy, sx], -1), np.stack([sxy, syy, sy], -1),
                          np.stack([sx, sy, mass], -1)], -2)  # fmt: skip
 
     d, ux, uy, S = residuals(theta)
     for _ in range(GEOMETRIC_STEPS):
         A = normal(ux, uy)
-        g = -np.stack([(Wt * ux * d).sum(0), (Wt * uy * d).sum(0), (Wt * d).sum(0)], -1)
+        wd = Wt * d
+        g = -np.stack([(wd * ux).sum(1), (wd * uy).sum(1), wd.sum(1)], -1)
         good = ok & (np.abs(np.linalg.det(A)) > 1e-300)
         A[~good] = np.eye(3)
         step = -np.linalg.solve(A, g[..., None])[..., 0]

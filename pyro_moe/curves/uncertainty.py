@@ -28,11 +28,12 @@ A circle the curve functions refined (:meth:`pyro_moe.CurveFit.refined`: the wei
 geometric least-squares circle of its points) is reported with that fit's own covariance
 $\\hat\\sigma_k^2 (J^\\top R_k J)^{-1}$ (pixels; the Laplace approximation under Gaussian
 radial noise, the responsibilities held fixed), not the delta method at $m_k$: the sds
-belong to the estimate reported. Measured on 150 seeds of the "two sparse jittered arcs"
-scenes (300 circles): 95 % coverage of (x0, y0, r) 0.95 / 0.93 / 0.92, where the delta
-method at the posterior mean covered 0.95 / 0.91 / 0.92 of its (algebraic) circles; on
-40 seeds of "jitter 2.5 px, apart 3" (120 circles) r's coverage went from 0.73 (the Kasa
-bias of r, z mean +1.2) to 0.92 (``benchmarks/results/scenes_sparse_refine.md``).
+belong to the estimate reported. Measured (``benchmarks/sparse_refine.py``,
+``benchmarks/results/scenes_sparse_refine.md``, 150 seeds per kind, K given): 95 %
+coverage of (x0, y0, r) on the "two sparse jittered arcs" (300 circles) 0.95 / 0.93 /
+0.92, where the delta method at the posterior mean covered its (algebraic) circles'
+0.95 / 0.91 / 0.92; on "jitter 2.5 px, apart 3" (450 circles) r's coverage went from 0.71
+(the Kasa bias of r) to 0.95, on "jitter 1.5-2.5 px, concentric 2" from 0.85 to 0.93.
 :func:`circle_samples` and the diagnostics' draws stay draws of the model's posterior
 q(w_k).
 

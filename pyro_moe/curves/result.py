@@ -163,7 +163,7 @@ class CurveFit:
             start = np.where(use[:, None], start, 1.0)
             theta, c, sigma, ok = geometric_circles(self.pixel_points(), R, start)
             # the geometric radius's first-order bias, E r-hat = r + sigma^2 / (2 r)
-            theta[:, 2] -= np.where(ok, sigma**2 / (2.0 * theta[:, 2]), 0.0)
+            theta[ok, 2] -= sigma[ok] ** 2 / (2.0 * theta[ok, 2])
             shift = np.hypot(*(theta[:, :2] - start[:, :2]).T) + np.abs(theta[:, 2] - start[:, 2])
             ok &= use & (shift <= MAX_REFINE_SHIFT * start[:, 2])
             for i, k in enumerate(ks):

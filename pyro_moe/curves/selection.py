@@ -554,13 +554,16 @@ def curve_distinct(
     min_share: float = 0.01,
     min_separation: float = 2.0,
     duplicate_sd: float = 1.0,
+    reports: list[CurveReport] | None = None,
 ) -> tuple[int, str]:
     """Number of distinct, used experts of a curve fit and a note on the rest: for circle
     and conic experts, those :func:`curve_reports` calls valid (the note lists the others'
-    reasons); for other kinds, :func:`pyro_moe.selection.distinct_experts` of the core
-    result. ``count == fit.experts`` means the fit is admissible."""
+    reasons; ``reports``: the fit's reports when the caller has made them); for other
+    kinds, :func:`pyro_moe.selection.distinct_experts` of the core result.
+    ``count == fit.experts`` means the fit is admissible."""
     if set(fit.expert_kinds) <= {"circle", "conic"}:
-        reports = curve_reports(fit, min_share=min_share, min_separation=min_separation)
+        if reports is None:
+            reports = curve_reports(fit, min_share=min_share, min_separation=min_separation)
         bad = [f"{r.expert + 1}: {r.reason}" for r in reports if not r.valid]
         return sum(r.valid for r in reports), "; ".join(bad)
     return distinct_experts(fit.result, min_share=min_share, duplicate_sd=duplicate_sd)
@@ -631,16 +634,30 @@ def nothing_found(table: list[dict]) -> bool:
 NEW_ARC = (CLOSED, 0.25)
 
 
-def no_new_arc(data, K: int, *, seed: int = 0) -> bool:
+#: How many noise sds (the fitted circle's ``noise_px``) from a fitted circle a new seed
+#: curve may lie (|dc| + |dr|) and still be that circle's band, not a new curve
+#: (:func:`no_new_arc`): with jitter, the points of a ring beyond the seed's inlier band
+#: trace its outer or inner side. Measured on "jitter 1.5-2.5 px, concentric 2" (seeds
+#: 4, 5, 8, 10, 24) and "jitter 2.5 px, apart 3" (seeds 3, 6): the K + 1-th seed curve
+#: 3.5-4.6 px from a ring jittered by 1.5-2.5 px; K + 1 was fitted and not chosen (seed
+#: 24: "no edge", 714 iterations, 0.28 s of auto's 0.33 s; now 0.05 s, the same K = 2).
+BAND_SDS = 3.0
+
+
+def no_new_arc(
+    data, K: int, *, seed: int = 0, fitted: list[tuple[float, float, float, float]] | None = None
+) -> bool:
     """Whether the seed of K + 1 circles adds no arc to those of K: the points the seeded
     start of K + 1 gives its last expert (:func:`~pyro_moe.curves.fitting.start_labels`:
     the next chain candidate, or sequential RANSAC's next curve among the points the K
     curves leave, the same draw as K's) are fewer than 5, or their least-squares circle
     (Kasa, pixels) is no real circle, or they cover less than :data:`NEW_ARC` [0] of its
     perimeter with a longest arc under :data:`NEW_ARC` [1] (:func:`arc_of`, on the arcs of
-    the reports' "no arc" rule). Then the fit of K + 1 starts its extra expert on no curve
-    the points show, and (polished, not searched, beyond an admissible K) ends with no
-    valid one. False for experts other than circles."""
+    the reports' "no arc" rule), or it runs in the band of a circle of the fit at K
+    (``fitted``: (x0, y0, r, noise_px) of its valid circles; within :data:`BAND_SDS` of
+    that circle's noise sd in |dc| + |dr|). Then the fit of K + 1 starts its extra expert
+    on no curve the points show, and (polished, not searched, beyond an admissible K) ends
+    with no valid one. False for experts other than circles."""
     g = data.geometry
     if not g.shared or g.kinds[0] != "circle":
         return False
@@ -655,6 +672,10 @@ def no_new_arc(data, K: int, *, seed: int = 0) -> bool:
     r2 = float(w[2] + 0.25 * (w[0] ** 2 + w[1] ** 2))
     if not r2 > 0:
         return True
+    x0, y0, r = 0.5 * w[0], 0.5 * w[1], math.sqrt(r2)
+    for cx, cy, cr, noise in fitted or []:
+        if math.hypot(x0 - cx, y0 - cy) + abs(r - cr) <= BAND_SDS * noise:
+            return True
     if "spacing" not in data.cache:
         data.cache["spacing"] = _spacing(xy)
     step = 2.0 * max(CHAIN_TAU, 2.0 * data.cache["spacing"])
@@ -740,7 +761,10 @@ def select_curves(
             if no_gain(table, margin) or nothing_found(table):
                 return True
             # an admissible K whose K + 1 seed adds no arc: K + 1 has no curve to add
-            return table[-1]["admissible"] and no_new_arc(data, table[-1]["experts"], seed=seed)
+            if not table[-1]["admissible"]:
+                return False
+            bands = last.get(table[-1]["experts"], [])
+            return no_new_arc(data, table[-1]["experts"], seed=seed, fitted=bands)
 
     def start(K: int) -> dict:  # with seeded=True, each K starts where fit_curves does
         data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
@@ -768,10 +792,22 @@ def select_curves(
     min_share = options.get("min_share", 0.01)
     duplicate_sd = options.get("duplicate_sd", 1.0)
 
+    last: dict[int, list] = {}  # K -> its fit's valid circles with their noise, for stop
+
     def distinct(fit: CurveFit) -> tuple[int, str]:
+        if not set(fit.expert_kinds) <= {"circle", "conic"}:
+            return curve_distinct(fit, min_share=min_share, min_separation=min_separation,
+                                  duplicate_sd=duplicate_sd)  # fmt: skip
+        reports = curve_reports(fit, min_share=min_share, min_separation=min_separation)
+        last[fit.experts] = [
+            (r.curve.x0, r.curve.y0, r.curve.r, r.noise_px)
+            for r in reports
+            if r.valid and isinstance(r.curve, Circle) and r.noise_px is not None
+        ]
         return curve_distinct(
-            fit, min_share=min_share, min_separation=min_separation, duplicate_sd=duplicate_sd
-        )
+            fit, min_share=min_share, min_separation=min_separation, duplicate_sd=duplicate_sd,
+            reports=reports,
+        )  # fmt: skip
 
     selection = select_experts(
         model,

@@ -38,7 +38,9 @@ methods' times within one run, not across runs; the load average is written with
 
 Writes the results under ``benchmarks/results/`` as ``--name`` .json and .md (default
 ``scenes_`` and the set: benchmarks/results/scenes_clean.md, benchmarks/results/scenes_sparse.md;
-held-out seeds of the sparse kinds: benchmarks/results/scenes_sparse_heldout.md).
+held-out seeds of the sparse kinds: benchmarks/results/scenes_sparse_heldout.md,
+benchmarks/results/scenes_sparse_seeds3-14.md, benchmarks/results/scenes_sparse_seeds15-26.md;
+the clean set after the geometric refinement: benchmarks/results/scenes_sparse_clean_check.md).
 """
 
 from __future__ import annotations

@@ -398,11 +398,13 @@ def test_sparse_jittered_cluttered_scenes_solved_with_k_given(kind) -> None:
 def test_a_fit_holding_a_band_of_clutter_is_seeded_again(monkeypatch) -> None:
     """Three 15 % rings in 50 % clutter where the seed's first draws put the third curve
     through the clutter (a circle whose points spread over a quarter of its radius): a
-    further seeded start finds the third ring, at a higher objective."""
+    further seeded start finds the third ring, at a higher objective (seed 97: the seed's
+    first draw found the third ring on seed 49 once it drew one group of candidates from the
+    neighbourhoods that hold every point left)."""
     from pyro_moe.curves import fitting
 
     img, truth = point_scene([(128, 128)] * 3, [20, 55, 95], (256, 256), keep=0.15,
-                             clutter=0.5, seed=49)  # fmt: skip
+                             clutter=0.5, seed=97)  # fmt: skip
     fit = pyro_moe.fit_circles(img, experts=3, noise_expert=True)
     assert _within(truth, fit.circles()) and fitting.noisy_circles(fit) == 0
     monkeypatch.setattr(fitting, "SEEDED_RESTARTS", 0)
@@ -439,3 +441,20 @@ def test_a_ring_cut_by_the_frame_is_a_closed_chain_start() -> None:
     assert fitting.chains_seed(data) and fitting.chain_seeds(data) == 2
     fit = pyro_moe.fit_circles(img, experts=2, noise_expert=True)
     assert _within(truth, fit.circles())
+
+
+def test_refined_circles_are_saved_loaded_and_permuted(tmp_path):
+    """fit_circles reports each circle as its geometric refinement (CurveFit.refined); the
+    core result keeps the posterior mean, a saved fit reads back the same circles, and a
+    relabelled fit carries its refinement with its experts."""
+    fit = pyro_moe.fit_circles(_two_circles(), experts=2)
+    assert fit.refined_experts() == [0, 1]
+    algebraic = fit.geometry.curves(fit.mean.detach().cpu().numpy())
+    assert [c.r for c in fit.circles()] != [c.r for c in algebraic]
+    back = pyro_moe.CurveFit.load(fit.save(tmp_path / "fit.npz"))
+    assert back.circles() == pytest.approx(fit.circles())
+    np.testing.assert_allclose(back.refinement[1], fit.refinement[1])
+    swapped = fit.permuted([1, 0])
+    assert swapped.circles() == fit.circles()[::-1]
+    plain = pyro_moe.CurveFit(fit.result, fit.geometry)  # a CurveFit of a core result
+    assert plain.refined_experts() == [] and plain.circles() == algebraic

@@ -318,7 +318,10 @@ def rings(N: int, seed: int = 0) -> np.ndarray:
 
 
 def sorted_circles(result) -> np.ndarray:
-    return np.array(sorted((c.x0, c.y0, c.r) for c in result.circles()))
+    """The circles of the posterior mean, sorted: a fit of distributed points reports no
+    geometric refinement (CurveFit.refined needs every point's responsibilities)."""
+    plain = pyro_moe.CurveFit(result.result, result.geometry)
+    return np.array(sorted((c.x0, c.y0, c.r) for c in plain.circles()))
 
 
 @pytest.mark.slow

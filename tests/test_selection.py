@@ -155,19 +155,26 @@ def test_the_kasa_bias_is_removed():
     """Rings of r = 10 px with isotropic noise sigma = 0.5 px: the regression of x^2 + y^2
     on [x, y, 1] over-estimates r by sigma^2 / r = 0.025 px (docs/guide.md, "The Kasa
     bias"); the corrected radius does not (8 rings of 5000 points: standard error of the
-    mean 0.0015 px)."""
-    before, after, noise = [], [], []
+    mean 0.0015 px), nor does the circle fit_circles reports (the geometric refinement,
+    CurveFit.refined, its own bias sigma^2 / (2 r) removed), whose r_corrected is its r."""
+    before, after, refined, noise = [], [], [], []
     for seed in range(8):
         rng = np.random.default_rng(seed)
         phi = rng.uniform(0, 2 * np.pi, 5000)
         xy = np.column_stack([50 + 10 * np.cos(phi), 40 + 10 * np.sin(phi)])
         xy += rng.normal(0, 0.5, xy.shape)
-        (rep,) = curve_reports(pyro_moe.fit_circles(xy, experts=1, noise_expert=False, n_init=1))
+        fit = pyro_moe.fit_circles(xy, experts=1, noise_expert=False, n_init=1)
+        plain = pyro_moe.CurveFit(fit.result, fit.geometry)  # the posterior mean's circle
+        (rep,) = curve_reports(plain)
         before.append(rep.curve.r - 10)
         after.append(rep.r_corrected - 10)
         noise.append(rep.noise_px)
+        (rep,) = curve_reports(fit)
+        assert rep.r_corrected == rep.curve.r
+        refined.append(rep.curve.r - 10)
     assert 0.018 < np.mean(before) < 0.033
     assert abs(np.mean(after)) < 0.006
+    assert abs(np.mean(refined)) < 0.006, np.mean(refined)
     assert np.mean(noise) == pytest.approx(0.5, rel=0.03)
 
 
@@ -398,3 +405,28 @@ def test_no_new_arc_when_the_seed_of_k_plus_1_holds_no_curve():
     sel = select_circles(img, noise_expert=True)
     assert [row["experts"] for row in sel.table] == [1, 2] and sel.experts == 2
     assert _scene_solved(truth, [c for c in sel.result.circles() if c.valid])
+
+
+@pytest.mark.parametrize(
+    ("kind", "seed", "K", "stops"),
+    [("jitter 1.5-2.5 px, concentric 2", 24, 2, True), ("small (r 8-15)", 2, 2, False)],
+)
+def test_no_new_arc_when_the_seed_of_k_plus_1_runs_in_the_bands_of_the_fit(kind, seed, K, stops):
+    """Two rings jittered by 1.5-2.5 px: the third seed curve is the outer side of a ring
+    (its points beyond the seed's inlier band), an arc, but within 3 noise sds of the
+    fitted ring: auto stops at K = 2 (it fitted K = 3 in 714 iterations before). Three
+    small rings: the start of K = 3 lists the ring K = 2 lacks before its last curve, so
+    the rule asks about every curve of the start, and K = 3 is still fitted."""
+    from pyro_moe.curves.fitting import curve_data
+    from pyro_moe.curves.selection import no_new_arc
+    from pyro_moe.shapes.synthetic import circle_scene
+
+    img, truth = circle_scene(kind, seed)
+    data = curve_data(img, 1)
+    fit = pyro_moe.fit_circles(img, experts=K, noise_expert=True)
+    fitted = [(r.curve.x0, r.curve.y0, r.curve.r, r.noise_px) for r in curve_reports(fit)]
+    assert not no_new_arc(data, K)  # the last curve of the start is an arc
+    assert no_new_arc(data, K, fitted=fitted) == stops
+    sel = select_circles(img, noise_expert=True)
+    assert sel.experts == len(truth)
+    assert [row["experts"] for row in sel.table] == list(range(1, len(truth) + 1))

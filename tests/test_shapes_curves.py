@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyro_moe.errors import InputError
 from pyro_moe.shapes import (
@@ -24,7 +26,7 @@ from pyro_moe.shapes import (
     ellipse_points,
     hyperbola_points,
 )
-from pyro_moe.shapes.curves import kasa_corrected_radius, radial_noise
+from pyro_moe.shapes.curves import geometric_circles, kasa_corrected_radius, radial_noise
 
 
 def _lstsq(X: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -226,3 +228,55 @@ def test_kasa_correction_inverts_the_bias(r: float, sigma: float) -> None:
     assert kasa_corrected_radius(r_hat, v) == pytest.approx(r, rel=1e-12)
     assert radial_noise(r_hat, v) == pytest.approx(sigma, rel=1e-9)
     assert kasa_corrected_radius(1.0, 2.0) is None and radial_noise(1.0, 2.0) is None
+
+
+def test_geometric_circles_recover_exact_arcs_all_at_once() -> None:
+    """Two circles' exact 90-degree arcs, each weighted to its own circle, started off by
+    2-3 px: the geometric fit finds both exactly (residual sd 0), the responsibilities
+    picking the points."""
+    phi = np.linspace(0.2, 0.2 + np.pi / 2, 30)
+    a = np.column_stack([10 + 5 * np.cos(phi), 20 + 5 * np.sin(phi)])
+    b = np.column_stack([40 + 8 * np.cos(phi + 2), 25 + 8 * np.sin(phi + 2)])
+    xy = np.concatenate([a, b])
+    w = np.zeros((60, 2))
+    w[:30, 0] = w[30:, 1] = 1.0
+    theta, cov, sigma, ok = geometric_circles(xy, w, [[12, 18, 6], [38, 27, 10]])
+    np.testing.assert_allclose(theta, [[10, 20, 5], [40, 25, 8]], atol=1e-8)
+    assert ok.all() and np.all(sigma < 1e-8) and np.all(np.abs(cov) < 1e-12)
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    sweep=st.floats(0.5, 2 * np.pi),
+    jitter=st.floats(0.0, 2.0),
+)
+@settings(max_examples=30, deadline=None)
+def test_geometric_circles_never_raise_the_sum_of_squares(seed, sweep, jitter) -> None:
+    """The refined circle's weighted sum of squared geometric residuals is at most the
+    start's (step halving), and its covariance is symmetric positive semi-definite."""
+    rng = np.random.default_rng(seed)
+    phi = rng.uniform(0, sweep, 40)
+    xy = np.column_stack([30 + 12 * np.cos(phi), 20 + 12 * np.sin(phi)])
+    xy += rng.normal(0, jitter, xy.shape)
+    w = rng.uniform(0.2, 1.0, (40, 1))
+    start = np.array([[30 + rng.normal(0, 2), 20 + rng.normal(0, 2), 12 + rng.normal(0, 2)]])
+
+    def ss(th):
+        return float((w[:, 0] * (np.hypot(*(xy - th[0, :2]).T) - th[0, 2]) ** 2).sum())
+
+    theta, cov, _sigma, ok = geometric_circles(xy, w, start)
+    assert ss(theta) <= ss(start) * (1 + 1e-9) + 1e-12
+    if ok[0]:
+        np.testing.assert_allclose(cov[0], cov[0].T, atol=1e-12)
+        assert np.linalg.eigvalsh(cov[0]).min() > -1e-9
+
+
+def test_geometric_circles_refuse_too_little_weight_and_bad_shapes() -> None:
+    xy = np.column_stack([np.cos(np.arange(10.0)), np.sin(np.arange(10.0))])
+    w = np.zeros((10, 1))
+    w[:3] = 1.0  # three points' worth: no residual left to read the noise from
+    theta, cov, _sigma, ok = geometric_circles(xy, w, [[0.1, 0.0, 1.2]])
+    assert not ok[0] and np.isnan(cov).all()
+    np.testing.assert_allclose(theta, [[0.1, 0.0, 1.2]])
+    with pytest.raises(InputError, match="weights"):
+        geometric_circles(xy, np.ones((9, 1)), [[0, 0, 1]])

@@ -446,7 +446,10 @@ def fit_curves(
     The image options (:data:`IMAGE_OPTIONS`: ``threshold``, ``invert``, ``edges``,
     ``edge_sigma``, ``max_pixels``) may be given as keywords or in ``image_options``.
     Priors are in standardized units. Use ``result.curves()`` (each expert as its kind),
-    or ``result.circles()`` / ``result.conics()``. ``model`` (a name, a path or a loaded
+    or ``result.circles()`` / ``result.conics()``: each circle is the weighted geometric
+    least-squares circle of its points, the responsibilities the weights
+    (:meth:`~pyro_moe.curves.result.CurveFit.refined`; the core result ``fit.mean`` stays
+    the model's posterior). ``model`` (a name, a path or a loaded
     :class:`~pyro_moe.model_file.Model`) is loaded once.
     """
     model = load_model(model)
@@ -499,7 +502,7 @@ def fit_curves(
         )  # fmt: skip
         if again.objective > result.objective:
             result = again
-    return result
+    return result.refined()
 
 
 #: The most further seeded starts :func:`fit_curves` makes (with the seed's random draws

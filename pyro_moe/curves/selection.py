@@ -73,7 +73,8 @@ class CurveReport:
         valid: whether it is a curve of the data (see :func:`curve_reports`).
         reason: why not, a short phrase (None when valid).
         wide: True when its posterior sds are too wide to mean anything (print none).
-        r_corrected: a circle's radius corrected for the Kasa bias from its own noise
+        r_corrected: a circle's radius corrected for the Kasa bias from its own noise (a
+            circle refined to its geometric fit: its radius)
             (:func:`pyro_moe.shapes.curves.kasa_corrected_radius`), pixels; else None.
         noise_px: a circle's fitted noise sd of the points about it, pixels
             (:func:`pyro_moe.shapes.curves.radial_noise`); else None.
@@ -403,10 +404,12 @@ def curve_reports(
       a 25th circle (r = 12 px) through the doubled lower rim of one coin and its relief
       covered 0.62 in pieces, its longest arc 0.2; every coin covers 0.81 to 1.
 
-    Circles also carry ``r_corrected`` (the Kasa bias removed with their own noise) and
-    ``noise_px``.
+    Circles also carry ``r_corrected`` (the Kasa bias removed with their own noise; a
+    refined circle's own radius, which has none) and ``noise_px``.
     """
     curves = result.curves()
+    refined = result.refined_experts()
+    algebraic = result.geometry.curves(result.mean.detach().cpu().numpy())
     sds = curve_uncertainty(result)
     geometry = result.geometry
     kinds = list(geometry.kinds)
@@ -422,8 +425,10 @@ def curve_reports(
         kind, c = kinds[k], curves[k]
         if kind == "circle" and c.valid:
             v = 1.0 / max(float(beta[k]), 1e-300)
-            r_s = c.r / scale
+            r_s = algebraic[k].r / scale  # the regression's radius, which v is about
             corr, noise = kasa_corrected_radius(r_s, v), radial_noise(r_s, v)
+            if k in refined:  # the geometric circle's radius carries no Kasa bias
+                corr = c.r / scale
             extra[k] = (
                 None if corr is None else scale * corr,
                 None if noise is None else scale * noise,
@@ -549,13 +554,16 @@ def curve_distinct(
     min_share: float = 0.01,
     min_separation: float = 2.0,
     duplicate_sd: float = 1.0,
+    reports: list[CurveReport] | None = None,
 ) -> tuple[int, str]:
     """Number of distinct, used experts of a curve fit and a note on the rest: for circle
     and conic experts, those :func:`curve_reports` calls valid (the note lists the others'
-    reasons); for other kinds, :func:`pyro_moe.selection.distinct_experts` of the core
-    result. ``count == fit.experts`` means the fit is admissible."""
+    reasons; ``reports``: the fit's reports when the caller has made them); for other
+    kinds, :func:`pyro_moe.selection.distinct_experts` of the core result.
+    ``count == fit.experts`` means the fit is admissible."""
     if set(fit.expert_kinds) <= {"circle", "conic"}:
-        reports = curve_reports(fit, min_share=min_share, min_separation=min_separation)
+        if reports is None:
+            reports = curve_reports(fit, min_share=min_share, min_separation=min_separation)
         bad = [f"{r.expert + 1}: {r.reason}" for r in reports if not r.valid]
         return sum(r.valid for r in reports), "; ".join(bad)
     return distinct_experts(fit.result, min_share=min_share, duplicate_sd=duplicate_sd)
@@ -626,29 +634,69 @@ def nothing_found(table: list[dict]) -> bool:
 NEW_ARC = (CLOSED, 0.25)
 
 
-def no_new_arc(data, K: int, *, seed: int = 0) -> bool:
+#: How many noise sds (the fitted circle's ``noise_px``) from a fitted circle a new seed
+#: curve may lie (|dc| + |dr|) and still be that circle's band, not a new curve
+#: (:func:`no_new_arc`): with jitter, the points of a ring beyond the seed's inlier band
+#: trace its outer or inner side. Measured on "jitter 1.5-2.5 px, concentric 2" (seeds
+#: 4, 5, 8, 10, 24) and "jitter 2.5 px, apart 3" (seeds 3, 6): the K + 1-th seed curve
+#: 3.5-4.6 px from a ring jittered by 1.5-2.5 px; K + 1 was fitted and not chosen (seed
+#: 24: "no edge", 714 iterations, 0.28 s of auto's 0.33 s; now 0.05 s, the same K = 2).
+BAND_SDS = 3.0
+
+
+def _in_bands(seeds: list, fitted: list[tuple[float, float, float, float]]) -> bool:
+    """Whether every seeded circle (its Kasa weights and r^2) lies in the band of a fitted
+    circle (x0, y0, r, noise_px): within :data:`BAND_SDS` noise sds in |dc| + |dr|."""
+    for w, r2 in seeds:
+        if not r2 > 0:
+            continue
+        x0, y0, r = 0.5 * w[0], 0.5 * w[1], math.sqrt(r2)
+        if not any(
+            math.hypot(x0 - cx, y0 - cy) + abs(r - cr) <= BAND_SDS * noise
+            for cx, cy, cr, noise in fitted
+        ):
+            return False
+    return True
+
+
+def no_new_arc(
+    data, K: int, *, seed: int = 0, fitted: list[tuple[float, float, float, float]] | None = None
+) -> bool:
     """Whether the seed of K + 1 circles adds no arc to those of K: the points the seeded
     start of K + 1 gives its last expert (:func:`~pyro_moe.curves.fitting.start_labels`:
     the next chain candidate, or sequential RANSAC's next curve among the points the K
     curves leave, the same draw as K's) are fewer than 5, or their least-squares circle
     (Kasa, pixels) is no real circle, or they cover less than :data:`NEW_ARC` [0] of its
     perimeter with a longest arc under :data:`NEW_ARC` [1] (:func:`arc_of`, on the arcs of
-    the reports' "no arc" rule). Then the fit of K + 1 starts its extra expert on no curve
-    the points show, and (polished, not searched, beyond an admissible K) ends with no
-    valid one. False for experts other than circles."""
+    the reports' "no arc" rule), or every curve of the start of K + 1 runs in the band of
+    a circle of the fit at K (``fitted``: (x0, y0, r, noise_px) of its valid circles;
+    within :data:`BAND_SDS` of that circle's noise sd in |dc| + |dr|; all of them, since
+    the start of K + 1 may order its curves otherwise than the fit at K: on
+    ``circle_scene("small (r 8-15)", 2)`` its last curve was a ring the fit at K = 2
+    held, and the ring it lacked was among the others). Then the fit of K + 1 starts its extra expert
+    on no curve the points show, and (polished, not searched, beyond an admissible K) ends
+    with no valid one. False for experts other than circles."""
     g = data.geometry
     if not g.shared or g.kinds[0] != "circle":
         return False
     data_k = dataclasses.replace(data, geometry=g.repeated(K + 1))
-    new = start_labels(data_k, seed=seed) == K
+    labels = start_labels(data_k, seed=seed)
+    new = labels == K
     if new.sum() < 5:
         return True
     xy = data.points.xy
+
+    def kasa(P: np.ndarray) -> tuple[np.ndarray, float]:  # (2 x0, 2 y0, r^2 - |c|^2), r^2
+        A = np.column_stack([P, np.ones(len(P))])
+        w = np.linalg.lstsq(A, (P * P).sum(1), rcond=None)[0]
+        return w, float(w[2] + 0.25 * (w[0] ** 2 + w[1] ** 2))
+
     P = xy[new]
-    A = np.column_stack([P, np.ones(len(P))])
-    w = np.linalg.lstsq(A, (P * P).sum(1), rcond=None)[0]  # 2 x0, 2 y0, r^2 - |c|^2
-    r2 = float(w[2] + 0.25 * (w[0] ** 2 + w[1] ** 2))
+    w, r2 = kasa(P)
     if not r2 > 0:
+        return True
+    if fitted and _in_bands([kasa(xy[labels == k]) for k in range(K + 1)
+                             if (labels == k).sum() >= 5], fitted):  # fmt: skip
         return True
     if "spacing" not in data.cache:
         data.cache["spacing"] = _spacing(xy)
@@ -678,7 +726,8 @@ def select_curves(
     box, one noise precision per curve; ``search=`` and ``per_expert_noise=`` among
     ``options`` change them) and the results are
     :class:`~pyro_moe.curves.CurveFit`, so ``selection.result.circles()`` / ``.conics()``
-    are in pixel units.
+    are in pixel units (circles refined as ``fit_curves`` refines them:
+    :meth:`~pyro_moe.curves.result.CurveFit.refined`).
 
     The range of K: ``max_experts=None`` (default) takes it from the picture's edge chains
     (:func:`auto_range`: S and S + 1 for S closed candidates), each K then started as
@@ -734,7 +783,10 @@ def select_curves(
             if no_gain(table, margin) or nothing_found(table):
                 return True
             # an admissible K whose K + 1 seed adds no arc: K + 1 has no curve to add
-            return table[-1]["admissible"] and no_new_arc(data, table[-1]["experts"], seed=seed)
+            if not table[-1]["admissible"]:
+                return False
+            bands = last.get(table[-1]["experts"], [])
+            return no_new_arc(data, table[-1]["experts"], seed=seed, fitted=bands)
 
     def start(K: int) -> dict:  # with seeded=True, each K starts where fit_curves does
         data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
@@ -762,10 +814,22 @@ def select_curves(
     min_share = options.get("min_share", 0.01)
     duplicate_sd = options.get("duplicate_sd", 1.0)
 
+    last: dict[int, list] = {}  # K -> its fit's valid circles with their noise, for stop
+
     def distinct(fit: CurveFit) -> tuple[int, str]:
+        if not set(fit.expert_kinds) <= {"circle", "conic"}:
+            return curve_distinct(fit, min_share=min_share, min_separation=min_separation,
+                                  duplicate_sd=duplicate_sd)  # fmt: skip
+        reports = curve_reports(fit, min_share=min_share, min_separation=min_separation)
+        last[fit.experts] = [
+            (r.curve.x0, r.curve.y0, r.curve.r, r.noise_px)
+            for r in reports
+            if r.valid and isinstance(r.curve, Circle) and r.noise_px is not None
+        ]
         return curve_distinct(
-            fit, min_share=min_share, min_separation=min_separation, duplicate_sd=duplicate_sd
-        )
+            fit, min_share=min_share, min_separation=min_separation, duplicate_sd=duplicate_sd,
+            reports=reports,
+        )  # fmt: skip
 
     selection = select_experts(
         model,
@@ -775,7 +839,7 @@ def select_curves(
         min_experts=min_experts,
         seed=seed,
         start=start,
-        wrap=lambda K, res: CurveFit(res, data.geometry.repeated(K)),
+        wrap=lambda K, res: CurveFit(res, data.geometry.repeated(K)).refined(),
         distinct=distinct,
         stop=stop,
         **curve,

@@ -43,6 +43,7 @@ __all__ = [
     "conic_from_weights",
     "conic_to_pixels",
     "conic_weights_from_geometry",
+    "geometric_circles",
     "kasa_corrected_radius",
     "line_from_weights",
     "radial_noise",
@@ -199,6 +200,104 @@ def radial_noise(r: float, target_variance: float) -> float | None:
         return None
     s2 = 0.5 * (float(r) ** 2 - math.sqrt(disc))
     return float(math.sqrt(max(s2, 0.0)))
+
+
+#: Gauss-Newton steps of :func:`geometric_circles` at most, and the step (in units of the
+#: circle's radius) below which it stops.
+GEOMETRIC_STEPS = 30
+GEOMETRIC_TOL = 1e-8
+
+
+def geometric_circles(
+    xy: object, weights: object, start: object
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted geometric least squares of K circles at once (Gauss-Newton from ``start``).
+
+    For points $p_i$ (N, 2), weights $w_{ik} \\ge 0$ (N, K) and starting circles
+    $\\theta_k = (x_{0k}, y_{0k}, r_k)$ (K, 3), each circle minimises
+    $S_k(\\theta) = \\sum_i w_{ik} d_{ik}^2$ with the geometric residual
+    $d_{ik} = |p_i - c_k| - r_k$ (Kasa's algebraic residual $|p_i - c_k|^2 - r_k^2$
+    weighs a point by $(|p_i - c_k| + r_k)^2$, so on a short noisy arc it pulls the circle
+    to a smaller, shifted one). The step solves
+    $(J^\\top W J)\\,\\delta = -J^\\top W d$ with
+    $\\partial d / \\partial\\theta = (-(x_i - x_0)/\\rho_i, -(y_i - y_0)/\\rho_i, -1)$,
+    $\\rho_i = |p_i - c|$, halved until $S_k$ does not grow.
+
+    Returns (theta (K, 3), cov (K, 3, 3), sigma (K,), ok (K,)): ``cov`` is
+    $\\hat\\sigma_k^2 (J^\\top W J)^{-1}$ at the optimum, the Laplace approximation of
+    the posterior of $\\theta_k$ under a flat prior and Gaussian radial noise of
+    variance $\\hat\\sigma_k^2 = S_k / (\\sum_i w_{ik} - 3)$ with the weights held
+    fixed; ``ok`` is False where the weights hold fewer than 4 points' worth, the normal
+    matrix is singular or the fit leaves the reals (its rows are ``start``, NaN
+    covariance).
+    """
+    P = np.asarray(xy, dtype=np.float64)
+    Wt = np.asarray(weights, dtype=np.float64)
+    theta = np.array(start, dtype=np.float64, copy=True).reshape(-1, 3)
+    K = theta.shape[0]
+    if P.ndim != 2 or P.shape[1] != 2 or Wt.shape != (len(P), K):
+        raise InputError(
+            f"geometric_circles needs points (N, 2), weights (N, K) and starts (K, 3); got "
+            f"{P.shape}, {Wt.shape}, {theta.shape}"
+        )
+    keep = (Wt > 1e-12).any(1)  # points no circle weighs add nothing
+    # (K, N) arrays: each circle's sums run along contiguous memory
+    px, py, Wt = P[keep, 0], P[keep, 1], np.ascontiguousarray(Wt[keep].T)
+    mass = Wt.sum(1)
+    ok = (mass > 4.0) & np.isfinite(theta).all(1) & (theta[:, 2] > 0)
+    theta[~ok] = 1.0
+
+    def residuals(th: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        dx = px[None, :] - th[:, 0:1]
+        dy = py[None, :] - th[:, 1:2]
+        rho = np.maximum(np.hypot(dx, dy), 1e-12)
+        d = rho - th[:, 2:3]
+        return d, dx / rho, dy / rho, (Wt * d * d).sum(1)
+
+    def normal(ux: np.ndarray, uy: np.ndarray) -> np.ndarray:  # J^T W J, (K, 3, 3)
+        wx, wy = Wt * ux, Wt * uy
+        sxx, sxy, syy = (wx * ux).sum(1), (wx * uy).sum(1), (wy * uy).sum(1)
+        sx, sy = wx.sum(1), wy.sum(1)
+        return np.stack([np.stack([sxx, sxy, sx], -1), np.stack([sxy, syy, sy], -1),
+                         np.stack([sx, sy, mass], -1)], -2)  # fmt: skip
+
+    d, ux, uy, S = residuals(theta)
+    for _ in range(GEOMETRIC_STEPS):
+        A = normal(ux, uy)
+        wd = Wt * d
+        g = -np.stack([(wd * ux).sum(1), (wd * uy).sum(1), wd.sum(1)], -1)
+        good = ok & (np.abs(np.linalg.det(A)) > 1e-300)
+        A[~good] = np.eye(3)
+        step = -np.linalg.solve(A, g[..., None])[..., 0]
+        step[~good] = 0.0
+        t = np.ones(K)
+        for _half in range(20):  # step halving: S_k never grows
+            trial = theta + t[:, None] * step
+            new = residuals(trial)
+            worse = new[3] > S * (1 + 1e-12)
+            if not worse.any():
+                break
+            t = np.where(worse, 0.5 * t, t)
+        if worse.any():  # a circle that cannot improve stays; the others move
+            t = np.where(worse, 0.0, t)
+            trial = theta + t[:, None] * step
+            new = residuals(trial)
+        moved = np.abs(trial - theta).max(1)
+        theta = trial
+        d, ux, uy, S = new
+        if (moved <= GEOMETRIC_TOL * np.abs(theta[:, 2])).all():
+            break
+    ok &= np.isfinite(theta).all(1) & (theta[:, 2] > 0)
+    A = normal(ux, uy)
+    sigma2 = S / np.maximum(mass - 3.0, 1e-12)
+    cov = np.full((K, 3, 3), np.nan)
+    for k in np.flatnonzero(ok):
+        try:
+            cov[k] = sigma2[k] * np.linalg.inv(A[k])
+        except np.linalg.LinAlgError:
+            ok[k] = False
+    theta[~ok] = np.asarray(start, dtype=np.float64).reshape(-1, 3)[~ok]
+    return theta, cov, np.sqrt(sigma2), ok
 
 
 def circles_from_weights(W: object) -> list[Circle]:

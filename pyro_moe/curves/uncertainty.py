@@ -163,40 +163,29 @@ def _refined(result: CurveFit, k: int, level: float) -> CircleUncertainty | None
     None when the fit did not refine it."""
     if k not in result.refined_experts():
         return None
-    z = _z(level)
     x0, y0, r = (float(v) for v in result.refinement[0][k])
-    cov = np.array(result.refinement[1][k], dtype=float)
-    sd = [float(v) for v in np.sqrt(np.clip(np.diag(cov), 0, None))]
-    return CircleUncertainty(
-        x0=x0,
-        y0=y0,
-        r=r,
-        sd_x0=sd[0],
-        sd_y0=sd[1],
-        sd_r=sd[2],
-        level=level,
-        x0_interval=(x0 - z * sd[0], x0 + z * sd[0]),
-        y0_interval=(y0 - z * sd[1], y0 + z * sd[1]),
-        r_interval=(r - z * sd[2], r + z * sd[2]),
-        cov=cov,
-    )
+    return _summary(x0, y0, r, np.array(result.refinement[1][k], dtype=float), level)
 
 
 def _circle(m: np.ndarray, B: np.ndarray, st: Standardization, level: float) -> CircleUncertainty:
     """One circle expert's delta-method summary (see :func:`circle_uncertainty`)."""
-    z = _z(level)
     x0, y0, r_px = (float(v) for v in circle_parameters(m, st))
     J = circle_jacobian(m)
     valid = J is not None
     if J is None:  # no radius: the centre's 2x2 block only
         J = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])
     cov = st.scale**2 * J @ B @ J.T
+    return _summary(x0, y0, r_px if valid else None, cov, level, valid)
+
+
+def _summary(
+    x0: float, y0: float, r: float | None, cov: np.ndarray, level: float, valid: bool = True
+) -> CircleUncertainty:
+    """(x0, y0, r) with the sds of ``cov`` and their ``level`` intervals x +- z sd (r None:
+    no radius, ``cov`` the centre's 2x2 block)."""
+    z = _z(level)
     sd = [float(v) for v in np.sqrt(np.clip(np.diag(cov), 0, None))]
-    r = sd_r = r_iv = None
-    if valid:
-        r = r_px
-        sd_r = sd[2]
-        r_iv = (r - z * sd_r, r + z * sd_r)
+    sd_r = sd[2] if r is not None else None
     return CircleUncertainty(
         x0=x0,
         y0=y0,
@@ -207,7 +196,7 @@ def _circle(m: np.ndarray, B: np.ndarray, st: Standardization, level: float) -> 
         level=level,
         x0_interval=(x0 - z * sd[0], x0 + z * sd[0]),
         y0_interval=(y0 - z * sd[1], y0 + z * sd[1]),
-        r_interval=r_iv,
+        r_interval=None if r is None or sd_r is None else (r - z * sd_r, r + z * sd_r),
         cov=cov,
         valid=valid,
     )

@@ -36,7 +36,7 @@ SETTINGS = {
     "gate_prior_scale": 3.0,
     "noise_gate_prior_scale": 0.1,
     # the gate's M-step: one damped Gauss-Newton step per sweep ("auto"; L-BFGS from 1e5
-    # points): on the regression data as good or better optima than L-BFGS, 3-8x faster
+    # points): on the regression data as good or better optima than L-BFGS, 1.7-8.7x faster
     # (docs/cavi_notes.md section 6); fit(gate_method="lbfgs") for L-BFGS
     "gate_method": "auto",
 }

@@ -13,8 +13,9 @@ rejected unless it does not lower G, so the CAVI objective never decreases. Two 
   warm-started (θ and the damping carried over), from the gradient and the Gauss-Newton
   curvature of G summed over row chunks in a few batched torch calls (exact Newton for a
   linear gate and for the last layer given the hidden one); the Dask fitter sums the same
-  terms over its chunks. 3-8x faster per fit; the two reach different fixed points of a
-  many-basined MLP gate, so each model file says which it takes (:data:`GATE_METHOD`).
+  terms over its chunks. 1.7-8.7x faster per fit on the regression data (median 4.6x);
+  the two reach different fixed points of a many-basined MLP gate, so each model file
+  says which it takes (:data:`GATE_METHOD`).
 
 The equations and the measurements are in ``docs/cavi_notes.md`` section 6, the gate
 prior's in section 7.
@@ -39,17 +40,18 @@ GATE_PRESAMPLE_GAIN = 1e-4  # ... while the last gate step gained more than this
 #: form, :meth:`GateLayers.of`, in the data's dtype, below GATE_WARM_START_N points; else
 #: L-BFGS), "newton" (refuses another gate). The two walk into different fixed points of an
 #: MLP gate's many-basined objective (both converged, docs/cavi_notes.md section 6): on the
-#: regression data Gauss-Newton's are as good or better and 3-8x cheaper
+#: regression data Gauss-Newton's are as good or better and 1.7-8.7x cheaper
 #: (models/mixture_of_experts.py takes "auto"); on the study's eye fit with the noise expert
 #: and the logistic experts' test data L-BFGS's are better (their files keep L-BFGS)
 GATE_METHOD = "lbfgs"
 #: the L-BFGS closure's loss and gradient by GateLayers.terms (written by hand, no curvature)
 #: for a gate of known form in the data's dtype; False: autograd through the module (the
-#: same sums to rounding; 2.1x dearer per evaluation at N = 1000, K = 4, H = 8)
+#: same sums to rounding; the terms 250-290 us per evaluation at N = 1000, K = 4, H = 8,
+#: autograd's closure 530-710 us; whole fits 1.0-1.34x, docs/cavi_notes.md section 6)
 GATE_LBFGS_BY_HAND = True
 #: Gauss-Newton iterations per CAVI sweep (at most gate_steps; fewer once one gains nothing):
 #: one, as measured on the regression data (benchmarks/results/gate_step.md: every fit at
-#: N <= 1000 under 8 CPU s; three took up to 18 s for the same optima)
+#: N <= 1000 under 8 CPU s; three took up to 18 s, NPreg N = 1000, K = 4)
 GATE_NEWTON_STEPS = 1
 #: a sweep's first Newton iteration reuses the curvature of up to this many sweeps ago
 GATE_CURVATURE_AGE = 3
@@ -434,7 +436,7 @@ class GateFitter:
         gradient accumulated into the working parameters; keeps the log softmax it computed
         (data dtype only). A gate of known form (:class:`GateLayers`) in the data's dtype
         is evaluated by :meth:`GateLayers.terms` (the same sum and its gradient, written by
-        hand: 2.4x cheaper than autograd at N = 1000), any other by autograd."""
+        hand: GATE_LBFGS_BY_HAND), any other by autograd."""
         N = self.N
         keep = self.work is self.gate  # the log softmax is in the data's dtype
         if self.known is not None:

@@ -316,19 +316,18 @@ class GateFitter:
         method = GATE_METHOD if method is None else method
         if method not in ("auto", "newton", "lbfgs"):
             raise InputError(f"the gate's method must be auto, newton or lbfgs, got {method!r}")
-        self.layers = None
-        # the L-BFGS closure's hand-written terms (a gate of known form in the data's dtype)
-        by_hand = GATE_LBFGS_BY_HAND and self.work is gate
-        self.known = GateLayers.of(gate) if by_hand else None
+        # a gate of known form in the data's dtype: its terms by hand (GateLayers.terms) for
+        # the L-BFGS closure and, where asked, the Gauss-Newton step
+        form = GateLayers.of(gate) if self.work is gate else None
+        if form is not None:
+            self.newton_rows = U.chunk_rows(N, form.width(form.shapes[0][0]))
+        self.known = form if GATE_LBFGS_BY_HAND else None
         self._rt: tuple[torch.Tensor, torch.Tensor] | None = None
-        if self.known is not None:
-            self.known_rows = U.chunk_rows(N, self.known.width(self.known.shapes[0][0]))
         # "auto" keeps L-BFGS from GATE_WARM_START_N points: there its warm start and
         # presample beat the curvature's O(N P^2) pass (regularized experts at 1e5 points,
         # benchmarks/results/gate_step.md: 28 ms per iteration against 61 ms)
         large = method == "auto" and self.N >= GATE_WARM_START_N
-        if method != "lbfgs" and self.work is gate and not large:
-            self.layers = GateLayers.of(gate)
+        self.layers = form if method != "lbfgs" and not large else None
         if method == "newton" and self.layers is None:
             raise InputError(
                 "the gate's Gauss-Newton step needs a linear gate or nn.Sequential(Linear, "
@@ -337,7 +336,6 @@ class GateFitter:
         if self.layers is not None:
             L = self.layers
             self.newton_steps = min(steps, GATE_NEWTON_STEPS)
-            self.newton_rows = U.chunk_rows(N, L.width(L.shapes[0][0]))
             mask = L.weight_mask.to(X)
             # the gate prior's precision on θ: 1 / s^2 on the weights, 0 on the biases
             self.precision = mask / prior_scale**2 if prior_scale is not None else 0 * mask
@@ -462,7 +460,7 @@ class GateFitter:
             self._rt = (r, r.T.contiguous())
         out = self.X.new_empty(r.shape)
         theta = L.theta()
-        D, grad, _ = L.terms(self.X, self._rt[1], theta, self.known_rows, out, False)
+        D, grad, _ = L.terms(self.X, self._rt[1], theta, self.newton_rows, out, False)
         loss, grad = -D / N, -grad / N
         if self.prior_scale is not None:  # + |W|^2 / (2 s^2 N), gradient W / (s^2 N)
             pen = L.weight_mask.to(theta) * theta / (self.prior_scale**2 * N)

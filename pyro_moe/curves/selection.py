@@ -28,6 +28,8 @@ from ..shapes.chains import CLOSED, Candidate, arc_cover, longest_arc
 from ..shapes.curves import (
     MAX_RELATIVE_NOISE,
     Circle,
+    circle_design,
+    circle_parameters,
     conic_weights_from_geometry,
     kasa_corrected_radius,
     radial_noise,
@@ -645,12 +647,11 @@ BAND_SDS = 3.0
 
 
 def _in_bands(seeds: list, fitted: list[tuple[float, float, float, float]]) -> bool:
-    """Whether every seeded circle (its Kasa weights and r^2) lies in the band of a fitted
-    circle (x0, y0, r, noise_px): within :data:`BAND_SDS` noise sds in |dc| + |dr|."""
-    for w, r2 in seeds:
-        if not r2 > 0:
+    """Whether every seeded circle ((x0, y0, r), r NaN for none) lies in the band of a
+    fitted circle (x0, y0, r, noise_px): within :data:`BAND_SDS` noise sds in |dc| + |dr|."""
+    for x0, y0, r in seeds:
+        if not r > 0:
             continue
-        x0, y0, r = 0.5 * w[0], 0.5 * w[1], math.sqrt(r2)
         if not any(
             math.hypot(x0 - cx, y0 - cy) + abs(r - cr) <= BAND_SDS * noise
             for cx, cy, cr, noise in fitted
@@ -686,22 +687,21 @@ def no_new_arc(
         return True
     xy = data.points.xy
 
-    def kasa(P: np.ndarray) -> tuple[np.ndarray, float]:  # (2 x0, 2 y0, r^2 - |c|^2), r^2
-        A = np.column_stack([P, np.ones(len(P))])
-        w = np.linalg.lstsq(A, (P * P).sum(1), rcond=None)[0]
-        return w, float(w[2] + 0.25 * (w[0] ** 2 + w[1] ** 2))
+    def kasa(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # weights, (x0, y0, r)
+        w = np.linalg.lstsq(*circle_design(P), rcond=None)[0]
+        return w, circle_parameters(w)
 
     P = xy[new]
-    w, r2 = kasa(P)
-    if not r2 > 0:
+    w, (_, _, r) = kasa(P)
+    if not r > 0:  # (NaN: no real circle)
         return True
-    if fitted and _in_bands([kasa(xy[labels == k]) for k in range(K + 1)
+    if fitted and _in_bands([kasa(xy[labels == k])[1] for k in range(K + 1)
                              if (labels == k).sum() >= 5], fitted):  # fmt: skip
         return True
     if "spacing" not in data.cache:
         data.cache["spacing"] = _spacing(xy)
     step = 2.0 * max(CHAIN_TAU, 2.0 * data.cache["spacing"])
-    cover, longest = arc_of(P, w, "circle", 2 * math.pi * math.sqrt(r2), step)
+    cover, longest = arc_of(P, w, "circle", 2 * math.pi * r, step)
     return cover < NEW_ARC[0] and longest < NEW_ARC[1]
 
 

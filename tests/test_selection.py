@@ -26,6 +26,7 @@ from pyro_moe.selection import (
     select_experts,
 )
 from pyro_moe.shapes import circle_image, match_circles
+from pyro_moe.shapes.synthetic import circle_scene
 
 # (centre, radius) per circle, pixels; equal centres stay concentric after the shift
 CONFIGS = {
@@ -126,6 +127,26 @@ def test_a_clean_ring_is_one_valid_circle():
     (rep,) = curve_reports(pyro_moe.fit_circles(img, experts=1, noise_expert=True, n_init=1))
     assert rep.valid and rep.reason is None and not rep.wide
     assert abs(rep.r_corrected - 40.0) < 0.1 and 0.1 < rep.noise_px < 0.5  # raster: ~0.3 px
+
+
+def test_reports_with_the_spacing_given_are_the_reports(monkeypatch):
+    """select_curves reads the points' spacing once for every K and hands it to
+    curve_reports; the reports are those curve_reports makes reading it itself."""
+    import pyro_moe.curves.selection as cs
+    from pyro_moe.curves.selection import _spacing
+
+    img, _ = circle_scene("sparse 2 apart (15-30 % of pixels)", 4)
+    fit = pyro_moe.fit_circles(img, experts=3, noise_expert=True, n_init=1)
+    X, y = (v.detach().cpu().numpy() for v in (fit.X, fit.y))
+
+    def verdicts(reports):
+        return [(r.valid, r.reason, r.curve, r.noise_px) for r in reports]
+
+    spacing = _spacing(fit.geometry.pixel_points(X, y))
+    mine = verdicts(curve_reports(fit))
+    assert sum(v for v, *_ in mine) == 2  # the third expert is no curve: both verdicts read
+    monkeypatch.setattr(cs, "_spacing", lambda xy: pytest.fail("the spacing read again"))
+    assert verdicts(curve_reports(fit, spacing=spacing)) == mine
 
 
 @pytest.mark.parametrize("noise_expert", [True, False])

@@ -102,3 +102,24 @@ def test_the_sequential_draw_gives_every_k_the_curves_of_k_minus_one():
         assert np.array_equal(labels, seed_curves(P, k + 1, FORMS["circle"], "circle", seed=5))
     for (_, before), (k, after) in itertools.pairwise(steps):
         assert np.array_equal(np.where(after < k, after, -1), before)
+
+
+def test_the_covered_arcs_are_those_of_every_inlier_pair():
+    """_covered reads the angles of the inliers only; the arcs it marks are those that the
+    angle of every (candidate, point) pair, masked by the inliers, marks."""
+    from pyro_moe.shapes.seeding import _arc_counts, _covered
+
+    rng = np.random.default_rng(2)
+    P = rng.uniform(-1.0, 1.0, (120, 2))
+    W = np.column_stack([rng.uniform(-0.5, 0.5, (40, 2)), rng.uniform(0.1, 0.6, 40)])
+    inlier = rng.random((40, 120)) < 0.3
+    covered, arcs = _covered("circle", W, P, inlier, 0.05)
+    centre = 0.5 * W[:, :2]
+    ang = np.arctan2(P[None, :, 1] - centre[:, 1:2], P[None, :, 0] - centre[:, 0:1])
+    arc = np.minimum(((ang + np.pi) / (2 * np.pi) * arcs[:, None]).astype(np.int64),
+                     arcs[:, None] - 1)  # fmt: skip
+    want = np.zeros_like(covered)
+    for c, i in zip(*np.nonzero(inlier), strict=True):
+        want[c, arc[c, i]] = True
+    assert np.array_equal(arcs, _arc_counts("circle", W, 0.05))
+    assert covered.any() and np.array_equal(covered, want)

@@ -339,6 +339,7 @@ def curve_reports(
     max_shape: float = 0.06,
     min_arc: float = 0.25,
     closed: float = CLOSED,
+    spacing: float | None = None,
 ) -> list[CurveReport]:
     """Each expert of a curve fit with its validity and the reason when it is not valid.
 
@@ -408,6 +409,10 @@ def curve_reports(
 
     Circles also carry ``r_corrected`` (the Kasa bias removed with their own noise; a
     refined circle's own radius, which has none) and ``noise_px``.
+
+    ``spacing``: the median nearest-neighbour spacing of the fit's points in pixels
+    (:func:`_spacing` of them), when the caller has it (every K of :func:`select_curves`
+    fits the same points); None: computed here.
     """
     curves = result.curves()
     refined = result.refined_experts()
@@ -461,9 +466,11 @@ def curve_reports(
             )
     X = result.X.detach().cpu().numpy()
     m = result.mean.detach().cpu().numpy()
-    if "circle" in kinds:
+    xy = hard = None  # the points in pixels and their hard labels, read once
+    if "circle" in kinds or (geometry.shared and kinds[0] == "conic"):
         xy = geometry.pixel_points(X, result.y.detach().cpu().numpy())
         hard = result.responsibilities.argmax(-1).cpu().numpy()
+    if "circle" in kinds:
         on_grid = bool(np.allclose(xy, np.round(xy), rtol=0.0, atol=1e-6))
         for k in range(K):
             c = curves[k]
@@ -515,9 +522,7 @@ def curve_reports(
                 reasons[k] = f"duplicate of expert {j + 1}"
                 break
     if geometry.shared and kinds[0] in ("circle", "conic"):
-        xy = geometry.pixel_points(X, result.y.detach().cpu().numpy())
-        hard = result.responsibilities.argmax(-1).cpu().numpy()
-        step = 2.0 * max(CHAIN_TAU, 2.0 * _spacing(xy))
+        step = 2.0 * max(CHAIN_TAU, 2.0 * (_spacing(xy) if spacing is None else spacing))
         for k in range(K):
             w = _pixel_weights(curves[k]) if reasons[k] is None else None
             if w is None:
@@ -820,7 +825,11 @@ def select_curves(
         if not set(fit.expert_kinds) <= {"circle", "conic"}:
             return curve_distinct(fit, min_share=min_share, min_separation=min_separation,
                                   duplicate_sd=duplicate_sd)  # fmt: skip
-        reports = curve_reports(fit, min_share=min_share, min_separation=min_separation)
+        if "report_spacing" not in data.cache:  # the same points at every K
+            X, y = (v.detach().cpu().numpy() for v in (fit.X, fit.y))
+            data.cache["report_spacing"] = _spacing(fit.geometry.pixel_points(X, y))
+        reports = curve_reports(fit, min_share=min_share, min_separation=min_separation,
+                                spacing=data.cache["report_spacing"])  # fmt: skip
         last[fit.experts] = [
             (r.curve.x0, r.curve.y0, r.curve.r, r.noise_px)
             for r in reports

@@ -185,10 +185,14 @@ def _covered(
     centre = _centres(kind, W)
     arcs = _arc_counts(kind, W, tau)
     width = int(arcs.max()) if len(arcs) else 1
-    ang = np.arctan2(P[None, :, 1] - centre[:, 1:2], P[None, :, 0] - centre[:, 0:1])
-    arc = np.minimum(((ang + np.pi) / (2 * np.pi) * arcs[:, None]).astype(np.int64),
-                     arcs[:, None] - 1)  # fmt: skip
-    flat = (np.arange(len(W))[:, None] * width + arc)[inlier]
+    # the angles of the inliers only, the same values as over all (C, N) pairs (measured,
+    # the sequential draw of 4 curves on "jitter 1.5-2.5 px, concentric 2" and "apart 2 +
+    # 20-50 % clutter", seeds 3-14: 11-16 % less CPU, the same labels; "sparse 2 apart",
+    # about 100 points, unchanged)
+    c, i = np.nonzero(inlier)
+    ang = np.arctan2(P[i, 1] - centre[c, 1], P[i, 0] - centre[c, 0])
+    arc = np.minimum(((ang + np.pi) / (2 * np.pi) * arcs[c]).astype(np.int64), arcs[c] - 1)
+    flat = c * width + arc
     covered = np.zeros(len(W) * width, dtype=bool)
     covered[flat] = True
     return covered.reshape(len(W), width), arcs

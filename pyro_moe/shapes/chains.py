@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, sparse
+from scipy import sparse
 from scipy.sparse.csgraph import connected_components, depth_first_order
 
 from ..errors import InputError
@@ -116,40 +116,56 @@ def grid_mask(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return mask, np.ravel_multi_index((ij[:, 0], ij[:, 1]), shape)
 
 
+#: A pixel's 8 neighbours as (row, column) offsets in raster order: a pixel's neighbours
+#: come out in the order of their raster index (the order of a CSR row's sorted columns).
+_RASTER_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _neighbours(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(n, 8) for each of n pixels (``rows``, ``cols``, in raster order, in a picture of
+    ``shape``) the position in that list of each of its 8 neighbours, -1 where the
+    neighbour is not one of the n; columns in :data:`_RASTER_NEIGHBOURS` order. One lookup
+    per pixel and neighbour in a flat index of the picture padded by one pixel, instead of
+    a convolution of the whole picture."""
+    H, W = shape
+    stride = W + 2
+    flat = (rows + 1) * stride + (cols + 1)
+    index = np.full((H + 2) * stride, -1, dtype=np.int64)
+    index[flat] = np.arange(rows.size)
+    offsets = np.array([dr * stride + dc for dr, dc in _RASTER_NEIGHBOURS])
+    return index[flat[:, None] + offsets]
+
+
 def edge_chains(mask: np.ndarray, *, min_length: int = MIN_ARC) -> list[np.ndarray]:
     """Ordered chains of an edge map: a list of (M, 2) int arrays of (row, column), each a
     run of 8-connected pixels without junctions, in order along the run (module
-    docstring, step 1); runs shorter than ``min_length`` are dropped."""
+    docstring, step 1); runs shorter than ``min_length`` are dropped.
+
+    The graph of the runs (an edge between 8-neighbours) is built as a CSR matrix straight
+    from each pixel's neighbours (:func:`_neighbours`; at most two once the junctions are
+    out, in raster order as the CSR rows keep them), its components are
+    :func:`~scipy.sparse.csgraph.connected_components`', and each run is one
+    :func:`~scipy.sparse.csgraph.depth_first_order` walk from its first end in raster
+    order (a closed loop: from its first pixel)."""
     from skimage.morphology import skeletonize
 
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:
         raise InputError(f"an edge map must be 2-D, got shape {m.shape}")
     m = skeletonize(m)
-    ring = np.ones((3, 3), dtype=np.int32)
-    ring[1, 1] = 0
-    degree = ndimage.convolve(m.astype(np.int32), ring, mode="constant")
-    m &= degree <= 2
     rows, cols = np.nonzero(m)
+    if rows.size == 0:
+        return []
+    keep = (_neighbours(m.shape, rows, cols) >= 0).sum(1) <= 2  # junctions out
+    rows, cols = rows[keep], cols[keep]
     n = rows.size
     if n == 0:
         return []
-    index = np.full(m.shape, -1, dtype=np.int64)
-    index[rows, cols] = np.arange(n)
-    H, W = m.shape
-    src, dst = [], []
-    for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):  # each neighbour pair once
-        r2, c2 = rows + dr, cols + dc
-        ok = (r2 < H) & (c2 >= 0) & (c2 < W)
-        j = np.full(n, -1)
-        j[ok] = index[r2[ok], c2[ok]]
-        hit = j >= 0
-        src.append(np.flatnonzero(hit))
-        dst.append(j[hit])
-    s, d = np.concatenate(src), np.concatenate(dst)
-    G = sparse.coo_matrix((np.ones(len(s)), (s, d)), shape=(n, n)).tocsr()
-    G = G + G.T
-    deg = np.asarray((G > 0).sum(1)).ravel()
+    nb = _neighbours(m.shape, rows, cols)
+    has = nb >= 0
+    deg = has.sum(1)
+    indptr = np.concatenate([[0], np.cumsum(deg)])
+    G = sparse.csr_matrix((np.ones(int(indptr[-1])), nb[has], indptr), shape=(n, n))
     count, comp = connected_components(G, directed=False)
     sizes = np.bincount(comp, minlength=count)
     # the start of each run: an end (degree <= 1) when it has one, else any of its pixels
@@ -168,43 +184,66 @@ def edge_chains(mask: np.ndarray, *, min_length: int = MIN_ARC) -> list[np.ndarr
     return chains
 
 
-def _turning(chain: np.ndarray, h: int) -> np.ndarray:
-    """(M,) the tangent's direction (radians, unwrapped) along a chain of (row, column),
-    from the chord between the points h before and h after (clipped at the ends)."""
-    M = len(chain)
-    i = np.arange(M)
-    a, b = chain[np.clip(i - h, 0, M - 1)], chain[np.clip(i + h, 0, M - 1)]
-    d = (b - a).astype(np.float64)
-    return np.unwrap(np.arctan2(d[:, 0], d[:, 1]))
-
-
 def chain_arcs(chain: np.ndarray, *, min_length: int = MIN_ARC) -> list[np.ndarray]:
     """The arcs of one ordered chain (module docstring, step 2): a list of index arrays
-    into ``chain``, each a run that bends one way without a corner."""
-    M = len(chain)
-    if M < min_length:
-        return []
+    into ``chain``, each a run that bends one way without a corner (:func:`_arcs`)."""
+    return _arcs([chain], min_length=min_length)[0]
+
+
+def _arcs(chains: list[np.ndarray], *, min_length: int = MIN_ARC) -> list[list[np.ndarray]]:
+    """The arcs of each chain (module docstring, step 2), all chains in one vectorised
+    pass over their concatenation (each index clipped to its own chain's ends).
+
+    Along a chain of M points p_i: the tangent's direction theta_i = atan2 of the chord
+    p_{i+h} - p_{i-h} (h = :data:`TANGENT_SPAN`, indices clipped to [0, M - 1]),
+    unwrapped; a corner where |theta_{i+s} - theta_{i-s}| > :data:`MAX_TURN`
+    (s = :data:`CORNER_SPAN` / 2); the curvature kappa = d theta / di (central
+    differences, one-sided at the ends), averaged over 2h + 1 points (zero beyond the
+    chain's ends), its sign read where |kappa| > :data:`MIN_CURVATURE`, and an inflection
+    cut at the first point of a new sign. Arcs are the runs of uncut points of at least
+    ``min_length``, as index arrays into their chain. A chain's unwrapped directions differ
+    from its own unwrap by a constant (the turns of the chains before it), which cancels in
+    every difference above."""
+    out: list[list[np.ndarray]] = [[] for _ in chains]
+    use = [j for j, ch in enumerate(chains) if len(ch) >= min_length]
+    if not use:
+        return out
+    lengths = np.array([len(chains[j]) for j in use])
+    X = np.concatenate([np.asarray(chains[j]) for j in use])
+    T = len(X)
+    cid = np.repeat(np.arange(len(use)), lengths)
+    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    last = first + np.repeat(lengths, lengths) - 1
+    i = np.arange(T)
+
+    def at(shift: int) -> np.ndarray:  # i + shift, clipped to its chain
+        return np.minimum(np.maximum(i + shift, first), last)
+
     h = TANGENT_SPAN
-    theta = _turning(chain, h)
-    i = np.arange(M)
-    # corners: the tangent turns more than MAX_TURN over CORNER_SPAN pixels
+    d = (X[at(h)] - X[at(-h)]).astype(np.float64)
+    theta = np.unwrap(np.arctan2(d[:, 0], d[:, 1]))
     half = CORNER_SPAN // 2
-    turn = np.abs(theta[np.clip(i + half, 0, M - 1)] - theta[np.clip(i - half, 0, M - 1)])
-    cut = turn > MAX_TURN
-    # inflections: the signed curvature, averaged over 2h points, changes sign
-    kappa = np.gradient(theta)
-    kernel = np.ones(2 * h + 1) / (2 * h + 1)
-    kappa = np.convolve(kappa, kernel, mode="same")
+    cut = np.abs(theta[at(half)] - theta[at(-half)]) > MAX_TURN
+    nxt, prv = at(1), at(-1)
+    kappa = (theta[nxt] - theta[prv]) / (nxt - prv)  # np.gradient's differences
+    # the mean over 2h + 1 points, zero beyond a chain's ends: one convolution of the
+    # chains laid out with h zeros between them
+    pos = i + h * (cid + 1)
+    buf = np.zeros(T + h * (len(use) + 1))
+    buf[pos] = kappa
+    kappa = np.convolve(buf, np.ones(2 * h + 1) / (2 * h + 1), mode="same")[pos]
     sign = np.where(kappa > MIN_CURVATURE, 1, np.where(kappa < -MIN_CURVATURE, -1, 0))
     nz = np.flatnonzero(sign)
     if len(nz) > 1:
-        flips = nz[1:][sign[nz[1:]] != sign[nz[:-1]]]  # first point of the new sign
-        cut[flips] = True
-    # runs of uncut points
+        flip = (sign[nz[1:]] != sign[nz[:-1]]) & (cid[nz[1:]] == cid[nz[:-1]])
+        cut[nz[1:][flip]] = True  # first point of the new sign
     keep = ~cut
-    edges = np.diff(np.concatenate([[0], keep.astype(np.int8), [0]]))
-    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return [np.arange(a, b) for a, b in zip(starts, stops, strict=True) if b - a >= min_length]
+    begins = np.flatnonzero(keep & ((i == first) | ~np.roll(keep, 1)))
+    ends = np.flatnonzero(keep & ((i == last) | ~np.roll(keep, -1))) + 1
+    for a, b in zip(begins, ends, strict=True):
+        if b - a >= min_length:
+            out[use[cid[a]]].append(np.arange(a - first[a], b - first[a]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -369,14 +408,16 @@ def _centre_size(P: np.ndarray, w: np.ndarray | None, kind: str) -> tuple[np.nda
     return c, max(float(np.sqrt(((P - c) ** 2).sum(1).mean())), 1e-9)
 
 
-def _merge(P, groups, kind, tau, extent, box) -> list[np.ndarray]:
+def _merge(P, groups, kind, tau, extent, box) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Groups of arcs that are one curve, merged: the largest groups (at most
     :data:`MAX_MERGE`) in pairs, largest first, a pair merged when the curve fitted to both
     holds :data:`JOIN_SHARE` of each within ``tau`` (two arcs of one rim whose own fits,
-    each on a short arc, did not reach each other's points)."""
-    groups = sorted(groups, key=len, reverse=True)
+    each on a short arc, did not reach each other's points). ``groups``: pairs (points,
+    the :func:`_fit` of those points, None where singular); the same pairs are returned,
+    a merged group with the fit of its union (each fit made once)."""
+    groups = sorted(groups, key=lambda g: len(g[0]), reverse=True)
     head, tail = groups[:MAX_MERGE], groups[MAX_MERGE:]
-    shape = [_centre_size(P[g], _fit(P[g], kind), kind) for g in head]
+    shape = [_centre_size(P[g], w, kind) for g, w in head]
     i = 0
     while i < len(head):
         j = i + 1
@@ -385,13 +426,13 @@ def _merge(P, groups, kind, tau, extent, box) -> list[np.ndarray]:
             if not (np.hypot(*(ci - cj)) < 0.25 * max(si, sj) and 0.75 < si / sj < 1.0 / 0.75):
                 j += 1  # curves of different centres or sizes: not one curve
                 continue
-            both = np.concatenate([head[i], head[j]])
+            both = np.concatenate([head[i][0], head[j][0]])
             w = _fit(P[both], kind)
             if w is not None and plausible(kind, w[None], extent, box)[0]:
                 near = curve_distance(P[both], w, kind) <= tau
-                n_i = len(head[i])
+                n_i = len(head[i][0])
                 if near[:n_i].mean() >= JOIN_SHARE and near[n_i:].mean() >= JOIN_SHARE:
-                    head[i] = both
+                    head[i] = (both, w)
                     head.pop(j)
                     shape.pop(j)
                     continue
@@ -422,9 +463,12 @@ def chain_curves(
     if chains is None:
         chains = edge_chains(mask)
     arcs: list[np.ndarray] = []
-    for ch in chains:  # one pass per chain, vectorised along it
-        for a in chain_arcs(ch):
-            idx = where[np.ravel_multi_index((ch[a, 0], ch[a, 1]), mask.shape)]
+    for ch, ch_arcs in zip(chains, _arcs(chains), strict=True):  # all chains in one pass
+        if not ch_arcs:
+            continue
+        at = where[np.ravel_multi_index((ch[:, 0], ch[:, 1]), mask.shape)]
+        for a in ch_arcs:
+            idx = at[a]
             idx = idx[idx >= 0]
             if len(idx) >= MIN_ARC:
                 arcs.append(idx)
@@ -437,18 +481,23 @@ def chain_curves(
     arc_pts = np.concatenate(arcs)
     sizes = np.array([len(a) for a in arcs])
     free = np.ones(len(arcs), dtype=bool)
-    groups: list[np.ndarray] = []
+    # each group with the fit of its own points (None: singular), a plausible curve when
+    # not None: each fit and each plausibility check is made once
+    groups: list[tuple[np.ndarray, np.ndarray | None]] = []
     out: list[Candidate] = []
     for j in np.argsort(-sizes, kind="stable"):  # the longest free arc starts a group
         if not free[j]:
             continue
         free[j] = False
         members = np.array([j])
-        w = _fit(P[arcs[j]], kind)
+        pts = np.concatenate([arcs[j]])
+        w = own = _fit(P[pts], kind)
+        checked = False  # w known to be plausible
         for _ in range(2):  # join the arcs that lie on it, refit, once more
             if w is None or not plausible(kind, w[None], extent, box)[0]:
                 w = None
                 break
+            checked = True
             near = curve_distance(P[arc_pts], w, kind) <= tau
             share = np.bincount(arc_of, weights=near, minlength=len(arcs)) / sizes
             join = np.flatnonzero(free & (share >= JOIN_SHARE))
@@ -457,14 +506,12 @@ def chain_curves(
             members = np.union1d(members, join)
             free[join] = False
             pts = np.concatenate([arcs[m] for m in members])
-            w_new = _fit(P[pts], kind)
-            w = w_new if w_new is not None else w
-        if w is not None and plausible(kind, w[None], extent, box)[0]:
-            groups.append(np.concatenate([arcs[m] for m in members]))
-    groups = _merge(P, groups, kind, tau, extent, box)
-    for pts in groups:
-        w = _fit(P[pts], kind)
-        if w is None or len(pts) < n_form + 2 or not plausible(kind, w[None], extent, box)[0]:
+            own = _fit(P[pts], kind)
+            w, checked = (own, False) if own is not None else (w, checked)
+        if w is not None and (checked or plausible(kind, w[None], extent, box)[0]):
+            groups.append((pts, own))  # own is w, or None (the union's fit is singular)
+    for pts, w in _merge(P, groups, kind, tau, extent, box):
+        if w is None or len(pts) < n_form + 2:
             continue
         d = curve_distance(P[pts], w, kind)
         rms = float(np.sqrt(np.mean(d * d)))

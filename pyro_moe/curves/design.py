@@ -29,8 +29,16 @@ __all__ = [
 RANGE_GRID = 129
 
 
+#: The monomials of one coordinate: the axis (0: x, 1: y) each depends on alone.
+_ONE_AXIS = {"xx": 0, "x": 0, "yy": 1, "y": 1}
+
+
 def target_range(
-    points: np.ndarray, response: str, offset: dict | None = None
+    points: np.ndarray,
+    response: str,
+    offset: dict | None = None,
+    *,
+    targets: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """(lo, hi): the range of the target t = response + sum_m c_m m (monomials of a point,
     :func:`pyro_moe.shapes.geometry.monomials`) over the bounding box of ``points`` (N, 2).
@@ -45,18 +53,37 @@ def target_range(
     points. The range is taken on a RANGE_GRID x RANGE_GRID grid of the box (the targets
     are quadratic, so their extremes lie on it up to (box / RANGE_GRID)^2) joined with the
     observed targets, so every target lies inside it.
+
+    A target of one monomial of each coordinate at most (the circle's x^2 + y^2, the
+    conic's x^2) is read on the grid's two axes alone: the grid's t_ij = a_i + b_j, and
+    floating-point addition never decreases when either term grows, so its extremes are
+    min a + min b and max a + max b, the same numbers as the grid's (RANGE_GRID values
+    per axis instead of RANGE_GRID^2). ``targets``: the observed targets (N,) when the
+    caller has them (the curve design's y), else computed from ``points``.
     """
     lo_xy, hi_xy = points.min(0), points.max(0)
-    gx, gy = np.meshgrid(
-        *(np.linspace(a, b, RANGE_GRID) for a, b in zip(lo_xy, hi_xy, strict=True))
-    )
-    grid = np.column_stack([np.concatenate([gx.ravel(), points[:, 0]]),
-                            np.concatenate([gy.ravel(), points[:, 1]])])  # fmt: skip
-    m = monomials(grid)
+    axes = [np.linspace(a, b, RANGE_GRID) for a, b in zip(lo_xy, hi_xy, strict=True)]
+    terms = [(response, None), *(offset or {}).items()]
+    if targets is None:
+        m = monomials(points)
+        targets = m[response]
+        for name, c in (offset or {}).items():
+            targets = targets + c * m[name]
+    on_axis = [_ONE_AXIS.get(name) for name, _ in terms]
+    if len(terms) <= 2 and None not in on_axis and len(set(on_axis)) == len(terms):
+        parts = []
+        for (name, c), axis in zip(terms, on_axis, strict=True):
+            v = axes[axis] if name in ("x", "y") else axes[axis] * axes[axis]
+            parts.append(v if c is None else c * v)
+        lo = parts[0].min() + parts[1].min() if len(parts) == 2 else parts[0].min()
+        hi = parts[0].max() + parts[1].max() if len(parts) == 2 else parts[0].max()
+        return float(min(lo, targets.min())), float(max(hi, targets.max()))
+    gx, gy = np.meshgrid(*axes)
+    m = monomials(np.column_stack([gx.ravel(), gy.ravel()]))
     t = m[response]
     for name, c in (offset or {}).items():
         t = t + c * m[name]
-    return float(t.min()), float(t.max())
+    return float(min(t.min(), targets.min())), float(max(t.max(), targets.max()))
 
 
 def expert_names(

@@ -304,13 +304,16 @@ def curve_data(
         raise InputError(f"need at least {need} points to fit {what}, got {len(ps)}")
     st = ps.standardization
     kinds = tuple(e.kind for e in lay.experts)
-    X, y = curve_design(lay, ps.standard)
-    if shared:  # one form: its features and target, no maps
+    standard = ps.standard  # mapped once: the design, the noise range and the seeds read it
+    X, y = curve_design(lay, standard)
+    cache = {"standard": standard}
+    if shared:  # one form: its features and target (y, the observed targets), no maps
         e = lay.experts[0]
         geometry = Geometry(names, kinds, e.features, target_name(e.response, e.offset), st, True)
-        return CurveData(X, y, None, geometry, ps, target_range(ps.standard, e.response, e.offset))
+        noise_range = target_range(standard, e.response, e.offset, targets=y)
+        return CurveData(X, y, None, geometry, ps, noise_range, cache)
     geometry = Geometry(names, kinds, lay.columns, lay.response, st, False)
-    return CurveData(X, y, lay.maps, geometry, ps, target_range(ps.standard, lay.response))
+    return CurveData(X, y, lay.maps, geometry, ps, target_range(standard, lay.response), cache)
 
 
 #: The share of every point each component keeps in a seeded start. Small: the first

@@ -153,7 +153,7 @@ def edge_chains(mask: np.ndarray, *, min_length: int = MIN_ARC) -> list[np.ndarr
     if m.ndim != 2:
         raise InputError(f"an edge map must be 2-D, got shape {m.shape}")
     m = skeletonize(m)
-    rows, cols = np.nonzero(m)
+    rows, cols = np.divmod(np.flatnonzero(m), m.shape[1])  # raster order, as np.nonzero
     if rows.size == 0:
         return []
     keep = (_neighbours(m.shape, rows, cols) >= 0).sum(1) <= 2  # junctions out

@@ -384,7 +384,7 @@ def plausible_experts(data: CurveData):
     if not g.shared or kind not in FORMS:
         return None
     P = standard_points(data)
-    box = (P.min(0), P.max(0))
+    box = (np.array([P[:, 0].min(), P[:, 1].min()]), np.array([P[:, 0].max(), P[:, 1].max()]))
     extent = float(np.linalg.norm(box[1] - box[0]))
     form = FORMS[kind]
     if "tau" not in data.cache:  # one nearest-neighbour query per point set, not per K

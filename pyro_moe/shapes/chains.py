@@ -98,6 +98,13 @@ CLOSED = 0.9
 SWEEP_BINS = 72
 
 
+def _box(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The corners ((x, y) lo, (x, y) hi) of points P (N, 2), one column at a time (numpy
+    reduces an (N, 2) array over its rows several times slower; min and max are exact)."""
+    x, y = P[:, 0], P[:, 1]
+    return np.array([x.min(), y.min()]), np.array([x.max(), y.max()])
+
+
 def grid_mask(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The pixels of points on the integer grid as a mask: (mask (H, W) of the points'
     box, index (N,) of each point's flat position in it); None when the points are not
@@ -105,15 +112,16 @@ def grid_mask(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     P = np.asarray(xy, dtype=np.float64)
     if P.ndim != 2 or P.shape[1] != 2 or len(P) == 0 or not np.all(P == np.round(P)):
         return None
-    ij = P.astype(np.int64)[:, ::-1]  # (row, column)
-    lo = ij.min(0)
-    ij = ij - lo
-    shape = tuple(ij.max(0) + 1)
+    # one column at a time: numpy reduces an (N, 2) array over its rows several times slower
+    row, col = P[:, 1].astype(np.int64), P[:, 0].astype(np.int64)
+    row, col = row - row.min(), col - col.min()
+    shape = (int(row.max()) + 1, int(col.max()) + 1)
     if shape[0] * shape[1] > 64 * max(len(P), 1) ** 1.5:  # far too sparse to be an edge map
         return None
+    flat = row * shape[1] + col
     mask = np.zeros(shape, dtype=bool)
-    mask[ij[:, 0], ij[:, 1]] = True
-    return mask, np.ravel_multi_index((ij[:, 0], ij[:, 1]), shape)
+    mask.ravel()[flat] = True
+    return mask, flat
 
 
 #: A pixel's 8 neighbours as (row, column) offsets in raster order: a pixel's neighbours
@@ -379,9 +387,9 @@ def sweep_share(
     c = 0.5 * w[:2]
     r = float(np.sqrt(max(w[2] + c @ c, 0.0)))
     th = (np.arange(len(hit)) + 0.5) / len(hit) * 2 * np.pi - np.pi
-    mid = c + r * np.column_stack([np.cos(th), np.sin(th)])
+    mx, my = c[0] + r * np.cos(th), c[1] + r * np.sin(th)  # each arc's midpoint
     lo, hi = np.asarray(box[0]) - tau, np.asarray(box[1]) + tau
-    seen = (mid >= lo).all(-1) & (mid <= hi).all(-1)
+    seen = (mx >= lo[0]) & (my >= lo[1]) & (mx <= hi[0]) & (my <= hi[1])
     if seen.all() or seen.mean() < MIN_VISIBLE:
         return float(hit.mean())
     return float((hit & seen).sum() / seen.sum())
@@ -405,7 +413,8 @@ def _centre_size(P: np.ndarray, w: np.ndarray | None, kind: str) -> tuple[np.nda
         if abs(det) < 1e-300:
             return far
         c = np.array([(B * E - 2.0 * C * D) / det, (2.0 * E + B * D) / det])
-    return c, max(float(np.sqrt(((P - c) ** 2).sum(1).mean())), 1e-9)
+    dx, dy = P[:, 0] - c[0], P[:, 1] - c[1]
+    return c, max(float(np.sqrt((dx * dx + dy * dy).mean())), 1e-9)
 
 
 def _merge(P, groups, kind, tau, extent, box) -> list[tuple[np.ndarray, np.ndarray | None]]:
@@ -475,8 +484,8 @@ def chain_curves(
     if not arcs:
         return []
     n_form = 3 if kind == "circle" else 5
-    extent = float(np.linalg.norm(P.max(0) - P.min(0)))
-    box = (P.min(0), P.max(0))
+    box = _box(P)
+    extent = float(np.linalg.norm(box[1] - box[0]))
     arc_of = np.concatenate([np.full(len(a), j) for j, a in enumerate(arcs)])
     arc_pts = np.concatenate(arcs)
     sizes = np.array([len(a) for a in arcs])

@@ -240,7 +240,9 @@ def geometric_circles(
             f"geometric_circles needs points (N, 2), weights (N, K) and starts (K, 3); got "
             f"{P.shape}, {Wt.shape}, {theta.shape}"
         )
-    keep = (Wt > 1e-12).any(1)  # points no circle weighs add nothing
+    keep = np.zeros(len(P), dtype=bool)  # points no circle weighs add nothing
+    for k in range(K):  # column by column: numpy's any(1) over K columns is far slower
+        keep |= Wt[:, k] > 1e-12
     # (K, N) arrays: each circle's sums run along contiguous memory
     px, py, Wt = P[keep, 0], P[keep, 1], np.ascontiguousarray(Wt[keep].T)
     n = px.size

@@ -353,8 +353,9 @@ def seed_responsibilities(
     W = np.zeros((K, data.X.shape[1]))
     for k in found:  # one least-squares solve per curve found
         on = labels == k
-        W[k] = np.linalg.lstsq(data.X[on], data.y[on], rcond=None)[0]
-        beta[k] = 1.0 / max(float(np.mean((data.y[on] - data.X[on] @ W[k]) ** 2)), 1e-300)
+        X_k, y_k = data.X[on], data.y[on]
+        W[k] = np.linalg.lstsq(X_k, y_k, rcond=None)[0]
+        beta[k] = 1.0 / max(float(np.mean((y_k - X_k @ W[k]) ** 2)), 1e-300)
     if noise_expert:
         R[~hit, K] = 1.0
     elif len(found):  # the curve whose target residual is smallest
@@ -364,8 +365,10 @@ def seed_responsibilities(
         R[~hit, :] = 1.0 / K
     if not np.isfinite(beta).any() and not float(data.y.var()) > 0:
         return None  # no curve seeded and a constant target (too few points): the default
-    fill = float(np.nanmedian(beta)) if np.isfinite(beta).any() else 1.0 / float(data.y.var())
-    beta = np.where(np.isfinite(beta), beta, fill)
+    finite = np.isfinite(beta)
+    if not finite.all():  # the experts no curve was found for
+        fill = float(np.nanmedian(beta)) if finite.any() else 1.0 / float(data.y.var())
+        beta = np.where(finite, beta, fill)
     return (1.0 - FLOOR) * R + FLOOR / C, beta
 
 

@@ -223,9 +223,12 @@ def _arcs(chains: list[np.ndarray], *, min_length: int = MIN_ARC) -> list[list[n
     first = np.repeat(np.cumsum(lengths) - lengths, lengths)
     last = first + np.repeat(lengths, lengths) - 1
     i = np.arange(T)
+    clipped: dict[int, np.ndarray] = {}
 
-    def at(shift: int) -> np.ndarray:  # i + shift, clipped to its chain
-        return np.minimum(np.maximum(i + shift, first), last)
+    def at(shift: int) -> np.ndarray:  # i + shift, clipped to its chain (each shift once)
+        if shift not in clipped:
+            clipped[shift] = np.minimum(np.maximum(i + shift, first), last)
+        return clipped[shift]
 
     h = TANGENT_SPAN
     d = (X[at(h)] - X[at(-h)]).astype(np.float64)
@@ -246,8 +249,9 @@ def _arcs(chains: list[np.ndarray], *, min_length: int = MIN_ARC) -> list[list[n
         flip = (sign[nz[1:]] != sign[nz[:-1]]) & (cid[nz[1:]] == cid[nz[:-1]])
         cut[nz[1:][flip]] = True  # first point of the new sign
     keep = ~cut
-    begins = np.flatnonzero(keep & ((i == first) | ~np.roll(keep, 1)))
-    ends = np.flatnonzero(keep & ((i == last) | ~np.roll(keep, -1))) + 1
+    step = np.diff(keep.astype(np.int8), prepend=0, append=0)  # +1: a run starts, -1: ends
+    begins = np.flatnonzero(keep & ((i == first) | (step[:-1] == 1)))
+    ends = np.flatnonzero(keep & ((i == last) | (step[1:] == -1))) + 1
     for a, b in zip(begins, ends, strict=True):
         if b - a >= min_length:
             out[use[cid[a]]].append(np.arange(a - first[a], b - first[a]))
@@ -488,6 +492,7 @@ def chain_curves(
     extent = float(np.linalg.norm(box[1] - box[0]))
     arc_of = np.concatenate([np.full(len(a), j) for j, a in enumerate(arcs)])
     arc_pts = np.concatenate(arcs)
+    P_arcs = P[arc_pts]
     sizes = np.array([len(a) for a in arcs])
     free = np.ones(len(arcs), dtype=bool)
     # each group with the fit of its own points (None: singular), a plausible curve when
@@ -507,7 +512,7 @@ def chain_curves(
                 w = None
                 break
             checked = True
-            near = curve_distance(P[arc_pts], w, kind) <= tau
+            near = curve_distance(P_arcs, w, kind) <= tau
             share = np.bincount(arc_of, weights=near, minlength=len(arcs)) / sizes
             join = np.flatnonzero(free & (share >= JOIN_SHARE))
             if len(join) == 0:
@@ -522,11 +527,12 @@ def chain_curves(
     for pts, w in _merge(P, groups, kind, tau, extent, box):
         if w is None or len(pts) < n_form + 2:
             continue
-        d = curve_distance(P[pts], w, kind)
+        Pp = P[pts]
+        d = curve_distance(Pp, w, kind)
         rms = float(np.sqrt(np.mean(d * d)))
         if not rms <= tau:
             continue
-        sweep = sweep_share(P[pts], w, kind, tau, box)
+        sweep = sweep_share(Pp, w, kind, tau, box)
         if sweep < MIN_SWEEP:
             continue
         out.append(Candidate(pts, w, sweep, rms, len(pts) * sweep))

@@ -22,6 +22,8 @@ __all__ = [
     "curve_design",
     "curve_layout",
     "expert_names",
+    "form_design",
+    "one_form",
     "target_range",
 ]
 
@@ -153,19 +155,37 @@ def curve_layout(
     return layout(names, catalog, allow_mixed_targets=allow_mixed_targets, order=MONOMIALS)
 
 
+def one_form(names: Sequence[str], catalog: Mapping[str, Expert]) -> Expert | None:
+    """The expert of ``names`` when they all name one expert of ``catalog`` (checked by
+    :func:`check_curve_expert`), else None. Experts of one form need no
+    :func:`curve_layout`: they share their own design (:func:`form_design`) and no maps,
+    and the layout's torch maps cost more than the rest of a small fit's design."""
+    if not names or any(n != names[0] for n in names) or names[0] not in catalog:
+        return None
+    check_curve_expert(names[0], catalog[names[0]])
+    return catalog[names[0]]
+
+
+def form_design(e: Expert, standard: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The design X (N, n) and target y (N,) of standardized points (N, 2) shared by
+    experts of one form ``e``: its own features phi(x, y) and target
+    t = response + sum_m c_m m (a circle: X = [x, y, 1], t = x^2 + y^2)."""
+    m = monomials(standard)
+    X = np.column_stack([m[c] for c in e.features])
+    y = m[e.response]
+    for name, c in e.offset.items():
+        y = y + c * m[name]
+    return X, y
+
+
 def curve_design(lay, standard: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The design X (N, n) and target y (N,) of standardized points (N, 2) for the experts
     of layout ``lay`` (:func:`curve_layout`): experts of one form share their
-    own features phi(x, y) and target t = response + sum_m c_m m (a circle: X = [x, y, 1],
-    t = x^2 + y^2); experts of several forms see the layout's common monomials
+    own features phi(x, y) and target t = response + sum_m c_m m (:func:`form_design`);
+    experts of several forms see the layout's common monomials
     (:meth:`~pyro_moe.experts.Layout.design`), each through its map. The one place the
     design is built: in memory, and on each chunk of distributed points."""
     e = lay.experts[0]
     if all(f == e for f in lay.experts):
-        m = monomials(standard)
-        X = np.column_stack([m[c] for c in e.features])
-        y = m[e.response]
-        for name, c in e.offset.items():
-            y = y + c * m[name]
-        return X, y
+        return form_design(e, standard)
     return lay.design(monomials(np.asarray(standard, dtype=np.float64)))

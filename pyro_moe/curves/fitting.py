@@ -39,7 +39,14 @@ from ..shapes.geometry import FORMS, Geometry, target_name
 from ..shapes.image import image_to_points
 from ..shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
 from ..shapes.seeding import MIN_COVERAGE, coverage, plausible, sequential_curves
-from .design import curve_design, curve_layout, expert_names, target_range
+from .design import (
+    curve_design,
+    curve_layout,
+    expert_names,
+    form_design,
+    one_form,
+    target_range,
+)
 from .result import CurveFit
 
 #: The curve functions' own defaults where they differ from :func:`pyro_moe.fit`'s, in one
@@ -294,24 +301,28 @@ def curve_data(
     points is refused before anything of size K is built."""
     ps = as_points(source, max_points=max_points, seed=seed, **(image_options or {}))
     names = expert_names(experts, design, points=len(ps))
-    lay = curve_layout(
-        names, load_model(model).expert_catalog, allow_mixed_targets=allow_mixed_targets
-    )
-    need = max(e.size for e in lay.experts)
-    shared = all(e == lay.experts[0] for e in lay.experts)
+    catalog = load_model(model).expert_catalog
+    one = one_form(names, catalog)  # one expert named K times: no layout (its maps unused)
+    lay = None if one is not None else curve_layout(
+        names, catalog, allow_mixed_targets=allow_mixed_targets
+    )  # fmt: skip
+    listed = (one,) * len(names) if lay is None else lay.experts
+    need = max(e.size for e in listed)
+    shared = all(e == listed[0] for e in listed)
     if len(ps) < need:
         what = f"a {names[0]}" if shared else "these experts"
         raise InputError(f"need at least {need} points to fit {what}, got {len(ps)}")
     st = ps.standardization
-    kinds = tuple(e.kind for e in lay.experts)
+    kinds = tuple(e.kind for e in listed)
     standard = ps.standard  # mapped once: the design, the noise range and the seeds read it
-    X, y = curve_design(lay, standard)
     cache = {"standard": standard}
     if shared:  # one form: its features and target (y, the observed targets), no maps
-        e = lay.experts[0]
+        e = listed[0]
+        X, y = form_design(e, standard)
         geometry = Geometry(names, kinds, e.features, target_name(e.response, e.offset), st, True)
         noise_range = target_range(standard, e.response, e.offset, targets=y)
         return CurveData(X, y, None, geometry, ps, noise_range, cache)
+    X, y = curve_design(lay, standard)
     geometry = Geometry(names, kinds, lay.columns, lay.response, st, False)
     return CurveData(X, y, lay.maps, geometry, ps, target_range(standard, lay.response), cache)
 

@@ -256,7 +256,7 @@ def geometric_circles(
         J^T W d = -M[:3, 3], S = M[3, 3]; one batched product instead of a sum per entry."""
         dx = px[None, :] - th[:, 0:1]
         dy = py[None, :] - th[:, 1:2]
-        rho = np.maximum(np.hypot(dx, dy), 1e-12)
+        rho = np.maximum(np.sqrt(dx * dx + dy * dy), 1e-12)  # np.hypot is 3x slower
         F = np.empty((K, 4, n))
         np.divide(dx, rho, out=F[:, 0])
         np.divide(dy, rho, out=F[:, 1])

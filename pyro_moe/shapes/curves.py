@@ -244,7 +244,9 @@ def geometric_circles(
     for k in range(K):  # column by column: numpy's any(1) over K columns is far slower
         keep |= Wt[:, k] > 1e-12
     # (K, N) arrays: each circle's sums run along contiguous memory
-    px, py, Wt = P[keep, 0], P[keep, 1], np.ascontiguousarray(Wt[keep].T)
+    # compress: the same rows as P[keep], Wt[keep], several times faster in numpy 2.4
+    px, py = P[:, 0].compress(keep), P[:, 1].compress(keep)
+    Wt = np.ascontiguousarray(Wt.compress(keep, axis=0).T)
     n = px.size
     mass = Wt.sum(1)
     ok = (mass > 4.0) & np.isfinite(theta).all(1) & (theta[:, 2] > 0)

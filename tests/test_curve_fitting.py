@@ -309,6 +309,29 @@ def test_target_range_covers_the_box_and_every_target():
     assert lo == pytest.approx(0.0, abs=2e-4)  # the box holds the origin: min on the grid
 
 
+@pytest.mark.parametrize(
+    "response,offset",
+    [("xx", {"yy": 1.0}), ("xx", {}), ("x", {}), ("yy", {"xx": -2.5}), ("xx", {"xy": 1.0})],
+)
+def test_target_range_is_the_grids_own_range_to_the_last_bit(response, offset):
+    """The range read on the grid's two axes (a target of one monomial per coordinate) is
+    the same numbers as the RANGE_GRID^2 grid's, written out here; a target with a cross
+    term is read on the grid itself."""
+    from pyro_moe.curves.design import RANGE_GRID, target_range
+    from pyro_moe.shapes.geometry import monomials
+
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        pts = rng.normal(size=(int(rng.integers(3, 60)), 2)) * rng.uniform(0.1, 4.0)
+        pts += rng.normal(size=2) * rng.uniform(0.0, 3.0)
+        gx, gy = np.meshgrid(
+            *(np.linspace(a, b, RANGE_GRID) for a, b in zip(pts.min(0), pts.max(0), strict=True))
+        )
+        m = monomials(np.concatenate([np.column_stack([gx.ravel(), gy.ravel()]), pts]))
+        t = m[response] + sum(c * m[name] for name, c in offset.items())
+        assert target_range(pts, response, offset) == (float(t.min()), float(t.max()))
+
+
 def test_curves_have_one_noise_precision_each_by_default():
     img, _ = circle_image([(60.0, 60.0)] * 2, [15.0, 45.0], shape=(120, 120))
     r = pyro_moe.fit_circles(img, experts=2)

@@ -280,3 +280,32 @@ def test_geometric_circles_refuse_too_little_weight_and_bad_shapes() -> None:
     np.testing.assert_allclose(theta, [[0.1, 0.0, 1.2]])
     with pytest.raises(InputError, match="weights"):
         geometric_circles(xy, np.ones((9, 1)), [[0, 0, 1]])
+
+
+def test_geometric_circles_stop_at_the_least_squares_circle_with_its_laplace_covariance():
+    """At the returned circles a Gauss-Newton step moves nothing and ``cov`` is
+    sigma^2 (J^T W J)^{-1}, sigma^2 = S / (sum w - 3), each written out from the
+    definitions (two noisy arcs fitted at once, each weighed on its own circle)."""
+    rng = np.random.default_rng(3)
+    phi = rng.uniform(0, 4.0, 80)
+    xy = np.concatenate([
+        np.column_stack([30 + 12 * np.cos(phi[:40]), 20 + 12 * np.sin(phi[:40])]),
+        np.column_stack([70 + 25 * np.cos(phi[40:]), 60 + 25 * np.sin(phi[40:])]),
+    ])  # fmt: skip
+    xy += rng.normal(0, 0.7, xy.shape)
+    w = np.zeros((80, 2))
+    w[:40, 0] = w[40:, 1] = rng.uniform(0.5, 1.0, 40)
+    theta, cov, sigma, ok = geometric_circles(xy, w, [[31, 19, 11], [69, 62, 24]])
+    assert ok.all()
+    for k in range(2):
+        d_xy = xy - theta[k, :2]
+        rho = np.hypot(*d_xy.T)
+        d = rho - theta[k, 2]
+        J = -np.column_stack([d_xy / rho[:, None], np.ones(80)])
+        A = J.T @ (w[:, k, None] * J)
+        step = np.linalg.solve(A, J.T @ (w[:, k] * d))  # the Gauss-Newton step from there
+        assert np.abs(step).max() < 1e-6
+        s2 = float((w[:, k] * d * d).sum() / (w[:, k].sum() - 3.0))
+        assert sigma[k] ** 2 == pytest.approx(s2, rel=1e-12)
+        want = s2 * np.linalg.inv(A)
+        np.testing.assert_allclose(cov[k], want, rtol=1e-9, atol=1e-15)

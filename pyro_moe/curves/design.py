@@ -22,6 +22,8 @@ __all__ = [
     "curve_design",
     "curve_layout",
     "expert_names",
+    "form_design",
+    "one_form",
     "target_range",
 ]
 
@@ -29,8 +31,16 @@ __all__ = [
 RANGE_GRID = 129
 
 
+#: The monomials of one coordinate: the axis (0: x, 1: y) each depends on alone.
+_ONE_AXIS = {"xx": 0, "x": 0, "yy": 1, "y": 1}
+
+
 def target_range(
-    points: np.ndarray, response: str, offset: dict | None = None
+    points: np.ndarray,
+    response: str,
+    offset: dict | None = None,
+    *,
+    targets: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """(lo, hi): the range of the target t = response + sum_m c_m m (monomials of a point,
     :func:`pyro_moe.shapes.geometry.monomials`) over the bounding box of ``points`` (N, 2).
@@ -45,18 +55,37 @@ def target_range(
     points. The range is taken on a RANGE_GRID x RANGE_GRID grid of the box (the targets
     are quadratic, so their extremes lie on it up to (box / RANGE_GRID)^2) joined with the
     observed targets, so every target lies inside it.
+
+    A target of one monomial of each coordinate at most (the circle's x^2 + y^2, the
+    conic's x^2) is read on the grid's two axes alone: the grid's t_ij = a_i + b_j, and
+    floating-point addition never decreases when either term grows, so its extremes are
+    min a + min b and max a + max b, the same numbers as the grid's (RANGE_GRID values
+    per axis instead of RANGE_GRID^2). ``targets``: the observed targets (N,) when the
+    caller has them (the curve design's y), else computed from ``points``.
     """
-    lo_xy, hi_xy = points.min(0), points.max(0)
-    gx, gy = np.meshgrid(
-        *(np.linspace(a, b, RANGE_GRID) for a, b in zip(lo_xy, hi_xy, strict=True))
-    )
-    grid = np.column_stack([np.concatenate([gx.ravel(), points[:, 0]]),
-                            np.concatenate([gy.ravel(), points[:, 1]])])  # fmt: skip
-    m = monomials(grid)
+    # one column at a time (numpy reduces an (N, 2) array over its rows several times slower)
+    axes = [np.linspace(v.min(), v.max(), RANGE_GRID) for v in (points[:, 0], points[:, 1])]
+    terms = [(response, None), *(offset or {}).items()]
+    if targets is None:
+        m = monomials(points)
+        targets = m[response]
+        for name, c in (offset or {}).items():
+            targets = targets + c * m[name]
+    on_axis = [_ONE_AXIS.get(name) for name, _ in terms]
+    if len(terms) <= 2 and None not in on_axis and len(set(on_axis)) == len(terms):
+        parts = []
+        for (name, c), axis in zip(terms, on_axis, strict=True):
+            v = axes[axis] if name in ("x", "y") else axes[axis] * axes[axis]
+            parts.append(v if c is None else c * v)
+        lo = parts[0].min() + parts[1].min() if len(parts) == 2 else parts[0].min()
+        hi = parts[0].max() + parts[1].max() if len(parts) == 2 else parts[0].max()
+        return float(min(lo, targets.min())), float(max(hi, targets.max()))
+    gx, gy = np.meshgrid(*axes)
+    m = monomials(np.column_stack([gx.ravel(), gy.ravel()]))
     t = m[response]
     for name, c in (offset or {}).items():
         t = t + c * m[name]
-    return float(t.min()), float(t.max())
+    return float(min(t.min(), targets.min())), float(max(t.max(), targets.max()))
 
 
 def expert_names(
@@ -126,19 +155,37 @@ def curve_layout(
     return layout(names, catalog, allow_mixed_targets=allow_mixed_targets, order=MONOMIALS)
 
 
+def one_form(names: Sequence[str], catalog: Mapping[str, Expert]) -> Expert | None:
+    """The expert of ``names`` when they all name one expert of ``catalog`` (checked by
+    :func:`check_curve_expert`), else None. Experts of one form need no
+    :func:`curve_layout`: they share their own design (:func:`form_design`) and no maps,
+    and the layout's torch maps cost more than the rest of a small fit's design."""
+    if not names or any(n != names[0] for n in names) or names[0] not in catalog:
+        return None
+    check_curve_expert(names[0], catalog[names[0]])
+    return catalog[names[0]]
+
+
+def form_design(e: Expert, standard: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The design X (N, n) and target y (N,) of standardized points (N, 2) shared by
+    experts of one form ``e``: its own features phi(x, y) and target
+    t = response + sum_m c_m m (a circle: X = [x, y, 1], t = x^2 + y^2)."""
+    m = monomials(standard)
+    X = np.column_stack([m[c] for c in e.features])
+    y = m[e.response]
+    for name, c in e.offset.items():
+        y = y + c * m[name]
+    return X, y
+
+
 def curve_design(lay, standard: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The design X (N, n) and target y (N,) of standardized points (N, 2) for the experts
     of layout ``lay`` (:func:`curve_layout`): experts of one form share their
-    own features phi(x, y) and target t = response + sum_m c_m m (a circle: X = [x, y, 1],
-    t = x^2 + y^2); experts of several forms see the layout's common monomials
+    own features phi(x, y) and target t = response + sum_m c_m m (:func:`form_design`);
+    experts of several forms see the layout's common monomials
     (:meth:`~pyro_moe.experts.Layout.design`), each through its map. The one place the
     design is built: in memory, and on each chunk of distributed points."""
     e = lay.experts[0]
     if all(f == e for f in lay.experts):
-        m = monomials(standard)
-        X = np.column_stack([m[c] for c in e.features])
-        y = m[e.response]
-        for name, c in e.offset.items():
-            y = y + c * m[name]
-        return X, y
+        return form_design(e, standard)
     return lay.design(monomials(np.asarray(standard, dtype=np.float64)))

@@ -39,7 +39,14 @@ from ..shapes.geometry import FORMS, Geometry, target_name
 from ..shapes.image import image_to_points
 from ..shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
 from ..shapes.seeding import MIN_COVERAGE, coverage, plausible, sequential_curves
-from .design import curve_design, curve_layout, expert_names, target_range
+from .design import (
+    curve_design,
+    curve_layout,
+    expert_names,
+    form_design,
+    one_form,
+    target_range,
+)
 from .result import CurveFit
 
 #: The curve functions' own defaults where they differ from :func:`pyro_moe.fit`'s, in one
@@ -294,23 +301,30 @@ def curve_data(
     points is refused before anything of size K is built."""
     ps = as_points(source, max_points=max_points, seed=seed, **(image_options or {}))
     names = expert_names(experts, design, points=len(ps))
-    lay = curve_layout(
-        names, load_model(model).expert_catalog, allow_mixed_targets=allow_mixed_targets
-    )
-    need = max(e.size for e in lay.experts)
-    shared = all(e == lay.experts[0] for e in lay.experts)
+    catalog = load_model(model).expert_catalog
+    one = one_form(names, catalog)  # one expert named K times: no layout (its maps unused)
+    lay = None if one is not None else curve_layout(
+        names, catalog, allow_mixed_targets=allow_mixed_targets
+    )  # fmt: skip
+    listed = (one,) * len(names) if lay is None else lay.experts
+    need = max(e.size for e in listed)
+    shared = all(e == listed[0] for e in listed)
     if len(ps) < need:
         what = f"a {names[0]}" if shared else "these experts"
         raise InputError(f"need at least {need} points to fit {what}, got {len(ps)}")
     st = ps.standardization
-    kinds = tuple(e.kind for e in lay.experts)
-    X, y = curve_design(lay, ps.standard)
-    if shared:  # one form: its features and target, no maps
-        e = lay.experts[0]
+    kinds = tuple(e.kind for e in listed)
+    standard = ps.standard  # mapped once: the design, the noise range and the seeds read it
+    cache = {"standard": standard}
+    if shared:  # one form: its features and target (y, the observed targets), no maps
+        e = listed[0]
+        X, y = form_design(e, standard)
         geometry = Geometry(names, kinds, e.features, target_name(e.response, e.offset), st, True)
-        return CurveData(X, y, None, geometry, ps, target_range(ps.standard, e.response, e.offset))
+        noise_range = target_range(standard, e.response, e.offset, targets=y)
+        return CurveData(X, y, None, geometry, ps, noise_range, cache)
+    X, y = curve_design(lay, standard)
     geometry = Geometry(names, kinds, lay.columns, lay.response, st, False)
-    return CurveData(X, y, lay.maps, geometry, ps, target_range(ps.standard, lay.response))
+    return CurveData(X, y, lay.maps, geometry, ps, target_range(standard, lay.response), cache)
 
 
 #: The share of every point each component keeps in a seeded start. Small: the first
@@ -350,8 +364,9 @@ def seed_responsibilities(
     W = np.zeros((K, data.X.shape[1]))
     for k in found:  # one least-squares solve per curve found
         on = labels == k
-        W[k] = np.linalg.lstsq(data.X[on], data.y[on], rcond=None)[0]
-        beta[k] = 1.0 / max(float(np.mean((data.y[on] - data.X[on] @ W[k]) ** 2)), 1e-300)
+        X_k, y_k = data.X.compress(on, axis=0), data.y.compress(on)  # X[on], y[on], faster
+        W[k] = np.linalg.lstsq(X_k, y_k, rcond=None)[0]
+        beta[k] = 1.0 / max(float(np.mean((y_k - X_k @ W[k]) ** 2)), 1e-300)
     if noise_expert:
         R[~hit, K] = 1.0
     elif len(found):  # the curve whose target residual is smallest
@@ -361,8 +376,10 @@ def seed_responsibilities(
         R[~hit, :] = 1.0 / K
     if not np.isfinite(beta).any() and not float(data.y.var()) > 0:
         return None  # no curve seeded and a constant target (too few points): the default
-    fill = float(np.nanmedian(beta)) if np.isfinite(beta).any() else 1.0 / float(data.y.var())
-    beta = np.where(np.isfinite(beta), beta, fill)
+    finite = np.isfinite(beta)
+    if not finite.all():  # the experts no curve was found for
+        fill = float(np.nanmedian(beta)) if finite.any() else 1.0 / float(data.y.var())
+        beta = np.where(finite, beta, fill)
     return (1.0 - FLOOR) * R + FLOOR / C, beta
 
 
@@ -381,7 +398,7 @@ def plausible_experts(data: CurveData):
     if not g.shared or kind not in FORMS:
         return None
     P = standard_points(data)
-    box = (P.min(0), P.max(0))
+    box = (np.array([P[:, 0].min(), P[:, 1].min()]), np.array([P[:, 0].max(), P[:, 1].max()]))
     extent = float(np.linalg.norm(box[1] - box[0]))
     form = FORMS[kind]
     if "tau" not in data.cache:  # one nearest-neighbour query per point set, not per K

@@ -240,62 +240,72 @@ def geometric_circles(
             f"geometric_circles needs points (N, 2), weights (N, K) and starts (K, 3); got "
             f"{P.shape}, {Wt.shape}, {theta.shape}"
         )
-    keep = (Wt > 1e-12).any(1)  # points no circle weighs add nothing
+    keep = np.zeros(len(P), dtype=bool)  # points no circle weighs add nothing
+    for k in range(K):  # column by column: numpy's any(1) over K columns is far slower
+        keep |= Wt[:, k] > 1e-12
     # (K, N) arrays: each circle's sums run along contiguous memory
-    px, py, Wt = P[keep, 0], P[keep, 1], np.ascontiguousarray(Wt[keep].T)
+    # compress: the same rows as P[keep], Wt[keep], several times faster in numpy 2.4
+    px, py = P[:, 0].compress(keep), P[:, 1].compress(keep)
+    Wt = np.ascontiguousarray(Wt.compress(keep, axis=0).T)
+    n = px.size
     mass = Wt.sum(1)
     ok = (mass > 4.0) & np.isfinite(theta).all(1) & (theta[:, 2] > 0)
     theta[~ok] = 1.0
 
-    def residuals(th: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def moments(th: np.ndarray) -> np.ndarray:
+        """(K, 4, 4) the weighted moments F W F^T of F = (u_x, u_y, 1, d) per point at the
+        circles th, u = (p - c) / rho: J^T W J = M[:3, :3] (J = -(u_x, u_y, 1)),
+        J^T W d = -M[:3, 3], S = M[3, 3]; one batched product instead of a sum per entry."""
         dx = px[None, :] - th[:, 0:1]
         dy = py[None, :] - th[:, 1:2]
-        rho = np.maximum(np.hypot(dx, dy), 1e-12)
-        d = rho - th[:, 2:3]
-        return d, dx / rho, dy / rho, (Wt * d * d).sum(1)
+        rho = np.maximum(np.sqrt(dx * dx + dy * dy), 1e-12)  # np.hypot is 3x slower
+        F = np.empty((K, 4, n))
+        np.divide(dx, rho, out=F[:, 0])
+        np.divide(dy, rho, out=F[:, 1])
+        F[:, 2] = 1.0
+        np.subtract(rho, th[:, 2:3], out=F[:, 3])
+        return (F * Wt[:, None, :]) @ F.transpose(0, 2, 1)
 
-    def normal(ux: np.ndarray, uy: np.ndarray) -> np.ndarray:  # J^T W J, (K, 3, 3)
-        wx, wy = Wt * ux, Wt * uy
-        sxx, sxy, syy = (wx * ux).sum(1), (wx * uy).sum(1), (wy * uy).sum(1)
-        sx, sy = wx.sum(1), wy.sum(1)
-        return np.stack([np.stack([sxx, sxy, sx], -1), np.stack([sxy, syy, sy], -1),
-                         np.stack([sx, sy, mass], -1)], -2)  # fmt: skip
-
-    d, ux, uy, S = residuals(theta)
+    M = moments(theta)
     for _ in range(GEOMETRIC_STEPS):
-        A = normal(ux, uy)
-        wd = Wt * d
-        g = -np.stack([(wd * ux).sum(1), (wd * uy).sum(1), wd.sum(1)], -1)
+        A = M[:, :3, :3].copy()
+        g = M[:, :3, 3]  # -J^T W d
+        S = M[:, 3, 3]
         good = ok & (np.abs(np.linalg.det(A)) > 1e-300)
         A[~good] = np.eye(3)
-        step = -np.linalg.solve(A, g[..., None])[..., 0]
+        step = np.linalg.solve(A, g[..., None])[..., 0]
         step[~good] = 0.0
         t = np.ones(K)
         for _half in range(20):  # step halving: S_k never grows
             trial = theta + t[:, None] * step
-            new = residuals(trial)
-            worse = new[3] > S * (1 + 1e-12)
+            new = moments(trial)
+            worse = new[:, 3, 3] > S * (1 + 1e-12)
             if not worse.any():
                 break
             t = np.where(worse, 0.5 * t, t)
         if worse.any():  # a circle that cannot improve stays; the others move
             t = np.where(worse, 0.0, t)
             trial = theta + t[:, None] * step
-            new = residuals(trial)
+            new = moments(trial)
         moved = np.abs(trial - theta).max(1)
         theta = trial
-        d, ux, uy, S = new
+        M = new
         if (moved <= GEOMETRIC_TOL * np.abs(theta[:, 2])).all():
             break
     ok &= np.isfinite(theta).all(1) & (theta[:, 2] > 0)
-    A = normal(ux, uy)
+    A = M[:, :3, :3]
+    S = M[:, 3, 3]
     sigma2 = S / np.maximum(mass - 3.0, 1e-12)
     cov = np.full((K, 3, 3), np.nan)
-    for k in np.flatnonzero(ok):
-        try:
-            cov[k] = sigma2[k] * np.linalg.inv(A[k])
-        except np.linalg.LinAlgError:
-            ok[k] = False
+    use = np.flatnonzero(ok)
+    try:  # one batched inverse (the same LAPACK solve per matrix); one by one if one fails
+        cov[use] = sigma2[use, None, None] * np.linalg.inv(A[use])
+    except np.linalg.LinAlgError:
+        for k in use:
+            try:
+                cov[k] = sigma2[k] * np.linalg.inv(A[k])
+            except np.linalg.LinAlgError:
+                ok[k] = False
     theta[~ok] = np.asarray(start, dtype=np.float64).reshape(-1, 3)[~ok]
     return theta, cov, np.sqrt(sigma2), ok
 

@@ -419,15 +419,16 @@ def test_sparse_jittered_cluttered_scenes_solved_with_k_given(kind) -> None:
 
 
 def test_a_fit_holding_a_band_of_clutter_is_seeded_again(monkeypatch) -> None:
-    """Three 15 % rings in 50 % clutter where the seed's first draws put the third curve
+    """Three 12 % rings in 60 % clutter where the seed's first draw puts the third curve
     through the clutter (a circle whose points spread over a quarter of its radius): a
-    further seeded start finds the third ring, at a higher objective (seed 97: the seed's
-    first draw found the third ring on seed 49 once it drew one group of candidates from the
-    neighbourhoods that hold every point left)."""
+    further seeded start finds the third ring, at a higher objective (seed 51; with 15 %
+    rings in 50 % clutter the first draw finds all three on seeds 0-119 since the seed's
+    score counts a narrow band's excess as its significance, and 114 of those 120 fits are
+    right, against 83 before)."""
     from pyro_moe.curves import fitting
 
-    img, truth = point_scene([(128, 128)] * 3, [20, 55, 95], (256, 256), keep=0.15,
-                             clutter=0.5, seed=97)  # fmt: skip
+    img, truth = point_scene([(128, 128)] * 3, [20, 55, 95], (256, 256), keep=0.12,
+                             clutter=0.6, seed=51)  # fmt: skip
     fit = pyro_moe.fit_circles(img, experts=3, noise_expert=True)
     assert _within(truth, fit.circles()) and fitting.noisy_circles(fit) == 0
     monkeypatch.setattr(fitting, "SEEDED_RESTARTS", 0)
@@ -481,3 +482,18 @@ def test_refined_circles_are_saved_loaded_and_permuted(tmp_path):
     assert swapped.circles() == fit.circles()[::-1]
     plain = pyro_moe.CurveFit(fit.result, fit.geometry)  # a CurveFit of a core result
     assert plain.refined_experts() == [] and plain.circles() == algebraic
+
+
+@pytest.mark.parametrize("seed", [46, 56])
+def test_sparse_concentric_rings_in_clutter_are_seeded_on_the_rings(seed) -> None:
+    """Three sparse concentric rings in clutter where the seed once drew circles through
+    the clutter instead of the inner rings (seed 46: two circles each tangent to one inner
+    ring and inside the other, 14 px off; seed 56: a circle through clutter for the
+    smallest ring, r = 19.7 px, 19 px off), and the fit started on the true rings ends
+    higher (F -115 against -252, -169 against -203): the seed's score now counts a narrow
+    band's excess as its significance and cuts a small ring into arcs one band long."""
+    from pyro_moe.shapes.synthetic import SPARSE_KINDS, circle_scene
+
+    img, truth = circle_scene(SPARSE_KINDS[1], seed)
+    fit = pyro_moe.fit_circles(img, experts=3, noise_expert=True)
+    assert _within(truth, [c for c in fit.circles() if c.valid])

@@ -451,3 +451,29 @@ def test_no_new_arc_when_the_seed_of_k_plus_1_runs_in_the_bands_of_the_fit(kind,
     sel = select_circles(img, noise_expert=True)
     assert sel.experts == len(truth)
     assert [row["experts"] for row in sel.table] == list(range(1, len(truth) + 1))
+
+
+def test_a_sparse_ring_is_an_arc_and_clutter_circles_are_chance():
+    """The "no arc" rule reads arcs at least twice the points' own spacing along the
+    curve: two sparse rings (35 and 34 points, their nearest neighbours adjacent pixels)
+    are two curves, where arcs of 5.7 px made the second "no arc" and auto chose K = 1.
+    And the best circle through uniform clutter is chance (:func:`by_chance`), a sparse
+    ring is not."""
+    from pyro_moe.curves.selection import arc_of, by_chance
+    from pyro_moe.shapes.synthetic import SPARSE_KINDS
+
+    img, truth = circle_scene(SPARSE_KINDS[0], 30)
+    assert select_circles(img, noise_expert=True).experts == 2
+    ys, xs = np.nonzero(img)
+    xy = np.c_[xs, ys].astype(float)
+    c = truth[1]
+    on = np.abs(np.hypot(xy[:, 0] - c.x0, xy[:, 1] - c.y0) - c.r) < 2
+    w = np.array([2 * c.x0, 2 * c.y0, c.r**2 - c.x0**2 - c.y0**2])
+    cover, longest = arc_of(xy[on], w, "circle", 2 * math.pi * c.r, 5.7)
+    assert cover > 0.8 and longest > 0.5
+    assert not by_chance(xy, on, int(on.sum()), c.r, 2.8)
+    rng = np.random.default_rng(0)
+    clutter = rng.uniform(0, 180, (300, 2))
+    d = np.abs(np.hypot(clutter[:, 0] - 90, clutter[:, 1] - 90) - 40)
+    near = d <= 2.8  # a circle through uniform clutter: about its chance count
+    assert by_chance(clutter, np.ones(len(clutter), bool), int(near.sum()), 40.0, 2.8)

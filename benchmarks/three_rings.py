@@ -10,7 +10,7 @@ point_scene`); ``fit_circles(img, experts=3, noise_expert=True)``: solved when e
 is matched by a valid circle within 2 px in x0, y0 and r. Also counts the scenes where the
 further seeded starts (``SEEDED_RESTARTS``) were needed: solved, and not solved without
 them. Run it with ``PYTHONPATH=<another tree>`` to measure that tree (the package it
-imports is printed). Writes ``benchmarks/results/NAME.{json,md}``.
+imports is printed). Writes ``benchmarks/results/three_rings.{json,md}`` (or ``--name``).
 """
 
 from __future__ import annotations

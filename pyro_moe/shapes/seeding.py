@@ -174,6 +174,12 @@ def _perimeters(kind: str | None, W: np.ndarray) -> np.ndarray:
         return np.pi * (3.0 * (a + b) - np.sqrt((3.0 * a + b) * (a + 3.0 * b)))
 
 
+def _box(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) of the points P (N, 2), one column at a time (numpy 2.4 reduces a narrow
+    array over its rows several times slower; the same numbers)."""
+    return (np.array([P[:, 0].min(), P[:, 1].min()]), np.array([P[:, 0].max(), P[:, 1].max()]))
+
+
 def _arc_counts(kind: str | None, W: np.ndarray, tau: float) -> np.ndarray:
     """(C,) arcs of a closed curve: L / (2 tau) for a perimeter L (:func:`_perimeters`),
     arcs one band width long, at least :data:`ARCS` and at most :data:`MAX_ARCS`."""
@@ -305,7 +311,8 @@ def coverage(
         with np.errstate(invalid="ignore", divide="ignore"):
             rho = np.sqrt(-f_c[:, None] / quad)
     mid = centre[:, None, :] + rho[..., None] * u
-    lo, hi = P.min(0) - tau, P.max(0) + tau
+    lo, hi = _box(P)
+    lo, hi = lo - tau, hi + tau
     seen = (mid >= lo).all(-1) & (mid <= hi).all(-1) & (j < arcs[:, None])
     n_seen = seen.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -435,8 +442,8 @@ def sequential_curves(
     phi, t = _columns(m, features, None), _target(m, response, offset, None)
     phx, tx = _columns(m, features, _DX), _target(m, response, offset, _DX)
     phy, ty = _columns(m, features, _DY), _target(m, response, offset, _DY)
-    extent = float(np.linalg.norm(P.max(0) - P.min(0)))
-    box = (P.min(0), P.max(0))
+    box = _box(P)
+    extent = float(np.linalg.norm(box[1] - box[0]))
     area = max(float(np.prod(box[1] - box[0])), 1e-300)
     tree = cKDTree(P)
     if tau is None:
@@ -448,13 +455,14 @@ def sequential_curves(
         # |f| / sqrt(gx^2 + gy^2 + 1e-300), f = t - W phi^T (and its x, y derivatives),
         # in place: three (C, |idx|) arrays instead of ten (half of the seeding's time on
         # a photo's edge points went to the temporaries)
-        f = W @ phi[idx].T
+        # take: the rows of a narrow array (numpy 2.4's phi[idx] is several times slower)
+        f = W @ phi.take(idx, axis=0).T
         np.subtract(t[idx], f, out=f)
         np.abs(f, out=f)
-        gx = W @ phx[idx].T
+        gx = W @ phx.take(idx, axis=0).T
         np.subtract(tx[idx], gx, out=gx)
         np.square(gx, out=gx)
-        gy = W @ phy[idx].T
+        gy = W @ phy.take(idx, axis=0).T
         np.subtract(ty[idx], gy, out=gy)
         np.square(gy, out=gy)
         gx += gy
@@ -464,7 +472,7 @@ def sequential_curves(
         return f
 
     def lsq(idx: np.ndarray) -> np.ndarray:
-        w, *_ = np.linalg.lstsq(phi[idx], t[idx], rcond=None)
+        w, *_ = np.linalg.lstsq(phi.take(idx, axis=0), t[idx], rcond=None)
         return w[None]
 
     for k in itertools.count():
@@ -481,7 +489,9 @@ def sequential_curves(
         anchors = rng.integers(len(left), size=C)
         picks = np.empty((C, n), dtype=np.int64)
         picks[:, 0] = anchors
-        sub = cKDTree(P[left])
+        P_left = P.take(left, axis=0)  # the points left, gathered once per curve
+        phi_left = phi.take(left, axis=0)
+        sub = cKDTree(P_left)
         for size in np.unique(hood_k):  # one k-nearest query per neighbourhood size
             rows = np.flatnonzero(hood_k == size)
             m = int(min(size, len(left)))
@@ -491,13 +501,13 @@ def sequential_curves(
             draw = rng.random((len(rows), m - 1))
             keys = np.argpartition(draw, min(n - 1, m - 1) - 1, axis=-1)[:, : n - 1] + 1
             if m >= len(left):  # the whole set: no tree query
-                order = np.argsort(np.linalg.norm(P[left][None] - P[left[anchors[rows]]][:, None],
+                order = np.argsort(np.linalg.norm(P_left[None] - P_left.take(anchors[rows], axis=0)[:, None],
                                                   axis=-1), -1)  # fmt: skip
             else:
-                order = sub.query(P[left[anchors[rows]]], k=m)[1]
+                order = sub.query(P_left.take(anchors[rows], axis=0), k=m)[1]
             picks[rows, 1:] = np.take_along_axis(order, keys, -1)
         idx = left[picks]
-        A, b = phi[idx], t[idx]
+        A, b = phi.take(idx, axis=0), t[idx]
         ok = np.abs(np.linalg.det(A)) > 1e-12
         W = np.zeros((C, n))
         W[ok] = np.linalg.solve(A[ok], b[ok][..., None])[..., 0]
@@ -510,7 +520,7 @@ def sequential_curves(
         top = Wok  # every candidate is refitted: no need to rank them first
         if len(Wok) > LOCAL_TOP:
             raw = np.concatenate([
-                _score(kind, Wok[lo : lo + step], P[left], distance(Wok[lo : lo + step], left),
+                _score(kind, Wok[lo : lo + step], P_left, distance(Wok[lo : lo + step], left),
                        tau, rho)
                 for lo in range(0, len(Wok), step)
             ])  # fmt: skip
@@ -528,7 +538,7 @@ def sequential_curves(
                 Wc, d = W0, d0
                 for wide in bands:
                     inl = d <= wide * tau
-                    Wn = _inlier_lsq(phi[left], t[left], inl)
+                    Wn = _inlier_lsq(phi_left, t[left], inl)
                     keep = (inl.sum(-1) >= n + 2) & np.isfinite(Wn).all(-1)
                     keep &= plausible(kind, np.where(keep[:, None], Wn, Wc), extent, box)
                     Wc = np.where(keep[:, None], Wn, Wc)
@@ -539,7 +549,7 @@ def sequential_curves(
                     # chain's first band, 101 after its third; the second's 250 were 26, 1)
                     Wc = Wc[_first_of_equal_rows(Wc)]
                     d = distance(Wc, left)  # for the next band, or the score
-                score = _score(kind, Wc, P[left], d, tau, rho)
+                score = _score(kind, Wc, P_left, d, tau, rho)
                 if float(score.max()) > best:
                     best, w = float(score.max()), Wc[int(score.argmax())][None]
         for _ in range(2):  # least squares on the inliers, inliers again

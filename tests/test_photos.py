@@ -371,7 +371,10 @@ def test_coins_auto_finds_the_24_coins_from_the_chains_range():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
         selection = pyro_moe.select_curves(data.coins(), design="circle",
                                            image_options={"edges": True})  # fmt: skip
-    assert (selection.settings["min_experts"], selection.settings["max_experts"]) == (24, 25)
+    # the range from the chains: 24 closed candidates, K = 24, 25 tried (it grows past 25,
+    # up to 2 x 25, only while a K gains: K = 25 adds no curve)
+    assert (selection.settings["min_experts"], selection.settings["max_experts"]) == (24, 50)
+    assert [row["experts"] for row in selection.table] == [24, 25]
     assert selection.experts == 24
     valid = [r.curve for r in pyro_moe.curve_reports(selection.result) if r.valid]
     assert _found(COINS, valid, 4.0) == 24

@@ -12,6 +12,7 @@ also with 400 or 600 points and 1-3 restarts.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -477,3 +478,36 @@ def test_a_sparse_ring_is_an_arc_and_clutter_circles_are_chance():
     d = np.abs(np.hypot(clutter[:, 0] - 90, clutter[:, 1] - 90) - 40)
     near = d <= 2.8  # a circle through uniform clutter: about its chance count
     assert by_chance(clutter, np.ones(len(clutter), bool), int(near.sum()), 40.0, 2.8)
+
+
+def _nine_circles(rng: np.random.Generator, dashed: int = 5) -> np.ndarray:
+    """A 300^2 drawing of nine circles on a 3 x 3 grid (r 20-40 px), the first ``dashed``
+    of them drawn in dashes of 3 px with gaps of 3 px (their edge chains do not close)."""
+    img = np.zeros((300, 300), bool)
+    for k in range(9):
+        i, j = divmod(k, 3)
+        c = (50 + 100 * j + rng.uniform(-6, 6), 50 + 100 * i + rng.uniform(-6, 6))
+        r = rng.uniform(20, 40)
+        th = np.linspace(0, 2 * np.pi, 4000, endpoint=False)
+        if k < dashed:
+            th = th[(th * r) % 6.0 < 3.0]
+        img[np.round(c[1] + r * np.sin(th)).astype(int),
+            np.round(c[0] + r * np.cos(th)).astype(int)] = True  # fmt: skip
+    return img
+
+
+def test_the_range_from_the_chains_grows_while_each_k_gains():
+    """Nine circles of which the chains close four (five dashed): the range from the
+    picture (4..5) goes on past its top while each K gains, and auto counts all nine."""
+    from pyro_moe.curves.fitting import chain_candidates, curve_data
+    from pyro_moe.curves.selection import auto_range
+
+    img = _nine_circles(np.random.default_rng(0))
+    top = auto_range(chain_candidates(curve_data(img, 1)), "circle")[1]
+    assert top < 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sel = select_circles(img)
+    assert sel.experts == 9
+    assert max(row["experts"] for row in sel.table) > top
+    assert sum(r.valid for r in curve_reports(sel.result)) == 9

@@ -592,7 +592,10 @@ def auto_range(candidates: list[Candidate], kind: str = "circle") -> tuple[int, 
     """The K that :func:`select_curves` tries by default, from the picture's edge chains
     (:func:`pyro_moe.curves.fitting.chain_candidates`): from the number S of closed
     candidates (covering :data:`~pyro_moe.shapes.chains.CLOSED` of their perimeter) up to
-    max(S + 1, :data:`AUTO_MAX_EXPERTS`), the range ending at the first K that adds no
+    max(S + A + 1, :data:`AUTO_MAX_EXPERTS`), A the arcs among them that cover at least
+    :data:`NEW_ARC` [1] of their curve without closing it (a curve broken into arcs may be
+    one of them; :func:`select_curves` also grows a circle range past this top while each
+    K gains, :func:`gains`), the range ending at the first K that adds no
     admissible curve (:func:`no_gain`), so that the evidence for one curve beyond what the
     chains show is weighed (the extra expert starts on the next candidate, or where
     sequential RANSAC finds one among the points left), and a curve the chains miss (a
@@ -610,9 +613,12 @@ def auto_range(candidates: list[Candidate], kind: str = "circle") -> tuple[int, 
     strong = sum(c.sweep >= CLOSED for c in candidates)
     if not strong:
         return 1, AUTO_MAX_EXPERTS
+    # arcs that are no closed curve but a quarter of one or more (the reports' min_arc):
+    # a curve broken into arcs may be one of them, and K may reach past them by one
+    arcs = sum(NEW_ARC[1] <= c.sweep < CLOSED for c in candidates)
     if kind != "circle":  # a conic's RANSAC seed draws 16384 subsets per curve
         return strong, strong + 1
-    return strong, max(strong + 1, AUTO_MAX_EXPERTS)
+    return strong, max(strong + arcs + 1, AUTO_MAX_EXPERTS)
 
 
 def no_gain(table: list[dict], margin: float = 3.0) -> bool:
@@ -629,6 +635,26 @@ def no_gain(table: list[dict], margin: float = 3.0) -> bool:
     if not before:
         return False
     return not (last["admissible"] and last["score"] > max(before) + margin)
+
+
+#: How far past the top of :func:`auto_range` (x it) the range from the picture may grow,
+#: one K at a time while each K gains (:func:`gains`).
+GROWTH = 2
+
+
+def gains(table: list[dict], margin: float = 3.0) -> bool:
+    """Whether the last K of ``table`` is admissible and scores more than ``margin`` nats
+    above every admissible K before it: then the range from the picture goes on past the
+    top of :func:`auto_range` (to at most :data:`GROWTH` x it; circles only, see
+    :func:`select_curves`), since the chains may show fewer curves than the picture holds.
+    Measured on drawings of nine circles (3 x 3, r 20-40 px, five of them dashed, 3 px on
+    and 3 px off): the chains closed four, the range 4..5 ended at K = 5 and chose it;
+    grown, K = 9 with nine valid circles (three seeds). Conics do not grow: beyond the
+    chains a conic's seed is sequential RANSAC's 16384 subsets, seconds per K (on
+    ``skimage.data.coffee`` K = 4, refused, took 3.8 s of 4.0)."""
+    last = table[-1]
+    before = [row["score"] for row in table[:-1] if row["admissible"]]
+    return bool(last["admissible"]) and (not before or last["score"] > max(before) + margin)
 
 
 def nothing_found(table: list[dict]) -> bool:
@@ -769,7 +795,9 @@ def select_curves(
     :meth:`~pyro_moe.curves.result.CurveFit.refined`).
 
     The range of K: ``max_experts=None`` (default) takes it from the picture's edge chains
-    (:func:`auto_range`: S and S + 1 for S closed candidates), each K then started as
+    (:func:`auto_range`: S to S + A + 1 for S closed candidates and A arcs, a circle range
+    growing past it while each K gains, :func:`gains`; conics S and S + 1), each K then
+    started as
     ``fit_curves`` starts it (the chains' candidates; ``seeded``) and without the search
     (``search=None``: off where the chains start the fit); for points without closed
     candidates, and whenever ``max_experts`` is given, K = ``min_experts`` (default 1) ..
@@ -799,10 +827,15 @@ def select_curves(
         chain_candidates(data) if len(data.points.xy) == len(data.y) and max_points is None else []
     )
     from_picture = max_experts is None
+    high = None
     if max_experts is None:  # the range from the picture
         low, high = auto_range(cands, data.geometry.kinds[0])
         min_experts = low if min_experts is None else min_experts
-        max_experts = max(high, min_experts)
+        high = max(high, min_experts)
+        if data.geometry.kinds[0] == "circle":  # past high only while each K gains (stop)
+            max_experts = GROWTH * high
+        else:  # a conic's RANSAC seed beyond the chains: seconds per K (coffee: 3.8 s)
+            max_experts = high
     elif min_experts is None:
         min_experts = 1
     # Seeded by default where the range comes from the picture (the chains' curves, else
@@ -820,6 +853,8 @@ def select_curves(
         def stop(table: list[dict]) -> bool:
             rows[:] = table
             if no_gain(table, margin) or nothing_found(table):
+                return True
+            if high is not None and table[-1]["experts"] >= high and not gains(table, margin):
                 return True
             # an admissible K whose K + 1 seed adds no arc: K + 1 has no curve to add
             if not table[-1]["admissible"]:

@@ -757,8 +757,9 @@ def by_chance(xy: np.ndarray, left: np.ndarray, n: int, r: float, tau: float) ->
     clutter" (seeds 0-11): once both rings are fitted the next seed curve is the best
     circle through the clutter, 11 and 15 points where m is 2.2 and 4.9 on seeds 2 and 6
     (false alarms 58 and 530), and
-    without this test ``--experts auto`` fitted K = 3 there on 9 of 12 scenes (1.3x slower)
-    for the reports to refuse it; a ring the fit lacks stands far above it (the smallest
+    without this test ``--experts auto`` fitted K = 3 there on 10 of 12 scenes (2 before the
+    n / 2 bound of :func:`arc_of`; the kind's median 1.3x slower) for the reports to refuse
+    it; a ring the fit lacks stands far above it (the smallest
     sparse ring, r = 19.7 px, 24 points in 50 % clutter: m = 4.7, false alarms 2e-3)."""
     from scipy.special import pdtrc  # P(Poisson(m) > k); scipy.stats is slow to import
 

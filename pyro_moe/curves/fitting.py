@@ -38,7 +38,7 @@ from ..shapes.curves import MAX_RELATIVE_NOISE, radial_noise
 from ..shapes.geometry import FORMS, Geometry, target_name
 from ..shapes.image import image_to_points
 from ..shapes.points import PointSet, Standardization, is_point_file, read_points, validate_points
-from ..shapes.seeding import MIN_COVERAGE, coverage, plausible, sequential_curves
+from ..shapes.seeding import MIN_COVERAGE, coverage, plausible, point_box, sequential_curves
 from .design import (
     curve_design,
     curve_layout,
@@ -398,7 +398,7 @@ def plausible_experts(data: CurveData):
     if not g.shared or kind not in FORMS:
         return None
     P = standard_points(data)
-    box = (np.array([P[:, 0].min(), P[:, 1].min()]), np.array([P[:, 0].max(), P[:, 1].max()]))
+    box = point_box(P)
     extent = float(np.linalg.norm(box[1] - box[0]))
     form = FORMS[kind]
     if "tau" not in data.cache:  # one nearest-neighbour query per point set, not per K

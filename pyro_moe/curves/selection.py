@@ -34,6 +34,7 @@ from ..shapes.curves import (
     kasa_corrected_radius,
     radial_noise,
 )
+from ..shapes.seeding import point_box
 from .fitting import (
     CHAIN_TAU,
     chain_candidates,
@@ -233,7 +234,7 @@ def ring_contrast(xy: np.ndarray, x0: float, y0: float, r: float, width: float) 
     within 1 sd, 27% on twice the area between 1 and 3 sds), less over a background, about
     2.2 for a filled annulus; points spread uniformly over the box give 1 whatever circle
     is drawn through them."""
-    lo, hi = xy.min(0), xy.max(0)
+    lo, hi = point_box(xy)
     dist = np.abs(np.hypot(xy[:, 0] - x0, xy[:, 1] - y0) - r)
     a_in = _annulus_area_in_box(x0, y0, max(r - width, 0.0), r + width, lo, hi)
     a_out = _annulus_area_in_box(
@@ -267,7 +268,7 @@ def _band(
     if contrast >= min_contrast:
         return None
     d = np.abs(np.hypot(held[:, 0] - c.x0, held[:, 1] - c.y0) - c.r)
-    lo, hi = xy.min(0), xy.max(0)
+    lo, hi = point_box(xy)
     area = _annulus_area_in_box(c.x0, c.y0, max(c.r - noise, 0.0), c.r + noise, lo, hi)
     fill = float((d <= noise).sum()) / area if area > 0 else 0.0
     if fill >= min_fill:
@@ -630,11 +631,7 @@ def no_gain(table: list[dict], margin: float = 3.0) -> bool:
     that adds nothing: with each K seeded from the same sequential draws (its first K - 1
     curves are those of K - 1), the extra curve of K is the best the points left offer, and
     when it is no curve, the next is less of one."""
-    last = table[-1]
-    before = [row["score"] for row in table[:-1] if row["admissible"]]
-    if not before:
-        return False
-    return not (last["admissible"] and last["score"] > max(before) + margin)
+    return any(row["admissible"] for row in table[:-1]) and not gains(table, margin)
 
 
 #: How far past the top of :func:`auto_range` (x it) the range from the picture may grow,
@@ -763,8 +760,7 @@ def by_chance(xy: np.ndarray, left: np.ndarray, n: int, r: float, tau: float) ->
     sparse ring, r = 19.7 px, 24 points in 50 % clutter: m = 4.7, false alarms 2e-3)."""
     from scipy.special import pdtrc  # P(Poisson(m) > k); scipy.stats is slow to import
 
-    lo = np.array([xy[:, 0].min(), xy[:, 1].min()])
-    hi = np.array([xy[:, 0].max(), xy[:, 1].max()])
+    lo, hi = point_box(xy)
     W, H = np.maximum(hi - lo, 1.0)
     m = int(left.sum()) / float(W * H) * 2.0 * tau * 2.0 * math.pi * r
     tests = W * H * max(W, H) / 2.0

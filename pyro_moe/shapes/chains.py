@@ -51,7 +51,7 @@ from scipy.sparse.csgraph import connected_components, depth_first_order
 
 from ..errors import InputError
 from .geometry import FORMS
-from .seeding import plausible, sampson_distance
+from .seeding import plausible, point_box, sampson_distance
 
 __all__ = [
     "CLOSED",
@@ -96,13 +96,6 @@ MIN_SWEEP = 1.0 / 6.0
 CLOSED = 0.9
 #: Arcs a perimeter is cut into for the swept share (at least; one per 2 tau beyond).
 SWEEP_BINS = 72
-
-
-def _box(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The corners ((x, y) lo, (x, y) hi) of points P (N, 2), one column at a time (numpy
-    reduces an (N, 2) array over its rows several times slower; min and max are exact)."""
-    x, y = P[:, 0], P[:, 1]
-    return np.array([x.min(), y.min()]), np.array([x.max(), y.max()])
 
 
 def grid_mask(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -502,7 +495,7 @@ def chain_curves(
     if not arcs:
         return []
     n_form = 3 if kind == "circle" else 5
-    box = _box(P)
+    box = point_box(P)
     extent = float(np.linalg.norm(box[1] - box[0]))
     arc_of = np.concatenate([np.full(len(a), j) for j, a in enumerate(arcs)])
     arc_pts = np.concatenate(arcs)

@@ -55,6 +55,7 @@ __all__ = [
     "coverage",
     "default_candidates",
     "plausible",
+    "point_box",
     "sampson_distance",
     "seed_curves",
     "sequential_curves",
@@ -174,10 +175,11 @@ def _perimeters(kind: str | None, W: np.ndarray) -> np.ndarray:
         return np.pi * (3.0 * (a + b) - np.sqrt((3.0 * a + b) * (a + 3.0 * b)))
 
 
-def _box(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) of the points P (N, 2), one column at a time (numpy 2.4 reduces a narrow
-    array over its rows several times slower; the same numbers)."""
-    return (np.array([P[:, 0].min(), P[:, 1].min()]), np.array([P[:, 0].max(), P[:, 1].max()]))
+def point_box(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The corners ((x, y) lo, (x, y) hi) of points P (N, 2), one column at a time (numpy
+    reduces an (N, 2) array over its rows several times slower; min and max are exact)."""
+    x, y = P[:, 0], P[:, 1]
+    return np.array([x.min(), y.min()]), np.array([x.max(), y.max()])
 
 
 def _arc_counts(kind: str | None, W: np.ndarray, tau: float) -> np.ndarray:
@@ -311,7 +313,7 @@ def coverage(
         with np.errstate(invalid="ignore", divide="ignore"):
             rho = np.sqrt(-f_c[:, None] / quad)
     mid = centre[:, None, :] + rho[..., None] * u
-    lo, hi = _box(P)
+    lo, hi = point_box(P)
     lo, hi = lo - tau, hi + tau
     seen = (mid >= lo).all(-1) & (mid <= hi).all(-1) & (j < arcs[:, None])
     n_seen = seen.sum(-1)
@@ -442,7 +444,7 @@ def sequential_curves(
     phi, t = _columns(m, features, None), _target(m, response, offset, None)
     phx, tx = _columns(m, features, _DX), _target(m, response, offset, _DX)
     phy, ty = _columns(m, features, _DY), _target(m, response, offset, _DY)
-    box = _box(P)
+    box = point_box(P)
     extent = float(np.linalg.norm(box[1] - box[0]))
     area = max(float(np.prod(box[1] - box[0])), 1e-300)
     tree = cKDTree(P)

@@ -384,6 +384,19 @@ def _inlier_lsq(phi: np.ndarray, t: np.ndarray, inlier: np.ndarray) -> np.ndarra
     return out
 
 
+def _distances(P: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """(len(A), len(P)): |p - a| for every anchor a (rows) and point p, as
+    np.linalg.norm(P[None] - A[:, None], axis=-1) computes it (sqrt(dx^2 + dy^2), the same
+    bits) without its (len(A), len(P), 2) temporaries (measured on skimage.data.coffee's
+    3416 points left by its two rims: 0.84 s of the first conic's 2.5 s draw went to them)."""
+    d = np.subtract.outer(A[:, 0], P[:, 0])
+    np.multiply(d, d, out=d)
+    dy = np.subtract.outer(A[:, 1], P[:, 1])
+    np.multiply(dy, dy, out=dy)
+    d += dy
+    return np.sqrt(d, out=d)
+
+
 def _first_of_equal_rows(W: np.ndarray) -> np.ndarray:
     """The indices (ascending) of the first of each set of equal rows of W (a stable
     lexicographic sort, equal neighbours dropped; np.unique(axis=0) took 5 times as long
@@ -503,8 +516,7 @@ def sequential_curves(
             draw = rng.random((len(rows), m - 1))
             keys = np.argpartition(draw, min(n - 1, m - 1) - 1, axis=-1)[:, : n - 1] + 1
             if m >= len(left):  # the whole set: no tree query
-                order = np.argsort(np.linalg.norm(P_left[None] - P_left.take(anchors[rows], axis=0)[:, None],
-                                                  axis=-1), -1)  # fmt: skip
+                order = np.argsort(_distances(P_left, P_left.take(anchors[rows], axis=0)), -1)
             else:
                 order = sub.query(P_left.take(anchors[rows], axis=0), k=m)[1]
             picks[rows, 1:] = np.take_along_axis(order, keys, -1)

@@ -11,6 +11,7 @@ also with 400 or 600 points and 1-3 restarts.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -27,7 +28,7 @@ from pyro_moe.selection import (
     select_experts,
 )
 from pyro_moe.shapes import circle_image, match_circles
-from pyro_moe.shapes.synthetic import circle_scene
+from pyro_moe.shapes.synthetic import circle_scene, ellipse_drawing
 
 # (centre, radius) per circle, pixels; equal centres stay concentric after the shift
 CONFIGS = {
@@ -511,3 +512,47 @@ def test_the_range_from_the_chains_grows_while_each_k_gains():
     assert sel.experts == 9
     assert max(row["experts"] for row in sel.table) > top
     assert sum(r.valid for r in curve_reports(sel.result)) == 9
+
+
+@pytest.mark.parametrize("dashed", [5, 9])
+def test_a_conic_range_grows_while_each_k_gains(dashed):
+    """Nine ellipses of which the chains close four (five dashed; or none, all dashed): a
+    conic range from the picture (4..5; 1..5) grows past its top while each K gains, its
+    sequential draw on few points (too_costly: the 810 points the closed ones leave), and
+    auto finds all nine, each with a filled-ellipse overlap > 0.95 (before: K = 5)."""
+    from scipy.optimize import linear_sum_assignment
+
+    from pyro_moe.curves.selection import select_curves
+    from pyro_moe.shapes.metric import ellipse_overlap
+
+    img, truth = ellipse_drawing(0, dashed=dashed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sel = select_curves(img, design="conic")
+    assert sel.experts == 9
+    found = [r.curve for r in curve_reports(sel.result) if r.valid]
+    assert len(found) == 9 and all(c.kind == "ellipse" for c in found)
+    O = np.array([[ellipse_overlap(t, (*c.center, *c.semi_axes, c.angle)) for c in found]
+                  for t in truth])  # fmt: skip
+    rows, cols = linear_sum_assignment(-O)
+    assert (O[rows, cols] > 0.95).all()
+
+
+def test_a_conic_range_does_not_draw_on_many_points_past_its_top():
+    """Past the top of the range, a conic K whose sequential draw would run on more than
+    CONIC_DRAW_POINTS points is not tried (16384 subsets per conic: seconds); circles
+    always may (256 subsets)."""
+    from pyro_moe.curves.fitting import curve_data, drawn_points
+    from pyro_moe.curves.selection import CONIC_DRAW_POINTS, too_costly
+
+    img, _ = ellipse_drawing(0)
+    data = curve_data(img, 1, design="conic")
+    # four closed candidates, the only ones: K = 4 takes every expert from the chains (no
+    # draw), K = 5 and on draw on the points they leave
+    assert drawn_points(dataclasses.replace(data, geometry=data.geometry.repeated(4))) == 0
+    left = drawn_points(dataclasses.replace(data, geometry=data.geometry.repeated(6)))
+    assert 0 < left < CONIC_DRAW_POINTS and not too_costly(data, 6)
+    cluttered = img | (np.random.default_rng(1).random(img.shape) < 0.03)  # ~3900 stray px
+    data = curve_data(cluttered, 1, design="conic")
+    assert too_costly(data, 6)
+    assert not too_costly(curve_data(cluttered, 1, design="circle"), 6)

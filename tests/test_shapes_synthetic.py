@@ -197,3 +197,28 @@ def test_every_sparse_kind_draws_new_circles_per_seed(kind) -> None:
     assert moved != truth and img.dtype == bool and len(truth) >= 2
     for c in truth:  # each circle holds pixels on it (jittered: within 3 sds)
         assert (_ring_distance(img, c) <= 1.0 + 3 * 2.5).sum() >= 10
+
+
+def test_ellipse_drawing_is_seeded_and_its_pixels_lie_on_its_ellipses():
+    """The same seed, the same drawing; every set pixel within a pixel of one of the nine
+    ellipses (radial distance along its own ray); the dashed ones hold about half of a
+    solid one's pixels per unit length; a bad ``dashed`` or a grid too small is refused."""
+    from pyro_moe.shapes.synthetic import ellipse_drawing
+
+    img, truth = ellipse_drawing(3)
+    again, same = ellipse_drawing(3)
+    assert np.array_equal(img, again) and same == truth and len(truth) == 9
+    rows, cols = np.nonzero(img)
+    near = np.zeros(len(rows), bool)
+    for cx, cy, a, b, t in truth:
+        u = (cols - cx) * np.cos(t) + (rows - cy) * np.sin(t)
+        v = -(cols - cx) * np.sin(t) + (rows - cy) * np.cos(t)
+        rho = np.hypot(u / a, v / b)  # 1 on the ellipse
+        near |= np.abs(rho - 1.0) * np.hypot(u, v) / np.maximum(rho, 1e-9) <= 1.0
+    assert near.all()
+    solid, _ = ellipse_drawing(3, dashed=0)
+    assert 0.4 < img.sum() / solid.sum() < 0.9  # five of nine at about half
+    with pytest.raises(InputError, match="dashed"):
+        ellipse_drawing(0, dashed=10)
+    with pytest.raises(InputError, match="room"):
+        ellipse_drawing(0, size=120)

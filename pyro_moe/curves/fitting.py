@@ -219,20 +219,37 @@ def start_labels(data: CurveData, *, seed: int = 0) -> np.ndarray:
     (:func:`pyro_moe.shapes.seeding.seed_curves`) on all points, as before the chains
     (measured on the study's eye photo, K = 2: the chains' pupil and highlight as the start
     lost the outer iris, which RANSAC's start and the search find)."""
-    g = data.geometry
-    kind, K = g.kinds[0], data.experts
-    xy = data.points.xy
-    labels = np.full(len(xy), -1)
+    K = data.experts
     if not chains_start(data):
         return sequential_labels(data, None, K, seed=seed)
-    cands = chain_candidates(data)[: chain_seeds(data)]
-    for k, c in enumerate(cands):
-        labels[(labels < 0) & (curve_distance(xy, c.weights, kind) <= CHAIN_TAU)] = k
-    if len(cands) < K:  # the experts beyond the chains' curves: RANSAC on what is left
+    labels, taken = chain_labels(data), chain_seeds(data)
+    if taken < K:  # the experts beyond the chains' curves: RANSAC on what is left
         left = np.flatnonzero(labels < 0)
-        sub = sequential_labels(data, left, K - len(cands), seed=seed)
-        labels[left[sub >= 0]] = len(cands) + sub[sub >= 0]
+        sub = sequential_labels(data, left, K - taken, seed=seed)
+        labels[left[sub >= 0]] = taken + sub[sub >= 0]
     return labels
+
+
+def chain_labels(data: CurveData) -> np.ndarray:
+    """Labels (N,) of the chains' part of a seeded start (:func:`start_labels`): the
+    :func:`chain_seeds` best candidates, each taking the points within :data:`CHAIN_TAU`
+    pixels of its curve that a better one has not taken; -1 for the rest (all of them when
+    the chains seed no expert)."""
+    kind = data.geometry.kinds[0]
+    xy = data.points.xy
+    labels = np.full(len(xy), -1)
+    for k, c in enumerate(chain_candidates(data)[: chain_seeds(data)]):
+        labels[(labels < 0) & (curve_distance(xy, c.weights, kind) <= CHAIN_TAU)] = k
+    return labels
+
+
+def drawn_points(data: CurveData) -> int:
+    """How many points the sequential draw of a seeded start (:func:`start_labels`) of
+    ``data.experts`` curves runs on: those the chains' candidates leave (all points when
+    the chains seed no expert); 0 when the chains seed every expert (no draw)."""
+    if chain_seeds(data) >= data.experts:
+        return 0
+    return int((chain_labels(data) < 0).sum())
 
 
 def sequential_labels(

@@ -42,6 +42,7 @@ from .fitting import (
     check_fit_options,
     curve_data,
     curve_fit_options,
+    drawn_points,
     seeded_start,
     start_labels,
     with_curve_defaults,
@@ -602,9 +603,10 @@ def auto_range(candidates: list[Candidate], kind: str = "circle") -> tuple[int, 
     sequential RANSAC finds one among the points left), and a curve the chains miss (a
     small ring broken into short arcs) is still counted; 1 .. :data:`AUTO_MAX_EXPERTS`
     without closed candidates. Measured on ``circle_scene("small (r 8-15)")``, seeds 0-2:
-    S = 1 and the range 1..2 chose K = 2 for three rings. Conics (``kind``) keep S and
-    S + 1: a curve beyond the chains' starts from sequential RANSAC, 16384 minimal subsets
-    per conic (measured on ``skimage.data.coffee``: K = 2..4, 6.2 s CPU; 2..3, 0.18 s). Measured: the study's eye photo gives 37 candidates: the pupil
+    S = 1 and the range 1..2 chose K = 2 for three rings. Conics (``kind``) take S and
+    S + 1 (growing past it while each K gains and its draw is cheap, :func:`too_costly`):
+    a curve beyond the chains' starts from sequential RANSAC, 16384 minimal subsets per
+    conic. Measured: the study's eye photo gives 37 candidates: the pupil
     (0.53 of its perimeter), three closed highlight rings, and 33 arcs of 12 to 100 points
     covering 0.17 to 0.49 of their circles; S = 3. Arcs alone (no closed candidate: sparse
     or jittered rings, whose chains break every few pixels) say nothing of K: 1 ..
@@ -642,16 +644,39 @@ GROWTH = 2
 def gains(table: list[dict], margin: float = 3.0) -> bool:
     """Whether the last K of ``table`` is admissible and scores more than ``margin`` nats
     above every admissible K before it: then the range from the picture goes on past the
-    top of :func:`auto_range` (to at most :data:`GROWTH` x it; circles only, see
-    :func:`select_curves`), since the chains may show fewer curves than the picture holds.
-    Measured on drawings of nine circles (3 x 3, r 20-40 px, five of them dashed, 3 px on
-    and 3 px off): the chains closed four, the range 4..5 ended at K = 5 and chose it;
-    grown, K = 9 with nine valid circles (three seeds). Conics do not grow: beyond the
-    chains a conic's seed is sequential RANSAC's 16384 subsets, seconds per K (on
-    ``skimage.data.coffee`` K = 4, refused, took 3.8 s of 4.0)."""
+    top of :func:`auto_range` (to at most :data:`GROWTH` x it; a conic K only where its
+    draw is cheap, :func:`too_costly`), since the chains may show fewer curves than the
+    picture holds. Measured on drawings of nine circles (3 x 3, r 20-40 px, five of them
+    dashed, 3 px on and 3 px off): the chains closed four, the range 4..5 ended at K = 5
+    and chose it; grown, K = 9 with nine valid circles (three seeds). The same with nine
+    ellipses (semi-major 25-50 px, five dashed): K = 5 before, 9 grown, each with a
+    filled-ellipse overlap above 0.95 (four seeds at 360^2, two at 600^2)."""
     last = table[-1]
     before = [row["score"] for row in table[:-1] if row["admissible"]]
     return bool(last["admissible"]) and (not before or last["score"] > max(before) + margin)
+
+
+#: The most points a conic range from the picture may run its sequential draw on past
+#: the top of :func:`auto_range` (:func:`too_costly`).
+CONIC_DRAW_POINTS = 2048
+
+
+def too_costly(data, K: int) -> bool:
+    """Whether the seeded start of K conics (past the top of :func:`auto_range`) would run
+    its sequential draw (16384 minimal subsets per conic,
+    :func:`~pyro_moe.shapes.seeding.default_candidates`) on more than
+    :data:`CONIC_DRAW_POINTS` points (:func:`~pyro_moe.curves.fitting.drawn_points`);
+    False for circles (256 subsets per circle). Measured, the first conic's draw: 0.23 s
+    on the 810 points four closed ellipses leave in a 360^2 drawing of nine (five
+    dashed), 0.83-0.87 s on 1370 and 1990 points (the drawing at 600^2 and 900^2), 1.7 s
+    on the 3416 points ``skimage.data.coffee``'s two rims leave (K = 4, refused, then took
+    3.8 s of auto's 4.0 s). Past this the range stops growing; ``max_experts`` asks for
+    more."""
+    g = data.geometry
+    if g.kinds[0] != "conic":
+        return False
+    data_k = dataclasses.replace(data, geometry=g.repeated(K))
+    return drawn_points(data_k) > CONIC_DRAW_POINTS
 
 
 def nothing_found(table: list[dict]) -> bool:
@@ -793,7 +818,8 @@ def select_curves(
 
     The range of K: ``max_experts=None`` (default) takes it from the picture's edge chains
     (:func:`auto_range`: S to S + A + 1 for S closed candidates and A arcs, a circle range
-    growing past it while each K gains, :func:`gains`; conics S and S + 1), each K then
+    growing past it while each K gains, :func:`gains`; conics S and S + 1, growing alike
+    while the draw is cheap, :func:`too_costly`), each K then
     started as
     ``fit_curves`` starts it (the chains' candidates; ``seeded``) and without the search
     (``search=None``: off where the chains start the fit); for points without closed
@@ -829,10 +855,7 @@ def select_curves(
         low, high = auto_range(cands, data.geometry.kinds[0])
         min_experts = low if min_experts is None else min_experts
         high = max(high, min_experts)
-        if data.geometry.kinds[0] == "circle":  # past high only while each K gains (stop)
-            max_experts = GROWTH * high
-        else:  # a conic's RANSAC seed beyond the chains: seconds per K (coffee: 3.8 s)
-            max_experts = high
+        max_experts = GROWTH * high  # past high only while each K gains (stop)
     elif min_experts is None:
         min_experts = 1
     # Seeded by default where the range comes from the picture (the chains' curves, else
@@ -851,8 +874,9 @@ def select_curves(
             rows[:] = table
             if no_gain(table, margin) or nothing_found(table):
                 return True
-            if high is not None and table[-1]["experts"] >= high and not gains(table, margin):
-                return True
+            if high is not None and table[-1]["experts"] >= high:
+                if not gains(table, margin) or too_costly(data, table[-1]["experts"] + 1):
+                    return True
             # an admissible K whose K + 1 seed adds no arc: K + 1 has no curve to add
             if not table[-1]["admissible"]:
                 return False

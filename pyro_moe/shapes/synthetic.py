@@ -23,6 +23,7 @@ __all__ = [
     "circle_points",
     "circle_scene",
     "demo_image",
+    "ellipse_drawing",
     "ellipse_points",
     "hyperbola_points",
     "noise_sweep",
@@ -205,6 +206,38 @@ def ellipse_points(
     if jitter > 0:
         xy = xy + rng.normal(0.0, jitter, size=xy.shape)
     return xy
+
+
+def ellipse_drawing(
+    seed: int = 0, *, dashed: int = 5, size: int = 360, scale: float = 1.0
+) -> tuple[np.ndarray, list[tuple[float, float, float, float, float]]]:
+    """A ``size`` x ``size`` binary drawing of nine ellipses on a 3 x 3 grid and their
+    true (cx, cy, a, b, angle) (x = column, y = row; angle in radians from +x to the major
+    axis, turning clockwise on screen): centres within 6 px of the cells' centres,
+    semi-major axes a = ``scale`` x U(25, 50) px, b = a x U(0.45, 0.9), angles U(0, pi);
+    the first ``dashed`` drawn in dashes of 3 px with gaps of 3 px along the curve (their
+    edge chains do not close)."""
+    if not 0 <= dashed <= 9:
+        raise InputError(f"dashed must be 0..9, got {dashed}")
+    rng = np.random.default_rng(seed)
+    img, truth = np.zeros((size, size), bool), []
+    cell = size / 3
+    for k in range(9):
+        i, j = divmod(k, 3)
+        cx = cell / 2 + cell * j + rng.uniform(-6, 6)
+        cy = cell / 2 + cell * i + rng.uniform(-6, 6)
+        a = scale * rng.uniform(25, 50)
+        b, angle = a * rng.uniform(0.45, 0.9), rng.uniform(0, np.pi)
+        if a + 8 > cell / 2:
+            raise InputError(f"a {size}^2 drawing has no room for semi-axes of {a:.0f} px")
+        phi = np.linspace(0, 2 * np.pi, int(40 * a), endpoint=False)
+        uv = np.column_stack([a * np.cos(phi), b * np.sin(phi)])
+        if k < dashed:  # by arc length along the curve
+            s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(uv, axis=0).T))])
+            uv = uv[s % 6.0 < 3.0]
+        img |= rasterize(_rotate(uv, (cx, cy), angle), (size, size))
+        truth.append((float(cx), float(cy), float(a), float(b), float(angle)))
+    return img, truth
 
 
 def hyperbola_points(

@@ -28,6 +28,11 @@ clutter inside it (``tests/test_photos.py::rim_with_branches``, 4 px; its two ed
 r = 198 and 202 px). Photos with curved texture and no circle (``skimage.data.camera``,
 ``rocket``, ``brick``): ``--experts auto`` only, every valid circle *other*.
 
+Drawings: :func:`pyro_moe.shapes.synthetic.ellipse_drawing`, nine ellipses of which five
+are dashed (3 px on, 3 px off: their edge chains do not close), seeds 0-2; pyro_moe K = 9,
+``pyro_moe auto`` (``select_curves(design="conic")``) and EDCircles on the binary drawing;
+found when a true ellipse is matched one to one at filled overlap > 0.95; median time.
+
 Clean scenes: :func:`pyro_moe.shapes.synthetic.circle_scene` of the kinds without stray
 pixels or jitter, seeds 0 and 1, success within 2 px, median time per image.
 
@@ -52,6 +57,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 import skimage.data  # noqa: E402
 from peers import edcircles, ransac_circles  # noqa: E402
+from scipy.optimize import linear_sum_assignment  # noqa: E402
 from skimage.color import rgb2gray  # noqa: E402
 
 import pyro_moe  # noqa: E402
@@ -60,7 +66,7 @@ from pyro_moe.shapes.curves import Circle  # noqa: E402
 from pyro_moe.shapes.emprior import emprior_dir  # noqa: E402
 from pyro_moe.shapes.image import image_to_points, read_image  # noqa: E402
 from pyro_moe.shapes.metric import ellipse_overlap  # noqa: E402
-from pyro_moe.shapes.synthetic import circle_scene  # noqa: E402
+from pyro_moe.shapes.synthetic import circle_scene, ellipse_drawing  # noqa: E402
 from tests.test_photos import COFFEE, COINS, EYE, EYE_SPECULAR, _found, rim_with_branches  # noqa: E402
 
 LOAD_START = 0.0
@@ -255,6 +261,53 @@ def clean_scenes(rows):
                          "median": True})  # fmt: skip
 
 
+def _ellipses_matched(truth: list, ellipses: list) -> int:
+    """How many true ellipses are matched one to one (Hungarian on the overlap) by a found
+    ellipse of filled overlap > 0.95 (the field's threshold on synthetic pictures)."""
+    if not ellipses:
+        return 0
+    O = np.array([[ellipse_overlap(t, e) for e in ellipses] for t in truth])
+    rows, cols = linear_sum_assignment(-O)
+    return int((O[rows, cols] > 0.95).sum())
+
+
+def drawings(rows):
+    """Drawings of nine ellipses (:func:`pyro_moe.shapes.synthetic.ellipse_drawing`, five
+    dashed so that their edge chains do not close), seeds 0-2: pyro_moe K = 9, auto and
+    EDCircles; found when matched at overlap > 0.95; median time per drawing."""
+    runs = {"pyro_moe K=9": [], "pyro_moe auto": [], "EDCircles": []}
+    found = dict.fromkeys(runs, 0)
+    chosen = []
+    for seed in (0, 1, 2):
+        img, truth = ellipse_drawing(seed)
+        r, dt = _timed(pyro_moe.fit_conics, img, experts=9)
+        runs["pyro_moe K=9"].append(dt)
+        found["pyro_moe K=9"] += _ellipses_matched(
+            truth, [e for e in map(_ellipse, _valid(r)) if e]
+        )
+        s, dt = _timed(pyro_moe.select_curves, img, design="conic")
+        runs["pyro_moe auto"].append(dt)
+        chosen.append(s.experts)
+        ells = [e for e in map(_ellipse, _valid(s.result)) if e]
+        found["pyro_moe auto"] += _ellipses_matched(truth, ells)
+        ed, dt = _run_edcircles(img)
+        if ed is not None:
+            runs["EDCircles"].append(dt)
+            ells = [(x, y, a, b, np.deg2rad(t)) for x, y, a, b, t in ed[0]["ellipses"]]
+            ells += [(x, y, r, r, 0.0) for x, y, r in ed[0]["circles"]]
+            found["EDCircles"] += _ellipses_matched(truth, ells)
+    for method, ts in runs.items():
+        if ts:
+            label = (
+                f"{method} (K={', '.join(map(str, chosen))})" if method.endswith("auto") else method
+            )
+            rows.append({"photo": "nine ellipses, five dashed (drawings, 3 seeds)",
+                         "method": label, "found": found[method], "total": 9 * len(ts),
+                         "tol_px": "overlap > 0.95", "seconds": statistics.median(ts),
+                         "cpu_seconds": statistics.median([t.cpu for t in ts]),
+                         "median": True})  # fmt: skip
+
+
 def _duration(t: float) -> str:
     return f"{t * 1000:.1f} ms" if t < 1 else f"{t:.2f} s"
 
@@ -275,6 +328,7 @@ def main() -> None:
         circle_photo(rows, "eye 1.tif (study)", eye, list(EYE.values()), 8.0, 2,
                      known=list(EYE_SPECULAR.values()))  # fmt: skip
     coffee(rows)
+    drawings(rows)
     for seed in (0, 1):
         img, (x0, y0, r) = rim_with_branches(seed)
         refs = [(x0, y0, r - 2.0), (x0, y0, r + 2.0)]  # the drawn rim's two edges

@@ -366,6 +366,22 @@ def test_auto_on_photos_of_texture_without_a_circle_reports_no_circle(name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["camera", "brick"])
+def test_conic_auto_on_photos_of_texture_reports_no_conic(name):
+    """The same photos with ``conics --experts auto``: it had reported a near-straight
+    hyperbola and a 390 x 37 px ellipse through the camera's grass, a 447 x 20 px ellipse
+    across the bricks, all valid; their points lie 73 to 121 px RMS from them (the real
+    conics of the other photos: under 1 px), now "poor fit"."""
+    img = getattr(data, name)()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        selection = pyro_moe.select_curves(img, design="conic", image_options={"edges": True})
+    reports = pyro_moe.curve_reports(selection.result)
+    assert [r.curve for r in reports if r.valid] == []
+    assert any(r.reason.startswith("poor fit") for r in reports)
+
+
+@pytest.mark.slow
 def test_coins_auto_finds_the_24_coins_from_the_chains_range():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)

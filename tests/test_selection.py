@@ -556,3 +556,35 @@ def test_a_conic_range_does_not_draw_on_many_points_past_its_top():
     data = curve_data(cluttered, 1, design="conic")
     assert too_costly(data, 6)
     assert not too_costly(curve_data(cluttered, 1, design="circle"), 6)
+
+
+def test_a_conic_is_a_poor_fit_when_its_points_lie_far_from_it_for_its_size():
+    """_conic_fit: the points of a drawn ellipse lie within a pixel of it (valid); points
+    strewn over a band 60 px wide about a long thin ellipse (b = 20 px) lie 59 px RMS
+    (first-order distance) from it, more than 0.25 b: a poor fit."""
+    from pyro_moe.curves.selection import _conic_fit
+    from pyro_moe.shapes.curves import conic_from_weights, conic_weights_from_geometry
+
+    img, truth = ellipse_drawing(0, dashed=0)
+    cx, cy, a, b, t = truth[0]
+
+    def conic(center, axes, angle):  # in pixels (the relative degeneracy test is for
+        w = conic_weights_from_geometry(center, axes, angle)  # standardized units)
+        return conic_from_weights(w, degenerate_rtol=0.0)
+
+    ellipse = conic((cx, cy), (a, b), t)
+    assert ellipse.kind == "ellipse"
+    rows, cols = np.nonzero(img)
+    P = np.column_stack([cols, rows]).astype(float)
+    u = (P[:, 0] - cx) * np.cos(t) + (P[:, 1] - cy) * np.sin(t)
+    v = -(P[:, 0] - cx) * np.sin(t) + (P[:, 1] - cy) * np.cos(t)
+    mine = np.abs(np.hypot(u / a, v / b) - 1.0) < 0.1
+    assert _conic_fit(P[mine], ellipse, 0.25) is None
+    thin = conic((200.0, 200.0), (150.0, 20.0), 0.3)
+    rng = np.random.default_rng(0)
+    phi = rng.uniform(0, 2 * np.pi, 400)
+    s = rng.uniform(-30, 30, 400)  # across a band 60 px wide
+    uv = np.column_stack([(150 + s) * np.cos(phi), (20 + s) * np.sin(phi)])
+    R = np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+    why = _conic_fit(uv @ R.T + 200.0, thin, 0.25)
+    assert why is not None and why.startswith("poor fit") and "size 20 px" in why

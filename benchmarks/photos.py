@@ -26,7 +26,8 @@ ellipses: success when the filled-ellipse overlap with the reference exceeds 0.8
 within 4 px), and a real photo (``skimage.data.moon``) with a drawn rim and branching curved
 clutter inside it (``tests/test_photos.py::rim_with_branches``, 4 px; its two edges
 r = 198 and 202 px). Photos with curved texture and no circle (``skimage.data.camera``,
-``rocket``, ``brick``): ``--experts auto`` only, every valid circle *other*.
+``rocket``, ``brick``): ``--experts auto`` only (circles, and conics), every valid curve
+*other*.
 
 Drawings: :func:`pyro_moe.shapes.synthetic.ellipse_drawing`, nine ellipses of which five
 are dashed (3 px on, 3 px off: their edge chains do not close), seeds 0-2; pyro_moe K = 9,
@@ -216,17 +217,19 @@ NO_CIRCLE = ("camera", "rocket", "brick")
 
 
 def textured(rows):
-    """``--experts auto`` (circles) on :data:`NO_CIRCLE`: its valid circles, all *other*."""
+    """``--experts auto`` on :data:`NO_CIRCLE`, circles and conics: its valid curves, all
+    *other*."""
     for name in NO_CIRCLE:
         img = getattr(skimage.data, name)()
-        s, dt = _timed(pyro_moe.select_curves, img, design="circle",
-                       image_options={"edges": True})  # fmt: skip
-        v = _valid(s.result)
-        rows.append({"photo": f"{name} (skimage.data; texture, no circle)",
-                     "method": f"pyro_moe auto (K={s.experts})", "found": 0, "total": 0,
-                     "tol_px": "-", "invented": len(v),
-                     "valid": [(round(c.x0, 1), round(c.y0, 1), round(c.r, 1)) for c in v],
-                     "seconds": dt, "cpu_seconds": dt.cpu})  # fmt: skip
+        for design in ("circle", "conic"):
+            s, dt = _timed(pyro_moe.select_curves, img, design=design,
+                           image_options={"edges": True})  # fmt: skip
+            v = _valid(s.result)
+            label = "pyro_moe auto" if design == "circle" else "pyro_moe conics auto"
+            rows.append({"photo": f"{name} (skimage.data; texture, no circle)",
+                         "method": f"{label} (K={s.experts})", "found": 0, "total": 0,
+                         "tol_px": "-", "invented": len(v), "valid": [str(c) for c in v],
+                         "seconds": dt, "cpu_seconds": dt.cpu})  # fmt: skip
 
 
 def clean_scenes(rows):

@@ -311,7 +311,7 @@ def _conic_fit(P: np.ndarray, c: Any, max_relative_noise: float) -> str | None:
     clutter: the conics it had called valid there, long thin ellipses and near-straight
     hyperbolas through texture, lie 55 to 391 px RMS from their points, 0.32 to 14 times
     their size; every real one (coffee's rims and saucer, the 24 coins, drawn ellipses,
-    the moon's craters) 0.33 to 0.84 px, at most 0.1 of its size."""
+    the moon's craters) 0.33 to 0.84 px, at most 0.11 of its size."""
     if len(P) == 0 or c.kind == "degenerate":
         return None
     d = curve_distance(P, c.weights(), "conic")

@@ -156,6 +156,23 @@ class GateLayers:
         """[x; 1] of point-last rows x (d, m) (x itself for a layer without a bias)."""
         return x if lin.bias is None else torch.cat([x, x.new_ones(1, x.shape[1])], 0)
 
+    def _buffers(self, X: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[x; 1] (b2, rows) and, with a hidden layer, [h; 1] (b1, rows) for full chunks of
+        :meth:`terms`, their bias rows set to 1 (rows of anything else are written per
+        chunk). Measured at 1e6 rows (regularized experts): _augment's new_ones and cat were
+        0.59 of the 4.2 s of the 45 passes of a fit."""
+
+        def buffer(lin: torch.nn.Linear, width: int) -> torch.Tensor:
+            b = X.new_empty(width + int(lin.bias is not None), rows)
+            if lin.bias is not None:
+                b[width].fill_(1.0)
+            return b
+
+        last = self.layers[-1]
+        xb = buffer(last, last.in_features)
+        hb = buffer(self.out, self.out.in_features) if self.hidden is not None else None
+        return xb, hb
+
     def width(self, K: int) -> int:
         """The widest per-row temporary of :meth:`terms` (elements), for the chunk size."""
         b1 = self.shapes[0][1]
@@ -193,19 +210,32 @@ class GateLayers:
                 V1t = V1.T.contiguous()
                 VV = (V1[:, :, None] * V1[:, None, :]).reshape(K, H * H).T.contiguous()
         eye = torch.eye(K, dtype=X.dtype, device=X.device)[:, :, None]
+        # full chunks write [x; 1] and [h; 1] into buffers kept for the call (the same
+        # values and layout as the concatenations of _augment, which the last chunk makes)
+        bufs = self._buffers(X, rows) if X.shape[0] > rows else None
         for sl in U.chunks(X.shape[0], rows):
             m = sl.stop - sl.start
             x = (X[sl] if self.scale is None else X[sl] / self.scale).T
-            xb = self._augment(x, self.layers[-1])  # (b2, m)
+            full = bufs is not None and m == rows
+            if full:
+                xb = bufs[0]
+                xb[: x.shape[0]].copy_(x)
+            else:
+                xb = self._augment(x, self.layers[-1])  # (b2, m)
             if hidden:
-                h = T2 @ xb
+                if full:
+                    hb = bufs[1]
+                    h = torch.matmul(T2, xb, out=hb[:H])
+                else:
+                    h = T2 @ xb
                 if self.act == "sigmoid":
                     h = torch.sigmoid_(h)
                     dh = h * (1.0 - h)
                 else:
                     h = torch.tanh_(h)
                     dh = 1.0 - h * h
-                hb = self._augment(h, self.out)  # (b1, m)
+                if not full:
+                    hb = self._augment(h, self.out)  # (b1, m)
             else:
                 hb = xb
             lg = torch.log_softmax(T1 @ hb, 0)  # (K, m)

@@ -68,7 +68,15 @@ from pyro_moe.shapes.emprior import emprior_dir  # noqa: E402
 from pyro_moe.shapes.image import image_to_points, read_image  # noqa: E402
 from pyro_moe.shapes.metric import ellipse_overlap  # noqa: E402
 from pyro_moe.shapes.synthetic import circle_scene, ellipse_drawing  # noqa: E402
-from tests.test_photos import COFFEE, COINS, EYE, EYE_SPECULAR, _found, rim_with_branches  # noqa: E402
+from tests.test_photos import (  # noqa: E402
+    COFFEE,
+    COINS,
+    EYE,
+    EYE_OTHER_EDGES,
+    EYE_SPECULAR,
+    _found,
+    rim_with_branches,
+)
 
 LOAD_START = 0.0
 CLEAN = (
@@ -329,7 +337,7 @@ def main() -> None:
     if root is not None and (root / "1.tif").exists():
         eye = read_image(root / "1.tif")
         circle_photo(rows, "eye 1.tif (study)", eye, list(EYE.values()), 8.0, 2,
-                     known=list(EYE_SPECULAR.values()))  # fmt: skip
+                     known=[*EYE_SPECULAR.values(), *EYE_OTHER_EDGES.values()])  # fmt: skip
     coffee(rows)
     drawings(rows)
     for seed in (0, 1):

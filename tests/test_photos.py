@@ -44,6 +44,10 @@ COINS = [
 ]  # fmt: skip
 EYE = {"pupil": (276.8, 288.0, 100.0), "iris": (285.7, 281.7, 276.5)}
 EYE_SPECULAR = {"bright ring": (325.8, 281.7, 24.0), "faint ring": (248.6, 298.8, 19.7)}
+#: Other round edges of the eye photo: the faint specular ring is an annulus about 6 px
+#: wide, and Canny marks its inner edge as well as its outer one (checked on a zoom of the
+#: photo with its edge points); the circle ``--experts auto`` fits there (its K = 5).
+EYE_OTHER_EDGES = {"faint ring, inner edge": (248.5, 298.9, 13.9)}
 #: ``skimage.data.coffee``'s rims as (x0, y0, semi-major, semi-minor): RANSAC +
 #: ``EllipseModel`` (1.5 px) on the Canny edges (automatic sigma) within 8 px of an
 #: ellipse read by hand off a plot of the edges. The saucer's rim is cut by the cup and

@@ -123,3 +123,40 @@ def test_the_covered_arcs_are_those_of_every_inlier_pair():
         want[c, arc[c, i]] = True
     assert np.array_equal(arcs, _arc_counts("circle", W, 0.05))
     assert covered.any() and np.array_equal(covered, want)
+
+
+def test_the_draw_stops_once_its_best_curve_makes_more_candidates_needless(monkeypatch):
+    """RANSAC's stopping rule: on two sparse rings without clutter the first curve holds
+    about half the points, so the first FIRST_BATCH candidates (in the order drawn) have
+    held one of its subsets with probability > STOP_PROBABILITY and the rest are not
+    refitted; the second holds all that is left. The labels are those of the full draw
+    (the rule off: STOP_PROBABILITY = 1), from fewer least-squares refits."""
+    from pyro_moe.shapes import seeding
+    from pyro_moe.shapes.synthetic import circle_scene
+
+    img, _ = circle_scene("sparse 2 apart (15-30 % of pixels)", 0)
+    P = image_to_points(img).standard
+    refits = []
+    lsq = seeding._inlier_lsq
+
+    def counted(phi, t, inlier):
+        refits.append(len(inlier))
+        return lsq(phi, t, inlier)
+
+    monkeypatch.setattr(seeding, "_inlier_lsq", counted)
+    early = seed_curves(P, 2, FORMS["circle"], "circle", seed=0)
+    stopped = sum(refits)
+    refits.clear()
+    monkeypatch.setattr(seeding, "STOP_PROBABILITY", 1.0)
+    full = seed_curves(P, 2, FORMS["circle"], "circle", seed=0)
+    assert np.array_equal(early, full) and set(np.unique(full)) == {0, 1}
+    assert stopped < 0.7 * sum(refits)
+
+
+def test_batches_cover_the_candidates_once():
+    from pyro_moe.shapes.seeding import _batches
+
+    assert list(_batches(150, 64, 1000)) == [(0, 64), (64, 150)]
+    assert list(_batches(10, 64, 1000)) == [(0, 10)]
+    assert list(_batches(200, 64, 50)) == [(0, 64), (64, 114), (114, 164), (164, 200)]
+    assert list(_batches(0, 64, 50)) == []

@@ -518,7 +518,7 @@ def test_the_range_from_the_chains_grows_while_each_k_gains():
 def test_a_conic_range_grows_while_each_k_gains(dashed):
     """Nine ellipses of which the chains close four (five dashed; or none, all dashed): a
     conic range from the picture (4..5; 1..5) grows past its top while each K gains, its
-    sequential draw on few points (too_costly: the 810 points the closed ones leave), and
+    sequential draw on few points (too_costly: the 754 points the closed ones leave), and
     auto finds all nine, each with a filled-ellipse overlap > 0.95 (before: K = 5)."""
     from scipy.optimize import linear_sum_assignment
 

@@ -697,12 +697,12 @@ def too_costly(data, K: int) -> bool:
     its sequential draw (16384 minimal subsets per conic,
     :func:`~pyro_moe.shapes.seeding.default_candidates`) on more than
     :data:`CONIC_DRAW_POINTS` points (:func:`~pyro_moe.curves.fitting.drawn_points`);
-    False for circles (256 subsets per circle). Measured, the first conic's draw: 0.23 s
-    on the 810 points four closed ellipses leave in a 360^2 drawing of nine (five
-    dashed), 0.83-0.87 s on 1370 and 1990 points (the drawing at 600^2 and 900^2), 1.7 s
-    on the 3416 points ``skimage.data.coffee``'s two rims leave (K = 4, refused, then took
-    3.8 s of auto's 4.0 s). Past this the range stops growing; ``max_experts`` asks for
-    more."""
+    False for circles (256 subsets per circle). Measured, the first conic's draw (CPU):
+    0.42 s on the 754 points four closed ellipses leave in a 360^2 drawing of nine (five
+    dashed; :func:`~pyro_moe.shapes.synthetic.ellipse_drawing`, seed 0), 0.85-0.88 s on
+    1299 and 1890 points (the drawing at 600^2 and 900^2), 1.7 s on the 3416 points
+    ``skimage.data.coffee``'s two rims leave (K = 4, refused, then took 3.8 s of auto's
+    4.0 s). Past this the range stops growing; ``max_experts`` asks for more."""
     g = data.geometry
     if g.kinds[0] != "conic":
         return False

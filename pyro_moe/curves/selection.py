@@ -681,7 +681,7 @@ def gains(table: list[dict], margin: float = 3.0) -> bool:
     dashed, 3 px on and 3 px off): the chains closed four, the range 4..5 ended at K = 5
     and chose it; grown, K = 9 with nine valid circles (three seeds). The same with nine
     ellipses (semi-major 25-50 px, five dashed): K = 5 before, 9 grown, each with a
-    filled-ellipse overlap above 0.95 (four seeds at 360^2, two at 600^2)."""
+    filled-ellipse overlap above 0.95 (`ellipse_drawing`, five seeds at 360^2, three at 600^2)."""
     last = table[-1]
     before = [row["score"] for row in table[:-1] if row["admissible"]]
     return bool(last["admissible"]) and (not before or last["score"] > max(before) + margin)

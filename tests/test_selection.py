@@ -11,7 +11,6 @@ also with 400 or 600 points and 1-3 restarts.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 
@@ -549,8 +548,8 @@ def test_a_conic_range_does_not_draw_on_many_points_past_its_top():
     data = curve_data(img, 1, design="conic")
     # four closed candidates, the only ones: K = 4 takes every expert from the chains (no
     # draw), K = 5 and on draw on the points they leave
-    assert drawn_points(dataclasses.replace(data, geometry=data.geometry.repeated(4))) == 0
-    left = drawn_points(dataclasses.replace(data, geometry=data.geometry.repeated(6)))
+    assert drawn_points(data.with_experts(4)) == 0
+    left = drawn_points(data.with_experts(6))
     assert 0 < left < CONIC_DRAW_POINTS and not too_costly(data, 6)
     cluttered = img | (np.random.default_rng(1).random(img.shape) < 0.03)  # ~3900 stray px
     data = curve_data(cluttered, 1, design="conic")

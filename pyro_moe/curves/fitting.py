@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -153,6 +153,12 @@ class CurveData:
     @property
     def experts(self) -> int:
         return self.geometry.experts
+
+    def with_experts(self, K: int) -> CurveData:
+        """The same problem with K experts of its (shared) form; its cache is shared, so
+        every K of ``--experts auto`` reads the chains, the standardized points and the
+        sequential draw once."""
+        return replace(self, geometry=self.geometry.repeated(K))
 
 
 #: The distance (pixels) within which a point joins a chain candidate's curve in the seeded

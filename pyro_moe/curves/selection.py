@@ -13,7 +13,6 @@ experts of other kinds are counted by :func:`pyro_moe.selection.distinct_experts
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -703,11 +702,9 @@ def too_costly(data, K: int) -> bool:
     1299 and 1890 points (the drawing at 600^2 and 900^2), 1.7 s on the 3416 points
     ``skimage.data.coffee``'s two rims leave (K = 4, refused, then took 3.8 s of auto's
     4.0 s). Past this the range stops growing; ``max_experts`` asks for more."""
-    g = data.geometry
-    if g.kinds[0] != "conic":
+    if data.geometry.kinds[0] != "conic":
         return False
-    data_k = dataclasses.replace(data, geometry=g.repeated(K))
-    return drawn_points(data_k) > CONIC_DRAW_POINTS
+    return drawn_points(data.with_experts(K)) > CONIC_DRAW_POINTS
 
 
 def nothing_found(table: list[dict]) -> bool:
@@ -772,7 +769,7 @@ def no_new_arc(
     g = data.geometry
     if not g.shared or g.kinds[0] != "circle":
         return False
-    data_k = dataclasses.replace(data, geometry=g.repeated(K + 1))
+    data_k = data.with_experts(K + 1)
     labels = start_labels(data_k, seed=seed)
     new = labels == K
     if new.sum() < 5:
@@ -915,7 +912,7 @@ def select_curves(
             return no_new_arc(data, table[-1]["experts"], seed=seed, fitted=bands)
 
     def start(K: int) -> dict:  # with seeded=True, each K starts where fit_curves does
-        data_k = dataclasses.replace(data, geometry=data.geometry.repeated(K))
+        data_k = data.with_experts(K)
         # the search: from a seeded start only where the polished seeds leave something to
         # fix (as fit_curves runs it)
         if not seeded:

@@ -169,10 +169,11 @@ def test_circles_experts_auto_finds_three(capsys, three_circles_png):
     assert code == 0, err
     data = json.loads(out)
     assert len(data["circles"]) == 3 and data["selection"]["experts"] == 3
-    # no closed chain candidates (a subsample of the pixels): K = 1, 2, ... until a K adds
-    # no admissible curve (curves.selection.no_gain) or the seed of the next adds no arc
-    # (curves.selection.no_new_arc): 4 is not fitted
-    assert [row["experts"] for row in data["selection"]["table"]] == [1, 2, 3]
+    # no chain candidates (a subsample of the pixels): the range starts where the
+    # sequential draw's curves stop adding arcs (curves.selection.drawn_curves: 3), and
+    # ends where the seed of the next adds no arc (curves.selection.no_new_arc): only
+    # K = 3 is fitted
+    assert [row["experts"] for row in data["selection"]["table"]] == [3]
     for c in data["circles"]:
         assert c["valid"] and 0 < c["sd_x0"] < 1 and 0 < c["sd_y0"] < 1 and 0 < c["sd_r"] < 1
     assert data["noise_expert"] is True

@@ -416,17 +416,47 @@ def test_the_ring_contrast_areas_are_exact_inside_a_box():
 
 def test_no_new_arc_when_the_seed_of_k_plus_1_holds_no_curve():
     """Two sparse rings apart: the seed of K = 2 adds the second ring (an arc), the seed
-    of K = 3 no curve; auto then stops at K = 2 without fitting K = 3."""
+    of K = 3 no curve; the draw alone counts two curves (drawn_curves), so auto fits
+    K = 2 only, and that fit is the one fit_circles makes with K = 2 given."""
     from pyro_moe.curves.fitting import curve_data
-    from pyro_moe.curves.selection import no_new_arc
+    from pyro_moe.curves.selection import drawn_curves, no_new_arc
     from pyro_moe.shapes.synthetic import circle_scene
 
     img, truth = circle_scene("sparse 2 apart (15-30 % of pixels)", 301)
     data = curve_data(img, 1)
-    assert not no_new_arc(data, 1) and no_new_arc(data, 2)
+    assert not no_new_arc(data, 0) and not no_new_arc(data, 1) and no_new_arc(data, 2)
+    assert drawn_curves(data, 10) == 2 and drawn_curves(data, 1) == 1
     sel = select_circles(img, noise_expert=True)
-    assert [row["experts"] for row in sel.table] == [1, 2] and sel.experts == 2
+    assert [row["experts"] for row in sel.table] == [2] and sel.experts == 2
+    assert sel.settings["drawn_curves"] == 2 and "K < 2 not fitted" in sel.criterion
     assert _scene_solved(truth, [c for c in sel.result.circles() if c.valid])
+    given = pyro_moe.fit_circles(img, experts=2, noise_expert=True)
+    assert [c.as_dict() for c in sel.result.circles()] == [c.as_dict() for c in given.circles()]
+
+
+def test_a_range_from_the_draw_falls_back_when_its_fit_holds_fewer_curves(monkeypatch):
+    """A draw that counted more curves than the fit at that K holds as valid circles (here
+    forced: 4 on two sparse rings) does not decide K: the range starts at K = 1 after all,
+    and auto chooses K = 2 as it did before the draw counted."""
+    from pyro_moe.curves import selection as curve_selection
+    from pyro_moe.shapes.synthetic import circle_scene
+
+    img, truth = circle_scene("sparse 2 apart (15-30 % of pixels)", 301)
+    monkeypatch.setattr(curve_selection, "drawn_curves", lambda data, limit, seed=0: 4)
+    sel = select_circles(img, noise_expert=True)
+    assert sel.table[0]["experts"] == 1 and sel.experts == 2
+    assert "not fitted" not in sel.criterion
+    assert _scene_solved(truth, [c for c in sel.result.circles() if c.valid])
+
+
+def test_the_draw_does_not_count_curves_on_edges_with_arcs():
+    """On a photo's edges (chains with arcs: structure, not uniform clutter) the draw's
+    chance count is no evidence: skimage's moon gives drawn_curves 0 and the range starts
+    at K = 1 (the draw counted 10 there, and the fit at 10 held no valid circle)."""
+    import skimage.data
+
+    sel = select_circles(skimage.data.moon(), edges=True)
+    assert sel.settings["drawn_curves"] == 0 and sel.table[0]["experts"] == 1
 
 
 @pytest.mark.parametrize(
@@ -451,7 +481,7 @@ def test_no_new_arc_when_the_seed_of_k_plus_1_runs_in_the_bands_of_the_fit(kind,
     assert no_new_arc(data, K, fitted=fitted) == stops
     sel = select_circles(img, noise_expert=True)
     assert sel.experts == len(truth)
-    assert [row["experts"] for row in sel.table] == list(range(1, len(truth) + 1))
+    assert sel.table[-1]["experts"] == len(truth)  # K + 1 not fitted
 
 
 def test_a_sparse_ring_is_an_arc_and_clutter_circles_are_chance():

@@ -136,6 +136,18 @@ def as_points(source, *, max_points: int | None = None, seed: int = 0, **image_o
 IMAGE_OPTIONS = ("threshold", "invert", "edges", "edge_sigma", "max_pixels")
 
 
+def take_image_options(image_options: dict | None, options: dict) -> dict:
+    """``image_options`` with the :data:`IMAGE_OPTIONS` given as keywords among
+    ``options`` moved into it (they leave ``options``): ``fit_circles(img, edges=True)``
+    and ``select_circles(img, edges=True)`` read the picture as ``image_options=
+    {"edges": True}`` does."""
+    image_options = dict(image_options or {})
+    for name in IMAGE_OPTIONS:
+        if name in options:
+            image_options[name] = options.pop(name)
+    return image_options
+
+
 @dataclass(frozen=True)
 class CurveData:
     """A curve-fitting problem: design X, target y, expert maps (None when every expert
@@ -493,10 +505,7 @@ def fit_curves(
     :class:`~pyro_moe.model_file.Model`) is loaded once.
     """
     model = load_model(model)
-    image_options = dict(image_options or {})
-    for name in IMAGE_OPTIONS:
-        if name in fit_options:
-            image_options[name] = fit_options.pop(name)
+    image_options = take_image_options(image_options, fit_options)
     check_fit_options(fit_options, "fit_curves")
     fit_options = with_curve_defaults(fit_options)
     if is_distributed_points(source, fit_options):

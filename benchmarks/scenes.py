@@ -33,14 +33,16 @@ methods' times within one run, not across runs; the load average is written with
   seeded start, the search);
 * ``auto``: ``pyro_moe.select_circles(image, noise_expert=True)``, what ``--experts
   auto`` runs (K = S, S + 1 for S closed edge-chain candidates; else K = 1, 2, ... up to
-  5, each seeded, until a K adds no admissible curve); *right K* when the chosen K is the
-  true one.
+  5, each seeded, until a K adds no admissible curve, starting at the K the sequential
+  draw counts where the chains hold no arc); *right K* when the chosen K is the true one.
 
 Writes the results under ``benchmarks/results/`` as ``--name`` .json and .md (default
 ``scenes_`` and the set: benchmarks/results/scenes_clean.md, benchmarks/results/scenes_sparse.md;
 held-out seeds of the sparse kinds: benchmarks/results/scenes_sparse_heldout.md,
 benchmarks/results/scenes_sparse_seeds3-14.md, benchmarks/results/scenes_sparse_seeds15-26.md;
-the clean set after the geometric refinement: benchmarks/results/scenes_sparse_clean_check.md).
+the clean set after the geometric refinement: benchmarks/results/scenes_sparse_clean_check.md;
+auto from the draw's count: benchmarks/results/scenes_sparse_drawn_seeds0-33.md,
+benchmarks/results/scenes_sparse_drawn_seeds34-66.md).
 """
 
 from __future__ import annotations

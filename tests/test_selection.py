@@ -395,6 +395,40 @@ def test_nothing_found_ends_a_range_where_two_k_add_no_valid_curve():
     assert not nothing_found([row(1, 1, True), row(2, 1), row(3, 1)])  # no_gain's case
 
 
+def test_a_ring_is_no_chance_and_the_densest_ring_of_uniform_points_is():
+    """ring_by_chance weighs the excess in a circle's band against the density beside it
+    and the circles a fit could try: a ring of 100 points jittered by the band's width
+    stands far above chance; among 300 points spread uniformly, the same band around any
+    circle holds what chance gives."""
+    from pyro_moe.curves.selection import ring_by_chance, ring_contrast
+
+    rng = np.random.default_rng(3)
+    clutter = rng.uniform(0, 200, (300, 2))
+    t = rng.uniform(0, 2 * np.pi, 100)
+    rr = 40 + rng.normal(0, 5.0, 100)
+    ring = np.c_[100 + rr * np.cos(t), 100 + rr * np.sin(t)]
+    assert not ring_by_chance(np.concatenate([ring, clutter]), 100, 100, 40, 5.0)
+    assert ring_by_chance(clutter, 100, 100, 40, 5.0)
+
+    # the rule weighs the count: 5 points on a circle of r 10 (8 in its band, 4 beside it)
+    # have the contrast of a ring (4) and are chance; 12 of them (15 in the band) are not
+    def on(m):
+        return np.concatenate([clutter, np.c_[50 + 10 * np.cos(t[:m]), 50 + 10 * np.sin(t[:m])]])
+
+    assert ring_contrast(on(5), 50, 50, 10, 3.0) > 1.5 and ring_by_chance(on(5), 50, 50, 10, 3.0)
+    assert not ring_by_chance(on(12), 50, 50, 10, 3.0)
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_uniform_points_give_no_valid_circle(seed):
+    """300 points spread uniformly over a 200 px square: ``--experts auto`` reported one
+    valid circle on seeds 0 and 4 (r 38 and 28 px, contrast above 1.5: the densest ring
+    the fit found in the noise); its excess is chance (ring_by_chance), so none now."""
+    P = np.random.default_rng(seed).uniform(0, 200, (300, 2))
+    sel = select_circles(P)
+    assert not [r for r in curve_reports(sel.result) if r.valid]
+
+
 def test_the_ring_contrast_areas_are_exact_inside_a_box():
     from pyro_moe.curves.selection import _annulus_area_in_box, _disk_area_in_box
 

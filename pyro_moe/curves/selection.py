@@ -57,6 +57,7 @@ __all__ = [
     "no_gain",
     "no_new_arc",
     "nothing_found",
+    "ring_by_chance",
     "ring_contrast",
     "select_circles",
     "select_curves",
@@ -227,14 +228,12 @@ def _pixel_weights(curve: Any) -> np.ndarray | None:
     return None
 
 
-def ring_contrast(xy: np.ndarray, x0: float, y0: float, r: float, width: float) -> float:
-    """The density of all points (per unit area, inside their bounding box) within
-    ``width`` of the circle, over their density between ``width`` and 3 ``width`` from it.
-
-    A ring with Gaussian radial noise of sd ``width`` gives about 4.3 (68% of its points
-    within 1 sd, 27% on twice the area between 1 and 3 sds), less over a background, about
-    2.2 for a filled annulus; points spread uniformly over the box give 1 whatever circle
-    is drawn through them."""
+def _ring_counts(
+    xy: np.ndarray, x0: float, y0: float, r: float, width: float
+) -> tuple[int, float, int, float]:
+    """(n_in, a_in, n_out, a_out): the points within ``width`` of the circle and that
+    band's area inside the points' bounding box, the points between ``width`` and
+    3 ``width`` from it and that area."""
     lo, hi = point_box(xy)
     dist = np.abs(np.hypot(xy[:, 0] - x0, xy[:, 1] - y0) - r)
     a_in = _annulus_area_in_box(x0, y0, max(r - width, 0.0), r + width, lo, hi)
@@ -243,11 +242,40 @@ def ring_contrast(xy: np.ndarray, x0: float, y0: float, r: float, width: float) 
     ) + _annulus_area_in_box(x0, y0, r + width, r + 3 * width, lo, hi)
     n_in = int((dist < width).sum())
     n_out = int(((dist >= width) & (dist < 3 * width)).sum())
+    return n_in, a_in, n_out, a_out
+
+
+def ring_contrast(xy: np.ndarray, x0: float, y0: float, r: float, width: float) -> float:
+    """The density of all points (per unit area, inside their bounding box) within
+    ``width`` of the circle, over their density between ``width`` and 3 ``width`` from it.
+
+    A ring with Gaussian radial noise of sd ``width`` gives about 4.3 (68% of its points
+    within 1 sd, 27% on twice the area between 1 and 3 sds), less over a background, about
+    2.2 for a filled annulus; points spread uniformly over the box give 1 whatever circle
+    is drawn through them."""
+    n_in, a_in, n_out, a_out = _ring_counts(xy, x0, y0, r, width)
     if a_in <= 0 or n_in == 0:
         return 0.0
     if a_out <= 0 or n_out == 0:
         return math.inf
     return (n_in / a_in) / (n_out / a_out)
+
+
+def ring_by_chance(xy: np.ndarray, x0: float, y0: float, r: float, width: float) -> bool:
+    """Whether the points within ``width`` of the circle are no more than chance puts in
+    that band of the best of all circles, at the density of the points beside it (between
+    ``width`` and 3 ``width``; :func:`ring_contrast`'s counts): with m the count that
+    density gives the band, n the count in it, and the circles a fit could choose
+    (:func:`_circles_tried`), chance when they times P(Poisson(m) >= n) is at least 1 (an
+    a-contrario test, as :func:`by_chance`, on the local density). The contrast alone does
+    not weigh how many circles were tried: a fit picks the densest ring of the noise, and
+    on 300 points spread uniformly over a 200 px square (seeds 0 and 4) the circle it
+    found held 1.5 times the density beside it and passed ``min_contrast``, where the
+    excess is chance (a ring of 100 points jittered by its own width, by far not)."""
+    n_in, a_in, n_out, a_out = _ring_counts(xy, x0, y0, r, width)
+    if a_in <= 0 or a_out <= 0 or n_out == 0:
+        return False
+    return _chance(n_in, n_out / a_out * a_in, _circles_tried(xy))
 
 
 def _band(
@@ -405,7 +433,11 @@ def curve_reports(
       drawn through points spread evenly (pure noise: measured 0.97 to 1.04 on 20 circles,
       noise 0.24 to 0.33 r), where a ring gives more (filled rings 5 to 30 px thick at
       r = 60: 2.1 to 2.5; the test suites' circles: 1.37 and up, their noise at most
-      0.05 r, below ``noisy_ring``, so they are not tested);
+      0.05 r, below ``noisy_ring``, so they are not tested); or its excess over that
+      density beside it is no more than chance gives the best of all the circles a fit
+      could try (:func:`ring_by_chance`: the densest ring a fit finds among points spread
+      uniformly, 300 over a 200 px square, held 1.5 to 3 times the density beside it on
+      two seeds of six, on 8 to 45 points);
     * ``"no edge (...)"`` (a circle of points on the pixel grid: an edge map, a binary
       image): the density of all points within w = max(2 px, its noise) of it is less
       than ``min_edge_contrast`` times their density between w and 3 w, and the points it
@@ -524,6 +556,12 @@ def curve_reports(
                     reasons[k] = (
                         f"no ring (the points are as dense beside it as on it: contrast "
                         f"{contrast:.2f})"
+                    )
+                    continue
+                if ring_by_chance(xy, c.x0, c.y0, c.r, noise):
+                    reasons[k] = (
+                        f"no ring (contrast {contrast:.2f}: no more than chance gives the "
+                        "best of all circles)"
                     )
                     continue
             if on_grid:
@@ -863,12 +901,25 @@ def by_chance(xy: np.ndarray, left: np.ndarray, n: int, r: float, tau: float) ->
     n / 2 bound of :func:`arc_of`; the kind's median 1.3x slower) for the reports to refuse
     it; a ring the fit lacks stands far above it (the smallest
     sparse ring, r = 19.7 px, 24 points in 50 % clutter: m = 4.7, false alarms 2e-3)."""
-    from scipy.special import pdtrc  # P(Poisson(m) > k); scipy.stats is slow to import
-
     lo, hi = point_box(xy)
     W, H = np.maximum(hi - lo, 1.0)
     m = int(left.sum()) / float(W * H) * 2.0 * tau * 2.0 * math.pi * r
-    tests = W * H * max(W, H) / 2.0
+    return _chance(n, m, _circles_tried(xy))
+
+
+def _circles_tried(xy: np.ndarray) -> float:
+    """The circles a seed or a fit could choose among the points xy: T = W H max(W, H) / 2
+    (centres on the pixels of their W x H box, radii to half its larger side)."""
+    lo, hi = point_box(xy)
+    W, H = np.maximum(hi - lo, 1.0)
+    return float(W * H * max(W, H) / 2.0)
+
+
+def _chance(n: int, m: float, tests: float) -> bool:
+    """Whether a count n is chance where m is expected, among ``tests`` tries: the
+    expected number of false alarms, tests x P(Poisson(m) >= n), is at least 1."""
+    from scipy.special import pdtrc  # P(Poisson(m) > k); scipy.stats is slow to import
+
     return bool(tests * pdtrc(n - 1, m) >= 1.0)
 
 

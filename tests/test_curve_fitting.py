@@ -68,6 +68,35 @@ def test_expert_names_refuses_bad_counts(bad):
         expert_names(bad)
 
 
+@pytest.mark.parametrize(
+    ("call", "kw", "hint"),
+    [
+        ("fit_circles", {"edgse": True}, "edges"),
+        ("select_circles", {"edgse": True}, "edges"),
+        ("select_circles", {"n_inti": 2}, "n_init"),
+        ("fit_conics", {"max_iters": 5}, "max_iter"),
+    ],
+)
+def test_an_unknown_option_is_refused_before_any_work_with_the_nearest_name(
+    call, kw, hint, monkeypatch
+):
+    """A misspelt keyword fails at once, naming the option meant (the image options among
+    them), not after the first fit with the engine's list alone."""
+    import pyro_moe.curves.fitting as cf
+
+    def no_work(*a, **k):
+        raise AssertionError("the picture was read before the options were checked")
+
+    monkeypatch.setattr(cf, "curve_data", no_work)
+    monkeypatch.setattr("pyro_moe.curves.selection.curve_data", no_work)
+    img = np.zeros((40, 40), dtype=bool)
+    with pytest.raises(pyro_moe.InputError, match=f"unknown option.*did you mean {hint}"):
+        getattr(pyro_moe, call)(img, **kw)
+    # every option a layer below reads still passes the check
+    cf.check_fit_options({"n_init": 2, "margin": 1.0, "seeded": True, "noise_expert": True,
+                          "gate_steps": 3}, "select_curves", also=("seeded", "margin"))  # fmt: skip
+
+
 @pytest.mark.parametrize("design", ["line", "ellipse", "Circle", ""])
 def test_expert_names_refuses_an_unknown_design(design):
     with pytest.raises(pyro_moe.InputError, match="unknown design"):

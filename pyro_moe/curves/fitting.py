@@ -504,9 +504,9 @@ def fit_curves(
     the model's posterior). ``model`` (a name, a path or a loaded
     :class:`~pyro_moe.model_file.Model`) is loaded once.
     """
-    model = load_model(model)
     image_options = take_image_options(image_options, fit_options)
-    check_fit_options(fit_options, "fit_curves")
+    check_fit_options(fit_options, "fit_curves", also=("subsample",))
+    model = load_model(model)
     fit_options = with_curve_defaults(fit_options)
     if is_distributed_points(source, fit_options):
         from .distributed import fit_curves_on_dask
@@ -634,15 +634,38 @@ def seeded_start(
 SET_BY_THE_CURVE_FIT = ("prior_units", "maps", "noise_range")
 
 
-def check_fit_options(fit_options: dict, where: str) -> None:
-    """One :class:`InputError` for a keyword a curve function sets itself (it would clash
-    with :func:`curve_fit_options`): the priors' units, the expert maps, the noise
-    expert's support are made from the points."""
+def check_fit_options(fit_options: dict, where: str, also: tuple[str, ...] = ()) -> None:
+    """One :class:`InputError`, before any work, for a keyword a curve function sets
+    itself (it would clash with :func:`curve_fit_options`: the priors' units, the expert
+    maps, the noise expert's support are made from the points), or for one nothing reads:
+    neither an option of :func:`pyro_moe.fit` (its own, the run's, the hyperparameters,
+    the engine's of ``method``) nor one of ``also`` (the caller's own); the closest
+    names, the image options among them, are suggested (``select_circles(img,
+    edgse=True)`` failed after its first fit, naming only the engine's options)."""
     clash = [n for n in SET_BY_THE_CURVE_FIT if n in fit_options]
     if clash:
         raise InputError(
             f"{where} sets {', '.join(clash)} itself from the points (the curve design); "
             "leave it out, or fit the design with pyro_moe.fit"
+        )
+    from ..parameters import COMMON, ENGINE_OPTIONS, FIT, HYPERPARAMETERS
+
+    engine = ENGINE_OPTIONS.get(fit_options.get("method", FIT["method"].default), {})
+    known = {*FIT, *COMMON, *HYPERPARAMETERS, *engine, *also}
+    unknown = sorted(set(fit_options) - known)
+    if unknown:
+        import difflib
+
+        near = {
+            n: difflib.get_close_matches(n, sorted(known | set(IMAGE_OPTIONS)), n=1)
+            for n in unknown
+        }
+        hint = "; ".join(f"{n}: did you mean {m[0]}?" for n, m in near.items() if m)
+        raise InputError(
+            f"unknown option(s) {', '.join(unknown)} for {where}"
+            + (f" ({hint})" if hint else "")
+            + f"; it takes the image options ({', '.join(IMAGE_OPTIONS)}) and those of "
+            "pyro_moe.fit (help(pyro_moe.fit), pyro_moe.parameters)"
         )
 
 

@@ -923,6 +923,19 @@ def _chance(n: int, m: float, tests: float) -> bool:
     return bool(tests * pdtrc(n - 1, m) >= 1.0)
 
 
+#: The options :func:`select_curves` reads besides :func:`pyro_moe.fit`'s: the range's
+#: start (``seeded``) and :func:`~pyro_moe.selection.select_experts`' criterion.
+SELECT_OPTIONS = (
+    "seeded",
+    "margin",
+    "symmetry_correction",
+    "min_share",
+    "duplicate_sd",
+    "cv",
+    "loo",
+)
+
+
 def select_curves(
     source,
     *,
@@ -966,7 +979,7 @@ def select_curves(
     file is loaded once.
     """
     image_options = take_image_options(image_options, options)
-    check_fit_options(options, "select_curves")
+    check_fit_options(options, "select_curves", also=SELECT_OPTIONS)
     options = with_curve_defaults(options)
     model = load_model(model)
     data = curve_data(

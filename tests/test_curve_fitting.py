@@ -95,6 +95,9 @@ def test_an_unknown_option_is_refused_before_any_work_with_the_nearest_name(
     # every option a layer below reads still passes the check
     cf.check_fit_options({"n_init": 2, "margin": 1.0, "seeded": True, "noise_expert": True,
                           "gate_steps": 3}, "select_curves", also=("seeded", "margin"))  # fmt: skip
+    cf.check_fit_options({"method": "svi", "max_steps": 10, "batch_size": 64}, "fit_curves")
+    with pytest.raises(pyro_moe.InputError, match="batch_size"):  # an SVI option under CAVI
+        cf.check_fit_options({"batch_size": 64}, "fit_curves")
 
 
 @pytest.mark.parametrize("design", ["line", "ellipse", "Circle", ""])

@@ -639,7 +639,7 @@ def check_fit_options(fit_options: dict, where: str, also: tuple[str, ...] = ())
     itself (it would clash with :func:`curve_fit_options`: the priors' units, the expert
     maps, the noise expert's support are made from the points), or for one nothing reads:
     neither an option of :func:`pyro_moe.fit` (its own, the run's, the hyperparameters,
-    the engine's of ``method``) nor one of ``also`` (the caller's own); the closest
+    those the registered engine of ``method`` declares) nor one of ``also`` (the caller's own); the closest
     names, the image options among them, are suggested (``select_circles(img,
     edgse=True)`` failed after its first fit, naming only the engine's options)."""
     clash = [n for n in SET_BY_THE_CURVE_FIT if n in fit_options]
@@ -648,10 +648,13 @@ def check_fit_options(fit_options: dict, where: str, also: tuple[str, ...] = ())
             f"{where} sets {', '.join(clash)} itself from the points (the curve design); "
             "leave it out, or fit the design with pyro_moe.fit"
         )
-    from ..parameters import COMMON, ENGINE_OPTIONS, FIT, HYPERPARAMETERS
+    from ..engines import ENGINES
+    from ..parameters import COMMON, FIT, HYPERPARAMETERS
 
-    engine = ENGINE_OPTIONS.get(fit_options.get("method", FIT["method"].default), {})
-    known = {*FIT, *COMMON, *HYPERPARAMETERS, *engine, *also}
+    engine = ENGINES.get(fit_options.get("method", FIT["method"].default))
+    if engine is None:  # pyro_moe.fit names the method it does not know
+        return
+    known = {*FIT, *COMMON, *HYPERPARAMETERS, *engine.declared, *engine.aliases, *also}
     unknown = sorted(set(fit_options) - known)
     if unknown:
         import difflib

@@ -270,7 +270,7 @@ def ring_by_chance(xy: np.ndarray, x0: float, y0: float, r: float, width: float)
     a-contrario test, as :func:`by_chance`, on the local density). The contrast alone does
     not weigh how many circles were tried: a fit picks the densest ring of the noise, and
     on 300 points spread uniformly over a 200 px square (seeds 0 and 4) the circle it
-    found held 1.5 times the density beside it and passed ``min_contrast``, where the
+    found held 1.5 to 3 times the density beside it and passed ``min_contrast``, where the
     excess is chance (a ring of 100 points jittered by its own width, by far not)."""
     n_in, a_in, n_out, a_out = _ring_counts(xy, x0, y0, r, width)
     if a_in <= 0 or a_out <= 0 or n_out == 0:
@@ -845,9 +845,10 @@ def drawn_curves(data, limit: int, *, seed: int = 0) -> int:
     circles. :func:`select_curves` starts a range without closed chain candidates at
     K = D: each K below it would be fitted only to find that its seed of K + 1 adds an arc
     (the same test, on the same draw), and the fit at D is then the one ``fit_circles``
-    makes with K = D given. Measured on "sparse 2 apart" (seeds 0-11, 108 points): D = 2,
-    auto 22 -> 12.5 ms CPU per scene (K = 1 was fitted, 4-6 ms, then K = 2), the same K
-    and circles."""
+    makes with K = D given. Measured on the 469 sparse scenes (seeds 0-66, one run,
+    ``benchmarks/results/scenes_sparse_drawn_seeds0-33.md``): the same K and circles on
+    every scene, auto's median CPU per scene 44 -> 37 ms, on "sparse 2 apart" (K = 1 was
+    fitted first, then K = 2) 17 -> 13 ms."""
     g = data.geometry
     if not g.shared or g.kinds[0] != "circle":
         return 0

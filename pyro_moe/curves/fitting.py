@@ -639,9 +639,10 @@ def check_fit_options(fit_options: dict, where: str, also: tuple[str, ...] = ())
     itself (it would clash with :func:`curve_fit_options`: the priors' units, the expert
     maps, the noise expert's support are made from the points), or for one nothing reads:
     neither an option of :func:`pyro_moe.fit` (its own, the run's, the hyperparameters,
-    those the registered engine of ``method`` declares) nor one of ``also`` (the caller's own); the closest
-    names, the image options among them, are suggested (``select_circles(img,
-    edgse=True)`` failed after its first fit, naming only the engine's options)."""
+    those the registered engine of ``method`` declares) nor one of ``also`` (the caller's
+    own); the closest names, the image options among them, are suggested
+    (``select_circles(img, edgse=True)`` failed after its first fit, naming only the
+    engine's options)."""
     clash = [n for n in SET_BY_THE_CURVE_FIT if n in fit_options]
     if clash:
         raise InputError(

@@ -787,6 +787,21 @@ def _in_bands(seeds: list, fitted: list[tuple[float, float, float, float]]) -> b
     return True
 
 
+def _kasa(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The least-squares (Kasa) circle of points P (pixels): its weights and (x0, y0, r),
+    r NaN for no real circle."""
+    w = np.linalg.lstsq(*circle_design(P), rcond=None)[0]
+    return w, circle_parameters(w)
+
+
+def _data_spacing(data) -> float:
+    """:func:`_spacing` of a curve problem's points, computed once per point set (every K
+    of ``--experts auto`` reads it)."""
+    if "spacing" not in data.cache:
+        data.cache["spacing"] = _spacing(data.points.xy)
+    return data.cache["spacing"]
+
+
 def no_new_arc(
     data, K: int, *, seed: int = 0, fitted: list[tuple[float, float, float, float]] | None = None
 ) -> bool:
@@ -814,23 +829,17 @@ def no_new_arc(
     if new.sum() < 5:
         return True
     xy = data.points.xy
-
-    def kasa(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # weights, (x0, y0, r)
-        w = np.linalg.lstsq(*circle_design(P), rcond=None)[0]
-        return w, circle_parameters(w)
-
     P = xy[new]
-    w, (_, _, r) = kasa(P)
+    w, (_, _, r) = _kasa(P)
     if not r > 0:  # (NaN: no real circle)
         return True
-    if fitted and _in_bands([kasa(xy[labels == k])[1] for k in range(K + 1)
+    if fitted and _in_bands([_kasa(xy[labels == k])[1] for k in range(K + 1)
                              if (labels == k).sum() >= 5], fitted):  # fmt: skip
         return True
-    if "spacing" not in data.cache:
-        data.cache["spacing"] = _spacing(xy)
-    if by_chance(xy, (labels < 0) | new, len(P), r, 2.0 * data.cache["spacing"]):
+    spacing = _data_spacing(data)
+    if by_chance(xy, (labels < 0) | new, len(P), r, 2.0 * spacing):
         return True
-    step = 2.0 * max(CHAIN_TAU, 2.0 * data.cache["spacing"])
+    step = 2.0 * max(CHAIN_TAU, 2.0 * spacing)
     cover, longest = arc_of(P, w, "circle", 2 * math.pi * r, step)
     return cover < NEW_ARC[0] and longest < NEW_ARC[1]
 
@@ -869,15 +878,13 @@ def drawn_bands(data, K: int, seed: int = 0) -> list[tuple[float, float, float, 
         return []
     labels = start_labels(data.with_experts(K), seed=seed)
     xy = data.points.xy
-    if "spacing" not in data.cache:
-        data.cache["spacing"] = _spacing(xy)
-    wide = 8.0 * data.cache["spacing"]
+    wide = 8.0 * _data_spacing(data)
     bands = []
     for k in range(K):
         P = xy[labels == k]
         if len(P) < 5:
             continue
-        x0, y0, r = circle_parameters(np.linalg.lstsq(*circle_design(P), rcond=None)[0])
+        x0, y0, r = _kasa(P)[1]
         if not r > 0:
             continue
         signed = np.hypot(xy[:, 0] - x0, xy[:, 1] - y0) - r

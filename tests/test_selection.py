@@ -651,3 +651,63 @@ def test_a_conic_is_a_poor_fit_when_its_points_lie_far_from_it_for_its_size():
     R = np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
     why = _conic_fit(uv @ R.T + 200.0, thin, 0.25)
     assert why is not None and why.startswith("poor fit") and "size 20 px" in why
+
+
+def _ellipse_image(a: float, b: float, angle: float = 0.3) -> np.ndarray:
+    from skimage.draw import ellipse_perimeter
+
+    size = int(2 * a + 80)
+    img = np.zeros((size, size + 20), dtype=bool)
+    rr, cc = ellipse_perimeter(size // 2, size // 2 + 10, int(b), int(a), orientation=angle)
+    img[rr, cc] = True
+    return img
+
+
+@pytest.mark.parametrize("a,b,angle", [(60, 52, 0.3), (60, 45, 1.2), (60, 30, 0.3), (80, 50, 2.0)])
+def test_circles_on_an_ellipse_are_part_of_an_ellipse(a, b, angle):
+    """A drawn ellipse fitted by circles: each circle holds the stretch of the ellipse that
+    is nearly round and was reported valid (60 x 52 px: two circles of r 52 and 51; 60 x 30:
+    two of r 22 on its ends). The edge chain runs on as one ellipse where the circle does
+    not, so such a circle is 'part of an ellipse' (one that crosses the ellipse is 'no
+    edge'): no valid circle, K given or auto."""
+    img = _ellipse_image(a, b, angle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        reports = [r for K in (1, 2) for r in curve_reports(pyro_moe.fit_circles(img, experts=K))]
+        sel = select_circles(img)
+    assert not [r for r in reports if r.valid], reports
+    parts = [r.reason for r in reports if r.reason.startswith("part of an ellipse")]
+    assert parts, reports
+    major = float(parts[0].split("semi-axes ")[1].split(" x")[0])
+    assert abs(major - a) < 2.0, parts[0]
+    assert not [r for r in curve_reports(sel.result) if r.valid]
+
+
+def test_a_nearly_round_ellipse_is_one_circle_and_never_two():
+    """An ellipse of axis ratio 0.95 (60 x 57 px) lies within 1.5 px of one circle: auto
+    reports that circle alone (before: two valid circles, its two flatter halves). One of
+    ratio 0.97 and r 300 px (a rim seen slightly obliquely) departs from its circle by
+    4.5 px: that circle is 'no edge' and two on its halves 'part of an ellipse'; no valid
+    circle, where two were valid before."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pyro_moe.ConvergenceWarning)
+        small = curve_reports(select_circles(_ellipse_image(60, 57)).result)
+        large = curve_reports(select_circles(_ellipse_image(300, 291)).result)
+    valid = [r.curve for r in small if r.valid]
+    assert len(valid) == 1 and abs(valid[0].r - 58.5) < 2.0, valid
+    assert not [r for r in large if r.valid], large
+
+
+def test_rings_that_touch_cross_or_share_a_centre_are_no_pieces_of_an_ellipse():
+    """The chains of rings trace ellipses (the rings themselves, circles among the conics);
+    no ring is a piece of one (part_of_ellipse finds none)."""
+    from pyro_moe.curves.selection import chain_ellipses, part_of_ellipse
+
+    for kind in ("concentric 3", "overlapping 2", "two concentric pairs", "cut by the border"):
+        img, truth = circle_scene(kind, 0)
+        xy = np.argwhere(img)[:, ::-1].astype(float)
+        ellipses = chain_ellipses(xy)
+        assert len(ellipses) >= len(truth) - 1, kind
+        for c in truth:
+            held = xy[np.abs(np.hypot(*(xy - [c.x0, c.y0]).T) - c.r) <= 1.5]
+            assert part_of_ellipse(held, c, ellipses, xy, 0.8) is None, (kind, c)

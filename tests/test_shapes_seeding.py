@@ -160,3 +160,28 @@ def test_batches_cover_the_candidates_once():
     assert list(_batches(10, 64, 1000)) == [(0, 10)]
     assert list(_batches(200, 64, 50)) == [(0, 64), (64, 114), (114, 164), (164, 200)]
     assert list(_batches(0, 64, 50)) == []
+
+
+def test_the_inlier_refits_solve_each_candidate_and_refuse_the_ill_conditioned():
+    """_inlier_lsq solves each candidate's normal equations on its inliers (as lstsq does)
+    and gives NaN where they are singular or nearly so (condition number >= 1e12), the
+    cheap bound tr^n / det deciding the clear rows and eigvalsh the rest."""
+    from pyro_moe.shapes import seeding
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2, 40))
+    phi, t = np.column_stack([x, y, np.ones(40)]), x * x + y * y
+    inlier = rng.random((6, 40)) < 0.6
+    inlier[4] = False
+    inlier[4, :2] = True  # two points: singular
+    line = np.column_stack([x, 2 * x + 1, np.ones(40)])  # collinear points: rank 2
+    out = seeding._inlier_lsq(phi, t, inlier)
+    for c in range(6):
+        if c == 4:
+            assert np.isnan(out[c]).all()
+            continue
+        want = np.linalg.lstsq(phi[inlier[c]], t[inlier[c]], rcond=None)[0]
+        np.testing.assert_allclose(out[c], want, rtol=1e-9, atol=1e-9)
+    near = line + np.column_stack([np.zeros(40), 1e-7 * rng.normal(size=40), np.zeros(40)])
+    assert np.isnan(seeding._inlier_lsq(near, t, np.ones((2, 40), dtype=bool))).all()
+    assert np.isnan(seeding._inlier_lsq(line, t, np.ones((1, 40), dtype=bool))).all()

@@ -631,7 +631,7 @@ def curve_reports(
     if "circle" in kinds:
         on_grid = bool(np.allclose(xy, np.round(xy), rtol=0.0, atol=1e-6))
         grid = np.round(xy)
-        ellipses: list[tuple[Candidate, Conic]] = []  # read where a circle is left to judge
+        ellipses: list[tuple[Candidate, Conic]] | None = None  # read once a circle is judged
         for k in range(K):
             c = curves[k]
             if reasons[k] is not None or kinds[k] != "circle":
@@ -669,7 +669,8 @@ def curve_reports(
                 )
                 continue
             if on_grid:
-                ellipses = ellipses or chain_ellipses(grid)
+                if ellipses is None:
+                    ellipses = chain_ellipses(grid)
                 e = part_of_ellipse(grid[hard == k], c, ellipses, grid, max_on_circle)
                 if e is not None:
                     reasons[k] = _part_of(e)

@@ -282,7 +282,7 @@ def _score(
     three sparse concentric rings in 50 % clutter, :func:`seed_curves`)."""
     inlier = dist <= tau
     count = inlier.sum(-1).astype(np.float64)
-    if kind not in ("circle", "conic"):  # no centre (:func:`_centres`)
+    if _centres(kind, W) is None:
         return count
     L = _perimeters(kind, W)  # NaN where a candidate is no real curve
     if density > 0:

@@ -13,11 +13,9 @@ experts of other kinds are counted by :func:`pyro_moe.selection.distinct_experts
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import itertools
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,34 +363,23 @@ def _conic_fit(P: np.ndarray, c: Any, max_relative_noise: float) -> str | None:
     return None
 
 
-#: The chain ellipses of the last point sets read (:func:`chain_ellipses`), by a digest of
-#: their points: every K of ``--experts auto`` reports on the same points.
-_ELLIPSES: OrderedDict[bytes, list[tuple[Candidate, Conic]]] = OrderedDict()
-_ELLIPSES_LOCK = threading.Lock()
-
-
 def chain_ellipses(xy: np.ndarray) -> list[tuple[Candidate, Conic]]:
     """The ellipses the points' edge chains trace, each as its chain candidate and its
     geometry (:func:`~pyro_moe.shapes.chains.chain_curves` of kind "conic", at
     :data:`~pyro_moe.curves.fitting.CHAIN_TAU`: arcs joined on one plausible ellipse, each
     covering at least a sixth of it); [] off the pixel grid. Kept for the last four point
-    sets (each K of a selection reads them; safe across threads)."""
-    P = np.round(np.asarray(xy, dtype=np.float64))
-    key = hashlib.blake2b(P.tobytes(), digest_size=16).digest()
-    with _ELLIPSES_LOCK:
-        kept = _ELLIPSES.get(key)
-    if kept is not None:
-        return kept
+    sets (each K of a selection reads them)."""
+    return _chain_ellipses(np.round(np.asarray(xy, dtype=np.float64)).tobytes())
+
+
+@functools.lru_cache(maxsize=4)
+def _chain_ellipses(points: bytes) -> list[tuple[Candidate, Conic]]:
+    P = np.frombuffer(points, dtype=np.float64).reshape(-1, 2)
     # pixel units: no relative degeneracy test (the chains' ellipses are real ones)
-    found = [
+    return [
         (e, conic_from_weights(e.weights, degenerate_rtol=0.0))
         for e in chain_curves(P, "conic", tau=CHAIN_TAU)
     ]
-    with _ELLIPSES_LOCK:
-        _ELLIPSES[key] = found
-        while len(_ELLIPSES) > 4:
-            _ELLIPSES.popitem(last=False)
-    return found
 
 
 def part_of_ellipse(
